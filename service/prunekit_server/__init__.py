@@ -1,0 +1,1 @@
+"""prunekit server: the gRPC service, its job runner and the optimization pipeline."""

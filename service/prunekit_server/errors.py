@@ -1,0 +1,99 @@
+"""Errors every layer raises, mapped to gRPC status codes only at the API edge.
+
+A :class:`ServiceError` carries a canonical status code name, a stable reason
+(an ``ErrorReason`` name from ``protos/prunekit/v1/errors.proto``), a message
+for people and, for bad requests, every field violation found. Nothing here
+imports grpc, so the pipeline and the worker can raise these too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Code(enum.Enum):
+    """Canonical status codes (the names of ``grpc.StatusCode``)."""
+
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    CANCELLED = 1
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path (``spec.prune.ratio``) and what is wrong."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class ServiceError(Exception):
+    """An error with a status code and a stable reason."""
+
+    code: Code
+    reason: str
+    message: str
+    violations: list[FieldViolation] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code.name} ({self.reason}): {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, used to pass an error from a worker to the server."""
+        return {
+            "code": self.code.name,
+            "reason": self.reason,
+            "message": self.message,
+            "violations": [{"field": v.field, "description": v.description} for v in self.violations],
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServiceError:
+        """Inverse of :meth:`to_dict`; unknown codes become INTERNAL."""
+        try:
+            code = Code[str(data.get("code", "INTERNAL"))]
+        except KeyError:
+            code = Code.INTERNAL
+        return cls(
+            code=code,
+            reason=str(data.get("reason", "INTERNAL_ERROR")),
+            message=str(data.get("message", "")),
+            violations=[
+                FieldViolation(str(v.get("field", "")), str(v.get("description", "")))
+                for v in data.get("violations", [])
+            ],
+            metadata={str(k): str(v) for k, v in dict(data.get("metadata", {})).items()},
+        )
+
+
+def invalid_model(message: str, **metadata: str) -> ServiceError:
+    """The bytes are not a valid model of the declared format."""
+    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_MODEL", message, metadata=metadata)
+
+
+def unsupported_model(message: str, **metadata: str) -> ServiceError:
+    """A valid model this server cannot process (an op, an opset...)."""
+    return ServiceError(Code.FAILED_PRECONDITION, "UNSUPPORTED_MODEL", message, metadata=metadata)
+
+
+def invalid_spec(violations: list[FieldViolation]) -> ServiceError:
+    """The spec breaks rules; every violation is listed."""
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_SPEC", f"invalid spec: {summary}", violations)
