@@ -39,7 +39,9 @@ class SampleCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.layer1 = _Block(width, width, 1)
         self.layer2 = _Block(width, width * 2, 2)
         self.layer3 = _Block(width * 2, width * 4, 2)
@@ -57,7 +59,11 @@ class SampleMLP(nn.Module):
     def __init__(self, features: int = 64, hidden: int = 256, num_classes: int = 10) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+            nn.Linear(features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,355 @@
+"""The synchronous client of ``prunekit.v1.OptimizerService``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeAlias, cast
+
+import grpc
+from google.protobuf.message import Message
+
+from prunekit import _transfer
+from prunekit._errors import PrunekitError
+from prunekit._retry import RetryPolicy, is_retryable
+from prunekit._spec import load_spec, spec_from_dict
+from prunekit._version import __version__
+from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2_grpc, spec_pb2
+from prunekit.v1 import optimizer_service_pb2 as pb
+
+__all__ = ["TERMINAL_STATES", "Client", "is_terminal"]
+
+ModelLike: TypeAlias = "model_pb2.ModelRef | str | PathLike[str]"
+SpecLike: TypeAlias = "spec_pb2.OptimizationSpec | Mapping[str, Any] | str | PathLike[str]"
+InputsLike: TypeAlias = "Mapping[str, Sequence[int]] | Sequence[model_pb2.InputSpec] | None"
+ProgressCallback: TypeAlias = Callable[[job_pb2.Job], None]
+
+TERMINAL_STATES = frozenset(
+    {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+)
+
+
+def is_terminal(state: job_pb2.JobState.ValueType) -> bool:
+    """Whether a job in ``state`` has ended (``SUCCEEDED``, ``FAILED`` or ``CANCELLED``)."""
+    return state in TERMINAL_STATES
+
+
+class Client:
+    """A connection to a prunekit server.
+
+    Every call has a deadline: ``timeout`` seconds (each method takes ``timeout=`` to override it), except
+    uploads and downloads, which get ``transfer_timeout``, and each WatchJob subscription, which gets
+    ``watch_timeout`` (the watch re-subscribes when it expires, so waiting for a job is not bounded by it).
+    Deadlines apply per attempt.
+
+    Calls that are safe to repeat (all of them: uploads are content-addressed, CreateJob carries a
+    ``request_id``, CancelJob of a cancelled job is recognised) are retried up to ``retries`` times on
+    ``UNAVAILABLE`` and on ``RESOURCE_EXHAUSTED`` with reason ``QUEUE_FULL``, with exponential backoff from
+    ``backoff`` seconds (capped at 10 s) and jitter. Failures raise :class:`PrunekitError`.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        channel_options: Sequence[tuple[str, Any]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        transfer_timeout: float = 600.0,
+        watch_timeout: float = 300.0,
+        backoff: float = 0.25,
+    ) -> None:
+        if timeout <= 0 or transfer_timeout <= 0 or watch_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.target = target
+        self.timeout = timeout
+        self.transfer_timeout = transfer_timeout
+        self.watch_timeout = watch_timeout
+        self._retry = RetryPolicy(retries=retries, backoff=backoff)
+        options = [("grpc.primary_user_agent", f"prunekit-python/{__version__}"), *(channel_options or ())]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = optimizer_service_pb2_grpc.OptimizerServiceStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def _unary(self, method: Any, request: Message, timeout: float | None) -> Any:
+        deadline = self.timeout if timeout is None else timeout
+        return self._retry.call(lambda _attempt: method(request, timeout=deadline))
+
+    def upload_model(
+        self,
+        path: str | PathLike[str],
+        *,
+        format: model_pb2.ModelFormat.ValueType | None = None,
+        filename: str | None = None,
+        timeout: float | None = None,
+    ) -> model_pb2.ModelRef:
+        """Uploads a model file and returns its reference.
+
+        The format comes from the suffix unless given (``ValueError`` when it cannot be told). The file is
+        hashed first, then streamed as a metadata message and chunks of at most 1 MiB; it is never read whole
+        into memory. Retried from the start on transient errors (the store is content-addressed).
+        """
+        file = Path(path)
+        model_format = _transfer.infer_format(file) if format is None else format
+        digest = _transfer.digest_file(file)
+        metadata = pb.UploadMetadata(
+            filename=filename or file.name,
+            format=model_format,
+            size_bytes=digest.size_bytes,
+            sha256=digest.sha256,
+        )
+        deadline = self.transfer_timeout if timeout is None else timeout
+
+        def attempt(_retry: int) -> pb.UploadModelResponse:
+            requests = _transfer.upload_requests(file, metadata)
+            return cast(pb.UploadModelResponse, self._stub.UploadModel(requests, timeout=deadline))
+
+        return self._retry.call(attempt).model
+
+    def _model_ref(self, model: ModelLike) -> model_pb2.ModelRef:
+        if isinstance(model, model_pb2.ModelRef):
+            return model
+        return self.upload_model(model)
+
+    def analyze(
+        self, model: ModelLike, inputs: InputsLike = None, *, timeout: float | None = None
+    ) -> model_pb2.ModelAnalysis:
+        """Analyses a stored model (a path is uploaded first).
+
+        ``inputs`` declares concrete shapes, as ``{"x": [1, 3, 224, 224]}`` or ``InputSpec`` messages;
+        required for TorchScript, optional for ONNX.
+        """
+        request = pb.AnalyzeModelRequest(model=self._model_ref(model), inputs=_input_specs(inputs))
+        return cast(pb.AnalyzeModelResponse, self._unary(self._stub.AnalyzeModel, request, timeout)).analysis
+
+    def create_job(
+        self,
+        model: ModelLike,
+        spec: SpecLike,
+        *,
+        request_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> job_pb2.Job:
+        """Starts a job. ``request_id`` (a new UUID when None) is sent unchanged on every retry, so a retry
+        after a lost response returns the job the first attempt created."""
+        request = pb.CreateJobRequest(
+            model=self._model_ref(model),
+            spec=_as_spec(spec),
+            request_id=request_id or str(uuid.uuid4()),
+            labels=dict(labels or {}),
+        )
+        return cast(pb.CreateJobResponse, self._unary(self._stub.CreateJob, request, timeout)).job
+
+    def optimize(
+        self,
+        model: ModelLike,
+        spec: SpecLike,
+        *,
+        wait: bool = True,
+        on_progress: ProgressCallback | None = None,
+        request_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        poll_timeout: float | None = None,
+    ) -> job_pb2.Job:
+        """Uploads the model when given a path, starts a job and, with ``wait``, follows it to its end.
+
+        ``spec`` is an ``OptimizationSpec``, a spec-file mapping or the path of a YAML/JSON spec file.
+        ``on_progress`` gets every update; ``poll_timeout`` is the deadline of each WatchJob subscription
+        (``watch_timeout`` when None). Returns the job (with its ``report`` when it succeeded); raises
+        :class:`PrunekitError` carrying ``.job`` when it ends ``FAILED`` or ``CANCELLED``.
+        """
+        job = self.create_job(model, spec, request_id=request_id, labels=labels)
+        if not wait:
+            return job
+        return self.wait(job.id, on_progress=on_progress, poll_timeout=poll_timeout)
+
+    def wait(
+        self, job_id: str, *, on_progress: ProgressCallback | None = None, poll_timeout: float | None = None
+    ) -> job_pb2.Job:
+        """Follows a job until it ends; like :meth:`optimize` with ``wait`` for a job already created."""
+        final: job_pb2.Job | None = None
+        for job in self.watch_job(job_id, poll_timeout=poll_timeout):
+            if on_progress is not None:
+                on_progress(job)
+            final = job
+        if final is None or final.state != job_pb2.JOB_STATE_SUCCEEDED:
+            raise PrunekitError.from_job(final or job_pb2.Job(id=job_id))
+        return final
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> job_pb2.Job:
+        """The job's current record."""
+        request = pb.GetJobRequest(job_id=job_id)
+        return cast(pb.GetJobResponse, self._unary(self._stub.GetJob, request, timeout)).job
+
+    def list_jobs(
+        self, page_size: int = 50, page_token: str = "", *, timeout: float | None = None
+    ) -> tuple[list[job_pb2.Job], str]:
+        """One page of jobs, newest first, and the token of the next page (``""`` on the last)."""
+        request = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
+        response = cast(pb.ListJobsResponse, self._unary(self._stub.ListJobs, request, timeout))
+        return list(response.jobs), response.next_page_token
+
+    def iter_jobs(self, page_size: int = 50) -> Iterator[job_pb2.Job]:
+        """Every job, newest first, fetching pages as it goes."""
+        token = ""
+        while True:
+            jobs, token = self.list_jobs(page_size, token)
+            yield from jobs
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> job_pb2.Job:
+        """Cancels a job and returns its record.
+
+        A job that already ended is ``FAILED_PRECONDITION`` / ``JOB_ALREADY_FINISHED`` — except when an
+        earlier attempt of this same call was lost in transit and the job is now ``CANCELLED``: then that
+        job is returned.
+        """
+        request = pb.CancelJobRequest(job_id=job_id)
+        deadline = self.timeout if timeout is None else timeout
+        retried = False
+
+        def attempt(retry: int) -> pb.CancelJobResponse:
+            nonlocal retried
+            retried = retry > 0
+            return cast(pb.CancelJobResponse, self._stub.CancelJob(request, timeout=deadline))
+
+        try:
+            return self._retry.call(attempt).job
+        except PrunekitError as err:
+            if retried and err.reason == "JOB_ALREADY_FINISHED":
+                job = self.get_job(job_id, timeout=timeout)
+                if job.state == job_pb2.JOB_STATE_CANCELLED:
+                    return job
+            raise
+
+    def watch_job(self, job_id: str, *, poll_timeout: float | None = None) -> Iterator[job_pb2.Job]:
+        """Yields the job now and at every change until it ends (the last item is terminal).
+
+        A subscription that breaks (``UNAVAILABLE``, a closed stream, its ``poll_timeout`` deadline) is
+        re-opened and updates already seen are not yielded twice. Subscriptions that fail before sending
+        anything count against ``retries``; one that delivers resets the count.
+        """
+        deadline = self.watch_timeout if poll_timeout is None else poll_timeout
+        request = pb.WatchJobRequest(job_id=job_id)
+        last: job_pb2.Job | None = None
+        failures = 0
+        while True:
+            delivered = False
+            failure: PrunekitError | None = None
+            call = self._stub.WatchJob(request, timeout=deadline)
+            try:
+                for response in call:
+                    delivered = True
+                    job: job_pb2.Job = response.job
+                    if job != last:
+                        last = job
+                        yield job
+                    if is_terminal(job.state):
+                        return
+            except grpc.RpcError as exc:
+                failure = PrunekitError.from_rpc_error(exc)
+                resumable = is_retryable(failure) or failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                if not resumable:
+                    raise failure from exc
+            finally:
+                call.cancel()
+            if delivered:
+                failures = 0
+                if failure is None or failure.code != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._retry.sleep(self._retry.delay(0))
+                continue
+            if failure is None:
+                failure = PrunekitError(
+                    grpc.StatusCode.UNAVAILABLE, f"watch of job {job_id} ended before sending the job"
+                )
+            if failures >= self._retry.retries:
+                raise failure
+            self._retry.pause(failures, failure)
+            failures += 1
+
+    def download_artifact(
+        self, job_id: str, name: str, dest: str | PathLike[str], *, timeout: float | None = None
+    ) -> Path:
+        """Downloads one artifact to ``dest`` (or to ``dest/name`` when ``dest`` is a directory).
+
+        The bytes go to a temporary file that replaces ``dest`` only when their size and SHA-256 match the
+        stream's first (``info``) message; a mismatch raises ``DATA_LOSS``. Restarted on transient errors.
+        """
+        target = Path(dest)
+        if target.is_dir():
+            target = _transfer.artifact_path(target, name)
+        request = pb.DownloadArtifactRequest(job_id=job_id, name=name)
+        deadline = self.transfer_timeout if timeout is None else timeout
+
+        def attempt(_retry: int) -> Path:
+            call = self._stub.DownloadArtifact(request, timeout=deadline)
+            try:
+                _transfer.receive(call, target)
+            finally:
+                call.cancel()
+            return target
+
+        return self._retry.call(attempt)
+
+    def download_artifacts(
+        self, job: job_pb2.Job | str, directory: str | PathLike[str], *, timeout: float | None = None
+    ) -> list[Path]:
+        """Downloads every artifact in the job's manifest into ``directory`` (created when missing).
+
+        ``job`` is a Job or a job id (fetched). A job that has not succeeded raises ``FAILED_PRECONDITION`` /
+        ``JOB_NOT_SUCCEEDED``. Artifact names that would land outside ``directory`` are refused.
+        """
+        record = self.get_job(job) if isinstance(job, str) else job
+        if record.state != job_pb2.JOB_STATE_SUCCEEDED:
+            state = job_pb2.JobState.Name(record.state)
+            raise PrunekitError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {record.id} is {state}; only a succeeded job has artifacts",
+                reason="JOB_NOT_SUCCEEDED",
+                job=record,
+            )
+        root = Path(directory)
+        targets = [(a.name, _transfer.artifact_path(root, a.name)) for a in record.artifacts]
+        for name, target in targets:
+            self.download_artifact(record.id, name, target, timeout=timeout)
+        return [target for _, target in targets]
+
+
+def _as_spec(spec: SpecLike) -> spec_pb2.OptimizationSpec:
+    if isinstance(spec, spec_pb2.OptimizationSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return spec_from_dict(spec)
+    return load_spec(spec)
+
+
+def _input_specs(inputs: InputsLike) -> list[model_pb2.InputSpec]:
+    if inputs is None:
+        return []
+    if isinstance(inputs, Mapping):
+        return [model_pb2.InputSpec(name=name, shape=list(shape)) for name, shape in inputs.items()]
+    return list(inputs)

@@ -1,0 +1,308 @@
+"""Spec files (YAML or JSON) to ``OptimizationSpec`` and back, by walking the message descriptors.
+
+Keys are the proto field names. Enum values are accepted by their short name in any case (``unstructured``,
+``Per_Layer``, ``float32``) or by their full name (``PRUNE_METHOD_UNSTRUCTURED``), at any depth. Nothing is
+coerced: numbers must be numbers, strings strings. Every problem is collected before :class:`SpecError` is
+raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from google.protobuf import descriptor as _d
+from google.protobuf.message import Message
+
+from prunekit._errors import SpecError
+from prunekit.v1 import spec_pb2
+
+__all__ = ["enum_short_name", "load_spec", "spec_from_dict", "spec_to_dict"]
+
+Problems = list[tuple[str, str]]
+
+_INT_RANGES = {
+    _d.FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    _d.FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    _d.FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    _d.FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+
+
+def _enum_prefix(enum: _d.EnumDescriptor) -> str:
+    """The prefix every value name of ``enum`` shares: ``PRUNE_METHOD_`` for ``PruneMethod``."""
+    from_name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", enum.name).upper() + "_"
+    names = [v.name for v in enum.values]
+    if all(n.startswith(from_name) and len(n) > len(from_name) for n in names):
+        return from_name
+    common = names[0]
+    for name in names[1:]:
+        while not name.startswith(common):
+            common = common[:-1]
+    cut = common.rfind("_")
+    prefix = common[: cut + 1] if cut >= 0 else ""
+    return prefix if all(len(n) > len(prefix) for n in names) else ""
+
+
+def enum_short_name(enum: _d.EnumDescriptor, number: int) -> str:
+    """The lower-case short name of a value (``per_layer``); the number as text when it has no name."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    return value.name[len(_enum_prefix(enum)) :].lower()
+
+
+def _enum_value(enum: _d.EnumDescriptor, raw: object, path: str, problems: Problems) -> int | None:
+    choices = [v.name[len(_enum_prefix(enum)) :].lower() for v in enum.values if v.number != 0]
+    if not isinstance(raw, str):
+        problems.append((path, f"expected one of {', '.join(choices)}; got {_kind(raw)}"))
+        return None
+    wanted = raw.strip().upper().replace("-", "_")
+    prefix = _enum_prefix(enum)
+    for value in enum.values:
+        if wanted in (value.name, value.name[len(prefix) :]):
+            return int(value.number)
+    hint = _suggest(raw.lower(), choices)
+    problems.append((path, f"unknown value {raw!r}{hint}; expected one of {', '.join(choices)}"))
+    return None
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+def _enum_type(field: _d.FieldDescriptor) -> _d.EnumDescriptor:
+    assert field.enum_type is not None
+    return field.enum_type
+
+
+def _entry_type(field: _d.FieldDescriptor) -> _d.Descriptor:
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _scalar(field: _d.FieldDescriptor, raw: object, path: str, problems: Problems) -> object | None:
+    """The Python value for a non-message field, or None after recording a problem."""
+    cpp = field.cpp_type
+    if cpp == _d.FieldDescriptor.CPPTYPE_ENUM:
+        return _enum_value(_enum_type(field), raw, path, problems)
+    if cpp in _INT_RANGES:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            problems.append((path, f"expected an integer; got {_kind(raw)}"))
+            return None
+        low, high = _INT_RANGES[cpp]
+        if not low <= raw <= high:
+            problems.append((path, f"{raw} is out of range [{low}, {high}]"))
+            return None
+        return raw
+    if cpp in (_d.FieldDescriptor.CPPTYPE_DOUBLE, _d.FieldDescriptor.CPPTYPE_FLOAT):
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            problems.append((path, f"expected a number; got {_kind(raw)}"))
+            return None
+        return float(raw)
+    if cpp == _d.FieldDescriptor.CPPTYPE_BOOL:
+        if not isinstance(raw, bool):
+            problems.append((path, f"expected true or false; got {_kind(raw)}"))
+            return None
+        return raw
+    if field.type == _d.FieldDescriptor.TYPE_BYTES:
+        if isinstance(raw, bytes):
+            return raw
+        if isinstance(raw, str):
+            return raw.encode()
+        problems.append((path, f"expected a string; got {_kind(raw)}"))
+        return None
+    if not isinstance(raw, str):
+        problems.append((path, f"expected a string; got {_kind(raw)}"))
+        return None
+    return raw
+
+
+def _fill(message: Message, data: object, path: str, problems: Problems) -> None:
+    descriptor = message.DESCRIPTOR
+    if data is None:
+        return
+    if not isinstance(data, Mapping):
+        problems.append((path or "(spec)", f"expected a mapping; got {_kind(data)}"))
+        return
+    names = [f.name for f in descriptor.fields]
+    for key, raw in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            problems.append((where, "keys must be strings"))
+            continue
+        field = cast("_d.FieldDescriptor | None", descriptor.fields_by_name.get(key))
+        if field is None:
+            problems.append((where, f"unknown field{_suggest(key, names)}"))
+            continue
+        _fill_field(message, field, raw, where, problems)
+
+
+def _is_map(field: _d.FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _fill_field(
+    message: Message, field: _d.FieldDescriptor, raw: object, path: str, problems: Problems
+) -> None:
+    is_message = field.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE
+    if _is_map(field):
+        if not isinstance(raw, Mapping):
+            problems.append((path, f"expected a mapping; got {_kind(raw)}"))
+            return
+        key_field = _entry_type(field).fields_by_name["key"]
+        value_field = _entry_type(field).fields_by_name["value"]
+        target = getattr(message, field.name)
+        for k, v in raw.items():
+            key = _scalar(key_field, k, f"{path}.{k}", problems)
+            if key is None:
+                continue
+            if value_field.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE:
+                _fill(target[key], v, f"{path}.{k}", problems)
+            else:
+                value = _scalar(value_field, v, f"{path}.{k}", problems)
+                if value is not None:
+                    target[key] = value
+        return
+    if field.is_repeated:
+        if not isinstance(raw, list | tuple):
+            problems.append((path, f"expected a list; got {_kind(raw)}"))
+            return
+        container = getattr(message, field.name)
+        for index, item in enumerate(raw):
+            where = f"{path}[{index}]"
+            if is_message:
+                _fill(container.add(), item, where, problems)
+                if item is None:
+                    problems.append((where, "expected a mapping; got null"))
+            else:
+                value = _scalar(field, item, where, problems)
+                if value is not None:
+                    container.append(value)
+        return
+    if is_message:
+        child = getattr(message, field.name)
+        child.SetInParent()
+        _fill(child, raw, path, problems)
+        return
+    value = _scalar(field, raw, path, problems)
+    if value is not None:
+        setattr(message, field.name, value)
+
+
+def spec_from_dict(data: Mapping[str, Any] | None) -> spec_pb2.OptimizationSpec:
+    """Converts a spec-file mapping to an ``OptimizationSpec``.
+
+    ``None`` (an empty file) gives an empty spec. A message field given as ``null`` is set, empty (so
+    ``finetune:`` reaches the server, which decides). Raises :class:`SpecError` listing every unknown key,
+    wrong type and unknown enum name with its field path (``inputs[0].dtype``).
+    """
+    spec = spec_pb2.OptimizationSpec()
+    problems: Problems = []
+    _fill(spec, data, "", problems)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse(text: str, suffix: str, source: str) -> object:
+    as_json = suffix == ".json" or (suffix not in (".yaml", ".yml") and text.lstrip().startswith(("{", "[")))
+    if as_json:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError([(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")], source=source) from exc
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([(where, f"invalid YAML: {problem}")], source=source) from exc
+
+
+def load_spec(path: str | PathLike[str]) -> spec_pb2.OptimizationSpec:
+    """Reads a spec file: YAML for ``.yaml``/``.yml``, JSON for ``.json``, otherwise JSON when the text starts
+    with ``{`` and YAML else.
+
+    Raises ``OSError`` when the file cannot be read and :class:`SpecError` (with ``source`` set to the path)
+    for bad syntax or content.
+    """
+    file = Path(path)
+    text = file.read_text(encoding="utf-8")
+    data = _parse(text, file.suffix.lower(), str(file))
+    if data is not None and not isinstance(data, Mapping):
+        raise SpecError(
+            [("(spec)", f"expected a mapping at the top level; got {_kind(data)}")], source=str(file)
+        )
+    try:
+        return spec_from_dict(data)
+    except SpecError as exc:
+        raise SpecError(exc.problems, source=str(file)) from None
+
+
+def _plain(field: _d.FieldDescriptor, value: Any) -> Any:
+    if field.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE:
+        return message_to_dict(value)
+    if field.cpp_type == _d.FieldDescriptor.CPPTYPE_ENUM:
+        return enum_short_name(_enum_type(field), value)
+    return value
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """The fields set in ``message`` as plain Python values, enums by lower-case short name."""
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if _is_map(field):
+            value_field = _entry_type(field).fields_by_name["value"]
+            out[field.name] = {k: _plain(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [_plain(field, v) for v in value]
+        else:
+            out[field.name] = _plain(field, value)
+    return out
+
+
+def spec_to_dict(spec: spec_pb2.OptimizationSpec) -> dict[str, Any]:
+    """The spec in spec-file shape (short enum names), for display; ``spec_from_dict`` reads it back."""
+    return message_to_dict(spec)

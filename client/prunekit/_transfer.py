@@ -1,0 +1,147 @@
+"""Moving model and artifact bytes: chunked upload requests and verified, atomic downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import grpc
+
+from prunekit._errors import PrunekitError
+from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FileDigest",
+    "artifact_path",
+    "digest_file",
+    "infer_format",
+    "receive",
+    "upload_requests",
+]
+
+CHUNK_SIZE = 1024 * 1024
+"""Bytes per streamed chunk: 1 MiB, the API's maximum, well under gRPC's 4 MiB default message limit."""
+
+_FORMATS: dict[str, model_pb2.ModelFormat.ValueType] = {
+    ".onnx": model_pb2.MODEL_FORMAT_ONNX,
+    ".pt": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+    ".pth": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+    ".ts": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+    ".torchscript": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+}
+
+
+def infer_format(path: Path) -> model_pb2.ModelFormat.ValueType:
+    """``.onnx`` is ONNX; ``.pt``, ``.pth``, ``.ts``, ``.torchscript`` are TorchScript; else ValueError."""
+    try:
+        return _FORMATS[path.suffix.lower()]
+    except KeyError:
+        known = ", ".join(sorted(_FORMATS))
+        raise ValueError(
+            f"cannot tell the model format of {path.name!r} from its suffix (known: {known}); pass format="
+        ) from None
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and lower-case hex SHA-256 of a file."""
+
+    size_bytes: int
+    sha256: str
+
+
+def digest_file(path: Path) -> FileDigest:
+    """Reads ``path`` once, chunk by chunk, to size and hash it."""
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            sha.update(chunk)
+            size += len(chunk)
+    return FileDigest(size, sha.hexdigest())
+
+
+def upload_requests(
+    path: Path, metadata: optimizer_service_pb2.UploadMetadata
+) -> Iterator[optimizer_service_pb2.UploadModelRequest]:
+    """The ``metadata`` message, then the file in chunks of at most :data:`CHUNK_SIZE` bytes.
+
+    The file is opened when the first chunk is asked for and closed when the iterator ends or is dropped, so a
+    new iterator per attempt re-reads the file from the start.
+    """
+    yield optimizer_service_pb2.UploadModelRequest(metadata=metadata)
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            yield optimizer_service_pb2.UploadModelRequest(chunk=chunk)
+
+
+def artifact_path(directory: Path, name: str) -> Path:
+    """Where artifact ``name`` goes under ``directory``; refuses names that would escape it."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or name.startswith("~"):
+        raise PrunekitError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"refusing artifact name {name!r}: it would be written outside {directory}",
+            reason="INVALID_REQUEST",
+        )
+    return directory.joinpath(*pure.parts)
+
+
+def receive(
+    responses: Iterable[optimizer_service_pb2.DownloadArtifactResponse], dest: Path
+) -> job_pb2.Artifact:
+    """Writes a DownloadArtifact stream to ``dest`` atomically and returns its ``info``.
+
+    Chunks go to a temporary file beside ``dest``; it replaces ``dest`` only when the byte count and SHA-256
+    match the ``info`` message (the digest when it carries one), and is removed otherwise. A stream that does
+    not start with ``info`` is an ``INTERNAL`` error; a mismatch is ``DATA_LOSS`` (reason
+    ``CHECKSUM_MISMATCH`` or ``SIZE_MISMATCH``).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        info: job_pb2.Artifact | None = None
+        sha = hashlib.sha256()
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            for response in responses:
+                kind = response.WhichOneof("payload")
+                if info is None:
+                    if kind != "info":
+                        raise PrunekitError(
+                            grpc.StatusCode.INTERNAL, "download stream did not start with artifact info"
+                        )
+                    info = job_pb2.Artifact()
+                    info.CopyFrom(response.info)
+                    continue
+                if kind != "chunk":
+                    raise PrunekitError(
+                        grpc.StatusCode.INTERNAL, "download stream sent a second info message"
+                    )
+                out.write(response.chunk)
+                sha.update(response.chunk)
+                size += len(response.chunk)
+        if info is None:
+            raise PrunekitError(grpc.StatusCode.INTERNAL, "download stream ended before artifact info")
+        if size != info.size_bytes:
+            raise PrunekitError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{info.name}: received {size} bytes, expected {info.size_bytes}",
+                reason="SIZE_MISMATCH",
+            )
+        if info.sha256 and sha.hexdigest() != info.sha256.lower():
+            raise PrunekitError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{info.name}: sha256 {sha.hexdigest()} does not match {info.sha256}",
+                reason="CHECKSUM_MISMATCH",
+            )
+        os.replace(tmp, dest)
+        return info
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,311 @@
+"""The ``prunekit`` command: analyse models, run optimization jobs, follow them and fetch their artifacts.
+
+Exit status: 0 when the command succeeded (for ``optimize`` and ``jobs watch``: the job SUCCEEDED); 1 for an
+RPC error or a job that FAILED or was CANCELLED; 2 for usage and spec-file errors; 130 when interrupted.
+Errors are one ``error: <CODE_NAME> <REASON>: <message>`` line on stderr, then one ``  - field: description``
+line per violation. Results go to stdout, progress and notes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from prunekit._client import Client
+from prunekit._errors import PrunekitError, SpecError, format_error
+from prunekit._render import ProgressPrinter, render_analysis, render_job, render_jobs, render_report, size
+from prunekit._spec import load_spec
+from prunekit._transfer import artifact_path, infer_format
+from prunekit._version import __version__
+from prunekit.v1 import job_pb2, model_pb2
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+def _to_dict(message: Message) -> object:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(message: Message, *, indent: int | None = 2) -> None:
+    print(json.dumps(_to_dict(message), indent=indent), flush=True)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _input_arg(text: str) -> model_pb2.InputSpec:
+    name, sep, dims = text.rpartition(":")
+    parts = dims.replace(",", "x").split("x") if dims else []
+    if not sep or not name or not parts or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected NAME:SHAPE such as x:1x3x224x224, got {text!r}")
+    return model_pb2.InputSpec(name=name, shape=[int(p) for p in parts])
+
+
+def _label_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _file_arg(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _model_arg(text: str) -> Path:
+    path = _file_arg(text)
+    try:
+        infer_format(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def _job_failed(job: job_pb2.Job) -> int:
+    _note(format_error(PrunekitError.from_job(job)))
+    return EXIT_FAILED
+
+
+def _analyze(client: Client, args: argparse.Namespace) -> int:
+    analysis = client.analyze(args.model, args.inputs or None)
+    if args.json:
+        _print_json(analysis)
+    else:
+        print(render_analysis(analysis))
+    return EXIT_OK
+
+
+def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) -> None:
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"Job {job.id} SUCCEEDED\n")
+        print(render_report(job.report))
+    if args.out is None:
+        return
+    out = Path(args.out)
+    paths = client.download_artifacts(job, out)
+    if "report.json" not in {a.name for a in job.artifacts}:
+        report_path = out / "report.json"
+        report_path.write_text(json.dumps(_to_dict(job.report), indent=2) + "\n", encoding="utf-8")
+        paths.append(report_path)
+    _note(f"wrote {len(paths)} file{'s' if len(paths) != 1 else ''} to {out}:")
+    for path in paths:
+        _note(f"  {path}")
+
+
+def _optimize(client: Client, args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    model = client.upload_model(args.model)
+    _note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
+    job = client.create_job(model, spec, labels=dict(args.labels or []))
+    if args.no_wait:
+        if args.json:
+            _print_json(job)
+        else:
+            print(job.id)
+        return EXIT_OK
+    _note(f"job {job.id} created")
+    printer = ProgressPrinter(sys.stderr)
+    try:
+        final = client.wait(job.id, on_progress=printer)
+    except KeyboardInterrupt:
+        printer.close()
+        _note(
+            f"interrupted; job {job.id} keeps running on the server.\n"
+            f"  follow it: prunekit jobs watch {job.id}\n"
+            f"  cancel it: prunekit jobs cancel {job.id}"
+        )
+        return EXIT_INTERRUPTED
+    except PrunekitError as err:
+        printer.close()
+        if err.job is not None and args.json:
+            _print_json(err.job)
+        raise
+    printer.close()
+    _finish_success(client, final, args)
+    return EXIT_OK
+
+
+def _jobs_list(client: Client, args: argparse.Namespace) -> int:
+    jobs = list(itertools.islice(client.iter_jobs(page_size=min(args.limit, 500)), args.limit))
+    if args.json:
+        print(json.dumps([_to_dict(j) for j in jobs], indent=2))
+    elif jobs:
+        print(render_jobs(jobs))
+    else:
+        _note("no jobs")
+    return EXIT_OK
+
+
+def _show_job(job: job_pb2.Job, as_json: bool) -> None:
+    if as_json:
+        _print_json(job)
+        return
+    print(render_job(job))
+    if job.state == job_pb2.JOB_STATE_SUCCEEDED and job.HasField("report"):
+        print()
+        print(render_report(job.report))
+
+
+def _jobs_get(client: Client, args: argparse.Namespace) -> int:
+    _show_job(client.get_job(args.job_id), args.json)
+    return EXIT_OK
+
+
+def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel_job(args.job_id)
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"job {job.id} {job_pb2.JobState.Name(job.state).removeprefix('JOB_STATE_')}")
+    return EXIT_OK
+
+
+def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
+    printer = ProgressPrinter(sys.stderr)
+    final: job_pb2.Job | None = None
+    try:
+        for job in client.watch_job(args.job_id):
+            final = job
+            if args.json:
+                _print_json(job, indent=None)
+            else:
+                printer(job)
+    except KeyboardInterrupt:
+        printer.close()
+        _note(f"interrupted; job {args.job_id} keeps running on the server")
+        return EXIT_INTERRUPTED
+    printer.close()
+    if final is None:
+        return _job_failed(job_pb2.Job(id=args.job_id))
+    if not args.json:
+        _show_job(final, as_json=False)
+    return EXIT_OK if final.state == job_pb2.JOB_STATE_SUCCEEDED else _job_failed(final)
+
+
+def _download(client: Client, args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.names:
+        paths = [client.download_artifact(args.job_id, n, artifact_path(out, n)) for n in args.names]
+    else:
+        paths = client.download_artifacts(args.job_id, out)
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``prunekit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="prunekit",
+        description="Analyse, prune and measure models with a prunekit server.",
+        epilog="exit status: 0 success, 1 RPC error or failed/cancelled job, 2 usage or spec error, "
+        "130 interrupted",
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("PRUNEKIT_SERVER", "localhost:50051"),
+        metavar="HOST:PORT",
+        help="server address (default: $PRUNEKIT_SERVER or localhost:50051)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="deadline of each call (default 30)"
+    )
+    parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("analyze", help="upload a model and describe its layers, parameters and MACs")
+    p.add_argument("model", type=_model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        type=_input_arg,
+        metavar="NAME:SHAPE",
+        help="a concrete input shape, e.g. x:1x3x224x224 (repeatable; required for TorchScript)",
+    )
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    p.set_defaults(handler=_analyze)
+
+    p = commands.add_parser("optimize", help="upload a model, run an optimization job and show its report")
+    p.add_argument("model", type=_model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
+    p.add_argument("--spec", required=True, type=_file_arg, metavar="SPEC", help="spec file (YAML or JSON)")
+    p.add_argument("--out", metavar="DIR", help="download every artifact and report.json into DIR")
+    p.add_argument("--json", action="store_true", help="print only the final job as JSON on stdout")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and exit once the job is created")
+    p.add_argument(
+        "--label", dest="labels", action="append", type=_label_arg, metavar="KEY=VALUE", help="a job label"
+    )
+    p.set_defaults(handler=_optimize)
+
+    jobs = commands.add_parser("jobs", help="list, inspect, cancel and watch jobs")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    p = job_commands.add_parser("list", help="the newest jobs")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_jobs_list)
+    for name, handler, text in (
+        ("get", _jobs_get, "show one job (and its report when it succeeded)"),
+        ("cancel", _jobs_cancel, "cancel a pending or running job"),
+        ("watch", _jobs_watch, "follow a job until it ends (exit 0 only when it succeeds)"),
+    ):
+        p = job_commands.add_parser(name, help=text)
+        p.add_argument("job_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="JSON (watch: one line per update)")
+        p.set_defaults(handler=handler)
+
+    p = commands.add_parser("download", help="download the artifacts of a succeeded job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--out", default=".", metavar="DIR", help="directory to write into (default .)")
+    p.add_argument(
+        "--name", dest="names", action="append", metavar="NAME", help="only this artifact (repeatable)"
+    )
+    p.set_defaults(handler=_download)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (``sys.argv[1:]`` when None) and returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if getattr(args, "limit", 1) <= 0:
+        parser.error("--limit must be positive")
+    handler: Handler = args.handler
+    try:
+        with Client(args.server, timeout=args.timeout) as client:
+            return handler(client, args)
+    except SpecError as err:
+        _note(format_error(err))
+        return EXIT_USAGE
+    except PrunekitError as err:
+        _note(format_error(err))
+        return EXIT_FAILED
+    except OSError as err:
+        _note(f"error: {err}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Transport: gRPC servicers that convert protos to calls of the layers below. Never loads a model."""

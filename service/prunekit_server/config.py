@@ -1,0 +1,86 @@
+"""Server settings: one frozen dataclass, filled from the environment and the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+_GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server process is configured with.
+
+    Each field can be set by the environment variable ``PRUNEKIT_<FIELD>`` in
+    upper case (``PRUNEKIT_PORT=50051``); :meth:`from_env` reads them.
+    Byte sizes and limits of 0 mean "no limit" where the field says so.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    #: ``file:///abs/dir``, a plain directory path, or ``s3://bucket/prefix``.
+    storage: str = "./.prunekit-data"
+    #: Worker processes running jobs at the same time (analyses have as many slots again).
+    workers: int = 2
+    #: Jobs accepted while all workers are busy; beyond, CreateJob answers RESOURCE_EXHAUSTED.
+    max_queued_jobs: int = 16
+    max_upload_bytes: int = 2 * _GIB
+    #: Wall-clock limit of one job's worker, in seconds.
+    job_timeout_s: float = 3600.0
+    #: Wall-clock limit of one analysis worker, in seconds.
+    analysis_timeout_s: float = 300.0
+    #: Address-space limit of a worker (RLIMIT_AS), bytes; 0 = none.
+    #: Use 0 with CUDA (it reserves huge address ranges) and rely on the pod's memory limit.
+    worker_memory_bytes: int = 16 * _GIB
+    #: CPU-time limit of a worker (RLIMIT_CPU), seconds; 0 = none.
+    worker_cpu_seconds: int = 4 * 3600
+    #: Largest file a worker may write (RLIMIT_FSIZE), bytes; 0 = none.
+    worker_file_bytes: int = 16 * _GIB
+    #: Open-file limit of a worker (RLIMIT_NOFILE).
+    worker_open_files: int = 1024
+    #: Where workers get their scratch directories; "" = the system temp directory.
+    scratch_dir: str = ""
+    #: Seconds in-flight jobs get to finish after SIGTERM before they are stopped and failed.
+    shutdown_grace_s: float = 30.0
+    #: Least seconds between two progress writes of one job to storage.
+    progress_interval_s: float = 0.5
+    #: Seconds between two reads of a watched job's record from storage.
+    watch_poll_s: float = 0.5
+    #: Threads serving RPCs (each WatchJob stream holds one).
+    rpc_threads: int = 64
+    #: Enables fault-injection hooks for the test suite. Never in production.
+    enable_test_hooks: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``PRUNEKIT_*`` variables, then ``overrides`` (None values ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"PRUNEKIT_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    def scratch_path(self) -> Path | None:
+        """The scratch directory, or None for the system default."""
+        return Path(self.scratch_dir) if self.scratch_dir else None
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"PRUNEKIT_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc

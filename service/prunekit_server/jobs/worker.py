@@ -1,0 +1,155 @@
+"""Worker process entry point: ``python -m prunekit_server.jobs.worker TASK --progress-fd N``.
+
+Applies its resource limits first, then runs one task (an optimization or an
+analysis) through the pipeline inside its working directory, and leaves in
+``out/`` either the result (``result.json`` / ``analysis.json``) or
+``error.json``. Progress goes as JSON lines to the given file descriptor.
+Exit codes: 0 done, 3 a service error (bad model, bad spec...), 4 out of
+memory, 5 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import Code, ServiceError
+from ..hashing import sha256_file
+
+EXIT_SERVICE_ERROR = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_BUG = 5
+
+
+def apply_limits(limits: dict[str, int]) -> None:
+    """Set soft and hard rlimits (0 = leave unlimited); the process cannot raise them again."""
+    table = {
+        "memory_bytes": resource.RLIMIT_AS,
+        "cpu_seconds": resource.RLIMIT_CPU,
+        "file_bytes": resource.RLIMIT_FSIZE,
+        "open_files": resource.RLIMIT_NOFILE,
+    }
+    for name, which in table.items():
+        value = int(limits.get(name, 0))
+        if value > 0:
+            _, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
+
+
+class ProgressWriter:
+    """Writes progress events as JSON lines; triggers an injected fault at its stage (tests only)."""
+
+    def __init__(self, stream: IO[str], fault: dict[str, str] | None) -> None:
+        self._stream = stream
+        self._fault = fault
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        event = {"stage": stage, "fraction": max(0.0, min(1.0, fraction)), "message": message}
+        self._stream.write(json.dumps(event) + "\n")
+        self._stream.flush()
+        if self._fault and self._fault.get("stage") == stage:
+            _inject(self._fault.get("action", ""))
+
+
+def _inject(action: str) -> None:
+    if action == "segfault":
+        ctypes.string_at(0)
+    elif action == "exit":
+        os._exit(17)
+    elif action == "hang":
+        while True:
+            time.sleep(1)
+    elif action == "memory":
+        hoard = []
+        while True:
+            hoard.append(bytearray(256 << 20))
+
+
+def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> None:
+    """Run ``task`` and write its result under ``workdir/out``."""
+    from google.protobuf import json_format
+    from prunekit.v1 import spec_pb2
+
+    out = workdir / "out"
+    model_path = workdir / task["model_path"]
+    model_format = int(task["model_format"])
+    if task["kind"] == "analyze":
+        from ..pipeline import run_analysis
+
+        progress("analyze", 0.0, "analysing the model")
+        inputs = [json_format.ParseDict(item, spec_pb2.InputSpec()) for item in task.get("inputs", [])]
+        analysis = run_analysis(model_path, model_format, inputs, workdir)
+        (out / "analysis.json").write_text(
+            json_format.MessageToJson(analysis, preserving_proto_field_name=True)
+        )
+        return
+    from ..pipeline import run_optimization
+
+    spec = json_format.ParseDict(task["spec"], spec_pb2.OptimizationSpec())
+    result = run_optimization(model_path, model_format, spec, workdir, progress)
+    artifacts = {}
+    for name, path in result.artifacts.items():
+        artifacts[name] = {
+            "path": str(path.resolve().relative_to(workdir.resolve())),
+            "sha256": sha256_file(path),
+        }
+    body = {
+        "report": json_format.MessageToDict(result.report, preserving_proto_field_name=True),
+        "artifacts": artifacts,
+    }
+    (out / "result.json").write_text(json.dumps(body))
+
+
+def _write_error(workdir: Path, error: ServiceError) -> None:
+    (workdir / "out" / "error.json").write_text(json.dumps(error.to_dict()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prunekit-worker")
+    parser.add_argument("task", type=Path)
+    parser.add_argument("--progress-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    task = json.loads(args.task.read_text())
+    workdir = args.task.parent
+    apply_limits(task.get("limits", {}))
+    with os.fdopen(args.progress_fd, "w") as stream:
+        progress = ProgressWriter(stream, task.get("fault"))
+        try:
+            run_task(task, workdir, progress)
+        except ServiceError as exc:
+            _write_error(workdir, exc)
+            return EXIT_SERVICE_ERROR
+        except MemoryError:
+            _write_error(
+                workdir,
+                ServiceError(
+                    Code.RESOURCE_EXHAUSTED,
+                    "WORKER_OUT_OF_MEMORY",
+                    "the worker ran out of memory (raise PRUNEKIT_WORKER_MEMORY_BYTES or use smaller inputs)",
+                ),
+            )
+            return EXIT_OUT_OF_MEMORY
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            _write_error(
+                workdir,
+                ServiceError(
+                    Code.INTERNAL, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
+                ),
+            )
+            return EXIT_BUG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Fidelity of a candidate model to a reference model on the same inputs.
+
+Both models run in real ONNX Runtime CPU sessions (the latency protocol's
+session options, spinning off). For each feed:
+
+- top-1: arg-max over the last axis of the first output, compared per row
+  (every leading index, batch rows included); the agreement is matching rows
+  over all rows of all feeds. A 0-d output is one row of one element.
+- cosine: similarity of the flattened first outputs, averaged over feeds
+  (1 when both are all zero, 0 when only one is).
+- max abs error: the largest ``|reference - candidate|`` over every output of
+  every feed; NaN in both at the same place counts as equal, NaN in one as inf.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prunekit.v1 import model_pb2, spec_pb2
+
+from ..errors import unsupported_model
+from .latency import cpu_session
+
+SYNTHETIC_INT_HIGH = 10
+"""Integer inputs are drawn uniformly from ``[0, SYNTHETIC_INT_HIGH)``: valid indices for most embeddings."""
+
+_FLOAT_DTYPES: dict[int, type[np.floating]] = {
+    model_pb2.DATA_TYPE_UNSPECIFIED: np.float32,
+    model_pb2.DATA_TYPE_FLOAT32: np.float32,
+    model_pb2.DATA_TYPE_FLOAT16: np.float16,
+    model_pb2.DATA_TYPE_FLOAT64: np.float64,
+}
+_INT_DTYPES: dict[int, type[np.integer]] = {
+    model_pb2.DATA_TYPE_INT64: np.int64,
+    model_pb2.DATA_TYPE_INT32: np.int32,
+    model_pb2.DATA_TYPE_INT8: np.int8,
+    model_pb2.DATA_TYPE_UINT8: np.uint8,
+}
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A candidate's outputs against the reference's (see the module docstring)."""
+
+    top1_agreement: float
+    cosine_similarity: float
+    max_abs_error: float
+    samples: int
+
+
+def synthetic_inputs(
+    inputs: Sequence[spec_pb2.InputSpec], samples: int, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """``samples`` feeds for ``inputs``, the same for the same arguments.
+
+    Floating inputs are drawn from normal(0, 1); integer inputs uniformly from
+    ``[0, SYNTHETIC_INT_HIGH)``; bool inputs uniformly. One generator seeded
+    with ``seed`` draws feed after feed, input after input. Raises
+    ``UNSUPPORTED_MODEL`` for an element type that cannot be fed (bfloat16).
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    feeds: list[dict[str, np.ndarray]] = []
+    for _ in range(samples):
+        feed: dict[str, np.ndarray] = {}
+        for spec in inputs:
+            shape = tuple(int(d) for d in spec.shape)
+            if spec.dtype in _FLOAT_DTYPES:
+                feed[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(_FLOAT_DTYPES[spec.dtype])
+            elif spec.dtype in _INT_DTYPES:
+                feed[spec.name] = rng.integers(0, SYNTHETIC_INT_HIGH, size=shape).astype(_INT_DTYPES[spec.dtype])
+            elif spec.dtype == model_pb2.DATA_TYPE_BOOL:
+                feed[spec.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+            else:
+                name = model_pb2.DataType.Name(spec.dtype) if spec.dtype in model_pb2.DataType.values() else "?"
+                raise unsupported_model(f"input {spec.name!r}: cannot make synthetic inputs of type {name}")
+        feeds.append(feed)
+    return feeds
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na = float(np.linalg.norm(a))
+    nb = float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0 or not (math.isfinite(na) and math.isfinite(nb)):
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0:
+        return 0.0
+    diff = np.abs(a - b)
+    diff[np.isnan(a) & np.isnan(b)] = 0.0
+    diff[np.isnan(diff)] = np.inf
+    return float(diff.max())
+
+
+def _top1_matches(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    if a.ndim == 0 or a.shape[-1] == 0:
+        rows = 1 if a.ndim == 0 else int(np.prod(a.shape[:-1], dtype=np.int64))
+        return rows, rows
+    ra = np.argmax(a.reshape(-1, a.shape[-1]), axis=-1)
+    rb = np.argmax(b.reshape(-1, b.shape[-1]), axis=-1)
+    return int(np.count_nonzero(ra == rb)), int(ra.size)
+
+
+def compare_models(
+    reference: Path, candidate: Path, feeds: Sequence[dict[str, np.ndarray]], *, threads: int = 1
+) -> Quality:
+    """Run both models on every feed and compare their outputs.
+
+    Raises ``ValueError`` when there are no feeds or the models' outputs differ
+    in number or shape.
+    """
+    if not feeds:
+        raise ValueError("no feeds to compare on")
+    ref_session = cpu_session(reference, threads=threads)
+    cand_session = cpu_session(candidate, threads=threads)
+    matched = rows = 0
+    cosines: list[float] = []
+    worst = 0.0
+    for index, feed in enumerate(feeds):
+        ref_out = ref_session.run(None, feed)
+        cand_out = cand_session.run(None, feed)
+        if len(ref_out) != len(cand_out):
+            raise ValueError(f"reference has {len(ref_out)} outputs, candidate {len(cand_out)}")
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        for position, (r, c) in enumerate(zip(ref_out, cand_out, strict=True)):
+            ra = np.asarray(r, dtype=np.float64)
+            ca = np.asarray(c, dtype=np.float64)
+            if ra.shape != ca.shape:
+                raise ValueError(f"feed {index}, output {position}: shapes {ra.shape} and {ca.shape} differ")
+            pairs.append((ra, ca))
+        if not pairs:
+            raise ValueError("the models have no outputs")
+        first_ref, first_cand = pairs[0]
+        good, count = _top1_matches(first_ref, first_cand)
+        matched += good
+        rows += count
+        cosines.append(_cosine(first_ref.reshape(-1), first_cand.reshape(-1)))
+        worst = max([worst, *(_max_abs(r, c) for r, c in pairs)])
+    return Quality(
+        top1_agreement=matched / rows if rows else 1.0,
+        cosine_similarity=float(np.mean(cosines)),
+        max_abs_error=worst,
+        samples=len(feeds),
+    )

@@ -1,0 +1,246 @@
+"""The pruning verb, its registries and the ONNX helpers every method shares.
+
+One verb, :func:`prune`, takes a model and a config; the config's type picks
+the handler (registered with :func:`register_pruner`). Configs are frozen
+dataclasses whose fields describe themselves (``metadata["description"]``) and
+round-trip through JSON with ``to_dict()`` / :meth:`PruneConfig.from_dict`.
+A method registers itself; nothing here knows which methods exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from prunekit.v1 import spec_pb2
+
+from ..errors import FieldViolation, invalid_spec
+
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+"""Op types whose input 1 is the weight a pruning method may change."""
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Base of every method's config. Subclasses set ``method`` (a stable JSON name)."""
+
+    method: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{"method": <name>, <field>: <value>, ...}`` (tuples become lists)."""
+        out: dict[str, Any] = {"method": self.method}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruneConfig:
+        """Inverse of :meth:`to_dict`. On the base class ``data["method"]`` picks the config type.
+
+        Raises ``ValueError`` for an unknown method, unknown keys or invalid values.
+        """
+        items = dict(data)
+        name = items.pop("method", cls.method or None)
+        target = _CONFIG_TYPES.get(str(name)) if cls is PruneConfig else cls
+        if target is None:
+            raise ValueError(f"unknown pruning method {name!r}; known: {sorted(_CONFIG_TYPES)}")
+        if name != target.method:
+            raise ValueError(f"method {name!r} does not match {target.__name__} ({target.method!r})")
+        known = {f.name: f for f in dataclasses.fields(target)}
+        unknown = sorted(set(items) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {target.method} option(s): {', '.join(unknown)}")
+        for key, value in items.items():
+            if isinstance(value, list):
+                items[key] = tuple(value)
+        return target(**items)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Field name -> human description, from each field's metadata."""
+        return {f.name: str(f.metadata.get("description", "")) for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class LayerPruneInfo:
+    """What happened to one eligible layer's weight.
+
+    ``name`` is the ONNX node name (the weight name when the node has none);
+    ``shared_with`` names the other nodes reading the same weight, which is
+    pruned once and reported once. ``skipped`` layers were left untouched,
+    ``skip_reason`` says why. Parameter counts cover the weight only (never the bias).
+    """
+
+    name: str
+    op_type: str
+    weight_name: str
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+    parameters_before: int
+    parameters_after: int
+    nonzero_before: int
+    nonzero_after: int
+    skipped: bool = False
+    skip_reason: str = ""
+    shared_with: tuple[str, ...] = ()
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zero weights after pruning (0 for an empty weight)."""
+        if self.parameters_after == 0:
+            return 0.0
+        return 1.0 - self.nonzero_after / self.parameters_after
+
+
+@dataclass
+class PruneResult:
+    """A method's output: new initializer values (changed ones only), per-layer facts, warnings.
+
+    Warnings are ``"CODE: message"`` strings with a stable upper-case code.
+    """
+
+    tensors: dict[str, np.ndarray]
+    layers: list[LayerPruneInfo]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WeightedLayer:
+    """A Conv/ConvTranspose/Gemm/MatMul node whose input 1 is an initializer (maybe behind Identity)."""
+
+    name: str
+    op_type: str
+    node: onnx.NodeProto
+    weight_name: str
+
+
+C = TypeVar("C", bound=PruneConfig)
+Handler = Callable[[onnx.ModelProto, Any], PruneResult]
+
+_HANDLERS: dict[type[PruneConfig], Handler] = {}
+_CONFIG_TYPES: dict[str, type[PruneConfig]] = {}
+_SPEC_FACTORIES: dict[int, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {}
+
+
+def register_pruner(
+    config_type: type[C],
+) -> Callable[[Callable[[onnx.ModelProto, C], PruneResult]], Callable[[onnx.ModelProto, C], PruneResult]]:
+    """Decorator: make the function the handler :func:`prune` calls for ``config_type``."""
+    if not config_type.method:
+        raise ValueError(f"{config_type.__name__} must set a non-empty `method`")
+
+    def decorate(
+        fn: Callable[[onnx.ModelProto, C], PruneResult],
+    ) -> Callable[[onnx.ModelProto, C], PruneResult]:
+        _HANDLERS[config_type] = fn
+        _CONFIG_TYPES[config_type.method] = config_type
+        return fn
+
+    return decorate
+
+
+def register_spec_method(
+    method: int,
+) -> Callable[[Callable[[spec_pb2.PruneSpec], PruneConfig]], Callable[[spec_pb2.PruneSpec], PruneConfig]]:
+    """Decorator: the function turns a ``PruneSpec`` with this ``PruneMethod`` value into a config."""
+
+    def decorate(
+        fn: Callable[[spec_pb2.PruneSpec], PruneConfig],
+    ) -> Callable[[spec_pb2.PruneSpec], PruneConfig]:
+        _SPEC_FACTORIES[method] = fn
+        return fn
+
+    return decorate
+
+
+def registered_methods() -> dict[str, type[PruneConfig]]:
+    """JSON method name -> config type, for every registered method."""
+    return dict(_CONFIG_TYPES)
+
+
+def prune(model: onnx.ModelProto, config: PruneConfig) -> PruneResult:
+    """Run the handler registered for ``type(config)``. The model is never mutated.
+
+    Raises ``TypeError`` when no handler is registered for the config's type.
+    """
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise TypeError(f"no pruner registered for {type(config).__name__}")
+    return handler(model, config)
+
+
+def config_from_spec(prune_spec: spec_pb2.PruneSpec, *, path: str = "spec.prune") -> PruneConfig:
+    """The config a ``PruneSpec`` asks for.
+
+    Raises ``INVALID_SPEC`` (``ServiceError``) for an unknown or unimplemented
+    method and for values the config rejects; violations are under ``path``.
+    """
+    factory = _SPEC_FACTORIES.get(prune_spec.method)
+    if factory is None:
+        raise invalid_spec(
+            [FieldViolation(f"{path}.method", f"pruning method {prune_spec.method} is not implemented")]
+        )
+    return factory(prune_spec)
+
+
+def check_ratio(ratio: float, name: str = "ratio") -> None:
+    """Raise ``ValueError`` unless ``ratio`` is a finite number with 0 < ratio < 1."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+        raise ValueError(f"{name} must be a number, got {type(ratio).__name__}")
+    if not math.isfinite(ratio) or not 0.0 < ratio < 1.0:
+        raise ValueError(f"{name} must satisfy 0 < {name} < 1, got {ratio!r}")
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializer name -> tensor of the main graph."""
+    return {t.name: t for t in model.graph.initializer}
+
+
+def weighted_layers(model: onnx.ModelProto) -> Iterator[WeightedLayer]:
+    """Every main-graph node of :data:`WEIGHTED_OPS` whose input 1 is an initializer, in graph order.
+
+    The weight may be reached through a chain of ``Identity`` nodes (what the
+    legacy exporter emits for deduplicated tensors).
+    """
+    inits = initializers(model)
+    identity_of = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity" and n.input}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        source = node.input[1]
+        seen: set[str] = set()
+        while source not in inits and source in identity_of and source not in seen:
+            seen.add(source)
+            source = identity_of[source]
+        if source in inits:
+            yield WeightedLayer(node.name or source or f"{node.op_type}_{index}", node.op_type, node, source)
+
+
+def apply_tensors(model: onnx.ModelProto, tensors: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers named in ``tensors`` hold the new values.
+
+    Each new value keeps the initializer's ONNX element type. Raises
+    ``KeyError`` for a name that is not an initializer of the main graph.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    positions = {t.name: i for i, t in enumerate(out.graph.initializer)}
+    missing = sorted(set(tensors) - set(positions))
+    if missing:
+        raise KeyError(f"not initializers of the model: {', '.join(missing)}")
+    for name, value in tensors.items():
+        old = out.graph.initializer[positions[name]]
+        target = onnx.helper.tensor_dtype_to_np_dtype(old.data_type)
+        new = numpy_helper.from_array(np.asarray(value).astype(target, copy=False), name)
+        if new.data_type != old.data_type:
+            raise ValueError(f"{name}: element type {new.data_type} does not match {old.data_type}")
+        out.graph.initializer[positions[name]].CopyFrom(new)
+    return out

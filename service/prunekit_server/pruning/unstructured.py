@@ -1,0 +1,222 @@
+"""Unstructured magnitude pruning: zero the smallest-magnitude weights.
+
+Eligible layers are Conv, ConvTranspose, Gemm and MatMul nodes whose input 1
+is a floating-point initializer (float32, float64, float16 or bfloat16),
+possibly behind ``Identity`` nodes. Biases are never touched. Shapes do not
+change, so dense runtimes do not get faster; the model compresses better.
+
+Exactness: with ``scope="global"`` exactly ``round(ratio * total)`` weights
+are selected over all eligible weights (``total`` their element count); with
+``scope="per_layer"`` exactly ``round(ratio * n)`` of each layer's ``n``.
+Python's ``round`` (half to even) is used. Selection is by absolute value;
+ties at the threshold go to the lower position, positions ordered by the
+weight's first use in the graph, then C order within the weight. NaN weights
+count as the largest. A weight read by several nodes is pruned once and left
+alone when any of its nodes (or its name) matches an ``ignore`` pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from prunekit.v1 import spec_pb2
+
+from ..errors import FieldViolation, invalid_spec, unsupported_model
+from .base import (
+    LayerPruneInfo,
+    PruneConfig,
+    PruneResult,
+    WeightedLayer,
+    check_ratio,
+    initializers,
+    register_pruner,
+    register_spec_method,
+    weighted_layers,
+)
+
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+Scope = Literal["global", "per_layer"]
+
+
+@dataclass(frozen=True)
+class UnstructuredConfig(PruneConfig):
+    """Zero ``ratio`` of the eligible weights by magnitude. Invalid values raise ``ValueError``."""
+
+    method = "unstructured"
+
+    ratio: float = field(
+        metadata={"description": "Fraction of eligible weights to set to zero, 0 < ratio < 1."}
+    )
+    scope: Scope = field(
+        default="global",
+        metadata={
+            "description": "'global': one threshold over all eligible layers; "
+            "'per_layer': the ratio of each layer's weights."
+        },
+    )
+    ignore: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "description": "fnmatch globs matched against layer (node) names and weight names; "
+            "matching layers are left untouched."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_ratio(self.ratio)
+        if self.scope not in ("global", "per_layer"):
+            raise ValueError(f"scope must be 'global' or 'per_layer', got {self.scope!r}")
+        if isinstance(self.ignore, str):
+            raise ValueError("ignore must be a sequence of glob patterns, not one string")
+        patterns = tuple(self.ignore)
+        if not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError("ignore patterns must be non-empty strings")
+        object.__setattr__(self, "ignore", patterns)
+
+
+@register_spec_method(spec_pb2.PRUNE_METHOD_UNSTRUCTURED)
+def unstructured_from_spec(prune_spec: spec_pb2.PruneSpec) -> UnstructuredConfig:
+    """The config for an UNSTRUCTURED ``PruneSpec``; ``INVALID_SPEC`` for bad values."""
+    scopes: dict[int, Scope] = {
+        spec_pb2.PRUNE_SCOPE_UNSPECIFIED: "global",
+        spec_pb2.PRUNE_SCOPE_GLOBAL: "global",
+        spec_pb2.PRUNE_SCOPE_PER_LAYER: "per_layer",
+    }
+    violations: list[FieldViolation] = []
+    scope = scopes.get(prune_spec.scope)
+    if scope is None:
+        violations.append(FieldViolation("spec.prune.scope", f"unknown scope {prune_spec.scope}"))
+    try:
+        check_ratio(prune_spec.ratio)
+    except ValueError as exc:
+        violations.append(FieldViolation("spec.prune.ratio", str(exc)))
+    if any(not p for p in prune_spec.ignore):
+        violations.append(FieldViolation("spec.prune.ignore", "patterns must not be empty"))
+    if violations or scope is None:
+        raise invalid_spec(violations)
+    return UnstructuredConfig(ratio=prune_spec.ratio, scope=scope, ignore=tuple(prune_spec.ignore))
+
+
+@dataclass
+class _Weight:
+    name: str
+    layers: list[WeightedLayer]
+    tensor: TensorProto
+    value: np.ndarray | None = None
+    skip_reason: str = ""
+
+
+def _magnitudes(value: np.ndarray) -> np.ndarray:
+    """Flat absolute values, exact (float16/bfloat16 widen to float32), NaN as +inf."""
+    wide = np.float64 if value.dtype == np.float64 else np.float32
+    mags = np.abs(value.astype(wide).reshape(-1))
+    mags[np.isnan(mags)] = np.inf
+    return mags
+
+
+def select_smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of exactly ``k`` smallest entries of a flat array; ties go to lower indices."""
+    n = magnitudes.size
+    mask = np.zeros(n, dtype=bool)
+    if k <= 0:
+        return mask
+    if k >= n:
+        mask[:] = True
+        return mask
+    threshold = np.partition(magnitudes, k - 1)[k - 1]
+    mask = magnitudes < threshold
+    need = k - int(np.count_nonzero(mask))
+    mask[np.flatnonzero(magnitudes == threshold)[:need]] = True
+    return mask
+
+
+def _collect(model: onnx.ModelProto, config: UnstructuredConfig) -> tuple[list[_Weight], list[str]]:
+    inits = initializers(model)
+    weights: dict[str, _Weight] = {}
+    for layer in weighted_layers(model):
+        weights.setdefault(layer.weight_name, _Weight(layer.weight_name, [], inits[layer.weight_name]))
+        weights[layer.weight_name].layers.append(layer)
+    warnings: list[str] = []
+    for w in weights.values():
+        names = [w.name, *(layer.name for layer in w.layers)]
+        hit = next((p for p in config.ignore for n in names if fnmatchcase(n, p)), None)
+        if hit is not None:
+            w.skip_reason = f"matches ignore pattern {hit!r}"
+        elif w.tensor.data_type not in FLOAT_TYPES:
+            type_name = TensorProto.DataType.Name(w.tensor.data_type)
+            w.skip_reason = f"weight element type {type_name} is not floating point"
+            warnings.append(f"WEIGHT_NOT_FLOAT: layer {w.layers[0].name!r} skipped: {w.skip_reason}")
+        else:
+            w.value = numpy_helper.to_array(w.tensor)
+    return list(weights.values()), warnings
+
+
+def _info(w: _Weight, new: np.ndarray | None) -> LayerPruneInfo:
+    first = w.layers[0]
+    shape = tuple(int(d) for d in w.tensor.dims)
+    params = int(np.prod(shape, dtype=np.int64))
+    value = w.value if w.value is not None else numpy_helper.to_array(w.tensor)
+    before = int(np.count_nonzero(value))
+    after = int(np.count_nonzero(new)) if new is not None else before
+    return LayerPruneInfo(
+        name=first.name,
+        op_type=first.op_type,
+        weight_name=w.name,
+        shape_before=shape,
+        shape_after=shape,
+        parameters_before=params,
+        parameters_after=params,
+        nonzero_before=before,
+        nonzero_after=after,
+        skipped=w.value is None,
+        skip_reason=w.skip_reason,
+        shared_with=tuple(layer.name for layer in w.layers[1:]),
+    )
+
+
+@register_pruner(UnstructuredConfig)
+def prune_unstructured(model: onnx.ModelProto, config: UnstructuredConfig) -> PruneResult:
+    """Zero the smallest-magnitude weights as the module docstring states.
+
+    Raises ``UNSUPPORTED_MODEL`` when the model has no eligible layer and
+    ``INVALID_SPEC`` when ``ignore`` matches every eligible layer.
+    """
+    weights, warnings = _collect(model, config)
+    active = [w for w in weights if w.value is not None]
+    if not active:
+        if any(w.tensor.data_type in FLOAT_TYPES for w in weights):
+            raise invalid_spec(
+                [FieldViolation("spec.prune.ignore", "the patterns match every prunable layer of the model")]
+            )
+        raise unsupported_model(
+            "no prunable layer: unstructured pruning needs Conv, ConvTranspose, Gemm or MatMul layers "
+            "with a floating-point constant weight"
+        )
+    mags = [_magnitudes(w.value) for w in active if w.value is not None]
+    if config.scope == "global":
+        total = sum(m.size for m in mags)
+        flat = np.concatenate(mags) if len(mags) > 1 else mags[0]
+        mask = select_smallest(flat, round(config.ratio * total))
+        masks = np.split(mask, np.cumsum([m.size for m in mags])[:-1])
+    else:
+        masks = [select_smallest(m, round(config.ratio * m.size)) for m in mags]
+    tensors: dict[str, np.ndarray] = {}
+    new_values: dict[str, np.ndarray] = {}
+    for w, selected in zip(active, masks, strict=True):
+        assert w.value is not None
+        flat_old = w.value.reshape(-1)
+        if not np.any(flat_old[selected] != 0):
+            new_values[w.name] = w.value
+            continue
+        new = w.value.copy()
+        new.reshape(-1)[selected] = 0
+        tensors[w.name] = new
+        new_values[w.name] = new
+    layers = [_info(w, new_values.get(w.name)) for w in weights]
+    return PruneResult(tensors=tensors, layers=layers, warnings=warnings)

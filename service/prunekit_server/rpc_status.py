@@ -1,0 +1,53 @@
+"""ServiceError <-> ``google.rpc.Status`` (protobuf only, no grpc).
+
+A status carries exactly one ``ErrorInfo`` (domain :data:`ERROR_DOMAIN`, the
+error's reason and metadata) and, when there are field violations, one
+``BadRequest`` listing them all.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from .errors import Code, FieldViolation, ServiceError
+
+ERROR_DOMAIN = "prunekit.dev"
+
+
+def to_status(error: ServiceError) -> status_pb2.Status:
+    """The rich status of ``error``."""
+    status = status_pb2.Status(code=error.code.value, message=error.message)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    status.details.append(packed)
+    if error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        status.details.append(packed)
+    return status
+
+
+def from_status(status: status_pb2.Status) -> ServiceError:
+    """Inverse of :func:`to_status`; a status without ErrorInfo gets reason INTERNAL_ERROR."""
+    try:
+        code = Code(status.code)
+    except ValueError:
+        code = Code.INTERNAL
+    error = ServiceError(code, "INTERNAL_ERROR", status.message)
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            error.reason = info.reason
+            error.metadata = dict(info.metadata)
+        elif detail.Unpack(bad):
+            error.violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    return error

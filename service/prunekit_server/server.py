@@ -1,0 +1,94 @@
+"""Assembling and running the gRPC server: service, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
+
+from .api.servicer import OptimizerServicer
+from .config import Settings
+from .jobs.executor import JobExecutor
+from .jobs.store import JobStore
+from .storage import open_store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
+DEFAULT_TENANT = "default"
+
+
+@dataclass
+class RunningServer:
+    """A started server. :meth:`stop` drains it; safe to call more than once."""
+
+    server: grpc.Server
+    port: int
+    settings: Settings
+    jobs: JobStore
+    executor: JobExecutor
+    health: health.HealthServicer
+    _stopped: threading.Event
+
+    @property
+    def target(self) -> str:
+        host = "127.0.0.1" if self.settings.host in {"0.0.0.0", "::", "[::]"} else self.settings.host
+        return f"{host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new jobs, give running ones ``grace`` seconds, then stop serving."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        log.info("stopping: health NOT_SERVING, draining jobs for up to %.0f s", grace)
+        self.health.enter_graceful_shutdown()
+        self.executor.shutdown(grace)
+        self.server.stop(grace=2.0).wait()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        """Block until the server has stopped."""
+        self.server.wait_for_termination()
+
+
+def start_server(settings: Settings) -> RunningServer:
+    """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port)."""
+    store = open_store(settings.storage)
+    jobs = JobStore(store, DEFAULT_TENANT)
+    executor = JobExecutor(jobs, settings)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
+        maximum_concurrent_rpcs=settings.rpc_threads * 4,
+        options=[
+            ("grpc.max_receive_message_length", 4 << 20),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.max_connection_age_ms", 30 * 60_000),
+            ("grpc.max_connection_age_grace_ms", 60_000),
+        ],
+    )
+    optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
+        OptimizerServicer(jobs, executor, settings), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    address = f"[{settings.host}]" if ":" in settings.host else settings.host
+    port = server.add_insecure_port(f"{address}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    executor.start()
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("listening on %s:%d, storage %s, %d workers", settings.host, port, store.uri, settings.workers)
+    return RunningServer(server, port, settings, jobs, executor, health_servicer, threading.Event())

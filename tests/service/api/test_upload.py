@@ -1,0 +1,104 @@
+"""UploadModel: verified, content-addressed, capped while streaming; the server keeps serving after bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from prunekit.v1 import model_pb2
+from prunekit.v1 import optimizer_service_pb2 as pb
+from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.server import RunningServer
+
+from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload_requests
+
+CAP = 3 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A file-backed server with a 3 MiB upload cap (overrides the per-backend fixture)."""
+    storage = f"file://{tmp_path_factory.mktemp('storage')}"
+    running = start(replace(TEST_SETTINGS, storage=storage, max_upload_bytes=CAP))
+    yield running
+    running.stop(grace=1.0)
+
+
+def call(stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]) -> pb.UploadModelResponse:
+    return stub.UploadModel(requests, timeout=30)
+
+
+def rejected(stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(stub, requests)
+    return caught.value.code(), status_error(caught.value).reason
+
+
+def test_upload_is_verified_and_content_addressed(
+    stub: pb_grpc.OptimizerServiceStub, server: RunningServer, models: dict[str, Path]
+) -> None:
+    data = models["mlp.onnx"].read_bytes()
+    first = call(stub, upload_requests(data, chunk=64 << 10))
+    assert first.model.sha256 == hashlib.sha256(data).hexdigest()
+    assert first.model.size_bytes == len(data)
+    assert first.model.format == model_pb2.MODEL_FORMAT_ONNX
+    assert first.model.filename == "model.onnx"
+    assert not first.deduplicated
+    again = call(stub, upload_requests(data, filename="copy.onnx"))
+    assert again.deduplicated and again.model.uri == first.model.uri
+    prefix = f"tenants/default/models/{first.model.sha256}/"
+    assert len(server.jobs.store.list_keys(prefix)) == 2
+
+
+def test_wrong_sha256_and_size_are_rejected(
+    stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel, models: dict[str, Path]
+) -> None:
+    data = models["mlp.onnx"].read_bytes()
+    assert rejected(stub, upload_requests(data, sha256="ab" * 32)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CHECKSUM_MISMATCH",
+    )
+    assert rejected(stub, upload_requests(data, size=len(data) + 10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SIZE_MISMATCH",
+    )
+    assert rejected(stub, upload_requests(data, size=len(data) - 10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SIZE_MISMATCH",
+    )
+    assert_serving(channel)
+
+
+def test_over_the_cap_is_refused_while_streaming(stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel) -> None:
+    big = b"\x08\x07" + os.urandom(CAP + (1 << 20))
+    assert rejected(stub, upload_requests(big)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MODEL_TOO_LARGE")
+    lying = upload_requests(big, size=1 << 20)
+    assert rejected(stub, lying) == (grpc.StatusCode.INVALID_ARGUMENT, "SIZE_MISMATCH")
+    assert_serving(channel)
+
+
+def test_non_model_bytes_and_malformed_streams(
+    stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel
+) -> None:
+    text = b"this is not a model at all\n" * 100
+    assert rejected(stub, upload_requests(text)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MODEL")
+    assert rejected(stub, upload_requests(text, model_pb2.MODEL_FORMAT_TORCHSCRIPT, filename="m.pt")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_MODEL",
+    )
+    assert rejected(stub, iter([pb.UploadModelRequest(chunk=b"x")])) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
+    no_format = pb.UploadMetadata(filename="m.onnx", size_bytes=1, sha256="0" * 64)
+    code, reason = rejected(stub, iter([pb.UploadModelRequest(metadata=no_format)]))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    too_big_chunk = upload_requests(b"\x08" * (2 << 20), chunk=2 << 20)
+    assert rejected(stub, too_big_chunk) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert_serving(channel)
