@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
@@ -109,7 +110,8 @@ class Client:
 
         The format comes from the suffix unless given (``ValueError`` when it cannot be told). The file is
         hashed first, then streamed as a metadata message and chunks of at most 1 MiB; it is never read whole
-        into memory. Retried from the start on transient errors (the store is content-addressed).
+        into memory. Retried from the start on transient errors (the store is content-addressed). Raises
+        ``OSError`` when the file cannot be read.
         """
         file = Path(path)
         model_format = _transfer.infer_format(file) if format is None else format
@@ -153,11 +155,16 @@ class Client:
         labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> job_pb2.Job:
-        """Starts a job. ``request_id`` (a new UUID when None) is sent unchanged on every retry, so a retry
-        after a lost response returns the job the first attempt created."""
+        """Starts a job and returns it (``PENDING``).
+
+        ``spec`` is read before ``model`` (a path) is uploaded, so a bad spec file fails fast with
+        :class:`SpecError`. ``request_id`` (a new UUID when None) is sent unchanged on every retry, so a retry
+        after a lost response returns the job the first attempt created.
+        """
+        spec_message = _as_spec(spec)
         request = pb.CreateJobRequest(
             model=self._model_ref(model),
-            spec=_as_spec(spec),
+            spec=spec_message,
             request_id=request_id or str(uuid.uuid4()),
             labels=dict(labels or {}),
         )
@@ -300,7 +307,7 @@ class Client:
         stream's first (``info``) message; a mismatch raises ``DATA_LOSS``. Restarted on transient errors.
         """
         target = Path(dest)
-        if target.is_dir():
+        if target.is_dir() or str(dest).endswith(("/", os.sep)):
             target = _transfer.artifact_path(target, name)
         request = pb.DownloadArtifactRequest(job_id=job_id, name=name)
         deadline = self.transfer_timeout if timeout is None else timeout

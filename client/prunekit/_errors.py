@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,17 @@ class PrunekitError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.retry_delay = retry_delay
         self.job = job
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state: dict[str, Any] = {
+            "reason": self.reason,
+            "domain": self.domain,
+            "violations": self.violations,
+            "metadata": self.metadata,
+            "retry_delay": self.retry_delay,
+            "job": self.job,
+        }
+        return (functools.partial(PrunekitError, **state), (self.code, self.message))
 
     @property
     def code_name(self) -> str:
@@ -169,6 +181,9 @@ class SpecError(ValueError):
         self.message = f"invalid spec{where}: {count} problem{'s' if count != 1 else ''}"
         lines = [self.message, *(f"  - {field}: {text}" for field, text in self.problems)]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(SpecError, source=self.source), (self.problems,))
 
     @property
     def violations(self) -> list[tuple[str, str]]:

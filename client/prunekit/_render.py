@@ -188,7 +188,7 @@ def render_report(report: report_pb2.OptimizationReport, *, max_layers: int = 30
         layer_rows = []
         for la in report.layers[:max_layers]:
             shapes = shape(la.shape_before)
-            if list(la.shape_after) != list(la.shape_before):
+            if la.shape_after and list(la.shape_after) != list(la.shape_before):
                 shapes += f" -> {shape(la.shape_after)}"
             layer_rows.append(
                 [

@@ -226,7 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address (default: $PRUNEKIT_SERVER or localhost:50051)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="deadline of each call (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="deadline of each call in seconds (default 30; uploads and downloads get 600)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        metavar="N",
+        help="repeats of a call after a transient error (default 4)",
     )
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -287,11 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.retries < 0:
+        parser.error("--retries must be >= 0")
     if getattr(args, "limit", 1) <= 0:
         parser.error("--limit must be positive")
     handler: Handler = args.handler
     try:
-        with Client(args.server, timeout=args.timeout) as client:
+        with Client(args.server, timeout=args.timeout, retries=args.retries) as client:
             return handler(client, args)
     except SpecError as err:
         _note(format_error(err))

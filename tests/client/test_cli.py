@@ -1,0 +1,220 @@
+"""The ``prunekit`` command against the in-process service double: output, exit codes, error lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from prunekit import Client, cli
+from prunekit.v1 import job_pb2
+
+from .conftest import FakeService, make_status
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "net.onnx"
+    path.write_bytes(b"\x08\x07" * 5000)
+    return path
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text("prune:\n  method: unstructured\n  ratio: 0.5\n")
+    return path
+
+
+def run(target: str, *args: str) -> int:
+    return cli.main(["--server", target, "--timeout", "5", *args])
+
+
+def test_optimize_prints_the_report_and_downloads(
+    target: str, model: Path, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "out"
+    assert (
+        run(target, "optimize", str(model), "--spec", str(spec), "--out", str(out_dir), "--label", "a=b") == 0
+    )
+    out, err = capsys.readouterr()
+    assert "Job job-1 SUCCEEDED" in out
+    assert "617,283" in out
+    assert "Protocol: onnxruntime 1.20.1" in out
+    assert " 50% prune: layer 3/6" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["pruned.onnx", "report.json", "report.md"]
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["variants"][0]["name"] == "pruned"
+
+
+def test_optimize_json_prints_only_the_job(
+    target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--json") == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["state"] == "JOB_STATE_SUCCEEDED"
+    assert job["report"]["baseline"]["nonzero_parameters"] == "1234000"
+
+
+def test_optimize_no_wait(target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait") == 0
+    assert capsys.readouterr().out == "job-1\n"
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "JOB_STATE_PENDING"
+
+
+def test_failed_job_exits_1_with_the_error_line(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.outcome = "failed"
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 1
+    err = capsys.readouterr().err
+    assert "error: FAILED_PRECONDITION UNSUPPORTED_MODEL: op NonZero is not supported" in err.splitlines()
+
+
+def test_bad_spec_file_exits_2_before_uploading(
+    service: FakeService, target: str, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prune:\n  ratoi: 0.5\n  method: structured\n")
+    assert run(target, "optimize", str(model), "--spec", str(bad)) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("error: INVALID_ARGUMENT INVALID_SPEC: invalid spec in ")
+    assert "  - prune.ratoi: unknown field (did you mean 'ratio'?)" in lines
+    assert any(line.startswith("  - prune.method: unknown value 'structured'") for line in lines)
+    assert service.uploads == []
+
+
+def test_server_violations_are_listed(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.fail["CreateJob"] = [
+        make_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid spec",
+            "INVALID_SPEC",
+            [("spec.prune.ratio", "must be < 1"), ("spec.inputs", "required for TorchScript")],
+        )
+    ]
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-3:] == [
+        "error: INVALID_ARGUMENT INVALID_SPEC: invalid spec",
+        "  - spec.prune.ratio: must be < 1",
+        "  - spec.inputs: required for TorchScript",
+    ]
+
+
+def test_interrupt_prints_the_job_id(
+    target: str, model: Path, spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(self: Client, job_id: str, **kwargs: object) -> job_pb2.Job:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "wait", interrupted)
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 130
+    err = capsys.readouterr().err
+    assert "job job-1 keeps running" in err
+    assert "prunekit jobs cancel job-1" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["optimize", "MODEL"],
+        ["optimize", "MODEL", "--spec", "missing.yaml"],
+        ["analyze", "MODEL", "--input", "x:1xAx3"],
+        ["analyze", "MODEL", "--input", "1x3"],
+        ["optimize", "MODEL", "--spec", "SPEC", "--label", "novalue"],
+        ["jobs"],
+        ["analyze", "missing.onnx"],
+    ],
+)
+def test_usage_errors_exit_2(target: str, model: Path, spec: Path, args: list[str]) -> None:
+    argv = [str(model) if a == "MODEL" else str(spec) if a == "SPEC" else a for a in args]
+    with pytest.raises(SystemExit) as info:
+        run(target, *argv)
+    assert info.value.code == 2
+
+
+def test_unknown_model_suffix_is_a_usage_error(
+    target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weird = tmp_path / "net.bin"
+    weird.write_bytes(b"x")
+    with pytest.raises(SystemExit) as info:
+        run(target, "analyze", str(weird))
+    assert info.value.code == 2
+    assert "cannot tell the model format" in capsys.readouterr().err
+
+
+def test_analyze_table_and_json(
+    service: FakeService, target: str, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(target, "analyze", str(model), "--input", "x:1x3x32x32", "--input", "in:put:2,8") == 0
+    out = capsys.readouterr().out
+    assert "conv1" in out
+    assert "884,736" in out
+    inputs = service.requests["AnalyzeModel"][0].inputs
+    assert [(i.name, list(i.shape)) for i in inputs] == [("x", [1, 3, 32, 32]), ("in:put", [2, 8])]
+    assert run(target, "analyze", str(model), "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["node_count"] == "3"
+    assert data["layers"][0]["op_type"] == "Conv"
+
+
+def test_jobs_commands(
+    service: FakeService,
+    target: str,
+    model: Path,
+    spec: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait") == 0
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait") == 0
+    capsys.readouterr()
+    assert run(target, "jobs", "list", "--limit", "1") == 0
+    out = capsys.readouterr().out
+    assert "job-2" in out
+    assert "job-1" not in out
+    assert run(target, "jobs", "list", "--json") == 0
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == ["job-2", "job-1"]
+    assert run(target, "jobs", "watch", "job-1") == 0
+    out = capsys.readouterr().out
+    assert "Job job-1  SUCCEEDED" in out
+    assert "617,283" in out
+    assert run(target, "jobs", "get", "job-1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "JOB_STATE_SUCCEEDED"
+    assert run(target, "download", "job-1", "--out", str(tmp_path / "dl"), "--name", "report.md") == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "dl" / "report.md")
+    assert run(target, "jobs", "cancel", "job-2") == 0
+    assert capsys.readouterr().out.strip() == "job job-2 CANCELLED"
+    assert run(target, "jobs", "cancel", "job-1") == 1
+    assert "error: FAILED_PRECONDITION JOB_ALREADY_FINISHED: job already ended" in capsys.readouterr().err
+    assert run(target, "jobs", "get", "nope") == 1
+    assert capsys.readouterr().err.startswith("error: NOT_FOUND JOB_NOT_FOUND:")
+
+
+def test_watch_json_lines_and_failure_exit(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.outcome = "failed"
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait") == 0
+    capsys.readouterr()
+    assert run(target, "jobs", "watch", "job-1", "--json") == 1
+    out, err = capsys.readouterr()
+    states = [json.loads(line)["state"] for line in out.splitlines()]
+    assert states == ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"]
+    assert err.startswith("error: FAILED_PRECONDITION UNSUPPORTED_MODEL:")
+
+
+def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--server", "127.0.0.1:1", "--timeout", "1", "--retries", "1", "jobs", "get", "x"]) == 1
+    assert capsys.readouterr().err.startswith("error: UNAVAILABLE")
+
+
+def test_server_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEKIT_SERVER", "example:1234")
+    assert cli.build_parser().parse_args(["jobs", "list"]).server == "example:1234"

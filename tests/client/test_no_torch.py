@@ -1,0 +1,105 @@
+"""The SDK and CLI never need torch, onnx, onnxruntime, numpy or the server package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
+BANNED = ("torch", "onnx", "onnxruntime", "numpy", "prunekit_server")
+
+BLOCKER = f"""
+import importlib.abc
+import sys
+
+BANNED = {BANNED!r}
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BANNED:
+            raise ImportError(f"{{name}} is blocked for this test")
+        return None
+
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+BLOCKER_CHECK = """
+try:
+    import numpy
+except ImportError:
+    pass
+else:
+    raise SystemExit("the blocker is not active")
+"""
+
+PROBE = f"""
+import sys
+import prunekit
+import prunekit.cli
+from prunekit import Client, load_spec, spec_from_dict
+
+spec_from_dict({{"prune": {{"method": "unstructured", "ratio": 0.5}}}})
+with Client("127.0.0.1:1", timeout=1.0) as client:
+    pass
+prunekit.cli.build_parser()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BANNED!r})
+if loaded:
+    raise SystemExit(f"imported: {{loaded}}")
+print("ok")
+"""
+
+
+@pytest.fixture
+def blocked_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(CLIENT_DIR)])
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_import_and_client_without_heavy_modules(blocked_env: dict[str, str]) -> None:
+    result = _run(["-c", BLOCKER_CHECK + PROBE], blocked_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_nothing_heavy_is_imported_even_when_available() -> None:
+    env = dict(os.environ, PYTHONPATH=str(CLIENT_DIR))
+    result = _run(["-c", PROBE], env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("module", ["prunekit.cli", "prunekit"])
+def test_help_runs(blocked_env: dict[str, str], module: str) -> None:
+    result = _run(["-m", module, "--help"], blocked_env)
+    assert result.returncode == 0, result.stderr
+    assert "usage: prunekit" in result.stdout
+    for command in ("analyze", "optimize", "jobs", "download"):
+        assert command in result.stdout
+
+
+def test_sources_do_not_import_heavy_modules() -> None:
+    offenders = []
+    for path in sorted((CLIENT_DIR / "prunekit").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in BANNED]
+    assert offenders == [], textwrap.indent("\n".join(offenders), "  ")
