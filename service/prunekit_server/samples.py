@@ -50,7 +50,7 @@ class SampleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.fc(torch.flatten(self.pool(x), 1))  # type: ignore[no-any-return]
 
 
 class SampleMLP(nn.Module):
@@ -102,7 +102,7 @@ def write_sample_model(
     example = torch.randn(*shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        traced = torch.jit.trace(module, example)
+        traced = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
         torch.jit.save(traced, str(path))
         return shape
     torch.onnx.export(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.servicer import OptimizerServicer

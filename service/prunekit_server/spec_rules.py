@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
 from prunekit.v1 import model_pb2, spec_pb2
 
 from .errors import FieldViolation, invalid_spec
@@ -127,12 +128,13 @@ def _benchmark_violations(bench: spec_pb2.BenchmarkSpec, path: str, found: list[
 
 
 def _unknown_fields(message: Message, path: str, found: list[FieldViolation]) -> None:
-    for item in unknown_fields.UnknownFieldSet(message):
-        found.append(FieldViolation(path, f"unknown field number {item.field_number}"))
+    unknown = unknown_fields.UnknownFieldSet(message)
+    for index in range(len(unknown)):
+        found.append(FieldViolation(path, f"unknown field number {unknown[index].field_number}"))
     for field, value in message.ListFields():
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             continue
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             for i, element in enumerate(value):
                 _unknown_fields(element, f"{path}.{field.name}[{i}]", found)
         else:
@@ -142,13 +144,13 @@ def _unknown_fields(message: Message, path: str, found: list[FieldViolation]) ->
 def _undefined_enums(message: Message, path: str, found: list[FieldViolation]) -> None:
     for field, value in message.ListFields():
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            elements = value if field.label == FieldDescriptor.LABEL_REPEATED else [value]
+            elements = value if field.is_repeated else [value]
             for i, element in enumerate(elements):
-                suffix = f"[{i}]" if field.label == FieldDescriptor.LABEL_REPEATED else ""
+                suffix = f"[{i}]" if field.is_repeated else ""
                 _undefined_enums(element, f"{path}.{field.name}{suffix}", found)
-        elif field.type == FieldDescriptor.TYPE_ENUM:
+        elif field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
             enum_type = field.enum_type
-            numbers = value if field.label == FieldDescriptor.LABEL_REPEATED else [value]
+            numbers = value if field.is_repeated else [value]
             for number in numbers:
                 if enum_type.values_by_number.get(number) is None:
                     found.append(

@@ -19,6 +19,7 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from prunekit import Client
 from prunekit.v1 import (
     job_pb2,

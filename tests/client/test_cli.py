@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from prunekit import Client, cli
 from prunekit.v1 import job_pb2
 

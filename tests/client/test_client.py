@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from prunekit import Client, PrunekitError, SpecError, is_terminal
 from prunekit._transfer import CHUNK_SIZE, artifact_path
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2

@@ -6,6 +6,7 @@ import time
 
 import grpc
 import pytest
+
 from prunekit import Client, PrunekitError
 from prunekit._retry import RetryPolicy, is_retryable
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
+
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
@@ -120,7 +121,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         if request.page_size < 0:
             raise _invalid("page_size must not be negative", page_size=">= 0")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        jobs, token = self._jobs.list(size, request.page_token)
+        jobs, token = self._jobs.list_jobs(size, request.page_token)
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     @unary

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from prunekit.v1 import job_pb2, model_pb2, report_pb2, spec_pb2
+
+from prunekit.v1 import job_pb2, model_pb2, report_pb2
 
 from ..config import Settings
 from ..errors import Code, ServiceError
@@ -239,7 +240,7 @@ class JobExecutor:
     # -- analyses -------------------------------------------------------------------------------
 
     def analyze(
-        self, model: model_pb2.ModelRef, inputs: Sequence[spec_pb2.InputSpec], timeout: float
+        self, model: model_pb2.ModelRef, inputs: Sequence[model_pb2.InputSpec], timeout: float
     ) -> model_pb2.ModelAnalysis:
         """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all."""
         if not self._accepting:

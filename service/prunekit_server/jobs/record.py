@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping
 
 from google.protobuf import timestamp_pb2
+
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 
 from ..errors import Code, ServiceError

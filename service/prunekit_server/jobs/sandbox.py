@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import prunekit
-
 import prunekit_server
 
 from ..errors import Code, ServiceError

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from google.protobuf import json_format
+
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 
 from ..errors import Code, ServiceError
@@ -208,7 +209,7 @@ class JobStore:
             return job
         raise ServiceError(Code.ABORTED, "INTERNAL_ERROR", f"job {job_id} is being updated too often; retry")
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[job_pb2.Job], str]:
+    def list_jobs(self, page_size: int, page_token: str) -> tuple[list[job_pb2.Job], str]:
         """One page of jobs, newest first, and the token of the next page ("" at the end)."""
         start_after: str | None = None
         if page_token:

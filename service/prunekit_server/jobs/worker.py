@@ -78,7 +78,8 @@ def _inject(action: str) -> None:
 def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> None:
     """Run ``task`` and write its result under ``workdir/out``."""
     from google.protobuf import json_format
-    from prunekit.v1 import spec_pb2
+
+    from prunekit.v1 import model_pb2, spec_pb2
 
     out = workdir / "out"
     model_path = workdir / task["model_path"]
@@ -87,7 +88,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         from ..pipeline import run_analysis
 
         progress("analyze", 0.0, "analysing the model")
-        inputs = [json_format.ParseDict(item, spec_pb2.InputSpec()) for item in task.get("inputs", [])]
+        inputs = [json_format.ParseDict(item, model_pb2.InputSpec()) for item in task.get("inputs", [])]
         analysis = run_analysis(model_path, model_format, inputs, workdir)
         (out / "analysis.json").write_text(
             json_format.MessageToJson(analysis, preserving_proto_field_name=True)

@@ -69,7 +69,7 @@ def analyze(
     layers, warnings = _layers(model, inputs)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return model_pb2.ModelAnalysis(
-        format=source_format,  # type: ignore[arg-type]
+        format=model_pb2.ModelFormat.ValueType(source_format),
         opset=opset,
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         inputs=[tensor_info(v) for v in graph_inputs(model)],
@@ -88,10 +88,12 @@ def tensor_info(value: onnx.ValueInfoProto) -> model_pb2.TensorInfo:
     """A graph input or output as declared, symbolic dimensions kept."""
     tensor = value.type.tensor_type
     dims = [
-        model_pb2.Dimension(size=d.dim_value) if d.HasField("dim_value") else model_pb2.Dimension(symbol=d.dim_param)
+        model_pb2.Dimension(size=d.dim_value)
+        if d.HasField("dim_value")
+        else model_pb2.Dimension(symbol=d.dim_param)
         for d in tensor.shape.dim
     ]
-    return model_pb2.TensorInfo(name=value.name, shape=dims, dtype=data_type_from_onnx(tensor.elem_type))  # type: ignore[arg-type]
+    return model_pb2.TensorInfo(name=value.name, shape=dims, dtype=data_type_from_onnx(tensor.elem_type))
 
 
 def _layers(
@@ -111,7 +113,9 @@ def _layers(
         name = node.name or (weight.name if weight is not None else f"{node.op_type}_{index}")
         macs = _macs(node, shapes)
         if macs is None:
-            warnings.append(f"MACS_UNKNOWN: the shapes of layer {name!r} could not be inferred; its MACs count as 0")
+            warnings.append(
+                f"MACS_UNKNOWN: the shapes of layer {name!r} could not be inferred; its MACs count as 0"
+            )
         layers.append(
             model_pb2.LayerInfo(
                 name=name,
@@ -172,7 +176,11 @@ class _Graph:
 def _weight_input(node: onnx.NodeProto, graph: _Graph) -> int | None:
     if len(node.input) < 2:
         return None
-    if node.op_type == "MatMul" and graph.trace(node.input[1]) is None and graph.trace(node.input[0]) is not None:
+    if (
+        node.op_type == "MatMul"
+        and graph.trace(node.input[1]) is None
+        and graph.trace(node.input[0]) is not None
+    ):
         return 0
     return 1
 
@@ -210,7 +218,9 @@ def _inferred_shapes(
         if math.prod(tensor.dims) <= _KEEP_FOR_INFERENCE:
             graph.initializer.append(tensor)
         elif tensor.name not in input_names:
-            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
     for value in source.output:
         copy = graph.output.add()
         copy.name = value.name
@@ -219,16 +229,20 @@ def _inferred_shapes(
     trimmed.opset_import.extend(model.opset_import)
     trimmed.functions.extend(model.functions)
     try:
-        inferred = onnx.shape_inference.infer_shapes(trimmed, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            trimmed, check_type=False, strict_mode=False, data_prop=True
+        )
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
-        warnings.append(f"SHAPE_INFERENCE_FAILED: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc}")
+        warnings.append(
+            f"SHAPE_INFERENCE_FAILED: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc}"
+        )
         inferred = trimmed
     shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in source.initializer}
     g = inferred.graph
     for value in [*g.input, *g.value_info, *g.output]:
-        tensor = value.type.tensor_type
-        if value.type.WhichOneof("value") == "tensor_type" and tensor.HasField("shape"):
-            dims = tensor.shape.dim
+        tensor_type = value.type.tensor_type
+        if value.type.WhichOneof("value") == "tensor_type" and tensor_type.HasField("shape"):
+            dims = tensor_type.shape.dim
             if all(d.HasField("dim_value") for d in dims):
                 shapes[value.name] = [d.dim_value for d in dims]
     return shapes

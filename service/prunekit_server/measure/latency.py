@@ -124,7 +124,9 @@ def benchmark_onnx(
     if not models:
         raise ValueError("no models to benchmark")
     if batch_size < 1 or iterations < 1 or warmup < 0:
-        raise ValueError(f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}")
+        raise ValueError(
+            f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}"
+        )
     sessions = {name: cpu_session(path, threads=threads) for name, path in models.items()}
     for session in sessions.values():
         for _ in range(warmup):
@@ -137,7 +139,9 @@ def benchmark_onnx(
             timings[name].append((time.perf_counter_ns() - start) / 1e6)
     interleaved = len(sessions) > 1
     return {
-        name: summarize(samples, batch_size=batch_size, threads=threads, warmup=warmup, interleaved=interleaved)
+        name: summarize(
+            samples, batch_size=batch_size, threads=threads, warmup=warmup, interleaved=interleaved
+        )
         for name, samples in timings.items()
     }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunekit.v1 import model_pb2, spec_pb2
+from prunekit.v1 import model_pb2
 
 from ..errors import unsupported_model
 from .latency import cpu_session
@@ -54,7 +54,7 @@ class Quality:
 
 
 def synthetic_inputs(
-    inputs: Sequence[spec_pb2.InputSpec], samples: int, seed: int
+    inputs: Sequence[model_pb2.InputSpec], samples: int, seed: int
 ) -> list[dict[str, np.ndarray]]:
     """``samples`` feeds for ``inputs``, the same for the same arguments.
 
@@ -72,13 +72,19 @@ def synthetic_inputs(
         for spec in inputs:
             shape = tuple(int(d) for d in spec.shape)
             if spec.dtype in _FLOAT_DTYPES:
-                feed[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(_FLOAT_DTYPES[spec.dtype])
+                feed[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(
+                    _FLOAT_DTYPES[spec.dtype]
+                )
             elif spec.dtype in _INT_DTYPES:
-                feed[spec.name] = rng.integers(0, SYNTHETIC_INT_HIGH, size=shape).astype(_INT_DTYPES[spec.dtype])
+                feed[spec.name] = rng.integers(0, SYNTHETIC_INT_HIGH, size=shape).astype(
+                    _INT_DTYPES[spec.dtype]
+                )
             elif spec.dtype == model_pb2.DATA_TYPE_BOOL:
                 feed[spec.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
             else:
-                name = model_pb2.DataType.Name(spec.dtype) if spec.dtype in model_pb2.DataType.values() else "?"
+                name = (
+                    model_pb2.DataType.Name(spec.dtype) if spec.dtype in model_pb2.DataType.values() else "?"
+                )
                 raise unsupported_model(f"input {spec.name!r}: cannot make synthetic inputs of type {name}")
         feeds.append(feed)
     return feeds

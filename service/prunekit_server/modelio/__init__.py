@@ -1,6 +1,13 @@
 """Model intake and export: ONNX safety checks, TorchScript handling, input resolution."""
 
-from .ingest import IngestedModel, data_type_from_onnx, data_type_to_onnx, graph_inputs, ingest, resolve_inputs
+from .ingest import (
+    IngestedModel,
+    data_type_from_onnx,
+    data_type_to_onnx,
+    graph_inputs,
+    ingest,
+    resolve_inputs,
+)
 from .onnx_checks import OnnxLimits, load_onnx_checked
 from .torchscript import (
     load_torchscript,

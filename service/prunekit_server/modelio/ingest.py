@@ -23,7 +23,7 @@ from ..errors import Code, FieldViolation, ServiceError, invalid_spec, unsupport
 from .onnx_checks import load_onnx_checked
 from .torchscript import load_torchscript, torchscript_to_onnx
 
-_ONNX_TO_DATA_TYPE: dict[int, int] = {
+_ONNX_TO_DATA_TYPE: dict[int, model_pb2.DataType.ValueType] = {
     TensorProto.FLOAT: model_pb2.DATA_TYPE_FLOAT32,
     TensorProto.FLOAT16: model_pb2.DATA_TYPE_FLOAT16,
     TensorProto.DOUBLE: model_pb2.DATA_TYPE_FLOAT64,
@@ -34,13 +34,22 @@ _ONNX_TO_DATA_TYPE: dict[int, int] = {
     TensorProto.BOOL: model_pb2.DATA_TYPE_BOOL,
     TensorProto.BFLOAT16: model_pb2.DATA_TYPE_BFLOAT16,
 }
-_DATA_TYPE_TO_ONNX = {v: k for k, v in _ONNX_TO_DATA_TYPE.items()}
+_DATA_TYPE_TO_ONNX: dict[int, int] = {v: k for k, v in _ONNX_TO_DATA_TYPE.items()}
 _DATA_TYPE_TO_ONNX[model_pb2.DATA_TYPE_UNSPECIFIED] = TensorProto.FLOAT
 
 
-def data_type_from_onnx(elem_type: int) -> int:
+def data_type_from_onnx(elem_type: int) -> model_pb2.DataType.ValueType:
     """The ``model_pb2.DataType`` of an ONNX element type (DATA_TYPE_UNSPECIFIED when it has none)."""
     return _ONNX_TO_DATA_TYPE.get(elem_type, model_pb2.DATA_TYPE_UNSPECIFIED)
+
+
+def _enum_name(names: Sequence[str], values: Sequence[int], value: int) -> str:
+    return dict(zip(values, names, strict=True)).get(value, str(value))
+
+
+def _type_name(data_type: int) -> str:
+    """A DataType's name for messages (the number when it is not a known value)."""
+    return _enum_name(model_pb2.DataType.keys(), model_pb2.DataType.values(), data_type)
 
 
 def data_type_to_onnx(data_type: int) -> int:
@@ -98,7 +107,7 @@ def ingest(
         model = torchscript_to_onnx(module, declared, onnx_path)
         declared_inputs = declared
     else:
-        label = model_pb2.ModelFormat.Name(model_format) if model_format in model_pb2.ModelFormat.values() else model_format
+        label = _enum_name(model_pb2.ModelFormat.keys(), model_pb2.ModelFormat.values(), model_format)
         raise ServiceError(
             Code.INVALID_ARGUMENT,
             "INVALID_REQUEST",
@@ -119,7 +128,7 @@ def _torchscript_inputs(declared: Sequence[model_pb2.InputSpec]) -> list[model_p
             [
                 FieldViolation(
                     "spec.inputs",
-                    "inputs are required for TorchScript models: declare the shape (and dtype) of every input",
+                    "inputs are required for TorchScript models: declare the shape (and dtype) of each input",
                 )
             ]
         )
@@ -141,13 +150,13 @@ def _match_forward(module: object, declared: list[model_pb2.InputSpec]) -> list[
     if schema is not None:
         required = [a for a in arguments if not a.has_default_value()]
         if not len(required) <= len(declared) <= len(arguments):
-            names = ", ".join(a.name for a in arguments)
+            arg_names = ", ".join(a.name for a in arguments)
             raise invalid_spec(
                 [
                     FieldViolation(
                         "spec.inputs",
                         f"{len(declared)} input(s) declared but the model's forward takes "
-                        f"{len(required)} to {len(arguments)} ({names})",
+                        f"{len(required)} to {len(arguments)} ({arg_names})",
                     )
                 ]
             )
@@ -157,7 +166,9 @@ def _match_forward(module: object, declared: list[model_pb2.InputSpec]) -> list[
     names = [spec.name for spec in declared]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise invalid_spec([FieldViolation("spec.inputs", f"input names must be unique: {', '.join(duplicates)}")])
+        raise invalid_spec(
+            [FieldViolation("spec.inputs", f"input names must be unique: {', '.join(duplicates)}")]
+        )
     return declared
 
 
@@ -200,7 +211,9 @@ def resolve_inputs(
         if not spec.name:
             violations.append(FieldViolation(f"spec.inputs[{i}].name", "an input name is required"))
         elif spec.name in by_name:
-            violations.append(FieldViolation(f"spec.inputs[{i}].name", f"input {spec.name!r} is declared twice"))
+            violations.append(
+                FieldViolation(f"spec.inputs[{i}].name", f"input {spec.name!r} is declared twice")
+            )
         elif spec.name not in known:
             violations.append(
                 FieldViolation(
@@ -217,8 +230,10 @@ def resolve_inputs(
         elem_type = value.type.tensor_type.elem_type
         dtype = data_type_from_onnx(elem_type)
         if dtype == model_pb2.DATA_TYPE_UNSPECIFIED:
-            type_name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else "?"
-            raise unsupported_model(f"model input {value.name!r} has element type {type_name}, which is not supported")
+            type_name = _enum_name(TensorProto.DataType.keys(), TensorProto.DataType.values(), elem_type)
+            raise unsupported_model(
+                f"model input {value.name!r} has element type {type_name}, which is not supported"
+            )
         dims = _graph_dims(value)
         if value.name in by_name:
             i, spec = by_name[value.name]
@@ -232,7 +247,9 @@ def resolve_inputs(
     return resolved
 
 
-def _check_declared(i: int, spec: model_pb2.InputSpec, dims: list[int | None] | None, dtype: int) -> list[FieldViolation]:
+def _check_declared(
+    i: int, spec: model_pb2.InputSpec, dims: list[int | None] | None, dtype: int
+) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     shape = [int(d) for d in spec.shape]
     where = f"spec.inputs[{i}]"
@@ -242,32 +259,42 @@ def _check_declared(i: int, spec: model_pb2.InputSpec, dims: list[int | None] | 
         problems.append(
             FieldViolation(
                 f"{where}.shape",
-                f"input {spec.name!r} has rank {len(dims)} in the model but {len(shape)} dimensions were declared",
+                f"input {spec.name!r} has rank {len(dims)} in the model, not {len(shape)}",
             )
         )
     elif dims is not None:
-        wrong = [f"dim {k}: model {d}, declared {s}" for k, (d, s) in enumerate(zip(dims, shape, strict=True)) if d not in (None, s)]
+        wrong = [
+            f"dim {k}: model {d}, declared {s}"
+            for k, (d, s) in enumerate(zip(dims, shape, strict=True))
+            if d not in (None, s)
+        ]
         if wrong:
             problems.append(
-                FieldViolation(f"{where}.shape", f"input {spec.name!r} contradicts the model ({'; '.join(wrong)})")
+                FieldViolation(
+                    f"{where}.shape", f"input {spec.name!r} contradicts the model ({'; '.join(wrong)})"
+                )
             )
     if spec.dtype not in (model_pb2.DATA_TYPE_UNSPECIFIED, dtype):
         problems.append(
             FieldViolation(
                 f"{where}.dtype",
-                f"input {spec.name!r} is {model_pb2.DataType.Name(dtype)} in the model, "
-                f"not {model_pb2.DataType.Name(spec.dtype) if spec.dtype in model_pb2.DataType.values() else spec.dtype}",
+                f"input {spec.name!r} is {_type_name(dtype)} in the model, not {_type_name(spec.dtype)}",
             )
         )
     return problems
 
 
 def _undeclared_shape(
-    value: onnx.ValueInfoProto, dims: list[int | None] | None, batch_size: int, violations: list[FieldViolation]
+    value: onnx.ValueInfoProto,
+    dims: list[int | None] | None,
+    batch_size: int,
+    violations: list[FieldViolation],
 ) -> list[int]:
     if dims is None:
         violations.append(
-            FieldViolation("spec.inputs", f"input {value.name!r} has no shape in the model; declare it in spec.inputs")
+            FieldViolation(
+                "spec.inputs", f"input {value.name!r} has no shape in the model; declare it in spec.inputs"
+            )
         )
         return []
     symbols = [d.dim_param or "?" for d in value.type.tensor_type.shape.dim]

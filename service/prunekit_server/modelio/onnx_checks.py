@@ -86,7 +86,7 @@ class OnnxLimits:
     allowed_domains: frozenset[str] = STANDARD_DOMAINS
 
 
-def load_onnx_checked(path: Path, limits: OnnxLimits = OnnxLimits()) -> onnx.ModelProto:  # noqa: B008
+def load_onnx_checked(path: Path, limits: OnnxLimits = OnnxLimits()) -> onnx.ModelProto:
     """Parse ``path`` as a binary ONNX model and return it once every check passed.
 
     External data is never loaded. Raises :class:`~prunekit_server.errors.ServiceError`
@@ -129,10 +129,12 @@ class _Walker:
         self.nodes = 0
         self.bytes = 0
         self.functions: set[tuple[str, str]] = set()
+        self.function_domains: set[str] = set()
 
     def check_model(self, model: onnx.ModelProto) -> None:
-        self._check_opsets(model.opset_import, "the model")
         self.functions = {(f.domain, f.name) for f in model.functions}
+        self.function_domains = {f.domain for f in model.functions} - self.limits.allowed_domains
+        self._check_opsets(model.opset_import, "the model")
         for function in model.functions:
             self._check_opsets(function.opset_import, f"function {function.name!r}")
             self._check_nodes(function.node, depth=0)
@@ -141,6 +143,8 @@ class _Walker:
     def _check_opsets(self, opsets: Iterable[onnx.OperatorSetIdProto], where: str) -> None:
         for opset in opsets:
             domain, version = opset.domain, opset.version
+            if domain in self.function_domains:
+                continue
             if domain not in self.limits.allowed_domains:
                 raise unsupported_model(
                     f"{self.name}: {where} imports op domain {domain!r}, which this server does not support "
@@ -177,7 +181,7 @@ class _Walker:
                 rank = len(value.type.tensor_type.shape.dim)
                 if rank > self.limits.max_rank:
                     raise unsupported_model(
-                        f"{self.name}: value {value.name!r} has rank {rank}; the limit is {self.limits.max_rank}"
+                        f"{self.name}: value {value.name!r} has rank {rank}; limit {self.limits.max_rank}"
                     )
         self._check_nodes(graph.node, depth)
 
@@ -186,7 +190,10 @@ class _Walker:
             self.nodes += 1
             if self.nodes > self.limits.max_nodes:
                 raise unsupported_model(f"{self.name}: more than {self.limits.max_nodes} nodes")
-            if node.domain not in self.limits.allowed_domains and (node.domain, node.op_type) not in self.functions:
+            if (
+                node.domain not in self.limits.allowed_domains
+                and (node.domain, node.op_type) not in self.functions
+            ):
                 raise unsupported_model(
                     f"{self.name}: node {node.name or node.op_type!r} uses op {node.op_type!r} "
                     f"of unsupported domain {node.domain!r}",
@@ -231,7 +238,9 @@ class _Walker:
         bits = _BITS.get(dtype)
         if bits is None:
             type_name = TensorProto.DataType.Name(dtype)
-            raise unsupported_model(f"{self.name}: {where} has element type {type_name}, which is not supported")
+            raise unsupported_model(
+                f"{self.name}: {where} has element type {type_name}, which is not supported"
+            )
         limit = self.limits.max_initializer_bytes * 8 // bits + 1
         count = _element_count(tensor.dims, limit, self, where)
         nbytes = (count * bits + 7) // 8

@@ -19,6 +19,7 @@ the initializers of the original export.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import warnings
 import zipfile
@@ -57,7 +58,9 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def prescan_torchscript_archive(path: Path, *, max_entries: int = 10_000, max_uncompressed: int = 8 << 30) -> None:
+def prescan_torchscript_archive(
+    path: Path, *, max_entries: int = 10_000, max_uncompressed: int = 8 << 30
+) -> None:
     """Reject ``path`` (INVALID_MODEL) unless it is a plain, bounded zip archive.
 
     Checked: it is a zip; at most ``max_entries`` entries; their declared
@@ -71,7 +74,9 @@ def prescan_torchscript_archive(path: Path, *, max_entries: int = 10_000, max_un
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise invalid_model(f"{name} is not a TorchScript archive (not a readable zip file): {_one_line(exc)}") from exc
+        raise invalid_model(
+            f"{name} is not a TorchScript archive (not a readable zip file): {_one_line(exc)}"
+        ) from exc
     if not infos:
         raise invalid_model(f"{name} is not a TorchScript archive: the zip file is empty")
     if len(infos) > max_entries:
@@ -83,7 +88,12 @@ def prescan_torchscript_archive(path: Path, *, max_entries: int = 10_000, max_un
     for info in infos:
         entry = info.filename
         parts = PurePosixPath(entry.replace("\\", "/")).parts
-        if entry.startswith(("/", "\\")) or (len(entry) > 1 and entry[1] == ":") or ".." in parts or "\0" in entry:
+        if (
+            entry.startswith(("/", "\\"))
+            or (len(entry) > 1 and entry[1] == ":")
+            or ".." in parts
+            or "\0" in entry
+        ):
             raise invalid_model(f"{name} has an unsafe archive entry name {entry[:200]!r}")
         if entry in seen:
             raise invalid_model(f"{name} has a duplicate archive entry {entry[:200]!r}")
@@ -99,10 +109,12 @@ def prescan_torchscript_archive(path: Path, *, max_entries: int = 10_000, max_un
             start = info.header_offset
             end = start + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
             if end > size:
-                raise invalid_model(f"{name}: archive entry {info.filename[:200]!r} extends past the end of the file")
+                raise invalid_model(
+                    f"{name}: archive entry {info.filename[:200]!r} extends past the end of the file"
+                )
             spans.append((start, end, info.filename))
     spans.sort()
-    for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
         if start < end:
             raise invalid_model(f"{name}: archive entries {first[:100]!r} and {second[:100]!r} overlap")
 
@@ -110,7 +122,7 @@ def prescan_torchscript_archive(path: Path, *, max_entries: int = 10_000, max_un
 def _load(path: Path) -> torch.jit.ScriptModule:
     prescan_torchscript_archive(path)
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise invalid_model(f"{path.name} is not a TorchScript model: {_one_line(exc)}") from exc
     if not isinstance(module, torch.jit.ScriptModule):
@@ -129,7 +141,9 @@ def random_input(spec: model_pb2.InputSpec, generator: torch.Generator) -> torch
     """A random tensor of the spec's shape and dtype: normal floats, integers in {0, 1}."""
     dtype = _TORCH_DTYPES.get(spec.dtype)
     if dtype is None:
-        raise invalid_spec([FieldViolation("spec.inputs", f"input {spec.name!r} has an unknown dtype {spec.dtype}")])
+        raise invalid_spec(
+            [FieldViolation("spec.inputs", f"input {spec.name!r} has an unknown dtype {spec.dtype}")]
+        )
     shape = [int(d) for d in spec.shape]
     if dtype.is_floating_point:
         return torch.randn(shape, generator=generator).to(dtype)
@@ -184,7 +198,9 @@ def torchscript_to_onnx(
                 keep_initializers_as_inputs=False,
             )
     except Exception as exc:
-        raise unsupported_model(f"the TorchScript model could not be exported to ONNX: {_one_line(exc)}") from exc
+        raise unsupported_model(
+            f"the TorchScript model could not be exported to ONNX: {_one_line(exc)}"
+        ) from exc
     exported = onnx.load(str(out_path), load_external_data=False)
     if _split_value_aliases(exported, module):
         onnx.save(exported, str(out_path))
@@ -197,7 +213,7 @@ def _flatten(result: object) -> list[torch.Tensor]:
     if isinstance(result, (tuple, list)) and result and all(isinstance(t, torch.Tensor) for t in result):
         return list(result)
     raise unsupported_model(
-        f"the TorchScript model returns {type(result).__name__}; only a tensor or a tuple of tensors is supported"
+        f"the TorchScript model returns {type(result).__name__}; supported: a tensor or a tuple of tensors"
     )
 
 
@@ -267,14 +283,16 @@ def write_torchscript_with_weights(
         array = np.asarray(value)
         key, transposed = (name, False) if name in tensors else _match_by_value(name, by_value, tensors)
         if key is None:
-            problems.append(f"UNMAPPED_WEIGHT: {name} matches no tensor of the TorchScript model; not written")
+            problems.append(
+                f"UNMAPPED_WEIGHT: {name} matches no tensor of the TorchScript model; not written"
+            )
             continue
         if transposed:
             array = array.T
         current = tensors[key]
         if array.ndim != current.dim():
             problems.append(
-                f"UNMAPPED_WEIGHT: {name} has rank {array.ndim} but {key} has rank {current.dim()}; not written"
+                f"UNMAPPED_WEIGHT: {name} has rank {array.ndim}, {key} has rank {current.dim()}; not written"
             )
             continue
         updates[key] = torch.from_numpy(np.ascontiguousarray(array)).to(current.dtype)

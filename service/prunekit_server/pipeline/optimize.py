@@ -70,7 +70,9 @@ def _settings(spec: spec_pb2.OptimizationSpec) -> _Settings:
         if getattr(bench, name) < 0
     ]
     if evaluation.samples < 0:
-        violations.append(FieldViolation("spec.evaluation.samples", f"must be >= 0, got {evaluation.samples}"))
+        violations.append(
+            FieldViolation("spec.evaluation.samples", f"must be >= 0, got {evaluation.samples}")
+        )
     for name in ("finetune", "quantize"):
         if spec.HasField(name):
             violations.append(FieldViolation(f"spec.{name}", "not supported by this server version"))
@@ -100,12 +102,11 @@ def _file(fmt: model_pb2.ModelFormat.ValueType, path: Path) -> report_pb2.ModelF
     return rb.model_file(fmt, path.name, _sha256(path), path.stat().st_size)
 
 
-def _quality_inputs(inputs: list[spec_pb2.InputSpec], samples: int, seed: int) -> str:
+def _quality_inputs(inputs: list[model_pb2.InputSpec], samples: int, seed: int) -> str:
     text = f"{samples} synthetic samples, normal(0, 1), seed {seed}"
     if any(i.dtype not in _FLOATS for i in inputs):
         text += f"; integer inputs uniform in [0, {SYNTHETIC_INT_HIGH})"
     return text
-
 
 
 def _layer_macs(analysis: model_pb2.ModelAnalysis) -> dict[str, int]:

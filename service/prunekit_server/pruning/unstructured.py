@@ -115,7 +115,7 @@ class _Weight:
 def _magnitudes(value: np.ndarray) -> np.ndarray:
     """Flat absolute values, exact (float16/bfloat16 widen to float32), NaN as +inf."""
     wide = np.float64 if value.dtype == np.float64 else np.float32
-    mags = np.abs(value.astype(wide).reshape(-1))
+    mags: np.ndarray = np.abs(value.astype(wide).reshape(-1))
     mags[np.isnan(mags)] = np.inf
     return mags
 
@@ -130,7 +130,7 @@ def select_smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
         mask[:] = True
         return mask
     threshold = np.partition(magnitudes, k - 1)[k - 1]
-    mask = magnitudes < threshold
+    mask = np.asarray(magnitudes < threshold, dtype=bool)
     need = k - int(np.count_nonzero(mask))
     mask[np.flatnonzero(magnitudes == threshold)[:need]] = True
     return mask
@@ -188,7 +188,7 @@ def prune_unstructured(model: onnx.ModelProto, config: UnstructuredConfig) -> Pr
     ``INVALID_SPEC`` when ``ignore`` matches every eligible layer.
     """
     weights, warnings = _collect(model, config)
-    active = [w for w in weights if w.value is not None]
+    active = [(w, w.value) for w in weights if w.value is not None]
     if not active:
         if any(w.tensor.data_type in FLOAT_TYPES for w in weights):
             raise invalid_spec(
@@ -198,7 +198,7 @@ def prune_unstructured(model: onnx.ModelProto, config: UnstructuredConfig) -> Pr
             "no prunable layer: unstructured pruning needs Conv, ConvTranspose, Gemm or MatMul layers "
             "with a floating-point constant weight"
         )
-    mags = [_magnitudes(w.value) for w in active if w.value is not None]
+    mags = [_magnitudes(value) for _, value in active]
     if config.scope == "global":
         total = sum(m.size for m in mags)
         flat = np.concatenate(mags) if len(mags) > 1 else mags[0]
@@ -208,13 +208,11 @@ def prune_unstructured(model: onnx.ModelProto, config: UnstructuredConfig) -> Pr
         masks = [select_smallest(m, round(config.ratio * m.size)) for m in mags]
     tensors: dict[str, np.ndarray] = {}
     new_values: dict[str, np.ndarray] = {}
-    for w, selected in zip(active, masks, strict=True):
-        assert w.value is not None
-        flat_old = w.value.reshape(-1)
-        if not np.any(flat_old[selected] != 0):
-            new_values[w.name] = w.value
+    for (w, value), selected in zip(active, masks, strict=True):
+        if not np.any(value.reshape(-1)[selected] != 0):
+            new_values[w.name] = value
             continue
-        new = w.value.copy()
+        new = value.copy()
         new.reshape(-1)[selected] = 0
         tensors[w.name] = new
         new_values[w.name] = new

@@ -38,7 +38,7 @@ class StorageError(Exception):
     """Base of every error a store raises."""
 
 
-class ObjectNotFound(StorageError):
+class ObjectNotFound(StorageError):  # noqa: N818 (names are the public contract)
     """The key does not exist."""
 
     def __init__(self, key: str) -> None:
@@ -46,19 +46,19 @@ class ObjectNotFound(StorageError):
         self.key = key
 
 
-class PreconditionFailed(StorageError):
+class PreconditionFailed(StorageError):  # noqa: N818 (names are the public contract)
     """A conditional write lost: ``if_absent`` on an existing key, or a stale ``if_match``."""
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailable(StorageError):  # noqa: N818 (names are the public contract)
     """The store cannot serve requests now: unreachable, credentials rejected, throttled, disk full..."""
 
 
-class ChecksumMismatch(StorageError):
+class ChecksumMismatch(StorageError):  # noqa: N818 (names are the public contract)
     """Content does not match its sha256 (the one supplied to a write, or the one recorded on read)."""
 
 
-class InvalidKey(StorageError, ValueError):
+class InvalidKey(StorageError, ValueError):  # noqa: N818 (names are the public contract)
     """A key, prefix or URI that a store refuses (syntax, reserved names, outside the store)."""
 
 
@@ -100,7 +100,7 @@ class ObjectStore(Protocol):
         """Stream the file at ``path`` into ``key`` without holding it in memory.
 
         If ``sha256`` is given the content must match it, else :class:`ChecksumMismatch`
-        and nothing is written.
+        and nothing is written. A missing ``path`` raises ``FileNotFoundError``.
         """
         ...
 
@@ -109,7 +109,11 @@ class ObjectStore(Protocol):
         ...
 
     def get_file(self, key: str, path: Path) -> ObjectInfo:
-        """Stream the object to ``path`` atomically (temporary file beside it, then rename)."""
+        """Stream the object to ``path`` atomically (temporary file beside it, then rename).
+
+        Parent directories are created. On any error ``path`` is left as it was; failures of
+        the local filesystem surface as ``OSError``.
+        """
         ...
 
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
@@ -124,7 +128,9 @@ class ObjectStore(Protocol):
         """The object's info, or ``None`` if absent."""
         ...
 
-    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    def list_keys(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
         """Keys starting with the plain string ``prefix``, ascending in UTF-8 byte order.
 
         Only keys strictly greater than ``start_after`` are returned, at most ``limit`` of them.

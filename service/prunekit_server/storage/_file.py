@@ -132,7 +132,9 @@ class FileStore:
             finally:
                 os.close(dfd)
 
-    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    def list_keys(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
         validate_prefix(prefix)
         check_limit(limit)
         if limit == 0:
@@ -142,8 +144,10 @@ class FileStore:
         with _fs.translate(self._root, prefix):
             try:
                 fd = _fs.open_dir(self._root, base.split("/") if base else [], create=False)
-            except (FileNotFoundError, NotADirectoryError):
-                return []
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return []  # links are never objects, nor lead to any
+                raise
             try:
                 for key in _fs.walk(fd, base + "/" if base else "", prefix, start_after or ""):
                     keys.append(key)
@@ -259,7 +263,7 @@ def _link_new(dfd: int, tmp: str, name: str, key: str) -> None:
 
 def _exists(dfd: int, name: str) -> bool:
     try:
-        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        mode = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return False
-    return True
+    return not stat.S_ISDIR(mode)

@@ -60,7 +60,12 @@ def open_dir(root: Path, parts: list[str], *, create: bool) -> int:
                     raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o777, dir_fd=fd)
+                    os.fsync(fd)  # the new entry survives a crash, like the files below it
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except NotADirectoryError:
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), part) from None
+                raise
             os.close(fd)
             fd = child
     except BaseException:

@@ -13,10 +13,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from prunekit.v1 import model_pb2, optimizer_service_pb2 as pb, optimizer_service_pb2_grpc as pb_grpc
+from prunekit.v1 import model_pb2
+from prunekit.v1 import optimizer_service_pb2 as pb
+from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.config import Settings
-from prunekit_server.rpc_status import from_status
 from prunekit_server.errors import ServiceError
+from prunekit_server.rpc_status import from_status
 from prunekit_server.samples import write_sample_model
 from prunekit_server.server import RunningServer, start_server
 
@@ -57,13 +59,17 @@ def new_bucket_uri(endpoint: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["file", "s3"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     """A running server on port 0, over the file backend or a real moto S3 server."""
     if request.param == "s3":
         storage = new_bucket_uri(request.getfixturevalue("s3_endpoint"))
     else:
         storage = f"file://{tmp_path_factory.mktemp('storage')}"
-    running = start(replace(TEST_SETTINGS, storage=storage, scratch_dir=str(tmp_path_factory.mktemp("scratch"))))
+    running = start(
+        replace(TEST_SETTINGS, storage=storage, scratch_dir=str(tmp_path_factory.mktemp("scratch")))
+    )
     yield running
     running.stop(grace=2.0)
 

@@ -21,7 +21,9 @@ def test_analyze_onnx(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path
     assert [i.name for i in analysis.inputs] == ["input"]
     assert analysis.inputs[0].shape[0].symbol == "batch"
     assert list(analysis.analyzed_inputs[0].shape) == [1, 3, 32, 32]
-    assert analysis.parameters > 0 and analysis.macs > 0 and analysis.opset == 17
+    assert analysis.parameters > 0
+    assert analysis.macs > 0
+    assert analysis.opset == 17
     assert {layer.op_type for layer in analysis.layers} >= {"Conv", "Gemm"}
     assert sum(layer.macs for layer in analysis.layers) == analysis.macs
 
@@ -33,7 +35,9 @@ def test_analyze_torchscript_needs_inputs(
     with pytest.raises(grpc.RpcError) as caught:
         stub.AnalyzeModel(pb.AnalyzeModelRequest(model=model), timeout=120)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    shaped = pb.AnalyzeModelRequest(model=model, inputs=[model_pb2.InputSpec(name="input", shape=[2, 3, 32, 32])])
+    shaped = pb.AnalyzeModelRequest(
+        model=model, inputs=[model_pb2.InputSpec(name="input", shape=[2, 3, 32, 32])]
+    )
     analysis = stub.AnalyzeModel(shaped, timeout=120).analysis
     assert analysis.format == model_pb2.MODEL_FORMAT_TORCHSCRIPT
     assert list(analysis.analyzed_inputs[0].shape) == [2, 3, 32, 32]

@@ -38,7 +38,9 @@ def test_onnx_job_succeeds_with_measured_report_and_verified_artifacts(
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error
     assert updates[0].state in {job_pb2.JOB_STATE_PENDING, job_pb2.JOB_STATE_RUNNING}
     assert [u.state for u in updates].count(job_pb2.JOB_STATE_SUCCEEDED) == 1
-    assert final.create_time.seconds and final.start_time.seconds and final.end_time.seconds
+    assert final.create_time.seconds
+    assert final.start_time.seconds
+    assert final.end_time.seconds
 
     report = final.report
     base = report.baseline
@@ -49,16 +51,19 @@ def test_onnx_job_succeeds_with_measured_report_and_verified_artifacts(
     assert variant.stats.nonzero_parameters < base.nonzero_parameters
     assert variant.stats.compressed_size_bytes < base.compressed_size_bytes
     for stats in (base, variant.stats):
-        assert stats.latency.p50_ms > 0 and stats.latency.iterations == 3
+        assert stats.latency.p50_ms > 0
+        assert stats.latency.iterations == 3
         assert stats.latency.p50_ms <= stats.latency.p90_ms <= stats.latency.p99_ms
     assert 0.0 <= variant.stats.quality.top1_agreement <= 1.0
     assert variant.stats.quality.samples > 0
     assert "UNSTRUCTURED_NO_SPEEDUP" in {w.code for w in report.warnings}
-    assert report.protocol.interleaved and report.protocol.cpu_model
+    assert report.protocol.interleaved
+    assert report.protocol.cpu_model
 
     names = {a.name for a in final.artifacts}
     assert {"pruned.onnx", "report.json"} <= names
-    assert variant.uri and variant.uri == next(f.uri for f in variant.files if f.artifact == "pruned.onnx")
+    assert variant.uri
+    assert variant.uri == next(f.uri for f in variant.files if f.artifact == "pruned.onnx")
     for artifact in final.artifacts:
         info, data = download(stub, final.id, artifact.name)
         assert hashlib.sha256(data).hexdigest() == info.sha256 == artifact.sha256
@@ -88,11 +93,16 @@ def test_torchscript_job_returns_torchscript_and_onnx(
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error
     (variant,) = final.report.variants
     assert variant.format == model_pb2.MODEL_FORMAT_TORCHSCRIPT
-    assert {f.format for f in variant.files} == {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}
+    assert {f.format for f in variant.files} == {
+        model_pb2.MODEL_FORMAT_ONNX,
+        model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+    }
     assert {"pruned.pt", "pruned.onnx"} <= {a.name for a in final.artifacts}
 
 
-def test_torchscript_without_inputs_is_rejected(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]) -> None:
+def test_torchscript_without_inputs_is_rejected(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]
+) -> None:
     model = upload(stub, models["cnn.pt"])
     with pytest.raises(grpc.RpcError) as caught:
         create(stub, model, quick_spec())
@@ -102,7 +112,9 @@ def test_torchscript_without_inputs_is_rejected(stub: pb_grpc.OptimizerServiceSt
     assert [v.field for v in error.violations] == ["spec.inputs"]
 
 
-def test_create_is_idempotent_on_request_id(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]) -> None:
+def test_create_is_idempotent_on_request_id(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]
+) -> None:
     model = upload(stub, models["mlp.onnx"])
     first = create(stub, model, request_id="pipeline-run-42")
     again = create(stub, model, request_id="pipeline-run-42")
@@ -135,7 +147,9 @@ def test_list_jobs_newest_first_in_pages(stub: pb_grpc.OptimizerServiceStub, mod
 
 
 @pytest.mark.parametrize("ratio", [1.5, -0.1, math.nan, 0.0])
-def test_bad_ratio_is_invalid_spec(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path], ratio: float) -> None:
+def test_bad_ratio_is_invalid_spec(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path], ratio: float
+) -> None:
     model = upload(stub, models["mlp.onnx"])
     with pytest.raises(grpc.RpcError) as caught:
         create(stub, model, quick_spec(ratio))
@@ -191,7 +205,9 @@ def test_unknown_and_malformed_job_ids(stub: pb_grpc.OptimizerServiceStub, chann
     assert_serving(channel)
 
 
-def test_cancel_finished_job_and_missing_artifact(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]) -> None:
+def test_cancel_finished_job_and_missing_artifact(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]
+) -> None:
     model = upload(stub, models["mlp.onnx"])
     final = run(stub, model)
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error

@@ -1,4 +1,4 @@
-"""UploadModel: verified, content-addressed, capped while streaming; the server keeps serving after bad input."""
+"""UploadModel: verified, content-addressed, capped while streaming; bad input leaves the server serving."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop(grace=1.0)
 
 
-def call(stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]) -> pb.UploadModelResponse:
+def call(
+    stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]
+) -> pb.UploadModelResponse:
     return stub.UploadModel(requests, timeout=30)
 
 
-def rejected(stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]) -> tuple[grpc.StatusCode, str]:
+def rejected(
+    stub: pb_grpc.OptimizerServiceStub, requests: Iterator[pb.UploadModelRequest]
+) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call(stub, requests)
     return caught.value.code(), status_error(caught.value).reason
@@ -51,7 +55,8 @@ def test_upload_is_verified_and_content_addressed(
     assert first.model.filename == "model.onnx"
     assert not first.deduplicated
     again = call(stub, upload_requests(data, filename="copy.onnx"))
-    assert again.deduplicated and again.model.uri == first.model.uri
+    assert again.deduplicated
+    assert again.model.uri == first.model.uri
     prefix = f"tenants/default/models/{first.model.sha256}/"
     assert len(server.jobs.store.list_keys(prefix)) == 2
 
@@ -75,7 +80,9 @@ def test_wrong_sha256_and_size_are_rejected(
     assert_serving(channel)
 
 
-def test_over_the_cap_is_refused_while_streaming(stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel) -> None:
+def test_over_the_cap_is_refused_while_streaming(
+    stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel
+) -> None:
     big = b"\x08\x07" + os.urandom(CAP + (1 << 20))
     assert rejected(stub, upload_requests(big)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MODEL_TOO_LARGE")
     lying = upload_requests(big, size=1 << 20)

@@ -26,7 +26,7 @@ JOB_TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One worker, a queue of one, 4 GiB of address space, a short time limit (overrides the per-backend fixture)."""
+    """One worker, a queue of one, 4 GiB of address space, a short time limit."""
     settings = replace(
         TEST_SETTINGS,
         storage=f"file://{tmp_path_factory.mktemp('storage')}",
@@ -54,12 +54,15 @@ def test_segfaulting_worker_fails_the_job(
     error = from_status(final.error)
     assert final.error.code == grpc.StatusCode.INTERNAL.value[0]
     assert error.reason == "WORKER_CRASHED"
-    assert error.metadata["signal"] == "SIGSEGV" and error.metadata["stage"] == "prune"
+    assert error.metadata["signal"] == "SIGSEGV"
+    assert error.metadata["stage"] == "prune"
     assert_serving(channel)
     assert run(stub, model).state == job_pb2.JOB_STATE_SUCCEEDED
 
 
-def test_worker_exiting_and_running_out_of_memory(stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]) -> None:
+def test_worker_exiting_and_running_out_of_memory(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]
+) -> None:
     model = upload(stub, models["mlp.onnx"])
     exited = run(stub, model, labels=fault("exit", "analyze"))
     assert from_status(exited.error).reason == "WORKER_CRASHED"
@@ -114,7 +117,10 @@ def test_cancel_stops_the_worker_and_queue_bound_holds(
     assert spawned
     cancelled = stub.CancelJob(pb.CancelJobRequest(job_id=running.id), timeout=10).job
     assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
-    assert stub.CancelJob(pb.CancelJobRequest(job_id=queued.id), timeout=10).job.state == job_pb2.JOB_STATE_CANCELLED
+    assert (
+        stub.CancelJob(pb.CancelJobRequest(job_id=queued.id), timeout=10).job.state
+        == job_pb2.JOB_STATE_CANCELLED
+    )
     assert wait(stub, running.id)[-1].state == job_pb2.JOB_STATE_CANCELLED
     deadline = time.monotonic() + 15
     while _worker_pids() & spawned and time.monotonic() < deadline:

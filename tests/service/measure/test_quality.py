@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from prunekit.v1 import model_pb2, spec_pb2
+from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.measure.quality import SYNTHETIC_INT_HIGH, compare_models, synthetic_inputs
 from prunekit_server.samples import write_sample_model
@@ -28,7 +28,10 @@ def _scale_model(path: Path, scale: list[float], *, out_shape: list[int] | None 
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("y2", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, None),
+        ],
         inits,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -42,7 +45,9 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _inputs(shape: list[int], dtype: int = model_pb2.DATA_TYPE_FLOAT32, name: str = "input") -> spec_pb2.InputSpec:
+def _inputs(
+    shape: list[int], dtype: model_pb2.DataType.ValueType = model_pb2.DATA_TYPE_FLOAT32, name: str = "input"
+) -> model_pb2.InputSpec:
     return model_pb2.InputSpec(name=name, shape=shape, dtype=dtype)
 
 
@@ -107,19 +112,21 @@ def test_synthetic_inputs_are_deterministic_and_typed() -> None:
             np.testing.assert_array_equal(a[name], b[name])
     assert not np.array_equal(first[0]["input"], other[0]["input"])
     feed = first[0]
-    assert feed["input"].dtype == np.float32 and feed["input"].shape == (2, 3)
+    assert feed["input"].dtype == np.float32
+    assert feed["input"].shape == (2, 3)
     assert feed["ids"].dtype == np.int64
     assert all(0 <= v < SYNTHETIC_INT_HIGH for f in first for v in f["ids"].ravel())
     assert feed["half"].dtype == np.float16
     assert feed["mask"].dtype == np.bool_
     assert feed["plain"].dtype == np.float32
     big = synthetic_inputs([_inputs([10000])], samples=1, seed=0)[0]["input"]
-    assert abs(float(big.mean())) < 0.05 and abs(float(big.std()) - 1.0) < 0.05
+    assert abs(float(big.mean())) < 0.05
+    assert abs(float(big.std()) - 1.0) < 0.05
 
 
 def test_synthetic_inputs_reject_unfeedable_types() -> None:
     with pytest.raises(ServiceError) as err:
         synthetic_inputs([_inputs([2], model_pb2.DATA_TYPE_BFLOAT16)], samples=1, seed=0)
     assert err.value.reason == "UNSUPPORTED_MODEL"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="samples"):
         synthetic_inputs([_inputs([2])], samples=0, seed=0)

@@ -45,7 +45,8 @@ class _Mixed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.up(x).mean(dim=(1, 2))
-        return self.head(y @ self.proj)
+        out: torch.Tensor = self.head(y @ self.proj)
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +198,17 @@ def test_float16_weights_stay_float16_and_exact() -> None:
     assert out.dtype == np.float16
 
 
+def test_bfloat16_weights_are_pruned_in_place() -> None:
+    bf16 = onnx.helper.tensor_dtype_to_np_dtype(TensorProto.BFLOAT16)
+    w = np.arange(-6, 6, dtype=np.float32).reshape(3, 4).astype(bf16)
+    model = _matmul_model([w], dtype=TensorProto.BFLOAT16)
+    result = prune(model, UnstructuredConfig(ratio=0.25))
+    assert result.tensors["w0"].dtype == bf16
+    assert int(np.count_nonzero(result.tensors["w0"] == 0)) == 3
+    pruned = apply_tensors(model, result.tensors)
+    assert pruned.graph.initializer[0].data_type == TensorProto.BFLOAT16
+
+
 def test_integer_weight_is_skipped_with_a_warning() -> None:
     floats = _matmul_model([np.ones((2, 2), np.float32)])
     ints = numpy_helper.from_array(np.ones((2, 2), np.int32), "wi")
@@ -240,7 +252,12 @@ def test_identity_and_shared_weights() -> None:
 def test_config_round_trips_through_json() -> None:
     config = UnstructuredConfig(ratio=0.3, scope="per_layer", ignore=("/fc/*", "*.bias"))
     data = json.loads(json.dumps(config.to_dict()))
-    assert data == {"method": "unstructured", "ratio": 0.3, "scope": "per_layer", "ignore": ["/fc/*", "*.bias"]}
+    assert data == {
+        "method": "unstructured",
+        "ratio": 0.3,
+        "scope": "per_layer",
+        "ignore": ["/fc/*", "*.bias"],
+    }
     assert PruneConfig.from_dict(data) == config
     assert UnstructuredConfig.from_dict(data) == config
     assert UnstructuredConfig.from_dict({"ratio": 0.5}) == UnstructuredConfig(ratio=0.5)

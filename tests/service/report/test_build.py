@@ -70,7 +70,8 @@ def test_latency_stats_copies_every_field() -> None:
 def test_baseline_stats_have_no_quality() -> None:
     assert not _stats(2.0, 100, 10).HasField("quality")
     stats = _stats(2.0, 100, 10, GOOD)
-    assert stats.quality.samples == 8 and stats.quality.top1_agreement == 1.0
+    assert stats.quality.samples == 8
+    assert stats.quality.top1_agreement == 1.0
 
 
 def test_variant_ratios_and_primary_file() -> None:
@@ -84,9 +85,10 @@ def test_variant_ratios_and_primary_file() -> None:
     assert variant.compression_ratio == pytest.approx(2.5)
     assert variant.macs_reduction == pytest.approx(2.0)
     assert variant.format == model_pb2.MODEL_FORMAT_TORCHSCRIPT
-    assert variant.sha256 == "ab" * 32 and variant.uri == ""
+    assert variant.sha256 == "ab" * 32
+    assert variant.uri == ""
     assert [f.artifact for f in variant.files] == ["pruned.pt", "pruned.onnx"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no files"):
         model_variant("pruned", _stats(1.0, 400, 300), [], baseline)
 
 
@@ -101,11 +103,14 @@ def test_layer_changes_sum_macs_of_shared_weights() -> None:
     assert (conv.name, conv.op_type, list(conv.shape_before), conv.sparsity) == ("conv", "Conv", [4, 2], 0.5)
     assert (conv.macs_before, conv.macs_after, conv.nonzero_before, conv.nonzero_after) == (100, 100, 8, 4)
     assert (shared.macs_before, shared.macs_after) == (30, 30)
-    assert fc.skipped and fc.sparsity == 0.0
+    assert fc.skipped
+    assert fc.sparsity == 0.0
 
 
 def test_upstream_warnings_keep_their_codes() -> None:
-    found = upstream_warnings(["UNMAPPED_WEIGHT: x not written", "plain text"], "TORCHSCRIPT_WEIGHTS_UNMAPPED")
+    found = upstream_warnings(
+        ["UNMAPPED_WEIGHT: x not written", "plain text"], "TORCHSCRIPT_WEIGHTS_UNMAPPED"
+    )
     assert [(w.code, w.message) for w in found] == [
         ("UNMAPPED_WEIGHT", "x not written"),
         ("TORCHSCRIPT_WEIGHTS_UNMAPPED", "plain text"),
@@ -120,7 +125,8 @@ def test_slower_and_quality_warnings() -> None:
     bad = model_variant("pruned", _stats(2.2, 500, 600, BAD), files, baseline)
     codes = {w.code: w.message for w in variant_warnings(bad, baseline)}
     assert set(codes) == {"SLOWER_THAN_BASELINE", "QUALITY_DROP"}
-    assert "0.8750" in codes["QUALITY_DROP"] and "0.9500" in codes["QUALITY_DROP"]
+    assert "0.8750" in codes["QUALITY_DROP"]
+    assert "0.9500" in codes["QUALITY_DROP"]
 
 
 def test_build_report_assembles_everything() -> None:
@@ -133,7 +139,8 @@ def test_build_report_assembles_everything() -> None:
     )
     assert (protocol.runtime, protocol.runtime_version) == ("onnxruntime", "1.32.0")
     assert protocol.execution_provider == "CPUExecutionProvider"
-    assert protocol.interleaved and not protocol.thread_spinning
+    assert protocol.interleaved
+    assert not protocol.thread_spinning
     assert (protocol.threads, protocol.batch_size, protocol.warmup, protocol.iterations) == (1, 2, 3, 20)
     report = build_report(
         input_format=model_pb2.MODEL_FORMAT_ONNX,
@@ -151,5 +158,6 @@ def test_build_report_assembles_everything() -> None:
     ]
     assert "compressed_size_bytes" in report.warnings[0].message
     assert report.input_format == model_pb2.MODEL_FORMAT_ONNX
-    assert report.variants[0].name == "pruned" and report.layers[0].macs_after == 4
+    assert report.variants[0].name == "pruned"
+    assert report.layers[0].macs_after == 4
     assert report.protocol.cpu_model == "Some CPU"

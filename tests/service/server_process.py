@@ -1,0 +1,53 @@
+"""Starting ``prunekit-server`` as a real child process for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    target: str
+
+    def health(self) -> int:
+        with grpc.insecure_channel(self.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return int(reply.status)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextmanager
+def server_process(storage: str, *, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[ServerProcess]:
+    """A server process on a free port over ``storage``; killed if still running at the end."""
+    env = {**os.environ, "PRUNEKIT_ENABLE_TEST_HOOKS": "1", **(extra_env or {})}
+    command = [sys.executable, "-m", "prunekit_server.main", "--port", "0", "--storage", storage, *(args or [])]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = _LISTENING.search(line)
+        assert match, f"server did not start: {line!r}"
+        assert time.monotonic() < deadline
+        yield ServerProcess(proc, f"127.0.0.1:{match.group(2)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
