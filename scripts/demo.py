@@ -46,10 +46,21 @@ def main() -> int:
         cli = str(BIN / "prunekit")
         steps = [
             [cli, "analyze", str(model)],
-            [cli, "optimize", str(model), "--spec", str(ROOT / "examples" / "unstructured.yaml"), "--out", str(OUT)],
+            [
+                cli,
+                "optimize",
+                str(model),
+                "--spec",
+                str(ROOT / "examples" / "unstructured.yaml"),
+                "--out",
+                str(OUT),
+            ],
         ]
         for step in steps:
-            print("$ prunekit " + " ".join(os.path.relpath(a, ROOT) if a.startswith("/") else a for a in step[1:]))
+            print(
+                "$ prunekit "
+                + " ".join(os.path.relpath(a, ROOT) if a.startswith("/") else a for a in step[1:])
+            )
             code = subprocess.call(step, env=env, cwd=ROOT)
             print(flush=True)
             if code != 0:

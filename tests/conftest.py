@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from tests.moto_s3 import running_moto_server
 
 

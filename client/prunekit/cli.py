@@ -93,7 +93,7 @@ def _analyze(client: Client, args: argparse.Namespace) -> int:
 
 def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) -> None:
     if args.json:
-        _print_json(job)
+        _print_json(job.report)
     else:
         print(f"Job {job.id} SUCCEEDED\n")
         print(render_report(job.report))
@@ -259,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=_model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
     p.add_argument("--spec", required=True, type=_file_arg, metavar="SPEC", help="spec file (YAML or JSON)")
     p.add_argument("--out", metavar="DIR", help="download every artifact and report.json into DIR")
-    p.add_argument("--json", action="store_true", help="print only the final job as JSON on stdout")
+    p.add_argument(
+        "--json", action="store_true", help="print only the report as JSON on stdout (proto field names)"
+    )
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once the job is created")
     p.add_argument(
         "--label", dest="labels", action="append", type=_label_arg, metavar="KEY=VALUE", help="a job label"

@@ -34,10 +34,21 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(storage: str, *, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[ServerProcess]:
+def server_process(
+    storage: str, *, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Iterator[ServerProcess]:
     """A server process on a free port over ``storage``; killed if still running at the end."""
     env = {**os.environ, "PRUNEKIT_ENABLE_TEST_HOOKS": "1", **(extra_env or {})}
-    command = [sys.executable, "-m", "prunekit_server.main", "--port", "0", "--storage", storage, *(args or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "prunekit_server.main",
+        "--port",
+        "0",
+        "--storage",
+        storage,
+        *(args or []),
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 60

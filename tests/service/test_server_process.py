@@ -46,7 +46,9 @@ def test_second_server_sees_first_servers_jobs(storage: str, tmp_path: Path) -> 
             watched = wait(stub2, pending.id)
             assert watched[-1].state == job_pb2.JOB_STATE_SUCCEEDED
             artifact = next(a for a in watched[-1].artifacts if a.name == "pruned.onnx")
-            chunks = list(stub2.DownloadArtifact(pb.DownloadArtifactRequest(job_id=pending.id, name=artifact.name)))
+            chunks = list(
+                stub2.DownloadArtifact(pb.DownloadArtifactRequest(job_id=pending.id, name=artifact.name))
+            )
             assert sum(len(c.chunk) for c in chunks[1:]) == artifact.size_bytes
 
 
@@ -72,7 +74,10 @@ def test_sigterm_drains_then_fails_unfinished_jobs(tmp_path: Path) -> None:
                 create(stub, model)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert server.proc.wait(timeout=60) == 0
-    with server_process(f"file://{tmp_path / 'store'}") as again, grpc.insecure_channel(again.target) as channel:
+    with (
+        server_process(f"file://{tmp_path / 'store'}") as again,
+        grpc.insecure_channel(again.target) as channel,
+    ):
         final = pb_grpc.OptimizerServiceStub(channel).GetJob(pb.GetJobRequest(job_id=job.id), timeout=10).job
     assert final.state == job_pb2.JOB_STATE_FAILED
     assert from_status(final.error).reason == "SERVER_SHUTTING_DOWN"

@@ -28,7 +28,14 @@ from google.protobuf import json_format
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 
 from ..errors import Code, ServiceError
-from ..storage import ObjectNotFound, ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
+from ..storage import (
+    ChecksumMismatch,
+    InvalidKey,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    StorageError,
+)
 from . import record
 
 _MAX_MS = 10**13 - 1
@@ -37,13 +44,20 @@ _CAS_ATTEMPTS = 20
 
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
-    """Turn storage failures into UNAVAILABLE (STORAGE_UNAVAILABLE) service errors."""
+    """Turn storage failures into service errors.
+
+    Unreachable or failing storage is UNAVAILABLE (STORAGE_UNAVAILABLE); corrupt
+    data or a bad key is INTERNAL. ObjectNotFound and PreconditionFailed pass
+    through for the caller to handle.
+    """
     try:
         yield
-    except StorageUnavailable as exc:
-        raise ServiceError(
-            Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"object storage unavailable: {exc}"
-        ) from exc
+    except (ObjectNotFound, PreconditionFailed):
+        raise
+    except (ChecksumMismatch, InvalidKey) as exc:
+        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"object storage: {exc}") from exc
+    except StorageError as exc:
+        raise ServiceError(Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"object storage failed: {exc}") from exc
 
 
 def _job_not_found(job_id: str) -> ServiceError:
@@ -315,4 +329,4 @@ def _decode(data: bytes) -> job_pb2.Job:
         raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"corrupt job record: {exc}") from exc
 
 
-__all__ = ["JobStore", "StorageError", "is_sha256", "storage_errors"]
+__all__ = ["JobStore", "is_sha256", "storage_errors"]

@@ -1,0 +1,146 @@
+"""The ``prunekit`` CLI in subprocesses against a real ``prunekit-server`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from prunekit_server.samples import write_sample_model
+
+from .service.server_process import ServerProcess, server_process
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_process(f"file://{tmp_path_factory.mktemp('store')}") as running:
+        yield running
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PRUNEKIT_SERVER": server.target}
+    return subprocess.run(
+        [sys.executable, "-m", "prunekit", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+QUICK = """
+prune: {method: Unstructured, ratio: 0.5, scope: PER_LAYER, ignore: ["*fc*"]}
+benchmark: {warmup: 1, iterations: 5}
+evaluation: {samples: 8}
+"""
+
+
+def test_optimize_onnx_prints_report_json_and_downloads(server: ServerProcess, tmp_path: Path) -> None:
+    model = tmp_path / "cnn.onnx"
+    write_sample_model(model, "onnx", "cnn", width=16)
+    out = tmp_path / "out"
+    done = cli(
+        server,
+        "optimize",
+        str(model),
+        "--spec",
+        str(write_spec(tmp_path / "s.yaml", QUICK)),
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    (variant,) = report["variants"]
+    assert variant["name"] == "pruned"
+    assert int(variant["stats"]["nonzero_parameters"]) < int(report["baseline"]["nonzero_parameters"])
+    assert {w["code"] for w in report["warnings"]} >= {"UNSTRUCTURED_NO_SPEEDUP"}
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.onnx", "report.json"]
+    onnx.checker.check_model(onnx.load(str(out / "pruned.onnx")))
+    fc = [layer for layer in report["layers"] if "fc" in layer["name"]]
+    assert fc
+    assert all(layer["skipped"] for layer in fc)
+
+    listed = cli(server, "jobs", "list", "--json")
+    assert listed.returncode == 0
+    job_id = json.loads(listed.stdout)[0]["id"]
+    got = cli(server, "jobs", "get", job_id, "--json")
+    assert json.loads(got.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    cancel = cli(server, "jobs", "cancel", job_id)
+    assert cancel.returncode == 1
+    assert "FAILED_PRECONDITION JOB_ALREADY_FINISHED" in cancel.stderr
+
+
+def test_optimize_torchscript_returns_a_loadable_module(server: ServerProcess, tmp_path: Path) -> None:
+    model = tmp_path / "cnn.pt"
+    write_sample_model(model, "torchscript", "cnn", width=16)
+    spec = write_spec(
+        tmp_path / "ts.json",
+        json.dumps(
+            {
+                "inputs": [{"name": "input", "shape": [1, 3, 32, 32], "dtype": "float32"}],
+                "prune": {"method": "PRUNE_METHOD_UNSTRUCTURED", "ratio": 0.6},
+                "benchmark": {"warmup": 1, "iterations": 5},
+                "evaluation": {"samples": 4},
+            }
+        ),
+    )
+    out = tmp_path / "out"
+    done = cli(server, "optimize", str(model), "--spec", str(spec), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "SUCCEEDED" in done.stdout
+    assert "UNSTRUCTURED_NO_SPEEDUP" in done.stdout
+    pruned = torch.jit.load(str(out / "pruned.pt"))
+    weights = [p for name, p in pruned.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros / sum(w.numel() for w in weights) == pytest.approx(0.6, abs=0.02)
+    assert pruned(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_analyze_and_bad_input_exit_codes(server: ServerProcess, tmp_path: Path) -> None:
+    model = tmp_path / "mlp.onnx"
+    write_sample_model(model, "onnx", "mlp")
+    analysis = cli(server, "analyze", str(model), "--json")
+    assert analysis.returncode == 0, analysis.stderr
+    assert int(json.loads(analysis.stdout)["macs"]) == 64 * 256 + 256 * 256 + 256 * 10
+
+    bad_ratio = cli(
+        server,
+        "optimize",
+        str(model),
+        "--spec",
+        str(write_spec(tmp_path / "r.yaml", "prune: {method: unstructured, ratio: 1.5}")),
+    )
+    assert bad_ratio.returncode == 1
+    assert "INVALID_ARGUMENT INVALID_SPEC" in bad_ratio.stderr
+    assert "spec.prune.ratio" in bad_ratio.stderr
+
+    unknown = cli(
+        server,
+        "optimize",
+        str(model),
+        "--spec",
+        str(write_spec(tmp_path / "u.yaml", "prune: {method: unstructured, ratoi: 0.5}")),
+    )
+    assert unknown.returncode == 2
+    assert "INVALID_SPEC" in unknown.stderr
+    assert "ratio" in unknown.stderr
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(4096))
+    rejected = cli(server, "analyze", str(garbage))
+    assert rejected.returncode == 1
+    assert "INVALID_ARGUMENT INVALID_MODEL" in rejected.stderr
+
+    missing = cli(server, "jobs", "get", "job-00000000000000000000")
+    assert missing.returncode == 1
+    assert "NOT_FOUND JOB_NOT_FOUND" in missing.stderr
+    assert server.health() == 1
