@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -33,6 +34,23 @@ def _internal(exc: BaseException) -> ServiceError:
     )
 
 
+@contextlib.contextmanager
+def _outcome(name: str, context: grpc.ServicerContext) -> Iterator[None]:
+    """Map what the handler raises to a status, and log the call once."""
+    started = time.perf_counter()
+    try:
+        yield
+    except ServiceError as exc:
+        _log(name, started, exc.code.name, exc.reason)
+        abort(context, exc)
+    except Exception as exc:
+        if _aborted(context):
+            raise
+        log.exception("%s failed", name)
+        abort(context, _internal(exc))
+    _log(name, started, "OK", "")
+
+
 def unary(
     method: Callable[[Svc, Req, grpc.ServicerContext], Resp],
 ) -> Callable[[Svc, Req, grpc.ServicerContext], Resp]:
@@ -40,19 +58,9 @@ def unary(
 
     @functools.wraps(method)
     def handler(self: Svc, request: Req, context: grpc.ServicerContext) -> Resp:
-        started = time.perf_counter()
-        try:
-            response = method(self, request, context)
-        except ServiceError as exc:
-            _log(method.__name__, started, exc.code.name, exc.reason)
-            abort(context, exc)
-        except Exception as exc:
-            if _aborted(context):
-                raise
-            log.exception("%s failed", method.__name__)
-            abort(context, _internal(exc))
-        _log(method.__name__, started, "OK", "")
-        return response
+        with _outcome(method.__name__, context):
+            return method(self, request, context)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     return handler
 
@@ -64,18 +72,8 @@ def streaming(
 
     @functools.wraps(method)
     def handler(self: Svc, request: Req, context: grpc.ServicerContext) -> Iterator[Resp]:
-        started = time.perf_counter()
-        try:
+        with _outcome(method.__name__, context):
             yield from method(self, request, context)
-        except ServiceError as exc:
-            _log(method.__name__, started, exc.code.name, exc.reason)
-            abort(context, exc)
-        except Exception as exc:
-            if _aborted(context):
-                raise
-            log.exception("%s failed", method.__name__)
-            abort(context, _internal(exc))
-        _log(method.__name__, started, "OK", "")
 
     return handler
 

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 from ..errors import FieldViolation, invalid_spec
+from ..hashing import sha256_file
 from ..measure.analysis import analyze, count_parameters
 from ..measure.latency import benchmark_onnx, cpu_model
 from ..measure.quality import SYNTHETIC_INT_HIGH, compare_models, synthetic_inputs
@@ -90,16 +90,8 @@ def _settings(spec: spec_pb2.OptimizationSpec) -> _Settings:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _file(fmt: model_pb2.ModelFormat.ValueType, path: Path) -> report_pb2.ModelFile:
-    return rb.model_file(fmt, path.name, _sha256(path), path.stat().st_size)
+    return rb.model_file(fmt, path.name, sha256_file(path), path.stat().st_size)
 
 
 def _quality_inputs(inputs: list[model_pb2.InputSpec], samples: int, seed: int) -> str:
