@@ -16,8 +16,9 @@ from google.protobuf import json_format
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.rpc_status import from_status
 
-from .conftest import assert_serving, status_error, upload
+from .conftest import assert_serving, status_error, upload, upload_requests
 from .jobflow import TERMINAL, create, quick_spec, run, wait
 
 
@@ -228,3 +229,16 @@ def test_unknown_model_is_not_found(stub: pb_grpc.OptimizerServiceStub) -> None:
         create(stub, ghost)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert status_error(caught.value).reason == "MODEL_NOT_FOUND"
+
+
+def test_truncated_onnx_job_fails_with_invalid_model(
+    stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel, models: dict[str, Path]
+) -> None:
+    data = models["mlp.onnx"].read_bytes()
+    model = stub.UploadModel(upload_requests(data[: len(data) // 2]), timeout=30).model
+    final = run(stub, model)
+    assert final.state == job_pb2.JOB_STATE_FAILED
+    assert final.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert from_status(final.error).reason == "INVALID_MODEL"
+    assert not final.artifacts
+    assert_serving(channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,8 @@ CAP = 3 << 20
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A file-backed server with a 3 MiB upload cap (overrides the per-backend fixture)."""
     storage = f"file://{tmp_path_factory.mktemp('storage')}"
-    running = start(replace(TEST_SETTINGS, storage=storage, max_upload_bytes=CAP))
+    scratch = str(tmp_path_factory.mktemp("scratch"))
+    running = start(replace(TEST_SETTINGS, storage=storage, max_upload_bytes=CAP, scratch_dir=scratch))
     yield running
     running.stop(grace=1.0)
 
@@ -108,4 +110,26 @@ def test_non_model_bytes_and_malformed_streams(
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
     too_big_chunk = upload_requests(b"\x08" * (2 << 20), chunk=2 << 20)
     assert rejected(stub, too_big_chunk) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert_serving(channel)
+
+
+def test_client_going_away_mid_upload_leaves_nothing(
+    stub: pb_grpc.OptimizerServiceStub, server: RunningServer, channel: grpc.Channel
+) -> None:
+    data = b"\x08\x07" + os.urandom(2 << 20)
+
+    def broken() -> Iterator[pb.UploadModelRequest]:
+        stream = upload_requests(data)
+        yield next(stream)
+        yield next(stream)
+        raise ConnectionError("client crashed")
+
+    with pytest.raises(grpc.RpcError):
+        call(stub, broken())
+    scratch = Path(server.settings.scratch_dir)
+    deadline = time.monotonic() + 10
+    while list(scratch.glob("prunekit-upload-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(scratch.glob("prunekit-upload-*"))
+    assert server.jobs.find_model(hashlib.sha256(data).hexdigest()) is None
     assert_serving(channel)
