@@ -47,6 +47,8 @@ class ServiceError(Exception):
     message: str
     violations: list[FieldViolation] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    #: When set, clients should wait this long before retrying (sent as google.rpc.RetryInfo).
+    retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -62,6 +64,7 @@ class ServiceError(Exception):
             "message": self.message,
             "violations": [{"field": v.field, "description": v.description} for v in self.violations],
             "metadata": dict(self.metadata),
+            "retry_after_s": self.retry_after_s,
         }
 
     @classmethod
@@ -80,6 +83,7 @@ class ServiceError(Exception):
                 for v in data.get("violations", [])
             ],
             metadata={str(k): str(v) for k, v in dict(data.get("metadata", {})).items()},
+            retry_after_s=float(data["retry_after_s"]) if data.get("retry_after_s") is not None else None,
         )
 
 

@@ -1,8 +1,8 @@
 """ServiceError <-> ``google.rpc.Status`` (protobuf only, no grpc).
 
 A status carries exactly one ``ErrorInfo`` (domain :data:`ERROR_DOMAIN`, the
-error's reason and metadata) and, when there are field violations, one
-``BadRequest`` listing them all.
+error's reason and metadata), one ``BadRequest`` listing every field violation
+when there are any, and a ``RetryInfo`` when the error says when to retry.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ def to_status(error: ServiceError) -> status_pb2.Status:
     packed = any_pb2.Any()
     packed.Pack(info)
     status.details.append(packed)
+    if error.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        status.details.append(packed)
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -45,9 +51,12 @@ def from_status(status: status_pb2.Status) -> ServiceError:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
+        retry = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             error.reason = info.reason
             error.metadata = dict(info.metadata)
         elif detail.Unpack(bad):
             error.violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Unpack(retry):
+            error.retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
     return error

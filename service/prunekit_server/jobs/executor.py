@@ -84,7 +84,7 @@ class JobExecutor:
                     Code.RESOURCE_EXHAUSTED,
                     "QUEUE_FULL",
                     f"{self._outstanding} jobs are queued or running (the limit); retry later",
-                    metadata={"retry_after_s": "30"},
+                    retry_after_s=5.0,
                 )
             self._outstanding += 1
 

@@ -109,6 +109,7 @@ def test_cancel_stops_the_worker_and_queue_bound_holds(
         create(stub, model)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert status_error(caught.value).reason == "QUEUE_FULL"
+    assert status_error(caught.value).retry_after_s == 5.0
 
     for update in stub.WatchJob(pb.WatchJobRequest(job_id=running.id), timeout=60):
         if update.job.progress.stage == "prune":
