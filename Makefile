@@ -36,6 +36,7 @@ demo: install
 
 bench: install
 	$(PY) bench/upload_throughput.py
+	$(PY) bench/quantization_speed.py
 
 clean:
 	rm -rf $(VENV) .prunekit-data demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,7 @@ def main() -> int:
                 "optimize",
                 str(model),
                 "--spec",
-                str(ROOT / "examples" / "unstructured.yaml"),
+                str(ROOT / "examples" / "quantize.yaml"),
                 "--out",
                 str(OUT),
             ],

@@ -38,7 +38,7 @@ def write_spec(path: Path, text: str) -> Path:
 
 QUICK = """
 prune: {method: Unstructured, ratio: 0.5, scope: PER_LAYER, ignore: ["*fc*"]}
-benchmark: {warmup: 1, iterations: 5}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 1}
 evaluation: {samples: 8}
 """
 
@@ -63,7 +63,7 @@ def test_optimize_onnx_prints_report_json_and_downloads(server: ServerProcess, t
     assert variant["name"] == "pruned"
     assert int(variant["stats"]["nonzero_parameters"]) < int(report["baseline"]["nonzero_parameters"])
     assert {w["code"] for w in report["warnings"]} >= {"UNSTRUCTURED_NO_SPEEDUP"}
-    assert sorted(p.name for p in out.iterdir()) == ["pruned.onnx", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.onnx", "report.html", "report.json", "report.md"]
     onnx.checker.check_model(onnx.load(str(out / "pruned.onnx")))
     fc = [layer for layer in report["layers"] if "fc" in layer["name"]]
     assert fc
@@ -78,6 +78,14 @@ def test_optimize_onnx_prints_report_json_and_downloads(server: ServerProcess, t
     assert cancel.returncode == 1
     assert "FAILED_PRECONDITION JOB_ALREADY_FINISHED" in cancel.stderr
 
+    shown = cli(server, "report", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == (out / "report.md").read_text()  # the CLI renders what the worker stored
+    page = cli(server, "report", job_id, "--format", "html", "--out", str(tmp_path / "pages"))
+    assert page.returncode == 0, page.stderr
+    assert page.stdout.strip() == str(tmp_path / "pages" / "report.html")
+    assert (tmp_path / "pages" / "report.html").read_bytes() == (out / "report.html").read_bytes()
+
 
 def test_optimize_torchscript_returns_a_loadable_module(server: ServerProcess, tmp_path: Path) -> None:
     model = tmp_path / "cnn.pt"
@@ -88,7 +96,7 @@ def test_optimize_torchscript_returns_a_loadable_module(server: ServerProcess, t
             {
                 "inputs": [{"name": "input", "shape": [1, 3, 32, 32], "dtype": "float32"}],
                 "prune": {"method": "PRUNE_METHOD_UNSTRUCTURED", "ratio": 0.6},
-                "benchmark": {"warmup": 1, "iterations": 5},
+                "benchmark": {"warmup": 1, "iterations": 5, "max_seconds": 1},
                 "evaluation": {"samples": 4},
             }
         ),

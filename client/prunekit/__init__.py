@@ -14,6 +14,7 @@ from prunekit._errors import PrunekitError, SpecError
 from prunekit._render import render_analysis, render_report
 from prunekit._spec import load_spec, spec_from_dict, spec_to_dict
 from prunekit._version import __version__
+from prunekit.markdown import render_markdown
 from prunekit.v1.job_pb2 import JobState
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "is_terminal",
     "load_spec",
     "render_analysis",
+    "render_markdown",
     "render_report",
     "spec_from_dict",
     "spec_to_dict",

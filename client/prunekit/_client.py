@@ -136,14 +136,30 @@ class Client:
         return self.upload_model(model)
 
     def analyze(
-        self, model: ModelLike, inputs: InputsLike = None, *, timeout: float | None = None
+        self,
+        model: ModelLike,
+        inputs: InputsLike = None,
+        *,
+        sensitivity: bool = False,
+        sensitivity_ratios: Sequence[float] = (),
+        timeout: float | None = None,
     ) -> model_pb2.ModelAnalysis:
         """Analyses a stored model (a path is uploaded first).
 
         ``inputs`` declares concrete shapes, as ``{"x": [1, 3, 224, 224]}`` or ``InputSpec`` messages;
-        required for TorchScript, optional for ONNX.
+        required for TorchScript, optional for ONNX. ``sensitivity`` adds a sensitivity analysis
+        (``analysis.sensitivity``: per layer group, output fidelity after pruning it alone at
+        ``sensitivity_ratios``, default 0.1 to 0.7); it takes longer, so its deadline is at least
+        ``watch_timeout`` unless ``timeout`` is given.
         """
-        request = pb.AnalyzeModelRequest(model=self._model_ref(model), inputs=_input_specs(inputs))
+        request = pb.AnalyzeModelRequest(
+            model=self._model_ref(model),
+            inputs=_input_specs(inputs),
+            sensitivity=sensitivity,
+            sensitivity_ratios=list(sensitivity_ratios),
+        )
+        if timeout is None and sensitivity:
+            timeout = max(self.timeout, self.watch_timeout)
         return cast(pb.AnalyzeModelResponse, self._unary(self._stub.AnalyzeModel, request, timeout)).analysis
 
     def create_job(

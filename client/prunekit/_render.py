@@ -9,7 +9,8 @@ from typing import TextIO
 
 from google.protobuf import timestamp_pb2
 
-from prunekit._spec import enum_short_name
+from prunekit._format import DASH, count, enum_name, shape, si, size, table
+from prunekit.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
 from prunekit.v1 import job_pb2, model_pb2, report_pb2
 
 __all__ = [
@@ -18,59 +19,14 @@ __all__ = [
     "render_job",
     "render_jobs",
     "render_report",
+    "shape",
+    "size",
     "table",
 ]
 
-DASH = "-"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    """Columns padded to their widest cell; ``align`` holds ``l`` or ``r`` per column (``l`` by default)."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        out = []
-        for i, cell in enumerate(cells):
-            right = i < len(align) and align[i] == "r"
-            out.append(cell.rjust(widths[i]) if right else cell.ljust(widths[i]))
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def count(n: int) -> str:
-    """An exact count with thousands separators: ``11,173,962``."""
-    return f"{n:,}"
-
-
-def si(n: float, unit: str = "") -> str:
-    """A count with a metric prefix: ``1.82 G``."""
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= factor:
-            return f"{n / factor:.2f} {prefix}{unit}"
-    return f"{n:g} {unit}".rstrip()
-
-
-def size(n: int) -> str:
-    """Bytes in binary units: ``42.6 MiB``."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def shape(dims: Sequence[int]) -> str:
-    """``1x3x224x224``; ``-`` for no dimensions."""
-    return "x".join(str(d) for d in dims) if dims else DASH
-
 
 def _enum(enum_type: object, number: int) -> str:
-    return enum_short_name(enum_type.DESCRIPTOR, number).upper()  # type: ignore[attr-defined]
+    return enum_name(enum_type, number)
 
 
 def _tensor(info: model_pb2.TensorInfo) -> str:
@@ -106,102 +62,44 @@ def render_analysis(analysis: model_pb2.ModelAnalysis) -> str:
         f"Size: {size(analysis.size_bytes)}   Nodes: {analysis.node_count}   Layers: {len(analysis.layers)}"
     )
     parts = ["\n".join(head), layers, totals]
+    if analysis.sensitivity:
+        parts.append(_sensitivity(analysis.sensitivity))
     if analysis.warnings:
         parts.append("Warnings:\n" + "\n".join(f"  ! {w}" for w in analysis.warnings))
     return "\n\n".join(parts)
 
 
-def _metrics(stats: report_pb2.ModelStats, variant: report_pb2.ModelVariant | None) -> list[str]:
-    lat = stats.latency if stats.HasField("latency") else None
-    q = stats.quality if stats.HasField("quality") else None
-    compressed = size(stats.compressed_size_bytes)
-    if variant is not None and variant.compression_ratio:
-        compressed += f" ({variant.compression_ratio:.2f}x)"
-    macs = si(stats.macs)
-    if variant is not None and variant.macs_reduction:
-        macs += f" ({variant.macs_reduction:.2f}x)"
-    return [
-        count(stats.parameters),
-        count(stats.nonzero_parameters),
-        size(stats.size_bytes),
-        compressed,
-        macs,
-        f"{lat.p50_ms:.3f}" if lat else DASH,
-        f"{lat.p90_ms:.3f}" if lat else DASH,
-        f"{lat.p99_ms:.3f}" if lat else DASH,
-        f"{lat.throughput_per_s:,.1f}/s" if lat else DASH,
-        f"{variant.latency_speedup:.2f}x" if variant is not None and variant.latency_speedup else DASH,
-        f"{q.top1_agreement * 100:.2f}%" if q else DASH,
-        f"{q.cosine_similarity:.6f}" if q else DASH,
-        f"{q.max_abs_error:.3g}" if q else DASH,
-    ]
-
-
-_METRIC_NAMES = [
-    "parameters",
-    "nonzero",
-    "size",
-    "compressed size",
-    "MACs",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "throughput",
-    "speed-up",
-    "top-1 agreement",
-    "cosine similarity",
-    "max abs error",
-]
+def _sensitivity(curves: Sequence[model_pb2.LayerSensitivity]) -> str:
+    """One row per layer group, one column per ratio: cosine similarity (top-1 agreement)."""
+    ratios = sorted({r for c in curves for r in c.ratios})
+    rows = []
+    for curve in curves:
+        values = zip(curve.cosine_similarity, curve.top1_agreement, strict=False)
+        points = dict(zip(curve.ratios, values, strict=False))
+        cells = [f"{points[r][0]:.3f} ({points[r][1]:.2f})" if r in points else DASH for r in ratios]
+        rows.append([curve.layer, count(curve.channels), *cells])
+    title = "Sensitivity: cosine similarity (top-1 agreement) with each layer group alone pruned by the ratio"
+    headers = ["layer", "channels", *(f"{r:g}" for r in ratios)]
+    return title + "\n" + table(headers, rows, "lr" + "r" * len(ratios))
 
 
 def _protocol(p: report_pb2.BenchmarkProtocol) -> str:
-    runtime = " ".join(x for x in (p.runtime, p.runtime_version) if x) or "unknown runtime"
-    where = p.device or "unknown device"
-    if p.cpu_model:
-        where += f" ({p.cpu_model})"
-    parts = [runtime]
-    if p.execution_provider:
-        parts.append(p.execution_provider)
-    parts += [
-        where,
-        f"{p.threads} thread{'s' if p.threads != 1 else ''}",
-        f"batch {p.batch_size}",
-    ]
-    if p.inputs:
-        parts.append("inputs " + ", ".join(_input(s) for s in p.inputs))
-    parts += [f"warm-up {p.warmup}", f"{p.iterations} iterations"]
-    parts.append("interleaved" if p.interleaved else "not interleaved")
-    parts.append("thread spinning on" if p.thread_spinning else "thread spinning off")
-    line = "Protocol: " + ", ".join(parts)
-    if p.quality_inputs:
-        line += f"; quality on {p.quality_inputs}"
-    return line
+    parts, notes = protocol_parts(p)
+    return "Protocol: " + ", ".join(parts) + "".join(f"; {note}" for note in notes)
 
 
 def render_report(report: report_pb2.OptimizationReport, *, max_layers: int = 30) -> str:
-    """Baseline against each variant (sizes, MACs, latency, quality), changed layers, warnings, protocol."""
-    columns = [_metrics(report.baseline, None)] + [_metrics(v.stats, v) for v in report.variants]
-    rows = [[name, *(col[i] for col in columns)] for i, name in enumerate(_METRIC_NAMES)]
-    headers = ["", "baseline", *(v.name for v in report.variants)]
+    """Baseline against each variant (sizes, MACs, latency, quality, flags), the latency of every runtime and
+    batch size when there are several, changed layers, warnings, and the protocol last."""
+    headers, rows = variant_rows(report)
     parts = [table(headers, rows, "l" + "r" * (len(headers) - 1))]
+    measured = [len(s.latencies) for s in [report.baseline, *(v.stats for v in report.variants)]]
+    if max(measured, default=0) > 1:
+        lat_headers, lat_rows = latency_rows(report)
+        parts.append(table(lat_headers, lat_rows, "llr" + "r" * (len(lat_headers) - 3)))
     if report.layers:
-        layer_rows = []
-        for la in report.layers[:max_layers]:
-            shapes = shape(la.shape_before)
-            if la.shape_after and list(la.shape_after) != list(la.shape_before):
-                shapes += f" -> {shape(la.shape_after)}"
-            layer_rows.append(
-                [
-                    la.name,
-                    la.op_type,
-                    shapes,
-                    f"{count(la.nonzero_before)} -> {count(la.nonzero_after)}",
-                    "skipped" if la.skipped else f"{la.sparsity * 100:.1f}%",
-                    f"{si(la.macs_before)} -> {si(la.macs_after)}",
-                ]
-            )
-        layers = table(["layer", "op", "shape", "nonzero", "sparsity", "MACs"], layer_rows, "lllrrr")
-        hidden = len(report.layers) - max_layers
+        layer_headers, layer_table, hidden = layer_rows(report, max_layers)
+        layers = table(layer_headers, layer_table, "lllrrr")
         if hidden > 0:
             layers += f"\n... {hidden} more layer{'s' if hidden != 1 else ''} (see report.json)"
         parts.append(layers)

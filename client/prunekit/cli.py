@@ -21,10 +21,19 @@ from google.protobuf.message import Message
 
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
-from prunekit._render import ProgressPrinter, render_analysis, render_job, render_jobs, render_report, size
+from prunekit._render import (
+    ProgressPrinter,
+    render_analysis,
+    render_job,
+    render_jobs,
+    render_report,
+    size,
+    state_name,
+)
 from prunekit._spec import load_spec
 from prunekit._transfer import artifact_path, infer_format
 from prunekit._version import __version__
+from prunekit.markdown import render_markdown
 from prunekit.v1 import job_pb2, model_pb2
 
 __all__ = ["build_parser", "main"]
@@ -77,13 +86,28 @@ def _model_arg(text: str) -> Path:
     return path
 
 
+def _ratios_arg(text: str) -> list[float]:
+    try:
+        ratios = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise argparse.ArgumentTypeError("every ratio must satisfy 0 < ratio < 1")
+    return ratios
+
+
 def _job_failed(job: job_pb2.Job) -> int:
     _note(format_error(PrunekitError.from_job(job)))
     return EXIT_FAILED
 
 
 def _analyze(client: Client, args: argparse.Namespace) -> int:
-    analysis = client.analyze(args.model, args.inputs or None)
+    analysis = client.analyze(
+        args.model,
+        args.inputs or None,
+        sensitivity=args.sensitivity or bool(args.sensitivity_ratios),
+        sensitivity_ratios=args.sensitivity_ratios or (),
+    )
     if args.json:
         _print_json(analysis)
     else:
@@ -211,6 +235,38 @@ def _download(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+REPORT_FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
+
+
+def _report(client: Client, args: argparse.Namespace) -> int:
+    job = client.get_job(args.job_id)
+    if job.state != job_pb2.JOB_STATE_SUCCEEDED:
+        if job.state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
+            return _job_failed(job)
+        _note(f"error: job {job.id} is {state_name(job.state)}; its report comes when it succeeds")
+        return EXIT_FAILED
+    name = REPORT_FILES[args.format]
+    rendered = {
+        "md": lambda: render_markdown(job.report),
+        "json": lambda: json.dumps(_to_dict(job.report), indent=2) + "\n",
+    }
+    if args.out is None and args.format in rendered:
+        sys.stdout.write(rendered[args.format]())
+        return EXIT_OK
+    out = Path(args.out or ".")
+    if name in {a.name for a in job.artifacts}:
+        path = client.download_artifact(job.id, name, artifact_path(out, name))
+    elif args.format in rendered:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / name
+        path.write_text(rendered[args.format](), encoding="utf-8")
+    else:
+        _note(f"error: job {job.id} has no {name} (it was made by a server that did not render one)")
+        return EXIT_FAILED
+    print(path)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``prunekit`` command."""
     parser = argparse.ArgumentParser(
@@ -252,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:SHAPE",
         help="a concrete input shape, e.g. x:1x3x224x224 (repeatable; required for TorchScript)",
     )
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also measure how the outputs move when each layer group alone is pruned (slower)",
+    )
+    p.add_argument(
+        "--sensitivity-ratios",
+        type=_ratios_arg,
+        metavar="R,R,...",
+        help="the ratios of --sensitivity (default 0.1,0.2,0.3,0.5,0.7); implies --sensitivity",
+    )
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.set_defaults(handler=_analyze)
 
@@ -291,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", dest="names", action="append", metavar="NAME", help="only this artifact (repeatable)"
     )
     p.set_defaults(handler=_download)
+
+    p = commands.add_parser(
+        "report",
+        help="show or fetch a succeeded job's report (Markdown, the HTML page with plots, or JSON)",
+        description="Without --out, Markdown and JSON are printed (rendered from the job's report); with "
+        "--out DIR the stored report.<format> is downloaded into DIR. HTML always goes to a file "
+        "(DIR, default the current directory).",
+    )
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--format", choices=sorted(REPORT_FILES), default="md", help="md (default), html or json")
+    p.add_argument("--out", metavar="DIR", help="write report.<format> into DIR instead of printing")
+    p.set_defaults(handler=_report)
     return parser
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from prunekit.v1 import model_pb2, spec_pb2
 
 from .errors import FieldViolation, invalid_spec
+from .prune_rules import prune_violations
 
 MAX_INPUTS = 64
 MAX_RANK = 8
@@ -29,8 +30,15 @@ MAX_THREADS = 256
 MAX_WARMUP = 10_000
 MAX_ITERATIONS = 100_000
 MAX_SAMPLES = 4096
+MAX_BATCH_SIZES = 8
+MAX_SECONDS = 3600.0
+MAX_CALIBRATION_SAMPLES = 1024
+MIN_PERCENTILE = 90.0
 
-_IMPLEMENTED_METHODS = frozenset({spec_pb2.PRUNE_METHOD_UNSTRUCTURED})
+_AUTO_CANDIDATES = frozenset(
+    {spec_pb2.QUANTIZE_MODE_STATIC_INT8, spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8, spec_pb2.QUANTIZE_MODE_FP16}
+)
+_CALIBRATED = frozenset({spec_pb2.QUANTIZE_MODE_STATIC_INT8, spec_pb2.QUANTIZE_MODE_AUTO})
 
 
 def check_spec(spec: spec_pb2.OptimizationSpec, model_format: int, *, prefix: str = "spec") -> None:
@@ -54,14 +62,21 @@ def spec_violations(
                 f"{prefix}.inputs", "required for TorchScript models (name, shape and dtype of each input)"
             )
         )
-    _prune_violations(spec, prefix, found)
+    quantizes = spec.HasField("quantize") and spec.quantize.mode != spec_pb2.QUANTIZE_MODE_NONE
+    if spec.HasField("prune"):
+        prune_violations(spec.prune, f"{prefix}.prune", found)
+    elif not quantizes:
+        found.append(
+            FieldViolation(
+                f"{prefix}.prune", "request prune or quantize (or both); this spec asks for neither"
+            )
+        )
+    if spec.HasField("quantize"):
+        _quantize_violations(spec, f"{prefix}.quantize", found)
     _benchmark_violations(spec.benchmark, f"{prefix}.benchmark", found)
-    samples = spec.evaluation.samples
-    if not 0 <= samples <= MAX_SAMPLES:
-        found.append(FieldViolation(f"{prefix}.evaluation.samples", f"must be between 0 and {MAX_SAMPLES}"))
-    for name in ("finetune", "quantize"):
-        if spec.HasField(name):
-            found.append(FieldViolation(f"{prefix}.{name}", "not supported by this server version yet"))
+    _evaluation_violations(spec.evaluation, f"{prefix}.evaluation", found)
+    if spec.HasField("finetune"):
+        found.append(FieldViolation(f"{prefix}.finetune", "not supported by this server version yet"))
     return found
 
 
@@ -89,29 +104,69 @@ def input_violations(inputs: Iterable[model_pb2.InputSpec], path: str) -> list[F
     return found
 
 
-def _prune_violations(spec: spec_pb2.OptimizationSpec, prefix: str, found: list[FieldViolation]) -> None:
-    path = f"{prefix}.prune"
-    prune = spec.prune
-    if not spec.HasField("prune") or prune.method == spec_pb2.PRUNE_METHOD_UNSPECIFIED:
-        found.append(FieldViolation(f"{path}.method", "required (e.g. UNSTRUCTURED)"))
-    elif prune.method not in _IMPLEMENTED_METHODS and prune.method in spec_pb2.PruneMethod.values():
-        found.append(
-            FieldViolation(
-                f"{path}.method", f"{spec_pb2.PruneMethod.Name(prune.method)} is not implemented yet"
-            )
-        )
-    ratio = prune.ratio
-    if not math.isfinite(ratio) or not 0.0 < ratio < 1.0:
-        found.append(FieldViolation(f"{path}.ratio", f"must be a number with 0 < ratio < 1, got {ratio!r}"))
-    if len(prune.ignore) > MAX_IGNORE_PATTERNS:
-        found.append(FieldViolation(f"{path}.ignore", f"at most {MAX_IGNORE_PATTERNS} patterns"))
-    for i, pattern in enumerate(prune.ignore):
+def _patterns(patterns: Iterable[str], path: str, found: list[FieldViolation]) -> None:
+    items = list(patterns)
+    if len(items) > MAX_IGNORE_PATTERNS:
+        found.append(FieldViolation(path, f"at most {MAX_IGNORE_PATTERNS} patterns"))
+    for i, pattern in enumerate(items):
         if not pattern or len(pattern) > MAX_PATTERN_LENGTH or not pattern.isprintable():
             found.append(
+                FieldViolation(f"{path}[{i}]", f"a glob of 1 to {MAX_PATTERN_LENGTH} printable characters")
+            )
+
+
+def _quantize_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
+    q = spec.quantize
+    mode = q.mode
+    if mode == spec_pb2.QUANTIZE_MODE_UNSPECIFIED:
+        found.append(
+            FieldViolation(
+                f"{path}.mode", "required when quantize is set (static_int8, dynamic_int8, fp16, auto)"
+            )
+        )
+    calibrated = mode in _CALIBRATED
+    if mode != spec_pb2.QUANTIZE_MODE_UNSPECIFIED and not calibrated:
+        for name in ("calibration", "calibration_samples", "percentile"):
+            if getattr(q, name):
+                found.append(FieldViolation(f"{path}.{name}", "only for mode STATIC_INT8 or AUTO"))
+    if not 0 <= q.calibration_samples <= MAX_CALIBRATION_SAMPLES:
+        found.append(
+            FieldViolation(
+                f"{path}.calibration_samples", f"must be between 0 (default) and {MAX_CALIBRATION_SAMPLES}"
+            )
+        )
+    percentile = q.percentile
+    if percentile != 0.0:
+        if not math.isfinite(percentile) or not MIN_PERCENTILE <= percentile <= 100.0:
+            found.append(
                 FieldViolation(
-                    f"{path}.ignore[{i}]", f"a glob of 1 to {MAX_PATTERN_LENGTH} printable characters"
+                    f"{path}.percentile", f"must be 0 (default 99.999) or between {MIN_PERCENTILE:g} and 100"
                 )
             )
+        elif q.calibration != spec_pb2.CALIBRATION_METHOD_PERCENTILE:
+            found.append(FieldViolation(f"{path}.percentile", "only with calibration PERCENTILE"))
+    if q.candidates and mode != spec_pb2.QUANTIZE_MODE_AUTO:
+        found.append(FieldViolation(f"{path}.candidates", "only for mode AUTO"))
+    seen: set[int] = set()
+    for i, candidate in enumerate(q.candidates):
+        if candidate not in _AUTO_CANDIDATES:
+            found.append(
+                FieldViolation(f"{path}.candidates[{i}]", "each must be STATIC_INT8, DYNAMIC_INT8 or FP16")
+            )
+        elif candidate in seen:
+            found.append(FieldViolation(f"{path}.candidates[{i}]", "listed twice"))
+        seen.add(candidate)
+    if q.include_original and not spec.HasField("prune"):
+        found.append(
+            FieldViolation(
+                f"{path}.include_original", "needs prune: without it the original is what gets quantized"
+            )
+        )
+    if mode == spec_pb2.QUANTIZE_MODE_NONE:
+        for name in ("include_original", "exclude"):
+            if getattr(q, name):
+                found.append(FieldViolation(f"{path}.{name}", "mode NONE quantizes nothing"))
+    _patterns(q.exclude, f"{path}.exclude", found)
 
 
 def _benchmark_violations(bench: spec_pb2.BenchmarkSpec, path: str, found: list[FieldViolation]) -> None:
@@ -125,6 +180,32 @@ def _benchmark_violations(bench: spec_pb2.BenchmarkSpec, path: str, found: list[
         value = getattr(bench, name)
         if not 0 <= value <= high:
             found.append(FieldViolation(f"{path}.{name}", f"must be between 0 (default) and {high}"))
+    sizes = list(bench.batch_sizes)
+    if sizes and bench.batch_size:
+        found.append(FieldViolation(f"{path}.batch_sizes", "set batch_size or batch_sizes, not both"))
+    if len(sizes) > MAX_BATCH_SIZES:
+        found.append(FieldViolation(f"{path}.batch_sizes", f"at most {MAX_BATCH_SIZES} batch sizes"))
+    for i, size in enumerate(sizes):
+        if not 1 <= size <= MAX_BATCH:
+            found.append(FieldViolation(f"{path}.batch_sizes[{i}]", f"must be between 1 and {MAX_BATCH}"))
+        elif size in sizes[:i]:
+            found.append(FieldViolation(f"{path}.batch_sizes[{i}]", f"batch size {size} is listed twice"))
+    seconds = bench.max_seconds
+    if not math.isfinite(seconds) or not 0.0 <= seconds <= MAX_SECONDS:
+        found.append(
+            FieldViolation(f"{path}.max_seconds", f"must be between 0 (default) and {MAX_SECONDS:g} seconds")
+        )
+
+
+def _evaluation_violations(
+    evaluation: spec_pb2.EvaluationSpec, path: str, found: list[FieldViolation]
+) -> None:
+    if not 0 <= evaluation.samples <= MAX_SAMPLES:
+        found.append(FieldViolation(f"{path}.samples", f"must be between 0 and {MAX_SAMPLES}"))
+    for name in ("min_top1_agreement", "min_cosine_similarity"):
+        value = getattr(evaluation, name)
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            found.append(FieldViolation(f"{path}.{name}", "must be 0 (default 0.99) or 0 < value <= 1"))
 
 
 def _unknown_fields(message: Message, path: str, found: list[FieldViolation]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import grpc
 import pytest
 
 from prunekit import Client, cli
+from prunekit.markdown import render_markdown
 from prunekit.v1 import job_pb2
 
-from .conftest import FakeService, make_status
+from .conftest import FakeService, make_status, sample_report
 
 
 @pytest.fixture
@@ -218,3 +220,69 @@ def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 def test_server_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRUNEKIT_SERVER", "example:1234")
     assert cli.build_parser().parse_args(["jobs", "list"]).server == "example:1234"
+
+
+def _succeeded(service: FakeService, target: str, model: Path, spec: Path) -> str:
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 0
+    (job_id,) = service.jobs
+    return job_id
+
+
+def test_report_prints_markdown_and_json(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = _succeeded(service, target, model, spec)
+    capsys.readouterr()
+    assert run(target, "report", job_id) == 0
+    out = capsys.readouterr().out
+    assert out == render_markdown(sample_report())
+    assert "| p50 ms | 12.500 | 12.250 |" in out
+    assert run(target, "report", job_id, "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["variants"][0]["name"] == "pruned"
+
+
+def test_report_out_downloads_the_stored_file_or_renders_it(
+    service: FakeService,
+    target: str,
+    model: Path,
+    spec: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job_id = _succeeded(service, target, model, spec)
+    capsys.readouterr()
+    out_dir = tmp_path / "r"
+    assert run(target, "report", job_id, "--format", "md", "--out", str(out_dir)) == 0
+    assert capsys.readouterr().out.strip() == str(out_dir / "report.md")
+    assert (out_dir / "report.md").read_text() == "# report\n"  # the stored artifact, not a re-rendering
+    assert run(target, "report", job_id, "--format", "json", "--out", str(out_dir)) == 0
+    assert json.loads((out_dir / "report.json").read_text())["baseline"]["macs"] == "987654321"
+    assert run(target, "report", job_id, "--format", "html", "--out", str(out_dir)) == 1
+    assert f"error: job {job_id} has no report.html" in capsys.readouterr().err
+    page = b"<!DOCTYPE html><html><body>plots</body></html>"
+    service.artifacts[(job_id, "report.html")] = page
+    service.jobs[job_id].artifacts.add(
+        name="report.html", sha256=hashlib.sha256(page).hexdigest(), size_bytes=len(page)
+    )
+    assert run(target, "report", job_id, "--format", "html", "--out", str(out_dir)) == 0
+    assert (out_dir / "report.html").read_bytes() == page
+
+
+def test_report_of_an_unfinished_or_failed_job_exits_1(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(target, "optimize", str(model), "--spec", str(spec), "--no-wait") == 0
+    capsys.readouterr()
+    assert run(target, "report", "job-1") == 1
+    assert "error: job job-1 is PENDING; its report comes when it succeeds" in capsys.readouterr().err
+    service.outcome = "failed"
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 1
+    capsys.readouterr()
+    assert run(target, "report", "job-2", "--format", "html") == 1
+    assert "UNSUPPORTED_MODEL" in capsys.readouterr().err
+
+
+def test_report_usage(target: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(target, "report", "job-1", "--format", "pdf")
+    assert exit_info.value.code == 2

@@ -1,4 +1,4 @@
-"""The SDK and CLI never need torch, onnx, onnxruntime, numpy or the server package."""
+"""The SDK and CLI never need torch, onnx, onnxruntime, numpy, matplotlib or the server package."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
-BANNED = ("torch", "onnx", "onnxruntime", "numpy", "prunekit_server")
+BANNED = ("torch", "onnx", "onnxruntime", "numpy", "matplotlib", "PIL", "prunekit_server")
 
 BLOCKER = f"""
 import importlib.abc
@@ -44,12 +44,15 @@ PROBE = f"""
 import sys
 import prunekit
 import prunekit.cli
+import prunekit.markdown
 from prunekit import Client, load_spec, spec_from_dict
+from prunekit.v1 import report_pb2
 
 spec_from_dict({{"prune": {{"method": "unstructured", "ratio": 0.5}}}})
 with Client("127.0.0.1:1", timeout=1.0) as client:
     pass
 prunekit.cli.build_parser()
+prunekit.markdown.render_markdown(report_pb2.OptimizationReport())
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BANNED!r})
 if loaded:
     raise SystemExit(f"imported: {{loaded}}")
@@ -88,7 +91,7 @@ def test_help_runs(blocked_env: dict[str, str], module: str) -> None:
     result = _run(["-m", module, "--help"], blocked_env)
     assert result.returncode == 0, result.stderr
     assert "usage: prunekit" in result.stdout
-    for command in ("analyze", "optimize", "jobs", "download"):
+    for command in ("analyze", "optimize", "jobs", "download", "report"):
         assert command in result.stdout
 
 

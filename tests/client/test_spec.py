@@ -182,3 +182,62 @@ def test_short_name_uses_the_enum_prefix() -> None:
     assert enum_short_name(spec_pb2.PruneScope.DESCRIPTOR, spec_pb2.PRUNE_SCOPE_PER_LAYER) == "per_layer"
     assert enum_short_name(model_pb2.DataType.DESCRIPTOR, model_pb2.DATA_TYPE_BFLOAT16) == "bfloat16"
     assert enum_short_name(model_pb2.DataType.DESCRIPTOR, 99) == "99"
+
+
+QUANTIZE_YAML = """\
+quantize:
+  mode: auto
+  calibration: Percentile
+  calibration_samples: 128
+  percentile: 99.99
+  include_original: true
+  candidates: [static_int8, FP16, quantize_mode_dynamic_int8]
+  exclude: ["*head*"]
+prune: {method: unstructured, ratio: 0.5}
+benchmark:
+  batch_sizes: [1, 8, 32]
+  max_seconds: 45.5
+  device: cuda
+evaluation:
+  min_top1_agreement: 0.98
+  min_cosine_similarity: 0.995
+"""
+
+
+def test_quantize_and_benchmark_fields_load_by_short_names(tmp_path: Path) -> None:
+    path = tmp_path / "q.yaml"
+    path.write_text(QUANTIZE_YAML)
+    spec = load_spec(path)
+    q = spec.quantize
+    assert q.mode == spec_pb2.QUANTIZE_MODE_AUTO
+    assert q.calibration == spec_pb2.CALIBRATION_METHOD_PERCENTILE
+    assert (q.calibration_samples, q.percentile, q.include_original) == (128, 99.99, True)
+    assert list(q.candidates) == [
+        spec_pb2.QUANTIZE_MODE_STATIC_INT8,
+        spec_pb2.QUANTIZE_MODE_FP16,
+        spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8,
+    ]
+    assert list(q.exclude) == ["*head*"]
+    assert list(spec.benchmark.batch_sizes) == [1, 8, 32]
+    assert spec.benchmark.max_seconds == 45.5
+    assert spec.benchmark.device == spec_pb2.DEVICE_CUDA
+    assert (spec.evaluation.min_top1_agreement, spec.evaluation.min_cosine_similarity) == (0.98, 0.995)
+    again = spec_from_dict(spec_to_dict(spec))
+    assert again == spec
+
+
+def test_quantize_field_problems_are_all_reported() -> None:
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(
+            {
+                "quantize": {"mode": "int4", "calibration_samples": "64", "candidate": ["fp16"]},
+                "benchmark": {"batch_sizes": [1, "8"], "device": "tpu"},
+            }
+        )
+    problems = dict(err.value.violations)
+    assert "int4" in problems["quantize.mode"]
+    assert "static_int8" in problems["quantize.mode"]
+    assert "integer" in problems["quantize.calibration_samples"]
+    assert "candidates" in problems["quantize.candidate"]
+    assert "integer" in problems["benchmark.batch_sizes[1]"]
+    assert "cpu, cuda" in problems["benchmark.device"]

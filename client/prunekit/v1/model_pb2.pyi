@@ -264,6 +264,7 @@ class ModelAnalysis(_message.Message):
     LAYERS_FIELD_NUMBER: _builtins.int
     ANALYZED_INPUTS_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
     format: Global___ModelFormat.ValueType
     opset: _builtins.int
     """Default-domain opset of the (converted) ONNX graph."""
@@ -288,6 +289,12 @@ class ModelAnalysis(_message.Message):
 
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sensitivity(self) -> _containers.RepeatedCompositeFieldContainer[Global___LayerSensitivity]:
+        """Filled when AnalyzeModelRequest.sensitivity was set: one entry per
+        prunable layer group, most sensitive first.
+        """
+
     def __init__(
         self,
         *,
@@ -303,11 +310,58 @@ class ModelAnalysis(_message.Message):
         layers: _abc.Iterable[Global___LayerInfo] | None = ...,
         analyzed_inputs: _abc.Iterable[Global___InputSpec] | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        sensitivity: _abc.Iterable[Global___LayerSensitivity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed_inputs", b"analyzed_inputs", "format", b"format", "inputs", b"inputs", "layers", b"layers", "macs", b"macs", "node_count", b"node_count", "opset", b"opset", "outputs", b"outputs", "parameters", b"parameters", "producer", b"producer", "size_bytes", b"size_bytes", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed_inputs", b"analyzed_inputs", "format", b"format", "inputs", b"inputs", "layers", b"layers", "macs", b"macs", "node_count", b"node_count", "opset", b"opset", "outputs", b"outputs", "parameters", b"parameters", "producer", b"producer", "sensitivity", b"sensitivity", "size_bytes", b"size_bytes", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelAnalysis: _TypeAlias = ModelAnalysis  # noqa: Y015
+
+@_typing.final
+class LayerSensitivity(_message.Message):
+    """How the model's outputs move when one layer group alone loses channels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAYER_FIELD_NUMBER: _builtins.int
+    RATIOS_FIELD_NUMBER: _builtins.int
+    COSINE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    layer: _builtins.str
+    """The group's root layer: its ONNX node name, as in ModelAnalysis.layers."""
+    channels: _builtins.int
+    """Output channels of the root layer before pruning."""
+    @_builtins.property
+    def ratios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Fractions of the group's channels removed, ascending."""
+
+    @_builtins.property
+    def cosine_similarity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per ratio: mean cosine similarity of the first output with the
+        original's, over the inputs.
+        """
+
+    @_builtins.property
+    def top1_agreement(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per ratio: fraction of rows whose arg-max (last axis) stays the same."""
+
+    def __init__(
+        self,
+        *,
+        layer: _builtins.str = ...,
+        ratios: _abc.Iterable[_builtins.float] | None = ...,
+        cosine_similarity: _abc.Iterable[_builtins.float] | None = ...,
+        top1_agreement: _abc.Iterable[_builtins.float] | None = ...,
+        channels: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "cosine_similarity", b"cosine_similarity", "layer", b"layer", "ratios", b"ratios", "top1_agreement", b"top1_agreement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LayerSensitivity: _TypeAlias = LayerSensitivity  # noqa: Y015

@@ -106,21 +106,37 @@ class AnalyzeModelRequest(_message.Message):
 
     MODEL_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_RATIOS_FIELD_NUMBER: _builtins.int
+    sensitivity: _builtins.bool
+    """Also run a sensitivity analysis (ModelAnalysis.sensitivity): each
+    prunable layer group alone loses channels at every ratio and the outputs
+    are compared with the original's on synthetic inputs. Takes seconds to
+    minutes, one pruned copy per group.
+    """
     @_builtins.property
     def model(self) -> _model_pb2.ModelRef: ...
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.InputSpec]:
         """Concrete input shapes; required for TorchScript, optional for ONNX."""
 
+    @_builtins.property
+    def sensitivity_ratios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The ratios of the sensitivity analysis, each 0 < r < 1, at most 16, no
+        repeats. Empty means 0.1, 0.2, 0.3, 0.5, 0.7. Only with `sensitivity`.
+        """
+
     def __init__(
         self,
         *,
         model: _model_pb2.ModelRef | None = ...,
         inputs: _abc.Iterable[_model_pb2.InputSpec] | None = ...,
+        sensitivity: _builtins.bool = ...,
+        sensitivity_ratios: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "model", b"model", "sensitivity", b"sensitivity", "sensitivity_ratios", b"sensitivity_ratios"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

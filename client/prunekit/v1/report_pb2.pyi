@@ -7,7 +7,9 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from prunekit.v1 import model_pb2 as _model_pb2
+from prunekit.v1 import spec_pb2 as _spec_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +20,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _VariantFlag:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VariantFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VariantFlag.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VARIANT_FLAG_UNSPECIFIED: _VariantFlag.ValueType  # 0
+    VARIANT_FLAG_SLOWER_THAN_BASELINE: _VariantFlag.ValueType  # 1
+    """Its p50 exceeds the baseline's by more than 5 %: not an improvement."""
+    VARIANT_FLAG_MEETS_QUALITY_RULE: _VariantFlag.ValueType  # 2
+    """Its quality meets the evaluation's rule (protocol.quality_rule)."""
+    VARIANT_FLAG_BELOW_QUALITY_RULE: _VariantFlag.ValueType  # 3
+    """Its quality misses the rule."""
+    VARIANT_FLAG_SELECTED: _VariantFlag.ValueType  # 4
+    """AUTO quantization kept it: the fastest candidate meeting the rule."""
+    VARIANT_FLAG_NOT_SELECTED: _VariantFlag.ValueType  # 5
+    """An AUTO candidate that was measured and not kept."""
+    VARIANT_FLAG_LATENCY_UNSTABLE: _VariantFlag.ValueType  # 6
+    """Its latency windows never agreed within the time budget."""
+
+class VariantFlag(_VariantFlag, metaclass=_VariantFlagEnumTypeWrapper):
+    """Facts a reader must see next to a variant's numbers."""
+
+VARIANT_FLAG_UNSPECIFIED: VariantFlag.ValueType  # 0
+VARIANT_FLAG_SLOWER_THAN_BASELINE: VariantFlag.ValueType  # 1
+"""Its p50 exceeds the baseline's by more than 5 %: not an improvement."""
+VARIANT_FLAG_MEETS_QUALITY_RULE: VariantFlag.ValueType  # 2
+"""Its quality meets the evaluation's rule (protocol.quality_rule)."""
+VARIANT_FLAG_BELOW_QUALITY_RULE: VariantFlag.ValueType  # 3
+"""Its quality misses the rule."""
+VARIANT_FLAG_SELECTED: VariantFlag.ValueType  # 4
+"""AUTO quantization kept it: the fastest candidate meeting the rule."""
+VARIANT_FLAG_NOT_SELECTED: VariantFlag.ValueType  # 5
+"""An AUTO candidate that was measured and not kept."""
+VARIANT_FLAG_LATENCY_UNSTABLE: VariantFlag.ValueType  # 6
+"""Its latency windows never agreed within the time budget."""
+Global___VariantFlag: _TypeAlias = VariantFlag  # noqa: Y015
 
 @_typing.final
 class LatencyStats(_message.Message):
@@ -38,6 +78,11 @@ class LatencyStats(_message.Message):
     ITERATIONS_FIELD_NUMBER: _builtins.int
     STDEV_MS_FIELD_NUMBER: _builtins.int
     MIN_MS_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    STABLE_FIELD_NUMBER: _builtins.int
+    WINDOW_P50_MS_FIELD_NUMBER: _builtins.int
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     p50_ms: _builtins.float
     p90_ms: _builtins.float
     p99_ms: _builtins.float
@@ -54,6 +99,25 @@ class LatencyStats(_message.Message):
     iterations: _builtins.int
     stdev_ms: _builtins.float
     min_ms: _builtins.float
+    execution_provider: _builtins.str
+    """ONNX Runtime's execution provider ("CPUExecutionProvider"...); "" for torch."""
+    windows: _builtins.int
+    """Measurement windows run; each window times every model
+    `BenchmarkProtocol.iterations` times. The numbers above (and `iterations`,
+    their count) come from the last three windows, or all when fewer ran.
+    """
+    stable: _builtins.bool
+    """True when the last three windows' p50 each lay within the protocol's
+    tolerance of their mean; false when the time budget ran out first.
+    """
+    peak_memory_bytes: _builtins.int
+    """Resident memory the model's session added at its peak, while it was
+    created and warmed up (see BenchmarkProtocol.memory_method).
+    """
+    @_builtins.property
+    def window_p50_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The p50 of every window, in order."""
+
     def __init__(
         self,
         *,
@@ -70,10 +134,15 @@ class LatencyStats(_message.Message):
         iterations: _builtins.int = ...,
         stdev_ms: _builtins.float = ...,
         min_ms: _builtins.float = ...,
+        execution_provider: _builtins.str = ...,
+        windows: _builtins.int = ...,
+        stable: _builtins.bool = ...,
+        window_p50_ms: _abc.Iterable[_builtins.float] | None = ...,
+        peak_memory_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "device", b"device", "iterations", b"iterations", "mean_ms", b"mean_ms", "min_ms", b"min_ms", "p50_ms", b"p50_ms", "p90_ms", b"p90_ms", "p99_ms", b"p99_ms", "runtime", b"runtime", "stdev_ms", b"stdev_ms", "threads", b"threads", "throughput_per_s", b"throughput_per_s", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "device", b"device", "execution_provider", b"execution_provider", "iterations", b"iterations", "mean_ms", b"mean_ms", "min_ms", b"min_ms", "p50_ms", b"p50_ms", "p90_ms", b"p90_ms", "p99_ms", b"p99_ms", "peak_memory_bytes", b"peak_memory_bytes", "runtime", b"runtime", "stable", b"stable", "stdev_ms", b"stdev_ms", "threads", b"threads", "throughput_per_s", b"throughput_per_s", "warmup", b"warmup", "window_p50_ms", b"window_p50_ms", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,6 +194,7 @@ class ModelStats(_message.Message):
     COMPRESSED_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    LATENCIES_FIELD_NUMBER: _builtins.int
     parameters: _builtins.int
     """Elements in all weights."""
     nonzero_parameters: _builtins.int
@@ -135,10 +205,19 @@ class ModelStats(_message.Message):
     compressed_size_bytes: _builtins.int
     """Size after gzip (level 6): what storage and transfer of a sparse model cost."""
     @_builtins.property
-    def latency(self) -> Global___LatencyStats: ...
+    def latency(self) -> Global___LatencyStats:
+        """The primary measurement: ONNX Runtime at the primary batch size."""
+
     @_builtins.property
     def quality(self) -> Global___QualityStats:
         """Unset for the baseline."""
+
+    @_builtins.property
+    def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyStats]:
+        """Every measurement, one per runtime and batch size, in measuring order:
+        per batch size (primary first) ONNX Runtime, then torch for TorchScript
+        files. `latency` is the first.
+        """
 
     def __init__(
         self,
@@ -150,10 +229,11 @@ class ModelStats(_message.Message):
         compressed_size_bytes: _builtins.int = ...,
         latency: Global___LatencyStats | None = ...,
         quality: Global___QualityStats | None = ...,
+        latencies: _abc.Iterable[Global___LatencyStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compressed_size_bytes", b"compressed_size_bytes", "latency", b"latency", "macs", b"macs", "nonzero_parameters", b"nonzero_parameters", "parameters", b"parameters", "quality", b"quality", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compressed_size_bytes", b"compressed_size_bytes", "latencies", b"latencies", "latency", b"latency", "macs", b"macs", "nonzero_parameters", b"nonzero_parameters", "parameters", b"parameters", "quality", b"quality", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,9 +274,69 @@ class ModelFile(_message.Message):
 Global___ModelFile: _TypeAlias = ModelFile  # noqa: Y015
 
 @_typing.final
+class QuantizationInfo(_message.Message):
+    """How a variant was quantized."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    CALIBRATION_SAMPLES_FIELD_NUMBER: _builtins.int
+    CALIBRATION_INPUTS_FIELD_NUMBER: _builtins.int
+    PER_CHANNEL_FIELD_NUMBER: _builtins.int
+    ACTIVATION_TYPE_FIELD_NUMBER: _builtins.int
+    WEIGHT_TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    EXCLUDED_NODES_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
+    mode: _spec_pb2.QuantizeMode.ValueType
+    calibration: _spec_pb2.CalibrationMethod.ValueType
+    """STATIC_INT8 only."""
+    calibration_samples: _builtins.int
+    calibration_inputs: _builtins.str
+    """e.g. "64 synthetic samples, normal(0, 1), seed 1"."""
+    per_channel: _builtins.bool
+    activation_type: _builtins.str
+    """Element types, e.g. "uint8" activations, "int8" weights, "float16"."""
+    weight_type: _builtins.str
+    format: _builtins.str
+    """"QDQ" (static), "QOperator integer ops" (dynamic), "float16"."""
+    tool: _builtins.str
+    """e.g. "onnxruntime 1.32.0"."""
+    percentile: _builtins.float
+    @_builtins.property
+    def excluded_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Nodes left in float by `exclude`."""
+
+    def __init__(
+        self,
+        *,
+        mode: _spec_pb2.QuantizeMode.ValueType = ...,
+        calibration: _spec_pb2.CalibrationMethod.ValueType = ...,
+        calibration_samples: _builtins.int = ...,
+        calibration_inputs: _builtins.str = ...,
+        per_channel: _builtins.bool = ...,
+        activation_type: _builtins.str = ...,
+        weight_type: _builtins.str = ...,
+        format: _builtins.str = ...,
+        excluded_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        tool: _builtins.str = ...,
+        percentile: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_type", b"activation_type", "calibration", b"calibration", "calibration_inputs", b"calibration_inputs", "calibration_samples", b"calibration_samples", "excluded_nodes", b"excluded_nodes", "format", b"format", "mode", b"mode", "per_channel", b"per_channel", "percentile", b"percentile", "tool", b"tool", "weight_type", b"weight_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuantizationInfo: _TypeAlias = QuantizationInfo  # noqa: Y015
+
+@_typing.final
 class ModelVariant(_message.Message):
-    """A model the job produced. `name` is stable: pipelines key on it
-    ("pruned"; later "pruned_int8", "original_int8"...).
+    """A model the job produced. `name` is stable: pipelines key on it:
+    "pruned", "pruned_int8", "pruned_int8_dynamic", "pruned_fp16",
+    "original_int8", "original_int8_dynamic", "original_fp16".
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -210,6 +350,9 @@ class ModelVariant(_message.Message):
     LATENCY_SPEEDUP_FIELD_NUMBER: _builtins.int
     COMPRESSION_RATIO_FIELD_NUMBER: _builtins.int
     MACS_REDUCTION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    QUANTIZATION_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     format: _model_pb2.ModelFormat.ValueType
     """Format, URI and digest of the primary file: the input's format."""
@@ -221,12 +364,20 @@ class ModelVariant(_message.Message):
     """Baseline compressed size / variant compressed size."""
     macs_reduction: _builtins.float
     """Baseline MACs / variant MACs."""
+    source: _builtins.str
+    """The model it was made from: "pruned" or "original"."""
     @_builtins.property
     def stats(self) -> Global___ModelStats: ...
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelFile]:
         """Every file of this variant (the primary one and its ONNX form)."""
 
+    @_builtins.property
+    def quantization(self) -> Global___QuantizationInfo:
+        """Set for quantized variants."""
+
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[Global___VariantFlag.ValueType]: ...
     def __init__(
         self,
         *,
@@ -239,10 +390,13 @@ class ModelVariant(_message.Message):
         latency_speedup: _builtins.float = ...,
         compression_ratio: _builtins.float = ...,
         macs_reduction: _builtins.float = ...,
+        source: _builtins.str = ...,
+        quantization: Global___QuantizationInfo | None = ...,
+        flags: _abc.Iterable[Global___VariantFlag.ValueType] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quantization", b"quantization", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression_ratio", b"compression_ratio", "files", b"files", "format", b"format", "latency_speedup", b"latency_speedup", "macs_reduction", b"macs_reduction", "name", b"name", "sha256", b"sha256", "stats", b"stats", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression_ratio", b"compression_ratio", "files", b"files", "flags", b"flags", "format", b"format", "latency_speedup", b"latency_speedup", "macs_reduction", b"macs_reduction", "name", b"name", "quantization", b"quantization", "sha256", b"sha256", "source", b"source", "stats", b"stats", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -350,6 +504,15 @@ class BenchmarkProtocol(_message.Message):
     INTERLEAVED_FIELD_NUMBER: _builtins.int
     THREAD_SPINNING_FIELD_NUMBER: _builtins.int
     QUALITY_INPUTS_FIELD_NUMBER: _builtins.int
+    BATCH_SIZES_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    STABILITY_RULE_FIELD_NUMBER: _builtins.int
+    STABLE_FIELD_NUMBER: _builtins.int
+    MEMORY_METHOD_FIELD_NUMBER: _builtins.int
+    QUALITY_RULE_FIELD_NUMBER: _builtins.int
+    SELECTION_RULE_FIELD_NUMBER: _builtins.int
+    STABILITY_WINDOWS_FIELD_NUMBER: _builtins.int
+    STABILITY_TOLERANCE_FIELD_NUMBER: _builtins.int
     runtime: _builtins.str
     runtime_version: _builtins.str
     execution_provider: _builtins.str
@@ -364,8 +527,29 @@ class BenchmarkProtocol(_message.Message):
     thread_spinning: _builtins.bool
     quality_inputs: _builtins.str
     """e.g. "32 synthetic samples, normal(0, 1), seed 0"."""
+    max_seconds: _builtins.float
+    """The time budget of each batch size's windows, in seconds."""
+    stability_rule: _builtins.str
+    """The stability rule in words."""
+    stable: _builtins.bool
+    """True when every measurement reached stability."""
+    memory_method: _builtins.str
+    """How peak memory was measured."""
+    selection_rule: _builtins.str
+    """How AUTO quantization chose, when it ran."""
+    stability_windows: _builtins.int
+    """Stability: this many consecutive windows whose p50 each lie within
+    `stability_tolerance` (a fraction) of their mean.
+    """
+    stability_tolerance: _builtins.float
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.InputSpec]: ...
+    @_builtins.property
+    def batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Every batch size measured; `batch_size` is the first (primary) one."""
+
+    @_builtins.property
+    def quality_rule(self) -> Global___QualityRule: ...
     def __init__(
         self,
         *,
@@ -382,14 +566,119 @@ class BenchmarkProtocol(_message.Message):
         interleaved: _builtins.bool = ...,
         thread_spinning: _builtins.bool = ...,
         quality_inputs: _builtins.str = ...,
+        batch_sizes: _abc.Iterable[_builtins.int] | None = ...,
+        max_seconds: _builtins.float = ...,
+        stability_rule: _builtins.str = ...,
+        stable: _builtins.bool = ...,
+        memory_method: _builtins.str = ...,
+        quality_rule: Global___QualityRule | None = ...,
+        selection_rule: _builtins.str = ...,
+        stability_windows: _builtins.int = ...,
+        stability_tolerance: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quality_rule", b"quality_rule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "cpu_model", b"cpu_model", "device", b"device", "execution_provider", b"execution_provider", "inputs", b"inputs", "interleaved", b"interleaved", "iterations", b"iterations", "quality_inputs", b"quality_inputs", "runtime", b"runtime", "runtime_version", b"runtime_version", "thread_spinning", b"thread_spinning", "threads", b"threads", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "batch_sizes", b"batch_sizes", "cpu_model", b"cpu_model", "device", b"device", "execution_provider", b"execution_provider", "inputs", b"inputs", "interleaved", b"interleaved", "iterations", b"iterations", "max_seconds", b"max_seconds", "memory_method", b"memory_method", "quality_inputs", b"quality_inputs", "quality_rule", b"quality_rule", "runtime", b"runtime", "runtime_version", b"runtime_version", "selection_rule", b"selection_rule", "stability_rule", b"stability_rule", "stability_tolerance", b"stability_tolerance", "stability_windows", b"stability_windows", "stable", b"stable", "thread_spinning", b"thread_spinning", "threads", b"threads", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BenchmarkProtocol: _TypeAlias = BenchmarkProtocol  # noqa: Y015
+
+@_typing.final
+class QualityRule(_message.Message):
+    """The floors a variant's quality must reach (EvaluationSpec, defaults applied)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
+    MIN_COSINE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    min_top1_agreement: _builtins.float
+    min_cosine_similarity: _builtins.float
+    def __init__(
+        self,
+        *,
+        min_top1_agreement: _builtins.float = ...,
+        min_cosine_similarity: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityRule: _TypeAlias = QualityRule  # noqa: Y015
+
+@_typing.final
+class SensitivityCurve(_message.Message):
+    """How a metric moves when one layer alone is pruned harder. Rendered when a
+    sensitivity analysis filled it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAYER_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    RATIOS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    layer: _builtins.str
+    metric: _builtins.str
+    """e.g. "top1_agreement"."""
+    @_builtins.property
+    def ratios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Points of the curve, same length."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        layer: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        ratios: _abc.Iterable[_builtins.float] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["layer", b"layer", "metric", b"metric", "ratios", b"ratios", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SensitivityCurve: _TypeAlias = SensitivityCurve  # noqa: Y015
+
+@_typing.final
+class ScheduleStep(_message.Message):
+    """One step of an iterative pruning schedule. Rendered when a schedule filled it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    RATIO_FIELD_NUMBER: _builtins.int
+    MACS_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    step: _builtins.int
+    ratio: _builtins.float
+    """Cumulative pruning ratio after the step."""
+    macs: _builtins.int
+    metric: _builtins.str
+    """e.g. "top1_agreement", "accuracy"."""
+    value: _builtins.float
+    def __init__(
+        self,
+        *,
+        step: _builtins.int = ...,
+        ratio: _builtins.float = ...,
+        macs: _builtins.int = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["macs", b"macs", "metric", b"metric", "ratio", b"ratio", "step", b"step", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleStep: _TypeAlias = ScheduleStep  # noqa: Y015
 
 @_typing.final
 class OptimizationReport(_message.Message):
@@ -401,6 +690,8 @@ class OptimizationReport(_message.Message):
     WARNINGS_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
     INPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     input_format: _model_pb2.ModelFormat.ValueType
     @_builtins.property
     def baseline(self) -> Global___ModelStats: ...
@@ -412,6 +703,12 @@ class OptimizationReport(_message.Message):
     def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportWarning]: ...
     @_builtins.property
     def protocol(self) -> Global___BenchmarkProtocol: ...
+    @_builtins.property
+    def sensitivity(self) -> _containers.RepeatedCompositeFieldContainer[Global___SensitivityCurve]:
+        """Filled by analyses that ran; empty otherwise."""
+
+    @_builtins.property
+    def schedule(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleStep]: ...
     def __init__(
         self,
         *,
@@ -421,10 +718,12 @@ class OptimizationReport(_message.Message):
         warnings: _abc.Iterable[Global___ReportWarning] | None = ...,
         protocol: Global___BenchmarkProtocol | None = ...,
         input_format: _model_pb2.ModelFormat.ValueType = ...,
+        sensitivity: _abc.Iterable[Global___SensitivityCurve] | None = ...,
+        schedule: _abc.Iterable[Global___ScheduleStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "protocol", b"protocol"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,6 +32,24 @@ class _PruneMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PruneMeth
     Conv, ConvTranspose, Gemm and MatMul layers. Shapes do not change, so
     dense runtimes do not get faster; the model compresses better.
     """
+    PRUNE_METHOD_CHANNEL: _PruneMethod.ValueType  # 2
+    """Filter / channel pruning: removes whole output channels of Conv layers
+    and hidden features of Linear chains, with every dependent layer
+    (residual adds, concat, split, depthwise and grouped convs, broadcasts)
+    shrunk consistently. The model gets physically smaller and faster.
+    """
+    PRUNE_METHOD_NEURON: _PruneMethod.ValueType  # 3
+    """Hidden units of fully connected layers (Linear -> Linear chains)."""
+    PRUNE_METHOD_LAYER: _PruneMethod.ValueType  # 4
+    """Whole residual blocks (or layers whose output shape equals their input's)
+    removed; the graph is rewired and dead code dropped.
+    """
+    PRUNE_METHOD_ATTENTION_HEAD: _PruneMethod.ValueType  # 5
+    """Heads of multi-head attention, Q/K/V/output projections kept consistent."""
+    PRUNE_METHOD_N_M: _PruneMethod.ValueType  # 6
+    """N:M semi-structured sparsity (`n` of every `m` consecutive weights kept,
+    2:4 by default) on Linear and Conv weights.
+    """
 
 class PruneMethod(_PruneMethod, metaclass=_PruneMethodEnumTypeWrapper):
     """Which parts of a model pruning removes."""
@@ -42,7 +60,90 @@ PRUNE_METHOD_UNSTRUCTURED: PruneMethod.ValueType  # 1
 Conv, ConvTranspose, Gemm and MatMul layers. Shapes do not change, so
 dense runtimes do not get faster; the model compresses better.
 """
+PRUNE_METHOD_CHANNEL: PruneMethod.ValueType  # 2
+"""Filter / channel pruning: removes whole output channels of Conv layers
+and hidden features of Linear chains, with every dependent layer
+(residual adds, concat, split, depthwise and grouped convs, broadcasts)
+shrunk consistently. The model gets physically smaller and faster.
+"""
+PRUNE_METHOD_NEURON: PruneMethod.ValueType  # 3
+"""Hidden units of fully connected layers (Linear -> Linear chains)."""
+PRUNE_METHOD_LAYER: PruneMethod.ValueType  # 4
+"""Whole residual blocks (or layers whose output shape equals their input's)
+removed; the graph is rewired and dead code dropped.
+"""
+PRUNE_METHOD_ATTENTION_HEAD: PruneMethod.ValueType  # 5
+"""Heads of multi-head attention, Q/K/V/output projections kept consistent."""
+PRUNE_METHOD_N_M: PruneMethod.ValueType  # 6
+"""N:M semi-structured sparsity (`n` of every `m` consecutive weights kept,
+2:4 by default) on Linear and Conv weights.
+"""
 Global___PruneMethod: _TypeAlias = PruneMethod  # noqa: Y015
+
+class _Importance:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportanceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Importance.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORTANCE_UNSPECIFIED: _Importance.ValueType  # 0
+    """The method's default: L1 for CHANNEL, NEURON and ATTENTION_HEAD, L2 for
+    LAYER, magnitude for UNSTRUCTURED and N_M.
+    """
+    IMPORTANCE_L1: _Importance.ValueType  # 1
+    IMPORTANCE_L2: _Importance.ValueType  # 2
+    IMPORTANCE_TAYLOR: _Importance.ValueType  # 3
+    """|gradient x weight| on the evaluation inputs."""
+    IMPORTANCE_BN_SCALE: _Importance.ValueType  # 4
+    """|gamma| of the BatchNorm that follows a channel."""
+    IMPORTANCE_FPGM: _Importance.ValueType  # 5
+    """Distance to the geometric median of the layer's filters."""
+    IMPORTANCE_ACTIVATION: _Importance.ValueType  # 6
+    """Mean absolute activation on the evaluation inputs."""
+    IMPORTANCE_RANDOM: _Importance.ValueType  # 7
+
+class Importance(_Importance, metaclass=_ImportanceEnumTypeWrapper):
+    """How the parts a method may remove are ranked (least important go first)."""
+
+IMPORTANCE_UNSPECIFIED: Importance.ValueType  # 0
+"""The method's default: L1 for CHANNEL, NEURON and ATTENTION_HEAD, L2 for
+LAYER, magnitude for UNSTRUCTURED and N_M.
+"""
+IMPORTANCE_L1: Importance.ValueType  # 1
+IMPORTANCE_L2: Importance.ValueType  # 2
+IMPORTANCE_TAYLOR: Importance.ValueType  # 3
+"""|gradient x weight| on the evaluation inputs."""
+IMPORTANCE_BN_SCALE: Importance.ValueType  # 4
+"""|gamma| of the BatchNorm that follows a channel."""
+IMPORTANCE_FPGM: Importance.ValueType  # 5
+"""Distance to the geometric median of the layer's filters."""
+IMPORTANCE_ACTIVATION: Importance.ValueType  # 6
+"""Mean absolute activation on the evaluation inputs."""
+IMPORTANCE_RANDOM: Importance.ValueType  # 7
+Global___Importance: _TypeAlias = Importance  # noqa: Y015
+
+class _PruneSchedule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PruneScheduleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PruneSchedule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRUNE_SCHEDULE_UNSPECIFIED: _PruneSchedule.ValueType  # 0
+    """Means PRUNE_SCHEDULE_ONE_SHOT."""
+    PRUNE_SCHEDULE_ONE_SHOT: _PruneSchedule.ValueType  # 1
+    """Everything removed at once."""
+    PRUNE_SCHEDULE_ITERATIVE: _PruneSchedule.ValueType  # 2
+    """`steps` rounds of pruning, each followed by a recovery step."""
+
+class PruneSchedule(_PruneSchedule, metaclass=_PruneScheduleEnumTypeWrapper): ...
+
+PRUNE_SCHEDULE_UNSPECIFIED: PruneSchedule.ValueType  # 0
+"""Means PRUNE_SCHEDULE_ONE_SHOT."""
+PRUNE_SCHEDULE_ONE_SHOT: PruneSchedule.ValueType  # 1
+"""Everything removed at once."""
+PRUNE_SCHEDULE_ITERATIVE: PruneSchedule.ValueType  # 2
+"""`steps` rounds of pruning, each followed by a recovery step."""
+Global___PruneSchedule: _TypeAlias = PruneSchedule  # noqa: Y015
 
 class _PruneScope:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -68,6 +169,150 @@ PRUNE_SCOPE_PER_LAYER: PruneScope.ValueType  # 2
 """`ratio` of each eligible layer's weights."""
 Global___PruneScope: _TypeAlias = PruneScope  # noqa: Y015
 
+class _Device:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeviceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Device.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEVICE_UNSPECIFIED: _Device.ValueType  # 0
+    """Means DEVICE_CPU."""
+    DEVICE_CPU: _Device.ValueType  # 1
+    """ONNX Runtime's CPU execution provider; torch on CPU for TorchScript files."""
+    DEVICE_CUDA: _Device.ValueType  # 2
+    """ONNX Runtime's TensorRT execution provider when the server has it, else
+    its CUDA execution provider (CPU for the nodes neither supports). The job
+    fails INVALID_SPEC when the server's ONNX Runtime has no CUDA provider.
+    """
+
+class Device(_Device, metaclass=_DeviceEnumTypeWrapper):
+    """Where latency is measured."""
+
+DEVICE_UNSPECIFIED: Device.ValueType  # 0
+"""Means DEVICE_CPU."""
+DEVICE_CPU: Device.ValueType  # 1
+"""ONNX Runtime's CPU execution provider; torch on CPU for TorchScript files."""
+DEVICE_CUDA: Device.ValueType  # 2
+"""ONNX Runtime's TensorRT execution provider when the server has it, else
+its CUDA execution provider (CPU for the nodes neither supports). The job
+fails INVALID_SPEC when the server's ONNX Runtime has no CUDA provider.
+"""
+Global___Device: _TypeAlias = Device  # noqa: Y015
+
+class _QuantizeMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QuantizeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuantizeMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUANTIZE_MODE_UNSPECIFIED: _QuantizeMode.ValueType  # 0
+    """Invalid in a spec that sets `quantize`."""
+    QUANTIZE_MODE_NONE: _QuantizeMode.ValueType  # 1
+    """No quantization (the same as leaving `quantize` out)."""
+    QUANTIZE_MODE_STATIC_INT8: _QuantizeMode.ValueType  # 2
+    """ONNX Runtime static quantization, QDQ format: int8 weights per channel,
+    uint8 activations calibrated on `calibration_samples` inputs. Variant
+    suffix `int8`.
+    """
+    QUANTIZE_MODE_DYNAMIC_INT8: _QuantizeMode.ValueType  # 3
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized at
+    run time. Variant suffix `int8_dynamic`.
+    """
+    QUANTIZE_MODE_FP16: _QuantizeMode.ValueType  # 4
+    """Float16 weights and compute; inputs and outputs stay float32. Variant
+    suffix `fp16`.
+    """
+    QUANTIZE_MODE_AUTO: _QuantizeMode.ValueType  # 5
+    """Build every candidate (`candidates`), measure each, keep the fastest one
+    (unquantized included) that meets the evaluation's quality rule; every
+    candidate is reported, flagged SELECTED or NOT_SELECTED.
+    """
+
+class QuantizeMode(_QuantizeMode, metaclass=_QuantizeModeEnumTypeWrapper):
+    """How a model is quantized."""
+
+QUANTIZE_MODE_UNSPECIFIED: QuantizeMode.ValueType  # 0
+"""Invalid in a spec that sets `quantize`."""
+QUANTIZE_MODE_NONE: QuantizeMode.ValueType  # 1
+"""No quantization (the same as leaving `quantize` out)."""
+QUANTIZE_MODE_STATIC_INT8: QuantizeMode.ValueType  # 2
+"""ONNX Runtime static quantization, QDQ format: int8 weights per channel,
+uint8 activations calibrated on `calibration_samples` inputs. Variant
+suffix `int8`.
+"""
+QUANTIZE_MODE_DYNAMIC_INT8: QuantizeMode.ValueType  # 3
+"""ONNX Runtime dynamic quantization: int8 weights, activations quantized at
+run time. Variant suffix `int8_dynamic`.
+"""
+QUANTIZE_MODE_FP16: QuantizeMode.ValueType  # 4
+"""Float16 weights and compute; inputs and outputs stay float32. Variant
+suffix `fp16`.
+"""
+QUANTIZE_MODE_AUTO: QuantizeMode.ValueType  # 5
+"""Build every candidate (`candidates`), measure each, keep the fastest one
+(unquantized included) that meets the evaluation's quality rule; every
+candidate is reported, flagged SELECTED or NOT_SELECTED.
+"""
+Global___QuantizeMode: _TypeAlias = QuantizeMode  # noqa: Y015
+
+class _CalibrationMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CalibrationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CalibrationMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALIBRATION_METHOD_UNSPECIFIED: _CalibrationMethod.ValueType  # 0
+    """Means CALIBRATION_METHOD_MINMAX."""
+    CALIBRATION_METHOD_MINMAX: _CalibrationMethod.ValueType  # 1
+    """The observed minimum and maximum."""
+    CALIBRATION_METHOD_ENTROPY: _CalibrationMethod.ValueType  # 2
+    """The range minimising the KL divergence of the quantized histogram."""
+    CALIBRATION_METHOD_PERCENTILE: _CalibrationMethod.ValueType  # 3
+    """The `percentile` of the absolute values' histogram."""
+
+class CalibrationMethod(_CalibrationMethod, metaclass=_CalibrationMethodEnumTypeWrapper):
+    """How static quantization chooses activation ranges."""
+
+CALIBRATION_METHOD_UNSPECIFIED: CalibrationMethod.ValueType  # 0
+"""Means CALIBRATION_METHOD_MINMAX."""
+CALIBRATION_METHOD_MINMAX: CalibrationMethod.ValueType  # 1
+"""The observed minimum and maximum."""
+CALIBRATION_METHOD_ENTROPY: CalibrationMethod.ValueType  # 2
+"""The range minimising the KL divergence of the quantized histogram."""
+CALIBRATION_METHOD_PERCENTILE: CalibrationMethod.ValueType  # 3
+"""The `percentile` of the absolute values' histogram."""
+Global___CalibrationMethod: _TypeAlias = CalibrationMethod  # noqa: Y015
+
+@_typing.final
+class LayerOverride(_message.Message):
+    """A different treatment for the layers whose names match `pattern`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATTERN_FIELD_NUMBER: _builtins.int
+    RATIO_FIELD_NUMBER: _builtins.int
+    IGNORE_FIELD_NUMBER: _builtins.int
+    pattern: _builtins.str
+    """fnmatch glob against layer (node or module) names and weight names."""
+    ratio: _builtins.float
+    """Ratio for these layers (0 < ratio < 1); 0 means the spec's ratio."""
+    ignore: _builtins.bool
+    """Leave these layers untouched."""
+    def __init__(
+        self,
+        *,
+        pattern: _builtins.str = ...,
+        ratio: _builtins.float = ...,
+        ignore: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore", b"ignore", "pattern", b"pattern", "ratio", b"ratio"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LayerOverride: _TypeAlias = LayerOverride  # noqa: Y015
+
 @_typing.final
 class PruneSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -76,16 +321,54 @@ class PruneSpec(_message.Message):
     RATIO_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
     IGNORE_FIELD_NUMBER: _builtins.int
+    IMPORTANCE_FIELD_NUMBER: _builtins.int
+    TARGET_MACS_REDUCTION_FIELD_NUMBER: _builtins.int
+    ROUND_TO_FIELD_NUMBER: _builtins.int
+    MAX_LAYER_RATIO_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    AUTO_RATIOS_FIELD_NUMBER: _builtins.int
+    PRUNE_OUTPUT_LAYERS_FIELD_NUMBER: _builtins.int
     method: Global___PruneMethod.ValueType
     ratio: _builtins.float
     """Fraction of eligible weights to remove, 0 < ratio < 1."""
     scope: Global___PruneScope.ValueType
+    importance: Global___Importance.ValueType
+    target_macs_reduction: _builtins.float
+    """Structured methods: prune until the model's MACs are divided by this
+    (e.g. 2.0 halves them), within 5 %. Set this or `ratio`, not both.
+    """
+    round_to: _builtins.int
+    """Structured methods: kept widths are multiples of this (odd widths make
+    kernels slower); 0 means 8, 1 disables rounding.
+    """
+    max_layer_ratio: _builtins.float
+    """Structured methods: no layer loses more than this fraction of its width;
+    0 means 0.9.
+    """
+    schedule: Global___PruneSchedule.ValueType
+    steps: _builtins.int
+    """ITERATIVE rounds; 0 means 5."""
+    n: _builtins.int
+    """N_M: keep `n` of every `m` consecutive weights; 0 and 0 mean 2:4."""
+    m: _builtins.int
+    auto_ratios: _builtins.bool
+    """Set per-layer ratios from a sensitivity analysis (layers whose outputs
+    suffer least are pruned most), keeping the overall target.
+    """
+    prune_output_layers: _builtins.bool
+    """Output layers (those producing a graph output) are ignored unless set."""
     @_builtins.property
     def ignore(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Glob patterns (fnmatch) matched against layer names and weight names;
         matching layers are left untouched.
         """
 
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___LayerOverride]: ...
     def __init__(
         self,
         *,
@@ -93,10 +376,21 @@ class PruneSpec(_message.Message):
         ratio: _builtins.float = ...,
         scope: Global___PruneScope.ValueType = ...,
         ignore: _abc.Iterable[_builtins.str] | None = ...,
+        importance: Global___Importance.ValueType = ...,
+        target_macs_reduction: _builtins.float = ...,
+        round_to: _builtins.int = ...,
+        max_layer_ratio: _builtins.float = ...,
+        overrides: _abc.Iterable[Global___LayerOverride] | None = ...,
+        schedule: Global___PruneSchedule.ValueType = ...,
+        steps: _builtins.int = ...,
+        n: _builtins.int = ...,
+        m: _builtins.int = ...,
+        auto_ratios: _builtins.bool = ...,
+        prune_output_layers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore", b"ignore", "method", b"method", "ratio", b"ratio", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ratios", b"auto_ratios", "ignore", b"ignore", "importance", b"importance", "m", b"m", "max_layer_ratio", b"max_layer_ratio", "method", b"method", "n", b"n", "overrides", b"overrides", "prune_output_layers", b"prune_output_layers", "ratio", b"ratio", "round_to", b"round_to", "schedule", b"schedule", "scope", b"scope", "steps", b"steps", "target_macs_reduction", b"target_macs_reduction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,14 +404,31 @@ class BenchmarkSpec(_message.Message):
     THREADS_FIELD_NUMBER: _builtins.int
     WARMUP_FIELD_NUMBER: _builtins.int
     ITERATIONS_FIELD_NUMBER: _builtins.int
+    BATCH_SIZES_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
     batch_size: _builtins.int
-    """0 means 1."""
+    """0 means 1. Set this or `batch_sizes`, not both."""
     threads: _builtins.int
     """Intra-op threads of the runtime; 0 means 1."""
     warmup: _builtins.int
     """Untimed runs before timing; 0 means 10."""
     iterations: _builtins.int
-    """Timed runs per model; 0 means 50."""
+    """Timed runs per model in one measurement window; 0 means 50."""
+    max_seconds: _builtins.float
+    """Time budget in seconds for the timed windows of each batch size: windows
+    are repeated until three consecutive ones agree (see the report's
+    protocol) or this much time has passed. 0 means 30; at most 3600.
+    """
+    device: Global___Device.ValueType
+    @_builtins.property
+    def batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Batch sizes to measure, each 1 to 4096, at most 8, no repeats. The first
+        one is the primary batch: model intake, quality and AUTO's choice use it.
+        Other sizes need a symbolic batch (first) dimension. Empty means
+        [batch_size].
+        """
+
     def __init__(
         self,
         *,
@@ -125,10 +436,13 @@ class BenchmarkSpec(_message.Message):
         threads: _builtins.int = ...,
         warmup: _builtins.int = ...,
         iterations: _builtins.int = ...,
+        batch_sizes: _abc.Iterable[_builtins.int] | None = ...,
+        max_seconds: _builtins.float = ...,
+        device: Global___Device.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "iterations", b"iterations", "threads", b"threads", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "batch_sizes", b"batch_sizes", "device", b"device", "iterations", b"iterations", "max_seconds", b"max_seconds", "threads", b"threads", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -140,21 +454,32 @@ class EvaluationSpec(_message.Message):
 
     SAMPLES_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    MIN_TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
+    MIN_COSINE_SIMILARITY_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     """Synthetic input samples used to compare a variant with the original;
     0 means 32.
     """
     seed: _builtins.int
     """Seed of the synthetic inputs."""
+    min_top1_agreement: _builtins.float
+    """The quality rule a variant meets when both of its numbers reach these
+    floors: top-1 agreement and cosine similarity with the original's outputs.
+    AUTO quantization keeps only candidates that meet it, and variants that
+    miss it get a QUALITY_DROP warning. 0 means 0.99; otherwise 0 < x <= 1.
+    """
+    min_cosine_similarity: _builtins.float
     def __init__(
         self,
         *,
         samples: _builtins.int = ...,
         seed: _builtins.int = ...,
+        min_top1_agreement: _builtins.float = ...,
+        min_cosine_similarity: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement", "samples", b"samples", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,16 +504,56 @@ Global___FinetuneSpec: _TypeAlias = FinetuneSpec  # noqa: Y015
 
 @_typing.final
 class QuantizeSpec(_message.Message):
-    """Reserved for quantization; no fields yet. A spec that sets it is rejected."""
-
     DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    CALIBRATION_SAMPLES_FIELD_NUMBER: _builtins.int
+    INCLUDE_ORIGINAL_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_FIELD_NUMBER: _builtins.int
+    mode: Global___QuantizeMode.ValueType
+    calibration: Global___CalibrationMethod.ValueType
+    """STATIC_INT8 and AUTO only."""
+    calibration_samples: _builtins.int
+    """Inputs the activation ranges are calibrated on (STATIC_INT8 and AUTO);
+    0 means 64, at most 1024. Synthetic until datasets exist (the report then
+    carries SYNTHETIC_CALIBRATION).
+    """
+    include_original: _builtins.bool
+    """Quantize the original model too (variants `original_<suffix>`), so the
+    report shows what pruning adds on top of quantization alone. Needs
+    `prune`: without it the original is what gets quantized anyway.
+    """
+    percentile: _builtins.float
+    """CALIBRATION_METHOD_PERCENTILE only: 0 means 99.999; otherwise
+    90 <= percentile <= 100.
+    """
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedScalarFieldContainer[Global___QuantizeMode.ValueType]:
+        """AUTO only: the modes to try, each STATIC_INT8, DYNAMIC_INT8 or FP16.
+        Empty means all three.
+        """
+
+    @_builtins.property
+    def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Glob patterns (fnmatch) on ONNX node names: matching nodes stay float."""
 
     def __init__(
         self,
+        *,
+        mode: Global___QuantizeMode.ValueType = ...,
+        calibration: Global___CalibrationMethod.ValueType = ...,
+        calibration_samples: _builtins.int = ...,
+        include_original: _builtins.bool = ...,
+        percentile: _builtins.float = ...,
+        candidates: _abc.Iterable[Global___QuantizeMode.ValueType] | None = ...,
+        exclude: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "calibration_samples", b"calibration_samples", "candidates", b"candidates", "exclude", b"exclude", "include_original", b"include_original", "mode", b"mode", "percentile", b"percentile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,7 +578,9 @@ class OptimizationSpec(_message.Message):
         """
 
     @_builtins.property
-    def prune(self) -> Global___PruneSpec: ...
+    def prune(self) -> Global___PruneSpec:
+        """A spec requests at least one of `prune` and `quantize`."""
+
     @_builtins.property
     def benchmark(self) -> Global___BenchmarkSpec: ...
     @_builtins.property

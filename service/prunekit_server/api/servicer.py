@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ MAX_PAGE_SIZE = 500
 MAX_LABELS = 64
 MAX_REQUEST_ID = 128
 DOWNLOAD_CHUNK = 1 << 20
+MAX_SENSITIVITY_RATIOS = 16
 
 
 def _invalid(message: str, **violations: str) -> ServiceError:
@@ -39,6 +41,22 @@ def _require_job_id(job_id: str) -> str:
     if not job_id:
         raise _invalid("job_id is required", job_id="required")
     return job_id
+
+
+def _sensitivity_violations(request: pb.AnalyzeModelRequest) -> list[FieldViolation]:
+    ratios = list(request.sensitivity_ratios)
+    if ratios and not request.sensitivity:
+        return [FieldViolation("sensitivity_ratios", "only with sensitivity")]
+    found = []
+    if len(ratios) > MAX_SENSITIVITY_RATIOS:
+        found.append(FieldViolation("sensitivity_ratios", f"at most {MAX_SENSITIVITY_RATIOS} ratios"))
+    if len(set(ratios)) != len(ratios):
+        found.append(FieldViolation("sensitivity_ratios", "no ratio may repeat"))
+    for i, ratio in enumerate(ratios):
+        if not (math.isfinite(ratio) and 0.0 < ratio < 1.0):
+            message = f"must satisfy 0 < ratio < 1, got {ratio!r}"
+            found.append(FieldViolation(f"sensitivity_ratios[{i}]", message))
+    return found
 
 
 class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
@@ -66,13 +84,21 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def AnalyzeModel(  # noqa: N802
         self, request: pb.AnalyzeModelRequest, context: grpc.ServicerContext
     ) -> pb.AnalyzeModelResponse:
-        violations = input_violations(request.inputs, "inputs")
+        violations = input_violations(request.inputs, "inputs") + _sensitivity_violations(request)
         if violations:
-            raise ServiceError(Code.INVALID_ARGUMENT, "INVALID_REQUEST", "invalid inputs", violations)
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "INVALID_REQUEST", "invalid analysis request", violations
+            )
         model = self._jobs.resolve_model(request.model)
         remaining = context.time_remaining()
         timeout = self._settings.analysis_timeout_s if remaining is None else min(remaining, 1e9)
-        analysis = self._executor.analyze(model, request.inputs, timeout)
+        analysis = self._executor.analyze(
+            model,
+            request.inputs,
+            timeout,
+            sensitivity=request.sensitivity,
+            sensitivity_ratios=list(request.sensitivity_ratios),
+        )
         return pb.AnalyzeModelResponse(analysis=analysis)
 
     @unary

@@ -240,9 +240,18 @@ class JobExecutor:
     # -- analyses -------------------------------------------------------------------------------
 
     def analyze(
-        self, model: model_pb2.ModelRef, inputs: Sequence[model_pb2.InputSpec], timeout: float
+        self,
+        model: model_pb2.ModelRef,
+        inputs: Sequence[model_pb2.InputSpec],
+        timeout: float,
+        *,
+        sensitivity: bool = False,
+        sensitivity_ratios: Sequence[float] = (),
     ) -> model_pb2.ModelAnalysis:
-        """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all."""
+        """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all.
+
+        ``sensitivity`` adds the sensitivity analysis at ``sensitivity_ratios`` (empty: the default).
+        """
         if not self._accepting:
             raise _shutting_down()
         deadline = time.monotonic() + timeout
@@ -255,6 +264,8 @@ class JobExecutor:
             task: dict[str, Any] = {
                 "kind": "analyze",
                 "inputs": [json_format.MessageToDict(i, preserving_proto_field_name=True) for i in inputs],
+                "sensitivity": sensitivity,
+                "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
                 **self._stage_model(model, workdir),
             }
             remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())

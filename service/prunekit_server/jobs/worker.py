@@ -89,7 +89,14 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
 
         progress("analyze", 0.0, "analysing the model")
         inputs = [json_format.ParseDict(item, model_pb2.InputSpec()) for item in task.get("inputs", [])]
-        analysis = run_analysis(model_path, model_format, inputs, workdir)
+        analysis = run_analysis(
+            model_path,
+            model_format,
+            inputs,
+            workdir,
+            sensitivity=bool(task.get("sensitivity", False)),
+            sensitivity_ratios=[float(r) for r in task.get("sensitivity_ratios", [])],
+        )
         (out / "analysis.json").write_text(
             json_format.MessageToJson(analysis, preserving_proto_field_name=True)
         )

@@ -1,16 +1,20 @@
-"""Latency of ONNX models on ONNX Runtime (CPU), measured under a stated protocol.
+"""Latency statistics, the stability rule and ONNX Runtime sessions of the measuring protocol.
 
-Protocol: one session per model with ``intra_op_num_threads=threads``,
-``inter_op_num_threads=1``, sequential execution, all graph optimizations,
-and thread spinning off (spinning threads of one session steal the cores of
-the next and wreck the tail). Every model is warmed up ``warmup`` times, then
-the timed runs are interleaved (A B A B ...), so drift of the machine hits
-all models alike. Each run is timed with ``time.perf_counter_ns``.
+Sessions: ``intra_op_num_threads=threads``, ``inter_op_num_threads=1``,
+sequential execution, all graph optimizations, and thread spinning off
+(spinning threads of one session steal the cores of the next and wreck the
+tail). The execution providers follow the device (:func:`execution_providers`).
+How models are warmed up, interleaved and repeated in windows is
+:mod:`.benchmark`'s part.
 
 Percentiles use the nearest-rank method: the p-th percentile of ``n`` sorted
 samples is the sample at rank ``ceil(p / 100 * n)`` (1-based), so it is
 always a measured value. ``stdev_ms`` is the sample standard deviation (0 for
 a single run). Throughput is ``batch_size / p50`` in samples per second.
+
+Stability (after Triton's perf_analyzer): a model's timings are stable when
+the p50 of each of its last :data:`STABILITY_WINDOWS` windows lies within
+:data:`STABILITY_TOLERANCE` of those windows' mean.
 """
 
 from __future__ import annotations
@@ -18,21 +22,28 @@ from __future__ import annotations
 import math
 import platform
 import statistics
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import onnxruntime as ort
 
 PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+STABILITY_WINDOWS = 3
+STABILITY_TOLERANCE = 0.10
+Device = Literal["cpu", "cuda"]
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Timings of one model, in milliseconds, with the conditions they were taken under."""
+    """Timings of one model, in milliseconds, with the conditions they were taken under.
+
+    ``windows`` is the number of measurement windows run; the statistics come
+    from the last :data:`STABILITY_WINDOWS` of them (``iterations`` samples).
+    """
 
     p50_ms: float
     p90_ms: float
@@ -48,6 +59,11 @@ class Latency:
     runtime: str
     device: str
     interleaved: bool = False
+    execution_provider: str = PROVIDER
+    windows: int = 1
+    stable: bool = False
+    window_p50_ms: tuple[float, ...] = ()
+    peak_memory_bytes: int = 0
 
 
 def session_options(threads: int) -> Any:
@@ -65,9 +81,38 @@ def session_options(threads: int) -> Any:
     return opts
 
 
+def execution_providers(device: Device, available: Sequence[str] | None = None) -> list[str]:
+    """The providers a session on ``device`` asks for, most preferred first.
+
+    ``cpu``: the CPU provider. ``cuda``: TensorRT when ``available`` has it,
+    then CUDA, then CPU for the nodes neither runs. ``available`` defaults to
+    what this ONNX Runtime build offers. Raises ``ValueError`` for ``cuda``
+    without the CUDA provider and for an unknown device.
+    """
+    have = list(ort.get_available_providers() if available is None else available)
+    if device == "cpu":
+        return [PROVIDER]
+    if device != "cuda":
+        raise ValueError(f"unknown device {device!r}")
+    if CUDA_PROVIDER not in have:
+        raise ValueError(
+            f"device cuda needs ONNX Runtime's {CUDA_PROVIDER} (install onnxruntime-gpu); "
+            f"this build has {', '.join(have) or 'none'}"
+        )
+    chosen = [TENSORRT_PROVIDER] if TENSORRT_PROVIDER in have else []
+    return [*chosen, CUDA_PROVIDER, PROVIDER]
+
+
+def onnx_session(model: Path, *, threads: int = 1, device: Device = "cpu") -> Any:
+    """An ``ort.InferenceSession`` with :func:`session_options` on ``device``'s providers."""
+    return ort.InferenceSession(
+        str(model), sess_options=session_options(threads), providers=execution_providers(device)
+    )
+
+
 def cpu_session(model: Path, *, threads: int = 1) -> Any:
     """An ``ort.InferenceSession`` on the CPU provider with :func:`session_options`."""
-    return ort.InferenceSession(str(model), sess_options=session_options(threads), providers=[PROVIDER])
+    return onnx_session(model, threads=threads, device="cpu")
 
 
 def runtime_name() -> str:
@@ -83,12 +128,50 @@ def percentile(sorted_samples: Sequence[float], p: float) -> float:
     return float(sorted_samples[min(rank, len(sorted_samples)) - 1])
 
 
+def is_stable(
+    window_p50_ms: Sequence[float],
+    *,
+    windows: int = STABILITY_WINDOWS,
+    tolerance: float = STABILITY_TOLERANCE,
+) -> bool:
+    """True when the last ``windows`` values each lie within ``tolerance`` (a fraction) of their mean."""
+    if windows < 1 or len(window_p50_ms) < windows:
+        return False
+    last = [float(v) for v in window_p50_ms[-windows:]]
+    mean = statistics.fmean(last)
+    return mean > 0 and all(abs(v - mean) <= tolerance * mean for v in last)
+
+
+def stability_rule(iterations: int, max_seconds: float) -> str:
+    """The stability rule of the protocol in words."""
+    return (
+        f"windows of {iterations} timed runs per model, models interleaved; repeated until the p50 of "
+        f"each of the last {STABILITY_WINDOWS} windows lies within {STABILITY_TOLERANCE:.0%} of their "
+        f"mean for every model, or {max_seconds:g} s of windows have passed (a window is never cut "
+        f"short); statistics over the last {STABILITY_WINDOWS} windows"
+    )
+
+
 def summarize(
-    samples_ms: Sequence[float], *, batch_size: int, threads: int, warmup: int, interleaved: bool
+    samples_ms: Sequence[float],
+    *,
+    batch_size: int,
+    threads: int,
+    warmup: int,
+    interleaved: bool,
+    runtime: str | None = None,
+    device: str = "cpu",
+    execution_provider: str = PROVIDER,
+    window_p50_ms: Sequence[float] = (),
+    peak_memory_bytes: int = 0,
 ) -> Latency:
-    """The :class:`Latency` of a list of per-run timings in milliseconds."""
+    """The :class:`Latency` of a list of per-run timings in milliseconds.
+
+    ``window_p50_ms`` (one value per window run) sets ``windows`` and ``stable``.
+    """
     ordered = sorted(samples_ms)
     p50 = percentile(ordered, 50)
+    windows = tuple(float(v) for v in window_p50_ms)
     return Latency(
         p50_ms=p50,
         p90_ms=percentile(ordered, 90),
@@ -101,49 +184,15 @@ def summarize(
         threads=threads,
         warmup=warmup,
         iterations=len(ordered),
-        runtime=runtime_name(),
-        device="cpu",
+        runtime=runtime_name() if runtime is None else runtime,
+        device=device,
         interleaved=interleaved,
+        execution_provider=execution_provider,
+        windows=max(1, len(windows)),
+        stable=is_stable(windows),
+        window_p50_ms=windows,
+        peak_memory_bytes=peak_memory_bytes,
     )
-
-
-def benchmark_onnx(
-    models: Mapping[str, Path],
-    feed: dict[str, np.ndarray],
-    *,
-    batch_size: int,
-    threads: int,
-    warmup: int,
-    iterations: int,
-) -> dict[str, Latency]:
-    """Time every model on the same ``feed`` under the module's protocol; keys as in ``models``.
-
-    ``batch_size`` is only reported (the feed must already have that batch).
-    Raises ``ValueError`` for no models or impossible counts.
-    """
-    if not models:
-        raise ValueError("no models to benchmark")
-    if batch_size < 1 or iterations < 1 or warmup < 0:
-        raise ValueError(
-            f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}"
-        )
-    sessions = {name: cpu_session(path, threads=threads) for name, path in models.items()}
-    for session in sessions.values():
-        for _ in range(warmup):
-            session.run(None, feed)
-    timings: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(iterations):
-        for name, session in sessions.items():
-            start = time.perf_counter_ns()
-            session.run(None, feed)
-            timings[name].append((time.perf_counter_ns() - start) / 1e6)
-    interleaved = len(sessions) > 1
-    return {
-        name: summarize(
-            samples, batch_size=batch_size, threads=threads, warmup=warmup, interleaved=interleaved
-        )
-        for name, samples in timings.items()
-    }
 
 
 def cpu_model() -> str:

@@ -53,6 +53,32 @@ class Quality:
     samples: int
 
 
+DEFAULT_MIN_TOP1_AGREEMENT = 0.99
+DEFAULT_MIN_COSINE_SIMILARITY = 0.99
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """The floors a candidate's :class:`Quality` must reach to count as faithful to the reference."""
+
+    min_top1_agreement: float = DEFAULT_MIN_TOP1_AGREEMENT
+    min_cosine_similarity: float = DEFAULT_MIN_COSINE_SIMILARITY
+
+    def met_by(self, quality: Quality) -> bool:
+        """True when both of ``quality``'s numbers reach their floors."""
+        return (
+            quality.top1_agreement >= self.min_top1_agreement
+            and quality.cosine_similarity >= self.min_cosine_similarity
+        )
+
+    def describe(self) -> str:
+        """The rule in words."""
+        return (
+            f"top-1 agreement >= {self.min_top1_agreement:g} and cosine similarity >= "
+            f"{self.min_cosine_similarity:g} against the original's outputs"
+        )
+
+
 def synthetic_inputs(
     inputs: Sequence[model_pb2.InputSpec], samples: int, seed: int
 ) -> list[dict[str, np.ndarray]]:

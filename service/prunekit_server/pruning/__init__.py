@@ -10,7 +10,9 @@ from __future__ import annotations
 from .base import (
     WEIGHTED_OPS,
     LayerPruneInfo,
+    MetricCurve,
     PruneConfig,
+    PruneContext,
     PruneResult,
     WeightedLayer,
     apply_tensors,
@@ -21,18 +23,37 @@ from .base import (
     registered_methods,
     weighted_layers,
 )
+from .heads import HeadConfig, prune_heads
+from .layer import LayerConfig, prune_layers
+from .n_m import NMConfig, prune_n_m
+from .recovery import BatchNormRefresh
+from .structured import ChannelConfig, NeuronConfig, StructuredConfig, prune_channels, prune_neurons
 from .unstructured import UnstructuredConfig, prune_unstructured
 
 __all__ = [
     "WEIGHTED_OPS",
+    "BatchNormRefresh",
+    "ChannelConfig",
+    "HeadConfig",
+    "LayerConfig",
     "LayerPruneInfo",
+    "MetricCurve",
+    "NMConfig",
+    "NeuronConfig",
     "PruneConfig",
+    "PruneContext",
     "PruneResult",
+    "StructuredConfig",
     "UnstructuredConfig",
     "WeightedLayer",
     "apply_tensors",
     "config_from_spec",
     "prune",
+    "prune_channels",
+    "prune_heads",
+    "prune_layers",
+    "prune_n_m",
+    "prune_neurons",
     "prune_unstructured",
     "register_pruner",
     "register_spec_method",

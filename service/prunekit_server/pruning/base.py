@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from prunekit.v1 import spec_pb2
+from prunekit.v1 import model_pb2, spec_pb2
 
 from ..errors import FieldViolation, invalid_spec
 
@@ -100,16 +100,56 @@ class LayerPruneInfo:
         return 1.0 - self.nonzero_after / self.parameters_after
 
 
+@dataclass(frozen=True)
+class PruneContext:
+    """What a method may use besides the model and its config.
+
+    ``inputs`` are the model's concrete inputs; ``feeds`` sample inputs for
+    data-driven criteria (TAYLOR, ACTIVATION, sensitivity), from the job's
+    data or synthetic (``synthetic`` says which, so a method can warn);
+    ``recover`` is called on the pruned ``torch.fx.GraphModule`` between the
+    rounds of an iterative schedule (fine-tuning fills it; until then a
+    BatchNorm statistics refresh), or is None.
+    """
+
+    inputs: tuple[model_pb2.InputSpec, ...] = ()
+    feeds: tuple[dict[str, np.ndarray], ...] = ()
+    synthetic: bool = True
+    recover: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class MetricCurve:
+    """How one metric of the outputs moved when one layer (group) alone was pruned harder.
+
+    What a sensitivity analysis a method ran measured; the report shows it.
+    ``metric`` is e.g. ``cosine_similarity`` or ``top1_agreement``.
+    """
+
+    layer: str
+    metric: str
+    ratios: tuple[float, ...]
+    values: tuple[float, ...]
+
+
 @dataclass
 class PruneResult:
     """A method's output: new initializer values (changed ones only), per-layer facts, warnings.
 
+    Methods that change shapes (structured ones) leave ``tensors`` empty and
+    return the whole new ``model`` instead, plus the pruned
+    ``torch.fx.GraphModule`` as ``module`` (TorchScript output is made from it).
+
     Warnings are ``"CODE: message"`` strings with a stable upper-case code.
+    ``sensitivity`` holds the curves of a sensitivity analysis the method ran (empty otherwise).
     """
 
     tensors: dict[str, np.ndarray]
     layers: list[LayerPruneInfo]
     warnings: list[str] = field(default_factory=list)
+    model: onnx.ModelProto | None = None
+    module: Any = None
+    sensitivity: list[MetricCurve] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,7 +163,7 @@ class WeightedLayer:
 
 
 C = TypeVar("C", bound=PruneConfig)
-Handler = Callable[[onnx.ModelProto, Any], PruneResult]
+Handler = Callable[[onnx.ModelProto, Any, PruneContext], PruneResult]
 
 _HANDLERS: dict[type[PruneConfig], Handler] = {}
 _CONFIG_TYPES: dict[str, type[PruneConfig]] = {}
@@ -132,14 +172,17 @@ _SPEC_FACTORIES: dict[int, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {}
 
 def register_pruner(
     config_type: type[C],
-) -> Callable[[Callable[[onnx.ModelProto, C], PruneResult]], Callable[[onnx.ModelProto, C], PruneResult]]:
+) -> Callable[
+    [Callable[[onnx.ModelProto, C, PruneContext], PruneResult]],
+    Callable[[onnx.ModelProto, C, PruneContext], PruneResult],
+]:
     """Decorator: make the function the handler :func:`prune` calls for ``config_type``."""
     if not config_type.method:
         raise ValueError(f"{config_type.__name__} must set a non-empty `method`")
 
     def decorate(
-        fn: Callable[[onnx.ModelProto, C], PruneResult],
-    ) -> Callable[[onnx.ModelProto, C], PruneResult]:
+        fn: Callable[[onnx.ModelProto, C, PruneContext], PruneResult],
+    ) -> Callable[[onnx.ModelProto, C, PruneContext], PruneResult]:
         _HANDLERS[config_type] = fn
         _CONFIG_TYPES[config_type.method] = config_type
         return fn
@@ -166,7 +209,7 @@ def registered_methods() -> dict[str, type[PruneConfig]]:
     return dict(_CONFIG_TYPES)
 
 
-def prune(model: onnx.ModelProto, config: PruneConfig) -> PruneResult:
+def prune(model: onnx.ModelProto, config: PruneConfig, context: PruneContext | None = None) -> PruneResult:
     """Run the handler registered for ``type(config)``. The model is never mutated.
 
     Raises ``TypeError`` when no handler is registered for the config's type.
@@ -174,7 +217,7 @@ def prune(model: onnx.ModelProto, config: PruneConfig) -> PruneResult:
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise TypeError(f"no pruner registered for {type(config).__name__}")
-    return handler(model, config)
+    return handler(model, config, context or PruneContext())
 
 
 def config_from_spec(prune_spec: spec_pb2.PruneSpec, *, path: str = "spec.prune") -> PruneConfig:

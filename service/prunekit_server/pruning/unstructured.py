@@ -31,6 +31,7 @@ from ..errors import FieldViolation, invalid_spec, unsupported_model
 from .base import (
     LayerPruneInfo,
     PruneConfig,
+    PruneContext,
     PruneResult,
     WeightedLayer,
     check_ratio,
@@ -80,6 +81,22 @@ class UnstructuredConfig(PruneConfig):
         object.__setattr__(self, "ignore", patterns)
 
 
+_UNUSED_FIELDS = (
+    "target_macs_reduction",
+    "round_to",
+    "max_layer_ratio",
+    "overrides",
+    "schedule",
+    "steps",
+    "n",
+    "m",
+    "auto_ratios",
+    "prune_output_layers",
+)
+"""``PruneSpec`` fields the method does not read: setting one is a violation, not silently ignored."""
+_MAGNITUDE = (spec_pb2.IMPORTANCE_UNSPECIFIED, spec_pb2.IMPORTANCE_L1, spec_pb2.IMPORTANCE_L2)
+
+
 @register_spec_method(spec_pb2.PRUNE_METHOD_UNSTRUCTURED)
 def unstructured_from_spec(prune_spec: spec_pb2.PruneSpec) -> UnstructuredConfig:
     """The config for an UNSTRUCTURED ``PruneSpec``; ``INVALID_SPEC`` for bad values."""
@@ -98,6 +115,15 @@ def unstructured_from_spec(prune_spec: spec_pb2.PruneSpec) -> UnstructuredConfig
         violations.append(FieldViolation("spec.prune.ratio", str(exc)))
     if any(not p for p in prune_spec.ignore):
         violations.append(FieldViolation("spec.prune.ignore", "patterns must not be empty"))
+    for name in _UNUSED_FIELDS:
+        if getattr(prune_spec, name):
+            violations.append(FieldViolation(f"spec.prune.{name}", "not used by UNSTRUCTURED"))
+    if prune_spec.importance not in _MAGNITUDE:
+        violations.append(
+            FieldViolation(
+                "spec.prune.importance", "UNSTRUCTURED ranks by magnitude: leave it unset, L1 or L2"
+            )
+        )
     if violations or scope is None:
         raise invalid_spec(violations)
     return UnstructuredConfig(ratio=prune_spec.ratio, scope=scope, ignore=tuple(prune_spec.ignore))
@@ -181,7 +207,9 @@ def _info(w: _Weight, new: np.ndarray | None) -> LayerPruneInfo:
 
 
 @register_pruner(UnstructuredConfig)
-def prune_unstructured(model: onnx.ModelProto, config: UnstructuredConfig) -> PruneResult:
+def prune_unstructured(
+    model: onnx.ModelProto, config: UnstructuredConfig, context: PruneContext
+) -> PruneResult:
     """Zero the smallest-magnitude weights as the module docstring states.
 
     Raises ``UNSUPPORTED_MODEL`` when the model has no eligible layer and

@@ -13,9 +13,11 @@ from .build import (
     model_stats,
     model_variant,
     quality_stats,
+    slower_than_baseline,
     synthetic_inputs_warning,
     unstructured_no_speedup,
     upstream_warnings,
+    variant_flags,
     variant_warnings,
     warning,
 )
@@ -31,9 +33,11 @@ __all__ = [
     "model_stats",
     "model_variant",
     "quality_stats",
+    "slower_than_baseline",
     "synthetic_inputs_warning",
     "unstructured_no_speedup",
     "upstream_warnings",
+    "variant_flags",
     "variant_warnings",
     "warning",
 ]

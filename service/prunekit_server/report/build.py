@@ -5,9 +5,14 @@ Warning codes are stable strings (clients key on them):
 
 - ``UNSTRUCTURED_NO_SPEEDUP``: zeroed weights do not make dense kernels faster.
 - ``SLOWER_THAN_BASELINE``: a variant's p50 exceeds the baseline's by more than 5 %.
-- ``QUALITY_DROP``: top-1 agreement or cosine similarity below 0.99.
+- ``QUALITY_DROP``: a variant misses the quality rule (default: top-1 agreement or
+  cosine similarity below 0.99).
 - ``SYNTHETIC_INPUTS``: quality was measured on synthetic inputs, accuracy was not.
+- ``LATENCY_UNSTABLE``: some measurement's windows never agreed within the time budget.
 - codes carried by upstream ``"CODE: message"`` strings (e.g. ``TORCHSCRIPT_WEIGHTS_UNMAPPED``).
+
+Variants also carry ``flags`` (``VariantFlag``): the same facts per variant,
+plus whether AUTO quantization selected it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prunekit.v1 import model_pb2, report_pb2
 
-from ..measure.latency import Latency
-from ..measure.quality import Quality
+from ..measure.latency import STABILITY_TOLERANCE, STABILITY_WINDOWS, Latency
+from ..measure.quality import DEFAULT_MIN_TOP1_AGREEMENT, Quality, QualityRule
 from ..pruning.base import LayerPruneInfo
 
 SLOWER_TOLERANCE = 1.05
-QUALITY_FLOOR = 0.99
+QUALITY_FLOOR = DEFAULT_MIN_TOP1_AGREEMENT
 _CODED = re.compile(r"^([A-Z][A-Z0-9_]*[A-Z0-9]):\s*(.*)$", re.DOTALL)
 
 
@@ -42,6 +47,11 @@ def latency_stats(latency: Latency) -> report_pb2.LatencyStats:
         device=latency.device,
         warmup=latency.warmup,
         iterations=latency.iterations,
+        execution_provider=latency.execution_provider,
+        windows=latency.windows,
+        stable=latency.stable,
+        window_p50_ms=list(latency.window_p50_ms),
+        peak_memory_bytes=latency.peak_memory_bytes,
     )
 
 
@@ -64,8 +74,13 @@ def model_stats(
     compressed_size_bytes: int,
     latency: Latency | None = None,
     quality: Quality | None = None,
+    latencies: Sequence[Latency] = (),
 ) -> report_pb2.ModelStats:
-    """Stats of one model; ``quality`` stays unset for the baseline."""
+    """Stats of one model; ``quality`` stays unset for the baseline.
+
+    ``latencies`` are all of the model's measurements; ``latency`` (the
+    primary one) defaults to their first.
+    """
     stats = report_pb2.ModelStats(
         parameters=parameters,
         nonzero_parameters=nonzero_parameters,
@@ -73,8 +88,11 @@ def model_stats(
         size_bytes=size_bytes,
         compressed_size_bytes=compressed_size_bytes,
     )
+    if latency is None and latencies:
+        latency = latencies[0]
     if latency is not None:
         stats.latency.CopyFrom(latency_stats(latency))
+    stats.latencies.extend(latency_stats(item) for item in latencies)
     if quality is not None:
         stats.quality.CopyFrom(quality_stats(quality))
     return stats
@@ -96,11 +114,14 @@ def model_variant(
     stats: report_pb2.ModelStats,
     files: Sequence[report_pb2.ModelFile],
     baseline: report_pb2.ModelStats,
+    *,
+    source: str = "",
+    quantization: report_pb2.QuantizationInfo | None = None,
 ) -> report_pb2.ModelVariant:
     """A variant whose primary file is ``files[0]``, with its ratios against ``baseline``.
 
     Ratios are baseline / variant (p50 latency, compressed size, MACs), 0 when
-    either side is missing or zero.
+    either side is missing or zero. Flags are added by :func:`variant_flags`.
     """
     if not files:
         raise ValueError(f"variant {name!r} has no files")
@@ -115,6 +136,8 @@ def model_variant(
         latency_speedup=_ratio(baseline.latency.p50_ms, stats.latency.p50_ms),
         compression_ratio=_ratio(baseline.compressed_size_bytes, stats.compressed_size_bytes),
         macs_reduction=_ratio(baseline.macs, stats.macs),
+        source=source,
+        quantization=quantization,
     )
 
 
@@ -126,14 +149,16 @@ def layer_changes(
     """One ``LayerChange`` per pruned or skipped layer.
 
     MACs are looked up by node name (the model analysis' layer names) and
-    summed over the nodes sharing the weight (``shared_with``); a layer missing
-    from ``macs_after`` keeps its ``macs_before``.
+    summed over the nodes sharing the weight (``shared_with``). A layer missing
+    from ``macs_after`` keeps its ``macs_before``, unless it was removed (not
+    skipped, empty ``shape_after``): then it costs nothing.
     """
     out: list[report_pb2.LayerChange] = []
     for layer in layers:
         nodes = (layer.name, *layer.shared_with)
         before = sum(macs_before.get(n, 0) for n in nodes)
-        after = sum(macs_after.get(n, macs_before.get(n, 0)) for n in nodes)
+        removed = not layer.skipped and not layer.shape_after
+        after = sum(macs_after.get(n, 0 if removed else macs_before.get(n, 0)) for n in nodes)
         out.append(
             report_pb2.LayerChange(
                 name=layer.name,
@@ -186,30 +211,67 @@ def synthetic_inputs_warning(description: str) -> report_pb2.ReportWarning:
     )
 
 
+def slower_than_baseline(variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats) -> bool:
+    """True when the variant's p50 exceeds the baseline's by more than :data:`SLOWER_TOLERANCE`."""
+    base_p50 = baseline.latency.p50_ms
+    return base_p50 > 0 and variant.stats.latency.p50_ms > base_p50 * SLOWER_TOLERANCE
+
+
+def _quality(q: report_pb2.QualityStats) -> Quality:
+    return Quality(q.top1_agreement, q.cosine_similarity, q.max_abs_error, q.samples)
+
+
+def variant_flags(
+    variant: report_pb2.ModelVariant,
+    baseline: report_pb2.ModelStats,
+    rule: QualityRule,
+    *,
+    selected: bool | None = None,
+) -> list[report_pb2.VariantFlag.ValueType]:
+    """The variant's flags: slower, quality rule met or missed, unstable latency, AUTO's choice.
+
+    ``selected`` is None for variants that were no AUTO candidate.
+    """
+    flags: list[report_pb2.VariantFlag.ValueType] = []
+    if slower_than_baseline(variant, baseline):
+        flags.append(report_pb2.VARIANT_FLAG_SLOWER_THAN_BASELINE)
+    if variant.stats.HasField("quality"):
+        met = rule.met_by(_quality(variant.stats.quality))
+        flags.append(
+            report_pb2.VARIANT_FLAG_MEETS_QUALITY_RULE if met else report_pb2.VARIANT_FLAG_BELOW_QUALITY_RULE
+        )
+    if selected is not None:
+        flags.append(report_pb2.VARIANT_FLAG_SELECTED if selected else report_pb2.VARIANT_FLAG_NOT_SELECTED)
+    if variant.stats.HasField("latency") and not variant.stats.latency.stable:
+        flags.append(report_pb2.VARIANT_FLAG_LATENCY_UNSTABLE)
+    return flags
+
+
 def variant_warnings(
-    variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats
+    variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats, rule: QualityRule | None = None
 ) -> list[report_pb2.ReportWarning]:
     """``SLOWER_THAN_BASELINE`` and ``QUALITY_DROP`` as the variant's numbers call for."""
+    rule = rule or QualityRule()
     out: list[report_pb2.ReportWarning] = []
     base_p50 = baseline.latency.p50_ms
     p50 = variant.stats.latency.p50_ms
-    if base_p50 > 0 and p50 > base_p50 * SLOWER_TOLERANCE:
+    if slower_than_baseline(variant, baseline):
         out.append(
             warning(
                 "SLOWER_THAN_BASELINE",
                 f"variant {variant.name!r} p50 {p50:.3f} ms is slower than the baseline's {base_p50:.3f} ms "
-                f"({p50 / base_p50:.2f}x).",
+                f"({p50 / base_p50:.2f}x): it is not an improvement on this runtime and device.",
             )
         )
     if variant.stats.HasField("quality"):
         q = variant.stats.quality
-        if q.top1_agreement < QUALITY_FLOOR or q.cosine_similarity < QUALITY_FLOOR:
+        if not rule.met_by(_quality(q)):
             out.append(
                 warning(
                     "QUALITY_DROP",
                     f"variant {variant.name!r} departs from the original: top-1 agreement "
                     f"{q.top1_agreement:.4f}, cosine similarity {q.cosine_similarity:.4f} over {q.samples} "
-                    f"samples (both should be >= {QUALITY_FLOOR}); fine-tune or prune less.",
+                    f"samples (the rule: {rule.describe()}); fine-tune, prune less or quantize less.",
                 )
             )
     return out
@@ -221,26 +283,54 @@ def benchmark_protocol(
     inputs: Iterable[model_pb2.InputSpec],
     cpu_model: str,
     quality_inputs: str,
-    execution_provider: str = "CPUExecutionProvider",
+    execution_provider: str = "",
     thread_spinning: bool = False,
+    iterations: int | None = None,
+    batch_sizes: Sequence[int] = (),
+    max_seconds: float = 0.0,
+    stability_rule: str = "",
+    stable: bool | None = None,
+    memory_method: str = "",
+    quality_rule: QualityRule | None = None,
+    selection_rule: str = "",
 ) -> report_pb2.BenchmarkProtocol:
-    """How the numbers were measured, from one model's :class:`Latency` (all share the protocol)."""
+    """How the numbers were measured, from the primary :class:`Latency` (all share the protocol).
+
+    ``iterations`` is the timed runs per model and window (default: the
+    latency's sample count); ``stable`` defaults to the latency's.
+    """
     runtime, _, version = latency.runtime.partition(" ")
-    return report_pb2.BenchmarkProtocol(
+    protocol = report_pb2.BenchmarkProtocol(
         runtime=runtime,
         runtime_version=version,
-        execution_provider=execution_provider,
+        execution_provider=execution_provider or latency.execution_provider,
         device=latency.device,
         cpu_model=cpu_model,
         threads=latency.threads,
         batch_size=latency.batch_size,
         inputs=list(inputs),
         warmup=latency.warmup,
-        iterations=latency.iterations,
+        iterations=latency.iterations if iterations is None else iterations,
         interleaved=latency.interleaved,
         thread_spinning=thread_spinning,
         quality_inputs=quality_inputs,
+        batch_sizes=list(batch_sizes) or [latency.batch_size],
+        max_seconds=max_seconds,
+        stability_rule=stability_rule,
+        stable=latency.stable if stable is None else stable,
+        memory_method=memory_method,
+        selection_rule=selection_rule,
+        stability_windows=STABILITY_WINDOWS,
+        stability_tolerance=STABILITY_TOLERANCE,
     )
+    if quality_rule is not None:
+        protocol.quality_rule.CopyFrom(
+            report_pb2.QualityRule(
+                min_top1_agreement=quality_rule.min_top1_agreement,
+                min_cosine_similarity=quality_rule.min_cosine_similarity,
+            )
+        )
+    return protocol
 
 
 def build_report(
@@ -251,11 +341,12 @@ def build_report(
     layers: Sequence[report_pb2.LayerChange],
     protocol: report_pb2.BenchmarkProtocol,
     warnings: Sequence[report_pb2.ReportWarning] = (),
+    rule: QualityRule | None = None,
 ) -> report_pb2.OptimizationReport:
     """The full report: ``warnings`` first, then each variant's :func:`variant_warnings`."""
     found = list(warnings)
     for variant in variants:
-        found += variant_warnings(variant, baseline)
+        found += variant_warnings(variant, baseline, rule)
     return report_pb2.OptimizationReport(
         baseline=baseline,
         variants=list(variants),

@@ -15,7 +15,7 @@ def quick_spec(ratio: float = 0.5, **prune: object) -> spec_pb2.OptimizationSpec
     """An unstructured spec with a short benchmark, so a job takes seconds."""
     return spec_pb2.OptimizationSpec(
         prune=spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_UNSTRUCTURED, ratio=ratio, **prune),  # type: ignore[arg-type]
-        benchmark=spec_pb2.BenchmarkSpec(warmup=1, iterations=3),
+        benchmark=spec_pb2.BenchmarkSpec(warmup=1, iterations=3, max_seconds=0.5),
         evaluation=spec_pb2.EvaluationSpec(samples=4),
     )
 

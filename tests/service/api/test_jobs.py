@@ -53,7 +53,7 @@ def test_onnx_job_succeeds_with_measured_report_and_verified_artifacts(
     assert variant.stats.compressed_size_bytes < base.compressed_size_bytes
     for stats in (base, variant.stats):
         assert stats.latency.p50_ms > 0
-        assert stats.latency.iterations == 3
+        assert stats.latency.iterations == 3 * min(stats.latency.windows, 3)
         assert stats.latency.p50_ms <= stats.latency.p90_ms <= stats.latency.p99_ms
     assert 0.0 <= variant.stats.quality.top1_agreement <= 1.0
     assert variant.stats.quality.samples > 0
@@ -62,7 +62,7 @@ def test_onnx_job_succeeds_with_measured_report_and_verified_artifacts(
     assert report.protocol.cpu_model
 
     names = {a.name for a in final.artifacts}
-    assert {"pruned.onnx", "report.json"} <= names
+    assert names == {"pruned.onnx", "report.json", "report.md", "report.html"}
     assert variant.uri
     assert variant.uri == next(f.uri for f in variant.files if f.artifact == "pruned.onnx")
     for artifact in final.artifacts:
@@ -81,6 +81,38 @@ def test_onnx_job_succeeds_with_measured_report_and_verified_artifacts(
     assert json_format.Parse(stored_report, type(report)()).variants[0].uri == variant.uri
     assert stub.GetJob(pb.GetJobRequest(job_id=job.id), timeout=10).job == final
     assert_serving(channel)
+
+
+def test_quantize_only_job_stores_the_quantized_model_and_the_pages(
+    stub: pb_grpc.OptimizerServiceStub, models: dict[str, Path]
+) -> None:
+    model = upload(stub, models["cnn.onnx"])
+    spec = quick_spec()
+    spec.ClearField("prune")
+    spec.quantize.mode = spec_pb2.QUANTIZE_MODE_STATIC_INT8
+    spec.quantize.calibration_samples = 4
+    final = run(stub, model, spec)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error
+    (variant,) = final.report.variants
+    assert (variant.name, variant.source) == ("original_int8", "original")
+    assert variant.quantization.mode == spec_pb2.QUANTIZE_MODE_STATIC_INT8
+    assert variant.uri.endswith("original_int8.onnx")
+    assert {a.name for a in final.artifacts} == {
+        "original_int8.onnx",
+        "report.json",
+        "report.md",
+        "report.html",
+    }
+    _, quantized = download(stub, final.id, "original_int8.onnx")
+    session = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})
+    assert out.shape == (1, 10)
+    _, page = download(stub, final.id, "report.html")
+    assert page.startswith(b"<!DOCTYPE html>")
+    assert b'data-plot="variants"' in page
+    _, markdown = download(stub, final.id, "report.md")
+    assert b"`original_int8`" in markdown
+    assert "SYNTHETIC_CALIBRATION" in {w.code for w in final.report.warnings}
 
 
 def test_torchscript_job_returns_torchscript_and_onnx(
@@ -164,7 +196,8 @@ def test_every_spec_violation_is_listed(stub: pb_grpc.OptimizerServiceStub, mode
     model = upload(stub, models["mlp.onnx"])
     spec = spec_pb2.OptimizationSpec(
         prune=spec_pb2.PruneSpec(ratio=2.0, ignore=[""]),
-        benchmark=spec_pb2.BenchmarkSpec(threads=-1),
+        benchmark=spec_pb2.BenchmarkSpec(threads=-1, batch_sizes=[0]),
+        quantize=spec_pb2.QuantizeSpec(calibration_samples=5000, percentile=50.0),
     )
     spec.inputs.add(name="x", shape=[1, 0])
     spec.finetune.SetInParent()
@@ -176,6 +209,10 @@ def test_every_spec_violation_is_listed(stub: pb_grpc.OptimizerServiceStub, mode
         "spec.prune.ratio",
         "spec.prune.ignore[0]",
         "spec.benchmark.threads",
+        "spec.benchmark.batch_sizes[0]",
+        "spec.quantize.mode",
+        "spec.quantize.calibration_samples",
+        "spec.quantize.percentile",
         "spec.inputs[0].shape",
         "spec.finetune",
     }

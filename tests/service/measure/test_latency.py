@@ -1,76 +1,22 @@
-"""The latency protocol: fields, interleaving, percentiles. No timing assertions."""
+"""Latency statistics, the stability rule, session options and execution-provider selection."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import onnxruntime as ort
 import pytest
 
-from prunekit_server.measure import latency
 from prunekit_server.measure.latency import (
-    benchmark_onnx,
+    CUDA_PROVIDER,
+    PROVIDER,
+    TENSORRT_PROVIDER,
     cpu_model,
+    execution_providers,
+    is_stable,
     percentile,
     session_options,
+    stability_rule,
     summarize,
 )
-from prunekit_server.samples import write_sample_model
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("lat")
-    write_sample_model(root / "a.onnx", "onnx", "mlp", seed=0)
-    write_sample_model(root / "b.onnx", "onnx", "mlp", seed=1)
-    return {"a": root / "a.onnx", "b": root / "b.onnx"}
-
-
-def _feed(batch: int = 2) -> dict[str, np.ndarray]:
-    return {"input": np.random.default_rng(0).standard_normal((batch, 64)).astype(np.float32)}
-
-
-def test_fields_are_sane(models: dict[str, Path]) -> None:
-    result = benchmark_onnx(models, _feed(2), batch_size=2, threads=1, warmup=2, iterations=7)
-    assert set(result) == {"a", "b"}
-    for lat in result.values():
-        assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms
-        assert lat.mean_ms > 0
-        assert lat.stdev_ms >= 0
-        assert lat.throughput_per_s == pytest.approx(2 / (lat.p50_ms / 1000))
-        assert (lat.batch_size, lat.threads, lat.warmup, lat.iterations) == (2, 1, 2, 7)
-        assert lat.runtime == f"onnxruntime {ort.__version__}"
-        assert lat.device == "cpu"
-        assert lat.interleaved
-
-
-def test_single_model_is_not_interleaved(models: dict[str, Path]) -> None:
-    (lat,) = benchmark_onnx(
-        {"a": models["a"]}, _feed(1), batch_size=1, threads=1, warmup=0, iterations=1
-    ).values()
-    assert not lat.interleaved
-    assert lat.iterations == 1
-    assert lat.stdev_ms == 0.0
-
-
-def test_runs_are_interleaved_after_warmup(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    order: list[str] = []
-    real = latency.cpu_session
-
-    class Recording:
-        def __init__(self, path: Path, threads: int) -> None:
-            self.session = real(path, threads=threads)
-            self.tag = path.stem
-
-        def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-            order.append(self.tag)
-            return self.session.run(names, feed)
-
-    monkeypatch.setattr(latency, "cpu_session", lambda path, *, threads: Recording(path, threads))
-    benchmark_onnx(models, _feed(1), batch_size=1, threads=1, warmup=3, iterations=4)
-    assert order == ["a"] * 3 + ["b"] * 3 + ["a", "b"] * 4
 
 
 def test_session_options_follow_the_protocol() -> None:
@@ -100,11 +46,67 @@ def test_nearest_rank_percentiles() -> None:
         percentile([], 50)
 
 
-def test_bad_arguments_are_rejected(models: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="no models"):
-        benchmark_onnx({}, _feed(), batch_size=1, threads=1, warmup=0, iterations=1)
-    with pytest.raises(ValueError, match="iterations"):
-        benchmark_onnx(models, _feed(), batch_size=1, threads=1, warmup=0, iterations=0)
+@pytest.mark.parametrize(
+    ("windows", "stable"),
+    [
+        ([10.0, 10.0, 10.0], True),
+        ([10.0, 10.9, 9.2], True),  # mean 10.033: every value within 10 %
+        ([10.0, 11.5, 9.0], False),  # 11.5 is 13.9 % above the mean
+        ([10.0, 10.0], False),  # fewer than three windows
+        ([30.0, 10.0, 10.2, 9.9], True),  # only the last three count
+        ([10.0, 10.0, 14.0], False),
+        ([0.0, 0.0, 0.0], False),  # no time measured is never stable
+    ],
+)
+def test_stability_rule(windows: list[float], stable: bool) -> None:
+    assert is_stable(windows) is stable
+
+
+def test_summary_carries_windows_and_memory() -> None:
+    lat = summarize(
+        [1.0, 2.0, 3.0],
+        batch_size=1,
+        threads=2,
+        warmup=1,
+        interleaved=True,
+        window_p50_ms=[2.0, 2.1, 1.95],
+        peak_memory_bytes=1234,
+        execution_provider="X",
+        runtime="torch 2.13.0",
+    )
+    assert (lat.windows, lat.stable, lat.peak_memory_bytes) == (3, True, 1234)
+    assert lat.window_p50_ms == (2.0, 2.1, 1.95)
+    assert (lat.runtime, lat.execution_provider) == ("torch 2.13.0", "X")
+    text = stability_rule(50, 30.0)
+    assert "windows of 50 timed runs" in text
+    assert "last 3 windows" in text
+    assert "10%" in text
+    assert "30 s" in text
+
+
+def test_provider_selection_by_device() -> None:
+    assert execution_providers("cpu", [PROVIDER]) == [PROVIDER]
+    assert execution_providers("cpu", [TENSORRT_PROVIDER, CUDA_PROVIDER, PROVIDER]) == [PROVIDER]
+    assert execution_providers("cuda", [CUDA_PROVIDER, PROVIDER]) == [CUDA_PROVIDER, PROVIDER]
+    assert execution_providers("cuda", [TENSORRT_PROVIDER, CUDA_PROVIDER, PROVIDER]) == [
+        TENSORRT_PROVIDER,
+        CUDA_PROVIDER,
+        PROVIDER,
+    ]
+    with pytest.raises(ValueError, match="onnxruntime-gpu"):
+        execution_providers("cuda", [PROVIDER])
+    with pytest.raises(ValueError, match="unknown device"):
+        execution_providers("tpu", [PROVIDER])  # type: ignore[arg-type]
+
+
+def test_provider_selection_defaults_to_this_build() -> None:
+    available = ort.get_available_providers()
+    assert execution_providers("cpu") == [PROVIDER]
+    if CUDA_PROVIDER in available:
+        assert execution_providers("cuda")[-2:] == [CUDA_PROVIDER, PROVIDER]
+    else:
+        with pytest.raises(ValueError, match=CUDA_PROVIDER):
+            execution_providers("cuda")
 
 
 def test_cpu_model_names_something() -> None:

@@ -10,8 +10,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 from onnx import numpy_helper
 
 from prunekit.v1 import model_pb2, spec_pb2
@@ -19,21 +17,20 @@ from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.pruning import weighted_layers
 from prunekit_server.samples import write_sample_model
+from tests.service.report_fields import REPORT_EXEMPT, unfilled
 
 RATIO = 0.6
 EXEMPT = {
-    "OptimizationReport.baseline.quality",  # the baseline is not compared with itself
-    "ModelVariant.uri",  # filled by the server after upload
-    "ModelFile.uri",
-    "BenchmarkProtocol.thread_spinning",  # false is the protocol
-    "LayerChange.skipped",
+    *REPORT_EXEMPT,
+    "BenchmarkProtocol.selection_rule",  # AUTO quantization only
+    "ModelVariant.quantization",  # quantized variants only
 }
 
 
 def _spec(ratio: float = RATIO, **prune: object) -> spec_pb2.OptimizationSpec:
     return spec_pb2.OptimizationSpec(
         prune=spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_UNSTRUCTURED, ratio=ratio, **prune),  # type: ignore[arg-type]
-        benchmark=spec_pb2.BenchmarkSpec(batch_size=2, warmup=1, iterations=3),
+        benchmark=spec_pb2.BenchmarkSpec(batch_size=2, warmup=1, iterations=3, max_seconds=1.0),
         evaluation=spec_pb2.EvaluationSpec(samples=4, seed=5),
     )
 
@@ -69,30 +66,6 @@ def ts_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[OptimizationResult
     return _run(root / "model.pt", model_pb2.MODEL_FORMAT_TORCHSCRIPT, spec, root / "work")
 
 
-def _unfilled(message: Message, prefix: str = "") -> list[str]:
-    missing: list[str] = []
-    for fd in message.DESCRIPTOR.fields:
-        key = f"{message.DESCRIPTOR.name}.{fd.name}"
-        path = f"{prefix}{fd.name}"
-        if key in EXEMPT or f"OptimizationReport.{path}" in EXEMPT:
-            continue
-        value = getattr(message, fd.name)
-        if fd.is_repeated:
-            if not len(value):
-                missing.append(path)
-            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-                for i, item in enumerate(value):
-                    missing += _unfilled(item, f"{path}[{i}].")
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-            if not message.HasField(fd.name):
-                missing.append(path)
-            else:
-                missing += _unfilled(value, f"{path}.")
-        elif value == fd.default_value:
-            missing.append(path)
-    return missing
-
-
 def _sparsity(model: onnx.ModelProto) -> tuple[int, int]:
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     weights = [inits[n] for n in {layer.weight_name for layer in weighted_layers(model)}]
@@ -103,7 +76,7 @@ def _sparsity(model: onnx.ModelProto) -> tuple[int, int]:
 def test_report_is_complete(which: str, request: pytest.FixtureRequest) -> None:
     result, progress = request.getfixturevalue(which)
     report = result.report
-    assert _unfilled(report) == []
+    assert unfilled(report, EXEMPT) == []
     codes = [w.code for w in report.warnings]
     assert "UNSTRUCTURED_NO_SPEEDUP" in codes
     assert "SYNTHETIC_INPUTS" in codes
@@ -120,6 +93,17 @@ def test_report_is_complete(which: str, request: pytest.FixtureRequest) -> None:
     assert protocol.interleaved
     assert not protocol.thread_spinning
     assert (protocol.batch_size, protocol.warmup, protocol.iterations, protocol.threads) == (2, 1, 3, 1)
+    assert list(protocol.batch_sizes) == [2]
+    assert protocol.max_seconds == 1.0
+    assert "windows of 3 timed runs" in protocol.stability_rule
+    assert "VmHWM" in protocol.memory_method or "ru_maxrss" in protocol.memory_method
+    assert protocol.quality_rule.min_top1_agreement == protocol.quality_rule.min_cosine_similarity == 0.99
+    for stats in (report.baseline, variant.stats):
+        lat = stats.latency
+        assert lat.iterations == 3 * min(lat.windows, 3)
+        assert len(lat.window_p50_ms) == lat.windows
+        assert lat.peak_memory_bytes > 0
+        assert stats.latencies[0] == lat
     assert "4 synthetic samples" in protocol.quality_inputs
     assert "seed 5" in protocol.quality_inputs
     assert [i.shape[0] for i in protocol.inputs] == [2]
@@ -137,7 +121,11 @@ def test_report_is_complete(which: str, request: pytest.FixtureRequest) -> None:
 def test_files_match_the_report(which: str, request: pytest.FixtureRequest) -> None:
     result, _ = request.getfixturevalue(which)
     variant = result.report.variants[0]
-    assert set(result.artifacts) == {f.artifact for f in variant.files}
+    assert set(result.artifacts) == {f.artifact for f in variant.files} | {"report.md", "report.html"}
+    markdown = result.artifacts["report.md"].read_text()
+    assert "| p50 ms |" in markdown
+    assert "`pruned`" in markdown
+    assert result.artifacts["report.html"].read_text().startswith("<!DOCTYPE html>")
     for f in variant.files:
         path = result.artifacts[f.artifact]
         assert path.is_file()
@@ -162,6 +150,17 @@ def test_pruned_onnx_runs_with_the_requested_sparsity(which: str, request: pytes
     (out,) = session.run(None, {name: np.ones((2, 3, 16, 16), np.float32)})
     assert out.shape == (2, 10)
     assert np.isfinite(out).all()
+
+
+def test_torchscript_files_are_timed_with_torch(ts_run: tuple[OptimizationResult, _Progress]) -> None:
+    report = ts_run[0].report
+    for stats in (report.baseline, report.variants[0].stats):
+        runtimes = [lat.runtime.split()[0] for lat in stats.latencies]
+        assert runtimes == ["onnxruntime", "torch"]
+        torch_lat = stats.latencies[1]
+        assert torch_lat.p50_ms > 0
+        assert torch_lat.batch_size == 2
+        assert torch_lat.execution_provider == ""
 
 
 def test_torchscript_artifact_matches_pruned_onnx(ts_run: tuple[OptimizationResult, _Progress]) -> None:

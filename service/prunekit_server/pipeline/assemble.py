@@ -1,0 +1,205 @@
+"""The report stage: the job's measured facts turned into an ``OptimizationReport``.
+
+Per variant: parameters and non-zeros counted in its ONNX file, MACs (a
+quantized variant keeps the MACs of the model it was made from: quantization
+changes their precision, not their count), sizes of its file, every latency
+measurement, quality against the original, flags. AUTO's choice is made
+here, per source model, from the measured numbers (:func:`select_fastest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from prunekit.v1 import model_pb2, report_pb2
+
+from ..measure.analysis import analyze, count_parameters
+from ..measure.latency import cpu_model, stability_rule
+from ..measure.quality import Quality
+from ..measure.size import compressed_size, serialized_size
+from ..modelio.ingest import IngestedModel
+from ..pruning import UnstructuredConfig
+from ..quantization import SELECTION_RULE, Candidate, select_fastest
+from ..report import build as rb
+from ..report import notes
+from .benchmark import Timings
+from .settings import Settings
+from .variants import ORIGINAL, PRUNED, Pruned, Variant
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the earlier stages found, as the report stage needs it."""
+
+    ingested: IngestedModel
+    base_analysis: model_pb2.ModelAnalysis
+    pruned: Pruned | None
+    variants: Sequence[Variant]
+    qualities: Mapping[str, Quality]
+    timings: Timings
+    settings: Settings
+    quality_inputs: str
+    calibration_inputs: str = ""
+    quantize_warnings: Sequence[str] = ()
+    auto: bool = False
+
+
+def _layer_macs(analysis: model_pb2.ModelAnalysis) -> dict[str, int]:
+    return {layer.name: int(layer.macs) for layer in analysis.layers}
+
+
+def _auto_choices(facts: Facts) -> tuple[dict[str, bool], list[report_pb2.ReportWarning]]:
+    """Variant name -> selected or not, for each AUTO candidate and the unquantized model it competed with."""
+    if not facts.auto:
+        return {}, []
+    choices: dict[str, bool] = {}
+    warnings: list[report_pb2.ReportWarning] = []
+    timings = facts.timings
+    perfect = Quality(1.0, 1.0, 0.0, facts.settings.samples)
+    for source in (PRUNED, ORIGINAL):
+        members = [v for v in facts.variants if v.auto_candidate and v.source == source]
+        if not members:
+            continue
+        plain = PRUNED if source == PRUNED else BASELINE
+        quality = facts.qualities.get(plain, perfect)
+        candidates = [Candidate(plain, timings.primary(plain).p50_ms, quality)]
+        candidates += [
+            Candidate(v.name, timings.primary(v.name).p50_ms, facts.qualities[v.name]) for v in members
+        ]
+        winner = select_fastest(candidates, facts.settings.rule)
+        for candidate in candidates:
+            if candidate.name != BASELINE:
+                choices[candidate.name] = candidate.name == winner
+        if winner is None:
+            warnings.append(notes.auto_no_candidate(source))
+        elif winner == plain:
+            warnings.append(notes.auto_kept_unquantized(source, plain))
+    return choices, warnings
+
+
+def _stats(
+    facts: Facts, variant: Variant, pruned_analysis: model_pb2.ModelAnalysis | None
+) -> report_pb2.ModelStats:
+    model = onnx.load(str(variant.onnx_path))
+    params, nonzero = count_parameters(model)
+    if variant.source == PRUNED and pruned_analysis is not None:
+        macs = pruned_analysis.macs
+    else:
+        macs = facts.base_analysis.macs
+    return rb.model_stats(
+        parameters=params,
+        nonzero_parameters=nonzero,
+        macs=macs,
+        size_bytes=variant.onnx_path.stat().st_size,
+        compressed_size_bytes=compressed_size(variant.onnx_path),
+        latencies=facts.timings.by_model[variant.name],
+        quality=facts.qualities[variant.name],
+    )
+
+
+def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
+    """The report of a job from its facts (artifact URIs stay empty for the server to fill)."""
+    ingested, settings, timings = facts.ingested, facts.settings, facts.timings
+    inputs = list(ingested.inputs)
+    base_model = ingested.onnx_model
+    base_params, base_nonzero = count_parameters(base_model)
+    baseline = rb.model_stats(
+        parameters=base_params,
+        nonzero_parameters=base_nonzero,
+        macs=facts.base_analysis.macs,
+        size_bytes=serialized_size(base_model),
+        compressed_size_bytes=compressed_size(base_model.SerializeToString()),
+        latencies=timings.by_model[BASELINE],
+    )
+    pruned = facts.pruned
+    pruned_analysis = None
+    if pruned is not None:
+        pruned_analysis = analyze(
+            pruned.model,
+            inputs,
+            source_format=ingested.source_format,
+            size_bytes=pruned.variant.onnx_path.stat().st_size,
+        )
+    choices, auto_warnings = _auto_choices(facts)
+    variants = []
+    for variant in facts.variants:
+        proto = rb.model_variant(
+            variant.name,
+            _stats(facts, variant, pruned_analysis),
+            variant.files,
+            baseline,
+            source=variant.source,
+            quantization=notes.quantization_info(variant.quantization) if variant.quantization else None,
+        )
+        proto.flags.extend(
+            rb.variant_flags(proto, baseline, settings.rule, selected=choices.get(variant.name))
+        )
+        variants.append(proto)
+    layers: list[report_pb2.LayerChange] = []
+    if pruned is not None and pruned_analysis is not None:
+        layers = rb.layer_changes(
+            pruned.result.layers, _layer_macs(facts.base_analysis), _layer_macs(pruned_analysis)
+        )
+    report = rb.build_report(
+        input_format=model_pb2.ModelFormat.ValueType(ingested.source_format),
+        baseline=baseline,
+        variants=variants,
+        layers=layers,
+        protocol=_protocol(facts),
+        warnings=_warnings(facts, auto_warnings),
+        rule=settings.rule,
+    )
+    if pruned is not None:  # the curves of a sensitivity analysis the pruning ran (auto_ratios)
+        report.sensitivity.extend(
+            report_pb2.SensitivityCurve(
+                layer=c.layer, metric=c.metric, ratios=list(c.ratios), values=list(c.values)
+            )
+            for c in pruned.result.sensitivity
+        )
+    return report
+
+
+def _warnings(facts: Facts, auto_warnings: list[report_pb2.ReportWarning]) -> list[report_pb2.ReportWarning]:
+    pruned = facts.pruned
+    found = rb.upstream_warnings(facts.ingested.warnings, "MODEL_INGEST")
+    if pruned is not None:
+        found += rb.upstream_warnings(pruned.result.warnings, "PRUNE")
+        found += rb.upstream_warnings(pruned.warnings, "TORCHSCRIPT_WEIGHTS_UNMAPPED")
+        if isinstance(pruned.config, UnstructuredConfig):
+            found.append(rb.unstructured_no_speedup(PRUNED))
+    found += rb.upstream_warnings(facts.quantize_warnings, "QUANTIZE")
+    found += rb.upstream_warnings(facts.timings.warnings, "BENCHMARK")
+    found.append(rb.synthetic_inputs_warning(facts.quality_inputs))
+    if facts.calibration_inputs:
+        found.append(notes.synthetic_calibration_warning(facts.calibration_inputs))
+    found += auto_warnings
+    unstable = sorted(
+        {name for name, items in facts.timings.by_model.items() if not all(i.stable for i in items)}
+    )
+    if unstable:
+        found.append(notes.latency_unstable_warning(unstable, facts.settings.max_seconds))
+    return found
+
+
+def _protocol(facts: Facts) -> report_pb2.BenchmarkProtocol:
+    settings, timings = facts.settings, facts.timings
+    everything = [latency for items in timings.by_model.values() for latency in items]
+    return rb.benchmark_protocol(
+        timings.primary(BASELINE),
+        inputs=facts.ingested.inputs,
+        cpu_model=cpu_model(),
+        quality_inputs=facts.quality_inputs,
+        iterations=settings.iterations,
+        batch_sizes=settings.batch_sizes,
+        max_seconds=settings.max_seconds,
+        stability_rule=stability_rule(settings.iterations, settings.max_seconds),
+        stable=all(latency.stable for latency in everything),
+        memory_method=timings.memory_method,
+        quality_rule=settings.rule,
+        selection_rule=SELECTION_RULE if facts.auto else "",
+    )

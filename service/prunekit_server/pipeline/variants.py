@@ -1,0 +1,181 @@
+"""Making a job's variants: the pruned model, then each quantization of each source model.
+
+Variant names are stable (pipelines key on them): ``pruned`` for the pruned
+model; ``<source>_<suffix>`` for a quantization of ``pruned`` or ``original``
+(``pruned_int8``, ``pruned_int8_dynamic``, ``pruned_fp16``, ``original_int8``...),
+the suffix coming from the quantization config's type. Every file is written
+under ``workdir/artifacts``; scratch files under ``workdir/scratch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from prunekit.v1 import model_pb2, report_pb2, spec_pb2
+
+from ..hashing import sha256_file
+from ..measure.quality import synthetic_inputs
+from ..modelio.ingest import IngestedModel
+from ..modelio.pruned_torchscript import write_pruned_torchscript
+from ..modelio.torchscript import write_torchscript_with_weights
+from ..pruning import (
+    BatchNormRefresh,
+    PruneConfig,
+    PruneContext,
+    PruneResult,
+    apply_tensors,
+    config_from_spec,
+    prune,
+)
+from ..quantization import QuantizationDetails, QuantizeContext, QuantizePlan, quantize
+from ..report import build as rb
+from .progress import ProgressFn
+
+ARTIFACT_DIR = "artifacts"
+SCRATCH_DIR = "scratch"
+PRUNED = "pruned"
+ORIGINAL = "original"
+MAX_PRUNE_FEEDS = 16
+"""At most this many synthetic feeds rank channels (data-driven importance) and refresh BatchNorms."""
+
+
+@dataclass
+class Variant:
+    """A model the job made: its ONNX file (measured), every file of it, and how it was made."""
+
+    name: str
+    source: str
+    onnx_path: Path
+    files: list[report_pb2.ModelFile]
+    torchscript_path: Path | None = None
+    quantization: QuantizationDetails | None = None
+    auto_candidate: bool = False
+
+
+@dataclass
+class Pruned:
+    """The prune stage's outcome; ``warnings`` are the TorchScript write-back's (coded or not)."""
+
+    variant: Variant
+    model: onnx.ModelProto
+    result: PruneResult
+    config: PruneConfig
+    warnings: list[str] = field(default_factory=list)
+
+
+def model_file(fmt: model_pb2.ModelFormat.ValueType, path: Path) -> report_pb2.ModelFile:
+    """The report entry of one written file (its URI is filled by the server)."""
+    return rb.model_file(fmt, path.name, sha256_file(path), path.stat().st_size)
+
+
+def artifact_dir(workdir: Path) -> Path:
+    """``workdir/artifacts``, created."""
+    out = workdir / ARTIFACT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def prune_context(ingested: IngestedModel, samples: int, seed: int) -> PruneContext:
+    """What a pruning method may use: the inputs, synthetic feeds (the evaluation's first
+    :data:`MAX_PRUNE_FEEDS`) and, between iterative rounds, a BatchNorm statistics refresh on them."""
+    inputs = tuple(ingested.inputs)
+    feeds = tuple(synthetic_inputs(inputs, min(samples, MAX_PRUNE_FEEDS), seed))
+    return PruneContext(inputs=inputs, feeds=feeds, synthetic=True, recover=BatchNormRefresh(inputs, feeds))
+
+
+def prune_variant(
+    ingested: IngestedModel,
+    prune_spec: spec_pb2.PruneSpec,
+    workdir: Path,
+    progress: ProgressFn,
+    context: PruneContext | None = None,
+) -> Pruned:
+    """Prune the ingested model; write ``pruned.onnx`` (and ``pruned.pt`` for TorchScript input).
+
+    A method that changes shapes returns the whole new model (``result.model``)
+    and its GraphModule (``result.module``); one that only changes values
+    returns new tensors, applied here. For TorchScript input, value changes are
+    written into the user's module; shape changes go through
+    :func:`~prunekit_server.modelio.pruned_torchscript.write_pruned_torchscript`
+    (the user's module when it takes the new shapes, else a trace, with a
+    ``TORCHSCRIPT_OUTPUT`` warning saying which). A method that returns a new
+    model without its GraphModule gets a ``TORCHSCRIPT_NOT_WRITTEN`` warning.
+    """
+    config = config_from_spec(prune_spec)
+    result = prune(ingested.onnx_model, config, context or PruneContext(inputs=tuple(ingested.inputs)))
+    model = result.model if result.model is not None else apply_tensors(ingested.onnx_model, result.tensors)
+    out_dir = artifact_dir(workdir)
+    onnx_out = out_dir / f"{PRUNED}.onnx"
+    onnx_out.write_bytes(model.SerializeToString())
+    files = [model_file(model_pb2.MODEL_FORMAT_ONNX, onnx_out)]
+    warnings: list[str] = []
+    ts_out: Path | None = None
+    if ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT and result.module is not None:
+        progress("prune", 0.25, "writing the TorchScript model")
+        ts_out = out_dir / f"{PRUNED}.pt"
+        warnings += write_pruned_torchscript(
+            ingested.source_path, result.module, ingested.onnx_model, model, ingested.inputs, ts_out
+        )
+        files.insert(0, model_file(model_pb2.MODEL_FORMAT_TORCHSCRIPT, ts_out))
+    elif ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT and result.model is not None:
+        warnings.append(
+            "TORCHSCRIPT_NOT_WRITTEN: the pruning method changed shapes, which TorchScript weight write-back "
+            "cannot express; the pruned model is delivered as ONNX"
+        )
+    elif ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
+        progress("prune", 0.25, "writing the TorchScript model")
+        ts_out = out_dir / f"{PRUNED}.pt"
+        unmapped = write_torchscript_with_weights(
+            ingested.source_path, result.tensors, ts_out, original_onnx=ingested.onnx_model
+        )
+        warnings += unmapped
+        files.insert(0, model_file(model_pb2.MODEL_FORMAT_TORCHSCRIPT, ts_out))
+    variant = Variant(name=PRUNED, source=PRUNED, onnx_path=onnx_out, files=files, torchscript_path=ts_out)
+    return Pruned(variant=variant, model=model, result=result, config=config, warnings=warnings)
+
+
+def calibration_samples_needed(plan: QuantizePlan) -> int:
+    """The most calibration feeds any config of the plan uses (0 when none calibrates)."""
+    return max((config.calibration_samples_needed() for config in plan.configs), default=0)
+
+
+def quantized_variants(
+    sources: Sequence[tuple[str, Path]],
+    plan: QuantizePlan,
+    context: QuantizeContext,
+    workdir: Path,
+    progress: ProgressFn,
+    *,
+    start: float,
+    end: float,
+) -> tuple[list[Variant], list[str]]:
+    """Quantize every source model with every config of ``plan``: the variants and the warnings.
+
+    ``sources`` are ``(source name, ONNX path)`` pairs. Progress moves from
+    ``start`` to ``end``. Warnings repeated by several variants are kept once.
+    """
+    out_dir = artifact_dir(workdir)
+    jobs = [(source, path, config) for source, path in sources for config in plan.configs]
+    variants: list[Variant] = []
+    warnings: list[str] = []
+    for index, (source, path, config) in enumerate(jobs):
+        name = f"{source}_{config.suffix}"
+        progress("quantize", start + (end - start) * index / len(jobs), f"{name}: {config.mode}")
+        output = out_dir / f"{name}.onnx"
+        result = quantize(path, output, config, context)
+        warnings += [w for w in result.warnings if w not in warnings]
+        variants.append(
+            Variant(
+                name=name,
+                source=source,
+                onnx_path=result.path,
+                files=[model_file(model_pb2.MODEL_FORMAT_ONNX, result.path)],
+                quantization=result.details,
+                auto_candidate=plan.auto,
+            )
+        )
+    return variants, warnings

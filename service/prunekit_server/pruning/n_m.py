@@ -1,0 +1,384 @@
+"""N:M semi-structured sparsity: keep the ``n`` largest of every ``m`` consecutive weights.
+
+The groups run along each layer's reduction (input-channel) axis, the layout
+sparse tensor cores accelerate:
+
+* ``Gemm``: the weight's input-feature axis (axis 1 with ``transB=1``, axis 0
+  otherwise); ``MatMul`` with a constant weight: its second-to-last axis (the
+  weight may sit behind ``Identity`` and ``Transpose`` nodes, as the legacy
+  exporter writes ``nn.Linear``; the permutation is followed back to the
+  initializer);
+* ``Conv``: the input channels ``C_in / groups`` of each (output channel,
+  kernel position), as TensorRT and NVIDIA's ASP lay 2:4 convolutions out.
+
+A layer whose reduction size is not a multiple of ``m`` (a depthwise conv, a
+3-channel stem) is skipped with the reason; so are ``ConvTranspose`` layers,
+layers matching ``ignore``, and output layers (those from which a graph output
+is reached without passing another weighted layer) unless
+``prune_output_layers``. Selection is by magnitude (NaN as the largest); ties
+keep the lower position. Shapes do not change: the gain needs a runtime with
+sparse kernels, which the result's ``N_M_RUNTIME_SUPPORT`` warning names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from prunekit.v1 import spec_pb2
+
+from ..errors import FieldViolation, invalid_spec, unsupported_model
+from .base import (
+    WEIGHTED_OPS,
+    LayerPruneInfo,
+    PruneConfig,
+    PruneContext,
+    PruneResult,
+    initializers,
+    register_pruner,
+    register_spec_method,
+)
+
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+MAX_M = 64
+
+RUNTIME_SUPPORT = (
+    "N_M_RUNTIME_SUPPORT: {n}:{m} sparsity keeps shapes; only sparse kernels turn it into speed. "
+    "{hardware} TensorRT with sparsity enabled (--sparsity=enable / BuilderFlag.SPARSE_WEIGHTS) on "
+    "NVIDIA Ampere or newer GPUs, and PyTorch semi-structured sparse tensors "
+    "(to_sparse_semi_structured, cuSPARSELt) on CUDA, use it. ONNX Runtime on CPU runs dense kernels: "
+    "no speed-up there, the gain is compressed size."
+)
+
+
+@dataclass(frozen=True)
+class NMConfig(PruneConfig):
+    """Keep ``n`` of every ``m`` consecutive weights along the reduction axis (``ValueError`` if invalid)."""
+
+    method = "n_m"
+
+    n: int = field(default=2, metadata={"description": "Weights kept in every group, 1 <= n < m."})
+    m: int = field(
+        default=4,
+        metadata={
+            "description": f"Group length along the reduction (input-channel) axis, 2 <= m <= {MAX_M}."
+        },
+    )
+    ignore: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "description": "fnmatch globs matched against layer (node) names and weight names; "
+            "matching layers are left dense."
+        },
+    )
+    prune_output_layers: bool = field(
+        default=False,
+        metadata={
+            "description": "Also sparsify the layers that produce a graph output (left dense by default)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("n", "m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not 2 <= self.m <= MAX_M:
+            raise ValueError(f"m must satisfy 2 <= m <= {MAX_M}, got {self.m}")
+        if not 1 <= self.n < self.m:
+            raise ValueError(f"n must satisfy 1 <= n < m ({self.m}), got {self.n}")
+        if isinstance(self.ignore, str):
+            raise ValueError("ignore must be a sequence of glob patterns, not one string")
+        patterns = tuple(self.ignore)
+        if not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError("ignore patterns must be non-empty strings")
+        object.__setattr__(self, "ignore", patterns)
+        if not isinstance(self.prune_output_layers, bool):
+            raise ValueError("prune_output_layers must be true or false")
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of an eligible layer's weights set to zero: ``1 - n / m``."""
+        return 1.0 - self.n / self.m
+
+
+_UNUSED_FIELDS = (
+    "scope",
+    "target_macs_reduction",
+    "round_to",
+    "max_layer_ratio",
+    "schedule",
+    "steps",
+    "auto_ratios",
+)
+_MAGNITUDE = (spec_pb2.IMPORTANCE_UNSPECIFIED, spec_pb2.IMPORTANCE_L1, spec_pb2.IMPORTANCE_L2)
+
+
+@register_spec_method(spec_pb2.PRUNE_METHOD_N_M)
+def n_m_from_spec(prune_spec: spec_pb2.PruneSpec) -> NMConfig:
+    """The config for an N_M ``PruneSpec``: ``n``/``m`` (0 means 2 and 4); ``INVALID_SPEC`` for bad values.
+
+    ``ratio`` may be left 0 or set to ``1 - n/m``; fields other methods use are
+    rejected, as are overrides that set a ratio (an override may only ignore).
+    """
+    n, m = prune_spec.n or 2, prune_spec.m or 4
+    violations: list[FieldViolation] = []
+    if not 2 <= m <= MAX_M:
+        violations.append(FieldViolation("spec.prune.m", f"must be 0 (4) or between 2 and {MAX_M}"))
+    elif not 1 <= n < m:
+        violations.append(FieldViolation("spec.prune.n", f"must be 0 (2) or between 1 and m - 1 ({m - 1})"))
+    elif prune_spec.ratio and abs(prune_spec.ratio - (1.0 - n / m)) > 1e-9:
+        violations.append(
+            FieldViolation(
+                "spec.prune.ratio",
+                f"N_M zeroes exactly 1 - n/m = {1.0 - n / m:g} of each layer: leave ratio 0 or set that",
+            )
+        )
+    for name in _UNUSED_FIELDS:
+        if getattr(prune_spec, name):
+            violations.append(FieldViolation(f"spec.prune.{name}", "not used by N_M"))
+    if prune_spec.importance not in _MAGNITUDE:
+        violations.append(
+            FieldViolation("spec.prune.importance", "N_M ranks by magnitude: leave it unset, L1 or L2")
+        )
+    ignore = list(prune_spec.ignore)
+    for i, override in enumerate(prune_spec.overrides):
+        if override.ratio or not override.ignore:
+            violations.append(
+                FieldViolation(
+                    f"spec.prune.overrides[{i}]", "N_M overrides may only ignore layers (ignore: true)"
+                )
+            )
+        if not override.pattern:
+            violations.append(FieldViolation(f"spec.prune.overrides[{i}].pattern", "must not be empty"))
+        ignore.append(override.pattern)
+    if any(not p for p in prune_spec.ignore):
+        violations.append(FieldViolation("spec.prune.ignore", "patterns must not be empty"))
+    if violations:
+        raise invalid_spec(violations)
+    return NMConfig(n=n, m=m, ignore=tuple(ignore), prune_output_layers=prune_spec.prune_output_layers)
+
+
+@dataclass(frozen=True)
+class _Use:
+    """One node reading a weight: its name, op type, and the reduction axis in the initializer's layout."""
+
+    name: str
+    op_type: str
+    axis: int | None
+    reason: str = ""
+
+
+@dataclass
+class _Weight:
+    name: str
+    tensor: TensorProto
+    uses: list[_Use] = field(default_factory=list)
+
+
+def _resolve(
+    source: str, inits: dict[str, TensorProto], producers: dict[str, onnx.NodeProto]
+) -> tuple[str, list[int]] | None:
+    """The initializer behind ``source`` (through Identity and Transpose) and the permutation applied to it.
+
+    The permutation maps the consumed tensor's axes to the initializer's:
+    consumed axis ``a`` is initializer axis ``perm[a]``.
+    """
+    perm: list[int] | None = None
+    seen: set[str] = set()
+    while source not in inits:
+        node = producers.get(source)
+        if node is None or source in seen or node.op_type not in ("Identity", "Transpose") or not node.input:
+            return None
+        seen.add(source)
+        if node.op_type == "Transpose":
+            attr = next((a for a in node.attribute if a.name == "perm"), None)
+            step = list(attr.ints) if attr is not None else None
+            # consumed axis a of this Transpose's output is axis step[a] of its input
+            if step is None:
+                return None
+            perm = step if perm is None else [step[p] for p in perm]
+        source = node.input[0]
+    rank = len(inits[source].dims)
+    if perm is None:
+        perm = list(range(rank))
+    if sorted(perm) != list(range(rank)):
+        return None
+    return source, perm
+
+
+def _reduction_axis(node: onnx.NodeProto, rank: int) -> tuple[int | None, str]:
+    """The reduction axis of ``node``'s input 1 as it is consumed, or None and why not."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        return (1, "") if rank >= 3 else (None, "a Conv weight needs rank 3 or more")
+    if node.op_type == "Gemm":
+        return (1 if attrs.get("transB", 0) else 0), ""
+    if node.op_type == "MatMul":
+        return (rank - 2, "") if rank >= 2 else (None, "a 1-D MatMul weight has no reduction groups")
+    return None, f"{node.op_type}: no runtime accelerates N:M sparsity for it"
+
+
+def output_layers(model: onnx.ModelProto) -> set[str]:
+    """Names of weighted nodes from which a graph output is reached without passing another weighted node."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    found: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        stack, seen = list(node.output), set(node.output)
+        while stack:
+            value = stack.pop()
+            if value in outputs:
+                found.add(node.name or f"{node.op_type}_{index}")
+                break
+            for reader in consumers.get(value, []):
+                if reader.op_type in WEIGHTED_OPS and len(reader.input) > 1 and reader.input[1] != value:
+                    continue
+                for out in reader.output:
+                    if out not in seen:
+                        seen.add(out)
+                        stack.append(out)
+    return found
+
+
+def _collect(model: onnx.ModelProto) -> list[_Weight]:
+    inits = initializers(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    weights: dict[str, _Weight] = {}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        resolved = _resolve(node.input[1], inits, producers)
+        if resolved is None:
+            continue
+        source, perm = resolved
+        name = node.name or f"{node.op_type}_{index}"
+        axis, reason = _reduction_axis(node, len(perm))
+        use = _Use(name, node.op_type, perm[axis] if axis is not None else None, reason)
+        weights.setdefault(source, _Weight(source, inits[source])).uses.append(use)
+    return list(weights.values())
+
+
+def nm_mask(value: np.ndarray, axis: int, n: int, m: int) -> np.ndarray:
+    """Boolean mask of the weights kept: the ``n`` largest magnitudes of every ``m`` along ``axis``.
+
+    ``value.shape[axis]`` must be a multiple of ``m``. NaN counts as the largest; ties keep lower positions.
+    """
+    wide = np.float64 if value.dtype == np.float64 else np.float32
+    mags = np.abs(np.moveaxis(value.astype(wide), axis, -1))
+    mags[np.isnan(mags)] = np.inf
+    moved_shape = mags.shape
+    groups = mags.reshape(-1, m)
+    order = np.argsort(-groups, axis=1, kind="stable")
+    keep = np.zeros(groups.shape, dtype=bool)
+    np.put_along_axis(keep, order[:, :n], True, axis=1)
+    return np.moveaxis(keep.reshape(moved_shape), -1, axis)
+
+
+def _skip_reason(w: _Weight, config: NMConfig, outputs: set[str]) -> str:
+    names = [w.name, *(u.name for u in w.uses)]
+    hit = next((p for p in config.ignore for name in names if fnmatchcase(name, p)), None)
+    if hit is not None:
+        return f"matches ignore pattern {hit!r}"
+    reason = next((u.reason for u in w.uses if u.axis is None), "")
+    if reason:
+        return reason
+    if len({u.axis for u in w.uses}) > 1:
+        return "the nodes sharing this weight reduce over different axes"
+    if w.tensor.data_type not in FLOAT_TYPES:
+        return f"weight element type {TensorProto.DataType.Name(w.tensor.data_type)} is not floating point"
+    if not config.prune_output_layers and any(u.name in outputs for u in w.uses):
+        return "output layer (set prune_output_layers to include it)"
+    axis = w.uses[0].axis
+    assert axis is not None
+    size = int(w.tensor.dims[axis])
+    if size % config.m:
+        return f"reduction size {size} is not a multiple of m={config.m}"
+    return ""
+
+
+@register_pruner(NMConfig)
+def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -> PruneResult:
+    """Apply N:M sparsity as the module docstring states.
+
+    Raises ``UNSUPPORTED_MODEL`` when no layer is eligible for a reason other
+    than ``ignore``, and ``INVALID_SPEC`` when the ignore patterns leave none.
+    """
+    weights = _collect(model)
+    outputs = output_layers(model)
+    tensors: dict[str, np.ndarray] = {}
+    layers: list[LayerPruneInfo] = []
+    reasons: list[str] = []
+    for w in weights:
+        value = numpy_helper.to_array(w.tensor)
+        shape = tuple(int(d) for d in w.tensor.dims)
+        params = int(value.size)
+        before = int(np.count_nonzero(value))
+        reason = _skip_reason(w, config, outputs)
+        after = before
+        if not reason:
+            axis = w.uses[0].axis
+            assert axis is not None
+            keep = nm_mask(value, axis, config.n, config.m)
+            if np.any(value[~keep] != 0):
+                new = np.where(keep, value, np.zeros((), dtype=value.dtype)).astype(value.dtype)
+                tensors[w.name] = new
+                after = int(np.count_nonzero(new))
+        else:
+            reasons.append(reason)
+        layers.append(
+            LayerPruneInfo(
+                name=w.uses[0].name,
+                op_type=w.uses[0].op_type,
+                weight_name=w.name,
+                shape_before=shape,
+                shape_after=shape,
+                parameters_before=params,
+                parameters_after=params,
+                nonzero_before=before,
+                nonzero_after=after,
+                skipped=bool(reason),
+                skip_reason=reason,
+                shared_with=tuple(u.name for u in w.uses[1:]),
+            )
+        )
+    pruned = [layer for layer in layers if not layer.skipped]
+    if not pruned:
+        if weights and all(r.startswith("matches ignore pattern") for r in reasons):
+            raise invalid_spec(
+                [
+                    FieldViolation(
+                        "spec.prune.ignore", "the patterns match every N:M-eligible layer of the model"
+                    )
+                ]
+            )
+        detail = "; ".join(sorted({f"{layer.name}: {layer.skip_reason}" for layer in layers})[:5])
+        raise unsupported_model(
+            f"no layer can take {config.n}:{config.m} sparsity"
+            + (f" ({detail})" if detail else ": the model has no Conv, Gemm or MatMul with a constant weight")
+        )
+    warnings = [_runtime_warning(config)]
+    skipped = [layer for layer in layers if layer.skipped and not layer.skip_reason.startswith("matches")]
+    if skipped:
+        names = ", ".join(layer.name for layer in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
+        warnings.append(f"N_M_LAYERS_SKIPPED: {len(skipped)} layer(s) left dense: {names}")
+    return PruneResult(tensors=tensors, layers=layers, warnings=warnings)
+
+
+def _runtime_warning(config: NMConfig) -> str:
+    hardware = (
+        "2:4 is the pattern sparse tensor cores run:"
+        if (config.n, config.m) == (2, 4)
+        else f"{config.n}:{config.m} is not 2:4, the only pattern sparse tensor cores run: no runtime "
+        "accelerates it today. For 2:4,"
+    )
+    return RUNTIME_SUPPORT.format(n=config.n, m=config.m, hardware=hardware)

@@ -1,0 +1,16 @@
+"""Structured pruning that removes whole channels: CHANNEL and NEURON.
+
+One engine (:mod:`.engine`) does the work on the converted GraphModule with
+Torch-Pruning's dependency graph: :mod:`.groups` finds and probes the groups of
+layers that shrink together, :mod:`.importance` ranks their channels,
+:mod:`.targets` turns ratios or MACs targets into per-group widths.
+:mod:`.channel` and :mod:`.neuron` register the two methods.
+"""
+
+from __future__ import annotations
+
+from .channel import ChannelConfig, prune_channels
+from .config import StructuredConfig
+from .neuron import NeuronConfig, prune_neurons
+
+__all__ = ["ChannelConfig", "NeuronConfig", "StructuredConfig", "prune_channels", "prune_neurons"]

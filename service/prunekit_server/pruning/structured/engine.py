@@ -1,0 +1,266 @@
+"""The structured pruning run shared by CHANNEL and NEURON: ONNX in, a physically smaller ONNX out.
+
+1. The model is converted to a GraphModule (:func:`..graph.to_graph`) and
+   Torch-Pruning's dependency graph is traced on it.
+2. The eligible groups are selected and each is probed (:mod:`.groups`).
+3. Each round (``steps`` of them): the groups are scored (:mod:`.importance`),
+   planned (:mod:`.targets`: ratio or MACs target, scope, caps, rounding) and
+   pruned; the context's ``recover`` hook runs between rounds.
+4. The pruned graph is exported (:mod:`.export`: fixed sizes frozen, the
+   layers' original node names restored, so reports can compare layers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from torch import fx, nn
+
+from ...errors import FieldViolation, invalid_spec, unsupported_model
+from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult
+from ..fx_tools import WEIGHTED_MODULES, origin
+from ..graph import example_inputs, feed_batches, to_graph
+from ..sensitivity import auto_layer_ratios, graph_sensitivity
+from .config import StructuredConfig
+from .export import export_pruned
+from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
+from .importance import Scorer
+from .targets import MACS_TOLERANCE, Plan, apply, count_macs, plan, search_ratio, trial_macs
+
+
+@dataclass(frozen=True)
+class Method:
+    """What distinguishes CHANNEL from NEURON: root layer types, the Linear-only rule, the name."""
+
+    name: str
+    roots: tuple[type[nn.Module], ...]
+    linear_only: bool
+    nothing_found: str
+
+
+@dataclass(frozen=True)
+class _Weight:
+    shape: tuple[int, ...]
+    nonzero: int
+    width: int
+    """Output channels (features)."""
+
+
+def _weights(gm: fx.GraphModule) -> dict[str, _Weight]:
+    found: dict[str, _Weight] = {}
+    for path, module in gm.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, WEIGHTED_MODULES) and isinstance(weight, torch.Tensor):
+            shape = tuple(int(d) for d in weight.shape)
+            width = int(getattr(module, "out_channels", getattr(module, "out_features", 0)))
+            found[path] = _Weight(shape, int(torch.count_nonzero(weight.detach())), width)
+    return found
+
+
+def _chunk_scores(scores: torch.Tensor, group: Group) -> torch.Tensor:
+    return scores.reshape(group.chunks, group.chunk_width).mean(0)
+
+
+class _Run:
+    def __init__(
+        self, model: onnx.ModelProto, config: StructuredConfig, context: PruneContext, method: Method
+    ):
+        self.config, self.context, self.method = config, context, method
+        self.gm = to_graph(model, context)
+        self.args = example_inputs(context)
+        self.batches = feed_batches(context) or [self.args]
+        self.warnings: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.sensitivity: list[MetricCurve] = []
+
+    def groups(self) -> list[Group]:
+        config = self.config
+        graph = dependency_graph(self.gm, self.args)
+        selection = select_groups(
+            self.gm,
+            graph,
+            roots=self.method.roots,
+            ignore=config.ignore,
+            overrides=config.overrides,
+            prune_output_layers=config.prune_output_layers,
+            linear_only=self.method.linear_only,
+        )
+        self.skipped.update(selection.skipped)
+        failures = verify(
+            self.gm, graph, selection.groups, self.args, prune_output_layers=config.prune_output_layers
+        )
+        for key, reason in failures.items():
+            self.skipped[key] = reason
+            self.warnings.append(f"GROUP_SKIPPED: {origin(self.gm, key).name}: {reason}")
+        groups = [g for g in selection.groups if g.key not in failures]
+        if groups:
+            return groups
+        if any("pattern" in reason for reason in selection.skipped.values()):
+            raise invalid_spec(
+                [FieldViolation("spec.prune.ignore", "the patterns leave no prunable channel group")]
+            )
+        detail = "; ".join(f"{origin(self.gm, k).name}: {r}" for k, r in list(failures.items())[:5])
+        raise unsupported_model(self.method.nothing_found + (f" ({detail})" if detail else ""))
+
+    def auto_ratios(self, groups: Sequence[Group]) -> Callable[[float], dict[str, float]]:
+        """Group key -> ratio from the sensitivity curves, for an overall ratio."""
+        keys = {g.key for g in groups if g.ratio is None}
+        analysis = graph_sensitivity(self.gm, self.batches, ignore=self.config.ignore)
+        curves = [c for c in analysis.curves if c.module in keys]
+        by_layer = {c.layer: c.module for c in curves}
+        self.sensitivity = [m for c in curves for m in c.metric_curves()]
+
+        def ratios(overall: float) -> dict[str, float]:
+            if overall <= 0.0 or not curves:
+                return {}
+            per_layer = auto_layer_ratios(curves, min(overall, 0.99), self.config.max_layer_ratio)
+            return {by_layer[layer]: r for layer, r in per_layer.items()}
+
+        return ratios
+
+    def scores(self, groups: Sequence[Group], graph: object) -> dict[str, torch.Tensor]:
+        scorer = Scorer(self.config.importance, self.gm, self.batches, self.config.seed)
+        try:
+            found: dict[str, torch.Tensor] = {}
+            for group in groups:
+                module = self.gm.get_submodule(group.key)
+                full = root_group(graph, module, range(group.width))
+                found[group.key] = _chunk_scores(scorer(full), group)
+        finally:
+            scorer.close()
+        if scorer.fallbacks and self.config.importance != "l1":
+            self.warnings.append(
+                f"IMPORTANCE_FALLBACK: {scorer.fallbacks} group(s) could not be ranked by "
+                f"{self.config.importance} (e.g. no BatchNorm for bn_scale) and were ranked by l1"
+            )
+        return found
+
+    def execute(self) -> tuple[int, int]:
+        """Prune in rounds; return the MACs before and after."""
+        config, context = self.config, self.context
+        base_macs = count_macs(self.gm, self.args)
+        groups = self.groups()
+        original = {g.key: g.chunk_width for g in groups}
+        own = {g.key: g.ratio for g in groups if g.ratio is not None}
+        auto = self.auto_ratios(groups) if config.auto_ratios else None
+        cap = config.max_layer_ratio
+        for step in range(1, config.steps + 1):
+            progress = step / config.steps
+            graph = dependency_graph(self.gm, self.args)
+            for group in groups:
+                group.width = width_of(graph, self.gm.get_submodule(group.key))
+            scores = self.scores(groups, graph)
+
+            def make(
+                ratio: float, progress: float = progress, scores: dict[str, torch.Tensor] = scores
+            ) -> Plan:
+                ratios = auto(ratio) if auto is not None else {}
+                ratios.update({k: r * progress if r else ratio for k, r in own.items()})
+                return plan(
+                    groups,
+                    scores,
+                    original,
+                    ratio,
+                    scope=config.scope,
+                    round_to=config.round_to,
+                    max_layer_ratio=cap,
+                    own_ratios=ratios,
+                )
+
+            if config.target_macs_reduction:
+                target = base_macs / config.target_macs_reduction**progress
+                chosen = search_ratio(make, lambda p: trial_macs(self.gm, self.args, p), target, cap).plan
+            else:
+                chosen = make(config.ratio * progress)
+            apply(self.gm, graph, chosen)
+            if context.recover is not None and step < config.steps:
+                self.recover()
+        after = count_macs(self.gm, self.args)
+        if config.target_macs_reduction:
+            reached = base_macs / max(after, 1)
+            if abs(reached / config.target_macs_reduction - 1.0) > MACS_TOLERANCE:
+                self.warnings.append(
+                    f"MACS_TARGET_MISSED: asked for {config.target_macs_reduction:g}x fewer MACs, reached "
+                    f"{reached:.3g}x (round_to {config.round_to}, max_layer_ratio {cap:g} and the ignored "
+                    "layers limit how far pruning can go)"
+                )
+        return base_macs, after
+
+    def recover(self) -> None:
+        hook = self.context.recover
+        assert hook is not None
+        try:
+            hook(self.gm)
+        except Exception as exc:
+            self.warnings.append(f"RECOVERY_FAILED: the recovery step between rounds failed: {exc}"[:400])
+            return
+        what = getattr(hook, "description", "")
+        if what and self.context.synthetic:
+            note = f"SYNTHETIC_RECOVERY: {what} between rounds on synthetic inputs, not the model's data"
+            if note not in self.warnings:
+                self.warnings.append(note)
+
+
+def _layer_infos(
+    gm: fx.GraphModule, before: dict[str, _Weight], skipped: dict[str, str]
+) -> list[LayerPruneInfo]:
+    after = _weights(gm)
+    infos: list[LayerPruneInfo] = []
+    for path, old in before.items():
+        new = after.get(path, old)
+        source = origin(gm, path)
+        reason = skipped.get(path, "") if new.width == old.width else ""
+        infos.append(
+            LayerPruneInfo(
+                name=source.name,
+                op_type=source.op_type,
+                weight_name=source.weight_name,
+                shape_before=old.shape,
+                shape_after=new.shape,
+                parameters_before=int(np.prod(old.shape)),
+                parameters_after=int(np.prod(new.shape)),
+                nonzero_before=old.nonzero,
+                nonzero_after=new.nonzero,
+                skipped=bool(reason),
+                skip_reason=reason,
+            )
+        )
+    return infos
+
+
+def run(
+    model: onnx.ModelProto, config: StructuredConfig, context: PruneContext, method: Method
+) -> PruneResult:
+    """Prune ``model`` as ``config`` says (see the module doc); the model is not mutated."""
+    if not context.inputs:
+        raise invalid_spec(
+            [FieldViolation("spec.inputs", f"{method.name} pruning needs the model's input shapes")]
+        )
+    job = _Run(model, config, context, method)
+    if (config.data_driven or config.auto_ratios) and (context.synthetic or not context.feeds):
+        what = "sensitivity analysis" if config.auto_ratios else f"{config.importance} importance"
+        job.warnings.append(
+            f"SYNTHETIC_IMPORTANCE: {what} was measured on synthetic inputs, not the model's data; "
+            "the ranking reflects how the model responds to noise"
+        )
+    before = _weights(job.gm)
+    base_macs, after_macs = job.execute()
+    exported = export_pruned(job.gm, model, context)
+    layers = _layer_infos(job.gm, before, job.skipped)
+    if after_macs >= base_macs:
+        job.warnings.append(
+            f"NOTHING_PRUNED: no channel could be removed under these settings "
+            f"(round_to {config.round_to}, max_layer_ratio {config.max_layer_ratio:g})"
+        )
+    return PruneResult(
+        tensors={},
+        layers=layers,
+        warnings=job.warnings,
+        model=exported,
+        module=job.gm,
+        sensitivity=job.sensitivity,
+    )

@@ -1,0 +1,92 @@
+"""Dynamic INT8 quantization with ONNX Runtime: int8 weights, activations quantized at run time.
+
+No calibration: each activation's range is computed on every run, and the
+quantizable ops become integer ops (``MatMulInteger``, ``ConvInteger``...).
+It suits Transformer-style MatMul models; on convolutional models and on
+CPUs without fast integer kernels it is often slower than float32, which
+the report then shows and flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from prunekit.v1 import spec_pb2
+
+from ..errors import FieldViolation, invalid_spec
+from .base import (
+    QuantizationDetails,
+    QuantizeConfig,
+    QuantizeContext,
+    QuantizeResult,
+    check_patterns,
+    exclude_field,
+    matching_nodes,
+    register_quantizer,
+    register_spec_mode,
+)
+from .preprocess import preprocessed, quiet
+
+
+@dataclass(frozen=True)
+class DynamicInt8Config(QuantizeConfig):
+    """Dynamic quantization. Invalid values raise ``ValueError``."""
+
+    mode = "dynamic_int8"
+    suffix = "int8_dynamic"
+
+    per_channel: bool = field(
+        default=False, metadata={"description": "One scale per output channel of weights."}
+    )
+    exclude: tuple[str, ...] = exclude_field()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.per_channel, bool):
+            raise ValueError("per_channel must be a boolean")
+        object.__setattr__(self, "exclude", check_patterns(self.exclude))
+
+
+@register_spec_mode(spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8)
+def dynamic_from_spec(q: spec_pb2.QuantizeSpec) -> DynamicInt8Config:
+    """The config for a DYNAMIC_INT8 (or AUTO candidate) ``QuantizeSpec``."""
+    try:
+        return DynamicInt8Config(exclude=tuple(q.exclude))
+    except ValueError as exc:
+        raise invalid_spec([FieldViolation("spec.quantize", str(exc))]) from None
+
+
+@register_quantizer(DynamicInt8Config)
+def quantize_dynamic_int8(
+    model: Path, output: Path, config: DynamicInt8Config, context: QuantizeContext
+) -> QuantizeResult:
+    """Pre-process and write the dynamically quantized model."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, warnings = preprocessed(model, context)
+    graph = onnx.load(str(source), load_external_data=False)
+    excluded = matching_nodes(graph, config.exclude)
+    gemms = {n.name for n in graph.graph.node if n.op_type == "Gemm"}
+    # the dynamic quantizer first rewrites each Gemm into "<name>_MatMul" + "<name>_Add"
+    names = [*excluded, *(f"{name}_MatMul" for name in excluded if name in gemms)]
+    with quiet():
+        quantize_dynamic(
+            str(source),
+            str(output),
+            per_channel=config.per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=names,
+        )
+    details = QuantizationDetails(
+        mode=config.mode,
+        format="QOperator integer ops",
+        tool=f"onnxruntime {ort.__version__}",
+        activation_type="uint8 (computed per run)",
+        weight_type="int8",
+        per_channel=config.per_channel,
+        excluded_nodes=excluded,
+    )
+    return QuantizeResult(path=output, details=details, warnings=warnings)

@@ -1,0 +1,136 @@
+"""``report.html``: one self-contained page (inline CSS, plots as base64 PNG, no script, no external asset).
+
+Layout: a headline per variant (speed-up, compression, fidelity, flags), the
+warnings, the plots (:mod:`.plots`), then the tables the terminal and
+Markdown renderings show, and the protocol. Each plot sits in a
+``<figure class="plot" data-plot=KEY data-marker=COLOR>`` framed in its own
+saturated marker colour, which no plot uses: a browser check finds every
+plot on a screenshot by its frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from prunekit.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.v1 import report_pb2
+
+from .plots import Plot, plots
+
+MARKERS = {
+    "layers": "#ff00ff",
+    "variants": "#00ffff",
+    "speedup": "#ffff00",
+    "latency": "#ff0080",
+    "stability": "#80ff00",
+    "sensitivity": "#0080ff",
+    "schedule": "#ff8000",
+}
+"""Frame colour of each plot (saturated; the plots' palette never uses them)."""
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;background:#fff;color:#222}
+main{max-width:1240px;margin:0 auto;padding:20px 24px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:18px;margin:28px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#555;margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ccc;border-radius:6px;padding:10px 14px;min-width:200px}
+.card h3{margin:0 0 6px;font-size:15px}.card .big{font-size:20px;font-weight:600}
+.flag{display:inline-block;font-size:11px;border-radius:3px;padding:1px 5px;margin:2px 2px 0 0;
+background:#e8e8e8}
+.flag.bad{background:#f6d5d8;color:#8a0010}.flag.good{background:#d7eed9;color:#14532d}
+.warn{background:#fff6e0;border-left:4px solid #e0a000;padding:6px 10px;margin:6px 0;font-size:13px}
+.plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
+figure.plot{margin:0;padding:6px;border:6px solid;background:#fff}
+figure.plot.wide{grid-column:1 / -1}
+figure.plot img{width:100%;height:auto;display:block}
+figcaption{font-size:12px;color:#444;margin-top:4px}
+table{border-collapse:collapse;font-size:12px;margin:6px 0}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+.scroll{overflow-x:auto}
+ul.protocol{font-size:13px}
+"""
+_BAD = {"SLOWER_THAN_BASELINE", "BELOW_QUALITY_RULE", "LATENCY_UNSTABLE", "NOT_SELECTED"}
+_GOOD = {"MEETS_QUALITY_RULE", "SELECTED"}
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _flags(names: Sequence[str]) -> str:
+    spans = []
+    for name in names:
+        kind = " bad" if name in _BAD else " good" if name in _GOOD else ""
+        spans.append(f'<span class="flag{kind}">{escape(name.lower().replace("_", " "))}</span>')
+    return "".join(spans)
+
+
+def _card(variant: report_pb2.ModelVariant) -> str:
+    q = variant.stats.quality
+    fidelity = (
+        f"top-1 {q.top1_agreement * 100:.1f}%, cosine {q.cosine_similarity:.4f}"
+        if variant.stats.HasField("quality")
+        else ""
+    )
+    speed = f"{variant.latency_speedup:.2f}x" if variant.latency_speedup else "-"
+    return (
+        f'<div class="card"><h3>{escape(variant.name)}</h3>'
+        f'<div class="big">{escape(speed)} speed</div>'
+        f"<div>{variant.compression_ratio:.2f}x smaller compressed, "
+        f"{variant.macs_reduction:.2f}x fewer MACs</div>"
+        f"<div>{escape(fidelity)}</div>{_flags(flag_names(variant.flags))}</div>"
+    )
+
+
+def _figure(plot: Plot) -> str:
+    color = MARKERS.get(plot.key, "#ff00ff")
+    return (
+        f'<figure class="plot{" wide" if plot.wide else ""}" id="plot-{escape(plot.key)}" '
+        f'data-plot="{escape(plot.key)}" '
+        f'data-marker="{color}" style="border-color:{color}">'
+        f'<img alt="{escape(plot.title)}" src="data:image/png;base64,{plot.png_base64}">'
+        f"<figcaption><b>{escape(plot.title)}.</b> {escape(plot.caption)}</figcaption></figure>"
+    )
+
+
+def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit report") -> str:
+    """The whole page as a string."""
+    variants = list(report.variants)
+    names = ", ".join(v.name for v in variants) or "no variants"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="sub">{len(variants)} variant(s) against the baseline: {escape(names)}.</p>',
+        '<div class="cards">' + "".join(_card(v) for v in variants) + "</div>",
+    ]
+    if report.warnings:
+        parts.append("<h2>Warnings</h2>")
+        parts += [
+            f'<div class="warn"><b>{escape(w.code)}</b>: {escape(w.message)}</div>' for w in report.warnings
+        ]
+    figures = plots(report)
+    if figures:
+        parts.append('<h2>Plots</h2><div class="plots">' + "".join(_figure(p) for p in figures) + "</div>")
+    headers, rows = variant_rows(report)
+    parts += ["<h2>Variants against the baseline</h2>", _table(headers, rows)]
+    lat_headers, lat_rows = latency_rows(report)
+    if lat_rows:
+        parts += ["<h2>Latency by runtime and batch size</h2>", _table(lat_headers, lat_rows)]
+    if report.layers:
+        layer_headers, layers, _ = layer_rows(report, len(report.layers))
+        parts += ["<h2>Layers</h2>", _table(layer_headers, layers)]
+    if report.HasField("protocol"):
+        conditions, notes = protocol_parts(report.protocol)
+        items = "".join(f"<li>{escape(item)}</li>" for item in [", ".join(conditions), *notes])
+        parts += ["<h2>Protocol</h2>", f'<ul class="protocol">{items}</ul>']
+    parts.append("</main></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,80 @@
+"""Report pieces beyond the core: a variant's ``QuantizationInfo``, warnings of quantization and timing.
+
+Warning codes (stable):
+
+- ``SYNTHETIC_CALIBRATION``: static quantization calibrated on synthetic inputs.
+- ``AUTO_KEPT_UNQUANTIZED``: AUTO found no quantized candidate faster than the
+  unquantized model while meeting the quality rule.
+- ``AUTO_NO_CANDIDATE``: no candidate of a source model met the quality rule.
+- ``LATENCY_UNSTABLE``: some measurements never became stable within the time budget.
+"""
+
+from __future__ import annotations
+
+from prunekit.v1 import report_pb2, spec_pb2
+
+from ..quantization import QuantizationDetails
+from .build import warning
+
+_MODES = {
+    "static_int8": spec_pb2.QUANTIZE_MODE_STATIC_INT8,
+    "dynamic_int8": spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8,
+    "fp16": spec_pb2.QUANTIZE_MODE_FP16,
+}
+_CALIBRATIONS = {
+    "minmax": spec_pb2.CALIBRATION_METHOD_MINMAX,
+    "entropy": spec_pb2.CALIBRATION_METHOD_ENTROPY,
+    "percentile": spec_pb2.CALIBRATION_METHOD_PERCENTILE,
+}
+
+
+def quantization_info(details: QuantizationDetails) -> report_pb2.QuantizationInfo:
+    """The proto form of how a variant was quantized (unknown modes map to UNSPECIFIED)."""
+    return report_pb2.QuantizationInfo(
+        mode=_MODES.get(details.mode, spec_pb2.QUANTIZE_MODE_UNSPECIFIED),
+        calibration=_CALIBRATIONS.get(details.calibration, spec_pb2.CALIBRATION_METHOD_UNSPECIFIED),
+        calibration_samples=details.calibration_samples,
+        calibration_inputs=details.calibration_inputs,
+        per_channel=details.per_channel,
+        activation_type=details.activation_type,
+        weight_type=details.weight_type,
+        format=details.format,
+        excluded_nodes=list(details.excluded_nodes),
+        tool=details.tool,
+        percentile=details.percentile,
+    )
+
+
+def synthetic_calibration_warning(description: str) -> report_pb2.ReportWarning:
+    """Static quantization's activation ranges came from synthetic inputs."""
+    return warning(
+        "SYNTHETIC_CALIBRATION",
+        f"static quantization calibrated its activation ranges on synthetic inputs ({description}); "
+        "ranges from real data usually quantize more faithfully.",
+    )
+
+
+def auto_kept_unquantized(source: str, winner: str) -> report_pb2.ReportWarning:
+    """AUTO kept the unquantized model of ``source``."""
+    return warning(
+        "AUTO_KEPT_UNQUANTIZED",
+        f"AUTO quantization of the {source} model kept {winner!r}: no quantized candidate was faster "
+        "while meeting the quality rule on this runtime and device.",
+    )
+
+
+def auto_no_candidate(source: str) -> report_pb2.ReportWarning:
+    """No candidate of ``source`` met the quality rule."""
+    return warning(
+        "AUTO_NO_CANDIDATE",
+        f"AUTO quantization of the {source} model selected nothing: no candidate met the quality rule.",
+    )
+
+
+def latency_unstable_warning(names: list[str], max_seconds: float) -> report_pb2.ReportWarning:
+    """Some measurements never became stable within the budget."""
+    return warning(
+        "LATENCY_UNSTABLE",
+        f"latency of {', '.join(names)} did not stabilise within {max_seconds:g} s per batch size: "
+        "the machine was noisy; read those numbers with care or raise benchmark.max_seconds.",
+    )

@@ -1,0 +1,82 @@
+"""run_optimization with CHANNEL and NEURON: a smaller model, its layers' widths, TorchScript out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from prunekit.v1 import model_pb2, report_pb2, spec_pb2
+from prunekit_server.pipeline import run_optimization
+from tests.service.pruning.structured_zoo import feeds, run_ort
+from tests.zoo import ZOO, cached
+
+
+def _spec(name: str, **prune: object) -> spec_pb2.OptimizationSpec:
+    return spec_pb2.OptimizationSpec(
+        inputs=list(ZOO[name].inputs),
+        prune=spec_pb2.PruneSpec(**prune),  # type: ignore[arg-type]
+        benchmark=spec_pb2.BenchmarkSpec(warmup=1, iterations=3, max_seconds=0.5),
+        evaluation=spec_pb2.EvaluationSpec(samples=4),
+    )
+
+
+def _quiet(stage: str, fraction: float, message: str) -> None:
+    """A progress callback that drops the updates."""
+
+
+def _codes(report: report_pb2.OptimizationReport) -> set[str]:
+    return {w.code for w in report.warnings}
+
+
+def test_channel_job_halves_the_macs_and_reports_every_layer_width(tmp_path: Path) -> None:
+    spec = _spec("resnet18", method=spec_pb2.PRUNE_METHOD_CHANNEL, target_macs_reduction=2.0, round_to=8)
+    result = run_optimization(
+        cached("resnet18", "legacy"), model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path, print
+    )
+    report = result.report
+    (variant,) = report.variants
+    assert abs(variant.macs_reduction / 2.0 - 1) <= 0.05
+    assert variant.stats.parameters < report.baseline.parameters
+    assert variant.stats.size_bytes < report.baseline.size_bytes
+    assert variant.stats.latency.p50_ms > 0
+    assert variant.stats.quality.samples == 4
+    assert "UNSTRUCTURED_NO_SPEEDUP" not in _codes(report)
+    narrower = [layer for layer in report.layers if list(layer.shape_after) != list(layer.shape_before)]
+    assert len(narrower) >= 10
+    for layer in narrower:
+        assert layer.parameters_after < layer.parameters_before
+        assert 0 < layer.macs_after < layer.macs_before, layer.name
+        assert layer.shape_after[0] % 8 == 0 or layer.shape_after[0] == layer.shape_before[0]
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    feed = feeds(list(spec.inputs), 1)[0]
+    assert run_ort(pruned, feed)[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "method", "kept"),
+    [
+        ("mlp", "script", spec_pb2.PRUNE_METHOD_NEURON, "your TorchScript module"),
+        ("mobilenetv2", "trace", spec_pb2.PRUNE_METHOD_CHANNEL, "a trace of the pruned graph"),
+    ],
+)
+def test_torchscript_in_torchscript_out(name: str, fmt: str, method: int, kept: str, tmp_path: Path) -> None:
+    spec = _spec(name, method=method, ratio=0.5, round_to=1, importance=spec_pb2.IMPORTANCE_ACTIVATION)
+    result = run_optimization(cached(name, fmt), model_pb2.MODEL_FORMAT_TORCHSCRIPT, spec, tmp_path, _quiet)
+    report = result.report
+    (variant,) = report.variants
+    assert [f.format for f in variant.files] == [
+        model_pb2.MODEL_FORMAT_TORCHSCRIPT,
+        model_pb2.MODEL_FORMAT_ONNX,
+    ]
+    assert variant.macs_reduction > 1.2
+    notes = [w.message for w in report.warnings if w.code == "TORCHSCRIPT_OUTPUT"]
+    assert len(notes) == 1
+    assert kept in notes[0]
+    assert {"SYNTHETIC_IMPORTANCE", "SYNTHETIC_INPUTS"} <= _codes(report)
+    module = torch.jit.load(str(result.artifacts["pruned.pt"]))
+    sample = ZOO[name].sample()
+    with torch.no_grad():
+        assert module(*sample).shape == ZOO[name].build()(*sample).shape

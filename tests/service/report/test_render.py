@@ -1,0 +1,183 @@
+"""report.md and report.html from a real job's report; the page checked in headless chromium."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prunekit.markdown import render_markdown
+from prunekit.v1 import model_pb2, report_pb2, spec_pb2
+from prunekit_server.pipeline import OptimizationResult, run_optimization
+from prunekit_server.report.html import MARKERS, render_html
+from prunekit_server.samples import write_sample_model
+
+ALWAYS = ["variants", "speedup", "latency", "stability", "layers"]
+ANALYSED = ["sensitivity", "schedule"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> OptimizationResult:
+    root = tmp_path_factory.mktemp("render")
+    write_sample_model(root / "cnn.onnx", "onnx", "cnn", width=8, image_size=16)
+    spec = spec_pb2.OptimizationSpec(
+        prune=spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_UNSTRUCTURED, ratio=0.5),
+        quantize=spec_pb2.QuantizeSpec(
+            mode=spec_pb2.QUANTIZE_MODE_AUTO,
+            candidates=[spec_pb2.QUANTIZE_MODE_STATIC_INT8, spec_pb2.QUANTIZE_MODE_FP16],
+            calibration_samples=4,
+        ),
+        benchmark=spec_pb2.BenchmarkSpec(batch_sizes=[1, 2], warmup=1, iterations=3, max_seconds=0.3),
+        evaluation=spec_pb2.EvaluationSpec(samples=4),
+    )
+    return run_optimization(
+        root / "cnn.onnx", model_pb2.MODEL_FORMAT_ONNX, spec, root / "work", lambda *_: None
+    )
+
+
+@pytest.fixture(scope="module")
+def report(run: OptimizationResult) -> report_pb2.OptimizationReport:
+    return run.report
+
+
+@pytest.fixture(scope="module")
+def page(report: report_pb2.OptimizationReport) -> str:
+    """The page of the report with sensitivity curves and a schedule added."""
+    return render_html(_analysed(report))
+
+
+def _analysed(report: report_pb2.OptimizationReport) -> report_pb2.OptimizationReport:
+    """The report with what a sensitivity analysis and an iterative schedule would add."""
+    out = report_pb2.OptimizationReport()
+    out.CopyFrom(report)
+    for i, layer in enumerate(report.layers[:3]):
+        out.sensitivity.add(
+            layer=layer.name,
+            metric="top1_agreement",
+            ratios=[0.0, 0.25, 0.5, 0.75],
+            values=[1.0, 0.99 - 0.01 * i, 0.95 - 0.05 * i, 0.8 - 0.1 * i],
+        )
+    for step in range(1, 5):
+        out.schedule.add(
+            step=step,
+            ratio=0.2 * step,
+            macs=1_000_000 - 150_000 * step,
+            metric="top1_agreement",
+            value=1.0 - 0.02 * step,
+        )
+    return out
+
+
+def _plot_keys(page: str) -> list[str]:
+    return re.findall(r'data-plot="([a-z]+)"', page)
+
+
+def test_plots_follow_the_data(run: OptimizationResult, page: str) -> None:
+    assert _plot_keys(run.artifacts["report.html"].read_text()) == ALWAYS
+    assert _plot_keys(page) == ALWAYS + ANALYSED
+    for png in re.findall(r'src="data:image/png;base64,([^"]*)"', page):
+        assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(re.findall(r"<figcaption><b>[^<]+</b> [^<]+</figcaption>", page)) == len(ALWAYS + ANALYSED)
+
+
+def test_html_is_one_self_contained_page(report: report_pb2.OptimizationReport, page: str) -> None:
+    assert page.startswith("<!DOCTYPE html>")
+    for forbidden in ("http://", "https://", "<script", "<link", "@import", "url("):
+        assert forbidden not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == len(ALWAYS + ANALYSED)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    for variant in report.variants:
+        assert f"<h3>{variant.name}</h3>" in page
+    for code in {w.code for w in report.warnings}:
+        assert code in page
+    assert "<h2>Protocol</h2>" in page
+    assert "stability reached" in page or "stability NOT reached" in page
+
+
+def test_markdown_file(run: OptimizationResult) -> None:
+    report = run.report
+    markdown = run.artifacts["report.md"].read_text()
+    assert markdown == render_markdown(report)
+    headings = (
+        "# prunekit report",
+        "## Variants against the baseline",
+        "## Latency by runtime and batch size",
+        "## Files",
+        "## Layers",
+        "## Warnings",
+        "## Protocol",
+    )
+    for heading in headings:
+        assert heading in markdown
+    for variant in report.variants:
+        assert f"`{variant.name}`" in markdown
+        assert f"| {variant.files[0].artifact} |" in markdown
+    assert "| quantization |" in markdown
+    assert "| flags |" in markdown
+    assert "## Sensitivity" not in markdown
+    analysed = render_markdown(_analysed(report))
+    assert "## Sensitivity" in analysed
+    assert "## Schedule" in analysed
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but chromium is missing: .ci/run installs it (apt-get install chromium)")
+    pytest.skip("chromium is not installed (CI installs it and never skips this test)")
+
+
+def _screenshot(page: Path, out: Path, profile: Path, height: int) -> np.ndarray:
+    command = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+        f"--user-data-dir={profile}",
+        f"--screenshot={out}",
+        f"--window-size=1280,{height}",
+        page.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert out.is_file(), done.stderr[-2000:]
+    return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+
+
+def test_the_page_renders_every_plot_in_chromium(page: str, tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    pixels = _screenshot(path, tmp_path / "shot.png", tmp_path / "profile", 5000)
+    background = np.all(pixels >= 250, axis=-1)
+    assert background.mean() < 0.97, "the page is blank"
+    keys = _plot_keys(page)
+    assert keys == ALWAYS + ANALYSED
+    for key in keys:
+        color = np.array([int(MARKERS[key][i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+        frame = np.all(np.abs(pixels - color) <= 3, axis=-1)
+        assert frame.sum() > 1500, f"plot {key!r}: its frame is not on the screenshot"
+        rows, cols = np.nonzero(frame)
+        top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+        assert bottom - top > 150, f"plot {key!r} is too short: {bottom - top} px"
+        assert right - left > 300, f"plot {key!r} is too narrow: {right - left} px"
+        inside = pixels[top + 12 : bottom - 12, left + 12 : right - 12]
+        drawn = ~np.all(inside >= 250, axis=-1)
+        assert drawn.mean() > 0.03, f"plot {key!r} is blank inside its frame"
+        colors = {tuple(p) for p in inside.reshape(-1, 3)[:: max(1, inside.size // 3 // 20000)]}
+        assert len(colors) > 20, f"plot {key!r} shows no image"

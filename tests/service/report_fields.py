@@ -1,0 +1,55 @@
+"""Which fields of a report a test expects filled: every one, except those a report may leave empty."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+REPORT_EXEMPT = frozenset(
+    {
+        "OptimizationReport.baseline.quality",  # the baseline is not compared with itself
+        "ModelVariant.uri",  # filled by the server after upload
+        "ModelFile.uri",
+        "BenchmarkProtocol.thread_spinning",  # false is the protocol
+        "BenchmarkProtocol.stable",  # false is a legitimate measurement
+        "LatencyStats.stable",
+        "LayerChange.skipped",
+        "LatencyStats.execution_provider",  # "" for torch measurements
+        "QuantizationInfo.calibration",  # static quantization only
+        "QuantizationInfo.calibration_samples",
+        "QuantizationInfo.calibration_inputs",
+        "QuantizationInfo.percentile",
+        "QuantizationInfo.per_channel",
+        "QuantizationInfo.excluded_nodes",
+        "OptimizationReport.sensitivity",  # filled by analyses that ran
+        "OptimizationReport.schedule",
+    }
+)
+
+
+def unfilled(message: Message, exempt: Collection[str] = REPORT_EXEMPT, prefix: str = "") -> list[str]:
+    """Paths of fields left at their default, recursively; ``exempt`` holds ``Type.field`` names and
+    ``OptimizationReport.<path>`` paths to skip."""
+    missing: list[str] = []
+    for fd in message.DESCRIPTOR.fields:
+        key = f"{message.DESCRIPTOR.name}.{fd.name}"
+        path = f"{prefix}{fd.name}"
+        if key in exempt or f"OptimizationReport.{path}" in exempt:
+            continue
+        value = getattr(message, fd.name)
+        if fd.is_repeated:
+            if not len(value):
+                missing.append(path)
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                for i, item in enumerate(value):
+                    missing += unfilled(item, exempt, f"{path}[{i}].")
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            if not message.HasField(fd.name):
+                missing.append(path)
+            else:
+                missing += unfilled(value, exempt, f"{path}.")
+        elif value == fd.default_value:
+            missing.append(path)
+    return missing
