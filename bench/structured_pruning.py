@@ -1,4 +1,4 @@
-"""Structured pruning (CHANNEL, NEURON) on the test zoo: a coverage table and a latency table.
+"""Structured pruning on the test zoo: a coverage table (every method) and a latency table (CHANNEL).
 
 1. **Coverage**: every zoo model x format (legacy ONNX, dynamo ONNX, TorchScript
    script and trace) x method, each a full job through the pipeline
@@ -7,7 +7,8 @@
    reason it is not: the job's error, an output shape that changed, a
    ``pruned.onnx`` ONNX Runtime cannot run or a ``pruned.pt`` that does not load
    and run. CHANNEL asks for 2x fewer MACs (``round_to`` 1: the zoo is narrow),
-   NEURON for half the hidden units.
+   NEURON, LAYER and ATTENTION_HEAD for half of their units, N_M for 2:4 sparsity.
+   A method with nothing to prune in a model is ``n/a`` with the service's reason.
 2. **Latency**: CNNs at 224 px, batch 1, one thread, ONNX Runtime CPU, the
    service's own protocol (baseline and pruned interleaved, windows until three
    agree): CHANNEL to 2x fewer MACs at ``round_to`` 1, 8 and 16, and the measured
@@ -50,6 +51,9 @@ METHODS = {
         method=spec_pb2.PRUNE_METHOD_CHANNEL, target_macs_reduction=2.0, round_to=1
     ),
     "NEURON": spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_NEURON, ratio=0.5, round_to=1),
+    "LAYER": spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_LAYER, ratio=0.5),
+    "ATTENTION_HEAD": spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, ratio=0.5),
+    "N_M": spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M),
 }
 
 
@@ -122,9 +126,10 @@ def coverage(root: Path) -> list[str]:
                         note += ", .pt: " + ("trace" if "a trace" in message else "your module")
                     cells.append(problem or note)
                 except ServiceError as exc:
-                    not_applicable = method == "NEURON" and "no prunable hidden units" in exc.message
+                    # A method with nothing to prune in this model answers UNSUPPORTED_MODEL: not applicable.
+                    not_applicable = exc.reason == "UNSUPPORTED_MODEL"
                     cells.append(
-                        "n/a (no Linear chain)" if not_applicable else f"{exc.reason}: {exc.message[:90]}"
+                        f"n/a ({exc.message[:60]})" if not_applicable else f"{exc.reason}: {exc.message[:90]}"
                     )
                 except Exception as exc:  # a bench reports, it does not stop
                     cells.append(f"error: {type(exc).__name__}: {str(exc)[:90]}")
