@@ -5,11 +5,11 @@ within 10 % or the time budget ends):
 
 1. static INT8 (QDQ) against float32: a quantize-only job through the real pipeline (target >= 2.5x);
 2. the same float32 model timed twice in one run: p50s within 10 % of each other;
-3. channel-pruned to half the MACs plus static INT8 against float32 (target >= 4x): needs channel
-   pruning (unstructured pruning removes no MACs). It runs when the server accepts a CHANNEL spec, and
-   says why it is skipped otherwise.
+3. channel-pruned to half the MACs plus static INT8 against float32 (target >= 4x), with the kept
+   widths rounded to multiples of 8 and of 16 (the default ``round_to`` is 8).
 
-Usage: ``python bench/quantization_speed.py [--width 32] [--iterations 20] [--max-seconds 60]``.
+Usage: ``python bench/quantization_speed.py [--width 32] [--iterations 20] [--max-seconds 60]
+[--round-to 8,16]``.
 Not run by the tests.
 """
 
@@ -20,12 +20,10 @@ import tempfile
 from pathlib import Path
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
-from prunekit_server.errors import ServiceError
 from prunekit_server.measure.benchmark import benchmark, onnx_factory
 from prunekit_server.measure.latency import cpu_model, runtime_name
 from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.pipeline import run_optimization
-from prunekit_server.pruning import config_from_spec
 from prunekit_server.samples import write_sample_model
 from prunekit_server.spec_rules import check_spec
 
@@ -50,28 +48,19 @@ def _line(name: str, latency: report_pb2.LatencyStats) -> str:
     )
 
 
-def _channel_pruning(bench: spec_pb2.BenchmarkSpec) -> tuple[spec_pb2.OptimizationSpec | None, str]:
-    """A spec pruning channels to half the MACs plus static INT8, or None and why it cannot run yet."""
-    if "PRUNE_METHOD_CHANNEL" not in spec_pb2.PruneMethod.DESCRIPTOR.values_by_name:
-        return None, "the API has no channel pruning method"
-    prune = spec_pb2.PruneSpec(method=spec_pb2.PruneMethod.Value("PRUNE_METHOD_CHANNEL"))
-    if "target_macs_reduction" in spec_pb2.PruneSpec.DESCRIPTOR.fields_by_name:
-        prune.target_macs_reduction = 2.0
-    else:
-        prune.ratio = 0.3  # about half the MACs: a conv's MACs scale with in x out channels
+def _channel_pruning(bench: spec_pb2.BenchmarkSpec, round_to: int) -> spec_pb2.OptimizationSpec:
+    """Channel pruning to half the MACs with kept widths rounded to ``round_to``, plus static INT8."""
+    prune = spec_pb2.PruneSpec(
+        method=spec_pb2.PRUNE_METHOD_CHANNEL, target_macs_reduction=2.0, round_to=round_to
+    )
     spec = spec_pb2.OptimizationSpec(
         prune=prune,
         quantize=spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_STATIC_INT8),
         benchmark=bench,
         evaluation=spec_pb2.EvaluationSpec(samples=16),
     )
-    try:
-        check_spec(spec, model_pb2.MODEL_FORMAT_ONNX)
-        config_from_spec(spec.prune)
-    except ServiceError as err:
-        reasons = "; ".join(f"{v.field}: {v.description}" for v in err.violations) or err.message
-        return None, f"channel pruning is not available on this server yet ({reasons})"
-    return spec, ""
+    check_spec(spec, model_pb2.MODEL_FORMAT_ONNX)
+    return spec
 
 
 def main() -> int:
@@ -81,6 +70,12 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage (default 32)")
     parser.add_argument("--iterations", type=int, default=20, help="timed runs per model and window")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget of the windows")
+    parser.add_argument(
+        "--round-to",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[8, 16],
+        help="channel rounding of the pruned models, comma-separated (default 8,16)",
+    )
     args = parser.parse_args()
     bench = spec_pb2.BenchmarkSpec(
         batch_size=1, threads=1, warmup=5, iterations=args.iterations, max_seconds=args.max_seconds
@@ -134,13 +129,9 @@ def main() -> int:
         )
 
         print("\n3. channel-pruned to half the MACs plus static INT8 against float32")
-        pruned_spec, reason = _channel_pruning(bench)
-        if pruned_spec is None:
-            print(f"  SKIPPED: {reason}.")
-            print("  Unstructured pruning removes no MACs; this part runs once channel pruning is served.")
-            verdicts.append(f"pruned + INT8 vs float32 (target >= {PRUNED_INT8_TARGET}x): SKIPPED ({reason})")
-        else:
-            report = _job(model, pruned_spec, root / "pruned")
+        for round_to in args.round_to:
+            print(f"  round_to {round_to}")
+            report = _job(model, _channel_pruning(bench, round_to), root / f"pruned-{round_to}")
             by_name = {v.name: v for v in report.variants}
             print(_line("float32", report.baseline.latency))
             for key in ("pruned", "pruned_int8"):
@@ -148,7 +139,8 @@ def main() -> int:
             speedup = by_name["pruned_int8"].latency_speedup
             met = "MET" if speedup >= PRUNED_INT8_TARGET else "MISSED"
             verdicts.append(
-                f"channel-pruned ({by_name['pruned'].macs_reduction:.2f}x fewer MACs) + INT8 vs float32: "
+                f"channel-pruned (round_to {round_to}, {by_name['pruned'].macs_reduction:.2f}x fewer MACs, "
+                f"{by_name['pruned'].latency_speedup:.2f}x faster) + INT8 vs float32: "
                 f"{speedup:.2f}x (target >= {PRUNED_INT8_TARGET}x) {met}"
             )
     print("\nResults:")
