@@ -8,7 +8,7 @@ within 10 % or the time budget ends):
 3. channel-pruned to half the MACs plus static INT8 against float32 (target >= 4x), with the kept
    widths rounded to multiples of 8 and of 16 (the default ``round_to`` is 8).
 
-Usage: ``python bench/quantization_speed.py [--width 32] [--iterations 20] [--max-seconds 60]
+Usage: ``python bench/quantization_speed.py [--width 64] [--iterations 20] [--max-seconds 60]
 [--round-to 8,16]``.
 Not run by the tests.
 """
@@ -67,7 +67,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--width", type=int, default=32, help="channels of the first stage (default 32)")
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=64,
+        help="channels of the first stage (default 64: ResNet widths 64-128-256)",
+    )
     parser.add_argument("--iterations", type=int, default=20, help="timed runs per model and window")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget of the windows")
     parser.add_argument(

@@ -161,6 +161,10 @@ def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
             )
             for c in pruned.result.sensitivity
         )
+        report.schedule.extend(
+            report_pb2.ScheduleStep(step=s.step, ratio=s.ratio, macs=s.macs, metric=s.metric, value=s.value)
+            for s in pruned.result.schedule
+        )
     return report
 
 

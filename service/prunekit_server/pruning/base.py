@@ -132,6 +132,22 @@ class MetricCurve:
     values: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class ScheduleStep:
+    """The model after one round of an iterative schedule (and its recovery step).
+
+    ``ratio`` is the cumulative fraction of the schedule done, ``macs`` the
+    model's MACs then, ``value`` the ``metric`` of its outputs against the
+    original's on the context's feeds (e.g. ``cosine_similarity``).
+    """
+
+    step: int
+    ratio: float
+    macs: int
+    metric: str
+    value: float
+
+
 @dataclass
 class PruneResult:
     """A method's output: new initializer values (changed ones only), per-layer facts, warnings.
@@ -141,7 +157,8 @@ class PruneResult:
     ``torch.fx.GraphModule`` as ``module`` (TorchScript output is made from it).
 
     Warnings are ``"CODE: message"`` strings with a stable upper-case code.
-    ``sensitivity`` holds the curves of a sensitivity analysis the method ran (empty otherwise).
+    ``sensitivity`` holds the curves of a sensitivity analysis the method ran (empty otherwise);
+    ``schedule`` one entry per round of an iterative schedule (empty for one-shot runs).
     """
 
     tensors: dict[str, np.ndarray]
@@ -150,6 +167,7 @@ class PruneResult:
     model: onnx.ModelProto | None = None
     module: Any = None
     sensitivity: list[MetricCurve] = field(default_factory=list)
+    schedule: list[ScheduleStep] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -251,10 +269,16 @@ def weighted_layers(model: onnx.ModelProto) -> Iterator[WeightedLayer]:
     """Every main-graph node of :data:`WEIGHTED_OPS` whose input 1 is an initializer, in graph order.
 
     The weight may be reached through a chain of ``Identity`` nodes (what the
-    legacy exporter emits for deduplicated tensors).
+    legacy exporter emits for deduplicated tensors) and ``Transpose`` nodes
+    (its form of a Linear on 3-D inputs): the layout is not followed, so
+    methods that care about axes must resolve it themselves.
     """
     inits = initializers(model)
-    identity_of = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity" and n.input}
+    identity_of = {
+        n.output[0]: n.input[0]
+        for n in model.graph.node
+        if n.op_type in ("Identity", "Transpose") and n.input and n.output and n.domain in ("", "ai.onnx")
+    }
     for index, node in enumerate(model.graph.node):
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue

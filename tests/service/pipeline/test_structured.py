@@ -80,3 +80,20 @@ def test_torchscript_in_torchscript_out(name: str, fmt: str, method: int, kept: 
     sample = ZOO[name].sample()
     with torch.no_grad():
         assert module(*sample).shape == ZOO[name].build()(*sample).shape
+
+
+def test_iterative_channel_job_reports_every_step(tmp_path: Path) -> None:
+    spec = _spec(
+        "resnet",
+        method=spec_pb2.PRUNE_METHOD_CHANNEL,
+        ratio=0.5,
+        round_to=1,
+        schedule=spec_pb2.PRUNE_SCHEDULE_ITERATIVE,
+        steps=2,
+    )
+    report = run_optimization(
+        cached("resnet", "legacy"), model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path, _quiet
+    ).report
+    assert [s.step for s in report.schedule] == [1, 2]
+    assert report.schedule[0].macs > report.schedule[1].macs == report.variants[0].stats.macs
+    assert "SYNTHETIC_RECOVERY" in _codes(report)

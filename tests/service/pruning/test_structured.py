@@ -219,6 +219,13 @@ def test_iterative_schedule_recovers_between_rounds_and_reaches_the_one_shot_wid
     assert calls[0] > calls[1], "each round removed more"
     one_shot = prune(case.model, ChannelConfig(ratio=0.5, scope="per_layer", round_to=1), base)
     assert _out_widths(iterative.layers) == _out_widths(one_shot.layers)
+    assert [s.step for s in iterative.schedule] == [1, 2, 3]
+    assert [s.ratio for s in iterative.schedule] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    macs = [s.macs for s in iterative.schedule]
+    assert macs == sorted(macs, reverse=True)
+    assert macs[0] > macs[-1]
+    assert all(s.metric == "cosine_similarity" and -1.0 <= s.value <= 1.0 for s in iterative.schedule)
+    assert not one_shot.schedule
 
 
 def test_iterative_macs_target_with_the_batchnorm_refresh() -> None:

@@ -320,3 +320,23 @@ def test_exported_model_file_round_trip(cnn: onnx.ModelProto, tmp_path: Path) ->
     reloaded = _weights(onnx.load(str(tmp_path / "p.onnx")))
     total = sum(w.size for w in reloaded.values())
     assert sum(int(np.count_nonzero(w == 0)) for w in reloaded.values()) == round(0.5 * total)
+
+
+def test_linear_weights_behind_transpose_are_pruned(tmp_path: Path) -> None:
+    """The legacy exporter writes a Linear on 3-D inputs as Transpose(W) -> MatMul."""
+
+    class _Seq(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x)
+
+    path = tmp_path / "seq.onnx"
+    torch.onnx.export(_Seq().eval(), (torch.randn(1, 4, 16),), str(path), opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    result = prune(model, UnstructuredConfig(ratio=0.5, scope="per_layer"))
+    (layer,) = [info for info in result.layers if not info.skipped]
+    assert layer.op_type == "MatMul"
+    assert layer.nonzero_after == 16 * 32 // 2

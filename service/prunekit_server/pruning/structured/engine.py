@@ -21,8 +21,8 @@ import torch
 from torch import fx, nn
 
 from ...errors import FieldViolation, invalid_spec, unsupported_model
-from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult
-from ..fx_tools import WEIGHTED_MODULES, origin
+from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, ScheduleStep
+from ..fx_tools import WEIGHTED_MODULES, fidelity, origin, run_batches
 from ..graph import example_inputs, feed_batches, to_graph
 from ..sensitivity import auto_layer_ratios, graph_sensitivity
 from .config import StructuredConfig
@@ -76,6 +76,7 @@ class _Run:
         self.warnings: list[str] = []
         self.skipped: dict[str, str] = {}
         self.sensitivity: list[MetricCurve] = []
+        self.schedule: list[ScheduleStep] = []
 
     def groups(self) -> list[Group]:
         config = self.config
@@ -148,6 +149,7 @@ class _Run:
         own = {g.key: g.ratio for g in groups if g.ratio is not None}
         auto = self.auto_ratios(groups) if config.auto_ratios else None
         cap = config.max_layer_ratio
+        reference = run_batches(self.gm.eval(), self.batches) if config.steps > 1 else []
         for step in range(1, config.steps + 1):
             progress = step / config.steps
             graph = dependency_graph(self.gm, self.args)
@@ -179,6 +181,18 @@ class _Run:
             apply(self.gm, graph, chosen)
             if context.recover is not None and step < config.steps:
                 self.recover()
+            if reference:
+                self.gm.eval()
+                moved = fidelity(reference, run_batches(self.gm, self.batches))
+                self.schedule.append(
+                    ScheduleStep(
+                        step=step,
+                        ratio=progress,
+                        macs=count_macs(self.gm, self.args),
+                        metric="cosine_similarity",
+                        value=moved.cosine_similarity,
+                    )
+                )
         after = count_macs(self.gm, self.args)
         if config.target_macs_reduction:
             reached = base_macs / max(after, 1)
@@ -263,4 +277,5 @@ def run(
         model=exported,
         module=job.gm,
         sensitivity=job.sensitivity,
+        schedule=job.schedule,
     )
