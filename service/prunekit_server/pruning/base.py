@@ -9,7 +9,6 @@ A method registers itself; nothing here knows which methods exist.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from onnx import numpy_helper
 from prunekit.v1 import model_pb2, spec_pb2
 
 from ..errors import FieldViolation, invalid_spec
+from ..technique_config import config_from_dict, config_to_dict, describe_fields
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Op types whose input 1 is the weight a pruning method may change."""
@@ -35,11 +35,7 @@ class PruneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"method": <name>, <field>: <value>, ...}`` (tuples become lists)."""
-        out: dict[str, Any] = {"method": self.method}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return config_to_dict(self, "method")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruneConfig:
@@ -47,26 +43,12 @@ class PruneConfig:
 
         Raises ``ValueError`` for an unknown method, unknown keys or invalid values.
         """
-        items = dict(data)
-        name = items.pop("method", cls.method or None)
-        target = _CONFIG_TYPES.get(str(name)) if cls is PruneConfig else cls
-        if target is None:
-            raise ValueError(f"unknown pruning method {name!r}; known: {sorted(_CONFIG_TYPES)}")
-        if name != target.method:
-            raise ValueError(f"method {name!r} does not match {target.__name__} ({target.method!r})")
-        known = {f.name: f for f in dataclasses.fields(target)}
-        unknown = sorted(set(items) - set(known))
-        if unknown:
-            raise ValueError(f"unknown {target.method} option(s): {', '.join(unknown)}")
-        for key, value in items.items():
-            if isinstance(value, list):
-                items[key] = tuple(value)
-        return target(**items)
+        return config_from_dict(cls, PruneConfig, _CONFIG_TYPES, "method", "pruning method", data)
 
     @classmethod
     def describe(cls) -> dict[str, str]:
         """Field name -> human description, from each field's metadata."""
-        return {f.name: str(f.metadata.get("description", "")) for f in dataclasses.fields(cls)}
+        return describe_fields(cls)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ itself; nothing here knows which modes exist.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -23,6 +22,7 @@ import onnx
 from prunekit.v1 import spec_pb2
 
 from ..errors import FieldViolation, invalid_spec
+from ..technique_config import config_from_dict, config_to_dict, describe_fields
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,7 @@ class QuantizeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"mode": <name>, <field>: <value>, ...}`` (tuples become lists)."""
-        out: dict[str, Any] = {"mode": self.mode}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return config_to_dict(self, "mode")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantizeConfig:
@@ -49,26 +45,12 @@ class QuantizeConfig:
 
         Raises ``ValueError`` for an unknown mode, unknown keys or invalid values.
         """
-        items = dict(data)
-        name = items.pop("mode", cls.mode or None)
-        target = _CONFIG_TYPES.get(str(name)) if cls is QuantizeConfig else cls
-        if target is None:
-            raise ValueError(f"unknown quantization mode {name!r}; known: {sorted(_CONFIG_TYPES)}")
-        if name != target.mode:
-            raise ValueError(f"mode {name!r} does not match {target.__name__} ({target.mode!r})")
-        known = {f.name for f in dataclasses.fields(target)}
-        unknown = sorted(set(items) - known)
-        if unknown:
-            raise ValueError(f"unknown {target.mode} option(s): {', '.join(unknown)}")
-        for key, value in items.items():
-            if isinstance(value, list):
-                items[key] = tuple(value)
-        return target(**items)
+        return config_from_dict(cls, QuantizeConfig, _CONFIG_TYPES, "mode", "quantization mode", data)
 
     @classmethod
     def describe(cls) -> dict[str, str]:
         """Field name -> human description, from each field's metadata."""
-        return {f.name: str(f.metadata.get("description", "")) for f in dataclasses.fields(cls)}
+        return describe_fields(cls)
 
     def calibration_samples_needed(self) -> int:
         """How many calibration feeds the handler reads from its context (0: it needs none)."""
