@@ -11,8 +11,12 @@ the constant one. A bias is input 2 of ``Conv``/``ConvTranspose``/``Gemm``, or, 
 
 MACs come from the shapes ``onnx.shape_inference`` finds for the analysed inputs:
 ``Conv``: out elements x (C/group) x kernel; ``ConvTranspose``: in elements x
-(M/group) x kernel; ``Gemm`` and ``MatMul``: out elements x K. A layer whose shapes
-cannot be inferred gets 0 MACs and a ``MACS_UNKNOWN`` warning.
+(M/group) x kernel; ``Gemm`` and ``MatMul``: out elements x K. When inference leaves
+a layer's shapes unknown (a ``Split`` or ``Slice`` whose sizes are computed at run
+time), the missing values are measured instead: the model runs once in ONNX Runtime
+(CPU, one thread) on synthetic inputs of the analysed shapes with just those values
+added as outputs. A layer whose shapes neither gives gets 0 MACs and a
+``MACS_UNKNOWN`` warning.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 
 from prunekit.v1 import model_pb2
 
 from ..modelio.ingest import data_type_from_onnx, graph_inputs
+from .latency import PROVIDER, session_options
+from .quality import synthetic_inputs
 
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _PASS_THROUGH = frozenset({"Identity", "Transpose", "Cast", "DequantizeLinear"})
@@ -102,6 +109,15 @@ def _layers(
     warnings: list[str] = []
     graph = _Graph(model)
     shapes = _inferred_shapes(model, inputs, warnings)
+    missing = {
+        name
+        for node in model.graph.node
+        if node.op_type in LAYER_OPS and node.domain in ("", "ai.onnx") and _macs(node, shapes) is None
+        for name in _shape_values(node)
+        if name not in shapes and name in graph.producers
+    }
+    if missing:
+        shapes.update(_measured_shapes(model, inputs, sorted(missing)))
     layers: list[model_pb2.LayerInfo] = []
     for index, node in enumerate(model.graph.node):
         if node.op_type not in LAYER_OPS or node.domain not in ("", "ai.onnx"):
@@ -248,11 +264,49 @@ def _inferred_shapes(
     return shapes
 
 
+def _measured_shapes(
+    model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec], names: list[str]
+) -> dict[str, list[int]]:
+    """Shapes of the values ``names`` in one ONNX Runtime run on synthetic ``inputs``; {} if it fails."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {v.name for v in probe.graph.output}
+    for name in names:
+        if name not in outputs:
+            probe.graph.output.add().name = name  # ORT types an output given by name alone
+    try:
+        (feed,) = synthetic_inputs(inputs, 1, 0)
+        session = ort.InferenceSession(
+            probe.SerializeToString(), sess_options=session_options(1), providers=[PROVIDER]
+        )
+        values = session.run(names, feed)
+    except Exception:  # any failure (op, feed, size) leaves the layers unknown, as without it
+        return {}
+    return {
+        name: [int(d) for d in value.shape]
+        for name, value in zip(names, values, strict=True)
+        if isinstance(value, np.ndarray)
+    }
+
+
 def _set_shape(value: onnx.ValueInfoProto, shape: list[int]) -> None:
     tensor_shape = value.type.tensor_type.shape
     del tensor_shape.dim[:]
     for size in shape:
         tensor_shape.dim.add().dim_value = size
+
+
+def _shape_values(node: onnx.NodeProto) -> list[str]:
+    """The values whose shapes :func:`_macs` reads for ``node``."""
+    first = node.input[0] if node.input else ""
+    second = node.input[1] if len(node.input) > 1 else ""
+    if node.op_type == "Conv":
+        names = [node.output[0], second]
+    elif node.op_type == "ConvTranspose":
+        names = [first, second]
+    else:
+        names = [first, node.output[0]]
+    return [name for name in names if name]
 
 
 def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:

@@ -14,7 +14,9 @@ from torch import nn
 from prunekit.v1 import model_pb2
 from prunekit_server.measure import analyze, count_parameters, layer_table
 from prunekit_server.modelio import ingest, load_onnx_checked
+from prunekit_server.modelio.ingest import graph_inputs
 from prunekit_server.samples import write_sample_model
+from tests.zoo import ZOO, cached
 
 F32 = model_pb2.DATA_TYPE_FLOAT32
 
@@ -182,6 +184,72 @@ def test_unknown_shapes_give_zero_and_a_warning() -> None:
     assert analysis.layers[0].macs == 0
     assert analysis.layers[0].parameters == 6
     assert any(w.startswith("MACS_UNKNOWN") and "'mm'" in w for w in analysis.warnings)
+
+
+def _split_then_conv(op: str = "Split", domain: str = "") -> onnx.ModelProto:
+    """``x`` split in two halves along C with sizes computed at run time, a 3x3 Conv on the second."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["c"], start=1, end=2),
+        helper.make_node("Cast", ["c"], ["c_f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["c_f", "two"], ["half_f"]),
+        helper.make_node("Cast", ["half_f"], ["half"], to=TensorProto.INT64),
+        helper.make_node("Concat", ["half", "half"], ["sizes"], axis=0),
+        helper.make_node(op, ["x", "sizes"], ["a", "b"], axis=1, domain=domain),
+        helper.make_node("Conv", ["b", "w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    model = _model(nodes, [_x(["n", 8, 6, 6])], "y", {"w": np.ones((5, 4, 3, 3)), "two": np.array(2.0)})
+    model.graph.output.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, None))
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
+def test_shapes_inference_misses_are_measured() -> None:
+    model = _split_then_conv()
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    (b,) = [v for v in inferred.graph.value_info if v.name == "b"]
+    assert not b.type.tensor_type.HasField("shape")  # what the fallback is for
+    analysis = analyze(model, [_spec("x", [2, 8, 6, 6])], source_format=1, size_bytes=0)
+    (conv,) = analysis.layers
+    assert conv.macs == 2 * 5 * 6 * 6 * 4 * 9
+    assert analysis.macs == conv.macs
+    assert list(analysis.warnings) == []
+
+
+def test_shapes_neither_inferred_nor_measured_give_zero_and_a_warning() -> None:
+    model = _split_then_conv("Mystery", "test.unknown")  # ONNX Runtime cannot load it
+    analysis = analyze(model, [_spec("x", [2, 8, 6, 6])], source_format=1, size_bytes=0)
+    assert analysis.layers[0].macs == 0
+    assert any(w.startswith("MACS_UNKNOWN") and "'conv'" in w for w in analysis.warnings)
+
+
+def _zoo_analysis(name: str, fmt: str) -> model_pb2.ModelAnalysis:
+    model = onnx.load(str(cached(name, fmt)))
+    inputs = [
+        model_pb2.InputSpec(name=value.name, shape=spec.shape, dtype=spec.dtype)
+        for value, spec in zip(graph_inputs(model), ZOO[name].inputs, strict=True)
+    ]
+    return analyze(model, inputs, source_format=model_pb2.MODEL_FORMAT_ONNX, size_bytes=0)
+
+
+def test_shufflenet_legacy_export_macs_match_dynamo_and_hand() -> None:
+    legacy = _zoo_analysis("shufflenet", "legacy")
+    dynamo = _zoo_analysis("shufflenet", "dynamo")
+    px16, px8 = 2 * 16 * 16, 2 * 8 * 8  # batch 2 at 16x16 and 8x8
+    by_hand = sum(
+        [
+            px16 * 16 * 27,  # stem 3->16, stride 2
+            px8 * 16 * 9 + px8 * 16 * 16,  # down.left: depthwise stride 2, 1x1 16->16
+            px16 * 16 * 16 + px8 * 16 * 9 + px8 * 16 * 16,  # down.right: 1x1, depthwise stride 2, 1x1
+            px8 * 16 * 16 + px8 * 16 * 9 + px8 * 16 * 16,  # unit.branch on 16 of the 32 channels
+            px8 * 64 * 32,  # last 32->64
+            2 * 10 * 64,  # fc
+        ]
+    )
+    assert by_hand == 802_048
+    assert legacy.macs == dynamo.macs == by_hand
+    assert [layer.macs for layer in legacy.layers] == [layer.macs for layer in dynamo.layers]
+    assert not [w for w in legacy.warnings if w.startswith("MACS_UNKNOWN")]
 
 
 class _Seq(nn.Module):
