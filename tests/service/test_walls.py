@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 SERVICE = Path(__file__).resolve().parents[2] / "service" / "prunekit_server"
-MODEL_ROOMS = ("pipeline", "quantization", "measure", "report", "pruning")
+MODEL_ROOMS = ("pipeline", "quantization", "measure", "report", "pruning", "training", "modelio")
 """Rooms that touch models: transport-free and storage-free."""
 
 

@@ -1,0 +1,120 @@
+"""Accuracy on labelled data and fidelity of a model against a reference.
+
+A model is called with the dataset's input arrays in the model's input order
+(``model(*inputs)``); its first output (the first tensor of a tuple/list, or
+the tensor itself) is the logits, flattened to ``(samples, -1)``. Models are
+run in eval mode under ``torch.no_grad`` and returned to the mode they were in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from .datasets import Batch, Dataset
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 (and top-5 when there are more than 5 classes, else None) accuracy over ``samples``."""
+
+    top1: float
+    top5: float | None
+    samples: int
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely a model's outputs follow a reference's over ``samples``.
+
+    ``top1_agreement``: fraction of samples whose argmax agrees;
+    ``cosine_similarity``: mean per-sample cosine of the flattened outputs;
+    ``max_abs_error``: the largest absolute difference of any output element.
+    """
+
+    top1_agreement: float
+    cosine_similarity: float
+    max_abs_error: float
+    samples: int
+
+
+def first_output(output: object) -> torch.Tensor:
+    """The tensor a model returned, or the first tensor of a tuple/list/dict it returned."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list) and output:
+        return first_output(output[0])
+    if isinstance(output, dict) and output:
+        return first_output(next(iter(output.values())))
+    raise TypeError(f"the model returned no tensor ({type(output).__name__})")
+
+
+def batch_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The batch's input arrays as tensors on ``device``."""
+    return tuple(torch.from_numpy(a).to(device) for a in batch.inputs)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU when it has none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
+    """The model's first output for every sample, ``(samples, -1)`` float32 on the CPU."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with torch.no_grad():
+            for batch in dataset.batches(batch_size):
+                out = first_output(model(*batch_tensors(batch, device)))
+                outputs.append(out.detach().float().reshape(len(batch), -1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+
+
+def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
+    """Top-1/top-5 accuracy of ``logits`` ``(n, classes)`` against integer ``labels`` ``(n,)``."""
+    n = int(labels.shape[0])
+    if n == 0:
+        return Accuracy(0.0, None, 0)
+    top1 = float((logits.argmax(dim=1) == labels).float().mean())
+    top5 = None
+    if logits.shape[1] > 5:
+        hits = (logits.topk(5, dim=1).indices == labels[:, None]).any(dim=1)
+        top5 = float(hits.float().mean())
+    return Accuracy(top1, top5, n)
+
+
+def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> Accuracy:
+    """Accuracy of ``model`` on ``dataset``'s labels; ``ValueError`` when it has none."""
+    if dataset.label is None:
+        raise ValueError("accuracy needs a dataset with labels")
+    return accuracy_of(predict(model, dataset, batch_size), torch.from_numpy(dataset.label))
+
+
+def fidelity_of(outputs: torch.Tensor, reference: torch.Tensor) -> Fidelity:
+    """Fidelity of ``outputs`` to ``reference`` (both ``(n, -1)`` and of the same shape)."""
+    if outputs.shape != reference.shape:
+        raise ValueError(f"output shapes differ: {tuple(outputs.shape)} vs {tuple(reference.shape)}")
+    n = int(outputs.shape[0])
+    if n == 0:
+        return Fidelity(0.0, 0.0, 0.0, 0)
+    agree = float((outputs.argmax(dim=1) == reference.argmax(dim=1)).float().mean())
+    cosine = float(
+        functional.cosine_similarity(outputs.double(), reference.double(), dim=1, eps=1e-12).mean()
+    )
+    max_abs = float((outputs - reference).abs().max())
+    return Fidelity(agree, cosine, max_abs, n)
+
+
+def fidelity(model: nn.Module, reference: nn.Module, dataset: Dataset, batch_size: int = 256) -> Fidelity:
+    """Fidelity of ``model`` to ``reference`` (e.g. a pruned student to its teacher) on ``dataset``."""
+    return fidelity_of(predict(model, dataset, batch_size), predict(reference, dataset, batch_size))

@@ -1,0 +1,359 @@
+"""The fine-tuning loop: hard losses, distillation from a teacher, budgets, checkpoints.
+
+:func:`finetune` trains ``student`` in place on a :class:`Dataset` and
+returns a :class:`FinetuneResult`. The loss follows the data: cross-entropy
+on ``label``, MSE on ``target``; with a ``teacher`` it adds distillation (KL
+divergence of temperature-softened outputs, scaled by ``temperature**2``),
+weighted ``alpha * distill + (1 - alpha) * hard``; unlabelled data with a
+teacher trains on distillation alone. The eval metric (higher is better) is
+top-1 accuracy with labels, ``-MSE`` with targets, top-1 agreement with the
+teacher otherwise.
+
+Budget: ``steps`` and/or ``epochs`` (the smaller wins; at least one > 0),
+capped by ``max_seconds`` of training time (summed over resumed runs), and
+early stopping after ``patience`` evaluations without improvement. The
+student's BatchNorms run in train mode while tuning; the student ends in
+eval mode, with its best-evaluated weights when ``restore_best``.
+
+Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and
+a checkpoint holds every RNG state, so a run resumed from a checkpoint ends
+in the same weights as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from .checkpoint import CheckpointSink, TrainingState, rng_state, set_rng_state
+from .config import Device, FinetuneConfig
+from .datasets import Batch, Dataset
+from .evaluate import accuracy_of, batch_tensors, first_output, predict
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneEvent",
+    "FinetuneResult",
+    "distillation_loss",
+    "finetune",
+    "lr_factor",
+    "resolve_device",
+]
+
+
+@dataclass(frozen=True)
+class FinetuneEvent:
+    """Progress after one step.
+
+    ``epoch`` counts completed epochs; ``lr`` is the rate of the next step;
+    ``eval_metric`` is the last evaluation's (None before the first).
+    """
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    lr: float
+    eval_metric: float | None
+    metric_name: str
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune did. ``stop_reason``: 'budget', 'max_seconds' or 'early_stopping'."""
+
+    steps: int
+    total_steps: int
+    epochs: int
+    stop_reason: str
+    metric_name: str
+    final_metric: float | None
+    best_metric: float | None
+    best_step: int | None
+    losses: list[float]
+    device: str
+    seconds: float
+    resumed_from_step: int | None = None
+
+
+def resolve_device(device: Device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA raises ``ValueError``."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def lr_factor(config: FinetuneConfig, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of ``lr`` at step index ``i`` (0-based): linear warm-up, then the schedule."""
+    warmup = config.warmup_steps
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        progress = min(1.0, (i - warmup) / max(1, total_steps - warmup))
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if config.schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return factor
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    log_p = functional.log_softmax(student / temperature, dim=1)
+    q = functional.softmax(teacher / temperature, dim=1)
+    return functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
+
+
+class _Trainer:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        train: Dataset,
+        eval_set: Dataset | None,
+        config: FinetuneConfig,
+    ) -> None:
+        if train.label is None and train.target is None and teacher is None:
+            raise ValueError("unlabelled data needs a teacher (distillation)")
+        if len(train) == 0:
+            raise ValueError("the training set is empty")
+        self.c = config
+        self.device = resolve_device(config.device)
+        self.amp = self.device.type == "cuda" and config.mixed_precision
+        self.student = student.to(self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.train, self.eval_set = train, eval_set
+        self.per_epoch = train.batches_per_epoch(config.batch_size, drop_last=True)
+        budgets = [b for b in (config.steps, config.epochs * self.per_epoch) if b > 0]
+        self.total = min(budgets)
+        params = [p for p in student.parameters() if p.requires_grad]
+        self.opt: torch.optim.Optimizer
+        if config.optimizer == "sgd":
+            wd, mom = config.weight_decay, config.momentum
+            self.opt = torch.optim.SGD(params, lr=config.lr, momentum=mom, weight_decay=wd)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(config, self.total))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if eval_set is None:
+            self.metric_name = "none"
+        elif eval_set.label is not None:
+            self.metric_name = "accuracy"
+        elif eval_set.target is not None:
+            self.metric_name = "neg_mse"
+        else:
+            self.metric_name = "teacher_agreement"
+        self.teacher_eval = (
+            predict(self.teacher, eval_set)
+            if self.teacher is not None and eval_set is not None and self.metric_name == "teacher_agreement"
+            else None
+        )
+        self.step = self.epoch = self.batch_in_epoch = self.bad_evals = 0
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.last_metric: float | None = None
+        self.best_weights: dict[str, torch.Tensor] = {}
+        self.losses: list[float] = []
+        self.elapsed = 0.0
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        x = batch_tensors(batch, self.device)
+        n = len(batch)
+        t_out = None
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = first_output(self.student(*x)).float().reshape(n, -1)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_out = first_output(self.teacher(*x)).float().reshape(n, -1)
+        soft = None if t_out is None else distillation_loss(out, t_out, self.c.temperature)
+        hard = None
+        if batch.label is not None:
+            hard = functional.cross_entropy(out, torch.from_numpy(batch.label).to(self.device))
+        elif batch.target is not None:
+            hard = functional.mse_loss(
+                out, torch.from_numpy(batch.target).to(self.device).float().reshape(n, -1)
+            )
+        if soft is not None and hard is not None:
+            return self.c.alpha * soft + (1.0 - self.c.alpha) * hard
+        result = soft if soft is not None else hard
+        assert result is not None  # guaranteed by the constructor's check
+        return result
+
+    def train_step(self, batch: Batch) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(batch)
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        if self.c.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.student.parameters(), self.c.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return float(loss.detach())
+
+    def evaluate(self) -> float:
+        assert self.eval_set is not None
+        outputs = predict(self.student, self.eval_set)
+        if self.metric_name == "accuracy":
+            assert self.eval_set.label is not None
+            return accuracy_of(outputs, torch.from_numpy(self.eval_set.label)).top1
+        if self.metric_name == "neg_mse":
+            assert self.eval_set.target is not None
+            target = torch.from_numpy(self.eval_set.target).float().reshape(outputs.shape)
+            return -float(functional.mse_loss(outputs, target))
+        assert self.teacher_eval is not None
+        return float((outputs.argmax(1) == self.teacher_eval.argmax(1)).float().mean())
+
+    def state(self) -> TrainingState:
+        trainer = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "bad_evals": self.bad_evals,
+            "best": self.best,
+            "best_step": self.best_step,
+            "last_metric": self.last_metric,
+            "losses": list(self.losses),
+            "elapsed": self.elapsed,
+            "rng": rng_state(),
+            "config": self.c.to_dict(),
+        }
+        return {
+            "model": self.student.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": dict(self.best_weights),
+            "trainer": trainer,
+        }
+
+    def load(self, state: TrainingState) -> None:
+        if state["trainer"].get("config") != self.c.to_dict():
+            raise ValueError("the checkpoint was written by a fine-tune with another config")
+        self.student.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_weights = dict(state.get("best", {}))
+        t = state["trainer"]
+        self.step, self.epoch, self.batch_in_epoch = int(t["step"]), int(t["epoch"]), int(t["batch_in_epoch"])
+        self.bad_evals, self.best, self.best_step = int(t["bad_evals"]), t["best"], t["best_step"]
+        self.last_metric, self.losses, self.elapsed = t["last_metric"], list(t["losses"]), float(t["elapsed"])
+        set_rng_state(t["rng"])
+
+    def after_step(self, end_of_epoch: bool) -> bool:
+        """Evaluate when due; True when early stopping says stop."""
+        every = self.c.eval_every
+        due = (every and self.step % every == 0) or (not every and end_of_epoch) or self.step == self.total
+        if self.eval_set is None or not due:
+            return False
+        self.last_metric = self.evaluate()
+        if self.best is None or self.last_metric > self.best:
+            self.best, self.best_step, self.bad_evals = self.last_metric, self.step, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+            return False
+        self.bad_evals += 1
+        return bool(self.c.patience) and self.bad_evals >= self.c.patience
+
+
+def finetune(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    train: Dataset,
+    eval: Dataset | None,
+    config: FinetuneConfig,
+    progress: Callable[[FinetuneEvent], None] | None = None,
+    checkpoint: CheckpointSink | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``student`` in place (see the module docstring for losses, budget and metric).
+
+    With a ``checkpoint`` sink the run first resumes from its newest valid
+    checkpoint, saves whenever the sink says it is due, and once at the end.
+    Batches smaller than ``batch_size`` at an epoch's end are dropped (unless
+    the dataset is smaller than one batch). Exceptions from ``progress``
+    propagate (the run stops there; resume it from the checkpoint). A
+    checkpoint written under another config raises ``ValueError``.
+
+    Side effects: the global torch/numpy/random RNGs are seeded from
+    ``config.seed``; ``student`` and ``teacher`` are moved to the device;
+    the teacher is put in eval mode and never updated.
+    """
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    random.seed(config.seed)
+    t = _Trainer(student, teacher, train, eval, config)
+    restored = checkpoint.restore() if checkpoint is not None else None
+    resumed_from = None
+    if restored is not None:
+        t.load(restored)
+        resumed_from = t.step
+    began = time.monotonic() - t.elapsed
+    stop_reason = "budget"
+    student.train()
+    try:
+        while t.step < t.total and stop_reason == "budget":
+            batches = train.batches(
+                config.batch_size,
+                shuffle=True,
+                seed=config.seed,
+                epoch=t.epoch,
+                drop_last=True,
+                start=t.batch_in_epoch,
+            )
+            for batch in batches:
+                t.losses.append(t.train_step(batch))
+                t.step += 1
+                t.batch_in_epoch += 1
+                end_of_epoch = t.batch_in_epoch >= t.per_epoch
+                if t.after_step(end_of_epoch):
+                    stop_reason = "early_stopping"
+                if end_of_epoch:
+                    t.epoch, t.batch_in_epoch = t.epoch + 1, 0
+                now = time.monotonic()
+                t.elapsed = now - began
+                if config.max_seconds and t.elapsed >= config.max_seconds and t.step < t.total:
+                    stop_reason = "max_seconds" if stop_reason == "budget" else stop_reason
+                if progress is not None:
+                    lr = float(t.opt.param_groups[0]["lr"])
+                    event = FinetuneEvent(
+                        t.step, t.total, t.epoch, t.losses[-1], lr, t.last_metric, t.metric_name
+                    )
+                    progress(event)
+                if checkpoint is not None and t.step < t.total and checkpoint.due(t.step, now):
+                    checkpoint.save(t.step, t.state())
+                if stop_reason != "budget" or t.step >= t.total:
+                    break
+        if checkpoint is not None:
+            checkpoint.save(t.step, t.state())
+    finally:
+        student.eval()
+    if config.restore_best and t.best_weights:
+        student.load_state_dict(t.best_weights)
+    return FinetuneResult(
+        steps=t.step,
+        total_steps=t.total,
+        epochs=t.epoch,
+        stop_reason=stop_reason,
+        metric_name=t.metric_name,
+        final_metric=t.last_metric,
+        best_metric=t.best,
+        best_step=t.best_step,
+        losses=t.losses,
+        device=t.device.type,
+        seconds=t.elapsed,
+        resumed_from_step=resumed_from,
+    )
