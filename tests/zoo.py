@@ -23,414 +23,36 @@ from pathlib import Path
 import onnx
 import onnx.version_converter
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from prunekit.v1 import model_pb2
 
-
-def _conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-    )
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.down(x))
-
-
-class ResNetLike(nn.Module):
-    """Residual adds, a strided downsample branch, max pooling, global pooling, a Linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, 8)
-        self.pool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = nn.Sequential(BasicBlock(8, 8, 1), BasicBlock(8, 16, 2))
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.layer1(self.pool(self.stem(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
-
-
-class ResNet18(nn.Module):
-    """ResNet-18's layout (7x7 stem, four stages of two basic blocks, 64 to 512 channels)."""
-
-    def __init__(self, width: int = 64, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
-        )
-        widths = [width, width * 2, width * 4, width * 8]
-        blocks: list[nn.Module] = []
-        cin = width
-        for stage, cout in enumerate(widths):
-            blocks += [BasicBlock(cin, cout, 1 if stage == 0 else 2), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*blocks)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.layers(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, channels // 2, 1)
-        self.expand = nn.Conv2d(channels // 2, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = F.hardsigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
-        return x * scale
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, -1, h, w)
-
-
-class MobileLike(nn.Module):
-    """Depthwise and grouped convs, squeeze-excitation, concat branches, channel shuffle, pools."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, 8, stride=2)
-        self.dw = nn.Conv2d(8, 8, 3, 1, 1, groups=8)
-        self.pw = nn.Conv2d(8, 16, 1)
-        self.se = SqueezeExcite(16)
-        self.branch_a = nn.Conv2d(16, 8, 1)
-        self.branch_b = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8))
-        self.mix = nn.Conv2d(16, 16, 1, groups=4)
-        self.head = nn.Linear(16 * 2 * 2, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.hardswish(self.pw(F.relu6(self.dw(self.stem(x)))))
-        y = self.se(y)
-        y = torch.cat([self.branch_a(y), F.leaky_relu(self.branch_b(y), 0.1)], 1)
-        y = self.mix(channel_shuffle(y, 2))
-        y = F.avg_pool2d(y, 3, 2, 1, ceil_mode=True, count_include_pad=False)
-        y = F.max_pool2d(y, 2, 2)
-        return self.head(y.reshape(y.shape[0], -1))
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        self.residual = stride == 1 and cin == cout
-        self.block = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU6(),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU6(),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-class MobileNetV2Like(nn.Module):
-    """Inverted residuals: 1x1 expansion, depthwise 3x3, linear 1x1 projection, residual adds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, 16, stride=2)
-        self.blocks = nn.Sequential(
-            InvertedResidual(16, 16, 1, 4),
-            InvertedResidual(16, 24, 2, 4),
-            InvertedResidual(24, 24, 1, 4),
-        )
-        self.last = nn.Sequential(nn.Conv2d(24, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.last(self.blocks(self.stem(x)))
-        return self.fc(y.mean((2, 3)))
-
-
-class DenseLayer(nn.Module):
-    def __init__(self, cin: int, growth: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, 4 * growth, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(4 * growth)
-        self.conv2 = nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
-        return torch.cat([x, y], 1)
-
-
-class DenseNetLike(nn.Module):
-    """A dense block (every layer's output concatenated to its input) and a transition layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.block = nn.Sequential(DenseLayer(16, 8), DenseLayer(24, 8), DenseLayer(32, 8))
-        self.transition = nn.Sequential(nn.BatchNorm2d(40), nn.ReLU(), nn.Conv2d(40, 24, 1, bias=False))
-        self.norm = nn.BatchNorm2d(24)
-        self.fc = nn.Linear(24, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.avg_pool2d(self.transition(self.block(self.stem(x))), 2)
-        y = F.relu(self.norm(y))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
-
-
-class SEBlock(nn.Module):
-    """A residual block gated by squeeze-excitation with Linear layers (SE-ResNet style)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.fc1 = nn.Linear(channels, channels // 4)
-        self.fc2 = nn.Linear(channels // 4, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        b, c, _, _ = y.shape
-        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3)))))).view(b, c, 1, 1)
-        return F.relu(x + y * scale)
-
-
-class SENetLike(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, 16, stride=2)
-        self.block1 = SEBlock(16)
-        self.down = _conv_bn(16, 32, stride=2)
-        self.block2 = SEBlock(32)
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block2(self.down(self.block1(self.stem(x))))
-        return self.fc(y.mean((2, 3)))
-
-
-class ShuffleUnit(nn.Module):
-    """ShuffleNetV2's basic unit: split the channels, transform one half, concat, shuffle."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        half = channels // 2
-        self.branch = nn.Sequential(
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-            nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False),
-            nn.BatchNorm2d(half),
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = x.chunk(2, dim=1)
-        return channel_shuffle(torch.cat([a, self.branch(b)], 1), 2)
-
-
-class ShuffleDown(nn.Module):
-    """ShuffleNetV2's downsampling unit: two strided branches, concat, shuffle."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        half = cout // 2
-        self.left = nn.Sequential(
-            nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False),
-            nn.BatchNorm2d(cin),
-            nn.Conv2d(cin, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-        )
-        self.right = nn.Sequential(
-            nn.Conv2d(cin, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-            nn.Conv2d(half, half, 3, 2, 1, groups=half, bias=False),
-            nn.BatchNorm2d(half),
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(torch.cat([self.left(x), self.right(x)], 1), 2)
-
-
-class ShuffleNetLike(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, 16, stride=2)
-        self.down = ShuffleDown(16, 32)
-        self.unit = ShuffleUnit(32)
-        self.last = nn.Sequential(nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.last(self.unit(self.down(self.stem(x))))
-        return self.fc(y.mean((2, 3)))
-
-
-class UNetLike(nn.Module):
-    """Concat skips, a ConvTranspose decoder, nearest and bilinear upsampling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc1 = _conv_bn(3, 8)
-        self.enc2 = _conv_bn(8, 16, stride=2)
-        self.bottom = _conv_bn(16, 16, stride=2)
-        self.up1 = nn.ConvTranspose2d(16, 8, 2, stride=2)
-        self.dec1 = _conv_bn(24, 8)
-        self.dec2 = _conv_bn(16, 8)
-        self.out = nn.Conv2d(8, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.enc1(x)
-        s2 = self.enc2(s1)
-        b = self.bottom(s2)
-        y = self.dec1(torch.cat([self.up1(b), s2], 1))
-        y = F.interpolate(y, scale_factor=2.0, mode="nearest")
-        y = self.dec2(torch.cat([y, s1], 1))
-        y = F.interpolate(y, scale_factor=0.5, mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.out(y))
-
-
-class MLP(nn.Module):
-    """Flatten from a 3-D input, Linear chains, dropout, GELU, tanh, softmax."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(32, 24)
-        self.drop = nn.Dropout(0.1)
-        self.fc2 = nn.Linear(24, 16)
-        self.fc3 = nn.Linear(16, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.drop(F.relu(self.fc1(x.flatten(1))))
-        y = torch.tanh(F.gelu(self.fc2(y)))
-        return torch.log_softmax(self.fc3(y), -1)
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)
-        k = self.k(x).view(b, t, self.heads, -1).transpose(1, 2)
-        v = self.v(x).view(b, t, self.heads, -1).transpose(1, 2)
-        scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)
-        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1)
-        return self.o(y)
-
-
-class TinyTransformer(nn.Module):
-    """Embedding + positions, hand-written multi-head attention, LayerNorm, a GELU FFN."""
-
-    def __init__(self, vocab: int = 40, dim: int = 16, heads: int = 2, seq: int = 8) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(1, seq, dim) * 0.1)
-        self.attn = Attention(dim, heads)
-        self.norm1 = nn.LayerNorm(dim)
-        self.ff1 = nn.Linear(dim, 32)
-        self.ff2 = nn.Linear(32, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, 3)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(ids) + self.pos
-        x = self.norm1(x + self.attn(x))
-        x = self.norm2(x + self.ff2(F.gelu(self.ff1(x))))
-        return self.head(x.mean(1))
-
-
-class EncoderLayer(nn.Module):
-    """A post-norm (BERT) or pre-norm (ViT) transformer encoder layer."""
-
-    def __init__(self, dim: int, heads: int, hidden: int, pre_norm: bool) -> None:
-        super().__init__()
-        self.pre_norm = pre_norm
-        self.attn = Attention(dim, heads)
-        self.norm1 = nn.LayerNorm(dim)
-        self.ff1 = nn.Linear(dim, hidden)
-        self.ff2 = nn.Linear(hidden, dim)
-        self.norm2 = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.attn(self.norm1(x))
-            return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
-        x = self.norm1(x + self.attn(x))
-        return self.norm2(x + self.ff2(F.gelu(self.ff1(x))))
-
-
-class BertLike(nn.Module):
-    """Token and position embeddings, two post-norm encoder layers, a pooler and a classifier."""
-
-    def __init__(self, vocab: int = 40, dim: int = 32, heads: int = 4, seq: int = 16) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(1, seq, dim) * 0.1)
-        self.norm = nn.LayerNorm(dim)
-        self.layers = nn.Sequential(
-            EncoderLayer(dim, heads, 64, pre_norm=False), EncoderLayer(dim, heads, 64, pre_norm=False)
-        )
-        self.pooler = nn.Linear(dim, dim)
-        self.classifier = nn.Linear(dim, 4)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.norm(self.embed(ids) + self.pos))
-        return self.classifier(torch.tanh(self.pooler(x[:, 0])))
-
-
-class ViTLike(nn.Module):
-    """Patch embedding (strided conv), a class token, positions, two pre-norm encoder layers."""
-
-    def __init__(self, dim: int = 32, heads: int = 4, patch: int = 8, size: int = 32) -> None:
-        super().__init__()
-        tokens = (size // patch) ** 2 + 1
-        self.patch = nn.Conv2d(3, dim, patch, patch)
-        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
-        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.1)
-        self.layers = nn.Sequential(
-            EncoderLayer(dim, heads, 64, pre_norm=True), EncoderLayer(dim, heads, 64, pre_norm=True)
-        )
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.patch(x).flatten(2).transpose(1, 2)
-        y = torch.cat([self.cls.expand(y.shape[0], -1, -1), y], 1) + self.pos
-        y = self.norm(self.layers(y))
-        return self.head(y[:, 0])
+from .zoo_cnn import (
+    DenseNetLike,
+    MobileLike,
+    MobileNetV2Like,
+    ResNet18,
+    ResNetLike,
+    SENetLike,
+    ShuffleNetLike,
+    UNetLike,
+)
+from .zoo_transformers import MLP, Attention, BertLike, TinyTransformer, ViTLike
+
+__all__ = [
+    "CONVERTER_MODELS",
+    "FORMATS",
+    "LEGACY_OPSETS",
+    "NEWEST_OPSET",
+    "ZOO",
+    "Attention",
+    "ZooEntry",
+    "cache_dir",
+    "cached",
+    "export",
+    "resnet18",
+    "save_torchscript",
+]
 
 
 @dataclass(frozen=True)
@@ -578,8 +200,10 @@ FORMATS = ("legacy", "dynamo", "script", "trace")
 
 
 def cache_dir() -> Path:
-    """A directory shared by test workers and runs, keyed by this file and the torch version."""
-    digest = hashlib.sha256(Path(__file__).read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    """A directory shared by test workers and runs, keyed by the zoo's files and the torch version."""
+    here = Path(__file__).parent
+    sources = b"".join((here / name).read_bytes() for name in ("zoo.py", "zoo_cnn.py", "zoo_transformers.py"))
+    digest = hashlib.sha256(sources + torch.__version__.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"prunekit-zoo-{os.getuid()}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from prunekit._cli_args import file_arg, input_arg, label_arg, model_arg, ratios_arg
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
 from prunekit._render import (
@@ -31,10 +32,10 @@ from prunekit._render import (
     state_name,
 )
 from prunekit._spec import load_spec
-from prunekit._transfer import artifact_path, infer_format
+from prunekit._transfer import artifact_path
 from prunekit._version import __version__
 from prunekit.markdown import render_markdown
-from prunekit.v1 import job_pb2, model_pb2
+from prunekit.v1 import job_pb2
 
 __all__ = ["build_parser", "main"]
 
@@ -53,47 +54,6 @@ def _print_json(message: Message, *, indent: int | None = 2) -> None:
 
 def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _input_arg(text: str) -> model_pb2.InputSpec:
-    name, sep, dims = text.rpartition(":")
-    parts = dims.replace(",", "x").split("x") if dims else []
-    if not sep or not name or not parts or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected NAME:SHAPE such as x:1x3x224x224, got {text!r}")
-    return model_pb2.InputSpec(name=name, shape=[int(p) for p in parts])
-
-
-def _label_arg(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def _file_arg(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
-
-
-def _model_arg(text: str) -> Path:
-    path = _file_arg(text)
-    try:
-        infer_format(path)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return path
-
-
-def _ratios_arg(text: str) -> list[float]:
-    try:
-        ratios = [float(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
-        raise argparse.ArgumentTypeError("every ratio must satisfy 0 < ratio < 1")
-    return ratios
 
 
 def _job_failed(job: job_pb2.Job) -> int:
@@ -299,12 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("analyze", help="upload a model and describe its layers, parameters and MACs")
-    p.add_argument("model", type=_model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
+    p.add_argument("model", type=model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
     p.add_argument(
         "--input",
         dest="inputs",
         action="append",
-        type=_input_arg,
+        type=input_arg,
         metavar="NAME:SHAPE",
         help="a concrete input shape, e.g. x:1x3x224x224 (repeatable; required for TorchScript)",
     )
@@ -315,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sensitivity-ratios",
-        type=_ratios_arg,
+        type=ratios_arg,
         metavar="R,R,...",
         help="the ratios of --sensitivity (default 0.1,0.2,0.3,0.5,0.7); implies --sensitivity",
     )
@@ -323,15 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_analyze)
 
     p = commands.add_parser("optimize", help="upload a model, run an optimization job and show its report")
-    p.add_argument("model", type=_model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
-    p.add_argument("--spec", required=True, type=_file_arg, metavar="SPEC", help="spec file (YAML or JSON)")
+    p.add_argument("model", type=model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
+    p.add_argument("--spec", required=True, type=file_arg, metavar="SPEC", help="spec file (YAML or JSON)")
     p.add_argument("--out", metavar="DIR", help="download every artifact and report.json into DIR")
     p.add_argument(
         "--json", action="store_true", help="print only the report as JSON on stdout (proto field names)"
     )
     p.add_argument("--no-wait", action="store_true", help="print the job id and exit once the job is created")
     p.add_argument(
-        "--label", dest="labels", action="append", type=_label_arg, metavar="KEY=VALUE", help="a job label"
+        "--label", dest="labels", action="append", type=label_arg, metavar="KEY=VALUE", help="a job label"
     )
     p.set_defaults(handler=_optimize)
 

@@ -1,0 +1,52 @@
+"""Argument types of the ``prunekit`` command: each parses one value or raises ``ArgumentTypeError``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prunekit._transfer import infer_format
+from prunekit.v1 import model_pb2
+
+__all__ = ["file_arg", "input_arg", "label_arg", "model_arg", "ratios_arg"]
+
+
+def input_arg(text: str) -> model_pb2.InputSpec:
+    name, sep, dims = text.rpartition(":")
+    parts = dims.replace(",", "x").split("x") if dims else []
+    if not sep or not name or not parts or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected NAME:SHAPE such as x:1x3x224x224, got {text!r}")
+    return model_pb2.InputSpec(name=name, shape=[int(p) for p in parts])
+
+
+def label_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def file_arg(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def model_arg(text: str) -> Path:
+    path = file_arg(text)
+    try:
+        infer_format(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def ratios_arg(text: str) -> list[float]:
+    try:
+        ratios = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise argparse.ArgumentTypeError("every ratio must satisfy 0 < ratio < 1")
+    return ratios
