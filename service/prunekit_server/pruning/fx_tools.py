@@ -100,6 +100,17 @@ def first_match(patterns: Iterable[str], names: Iterable[str]) -> str | None:
     return next((p for p in patterns if any(fnmatchcase(n, p) for n in items)), None)
 
 
+def common_prefix(paths: Sequence[str]) -> str:
+    """The dotted prefix all ``paths`` share (``a.b`` for ``a.b.c`` and ``a.b.d``), ``""`` if none."""
+    parts = [p.split(".") for p in paths]
+    prefix: list[str] = []
+    for items in zip(*parts, strict=False):
+        if len(set(items)) != 1:
+            break
+        prefix.append(items[0])
+    return ".".join(prefix)
+
+
 def node_macs(gm: fx.GraphModule, node: fx.Node) -> int:
     """Multiply-accumulates of one node for the propagated shapes (0 for nodes that do none)."""
     out = shape_of(node)

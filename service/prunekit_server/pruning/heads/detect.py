@@ -1,0 +1,233 @@
+"""Finding multi-head attentions in the fx graph, from each softmax outward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import fx, nn
+
+from ..fx_tools import common_prefix, shape_of
+from .structure import (
+    _ELEMENTWISE,
+    Attention,
+    Projection,
+    _is_call,
+    _is_matmul,
+    _is_pass_through,
+    _is_permute,
+    _is_reshape,
+    _is_size_read,
+    _is_softmax,
+    _permutation,
+    _tensor_operand,
+)
+from .surgery import _UnchangedError, check_rewritable
+
+
+def _projection(gm: fx.GraphModule, start: Any) -> tuple[Projection, list[int], list[fx.Node]] | None:
+    """Walk back from a matmul operand to the reshape of a Linear.
+
+    Returns the projection, the map "axis of the operand -> axis of the split's
+    output", and the nodes walked through.
+    """
+    chain: list[fx.Node] = []
+    node = start
+    while isinstance(node, fx.Node) and not _is_reshape(node):
+        if _is_permute(node) or _is_pass_through(gm, node):
+            chain.append(node)
+            node = node.args[0]
+            continue
+        scaled = _tensor_operand(node)
+        if scaled is None:
+            return None
+        chain.append(node)
+        node = scaled
+    if not isinstance(node, fx.Node):
+        return None
+    split = node
+    linear = split.args[0]
+    if not isinstance(linear, fx.Node) or linear.op != "call_module":
+        return None
+    if not isinstance(gm.get_submodule(str(linear.target)), nn.Linear):
+        return None
+    out = shape_of(split)
+    if out is None:
+        return None
+    axes = list(range(len(out)))  # operand axis -> split output axis, built forward
+    for step in reversed(chain):
+        if _is_permute(step):
+            perm = _permutation(step, len(axes))
+            if perm is None:
+                return None
+            axes = [axes[p] for p in perm]
+    return Projection(linear, str(linear.target), split), axes, chain
+
+
+def _split_sizes(proj: Projection) -> tuple[int, int] | None:
+    """``(H, d)`` when the split reshapes ``(..., H*d)`` into ``(..., H, d)``."""
+    src, out = shape_of(proj.linear), shape_of(proj.split)
+    if src is None or out is None or len(out) != len(src) + 1 or tuple(out[:-2]) != tuple(src[:-1]):
+        return None
+    if out[-2] * out[-1] != src[-1]:
+        return None
+    return out[-2], out[-1]
+
+
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = [u for u in node.users if not _is_size_read(u)]
+    return users[0] if len(users) == 1 else None
+
+
+def _scores_source(node: fx.Node, head_axis_of: Any) -> tuple[fx.Node, list[fx.Node]] | None:
+    """From the softmax input back to the ``matmul(Qh, Kt)`` through scaling and masking."""
+    chain: list[fx.Node] = []
+    current: Any = node
+    for _ in range(8):
+        if not isinstance(current, fx.Node):
+            return None
+        if _is_matmul(current):
+            return current, chain
+        if not _is_call(current, _ELEMENTWISE, ("mul", "div", "add", "sub", "masked_fill")):
+            return None
+        tensors = [a for a in current.args if isinstance(a, fx.Node) and shape_of(a) is not None]
+        path = [a for a in tensors if shape_of(a) == shape_of(current)]
+        if not path:
+            return None
+        chain.append(current)
+        others = [a for a in tensors if a is not path[0]]
+        if any(not head_axis_of(shape_of(o), shape_of(current)) for o in others):
+            return None
+        current = path[0]
+    return None
+
+
+def find_attentions(gm: fx.GraphModule) -> tuple[list[Attention], list[str]]:
+    """Every multi-head attention of ``gm`` (after :func:`propagate`), and why other softmaxes missed."""
+    found: list[Attention] = []
+    misses: list[str] = []
+    for node in list(gm.graph.nodes):
+        if not _is_softmax(node):
+            continue
+        attention, why = _match(gm, node)
+        if attention is not None:
+            found.append(attention)
+        else:
+            misses.append(f"{node.name}: {why}")
+    return found, misses
+
+
+def _match(gm: fx.GraphModule, softmax: fx.Node) -> tuple[Attention | None, str]:
+    scores_shape = shape_of(softmax)
+    if scores_shape is None or len(scores_shape) < 3:
+        return None, "not a batched score matrix"
+    rank = len(scores_shape)
+    dim = softmax.kwargs.get("dim", softmax.args[1] if len(softmax.args) > 1 else None)
+    if not isinstance(dim, int) or dim % rank != rank - 1:
+        return None, "softmax is not over the last axis"
+    head_axis_holder: list[int] = []
+
+    def head_free(other: tuple[int, ...] | None, here: tuple[int, ...] | None) -> bool:
+        if other is None or here is None or len(other) == 0:
+            return True
+        pos = head_axis_holder[0] - (len(here) - len(other)) if head_axis_holder else -1
+        return pos < 0 or other[pos] == 1
+
+    # first pass: locate the score matmul ignoring masks, to learn the head axis
+    source = _scores_source(softmax.args[0], lambda *_: True)  # type: ignore[arg-type]
+    if source is None:
+        return None, "no matmul(Q, K) before the softmax"
+    qk, _ = source
+    q_found = _projection(gm, qk.args[0])
+    k_found = _projection(gm, qk.args[1])
+    if q_found is None or k_found is None:
+        return None, "Q or K does not come from a Linear split into heads"
+    q, q_axes, q_chain = q_found
+    k, k_axes, k_chain = k_found
+    user = _single_user(softmax)
+    chain_after: list[fx.Node] = []
+    while user is not None and _is_pass_through(gm, user):
+        chain_after.append(user)
+        user = _single_user(user)
+    if (
+        user is None
+        or not _is_matmul(user)
+        or user.args[0] is not (chain_after[-1] if chain_after else softmax)
+    ):
+        return None, "the softmax does not feed matmul(probabilities, V)"
+    pv = user
+    v_found = _projection(gm, pv.args[1])
+    if v_found is None:
+        return None, "V does not come from a Linear split into heads"
+    v, v_axes, v_chain = v_found
+    sizes = {_split_sizes(p) for p in (q, k, v)}
+    if len(sizes) != 1 or None in sizes:
+        return None, "Q, K and V do not split into the same heads (grouped-query attention is not supported)"
+    heads, head_dim = next(iter(sizes))  # type: ignore[misc]
+    split_rank = len(shape_of(q.split) or ())
+    head_in_split, dim_in_split = split_rank - 2, split_rank - 1
+    try:
+        q_head, k_head, v_head = (axes.index(head_in_split) for axes in (q_axes, k_axes, v_axes))
+        q_dim, k_dim, v_dim = (axes.index(dim_in_split) for axes in (q_axes, k_axes, v_axes))
+    except ValueError:
+        return None, "the head axis is lost between the split and the matmul"
+    if len({q_head, k_head, v_head}) != 1 or q_head >= rank - 2:
+        return None, "Q, K and V do not carry the heads on the same batch axis"
+    if (q_dim, k_dim, v_dim) != (rank - 1, rank - 2, rank - 1):
+        return None, "the head width is not the contracted axis of Q x K^T"
+    head_axis = q_head
+    head_axis_holder.append(head_axis)
+    checked = _scores_source(softmax.args[0], head_free)  # type: ignore[arg-type]
+    if checked is None or checked[0] is not qk:
+        return None, "a mask or bias between the scores and the softmax has a head axis"
+    score_chain = checked[1]
+    # forward from the context to the merge and the output projection
+    walk: list[fx.Node] = []
+    axes = list(range(rank))  # current axis -> context axis
+    node = _single_user(pv)
+    while node is not None and (_is_permute(node) or _is_pass_through(gm, node)):
+        if _is_permute(node):
+            perm = _permutation(node, len(axes))
+            if perm is None:
+                return None, "unreadable permute after the context matmul"
+            axes = [axes[p] for p in perm]
+        walk.append(node)
+        node = _single_user(node)
+    if node is None or not _is_reshape(node):
+        return None, "the context is not merged back by a reshape"
+    merge = node
+    merged = shape_of(merge)
+    if merged is None or len(merged) != rank - 1 or axes[-2:] != [head_axis, rank - 1]:
+        return None, "the reshape does not merge (heads, head width) into the last axis"
+    if merged[-1] != heads * head_dim:
+        return None, "the merged width is not heads x head width"
+    o_node = _single_user(merge)
+    if (
+        o_node is None
+        or o_node.op != "call_module"
+        or not isinstance(gm.get_submodule(str(o_node.target)), nn.Linear)
+    ):
+        return None, "the merged context does not feed a Linear output projection"
+    nodes = [*q_chain, *k_chain, *v_chain, qk, *score_chain, softmax, *chain_after, pv, *walk, merge]
+    nodes += [q.split, k.split, v.split]
+    inner = set(nodes) | {o_node}
+    for n in nodes:
+        stray = [u for u in n.users if u not in inner and not _is_size_read(u)]
+        if stray:
+            return None, f"{n.name} is also read by {stray[0].name}"
+    for proj in (q, k, v):
+        stray = [u for u in proj.linear.users if u is not proj.split and not _is_size_read(u)]
+        if stray:
+            return None, f"projection {proj.path} is also read by {stray[0].name}"
+    paths = [q.path, k.path, v.path, str(o_node.target)]
+    if len(set(paths)) != 4:
+        return None, "projections are shared"
+    name = common_prefix(paths) or str(o_node.target)
+    attention = Attention(
+        name, heads, head_dim, q, k, v, o_node, str(o_node.target), merge, pv, head_axis, nodes
+    )
+    if heads > 1:
+        try:
+            check_rewritable(attention)
+        except _UnchangedError as exc:
+            return None, str(exc)
+    return attention, ""
