@@ -9,7 +9,7 @@ through JSON: ``{"<key>": <name>, <field>: <value>, ...}`` with tuples as lists.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -59,3 +59,13 @@ def config_from_dict(
 def describe_fields(cls: type[Any]) -> dict[str, str]:
     """Field name -> human description, from each field's metadata."""
     return {f.name: str(f.metadata.get("description", "")) for f in dataclasses.fields(cls)}
+
+
+def check_patterns(patterns: object, name: str) -> tuple[str, ...]:
+    """``patterns`` (the field ``name``) as a tuple of non-empty glob strings; ``ValueError`` otherwise."""
+    if isinstance(patterns, str):
+        raise ValueError(f"{name} must be a sequence of glob patterns, not one string")
+    items = tuple(patterns) if isinstance(patterns, Sequence) else ()
+    if not all(isinstance(p, str) and p for p in items):
+        raise ValueError(f"{name} patterns must be non-empty strings")
+    return items

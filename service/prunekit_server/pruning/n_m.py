@@ -32,6 +32,7 @@ from onnx import TensorProto, numpy_helper
 from prunekit.v1 import spec_pb2
 
 from ..errors import FieldViolation, invalid_spec, unsupported_model
+from ..technique_config import check_patterns
 from .base import (
     WEIGHTED_OPS,
     LayerPruneInfo,
@@ -91,12 +92,7 @@ class NMConfig(PruneConfig):
             raise ValueError(f"m must satisfy 2 <= m <= {MAX_M}, got {self.m}")
         if not 1 <= self.n < self.m:
             raise ValueError(f"n must satisfy 1 <= n < m ({self.m}), got {self.n}")
-        if isinstance(self.ignore, str):
-            raise ValueError("ignore must be a sequence of glob patterns, not one string")
-        patterns = tuple(self.ignore)
-        if not all(isinstance(p, str) and p for p in patterns):
-            raise ValueError("ignore patterns must be non-empty strings")
-        object.__setattr__(self, "ignore", patterns)
+        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
         if not isinstance(self.prune_output_layers, bool):
             raise ValueError("prune_output_layers must be true or false")
 

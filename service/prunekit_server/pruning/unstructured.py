@@ -28,6 +28,7 @@ from onnx import TensorProto, numpy_helper
 from prunekit.v1 import spec_pb2
 
 from ..errors import FieldViolation, invalid_spec, unsupported_model
+from ..technique_config import check_patterns
 from .base import (
     LayerPruneInfo,
     PruneConfig,
@@ -73,12 +74,7 @@ class UnstructuredConfig(PruneConfig):
         check_ratio(self.ratio)
         if self.scope not in ("global", "per_layer"):
             raise ValueError(f"scope must be 'global' or 'per_layer', got {self.scope!r}")
-        if isinstance(self.ignore, str):
-            raise ValueError("ignore must be a sequence of glob patterns, not one string")
-        patterns = tuple(self.ignore)
-        if not all(isinstance(p, str) and p for p in patterns):
-            raise ValueError("ignore patterns must be non-empty strings")
-        object.__setattr__(self, "ignore", patterns)
+        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
 
 
 _UNUSED_FIELDS = (

@@ -65,16 +65,6 @@ def exclude_field() -> Any:
     )
 
 
-def check_patterns(patterns: object) -> tuple[str, ...]:
-    """``patterns`` as a tuple of non-empty strings; ``ValueError`` otherwise."""
-    if isinstance(patterns, str):
-        raise ValueError("exclude must be a sequence of glob patterns, not one string")
-    items = tuple(patterns) if isinstance(patterns, Sequence) else ()
-    if not all(isinstance(p, str) and p for p in items):
-        raise ValueError("exclude patterns must be non-empty strings")
-    return items
-
-
 @dataclass(frozen=True)
 class QuantizeContext:
     """What a handler may use besides the model: a scratch directory and calibration inputs.
@@ -195,3 +185,11 @@ def matching_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> tuple[str
         for node in model.graph.node
         if node.name and any(fnmatchcase(node.name, p) for p in patterns)
     )
+
+
+def config_for_spec(build: Callable[[], C]) -> C:
+    """``build()``, with a config's ``ValueError`` turned into ``INVALID_SPEC`` on ``spec.quantize``."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise invalid_spec([FieldViolation("spec.quantize", str(exc))]) from None

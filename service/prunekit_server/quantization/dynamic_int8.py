@@ -16,13 +16,13 @@ import onnx
 
 from prunekit.v1 import spec_pb2
 
-from ..errors import FieldViolation, invalid_spec
+from ..technique_config import check_patterns
 from .base import (
     QuantizationDetails,
     QuantizeConfig,
     QuantizeContext,
     QuantizeResult,
-    check_patterns,
+    config_for_spec,
     exclude_field,
     matching_nodes,
     register_quantizer,
@@ -46,16 +46,13 @@ class DynamicInt8Config(QuantizeConfig):
     def __post_init__(self) -> None:
         if not isinstance(self.per_channel, bool):
             raise ValueError("per_channel must be a boolean")
-        object.__setattr__(self, "exclude", check_patterns(self.exclude))
+        object.__setattr__(self, "exclude", check_patterns(self.exclude, "exclude"))
 
 
 @register_spec_mode(spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8)
 def dynamic_from_spec(q: spec_pb2.QuantizeSpec) -> DynamicInt8Config:
     """The config for a DYNAMIC_INT8 (or AUTO candidate) ``QuantizeSpec``."""
-    try:
-        return DynamicInt8Config(exclude=tuple(q.exclude))
-    except ValueError as exc:
-        raise invalid_spec([FieldViolation("spec.quantize", str(exc))]) from None
+    return config_for_spec(lambda: DynamicInt8Config(exclude=tuple(q.exclude)))
 
 
 @register_quantizer(DynamicInt8Config)

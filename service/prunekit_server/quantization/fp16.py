@@ -17,13 +17,13 @@ import onnx
 
 from prunekit.v1 import spec_pb2
 
-from ..errors import FieldViolation, invalid_spec
+from ..technique_config import check_patterns
 from .base import (
     QuantizationDetails,
     QuantizeConfig,
     QuantizeContext,
     QuantizeResult,
-    check_patterns,
+    config_for_spec,
     exclude_field,
     matching_nodes,
     register_quantizer,
@@ -47,16 +47,13 @@ class Fp16Config(QuantizeConfig):
     def __post_init__(self) -> None:
         if not isinstance(self.keep_io_types, bool):
             raise ValueError("keep_io_types must be a boolean")
-        object.__setattr__(self, "exclude", check_patterns(self.exclude))
+        object.__setattr__(self, "exclude", check_patterns(self.exclude, "exclude"))
 
 
 @register_spec_mode(spec_pb2.QUANTIZE_MODE_FP16)
 def fp16_from_spec(q: spec_pb2.QuantizeSpec) -> Fp16Config:
     """The config for an FP16 (or AUTO candidate) ``QuantizeSpec``."""
-    try:
-        return Fp16Config(exclude=tuple(q.exclude))
-    except ValueError as exc:
-        raise invalid_spec([FieldViolation("spec.quantize", str(exc))]) from None
+    return config_for_spec(lambda: Fp16Config(exclude=tuple(q.exclude)))
 
 
 @register_quantizer(Fp16Config)

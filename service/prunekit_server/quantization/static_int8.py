@@ -21,13 +21,13 @@ import onnx
 
 from prunekit.v1 import spec_pb2
 
-from ..errors import FieldViolation, invalid_spec
+from ..technique_config import check_patterns
 from .base import (
     QuantizationDetails,
     QuantizeConfig,
     QuantizeContext,
     QuantizeResult,
-    check_patterns,
+    config_for_spec,
     exclude_field,
     matching_nodes,
     register_quantizer,
@@ -83,7 +83,7 @@ class StaticInt8Config(QuantizeConfig):
             raise ValueError(f"calibration_samples must be an integer from 1 to {MAX_CALIBRATION_SAMPLES}")
         if not isinstance(self.percentile, int | float) or not 90.0 <= float(self.percentile) <= 100.0:
             raise ValueError(f"percentile must be between 90 and 100, got {self.percentile!r}")
-        object.__setattr__(self, "exclude", check_patterns(self.exclude))
+        object.__setattr__(self, "exclude", check_patterns(self.exclude, "exclude"))
 
     def calibration_samples_needed(self) -> int:
         """``calibration_samples``: static quantization calibrates on that many feeds."""
@@ -93,15 +93,14 @@ class StaticInt8Config(QuantizeConfig):
 @register_spec_mode(spec_pb2.QUANTIZE_MODE_STATIC_INT8)
 def static_from_spec(q: spec_pb2.QuantizeSpec) -> StaticInt8Config:
     """The config for a STATIC_INT8 (or AUTO candidate) ``QuantizeSpec``; ``INVALID_SPEC`` for bad values."""
-    try:
-        return StaticInt8Config(
+    return config_for_spec(
+        lambda: StaticInt8Config(
             calibration=_SPEC_CALIBRATION.get(q.calibration, "minmax"),
             calibration_samples=q.calibration_samples or DEFAULT_CALIBRATION_SAMPLES,
             percentile=q.percentile or DEFAULT_PERCENTILE,
             exclude=tuple(q.exclude),
         )
-    except ValueError as exc:
-        raise invalid_spec([FieldViolation("spec.quantize", str(exc))]) from None
+    )
 
 
 def _reader(feeds: list[Mapping[str, np.ndarray]]) -> Any:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from prunekit.v1 import spec_pb2
 
 from ...errors import FieldViolation, invalid_spec
+from ...technique_config import check_patterns
 from .. import spec_fields
 from ..base import PruneConfig, register_spec_method
 
@@ -77,7 +78,7 @@ class HeadConfig(PruneConfig):
             raise ValueError(f"importance must be one of {', '.join(_IMPORTANCES)}, got {self.importance!r}")
         if self.scope not in ("global", "per_layer"):
             raise ValueError(f"scope must be 'global' or 'per_layer', got {self.scope!r}")
-        object.__setattr__(self, "ignore", _patterns(self.ignore))
+        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
         object.__setattr__(self, "overrides", _overrides(self.overrides))
 
 
@@ -92,15 +93,6 @@ def _check_common(ratio: float, macs: float, max_layer_ratio: float, steps: int)
         raise ValueError(f"max_layer_ratio must satisfy 0 < x < 1, got {max_layer_ratio!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100:
         raise ValueError(f"steps must be an integer from 1 to 100, got {steps!r}")
-
-
-def _patterns(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise ValueError("ignore must be a sequence of glob patterns, not one string")
-    patterns = tuple(value)
-    if not all(isinstance(p, str) and p for p in patterns):
-        raise ValueError("ignore patterns must be non-empty strings")
-    return patterns
 
 
 def _overrides(value: Any) -> tuple[tuple[str, float], ...]:

@@ -9,6 +9,7 @@ from typing import Literal
 from prunekit.v1 import spec_pb2
 
 from ...errors import FieldViolation, invalid_spec
+from ...technique_config import check_patterns
 from .. import spec_fields
 from ..base import PruneConfig, register_spec_method
 
@@ -61,12 +62,7 @@ class LayerConfig(PruneConfig):
             raise ValueError(f"target_macs_reduction must be > 1, got {macs!r}")
         if self.importance not in _IMPORTANCES:
             raise ValueError(f"importance must be one of {', '.join(_IMPORTANCES)}, got {self.importance!r}")
-        if isinstance(self.ignore, str):
-            raise ValueError("ignore must be a sequence of glob patterns, not one string")
-        patterns = tuple(self.ignore)
-        if not all(isinstance(p, str) and p for p in patterns):
-            raise ValueError("ignore patterns must be non-empty strings")
-        object.__setattr__(self, "ignore", patterns)
+        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
 
 
 @register_spec_method(spec_pb2.PRUNE_METHOD_LAYER)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from prunekit.v1 import spec_pb2
 
 from ...errors import FieldViolation
+from ...technique_config import check_patterns
 from .. import spec_fields
 from ..base import PruneConfig
 
@@ -129,12 +130,7 @@ class StructuredConfig(PruneConfig):
         cap = self.max_layer_ratio
         if not (math.isfinite(cap) and 0.0 < cap < 1.0):
             raise ValueError(f"max_layer_ratio must satisfy 0 < x < 1, got {cap!r}")
-        if isinstance(self.ignore, str):
-            raise ValueError("ignore must be a sequence of glob patterns, not one string")
-        patterns = tuple(self.ignore)
-        if not all(isinstance(p, str) and p for p in patterns):
-            raise ValueError("ignore patterns must be non-empty strings")
-        object.__setattr__(self, "ignore", patterns)
+        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
         object.__setattr__(self, "overrides", _overrides(self.overrides))
 
     @property

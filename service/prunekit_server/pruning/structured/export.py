@@ -7,7 +7,7 @@ at two batch sizes and turns each ``size()`` read that gives the same number
 in both into that number (and each ``torch.chunk`` that cuts the same sizes
 into a ``torch.split`` with those sizes). The exported model then carries plain constants
 (which shape inference, and so the model analysis, can follow) instead of
-``Shape -> Gather -> Div`` chains. :func:`restore_layer_names` gives the
+``Shape -> Gather -> Div`` chains. :func:`~prunekit_server.pruning.graph.restore_layer_names` gives the
 exported layers their original ONNX node names back.
 """
 
@@ -25,7 +25,6 @@ from prunekit.v1 import model_pb2
 
 from ...modelio.torchscript import random_input
 from ..base import PruneContext
-from ..fx_tools import origin
 from ..graph import to_onnx
 
 _PASS_THROUGH = frozenset({"Identity", "Transpose", "Cast"})
@@ -91,39 +90,8 @@ def freeze_static_sizes(gm: fx.GraphModule, inputs: Sequence[model_pb2.InputSpec
     return frozen
 
 
-def restore_layer_names(exported: onnx.ModelProto, gm: fx.GraphModule) -> None:
-    """Rename the exported Conv/ConvTranspose/Gemm/MatMul nodes to the original model's node names.
-
-    A node is matched through its weight initializer (``<module path>.weight``,
-    possibly behind Identity/Transpose/Cast) to the module and its origin.
-    """
-    graph = exported.graph
-    initializers = {t.name for t in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    wanted: dict[int, str] = {}
-    for index, node in enumerate(graph.node):
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
-            continue
-        source, hops = node.input[1], 0
-        while source not in initializers and source in producers and hops < 4:
-            producer = producers[source]
-            if producer.op_type not in _PASS_THROUGH or not producer.input:
-                break
-            source, hops = producer.input[0], hops + 1
-        path = source.removesuffix(".weight")
-        if source.endswith(".weight") and path in gm.meta.get("prunekit_onnx_names", {}):
-            wanted[index] = origin(gm, path).name
-    taken = {n.name for i, n in enumerate(graph.node) if i not in wanted}
-    for index, name in wanted.items():
-        if name and name not in taken:
-            graph.node[index].name = name
-            taken.add(name)
-
-
 def export_pruned(gm: fx.GraphModule, original: onnx.ModelProto, context: PruneContext) -> onnx.ModelProto:
     """The pruned graph as ONNX: sizes frozen on a copy, then exported and its layers renamed."""
     work = copy.deepcopy(gm)
     freeze_static_sizes(work, context.inputs)
-    exported = to_onnx(work, original, context)
-    restore_layer_names(exported, gm)
-    return exported
+    return to_onnx(work, original, context)

@@ -35,17 +35,10 @@ import torch
 import torch_pruning as tp
 from torch import fx, nn
 
-from ..fx_tools import first_match, names_of, origin, output_modules, outputs_of
+from ..fx_tools import WEIGHTED_MODULES, first_match, names_of, origin, output_modules, outputs_of
 
-CONV_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-CHANNEL_ROOTS: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)
+CONV_TYPES: tuple[type[nn.Module], ...] = tuple(m for m in WEIGHTED_MODULES if m is not nn.Linear)
+CHANNEL_ROOTS: tuple[type[nn.Module], ...] = WEIGHTED_MODULES
 NEURON_ROOTS: tuple[type[nn.Module], ...] = (nn.Linear,)
 _NORMALISING = (nn.LayerNorm, nn.GroupNorm)
 TOLERANCE = 1e-4
