@@ -52,6 +52,20 @@ class Settings:
     watch_poll_s: float = 0.5
     #: Threads serving RPCs (each WatchJob stream holds one).
     rpc_threads: int = 64
+    #: Largest dataset shard UploadDataset accepts, bytes.
+    max_dataset_upload_bytes: int = 2 * _GIB
+    #: Largest total of the shards one job's ``data`` names, bytes (decoded arrays are capped alike).
+    max_job_data_bytes: int = 4 * _GIB
+    #: Most shards one job's ``data`` may name (prefix entries included, once expanded).
+    max_job_data_shards: int = 1000
+    #: This server's name in job leases; "" = hostname, process id and a random suffix.
+    server_id: str = ""
+    #: Seconds a job lease lasts; the owner renews it every third of that.
+    lease_s: float = 30.0
+    #: Seconds between two scans for jobs whose lease expired (their server is gone).
+    sweep_interval_s: float = 10.0
+    #: Worker starts per job: a worker killed while fine-tuning is retried from its checkpoint.
+    max_attempts: int = 3
     #: Enables fault-injection hooks for the test suite. Never in production.
     enable_test_hooks: bool = False
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18prunekit/v1/errors.proto\x12\x0bprunekit.v1*\x87\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_SPEC\x10\x01\x12\x13\n\x0fINVALID_REQUEST\x10\x02\x12\x11\n\rINVALID_MODEL\x10\x03\x12\x15\n\x11UNSUPPORTED_MODEL\x10\x04\x12\x13\n\x0fMODEL_TOO_LARGE\x10\x05\x12\x15\n\x11\x43HECKSUM_MISMATCH\x10\x06\x12\x11\n\rSIZE_MISMATCH\x10\x07\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x08\x12\x11\n\rJOB_NOT_FOUND\x10\t\x12\x16\n\x12\x41RTIFACT_NOT_FOUND\x10\n\x12\x18\n\x14JOB_ALREADY_FINISHED\x10\x0b\x12\x15\n\x11REQUEST_ID_REUSED\x10\x0c\x12\x0e\n\nQUEUE_FULL\x10\r\x12\x12\n\x0eWORKER_CRASHED\x10\x0e\x12\x12\n\x0eWORKER_TIMEOUT\x10\x0f\x12\x18\n\x14WORKER_OUT_OF_MEMORY\x10\x10\x12\x18\n\x14SERVER_SHUTTING_DOWN\x10\x11\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\x12\x12\x11\n\rJOB_CANCELLED\x10\x13\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x14\x12\x12\n\x0eINTERNAL_ERROR\x10\x15\x12\x15\n\x11JOB_NOT_SUCCEEDED\x10\x16\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18prunekit/v1/errors.proto\x12\x0bprunekit.v1*\xe6\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_SPEC\x10\x01\x12\x13\n\x0fINVALID_REQUEST\x10\x02\x12\x11\n\rINVALID_MODEL\x10\x03\x12\x15\n\x11UNSUPPORTED_MODEL\x10\x04\x12\x13\n\x0fMODEL_TOO_LARGE\x10\x05\x12\x15\n\x11\x43HECKSUM_MISMATCH\x10\x06\x12\x11\n\rSIZE_MISMATCH\x10\x07\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x08\x12\x11\n\rJOB_NOT_FOUND\x10\t\x12\x16\n\x12\x41RTIFACT_NOT_FOUND\x10\n\x12\x18\n\x14JOB_ALREADY_FINISHED\x10\x0b\x12\x15\n\x11REQUEST_ID_REUSED\x10\x0c\x12\x0e\n\nQUEUE_FULL\x10\r\x12\x12\n\x0eWORKER_CRASHED\x10\x0e\x12\x12\n\x0eWORKER_TIMEOUT\x10\x0f\x12\x18\n\x14WORKER_OUT_OF_MEMORY\x10\x10\x12\x18\n\x14SERVER_SHUTTING_DOWN\x10\x11\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\x12\x12\x11\n\rJOB_CANCELLED\x10\x13\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x14\x12\x12\n\x0eINTERNAL_ERROR\x10\x15\x12\x15\n\x11JOB_NOT_SUCCEEDED\x10\x16\x12\x13\n\x0fINVALID_DATASET\x10\x17\x12\x15\n\x11\x44\x41TASET_NOT_FOUND\x10\x18\x12\x15\n\x11\x44\x41TASET_TOO_LARGE\x10\x19\x12\x1a\n\x16\x44\x41TASET_OUTSIDE_PREFIX\x10\x1a\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prunekit.v1.errors_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=42
-  _globals['_ERRORREASON']._serialized_end=561
+  _globals['_ERRORREASON']._serialized_end=656
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: a bug; the message says where."""
     JOB_NOT_SUCCEEDED: _ErrorReason.ValueType  # 22
     """FAILED_PRECONDITION: the job has not succeeded, so it has no artifacts."""
+    INVALID_DATASET: _ErrorReason.ValueType  # 23
+    """INVALID_ARGUMENT: a dataset shard is malformed, or its arrays do not fit
+    the model (missing, shape, dtype, sample count); the violations name
+    `<shard>:<array>`.
+    """
+    DATASET_NOT_FOUND: _ErrorReason.ValueType  # 24
+    """NOT_FOUND: a `data` entry names no stored shard."""
+    DATASET_TOO_LARGE: _ErrorReason.ValueType  # 25
+    """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
+    DATASET_OUTSIDE_PREFIX: _ErrorReason.ValueType  # 26
+    """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -124,4 +135,15 @@ INTERNAL_ERROR: ErrorReason.ValueType  # 21
 """INTERNAL: a bug; the message says where."""
 JOB_NOT_SUCCEEDED: ErrorReason.ValueType  # 22
 """FAILED_PRECONDITION: the job has not succeeded, so it has no artifacts."""
+INVALID_DATASET: ErrorReason.ValueType  # 23
+"""INVALID_ARGUMENT: a dataset shard is malformed, or its arrays do not fit
+the model (missing, shape, dtype, sample count); the violations name
+`<shard>:<array>`.
+"""
+DATASET_NOT_FOUND: ErrorReason.ValueType  # 24
+"""NOT_FOUND: a `data` entry names no stored shard."""
+DATASET_TOO_LARGE: ErrorReason.ValueType  # 25
+"""RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
+DATASET_OUTSIDE_PREFIX: ErrorReason.ValueType  # 26
+"""PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

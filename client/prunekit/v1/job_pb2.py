@@ -29,7 +29,7 @@ from prunekit.v1 import report_pb2 as prunekit_dot_v1_dot_report__pb2
 from prunekit.v1 import spec_pb2 as prunekit_dot_v1_dot_spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15prunekit/v1/job.proto\x12\x0bprunekit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17prunekit/v1/model.proto\x1a\x18prunekit/v1/report.proto\x1a\x16prunekit/v1/spec.proto\"?\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xb4\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.prunekit.v1.JobState\x12$\n\x05model\x18\x03 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.prunekit.v1.OptimizationSpec\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.prunekit.v1.JobProgress\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06report\x18\t \x01(\x0b\x32\x1f.prunekit.v1.OptimizationReport\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12,\n\x06labels\x18\x0c \x03(\x0b\x32\x1c.prunekit.v1.Job.LabelsEntry\x12(\n\tartifacts\x18\r \x03(\x0b\x32\x15.prunekit.v1.Artifact\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15prunekit/v1/job.proto\x12\x0bprunekit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17prunekit/v1/model.proto\x1a\x18prunekit/v1/report.proto\x1a\x16prunekit/v1/spec.proto\"p\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x12/\n\x08\x66inetune\x18\x04 \x01(\x0b\x32\x1d.prunekit.v1.FinetuneProgress\"\xb4\x01\n\x10\x46inetuneProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x05\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x18\n\x0b\x65val_metric\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06metric\x18\x06 \x01(\t\x12\r\n\x05phase\x18\x07 \x01(\t\x12\x17\n\x0f\x63heckpoint_step\x18\x08 \x01(\x05\x42\x0e\n\x0c_eval_metric\"J\n\x08JobLease\x12\r\n\x05owner\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xeb\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.prunekit.v1.JobState\x12$\n\x05model\x18\x03 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.prunekit.v1.OptimizationSpec\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.prunekit.v1.JobProgress\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06report\x18\t \x01(\x0b\x32\x1f.prunekit.v1.OptimizationReport\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12,\n\x06labels\x18\x0c \x03(\x0b\x32\x1c.prunekit.v1.Job.LabelsEntry\x12(\n\tartifacts\x18\r \x03(\x0b\x32\x15.prunekit.v1.Artifact\x12\x0f\n\x07\x61ttempt\x18\x0e \x01(\x05\x12$\n\x05lease\x18\x0f \x01(\x0b\x32\x15.prunekit.v1.JobLease\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=879
-  _globals['_JOBSTATE']._serialized_end=1034
+  _globals['_JOBSTATE']._serialized_start=1242
+  _globals['_JOBSTATE']._serialized_end=1397
   _globals['_JOBPROGRESS']._serialized_start=171
-  _globals['_JOBPROGRESS']._serialized_end=234
-  _globals['_ARTIFACT']._serialized_start=236
-  _globals['_ARTIFACT']._serialized_end=309
-  _globals['_JOB']._serialized_start=312
-  _globals['_JOB']._serialized_end=876
-  _globals['_JOB_LABELSENTRY']._serialized_start=831
-  _globals['_JOB_LABELSENTRY']._serialized_end=876
+  _globals['_JOBPROGRESS']._serialized_end=283
+  _globals['_FINETUNEPROGRESS']._serialized_start=286
+  _globals['_FINETUNEPROGRESS']._serialized_end=466
+  _globals['_JOBLEASE']._serialized_start=468
+  _globals['_JOBLEASE']._serialized_end=542
+  _globals['_ARTIFACT']._serialized_start=544
+  _globals['_ARTIFACT']._serialized_end=617
+  _globals['_JOB']._serialized_start=620
+  _globals['_JOB']._serialized_end=1239
+  _globals['_JOB_LABELSENTRY']._serialized_start=1194
+  _globals['_JOB_LABELSENTRY']._serialized_end=1239
 # @@protoc_insertion_point(module_scope)

@@ -62,25 +62,111 @@ class JobProgress(_message.Message):
     STAGE_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    FINETUNE_FIELD_NUMBER: _builtins.int
     stage: _builtins.str
-    """e.g. "queued", "ingest", "analyze", "prune", "evaluate", "benchmark"."""
+    """e.g. "queued", "ingest", "analyze", "prune", "finetune", "evaluate",
+    "benchmark".
+    """
     fraction: _builtins.float
     """Of the whole job, 0 to 1."""
     message: _builtins.str
+    @_builtins.property
+    def finetune(self) -> Global___FinetuneProgress:
+        """Set while the stage is "finetune"."""
+
     def __init__(
         self,
         *,
         stage: _builtins.str = ...,
         fraction: _builtins.float = ...,
         message: _builtins.str = ...,
+        finetune: Global___FinetuneProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finetune", b"finetune"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finetune", b"finetune", "fraction", b"fraction", "message", b"message", "stage", b"stage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
+
+@_typing.final
+class FinetuneProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    TOTAL_STEPS_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    EVAL_METRIC_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_STEP_FIELD_NUMBER: _builtins.int
+    step: _builtins.int
+    """Optimizer steps done, of `total_steps`."""
+    total_steps: _builtins.int
+    epoch: _builtins.int
+    """Completed passes over the training data."""
+    loss: _builtins.float
+    """The last step's training loss."""
+    eval_metric: _builtins.float
+    """The last evaluation's metric (higher is better), named by `metric`;
+    unset before the first evaluation.
+    """
+    metric: _builtins.str
+    """"accuracy", "neg_mse" or "top1_agreement"."""
+    phase: _builtins.str
+    """"finetune", or "round-N" between the rounds of an iterative schedule."""
+    checkpoint_step: _builtins.int
+    """Step of the newest checkpoint in storage (0: none yet)."""
+    def __init__(
+        self,
+        *,
+        step: _builtins.int = ...,
+        total_steps: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        loss: _builtins.float = ...,
+        eval_metric: _builtins.float | None = ...,
+        metric: _builtins.str = ...,
+        phase: _builtins.str = ...,
+        checkpoint_step: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eval_metric", b"_eval_metric", "eval_metric", b"eval_metric"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eval_metric", b"_eval_metric", "checkpoint_step", b"checkpoint_step", "epoch", b"epoch", "eval_metric", b"eval_metric", "loss", b"loss", "metric", b"metric", "phase", b"phase", "step", b"step", "total_steps", b"total_steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__eval_metric: _TypeAlias = _typing.Literal["eval_metric"]  # noqa: Y015
+    _WhichOneofArgType__eval_metric: _TypeAlias = _typing.Literal["_eval_metric", b"_eval_metric"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eval_metric) -> _WhichOneofReturnType__eval_metric | None: ...
+
+Global___FinetuneProgress: _TypeAlias = FinetuneProgress  # noqa: Y015
+
+@_typing.final
+class JobLease(_message.Message):
+    """Which server runs the job. Renewed while the job runs; a server may take
+    over a job whose lease has expired.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLease: _TypeAlias = JobLease  # noqa: Y015
 
 @_typing.final
 class Artifact(_message.Message):
@@ -150,10 +236,16 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     ARTIFACTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Random, server-chosen."""
     state: Global___JobState.ValueType
     request_id: _builtins.str
+    attempt: _builtins.int
+    """Worker starts so far: 1 for a job that ran once; more after a retry
+    (worker killed while fine-tuning) or a takeover (server gone).
+    """
     @_builtins.property
     def model(self) -> _model_pb2.ModelRef: ...
     @_builtins.property
@@ -182,6 +274,10 @@ class Job(_message.Message):
     def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Artifact]:
         """Set when state is JOB_STATE_SUCCEEDED: the manifest."""
 
+    @_builtins.property
+    def lease(self) -> Global___JobLease:
+        """Set while the job is pending or running on some server."""
+
     def __init__(
         self,
         *,
@@ -198,10 +294,12 @@ class Job(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
+        attempt: _builtins.int = ...,
+        lease: Global___JobLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "model", b"model", "progress", b"progress", "report", b"report", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "lease", b"lease", "model", b"model", "progress", b"progress", "report", b"report", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "labels", b"labels", "model", b"model", "progress", b"progress", "report", b"report", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "labels", b"labels", "lease", b"lease", "model", b"model", "progress", b"progress", "report", b"report", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

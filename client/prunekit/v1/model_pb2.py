@@ -24,29 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17prunekit/v1/model.proto\x12\x0bprunekit.v1\"w\n\x08ModelRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"N\n\tInputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12$\n\x05\x64type\x18\x03 \x01(\x0e\x32\x15.prunekit.v1.DataType\")\n\tDimension\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\"g\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05shape\x18\x02 \x03(\x0b\x32\x16.prunekit.v1.Dimension\x12$\n\x05\x64type\x18\x03 \x01(\x0e\x32\x15.prunekit.v1.DataType\"w\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07op_type\x18\x02 \x01(\t\x12\x14\n\x0cweight_shape\x18\x03 \x03(\x03\x12\x12\n\nparameters\x18\x04 \x01(\x03\x12\x0c\n\x04macs\x18\x05 \x01(\x03\x12\x13\n\x0bweight_name\x18\x06 \x01(\t\"\x96\x03\n\rModelAnalysis\x12(\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\r\n\x05opset\x18\x02 \x01(\x03\x12\x10\n\x08producer\x18\x03 \x01(\t\x12\'\n\x06inputs\x18\x04 \x03(\x0b\x32\x17.prunekit.v1.TensorInfo\x12(\n\x07outputs\x18\x05 \x03(\x0b\x32\x17.prunekit.v1.TensorInfo\x12\x12\n\nparameters\x18\x06 \x01(\x03\x12\x0c\n\x04macs\x18\x07 \x01(\x03\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x12\n\nnode_count\x18\t \x01(\x03\x12&\n\x06layers\x18\n \x03(\x0b\x32\x16.prunekit.v1.LayerInfo\x12/\n\x0f\x61nalyzed_inputs\x18\x0b \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12\x10\n\x08warnings\x18\x0c \x03(\t\x12\x32\n\x0bsensitivity\x18\r \x03(\x0b\x32\x1d.prunekit.v1.LayerSensitivity\"v\n\x10LayerSensitivity\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06ratios\x18\x02 \x03(\x01\x12\x19\n\x11\x63osine_similarity\x18\x03 \x03(\x01\x12\x16\n\x0etop1_agreement\x18\x04 \x03(\x01\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x03*`\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_FORMAT_ONNX\x10\x01\x12\x1c\n\x18MODEL_FORMAT_TORCHSCRIPT\x10\x02*\xe9\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x05\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x08\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17prunekit/v1/model.proto\x12\x0bprunekit.v1\"w\n\x08ModelRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"p\n\nDatasetRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12\x0e\n\x06\x61rrays\x18\x06 \x03(\t\"N\n\tInputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12$\n\x05\x64type\x18\x03 \x01(\x0e\x32\x15.prunekit.v1.DataType\")\n\tDimension\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\"g\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05shape\x18\x02 \x03(\x0b\x32\x16.prunekit.v1.Dimension\x12$\n\x05\x64type\x18\x03 \x01(\x0e\x32\x15.prunekit.v1.DataType\"w\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07op_type\x18\x02 \x01(\t\x12\x14\n\x0cweight_shape\x18\x03 \x03(\x03\x12\x12\n\nparameters\x18\x04 \x01(\x03\x12\x0c\n\x04macs\x18\x05 \x01(\x03\x12\x13\n\x0bweight_name\x18\x06 \x01(\t\"\x96\x03\n\rModelAnalysis\x12(\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\r\n\x05opset\x18\x02 \x01(\x03\x12\x10\n\x08producer\x18\x03 \x01(\t\x12\'\n\x06inputs\x18\x04 \x03(\x0b\x32\x17.prunekit.v1.TensorInfo\x12(\n\x07outputs\x18\x05 \x03(\x0b\x32\x17.prunekit.v1.TensorInfo\x12\x12\n\nparameters\x18\x06 \x01(\x03\x12\x0c\n\x04macs\x18\x07 \x01(\x03\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x12\n\nnode_count\x18\t \x01(\x03\x12&\n\x06layers\x18\n \x03(\x0b\x32\x16.prunekit.v1.LayerInfo\x12/\n\x0f\x61nalyzed_inputs\x18\x0b \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12\x10\n\x08warnings\x18\x0c \x03(\t\x12\x32\n\x0bsensitivity\x18\r \x03(\x0b\x32\x1d.prunekit.v1.LayerSensitivity\"v\n\x10LayerSensitivity\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06ratios\x18\x02 \x03(\x01\x12\x19\n\x11\x63osine_similarity\x18\x03 \x03(\x01\x12\x16\n\x0etop1_agreement\x18\x04 \x03(\x01\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x03*`\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_FORMAT_ONNX\x10\x01\x12\x1c\n\x18MODEL_FORMAT_TORCHSCRIPT\x10\x02*\xe9\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x05\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x08\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prunekit.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELFORMAT']._serialized_start=1039
-  _globals['_MODELFORMAT']._serialized_end=1135
-  _globals['_DATATYPE']._serialized_start=1138
-  _globals['_DATATYPE']._serialized_end=1371
+  _globals['_MODELFORMAT']._serialized_start=1153
+  _globals['_MODELFORMAT']._serialized_end=1249
+  _globals['_DATATYPE']._serialized_start=1252
+  _globals['_DATATYPE']._serialized_end=1485
   _globals['_MODELREF']._serialized_start=40
   _globals['_MODELREF']._serialized_end=159
-  _globals['_INPUTSPEC']._serialized_start=161
-  _globals['_INPUTSPEC']._serialized_end=239
-  _globals['_DIMENSION']._serialized_start=241
-  _globals['_DIMENSION']._serialized_end=282
-  _globals['_TENSORINFO']._serialized_start=284
-  _globals['_TENSORINFO']._serialized_end=387
-  _globals['_LAYERINFO']._serialized_start=389
-  _globals['_LAYERINFO']._serialized_end=508
-  _globals['_MODELANALYSIS']._serialized_start=511
-  _globals['_MODELANALYSIS']._serialized_end=917
-  _globals['_LAYERSENSITIVITY']._serialized_start=919
-  _globals['_LAYERSENSITIVITY']._serialized_end=1037
+  _globals['_DATASETREF']._serialized_start=161
+  _globals['_DATASETREF']._serialized_end=273
+  _globals['_INPUTSPEC']._serialized_start=275
+  _globals['_INPUTSPEC']._serialized_end=353
+  _globals['_DIMENSION']._serialized_start=355
+  _globals['_DIMENSION']._serialized_end=396
+  _globals['_TENSORINFO']._serialized_start=398
+  _globals['_TENSORINFO']._serialized_end=501
+  _globals['_LAYERINFO']._serialized_start=503
+  _globals['_LAYERINFO']._serialized_end=622
+  _globals['_MODELANALYSIS']._serialized_start=625
+  _globals['_MODELANALYSIS']._serialized_end=1031
+  _globals['_LAYERSENSITIVITY']._serialized_start=1033
+  _globals['_LAYERSENSITIVITY']._serialized_end=1151
 # @@protoc_insertion_point(module_scope)

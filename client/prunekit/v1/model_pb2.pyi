@@ -118,9 +118,51 @@ class ModelRef(_message.Message):
 Global___ModelRef: _TypeAlias = ModelRef  # noqa: Y015
 
 @_typing.final
-class InputSpec(_message.Message):
-    """A concrete input the caller declares: every dimension is known."""
+class DatasetRef(_message.Message):
+    """A concrete input the caller declares: every dimension is known.
+    A dataset shard stored by UploadDataset (content-addressed).
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    ARRAYS_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """What a spec's `data.train` / `data.eval` entries name."""
+    sha256: _builtins.str
+    size_bytes: _builtins.int
+    filename: _builtins.str
+    samples: _builtins.int
+    """Samples in the shard, and its arrays' names, as read from the `.npy`
+    headers on upload (the arrays are checked against a model when a job
+    uses the shard).
+    """
+    @_builtins.property
+    def arrays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        filename: _builtins.str = ...,
+        samples: _builtins.int = ...,
+        arrays: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrays", b"arrays", "filename", b"filename", "samples", b"samples", "sha256", b"sha256", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetRef: _TypeAlias = DatasetRef  # noqa: Y015
+
+@_typing.final
+class InputSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int

@@ -41,6 +41,11 @@ class OptimizerServiceStub:
                 request_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelRequest.SerializeToString,
                 response_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/prunekit.v1.OptimizerService/UploadDataset',
+                request_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetResponse.FromString,
+                _registered_method=True)
         self.AnalyzeModel = channel.unary_unary(
                 '/prunekit.v1.OptimizerService/AnalyzeModel',
                 request_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.AnalyzeModelRequest.SerializeToString,
@@ -87,6 +92,15 @@ class OptimizerServiceServicer:
         """Streams a model in: the first message carries `metadata`, every later
         one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
         stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDataset(self, request_iterator, context):
+        """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
+        first, then chunks of at most 1 MiB. The shard's structure is checked
+        (INVALID_DATASET); its fit to a model is checked when a job uses it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +161,11 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.UploadModel,
                     request_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelRequest.FromString,
                     response_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetResponse.SerializeToString,
             ),
             'AnalyzeModel': grpc.unary_unary_rpc_method_handler(
                     servicer.AnalyzeModel,
@@ -213,6 +232,33 @@ class OptimizerService:
             '/prunekit.v1.OptimizerService/UploadModel',
             prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelRequest.SerializeToString,
             prunekit_dot_v1_dot_optimizer__service__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/prunekit.v1.OptimizerService/UploadDataset',
+            prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetRequest.SerializeToString,
+            prunekit_dot_v1_dot_optimizer__service__pb2.UploadDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,11 @@ class OptimizerServiceStub:
     one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
     stored once.
     """
+    UploadDataset: _grpc.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadDatasetRequest, _optimizer_service_pb2.UploadDatasetResponse]
+    """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
+    first, then chunks of at most 1 MiB. The shard's structure is checked
+    (INVALID_DATASET); its fit to a model is checked when a job uses it.
+    """
     AnalyzeModel: _grpc.UnaryUnaryMultiCallable[_optimizer_service_pb2.AnalyzeModelRequest, _optimizer_service_pb2.AnalyzeModelResponse]
     """Describes a stored model: inputs, outputs, parameters, MACs, layers."""
     CreateJob: _grpc.UnaryUnaryMultiCallable[_optimizer_service_pb2.CreateJobRequest, _optimizer_service_pb2.CreateJobResponse]
@@ -65,6 +70,11 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     """Streams a model in: the first message carries `metadata`, every later
     one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
     stored once.
+    """
+    UploadDataset: _aio.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadDatasetRequest, _optimizer_service_pb2.UploadDatasetResponse]  # type: ignore[assignment]
+    """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
+    first, then chunks of at most 1 MiB. The shard's structure is checked
+    (INVALID_DATASET); its fit to a model is checked when a job uses it.
     """
     AnalyzeModel: _aio.UnaryUnaryMultiCallable[_optimizer_service_pb2.AnalyzeModelRequest, _optimizer_service_pb2.AnalyzeModelResponse]  # type: ignore[assignment]
     """Describes a stored model: inputs, outputs, parameters, MACs, layers."""
@@ -94,6 +104,17 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a model in: the first message carries `metadata`, every later
         one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
         stored once.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadDataset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_optimizer_service_pb2.UploadDatasetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_service_pb2.UploadDatasetResponse, _abc.Awaitable[_optimizer_service_pb2.UploadDatasetResponse]]:
+        """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
+        first, then chunks of at most 1 MiB. The shard's structure is checked
+        (INVALID_DATASET); its fit to a model is checked when a job uses it.
         """
 
     @_abc_1.abstractmethod

@@ -40,6 +40,12 @@ class _VariantFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VariantFl
     """An AUTO candidate that was measured and not kept."""
     VARIANT_FLAG_LATENCY_UNSTABLE: _VariantFlag.ValueType  # 6
     """Its latency windows never agreed within the time budget."""
+    VARIANT_FLAG_MEETS_ACCURACY_RULE: _VariantFlag.ValueType  # 7
+    """Its top-1 accuracy is within evaluation.max_accuracy_drop of the baseline's."""
+    VARIANT_FLAG_BELOW_ACCURACY_RULE: _VariantFlag.ValueType  # 8
+    """Its top-1 accuracy dropped by more than evaluation.max_accuracy_drop."""
+    VARIANT_FLAG_FINETUNED: _VariantFlag.ValueType  # 9
+    """Fine-tuned after pruning."""
 
 class VariantFlag(_VariantFlag, metaclass=_VariantFlagEnumTypeWrapper):
     """Facts a reader must see next to a variant's numbers."""
@@ -57,6 +63,12 @@ VARIANT_FLAG_NOT_SELECTED: VariantFlag.ValueType  # 5
 """An AUTO candidate that was measured and not kept."""
 VARIANT_FLAG_LATENCY_UNSTABLE: VariantFlag.ValueType  # 6
 """Its latency windows never agreed within the time budget."""
+VARIANT_FLAG_MEETS_ACCURACY_RULE: VariantFlag.ValueType  # 7
+"""Its top-1 accuracy is within evaluation.max_accuracy_drop of the baseline's."""
+VARIANT_FLAG_BELOW_ACCURACY_RULE: VariantFlag.ValueType  # 8
+"""Its top-1 accuracy dropped by more than evaluation.max_accuracy_drop."""
+VARIANT_FLAG_FINETUNED: VariantFlag.ValueType  # 9
+"""Fine-tuned after pruning."""
 Global___VariantFlag: _TypeAlias = VariantFlag  # noqa: Y015
 
 @_typing.final
@@ -184,6 +196,46 @@ class QualityStats(_message.Message):
 Global___QualityStats: _TypeAlias = QualityStats  # noqa: Y015
 
 @_typing.final
+class AccuracyStats(_message.Message):
+    """Accuracy on the eval split's labels (or error on its targets)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP1_FIELD_NUMBER: _builtins.int
+    TOP5_FIELD_NUMBER: _builtins.int
+    MSE_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    top1: _builtins.float
+    """Fraction of samples whose top-scoring class is the label."""
+    top5: _builtins.float
+    """Set when the model has more than 5 classes."""
+    mse: _builtins.float
+    """Mean squared error on `target` arrays (instead of top1/top5)."""
+    samples: _builtins.int
+    def __init__(
+        self,
+        *,
+        top1: _builtins.float = ...,
+        top5: _builtins.float | None = ...,
+        mse: _builtins.float | None = ...,
+        samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mse", b"_mse", "_top5", b"_top5", "mse", b"mse", "top5", b"top5"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mse", b"_mse", "_top5", b"_top5", "mse", b"mse", "samples", b"samples", "top1", b"top1", "top5", b"top5"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mse: _TypeAlias = _typing.Literal["mse"]  # noqa: Y015
+    _WhichOneofArgType__mse: _TypeAlias = _typing.Literal["_mse", b"_mse"]  # noqa: Y015
+    _WhichOneofReturnType__top5: _TypeAlias = _typing.Literal["top5"]  # noqa: Y015
+    _WhichOneofArgType__top5: _TypeAlias = _typing.Literal["_top5", b"_top5"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mse) -> _WhichOneofReturnType__mse | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top5) -> _WhichOneofReturnType__top5 | None: ...
+
+Global___AccuracyStats: _TypeAlias = AccuracyStats  # noqa: Y015
+
+@_typing.final
 class ModelStats(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -195,6 +247,7 @@ class ModelStats(_message.Message):
     LATENCY_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     LATENCIES_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
     parameters: _builtins.int
     """Elements in all weights."""
     nonzero_parameters: _builtins.int
@@ -219,6 +272,10 @@ class ModelStats(_message.Message):
         files. `latency` is the first.
         """
 
+    @_builtins.property
+    def accuracy(self) -> Global___AccuracyStats:
+        """Set when the job's eval data has labels or targets."""
+
     def __init__(
         self,
         *,
@@ -230,10 +287,11 @@ class ModelStats(_message.Message):
         latency: Global___LatencyStats | None = ...,
         quality: Global___QualityStats | None = ...,
         latencies: _abc.Iterable[Global___LatencyStats] | None = ...,
+        accuracy: Global___AccuracyStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "quality", b"quality"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "latency", b"latency", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compressed_size_bytes", b"compressed_size_bytes", "latencies", b"latencies", "latency", b"latency", "macs", b"macs", "nonzero_parameters", b"nonzero_parameters", "parameters", b"parameters", "quality", b"quality", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "compressed_size_bytes", b"compressed_size_bytes", "latencies", b"latencies", "latency", b"latency", "macs", b"macs", "nonzero_parameters", b"nonzero_parameters", "parameters", b"parameters", "quality", b"quality", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,7 +527,9 @@ class ReportWarning(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """e.g. "UNSTRUCTURED_NO_SPEEDUP", "SLOWER_THAN_BASELINE"."""
+    """e.g. "UNSTRUCTURED_NO_SPEEDUP", "SLOWER_THAN_BASELINE",
+    "ACCURACY_NOT_MEASURED" (no labelled eval data), "BELOW_ACCURACY_RULE".
+    """
     message: _builtins.str
     def __init__(
         self,
@@ -526,7 +586,7 @@ class BenchmarkProtocol(_message.Message):
     """Models timed in turn (A B A B ...) so drift hits all alike."""
     thread_spinning: _builtins.bool
     quality_inputs: _builtins.str
-    """e.g. "32 synthetic samples, normal(0, 1), seed 0"."""
+    """e.g. "32 synthetic samples, normal(0, 1), seed 0", or "eval split, 360 samples"."""
     max_seconds: _builtins.float
     """The time budget of each batch size's windows, in seconds."""
     stability_rule: _builtins.str
@@ -592,17 +652,21 @@ class QualityRule(_message.Message):
 
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
     MIN_COSINE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _builtins.int
     min_top1_agreement: _builtins.float
     min_cosine_similarity: _builtins.float
+    max_accuracy_drop: _builtins.float
+    """evaluation.max_accuracy_drop (0: no accuracy rule)."""
     def __init__(
         self,
         *,
         min_top1_agreement: _builtins.float = ...,
         min_cosine_similarity: _builtins.float = ...,
+        max_accuracy_drop: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_accuracy_drop", b"max_accuracy_drop", "min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -681,6 +745,200 @@ class ScheduleStep(_message.Message):
 Global___ScheduleStep: _TypeAlias = ScheduleStep  # noqa: Y015
 
 @_typing.final
+class DatasetShard(_message.Message):
+    """One shard of the job's data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    sha256: _builtins.str
+    samples: _builtins.int
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples", "sha256", b"sha256", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetShard: _TypeAlias = DatasetShard  # noqa: Y015
+
+@_typing.final
+class DataReport(_message.Message):
+    """What the job's data was and how it was split."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAIN_FIELD_NUMBER: _builtins.int
+    EVAL_FIELD_NUMBER: _builtins.int
+    TRAIN_SAMPLES_FIELD_NUMBER: _builtins.int
+    EVAL_SAMPLES_FIELD_NUMBER: _builtins.int
+    EVAL_FRACTION_FIELD_NUMBER: _builtins.int
+    SUPERVISION_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
+    train_samples: _builtins.int
+    eval_samples: _builtins.int
+    eval_fraction: _builtins.float
+    """Held out of train when no eval shards were given; 0 otherwise."""
+    supervision: _builtins.str
+    """"label", "target" or "none"."""
+    num_classes: _builtins.int
+    @_builtins.property
+    def train(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetShard]: ...
+    @_builtins.property
+    def eval(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetShard]: ...
+    def __init__(
+        self,
+        *,
+        train: _abc.Iterable[Global___DatasetShard] | None = ...,
+        eval: _abc.Iterable[Global___DatasetShard] | None = ...,
+        train_samples: _builtins.int = ...,
+        eval_samples: _builtins.int = ...,
+        eval_fraction: _builtins.float = ...,
+        supervision: _builtins.str = ...,
+        num_classes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval", b"eval", "eval_fraction", b"eval_fraction", "eval_samples", b"eval_samples", "num_classes", b"num_classes", "supervision", b"supervision", "train", b"train", "train_samples", b"train_samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataReport: _TypeAlias = DataReport  # noqa: Y015
+
+@_typing.final
+class FinetuneRun(_message.Message):
+    """One run of the fine-tuning loop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    TOTAL_STEPS_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    FINAL_METRIC_FIELD_NUMBER: _builtins.int
+    BEST_METRIC_FIELD_NUMBER: _builtins.int
+    BEST_STEP_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    STEPS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    MIXED_PRECISION_FIELD_NUMBER: _builtins.int
+    RESUMED_FROM_STEP_FIELD_NUMBER: _builtins.int
+    LOSS_CURVE_FIELD_NUMBER: _builtins.int
+    LOSS_CURVE_STEPS_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """"finetune" after pruning, "round-N" between iterative rounds."""
+    steps: _builtins.int
+    total_steps: _builtins.int
+    epochs: _builtins.int
+    stop_reason: _builtins.str
+    """"budget", "max_seconds" or "early_stopping"."""
+    loss: _builtins.str
+    """The loss, e.g. "cross_entropy", "distillation", "cross_entropy+distillation"."""
+    metric: _builtins.str
+    """The eval metric (higher is better): "accuracy", "neg_mse" or "top1_agreement"."""
+    final_metric: _builtins.float
+    best_metric: _builtins.float
+    best_step: _builtins.int
+    seconds: _builtins.float
+    steps_per_second: _builtins.float
+    device: _builtins.str
+    """"cpu" or "cuda"."""
+    mixed_precision: _builtins.bool
+    resumed_from_step: _builtins.int
+    """The step the run resumed at from a checkpoint (0: started fresh)."""
+    @_builtins.property
+    def loss_curve(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Training loss every few steps (at most 200 points)."""
+
+    @_builtins.property
+    def loss_curve_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        steps: _builtins.int = ...,
+        total_steps: _builtins.int = ...,
+        epochs: _builtins.int = ...,
+        stop_reason: _builtins.str = ...,
+        loss: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        final_metric: _builtins.float | None = ...,
+        best_metric: _builtins.float | None = ...,
+        best_step: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        steps_per_second: _builtins.float = ...,
+        device: _builtins.str = ...,
+        mixed_precision: _builtins.bool = ...,
+        resumed_from_step: _builtins.int = ...,
+        loss_curve: _abc.Iterable[_builtins.float] | None = ...,
+        loss_curve_steps: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_metric", b"_best_metric", "_final_metric", b"_final_metric", "best_metric", b"best_metric", "final_metric", b"final_metric"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_metric", b"_best_metric", "_final_metric", b"_final_metric", "best_metric", b"best_metric", "best_step", b"best_step", "device", b"device", "epochs", b"epochs", "final_metric", b"final_metric", "loss", b"loss", "loss_curve", b"loss_curve", "loss_curve_steps", b"loss_curve_steps", "metric", b"metric", "mixed_precision", b"mixed_precision", "phase", b"phase", "resumed_from_step", b"resumed_from_step", "seconds", b"seconds", "steps", b"steps", "steps_per_second", b"steps_per_second", "stop_reason", b"stop_reason", "total_steps", b"total_steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__best_metric: _TypeAlias = _typing.Literal["best_metric"]  # noqa: Y015
+    _WhichOneofArgType__best_metric: _TypeAlias = _typing.Literal["_best_metric", b"_best_metric"]  # noqa: Y015
+    _WhichOneofReturnType__final_metric: _TypeAlias = _typing.Literal["final_metric"]  # noqa: Y015
+    _WhichOneofArgType__final_metric: _TypeAlias = _typing.Literal["_final_metric", b"_final_metric"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__best_metric) -> _WhichOneofReturnType__best_metric | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__final_metric) -> _WhichOneofReturnType__final_metric | None: ...
+
+Global___FinetuneRun: _TypeAlias = FinetuneRun  # noqa: Y015
+
+@_typing.final
+class FinetuneReport(_message.Message):
+    """How the pruned model was fine-tuned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    QUALITY_BEFORE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    attempts: _builtins.int
+    """Worker starts the job took (more than 1 after a retry or takeover)."""
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FinetuneRun]: ...
+    @_builtins.property
+    def before(self) -> Global___AccuracyStats:
+        """The accuracy (or other metric) the pruned model had before fine-tuning,
+        on the eval split.
+        """
+
+    @_builtins.property
+    def quality_before(self) -> Global___QualityStats: ...
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___FinetuneRun] | None = ...,
+        before: Global___AccuracyStats | None = ...,
+        quality_before: Global___QualityStats | None = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["before", b"before", "quality_before", b"quality_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "before", b"before", "quality_before", b"quality_before", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinetuneReport: _TypeAlias = FinetuneReport  # noqa: Y015
+
+@_typing.final
 class OptimizationReport(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -692,6 +950,8 @@ class OptimizationReport(_message.Message):
     INPUT_FORMAT_FIELD_NUMBER: _builtins.int
     SENSITIVITY_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FINETUNE_FIELD_NUMBER: _builtins.int
     input_format: _model_pb2.ModelFormat.ValueType
     @_builtins.property
     def baseline(self) -> Global___ModelStats: ...
@@ -709,6 +969,14 @@ class OptimizationReport(_message.Message):
 
     @_builtins.property
     def schedule(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleStep]: ...
+    @_builtins.property
+    def data(self) -> Global___DataReport:
+        """Set when the job had data."""
+
+    @_builtins.property
+    def finetune(self) -> Global___FinetuneReport:
+        """Set when the job fine-tuned."""
+
     def __init__(
         self,
         *,
@@ -720,10 +988,12 @@ class OptimizationReport(_message.Message):
         input_format: _model_pb2.ModelFormat.ValueType = ...,
         sensitivity: _abc.Iterable[Global___SensitivityCurve] | None = ...,
         schedule: _abc.Iterable[Global___ScheduleStep] | None = ...,
+        data: Global___DataReport | None = ...,
+        finetune: Global___FinetuneReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "protocol", b"protocol"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -176,7 +176,9 @@ class _Device:
 class _DeviceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Device.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DEVICE_UNSPECIFIED: _Device.ValueType  # 0
-    """Means DEVICE_CPU."""
+    """Means DEVICE_CPU for benchmarks; for fine-tuning, CUDA when the worker
+    has it, else CPU.
+    """
     DEVICE_CPU: _Device.ValueType  # 1
     """ONNX Runtime's CPU execution provider; torch on CPU for TorchScript files."""
     DEVICE_CUDA: _Device.ValueType  # 2
@@ -189,7 +191,9 @@ class Device(_Device, metaclass=_DeviceEnumTypeWrapper):
     """Where latency is measured."""
 
 DEVICE_UNSPECIFIED: Device.ValueType  # 0
-"""Means DEVICE_CPU."""
+"""Means DEVICE_CPU for benchmarks; for fine-tuning, CUDA when the worker
+has it, else CPU.
+"""
 DEVICE_CPU: Device.ValueType  # 1
 """ONNX Runtime's CPU execution provider; torch on CPU for TorchScript files."""
 DEVICE_CUDA: Device.ValueType  # 2
@@ -198,6 +202,51 @@ its CUDA execution provider (CPU for the nodes neither supports). The job
 fails INVALID_SPEC when the server's ONNX Runtime has no CUDA provider.
 """
 Global___Device: _TypeAlias = Device  # noqa: Y015
+
+class _Optimizer:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OptimizerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Optimizer.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPTIMIZER_UNSPECIFIED: _Optimizer.ValueType  # 0
+    """Means OPTIMIZER_ADAMW."""
+    OPTIMIZER_SGD: _Optimizer.ValueType  # 1
+    """SGD with `momentum`."""
+    OPTIMIZER_ADAMW: _Optimizer.ValueType  # 2
+    """AdamW, decoupled weight decay."""
+
+class Optimizer(_Optimizer, metaclass=_OptimizerEnumTypeWrapper): ...
+
+OPTIMIZER_UNSPECIFIED: Optimizer.ValueType  # 0
+"""Means OPTIMIZER_ADAMW."""
+OPTIMIZER_SGD: Optimizer.ValueType  # 1
+"""SGD with `momentum`."""
+OPTIMIZER_ADAMW: Optimizer.ValueType  # 2
+"""AdamW, decoupled weight decay."""
+Global___Optimizer: _TypeAlias = Optimizer  # noqa: Y015
+
+class _LrSchedule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LrScheduleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LrSchedule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LR_SCHEDULE_UNSPECIFIED: _LrSchedule.ValueType  # 0
+    """Means LR_SCHEDULE_COSINE."""
+    LR_SCHEDULE_COSINE: _LrSchedule.ValueType  # 1
+    LR_SCHEDULE_LINEAR: _LrSchedule.ValueType  # 2
+    LR_SCHEDULE_CONSTANT: _LrSchedule.ValueType  # 3
+
+class LrSchedule(_LrSchedule, metaclass=_LrScheduleEnumTypeWrapper):
+    """The learning-rate schedule after warm-up."""
+
+LR_SCHEDULE_UNSPECIFIED: LrSchedule.ValueType  # 0
+"""Means LR_SCHEDULE_COSINE."""
+LR_SCHEDULE_COSINE: LrSchedule.ValueType  # 1
+LR_SCHEDULE_LINEAR: LrSchedule.ValueType  # 2
+LR_SCHEDULE_CONSTANT: LrSchedule.ValueType  # 3
+Global___LrSchedule: _TypeAlias = LrSchedule  # noqa: Y015
 
 class _QuantizeMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -456,6 +505,7 @@ class EvaluationSpec(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
     MIN_COSINE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     """Synthetic input samples used to compare a variant with the original;
     0 means 32.
@@ -469,6 +519,12 @@ class EvaluationSpec(_message.Message):
     miss it get a QUALITY_DROP warning. 0 means 0.99; otherwise 0 < x <= 1.
     """
     min_cosine_similarity: _builtins.float
+    max_accuracy_drop: _builtins.float
+    """Acceptance rule on accuracy: a variant whose top-1 accuracy on the eval
+    split is more than this below the baseline's (a fraction: 0.01 is one
+    point) is flagged BELOW_ACCURACY_RULE; the job still succeeds. 0 means no
+    rule; otherwise 0 < x <= 1. Needs labelled eval data to be judged.
+    """
     def __init__(
         self,
         *,
@@ -476,29 +532,203 @@ class EvaluationSpec(_message.Message):
         seed: _builtins.int = ...,
         min_top1_agreement: _builtins.float = ...,
         min_cosine_similarity: _builtins.float = ...,
+        max_accuracy_drop: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement", "samples", b"samples", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_accuracy_drop", b"max_accuracy_drop", "min_cosine_similarity", b"min_cosine_similarity", "min_top1_agreement", b"min_top1_agreement", "samples", b"samples", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluationSpec: _TypeAlias = EvaluationSpec  # noqa: Y015
 
 @_typing.final
-class FinetuneSpec(_message.Message):
-    """Reserved for fine-tuning; no fields yet. A spec that sets it is rejected."""
+class DataSpec(_message.Message):
+    """The job's data: `.npz` shards whose arrays are named after the model
+    inputs (a single input may be called `input`), plus optional `label`
+    (int64 class ids) or `target` (a float array). Each entry is a DatasetRef
+    URI from UploadDataset, or an `s3://` URI of a shard under the server's
+    dataset prefix; an entry ending in `/` stands for every `.npz` under it.
+    Without data, calibration and fidelity use synthetic inputs and the report
+    says accuracy could not be measured.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    TRAIN_FIELD_NUMBER: _builtins.int
+    EVAL_FIELD_NUMBER: _builtins.int
+    EVAL_FRACTION_FIELD_NUMBER: _builtins.int
+    eval_fraction: _builtins.float
+    """Fraction of `train` held out for evaluation when `eval` is empty; 0
+    means 0.2; otherwise 0 < x < 1. Ignored when `eval` is set.
+    """
+    @_builtins.property
+    def train(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shards to fine-tune on (and to draw calibration and importance samples from)."""
+
+    @_builtins.property
+    def eval(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shards to evaluate on. Empty: `eval_fraction` of `train` is held out."""
+
     def __init__(
         self,
+        *,
+        train: _abc.Iterable[_builtins.str] | None = ...,
+        eval: _abc.Iterable[_builtins.str] | None = ...,
+        eval_fraction: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval", b"eval", "eval_fraction", b"eval_fraction", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSpec: _TypeAlias = DataSpec  # noqa: Y015
+
+@_typing.final
+class DistillationSpec(_message.Message):
+    """Knowledge distillation from the original (unpruned) model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    ALPHA_FIELD_NUMBER: _builtins.int
+    FEATURE_LAYERS_FIELD_NUMBER: _builtins.int
+    FEATURE_WEIGHT_FIELD_NUMBER: _builtins.int
+    temperature: _builtins.float
+    """Softmax temperature; 0 means 4; otherwise > 0."""
+    alpha: _builtins.float
+    """Weight of the distillation loss against the hard loss (labels or
+    targets), in [0, 1]; unset means 0.5. Unlabelled data trains on
+    distillation alone whatever this says.
+    """
+    feature_weight: _builtins.float
+    """Weight of the feature loss; 0 means 1."""
+    @_builtins.property
+    def feature_layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of layers (ONNX node names) whose outputs the pruned model is also
+        taught to match (mean squared error), when their shapes still agree.
+        """
+
+    def __init__(
+        self,
+        *,
+        temperature: _builtins.float = ...,
+        alpha: _builtins.float | None = ...,
+        feature_layers: _abc.Iterable[_builtins.str] | None = ...,
+        feature_weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "alpha", b"alpha"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "alpha", b"alpha", "feature_layers", b"feature_layers", "feature_weight", b"feature_weight", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
+    _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alpha) -> _WhichOneofReturnType__alpha | None: ...
+
+Global___DistillationSpec: _TypeAlias = DistillationSpec  # noqa: Y015
+
+@_typing.final
+class FinetuneSpec(_message.Message):
+    """Fine-tuning after pruning (and between the rounds of an iterative
+    schedule). Needs `data.train` and `prune`. The budget is the smallest of
+    `epochs`, `steps` and `max_seconds` that are set; at least one must be.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    OPTIMIZER_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    MOMENTUM_FIELD_NUMBER: _builtins.int
+    WEIGHT_DECAY_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    WARMUP_STEPS_FIELD_NUMBER: _builtins.int
+    GRAD_CLIP_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    EVAL_EVERY_FIELD_NUMBER: _builtins.int
+    PATIENCE_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    MIXED_PRECISION_FIELD_NUMBER: _builtins.int
+    DISTILLATION_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_EVERY_STEPS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_EVERY_SECONDS_FIELD_NUMBER: _builtins.int
+    STEPS_PER_ROUND_FIELD_NUMBER: _builtins.int
+    epochs: _builtins.int
+    """Passes over the training data."""
+    steps: _builtins.int
+    """Optimizer steps."""
+    max_seconds: _builtins.float
+    """Wall-clock cap on training, seconds (summed over resumed attempts)."""
+    batch_size: _builtins.int
+    """0 means 32."""
+    optimizer: Global___Optimizer.ValueType
+    learning_rate: _builtins.float
+    """Peak learning rate; 0 means 1e-3 for AdamW, 1e-2 for SGD."""
+    momentum: _builtins.float
+    """SGD only; 0 means 0.9."""
+    weight_decay: _builtins.float
+    schedule: Global___LrSchedule.ValueType
+    warmup_steps: _builtins.int
+    """Steps of linear warm-up to the peak rate."""
+    grad_clip: _builtins.float
+    """Maximum global gradient norm; 0 means no clipping."""
+    seed: _builtins.int
+    """Seed of the batch order and of every random number generator."""
+    eval_every: _builtins.int
+    """Evaluate every N steps; 0 means at the end of each epoch."""
+    patience: _builtins.int
+    """Stop after N evaluations without improvement; 0 means never."""
+    device: Global___Device.ValueType
+    """UNSPECIFIED means CUDA when the worker has one, else CPU."""
+    mixed_precision: _builtins.bool
+    """float16 autocast on CUDA (ignored on CPU); unset means on."""
+    checkpoint_every_steps: _builtins.int
+    """Write a checkpoint every N steps (0: by time only)."""
+    checkpoint_every_seconds: _builtins.float
+    """Write a checkpoint every N seconds; 0 means 60 (and every run ends with one)."""
+    steps_per_round: _builtins.int
+    """Steps of fine-tuning after each round of an ITERATIVE schedule; 0 means
+    the budget above divided evenly between the rounds.
+    """
+    @_builtins.property
+    def distillation(self) -> Global___DistillationSpec:
+        """Distil from the original model; unset means hard labels/targets only."""
+
+    def __init__(
+        self,
+        *,
+        epochs: _builtins.int = ...,
+        steps: _builtins.int = ...,
+        max_seconds: _builtins.float = ...,
+        batch_size: _builtins.int = ...,
+        optimizer: Global___Optimizer.ValueType = ...,
+        learning_rate: _builtins.float = ...,
+        momentum: _builtins.float = ...,
+        weight_decay: _builtins.float = ...,
+        schedule: Global___LrSchedule.ValueType = ...,
+        warmup_steps: _builtins.int = ...,
+        grad_clip: _builtins.float = ...,
+        seed: _builtins.int = ...,
+        eval_every: _builtins.int = ...,
+        patience: _builtins.int = ...,
+        device: Global___Device.ValueType = ...,
+        mixed_precision: _builtins.bool | None = ...,
+        distillation: Global___DistillationSpec | None = ...,
+        checkpoint_every_steps: _builtins.int = ...,
+        checkpoint_every_seconds: _builtins.float = ...,
+        steps_per_round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision", "distillation", b"distillation", "mixed_precision", b"mixed_precision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision", "batch_size", b"batch_size", "checkpoint_every_seconds", b"checkpoint_every_seconds", "checkpoint_every_steps", b"checkpoint_every_steps", "device", b"device", "distillation", b"distillation", "epochs", b"epochs", "eval_every", b"eval_every", "grad_clip", b"grad_clip", "learning_rate", b"learning_rate", "max_seconds", b"max_seconds", "mixed_precision", b"mixed_precision", "momentum", b"momentum", "optimizer", b"optimizer", "patience", b"patience", "schedule", b"schedule", "seed", b"seed", "steps", b"steps", "steps_per_round", b"steps_per_round", "warmup_steps", b"warmup_steps", "weight_decay", b"weight_decay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mixed_precision: _TypeAlias = _typing.Literal["mixed_precision"]  # noqa: Y015
+    _WhichOneofArgType__mixed_precision: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mixed_precision) -> _WhichOneofReturnType__mixed_precision | None: ...
 
 Global___FinetuneSpec: _TypeAlias = FinetuneSpec  # noqa: Y015
 
@@ -518,8 +748,8 @@ class QuantizeSpec(_message.Message):
     """STATIC_INT8 and AUTO only."""
     calibration_samples: _builtins.int
     """Inputs the activation ranges are calibrated on (STATIC_INT8 and AUTO);
-    0 means 64, at most 1024. Synthetic until datasets exist (the report then
-    carries SYNTHETIC_CALIBRATION).
+    0 means 64, at most 1024. Drawn from `data.train` when the job has data;
+    synthetic otherwise (the report then carries SYNTHETIC_CALIBRATION).
     """
     include_original: _builtins.bool
     """Quantize the original model too (variants `original_<suffix>`), so the
@@ -571,6 +801,7 @@ class OptimizationSpec(_message.Message):
     EVALUATION_FIELD_NUMBER: _builtins.int
     FINETUNE_FIELD_NUMBER: _builtins.int
     QUANTIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.InputSpec]:
         """Inputs with concrete shapes. Required for TorchScript models; optional
@@ -586,9 +817,13 @@ class OptimizationSpec(_message.Message):
     @_builtins.property
     def evaluation(self) -> Global___EvaluationSpec: ...
     @_builtins.property
-    def finetune(self) -> Global___FinetuneSpec: ...
+    def finetune(self) -> Global___FinetuneSpec:
+        """Fine-tune the pruned model to recover accuracy; needs `prune` and `data.train`."""
+
     @_builtins.property
     def quantize(self) -> Global___QuantizeSpec: ...
+    @_builtins.property
+    def data(self) -> Global___DataSpec: ...
     def __init__(
         self,
         *,
@@ -598,10 +833,11 @@ class OptimizationSpec(_message.Message):
         evaluation: Global___EvaluationSpec | None = ...,
         finetune: Global___FinetuneSpec | None = ...,
         quantize: Global___QuantizeSpec | None = ...,
+        data: Global___DataSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "evaluation", b"evaluation", "finetune", b"finetune", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -319,7 +319,7 @@ class _ProgressSink:
         self._last_write = 0.0
         self._last_stage = ""
 
-    def __call__(self, stage: str, fraction: float, message: str) -> None:
+    def __call__(self, stage: str, fraction: float, message: str, details: dict[str, Any] | None) -> None:
         now = time.monotonic()
         if stage == self._last_stage and now - self._last_write < self._interval:
             return

@@ -30,7 +30,8 @@ from ..errors import Code, ServiceError
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, float, str], None]
+ProgressCallback = Callable[[str, float, str, dict[str, Any] | None], None]
+"""Called per progress line: stage, fraction, message and the line's ``details`` (or None)."""
 
 #: Environment variables a worker inherits; everything else (credentials included) is dropped.
 _INHERITED_ENV = (
@@ -193,11 +194,14 @@ def _read_progress(fd: int, on_progress: ProgressCallback, last_stage: list[str]
                     float(event["fraction"]),
                     str(event["message"]),
                 )
-            except (ValueError, KeyError, TypeError):
+                details = event.get("details")
+                if not isinstance(details, dict):
+                    details = None
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             last_stage[0] = stage
             try:
-                on_progress(stage, fraction, message)
+                on_progress(stage, fraction, message, details)
             except Exception:
                 log.exception("progress callback failed")
 

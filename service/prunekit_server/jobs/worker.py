@@ -18,11 +18,15 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import Code, ServiceError
 from ..hashing import sha256_file
+
+if TYPE_CHECKING:
+    from ..pipeline import StagedShard
 
 EXIT_SERVICE_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
@@ -53,8 +57,12 @@ class ProgressWriter:
         self._stream = stream
         self._fault = fault
 
-    def __call__(self, stage: str, fraction: float, message: str) -> None:
-        event = {"stage": stage, "fraction": max(0.0, min(1.0, fraction)), "message": message}
+    def __call__(
+        self, stage: str, fraction: float, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        event: dict[str, Any] = {"stage": stage, "fraction": max(0.0, min(1.0, fraction)), "message": message}
+        if details:
+            event["details"] = dict(details)
         self._stream.write(json.dumps(event) + "\n")
         self._stream.flush()
         if self._fault and self._fault.get("stage") == stage:
@@ -101,10 +109,19 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
             json_format.MessageToJson(analysis, preserving_proto_field_name=True)
         )
         return
-    from ..pipeline import run_optimization
+    from ..pipeline import JobData, run_optimization
 
     spec = json_format.ParseDict(task["spec"], spec_pb2.OptimizationSpec())
-    result = run_optimization(model_path, model_format, spec, workdir, progress)
+    data = task.get("data") or {}
+    job_data = JobData(
+        train=[_shard(workdir, item) for item in data.get("train", [])],
+        eval=[_shard(workdir, item) for item in data.get("eval", [])],
+    )
+    checkpoints = workdir / str(task.get("checkpoint_dir", "checkpoints"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    result = run_optimization(
+        model_path, model_format, spec, workdir, progress, data=job_data, checkpoint_dir=checkpoints
+    )
     artifacts = {}
     for name, path in result.artifacts.items():
         artifacts[name] = {
@@ -116,6 +133,16 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         "artifacts": artifacts,
     }
     (out / "result.json").write_text(json.dumps(body))
+
+
+def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
+    from ..pipeline import StagedShard
+
+    return StagedShard(
+        path=workdir / str(item["path"]),
+        uri=str(item.get("uri", "")),
+        sha256=str(item.get("sha256", "")),
+    )
 
 
 def _write_error(workdir: Path, error: ServiceError) -> None:

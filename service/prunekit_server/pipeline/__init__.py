@@ -1,7 +1,8 @@
 """The job pipeline: one module per stage, each a function of explicit inputs."""
 
 from .analyze import run_analysis
+from .data import JobData, StagedShard
 from .optimize import OptimizationResult, run_optimization
 from .progress import ProgressFn
 
-__all__ = ["OptimizationResult", "ProgressFn", "run_analysis", "run_optimization"]
+__all__ = ["JobData", "OptimizationResult", "ProgressFn", "StagedShard", "run_analysis", "run_optimization"]

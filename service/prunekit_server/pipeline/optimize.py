@@ -25,6 +25,7 @@ from ..quantization import QuantizeContext, QuantizePlan, plan_from_spec
 from ..report.render import write_report_files
 from .assemble import BASELINE, Facts, assemble_report
 from .benchmark import measure_latency
+from .data import JobData
 from .progress import ProgressFn
 from .settings import Settings, settings_from_spec, synthetic_description
 from .variants import (
@@ -88,6 +89,9 @@ def run_optimization(
     spec: spec_pb2.OptimizationSpec,
     workdir: Path,
     progress: ProgressFn,
+    *,
+    data: JobData | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 

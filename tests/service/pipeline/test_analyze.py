@@ -65,10 +65,15 @@ def test_bad_upload_raises_service_error(tmp_path: Path) -> None:
 
 
 def test_progress_type_is_exported() -> None:
-    calls: list[tuple[str, float, str]] = []
-    progress: ProgressFn = lambda stage, fraction, message: calls.append((stage, fraction, message))  # noqa: E731
+    calls: list[tuple[str, float, str, object]] = []
+
+    def record(stage: str, fraction: float, message: str, details: object = None) -> None:
+        calls.append((stage, fraction, message, details))
+
+    progress: ProgressFn = record
     progress("analyze", 0.5, "half")
-    assert calls == [("analyze", 0.5, "half")]
+    progress("finetune", 0.6, "step 1", {"finetune": {"step": 1}})
+    assert calls == [("analyze", 0.5, "half", None), ("finetune", 0.6, "step 1", {"finetune": {"step": 1}})]
 
 
 @pytest.mark.skipif(
