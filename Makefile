@@ -37,6 +37,7 @@ demo: install
 bench: install
 	$(PY) bench/upload_throughput.py
 	$(PY) bench/quantization_speed.py
+	$(PY) bench/finetune_recovery.py
 
 clean:
 	rm -rf $(VENV) .prunekit-data demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,7 +14,8 @@ from typing import Any, TypeAlias, cast
 import grpc
 from google.protobuf.message import Message
 
-from prunekit import _transfer
+from prunekit import _datasets, _transfer
+from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._retry import RetryPolicy, is_retryable
 from prunekit._spec import load_spec, spec_from_dict
@@ -122,13 +124,31 @@ class Client:
             size_bytes=digest.size_bytes,
             sha256=digest.sha256,
         )
+        requests = functools.partial(_transfer.upload_requests, file, metadata)
+        return cast(pb.UploadModelResponse, self._upload(self._stub.UploadModel, requests, timeout)).model
+
+    def upload_dataset(
+        self, source: DatasetLike, filename: str | None = None, *, timeout: float | None = None
+    ) -> model_pb2.DatasetRef:
+        """Uploads one dataset shard and returns its reference: put its ``uri`` in a spec's ``data``.
+
+        ``source`` is the path of an ``.npz`` file, or a mapping of array name to array-like, such as
+        ``{"input": x, "label": y}``, written to a temporary ``.npz`` first (only this needs numpy).
+        ``filename`` names the shard in its ref and in errors (default: the file's name, or
+        ``dataset.npz``). Streamed and retried like :meth:`upload_model`. A malformed shard raises
+        ``INVALID_ARGUMENT`` / ``INVALID_DATASET`` whose violations name ``<filename>:<array>``.
+        """
+        with _datasets.dataset_file(source, filename) as (file, name):
+            digest = _transfer.digest_file(file)
+            metadata = pb.DatasetMetadata(filename=name, size_bytes=digest.size_bytes, sha256=digest.sha256)
+            requests = functools.partial(_transfer.dataset_requests, file, metadata)
+            response = self._upload(self._stub.UploadDataset, requests, timeout)
+        return cast(pb.UploadDatasetResponse, response).dataset
+
+    def _upload(self, method: Any, requests: Callable[[], Iterator[Message]], timeout: float | None) -> Any:
+        """One client-streaming call with the transfer deadline, restarted from the first message on retry."""
         deadline = self.transfer_timeout if timeout is None else timeout
-
-        def attempt(_retry: int) -> pb.UploadModelResponse:
-            requests = _transfer.upload_requests(file, metadata)
-            return cast(pb.UploadModelResponse, self._stub.UploadModel(requests, timeout=deadline))
-
-        return self._retry.call(attempt).model
+        return self._retry.call(lambda _retry: method(requests(), timeout=deadline))
 
     def _model_ref(self, model: ModelLike) -> model_pb2.ModelRef:
         if isinstance(model, model_pb2.ModelRef):

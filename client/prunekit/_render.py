@@ -11,6 +11,13 @@ from google.protobuf import timestamp_pb2
 
 from prunekit._format import DASH, count, enum_name, shape, si, size, table
 from prunekit.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.training_tables import (
+    accuracy_not_measured,
+    data_lines,
+    finetune_progress_text,
+    finetune_rows,
+    finetune_summary,
+)
 from prunekit.v1 import job_pb2, model_pb2, report_pb2
 
 __all__ = [
@@ -89,14 +96,25 @@ def _protocol(p: report_pb2.BenchmarkProtocol) -> str:
 
 
 def render_report(report: report_pb2.OptimizationReport, *, max_layers: int = 30) -> str:
-    """Baseline against each variant (sizes, MACs, latency, quality, flags), the latency of every runtime and
-    batch size when there are several, changed layers, warnings, and the protocol last."""
+    """Baseline against each variant (sizes, MACs, latency, quality, accuracy, flags), the latency of every
+    runtime and batch size when there are several, the data and the fine-tuning runs, changed layers,
+    warnings, and the protocol last. A report without accuracy says so first."""
     headers, rows = variant_rows(report)
-    parts = [table(headers, rows, "l" + "r" * (len(headers) - 1))]
+    parts = []
+    not_measured = accuracy_not_measured(report)
+    if not_measured is not None:
+        parts.append(f"Accuracy NOT measured: {not_measured}")
+    parts.append(table(headers, rows, "l" + "r" * (len(headers) - 1)))
     measured = [len(s.latencies) for s in [report.baseline, *(v.stats for v in report.variants)]]
     if max(measured, default=0) > 1:
         lat_headers, lat_rows = latency_rows(report)
         parts.append(table(lat_headers, lat_rows, "llr" + "r" * (len(lat_headers) - 3)))
+    if report.HasField("data"):
+        parts.append("Data:\n" + "\n".join(f"  {line}" for line in data_lines(report)))
+    if report.HasField("finetune"):
+        ft_headers, ft_rows = finetune_rows(report)
+        summary = "\n".join(f"  {line}" for line in finetune_summary(report))
+        parts.append("Fine-tuning:\n" + summary + "\n" + table(ft_headers, ft_rows, "lrrlll" + "l" * 6))
     if report.layers:
         layer_headers, layer_table, hidden = layer_rows(report, max_layers)
         layers = table(layer_headers, layer_table, "lllrrr")
@@ -163,8 +181,18 @@ def render_jobs(jobs: Sequence[job_pb2.Job]) -> str:
     return table(["id", "state", "stage", "progress", "model", "created"], rows, "lllrll")
 
 
+def _finetune_key(p: job_pb2.JobProgress) -> tuple[str, int]:
+    """While fine-tuning: the phase and which tenth of its steps is done (a new line for each)."""
+    if not p.HasField("finetune"):
+        return ("", 0)
+    ft = p.finetune
+    return (ft.phase, ft.step * 10 // ft.total_steps if ft.total_steps > 0 else ft.step)
+
+
 class ProgressPrinter:
-    """Shows job updates: a redrawn one-line bar on a terminal, else one line per stage or state change.
+    """Shows job updates: a redrawn one-line bar on a terminal, else one line per stage or state change
+    (and, while fine-tuning, per phase and tenth of its steps). Fine-tuning shows phase, step/total, epoch,
+    loss and the last eval metric.
 
     Call it with each Job (it is an ``on_progress`` callback); call :meth:`close` at the end to finish the
     bar's line.
@@ -174,30 +202,33 @@ class ProgressPrinter:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.bar_width = bar_width
-        self._last_key: tuple[int, str] | None = None
+        self._last_key: tuple[object, ...] | None = None
         self._drawn = False
 
     def __call__(self, job: job_pb2.Job) -> None:
         p = job.progress
         fraction = min(max(p.fraction, 0.0), 1.0)
         stage = p.stage or state_name(job.state).lower()
+        detail = p.message
+        if p.HasField("finetune"):
+            detail = finetune_progress_text(p.finetune)
         if self.tty:
             filled = round(fraction * self.bar_width)
             bar = "#" * filled + "." * (self.bar_width - filled)
             text = f"[{bar}] {fraction * 100:3.0f}% {stage}"
-            if p.message:
-                text += f": {p.message}"
+            if detail:
+                text += f": {detail}"
             width = shutil.get_terminal_size((100, 20)).columns - 1
             self.stream.write("\r\x1b[K" + text[:width])
             self._drawn = True
         else:
-            key = (int(job.state), stage)
+            key = (int(job.state), stage, *_finetune_key(p))
             if key == self._last_key:
                 return
             self._last_key = key
             text = f"{fraction * 100:3.0f}% {stage}"
-            if p.message:
-                text += f": {p.message}"
+            if detail:
+                text += f": {detail}"
             self.stream.write(text + "\n")
         self.stream.flush()
 

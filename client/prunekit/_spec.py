@@ -58,11 +58,22 @@ def enum_short_name(enum: _d.EnumDescriptor, number: int) -> str:
     return value.name[len(_enum_prefix(enum)) :].lower()
 
 
-def _enum_value(enum: _d.EnumDescriptor, raw: object, path: str, problems: Problems) -> int | None:
+_ALIASES: dict[str, dict[str, int]] = {
+    "prunekit.v1.FinetuneSpec.device": {"auto": spec_pb2.DEVICE_UNSPECIFIED},
+}
+"""Extra short names of enum values, per field: ``finetune.device: auto`` (CUDA when the worker has it)."""
+
+
+def _enum_value(field: _d.FieldDescriptor, raw: object, path: str, problems: Problems) -> int | None:
+    enum = _enum_type(field)
+    aliases = _ALIASES.get(field.full_name, {})
     choices = [v.name[len(_enum_prefix(enum)) :].lower() for v in enum.values if v.number != 0]
+    choices += list(aliases)
     if not isinstance(raw, str):
         problems.append((path, f"expected one of {', '.join(choices)}; got {_kind(raw)}"))
         return None
+    if raw.strip().lower() in aliases:
+        return aliases[raw.strip().lower()]
     wanted = raw.strip().upper().replace("-", "_")
     prefix = _enum_prefix(enum)
     for value in enum.values:
@@ -108,7 +119,7 @@ def _scalar(field: _d.FieldDescriptor, raw: object, path: str, problems: Problem
     """The Python value for a non-message field, or None after recording a problem."""
     cpp = field.cpp_type
     if cpp == _d.FieldDescriptor.CPPTYPE_ENUM:
-        return _enum_value(_enum_type(field), raw, path, problems)
+        return _enum_value(field, raw, path, problems)
     if cpp in _INT_RANGES:
         if isinstance(raw, bool) or not isinstance(raw, int):
             problems.append((path, f"expected an integer; got {_kind(raw)}"))

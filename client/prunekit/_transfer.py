@@ -1,4 +1,4 @@
-"""Moving model and artifact bytes: chunked upload requests and verified, atomic downloads."""
+"""Moving model, dataset and artifact bytes: chunked upload requests and verified, atomic downloads."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = [
     "CHUNK_SIZE",
     "FileDigest",
     "artifact_path",
+    "dataset_requests",
     "digest_file",
     "infer_format",
     "receive",
@@ -75,9 +76,23 @@ def upload_requests(
     new iterator per attempt re-reads the file from the start.
     """
     yield optimizer_service_pb2.UploadModelRequest(metadata=metadata)
+    for chunk in _chunks(path):
+        yield optimizer_service_pb2.UploadModelRequest(chunk=chunk)
+
+
+def dataset_requests(
+    path: Path, metadata: optimizer_service_pb2.DatasetMetadata
+) -> Iterator[optimizer_service_pb2.UploadDatasetRequest]:
+    """Like :func:`upload_requests`, for UploadDataset."""
+    yield optimizer_service_pb2.UploadDatasetRequest(metadata=metadata)
+    for chunk in _chunks(path):
+        yield optimizer_service_pb2.UploadDatasetRequest(chunk=chunk)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as stream:
         while chunk := stream.read(CHUNK_SIZE):
-            yield optimizer_service_pb2.UploadModelRequest(chunk=chunk)
+            yield chunk
 
 
 def artifact_path(directory: Path, name: str) -> Path:

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from prunekit._cli_args import file_arg, input_arg, label_arg, model_arg, ratios_arg
+from prunekit._cli_datasets import add_upload_dataset
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
 from prunekit._render import (
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--label", dest="labels", action="append", type=label_arg, metavar="KEY=VALUE", help="a job label"
     )
     p.set_defaults(handler=_optimize)
+
+    add_upload_dataset(commands)
 
     jobs = commands.add_parser("jobs", help="list, inspect, cancel and watch jobs")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

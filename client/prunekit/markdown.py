@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from prunekit._format import enum_name, size
 from prunekit.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import model_pb2, report_pb2
 
 __all__ = ["markdown_table", "render_markdown"]
@@ -54,10 +55,14 @@ def _schedule(report: report_pb2.OptimizationReport) -> str:
 
 
 def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prunekit report") -> str:
-    """The whole report: variants side by side, every latency measurement, layers, warnings, protocol."""
+    """The whole report: variants side by side (accuracy included), every latency measurement, data,
+    fine-tuning, files, layers, warnings, protocol. ACCURACY_NOT_MEASURED is also said right at the top."""
     fmt = enum_name(model_pb2.ModelFormat, report.input_format)
     names = ", ".join(f"`{v.name}`" for v in report.variants) or "none"
     parts = [f"# {title}", f"Input: {fmt} model. Variants: {names}."]
+    not_measured = accuracy_not_measured(report)
+    if not_measured is not None:
+        parts.append(f"> **Accuracy not measured**: {_cell(not_measured)}")
     headers, rows = variant_rows(report)
     parts += [
         "## Variants against the baseline",
@@ -69,6 +74,12 @@ def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prun
             "## Latency by runtime and batch size",
             markdown_table(lat_headers, lat_rows, "llr" + "r" * 8),
         ]
+    if report.HasField("data"):
+        parts += ["## Data", "\n".join(f"- {line}" for line in data_lines(report))]
+    if report.HasField("finetune"):
+        ft_headers, ft_rows = finetune_rows(report)
+        summary = "\n".join(f"- {line}" for line in finetune_summary(report))
+        parts += ["## Fine-tuning", summary, markdown_table(ft_headers, ft_rows, "lrrlll" + "r" * 4 + "ll")]
     if any(v.files for v in report.variants):
         parts += ["## Files", _files(report)]
     if report.layers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prunekit._format import DASH, count, enum_name, ms, shape, si, size
+from prunekit.training_tables import accuracy_cells
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 __all__ = [
@@ -100,9 +101,11 @@ def _metrics(stats: report_pb2.ModelStats, variant: report_pb2.ModelVariant | No
 
 
 def variant_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list[list[str]]]:
-    """One column per model (baseline first), one row per metric of :data:`METRICS`."""
+    """One column per model (baseline first), one row per metric of :data:`METRICS`, then the accuracy rows
+    when the job measured accuracy (:func:`prunekit.training_tables.accuracy_cells`)."""
     columns = [_metrics(report.baseline, None)] + [_metrics(v.stats, v) for v in report.variants]
     rows = [[name, *(col[i] for col in columns)] for i, name in enumerate(METRICS)]
+    rows += accuracy_cells(report)
     return ["", "baseline", *(v.name for v in report.variants)], rows
 
 
@@ -202,6 +205,8 @@ def protocol_parts(p: report_pb2.BenchmarkProtocol) -> tuple[list[str], list[str
             f"quality rule: top-1 agreement >= {rule.min_top1_agreement:g}, "
             f"cosine similarity >= {rule.min_cosine_similarity:g}"
         )
+        if rule.max_accuracy_drop:
+            notes.append(f"accuracy rule: top-1 accuracy drop <= {rule.max_accuracy_drop * 100:g} pt")
     if p.selection_rule:
         notes.append(p.selection_rule)
     if p.memory_method:

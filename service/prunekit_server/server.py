@@ -16,6 +16,7 @@ from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 from .api.servicer import OptimizerServicer
 from .config import Settings
 from .jobs.executor import JobExecutor
+from .jobs.lease import new_server_id
 from .jobs.store import JobStore
 from .storage import open_store
 
@@ -60,9 +61,13 @@ class RunningServer:
 
 
 def start_server(settings: Settings) -> RunningServer:
-    """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port)."""
+    """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
+
+    The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
+    generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
+    """
     store = open_store(settings.storage)
-    jobs = JobStore(store, DEFAULT_TENANT)
+    jobs = JobStore(store, DEFAULT_TENANT, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(jobs, settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
@@ -91,5 +96,12 @@ def start_server(settings: Settings) -> RunningServer:
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("listening on %s:%d, storage %s, %d workers", settings.host, port, store.uri, settings.workers)
+    log.info(
+        "listening on %s:%d, storage %s, %d workers, server id %s",
+        settings.host,
+        port,
+        store.uri,
+        settings.workers,
+        jobs.owner,
+    )
     return RunningServer(server, port, settings, jobs, executor, health_servicer, threading.Event())

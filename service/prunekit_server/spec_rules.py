@@ -17,6 +17,12 @@ from google.protobuf.message import Message
 from prunekit.v1 import model_pb2, spec_pb2
 
 from .errors import FieldViolation, invalid_spec
+from .finetune_rules import (
+    MAX_DATA_SHARDS,
+    accuracy_rule_violations,
+    data_violations,
+    finetune_violations,
+)
 from .prune_rules import prune_violations
 
 MAX_INPUTS = 64
@@ -41,17 +47,30 @@ _AUTO_CANDIDATES = frozenset(
 _CALIBRATED = frozenset({spec_pb2.QUANTIZE_MODE_STATIC_INT8, spec_pb2.QUANTIZE_MODE_AUTO})
 
 
-def check_spec(spec: spec_pb2.OptimizationSpec, model_format: int, *, prefix: str = "spec") -> None:
+def check_spec(
+    spec: spec_pb2.OptimizationSpec,
+    model_format: int,
+    *,
+    prefix: str = "spec",
+    max_data_shards: int = MAX_DATA_SHARDS,
+) -> None:
     """Raise ``INVALID_ARGUMENT``/``INVALID_SPEC`` listing every rule ``spec`` breaks."""
-    violations = spec_violations(spec, model_format, prefix=prefix)
+    violations = spec_violations(spec, model_format, prefix=prefix, max_data_shards=max_data_shards)
     if violations:
         raise invalid_spec(violations)
 
 
 def spec_violations(
-    spec: spec_pb2.OptimizationSpec, model_format: int, *, prefix: str = "spec"
+    spec: spec_pb2.OptimizationSpec,
+    model_format: int,
+    *,
+    prefix: str = "spec",
+    max_data_shards: int = MAX_DATA_SHARDS,
 ) -> list[FieldViolation]:
-    """Every rule ``spec`` breaks, as field violations with paths under ``prefix``."""
+    """Every rule ``spec`` breaks, as field violations with paths under ``prefix``.
+
+    ``max_data_shards`` caps the entries of ``data`` (the server's ``max_job_data_shards``).
+    """
     found: list[FieldViolation] = []
     _unknown_fields(spec, prefix, found)
     _undefined_enums(spec, prefix, found)
@@ -75,8 +94,11 @@ def spec_violations(
         _quantize_violations(spec, f"{prefix}.quantize", found)
     _benchmark_violations(spec.benchmark, f"{prefix}.benchmark", found)
     _evaluation_violations(spec.evaluation, f"{prefix}.evaluation", found)
+    accuracy_rule_violations(spec, f"{prefix}.evaluation", found)
+    if spec.HasField("data"):
+        data_violations(spec.data, f"{prefix}.data", found, max_shards=max_data_shards)
     if spec.HasField("finetune"):
-        found.append(FieldViolation(f"{prefix}.finetune", "not supported by this server version yet"))
+        finetune_violations(spec, f"{prefix}.finetune", found)
     return found
 
 

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-REPORT_EXEMPT = frozenset(
+ALWAYS_EXEMPT = frozenset(
     {
         "OptimizationReport.baseline.quality",  # the baseline is not compared with itself
         "ModelVariant.uri",  # filled by the server after upload
@@ -25,8 +25,28 @@ REPORT_EXEMPT = frozenset(
         "QuantizationInfo.excluded_nodes",
         "OptimizationReport.sensitivity",  # filled by analyses that ran
         "OptimizationReport.schedule",
+        "AccuracyStats.top5",  # more than 5 classes only
+        "AccuracyStats.mse",  # targets only
+        "QualityRule.max_accuracy_drop",  # 0: no accuracy rule
+        "DataReport.eval_fraction",  # 0 when eval shards were given
+        "DataReport.num_classes",  # labels only
+        "FinetuneRun.resumed_from_step",  # 0: started fresh
+        "FinetuneRun.mixed_precision",  # CUDA only
     }
 )
+"""Fields any report may leave empty, with or without data."""
+
+WITHOUT_DATA = frozenset(
+    {
+        "ModelStats.accuracy",  # measured on labelled (or targeted) eval data only
+        "OptimizationReport.data",
+        "OptimizationReport.finetune",
+    }
+)
+"""Fields a report of a job without data (and without fine-tuning) leaves empty."""
+
+REPORT_EXEMPT = ALWAYS_EXEMPT | WITHOUT_DATA
+"""The exemptions of a job without data: what most pipeline tests run."""
 
 
 def unfilled(message: Message, exempt: Collection[str] = REPORT_EXEMPT, prefix: str = "") -> list[str]:

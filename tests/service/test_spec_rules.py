@@ -195,3 +195,172 @@ def test_prune_rules_still_apply_next_to_quantize() -> None:
         quantize=spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_FP16),
     )
     assert _fields(spec) == ["spec.prune.method", "spec.prune.ratio"]
+
+
+DATA = spec_pb2.DataSpec(train=["s3://bucket/tenants/default/datasets/a.npz"])
+ITERATIVE = spec_pb2.PruneSpec(
+    method=spec_pb2.PRUNE_METHOD_CHANNEL, ratio=0.3, schedule=spec_pb2.PRUNE_SCHEDULE_ITERATIVE, steps=3
+)
+
+
+def _violations(spec: spec_pb2.OptimizationSpec, **kwargs: int) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for v in spec_violations(spec, ONNX, **kwargs):
+        found.setdefault(v.field, []).append(v.description)
+    return found
+
+
+def test_a_full_finetune_spec_is_valid() -> None:
+    spec = spec_pb2.OptimizationSpec(
+        prune=ITERATIVE,
+        data=spec_pb2.DataSpec(
+            train=[DATA.train[0], "s3://bucket/tenants/default/datasets/more/"],
+            eval=["file:///srv/tenants/default/datasets/eval.npz"],
+            eval_fraction=0.1,
+        ),
+        finetune=spec_pb2.FinetuneSpec(
+            epochs=3,
+            steps=200,
+            max_seconds=60.0,
+            batch_size=4096,
+            optimizer=spec_pb2.OPTIMIZER_SGD,
+            learning_rate=10.0,
+            momentum=0.95,
+            weight_decay=1e-4,
+            schedule=spec_pb2.LR_SCHEDULE_LINEAR,
+            warmup_steps=10,
+            grad_clip=1.0,
+            seed=7,
+            eval_every=20,
+            patience=3,
+            device=spec_pb2.DEVICE_CUDA,
+            mixed_precision=False,
+            distillation=spec_pb2.DistillationSpec(
+                temperature=2.0, alpha=1.0, feature_layers=["/a/Conv", "/b/Conv"], feature_weight=0.5
+            ),
+            checkpoint_every_steps=50,
+            checkpoint_every_seconds=30.0,
+            steps_per_round=40,
+        ),
+        evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=1.0),
+    )
+    check_spec(spec, ONNX)
+    check_spec(
+        spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=spec_pb2.FinetuneSpec(steps=1)), ONNX
+    )
+    eval_only = spec_pb2.OptimizationSpec(
+        prune=PRUNE,
+        data=spec_pb2.DataSpec(eval=DATA.train),
+        evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.01),
+    )
+    check_spec(eval_only, ONNX)
+
+
+def test_finetune_needs_prune_data_and_a_budget() -> None:
+    quantize = spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8)
+    spec = spec_pb2.OptimizationSpec(quantize=quantize, finetune=spec_pb2.FinetuneSpec(batch_size=8))
+    assert _violations(spec) == {
+        "spec.finetune": [
+            "needs prune: fine-tuning recovers a pruned model",
+            "needs data.train: the shards to fine-tune on",
+            "set a budget: epochs, steps or max_seconds (> 0)",
+        ]
+    }
+    only_eval = spec_pb2.OptimizationSpec(
+        prune=PRUNE, data=spec_pb2.DataSpec(eval=DATA.train), finetune=spec_pb2.FinetuneSpec(epochs=1)
+    )
+    assert list(_violations(only_eval)) == ["spec.finetune"]
+
+
+def test_every_bad_finetune_number_is_listed() -> None:
+    finetune = spec_pb2.FinetuneSpec(
+        epochs=-1,
+        steps=-2,
+        max_seconds=math.nan,
+        batch_size=4097,
+        learning_rate=10.5,
+        momentum=0.9,
+        weight_decay=-0.1,
+        warmup_steps=-1,
+        grad_clip=math.inf,
+        seed=-3,
+        eval_every=-1,
+        patience=-1,
+        checkpoint_every_steps=-5,
+        checkpoint_every_seconds=-1.0,
+        steps_per_round=10,
+        distillation=spec_pb2.DistillationSpec(
+            temperature=-1.0, alpha=1.5, feature_weight=-2.0, feature_layers=["", "x", "x"]
+        ),
+    )
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=finetune))
+    path = "spec.finetune"
+    assert found == {
+        path: ["set a budget: epochs, steps or max_seconds (> 0)"],
+        **{
+            f"{path}.{name}": ["must be >= 0"]
+            for name in ("epochs", "steps", "warmup_steps", "seed", "eval_every", "patience")
+        },
+        f"{path}.checkpoint_every_steps": ["must be >= 0"],
+        f"{path}.max_seconds": ["must be a finite number >= 0"],
+        f"{path}.weight_decay": ["must be a finite number >= 0"],
+        f"{path}.grad_clip": ["must be a finite number >= 0"],
+        f"{path}.checkpoint_every_seconds": ["must be a finite number >= 0"],
+        f"{path}.batch_size": ["must be between 0 (default 32) and 4096"],
+        f"{path}.learning_rate": ["must be at most 10"],
+        f"{path}.momentum": ["only with optimizer SGD"],
+        f"{path}.steps_per_round": ["only with prune.schedule ITERATIVE"],
+        f"{path}.distillation.temperature": ["must be 0 (default 4) or a finite number > 0"],
+        f"{path}.distillation.alpha": ["must be between 0 and 1 (unset: 0.5)"],
+        f"{path}.distillation.feature_weight": ["must be 0 (default 1) or a finite number > 0"],
+        f"{path}.distillation.feature_layers[0]": ["an ONNX node name of 1 to 256 printable characters"],
+        f"{path}.distillation.feature_layers[2]": ["'x' is listed twice"],
+    }
+
+
+def test_sgd_momentum_and_distillation_details() -> None:
+    sgd = spec_pb2.FinetuneSpec(steps=5, optimizer=spec_pb2.OPTIMIZER_SGD, momentum=1.0)
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=sgd))
+    assert found == {"spec.finetune.momentum": ["must be 0 (default 0.9) or 0 < value < 1"]}
+    weight_alone = spec_pb2.FinetuneSpec(steps=5, distillation=spec_pb2.DistillationSpec(feature_weight=2.0))
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=weight_alone))
+    assert found == {"spec.finetune.distillation.feature_weight": ["only with feature_layers"]}
+    zero_alpha = spec_pb2.FinetuneSpec(steps=5, distillation=spec_pb2.DistillationSpec(alpha=0.0))
+    assert _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=zero_alpha)) == {}
+
+
+def test_data_rules() -> None:
+    data = spec_pb2.DataSpec(
+        train=["", "train.npz", "s3://b/x.npz", "s3://b/x.npz", "s3://b/\x00.npz"],
+        eval=["s3://b/x.npz", "s3://b/y.npz"],
+        eval_fraction=1.0,
+    )
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=data), max_data_shards=6)
+    assert found == {
+        "spec.data.train[0]": ["a URI of 1 to 2048 printable characters"],
+        "spec.data.train[1]": ["'train.npz' is not a URI: use the uri UploadDataset returned"],
+        "spec.data.train[3]": ["'s3://b/x.npz' is listed twice"],
+        "spec.data.train[4]": ["a URI of 1 to 2048 printable characters"],
+        "spec.data": ["at most 6 train and eval entries in all"],
+        "spec.data.eval_fraction": ["must be 0 (default 0.2) or 0 < value < 1"],
+    }
+    empty = spec_pb2.OptimizationSpec(prune=PRUNE)
+    empty.data.SetInParent()
+    assert _violations(empty) == {"spec.data": ["name train or eval shards, or leave data out"]}
+
+
+@pytest.mark.parametrize("drop", [-0.1, 1.5, math.nan])
+def test_max_accuracy_drop_range(drop: float) -> None:
+    spec = spec_pb2.OptimizationSpec(
+        prune=PRUNE, data=DATA, evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=drop)
+    )
+    assert _violations(spec) == {
+        "spec.evaluation.max_accuracy_drop": ["must be 0 (no rule) or 0 < value <= 1 (a fraction)"]
+    }
+
+
+def test_max_accuracy_drop_needs_data() -> None:
+    spec = spec_pb2.OptimizationSpec(prune=PRUNE, evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.02))
+    assert _violations(spec) == {
+        "spec.evaluation.max_accuracy_drop": ["needs data: labelled eval (or train) shards"]
+    }

@@ -14,11 +14,12 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs import record
+from ..jobs.dataset_store import DatasetStore
 from ..jobs.executor import JobExecutor
 from ..jobs.store import JobStore
 from ..spec_rules import check_spec, input_violations
 from .status import streaming, unary
-from .upload import receive_upload
+from .upload import receive_dataset, receive_upload
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -66,19 +67,25 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self._jobs = jobs
         self._executor = executor
         self._settings = settings
+        self._datasets = DatasetStore.for_jobs(jobs, settings)
 
     @unary
     def UploadModel(  # noqa: N802
         self, request_iterator: Iterator[pb.UploadModelRequest], context: grpc.ServicerContext
     ) -> pb.UploadModelResponse:
-        with receive_upload(
-            request_iterator, self._settings.scratch_path(), self._settings.max_upload_bytes
-        ) as (
-            path,
-            ref,
-        ):
+        scratch, cap = self._settings.scratch_path(), self._settings.max_upload_bytes
+        with receive_upload(request_iterator, scratch, cap) as (path, ref):
             stored, deduplicated = self._jobs.put_model(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
+
+    @unary
+    def UploadDataset(  # noqa: N802
+        self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
+    ) -> pb.UploadDatasetResponse:
+        scratch, cap = self._settings.scratch_path(), self._settings.max_dataset_upload_bytes
+        with receive_dataset(request_iterator, scratch, cap) as (path, ref):
+            stored, deduplicated = self._datasets.put(path, ref)
+        return pb.UploadDatasetResponse(dataset=stored, deduplicated=deduplicated)
 
     @unary
     def AnalyzeModel(  # noqa: N802
@@ -105,7 +112,9 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.CreateJobResponse:  # noqa: N802
         self._check_create(request)
         model = self._jobs.resolve_model(request.model)
-        check_spec(request.spec, model.format)
+        check_spec(request.spec, model.format, max_data_shards=self._settings.max_job_data_shards)
+        if request.spec.HasField("data"):
+            self._datasets.resolve(request.spec.data)
         request_id = request.request_id or uuid.uuid4().hex
         self._executor.reserve()
         try:

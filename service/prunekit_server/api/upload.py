@@ -1,13 +1,19 @@
-"""Receiving a model upload stream: metadata first, then chunks, checked while they arrive."""
+"""Receiving upload streams (models and dataset shards): metadata first, then chunks, checked as they arrive.
+
+Both RPCs share one spooling routine: chunks of at most 1 MiB, a running size
+cap, the declared size and sha256 verified before anything is stored. What
+differs is only the metadata message, the size-cap error and the content check.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeAlias
 
 from prunekit.v1 import model_pb2, optimizer_service_pb2
 
@@ -18,57 +24,90 @@ MAX_CHUNK_BYTES = 1 << 20
 _FORMATS = {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}
 
 
+_Request: TypeAlias = optimizer_service_pb2.UploadModelRequest | optimizer_service_pb2.UploadDatasetRequest
+"""Both upload streams: a ``payload`` oneof of ``metadata`` (first) and ``chunk``."""
+
+
 def _bad(message: str, reason: str = "INVALID_REQUEST", **violations: str) -> ServiceError:
     return ServiceError(
         Code.INVALID_ARGUMENT, reason, message, [FieldViolation(k, v) for k, v in violations.items()]
     )
 
 
-def _too_large(limit: int) -> ServiceError:
-    return ServiceError(
-        Code.RESOURCE_EXHAUSTED,
-        "MODEL_TOO_LARGE",
-        f"the model is larger than this server's {limit} byte limit",
-        metadata={"max_upload_bytes": str(limit)},
-    )
+def _too_large(what: str, reason: str, setting: str, limit: int) -> Callable[[], ServiceError]:
+    def error() -> ServiceError:
+        return ServiceError(
+            Code.RESOURCE_EXHAUSTED,
+            reason,
+            f"the {what} is larger than this server's {limit} byte limit",
+            metadata={setting: str(limit)},
+        )
+
+    return error
+
+
+def _model_too_large(limit: int) -> Callable[[], ServiceError]:
+    return _too_large("model", "MODEL_TOO_LARGE", "max_upload_bytes", limit)
+
+
+def _dataset_too_large(limit: int) -> Callable[[], ServiceError]:
+    return _too_large("dataset shard", "DATASET_TOO_LARGE", "max_dataset_upload_bytes", limit)
+
+
+def _common_violations(filename: str, size_bytes: int, sha256: str) -> tuple[str, dict[str, str]]:
+    """The base name of ``filename`` and the violations of the fields both metadata messages share."""
+    violations: dict[str, str] = {}
+    name = os.path.basename(filename.replace("\\", "/"))
+    if not name or len(name) > 255 or not name.isprintable():
+        violations["metadata.filename"] = "a file name of 1 to 255 printable characters"
+    if size_bytes <= 0:
+        violations["metadata.size_bytes"] = "the total size, > 0"
+    if not is_sha256(sha256.lower()):
+        violations["metadata.sha256"] = "64 hex digits"
+    return name, violations
 
 
 def check_metadata(meta: optimizer_service_pb2.UploadMetadata, max_bytes: int) -> model_pb2.ModelRef:
     """The ModelRef an upload declares, once every metadata field is valid."""
-    violations: dict[str, str] = {}
-    filename = os.path.basename(meta.filename.replace("\\", "/"))
-    if not filename or len(filename) > 255 or not filename.isprintable():
-        violations["metadata.filename"] = "a file name of 1 to 255 printable characters"
+    filename, violations = _common_violations(meta.filename, meta.size_bytes, meta.sha256)
     if meta.format not in _FORMATS:
         violations["metadata.format"] = "MODEL_FORMAT_ONNX or MODEL_FORMAT_TORCHSCRIPT"
-    if meta.size_bytes <= 0:
-        violations["metadata.size_bytes"] = "the total size, > 0"
-    if not is_sha256(meta.sha256.lower()):
-        violations["metadata.sha256"] = "64 hex digits"
     if violations:
         raise _bad("invalid upload metadata", **violations)
     if meta.size_bytes > max_bytes:
-        raise _too_large(max_bytes)
+        raise _model_too_large(max_bytes)()
     return model_pb2.ModelRef(
         sha256=meta.sha256.lower(), size_bytes=meta.size_bytes, format=meta.format, filename=filename
     )
 
 
-@contextmanager
-def receive_upload(
-    requests: Iterator[optimizer_service_pb2.UploadModelRequest], spool_dir: Path | None, max_bytes: int
-) -> Iterator[tuple[Path, model_pb2.ModelRef]]:
-    """Spool an upload stream to a temporary file, verified against its metadata.
+def check_dataset_metadata(
+    meta: optimizer_service_pb2.DatasetMetadata, max_bytes: int
+) -> model_pb2.DatasetRef:
+    """The DatasetRef a dataset upload declares (no samples or arrays yet), once its metadata is valid."""
+    filename, violations = _common_violations(meta.filename, meta.size_bytes, meta.sha256)
+    if violations:
+        raise _bad("invalid upload metadata", **violations)
+    if meta.size_bytes > max_bytes:
+        raise _dataset_too_large(max_bytes)()
+    return model_pb2.DatasetRef(sha256=meta.sha256.lower(), size_bytes=meta.size_bytes, filename=filename)
 
-    Yields the file and the declared ref; the file is removed afterwards,
-    also when the client goes away mid-stream.
+
+@contextmanager
+def _spool(
+    chunks: Iterator[_Request],
+    kind: str,
+    declared_size: int,
+    declared_sha256: str,
+    spool_dir: Path | None,
+    max_bytes: int,
+    too_large: Callable[[], ServiceError],
+) -> Iterator[tuple[Path, bytes]]:
+    """Write the chunk messages that follow the metadata to a temporary file, verified.
+
+    Yields the file and its first 8 bytes; the file is removed afterwards, also
+    when the client goes away mid-stream.
     """
-    first = next(requests, None)
-    if first is None or first.WhichOneof("payload") != "metadata":
-        raise _bad(
-            "the first UploadModelRequest must carry metadata", metadata="required in the first message"
-        )
-    ref = check_metadata(first.metadata, max_bytes)
     fd, name = tempfile.mkstemp(prefix="prunekit-upload-", dir=spool_dir)
     path = Path(name)
     try:
@@ -76,32 +115,75 @@ def receive_upload(
         received = 0
         head = b""
         with os.fdopen(fd, "wb") as out:
-            for message in requests:
+            for message in chunks:
                 if message.WhichOneof("payload") != "chunk":
-                    raise _bad("only the first UploadModelRequest carries metadata", chunk="expected a chunk")
+                    raise _bad(f"only the first {kind} carries metadata", chunk="expected a chunk")
                 chunk = message.chunk
                 if len(chunk) > MAX_CHUNK_BYTES:
                     raise _bad(f"chunks must be at most {MAX_CHUNK_BYTES} bytes", chunk=f"{len(chunk)} bytes")
                 received += len(chunk)
                 if received > max_bytes:
-                    raise _too_large(max_bytes)
-                if received > ref.size_bytes:
-                    raise _bad(f"more than the declared {ref.size_bytes} bytes arrived", "SIZE_MISMATCH")
+                    raise too_large()
+                if received > declared_size:
+                    raise _bad(f"more than the declared {declared_size} bytes arrived", "SIZE_MISMATCH")
                 if len(head) < 8:
                     head += chunk[: 8 - len(head)]
                 digest.update(chunk)
                 out.write(chunk)
-        if received != ref.size_bytes:
-            raise _bad(f"{received} bytes arrived, {ref.size_bytes} were declared", "SIZE_MISMATCH")
-        if digest.hexdigest() != ref.sha256:
+        if received != declared_size:
+            raise _bad(f"{received} bytes arrived, {declared_size} were declared", "SIZE_MISMATCH")
+        if digest.hexdigest() != declared_sha256:
             raise _bad(
-                f"the bytes' sha256 is {digest.hexdigest()}, the metadata declared {ref.sha256}",
+                f"the bytes' sha256 is {digest.hexdigest()}, the metadata declared {declared_sha256}",
                 "CHECKSUM_MISMATCH",
             )
-        check_magic(head, ref.format, ref.filename)
-        yield path, ref
+        yield path, head
     finally:
         path.unlink(missing_ok=True)
+
+
+def _first(requests: Iterator[_Request], kind: str) -> _Request:
+    first = next(requests, None)
+    if first is None or first.WhichOneof("payload") != "metadata":
+        raise _bad(f"the first {kind} must carry metadata", metadata="required in the first message")
+    return first
+
+
+@contextmanager
+def receive_upload(
+    requests: Iterator[optimizer_service_pb2.UploadModelRequest], spool_dir: Path | None, max_bytes: int
+) -> Iterator[tuple[Path, model_pb2.ModelRef]]:
+    """Spool an UploadModel stream to a temporary file, verified against its metadata.
+
+    Yields the file and the declared ref; the file is removed afterwards,
+    also when the client goes away mid-stream.
+    """
+    kind = "UploadModelRequest"
+    first = _first(requests, kind)
+    assert isinstance(first, optimizer_service_pb2.UploadModelRequest)
+    ref = check_metadata(first.metadata, max_bytes)
+    too_large = _model_too_large(max_bytes)
+    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as (path, head):
+        check_magic(head, ref.format, ref.filename)
+        yield path, ref
+
+
+@contextmanager
+def receive_dataset(
+    requests: Iterator[optimizer_service_pb2.UploadDatasetRequest], spool_dir: Path | None, max_bytes: int
+) -> Iterator[tuple[Path, model_pb2.DatasetRef]]:
+    """Spool an UploadDataset stream to a temporary file, verified against its metadata.
+
+    Yields the file and the declared ref (its structure is checked when it is
+    stored, see :meth:`DatasetStore.put`); the file is removed afterwards.
+    """
+    kind = "UploadDatasetRequest"
+    first = _first(requests, kind)
+    assert isinstance(first, optimizer_service_pb2.UploadDatasetRequest)
+    ref = check_dataset_metadata(first.metadata, max_bytes)
+    too_large = _dataset_too_large(max_bytes)
+    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as (path, _):
+        yield path, ref
 
 
 def check_magic(head: bytes, model_format: int, filename: str) -> None:

@@ -2,13 +2,22 @@
 
 A bounded queue feeds ``workers`` dispatcher threads; each runs one job at a
 time in its own worker process (see :mod:`.sandbox`) and publishes the
-results: artifacts first, the manifest last, then the SUCCEEDED record.
-Analyses run on as many slots of their own, synchronously for the caller.
+results (see :mod:`.publish`). Analyses run on as many slots of their own,
+synchronously for the caller.
+
+Durability: every queued or running job is leased to this server and renewed
+by a :class:`~.lease.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
+jobs whose lease expired. Before each worker start the job's checkpoints are
+restored from storage, and the worker's new ones are uploaded as it
+announces them (:mod:`.checkpoint_sync`). A worker killed by a signal during
+stage "finetune" is started again, up to ``max_attempts`` starts in all;
+other failures end the job. On shutdown, jobs that fine-tune are released
+(their lease ends now) for another server, or the next start, to resume from
+their checkpoint; the others fail with SERVER_SHUTTING_DOWN.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -21,21 +30,27 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from prunekit.v1 import job_pb2, model_pb2, report_pb2
+from prunekit.v1 import job_pb2, model_pb2
 
 from ..config import Settings
 from ..errors import Code, ServiceError
-from ..hashing import sha256_file
-from . import record
+from . import checkpoint_sync, lease, record
+from .analysis import Analyzer
+from .faults import FAULT_LABEL, is_retryable, parse_fault
+from .progress_sink import ProgressSink
+from .publish import complete_from_manifest, publish
 from .sandbox import StopRequest, WorkerLimits, run_worker
+from .staging import stage_data, stage_model
 from .store import JobStore, storage_errors
+from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
-#: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE".
-FAULT_LABEL = "prunekit.dev/test-fault"
-_MODEL_SUFFIX = {model_pb2.MODEL_FORMAT_ONNX: ".onnx", model_pb2.MODEL_FORMAT_TORCHSCRIPT: ".pt"}
-_MAX_RESULT_BYTES = 64 << 20
+__all__ = ["FAULT_LABEL", "JobExecutor"]
+
+_LEASE_LOST = "LEASE_LOST"
+_RELEASED = "LEASE_RELEASED"
+_UNFINISHED = "the server shut down before the job finished; submit it again"
 
 
 def _shutting_down() -> ServiceError:
@@ -50,12 +65,18 @@ class JobExecutor:
     def __init__(self, jobs: JobStore, settings: Settings) -> None:
         self._jobs = jobs
         self._settings = settings
+        if not jobs.owner:
+            jobs.owner = lease.new_server_id(settings.server_id)
+        self.owner = jobs.owner
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._outstanding = 0
         self._accepting = True
         self._running: dict[str, StopRequest] = {}
-        self._analysis_slots = threading.BoundedSemaphore(max(1, settings.workers))
+        self._lost: set[str] = set()
+        self._released: set[str] = set()
+        self._keeper = lease.LeaseKeeper(jobs, self.owner, settings.lease_s, self._lease_lost)
+        self._sweeper = Sweeper(jobs, self, settings.sweep_interval_s)
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))
@@ -66,27 +87,36 @@ class JobExecutor:
             file_bytes=settings.worker_file_bytes,
             open_files=settings.worker_open_files,
         )
+        self._analyzer = Analyzer(jobs, settings, self._limits)
 
     def start(self) -> None:
+        """Start the dispatchers, the lease keeper and the sweeper (whose first scan is now)."""
         for thread in self._threads:
             thread.start()
+        self._keeper.start()
+        self._sweeper.start()
 
     # -- admission ------------------------------------------------------------------------------
 
     def reserve(self) -> None:
         """Take a place for one more job, or raise QUEUE_FULL / SERVER_SHUTTING_DOWN."""
-        with self._lock:
+        if not self._try_reserve():
             if not self._accepting:
                 raise _shutting_down()
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "QUEUE_FULL",
+                f"{self._outstanding} jobs are queued or running (the limit); retry later",
+                retry_after_s=5.0,
+            )
+
+    def _try_reserve(self) -> bool:
+        with self._lock:
             capacity = self._settings.workers + self._settings.max_queued_jobs
-            if self._outstanding >= capacity:
-                raise ServiceError(
-                    Code.RESOURCE_EXHAUSTED,
-                    "QUEUE_FULL",
-                    f"{self._outstanding} jobs are queued or running (the limit); retry later",
-                    retry_after_s=5.0,
-                )
+            if not self._accepting or self._outstanding >= capacity:
+                return False
             self._outstanding += 1
+            return True
 
     def release(self) -> None:
         """Give back a place taken by :meth:`reserve` that no job used."""
@@ -94,8 +124,43 @@ class JobExecutor:
             self._outstanding -= 1
 
     def submit(self, job_id: str) -> None:
-        """Queue a stored PENDING job on a place taken by :meth:`reserve`."""
+        """Queue a stored job leased to this server, on a place taken by :meth:`reserve`."""
+        self._keeper.hold(job_id)
         self._queue.put(job_id)
+
+    def adopt(self, job_id: str) -> bool:
+        """Take over a job whose lease expired if a place is free; True when it was queued here."""
+        if self._keeper.holds(job_id) or not self._try_reserve():
+            return False
+        claimed = False
+
+        def claim(job: job_pb2.Job) -> bool:
+            nonlocal claimed
+            claimed = not record.is_terminal(job.state) and lease.is_expired(job)
+            if claimed:
+                lease.stamp(job, self.owner, self._settings.lease_s)
+            return claimed
+
+        try:
+            job = self._jobs.mutate(job_id, claim)
+        except ServiceError:
+            self.release()
+            raise
+        if not claimed:
+            self.release()
+            return False
+        log.info("job %s: taken over after %d worker starts", job_id, job.attempt)
+        self.submit(job_id)
+        return True
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this server holds (renews) the job's lease."""
+        return self._keeper.holds(job_id)
+
+    def cleanup(self, job_id: str) -> None:
+        """Drop an ended job's checkpoints and its entry in the index of active jobs."""
+        self._jobs.delete_prefix(self._jobs.checkpoint_prefix(job_id))
+        self._jobs.forget_active(job_id)
 
     def cancel(self, job_id: str) -> job_pb2.Job:
         """Mark the job CANCELLED and stop its worker if it runs here."""
@@ -111,6 +176,13 @@ class JobExecutor:
             stop.stop(ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))
         return job
 
+    def _lease_lost(self, job_id: str) -> None:
+        with self._lock:
+            self._lost.add(job_id)
+            stop = self._running.get(job_id)
+        if stop is not None:
+            stop.stop(ServiceError(Code.ABORTED, _LEASE_LOST, "another server took the job over"))
+
     # -- jobs -----------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
@@ -122,112 +194,148 @@ class JobExecutor:
                 if self._accepting:
                     self._run(job_id)
                 else:
-                    self._end(job_id, _shutting_down())
+                    self._leave(job_id)
             except Exception:
                 log.exception("job %s: executor error", job_id)
             finally:
+                self._keeper.drop(job_id)
                 with self._lock:
                     self._outstanding -= 1
+                    self._lost.discard(job_id)
+                    self._released.discard(job_id)
+
+    def _leave(self, job_id: str) -> None:
+        """A queued job at shutdown: released when it fine-tunes, failed otherwise."""
+        if self._jobs.get(job_id).spec.HasField("finetune"):
+            self._keeper.release(job_id)
+        else:
+            self._end(job_id, _shutting_down())
 
     def _run(self, job_id: str) -> None:
+        if complete_from_manifest(self._jobs, job_id, owner=self.owner):
+            self.cleanup(job_id)
+            return
+        while True:
+            job = self._start_attempt(job_id)
+            if job is None:
+                break
+            try:
+                error = self._attempt(job)
+            except ServiceError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("job %s failed", job_id)
+                error = ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                lost, released = job_id in self._lost, job_id in self._released
+            if lost:
+                log.warning("job %s: lease lost; left unpublished to its new owner", job_id)
+                return
+            if released:
+                self._keeper.release(job_id)
+                return
+            if error is None:
+                break
+            if is_retryable(error) and job.attempt < self._settings.max_attempts and self._accepting:
+                log.warning(
+                    "job %s: start %d failed (%s); resuming from its checkpoint", job_id, job.attempt, error
+                )
+                continue
+            self._end(job_id, error)
+            break
+        if record.is_terminal(self._jobs.get(job_id).state):
+            self.cleanup(job_id)
+
+    def _start_attempt(self, job_id: str) -> job_pb2.Job | None:
+        """Count one more worker start on the record; None when the job is not ours to run.
+
+        A job that already had ``max_attempts`` starts (its servers kept
+        dying) fails with WORKER_CRASHED instead.
+        """
+        max_attempts = self._settings.max_attempts
+
         def to_running(job: job_pb2.Job) -> bool:
-            if job.state != record.PENDING:
+            if record.is_terminal(job.state) or job.lease.owner != self.owner:
                 return False
-            record.transition(job, record.RUNNING)
-            job.progress.CopyFrom(
-                job_pb2.JobProgress(stage="starting", fraction=0.0, message="worker starting")
-            )
+            if job.attempt >= max_attempts:
+                message = f"the job's worker or server was lost {job.attempt} times (the limit)"
+                record.fail(job, ServiceError(Code.INTERNAL, "WORKER_CRASHED", message))
+                return True
+            if job.state == record.PENDING:
+                record.transition(job, record.RUNNING)
+            job.attempt += 1
+            lease.stamp(job, self.owner, self._settings.lease_s)
+            message = "worker starting" if job.attempt == 1 else f"worker starting (start {job.attempt})"
+            job.progress.CopyFrom(job_pb2.JobProgress(stage="starting", fraction=0.0, message=message))
             return True
 
         job = self._jobs.mutate(job_id, to_running)
-        if job.state != record.RUNNING:
-            return
+        return job if job.state == record.RUNNING and job.lease.owner == self.owner else None
+
+    def _attempt(self, job: job_pb2.Job) -> ServiceError | None:
+        """One worker start: restore checkpoints, run, upload checkpoints, publish on success."""
         stop = StopRequest()
         with self._lock:
-            self._running[job_id] = stop
-        workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job_id}-", dir=self._settings.scratch_path()))
+            self._running[job.id] = stop
+        workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
+        prefix = self._jobs.checkpoint_prefix(job.id)
+        local = workdir / "checkpoints"
+        local.mkdir()
         try:
-            self._execute(job, workdir, stop)
-        except ServiceError as exc:
-            self._end(job_id, exc)
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            self._end(job_id, ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"))
+            task: dict[str, Any] = {
+                "kind": "optimize",
+                "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
+                **stage_model(self._jobs, job.model, workdir),
+                "limits": self._limits.to_dict(),
+                "data": stage_data(self._jobs, self._settings, job, workdir),
+                "checkpoint_dir": local.name,
+                "attempt": job.attempt,
+            }
+            fault = parse_fault(job.labels.get(FAULT_LABEL, ""))
+            if self._settings.enable_test_hooks and fault is not None:
+                task["fault"] = fault
+            with storage_errors():
+                restored = checkpoint_sync.restore(self._jobs.store, prefix, local)
+            if restored:
+                log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
+            uploaders: list[checkpoint_sync.CheckpointUploader] = []
+            sink = ProgressSink(
+                self._jobs,
+                job.id,
+                stop,
+                self._settings.progress_interval_s,
+                self.owner,
+                on_checkpoint=lambda phase, name: uploaders[0].report(phase, name),
+            )
+            uploaders.append(
+                checkpoint_sync.CheckpointUploader(
+                    self._jobs.store, prefix, local, on_uploaded=sink.checkpoint_uploaded
+                )
+            )
+            try:
+                outcome = run_worker(
+                    workdir,
+                    task,
+                    timeout=self._settings.job_timeout_s,
+                    stop=stop,
+                    on_progress=sink,
+                    poll=sink.check_cancelled,
+                )
+            finally:
+                uploaders[0].finish()
+            if outcome.error is not None:
+                return outcome.error
+            if self._keeper.renew(job.id):
+                publish(self._jobs, job.id, workdir, owner=self.owner, attempt=job.attempt)
+            return None
         finally:
             with self._lock:
-                self._running.pop(job_id, None)
+                self._running.pop(job.id, None)
             shutil.rmtree(workdir, ignore_errors=True)
-
-    def _execute(self, job: job_pb2.Job, workdir: Path, stop: StopRequest) -> None:
-        task: dict[str, Any] = {
-            "kind": "optimize",
-            "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
-            **self._stage_model(job.model, workdir),
-        }
-        fault = job.labels.get(FAULT_LABEL, "")
-        if self._settings.enable_test_hooks and "@" in fault:
-            action, stage = fault.split("@", 1)
-            task["fault"] = {"action": action, "stage": stage}
-        progress = _ProgressSink(self._jobs, job.id, stop, self._settings.progress_interval_s)
-        outcome = run_worker(
-            workdir,
-            task,
-            timeout=self._settings.job_timeout_s,
-            stop=stop,
-            on_progress=progress,
-            poll=progress.check_cancelled,
-        )
-        if outcome.error is not None:
-            self._end(job.id, outcome.error)
-            return
-        self._publish(job.id, workdir)
-
-    def _stage_model(self, model: model_pb2.ModelRef, workdir: Path) -> dict[str, Any]:
-        relative = f"input/model{_MODEL_SUFFIX.get(model.format, '.bin')}"
-        (workdir / "input").mkdir()
-        with storage_errors():
-            self._jobs.store.get_file(self._jobs.model_key(model.sha256), workdir / relative)
-        return {"model_path": relative, "model_format": int(model.format), "limits": self._limits.to_dict()}
-
-    def _publish(self, job_id: str, workdir: Path) -> None:
-        result = _read_json(workdir / "out" / "result.json")
-        report = json_format.ParseDict(
-            result["report"], report_pb2.OptimizationReport(), ignore_unknown_fields=True
-        )
-        artifacts: list[job_pb2.Artifact] = []
-        for name, entry in sorted(result["artifacts"].items()):
-            path = _inside(workdir, str(entry["path"]))
-            artifacts.append(
-                self._jobs.put_artifact(job_id, _artifact_name(name), path, str(entry["sha256"]))
-            )
-        by_name = {a.name: a for a in artifacts}
-        for variant in report.variants:
-            for file in variant.files:
-                if file.artifact in by_name:
-                    file.uri = by_name[file.artifact].uri
-                    if file.format == variant.format and file.sha256 == variant.sha256:
-                        variant.uri = file.uri
-        report_path = workdir / "out" / "report.json"
-        report_path.write_text(json_format.MessageToJson(report, preserving_proto_field_name=True))
-        artifacts.append(
-            self._jobs.put_artifact(job_id, "report.json", report_path, sha256_file(report_path))
-        )
-        self._jobs.write_manifest(job_id, artifacts)
-
-        def to_succeeded(job: job_pb2.Job) -> bool:
-            if job.state != record.RUNNING:
-                return False
-            record.transition(job, record.SUCCEEDED)
-            job.report.CopyFrom(report)
-            job.artifacts.extend(artifacts)
-            job.progress.CopyFrom(job_pb2.JobProgress(stage="done", fraction=1.0, message="succeeded"))
-            return True
-
-        self._jobs.mutate(job_id, to_succeeded)
 
     def _end(self, job_id: str, error: ServiceError) -> None:
         def to_failed(job: job_pb2.Job) -> bool:
-            if record.is_terminal(job.state):
+            if record.is_terminal(job.state) or job.lease.owner not in ("", self.owner):
                 return False
             record.fail(job, error)
             return True
@@ -248,44 +356,24 @@ class JobExecutor:
         sensitivity: bool = False,
         sensitivity_ratios: Sequence[float] = (),
     ) -> model_pb2.ModelAnalysis:
-        """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all.
-
-        ``sensitivity`` adds the sensitivity analysis at ``sensitivity_ratios`` (empty: the default).
-        """
+        """Analyse a stored model in a worker (see :meth:`Analyzer.analyze`)."""
         if not self._accepting:
             raise _shutting_down()
-        deadline = time.monotonic() + timeout
-        if not self._analysis_slots.acquire(timeout=max(0.0, min(timeout, 10.0))):
-            raise ServiceError(
-                Code.RESOURCE_EXHAUSTED, "QUEUE_FULL", "every analysis slot is busy; retry later"
-            )
-        workdir = Path(tempfile.mkdtemp(prefix="prunekit-analysis-", dir=self._settings.scratch_path()))
-        try:
-            task: dict[str, Any] = {
-                "kind": "analyze",
-                "inputs": [json_format.MessageToDict(i, preserving_proto_field_name=True) for i in inputs],
-                "sensitivity": sensitivity,
-                "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
-                **self._stage_model(model, workdir),
-            }
-            remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
-            outcome = run_worker(
-                workdir, task, timeout=max(1.0, remaining), stop=StopRequest(), on_progress=lambda *_: None
-            )
-            if outcome.error is not None:
-                raise outcome.error
-            data = _read_json(workdir / "out" / "analysis.json")
-            return json_format.ParseDict(data, model_pb2.ModelAnalysis(), ignore_unknown_fields=True)
-        finally:
-            self._analysis_slots.release()
-            shutil.rmtree(workdir, ignore_errors=True)
+        return self._analyzer.analyze(
+            model, inputs, timeout, sensitivity=sensitivity, sensitivity_ratios=sensitivity_ratios
+        )
 
     # -- shutdown -------------------------------------------------------------------------------
-
     def shutdown(self, grace: float) -> None:
-        """Stop taking work, let running jobs finish for ``grace`` seconds, then stop and fail them."""
+        """Stop taking work, let running jobs finish for ``grace`` seconds, then stop them.
+
+        A stopped job that fine-tunes is released (its lease ends now, its
+        checkpoints are uploaded) so another server or the next start resumes
+        it; any other fails with SERVER_SHUTTING_DOWN.
+        """
         with self._lock:
             self._accepting = False
+        self._sweeper.stop()
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + grace
@@ -295,76 +383,17 @@ class JobExecutor:
                     break
             time.sleep(0.05)
         with self._lock:
-            running = list(self._running.values())
-        for stop in running:
-            stop.stop(
-                ServiceError(
-                    Code.UNAVAILABLE,
-                    "SERVER_SHUTTING_DOWN",
-                    "the server shut down before the job finished; submit it again",
-                )
-            )
+            running = dict(self._running)
+        for job_id, stop in running.items():
+            try:
+                fine_tunes = self._jobs.get(job_id).spec.HasField("finetune")
+            except ServiceError:
+                fine_tunes = False
+            if fine_tunes:
+                with self._lock:
+                    self._released.add(job_id)
+            reason, message = (_RELEASED, "released") if fine_tunes else ("SERVER_SHUTTING_DOWN", _UNFINISHED)
+            stop.stop(ServiceError(Code.UNAVAILABLE, reason, message))
         for thread in self._threads:
             thread.join(timeout=30)
-
-
-class _ProgressSink:
-    """Writes a job's progress to storage at most every ``interval`` seconds (stage changes at once)."""
-
-    def __init__(self, jobs: JobStore, job_id: str, stop: StopRequest, interval: float) -> None:
-        self._jobs = jobs
-        self._job_id = job_id
-        self._stop = stop
-        self._interval = interval
-        self._last_write = 0.0
-        self._last_stage = ""
-
-    def __call__(self, stage: str, fraction: float, message: str, details: dict[str, Any] | None) -> None:
-        now = time.monotonic()
-        if stage == self._last_stage and now - self._last_write < self._interval:
-            return
-        self._last_write, self._last_stage = now, stage
-
-        def update(job: job_pb2.Job) -> bool:
-            if job.state != record.RUNNING:
-                return False
-            job.progress.CopyFrom(job_pb2.JobProgress(stage=stage, fraction=fraction, message=message))
-            return True
-
-        job = self._jobs.mutate(self._job_id, update)
-        self._note(job)
-
-    def check_cancelled(self) -> None:
-        self._note(self._jobs.get(self._job_id))
-
-    def _note(self, job: job_pb2.Job) -> None:
-        if job.state == record.CANCELLED:
-            self._stop.stop(ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file() or path.stat().st_size > _MAX_RESULT_BYTES:
-        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"the worker left no usable {path.name}")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"the worker left a corrupt {path.name}") from exc
-
-
-def _inside(workdir: Path, relative: str) -> Path:
-    """A regular file the worker reported, confined to its working directory."""
-    root = workdir.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or not path.is_file() or (root / relative).is_symlink():
-        raise ServiceError(
-            Code.INTERNAL, "INTERNAL_ERROR", f"the worker reported an unusable artifact {relative!r}"
-        )
-    return path
-
-
-def _artifact_name(name: str) -> str:
-    if not name or "/" in name or name.startswith(".") or not name.isprintable() or len(name) > 128:
-        raise ServiceError(
-            Code.INTERNAL, "INTERNAL_ERROR", f"the worker reported a bad artifact name {name!r}"
-        )
-    return name
+        self._keeper.stop()

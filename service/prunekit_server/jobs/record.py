@@ -95,7 +95,7 @@ def request_fingerprint(
 
 
 def transition(job: job_pb2.Job, state: int) -> None:
-    """Move ``job`` to ``state``, stamping start and end times.
+    """Move ``job`` to ``state``, stamping start and end times (an ended job has no lease).
 
     Raises FAILED_PRECONDITION (JOB_ALREADY_FINISHED) when the job has ended,
     and INTERNAL for any other illegal move.
@@ -118,6 +118,7 @@ def transition(job: job_pb2.Job, state: int) -> None:
         job.start_time.CopyFrom(now())
     if is_terminal(state):
         job.end_time.CopyFrom(now())
+        job.ClearField("lease")
 
 
 def fail(job: job_pb2.Job, error: ServiceError) -> None:

@@ -4,7 +4,9 @@ The worker is ``python -m prunekit_server.jobs.worker TASK`` in a fresh
 session (its own process group), with an empty scratch directory as its
 home, no storage credentials in its environment, resource limits it applies
 to itself before touching any model, and a wall-clock deadline enforced
-here. Progress arrives as JSON lines on a dedicated pipe.
+here. Progress arrives as JSON lines on a dedicated pipe. The worker dies
+with the thread that started it (``PR_SET_PDEATHSIG``): start workers from
+long-lived threads only.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def run_worker(
                     str(task_path),
                     "--progress-fd",
                     str(write_fd),
+                    "--parent-pid",
+                    str(os.getpid()),
                 ],
                 cwd=workdir,
                 env=_worker_env(workdir),

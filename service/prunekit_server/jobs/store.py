@@ -6,9 +6,11 @@ storage answers for any job. Layout, per tenant::
     tenants/<t>/models/<sha256>/model          the uploaded bytes (content-addressed)
     tenants/<t>/models/<sha256>/meta.json      its ModelRef, written after the bytes
     tenants/<t>/jobs/<id>/job.json             the Job message as JSON
-    tenants/<t>/jobs/<id>/artifacts/<name>     files the job produced
-    tenants/<t>/jobs/<id>/manifest.json        the artifacts, written last
+    tenants/<t>/jobs/<id>/attempts/<n>/<name>  files worker start n produced
+    tenants/<t>/jobs/<id>/manifest.json        the artifacts, written last and only once
+    tenants/<t>/jobs/<id>/checkpoints/...      training checkpoints (see checkpoint_sync)
     tenants/<t>/job-index/<inverted-ms>-<id>   newest-first listing
+    tenants/<t>/active/<id>                    jobs not yet cleaned up (what the sweeper scans)
     tenants/<t>/requests/<sha256(request_id)>  {job_id, fingerprint}: idempotent create
 """
 
@@ -36,7 +38,7 @@ from ..storage import (
     PreconditionFailed,
     StorageError,
 )
-from . import record
+from . import lease, record
 
 _MAX_MS = 10**13 - 1
 _CAS_ATTEMPTS = 20
@@ -74,12 +76,17 @@ class JobStore:
 
     Thread-safe. Updates of a job record are compare-and-swap on the object's
     etag, so concurrent writers (a running job's progress and a CancelJob,
-    possibly on another server) never lose each other's changes.
+    possibly on another server) never lose each other's changes. With an
+    ``owner``, new jobs are created holding its lease for ``lease_s`` seconds.
     """
 
-    def __init__(self, store: ObjectStore, tenant: str = "default") -> None:
+    def __init__(
+        self, store: ObjectStore, tenant: str = "default", *, owner: str = "", lease_s: float = 30.0
+    ) -> None:
         self.store = store
         self.tenant = tenant
+        self.owner = owner
+        self.lease_s = lease_s
         self._prefix = f"tenants/{tenant}"
         self._changed = threading.Condition()
 
@@ -179,6 +186,8 @@ class JobStore:
                 with contextlib.suppress(ServiceError):
                     return self.get(job_id), False
             job = record.new_job(job_id, model, spec, request_id, labels)
+            if self.owner:
+                lease.stamp(job, self.owner, self.lease_s)
             self._write_new(job)
         self._notify()
         return job, True
@@ -186,8 +195,25 @@ class JobStore:
     def _write_new(self, job: job_pb2.Job) -> None:
         millis = job.create_time.seconds * 1000 + job.create_time.nanos // 1_000_000
         index_key = f"{self._index_prefix()}{_MAX_MS - millis:013d}-{job.id}"
+        self.store.put_bytes(self._active_key(job.id), job.id.encode())
         self.store.put_bytes(self._job_key(job.id), _encode(job))
         self.store.put_bytes(index_key, job.id.encode())
+
+    def _active_key(self, job_id: str) -> str:
+        return f"{self._prefix}/active/{job_id}"
+
+    def active_job_ids(self) -> list[str]:
+        """Ids in the index of active jobs: written before the job record, removed only after an
+        ended job's checkpoints were deleted (so it may hold ended jobs, and briefly unwritten ones)."""
+        prefix = f"{self._prefix}/active/"
+        with storage_errors():
+            keys = self.store.list_keys(prefix)
+        return [key[len(prefix) :] for key in keys if record.is_valid_job_id(key[len(prefix) :])]
+
+    def forget_active(self, job_id: str) -> None:
+        """Remove ``job_id`` from the index of jobs not yet ended."""
+        with storage_errors():
+            self.store.delete(self._active_key(job_id))
 
     def get(self, job_id: str) -> job_pb2.Job:
         """The stored job; NOT_FOUND (JOB_NOT_FOUND) when there is none."""
@@ -249,24 +275,47 @@ class JobStore:
 
     # -- artifacts ------------------------------------------------------------------------------
 
-    def _artifact_key(self, job_id: str, name: str) -> str:
-        return f"{self._prefix}/jobs/{job_id}/artifacts/{name}"
-
     def _manifest_key(self, job_id: str) -> str:
         return f"{self._prefix}/jobs/{job_id}/manifest.json"
 
-    def put_artifact(self, job_id: str, name: str, path: Path, sha256: str) -> job_pb2.Artifact:
-        """Upload one file of a job, verified against ``sha256``."""
-        key = self._artifact_key(job_id, name)
+    def checkpoint_prefix(self, job_id: str) -> str:
+        """Where a job's training checkpoints live (``<prefix><phase>/...``)."""
+        return f"{self._prefix}/jobs/{job_id}/checkpoints/"
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a job's checkpoints, an attempt's artifacts)."""
+        with storage_errors():
+            for key in self.store.list_keys(prefix):
+                self.store.delete(key)
+
+    def put_artifact(
+        self, job_id: str, name: str, path: Path, sha256: str, attempt: int = 1
+    ) -> job_pb2.Artifact:
+        """Upload one file of worker start ``attempt``, verified against ``sha256``.
+
+        Each attempt writes under its own prefix, so a server that lost the
+        job's lease never overwrites the files the manifest names.
+        """
+        key = f"{self._prefix}/jobs/{job_id}/attempts/{max(1, attempt)}/{name}"
         with storage_errors():
             info = self.store.put_file(key, path, sha256=sha256)
         return job_pb2.Artifact(name=name, uri=self.store.uri_for(key), sha256=sha256, size_bytes=info.size)
 
-    def write_manifest(self, job_id: str, artifacts: list[job_pb2.Artifact]) -> None:
-        """Record what a job produced; written after every artifact, so its presence means complete."""
+    def write_manifest(self, job_id: str, artifacts: list[job_pb2.Artifact]) -> bool:
+        """Record what a job produced, written after every artifact and at most once.
+
+        Returns False, writing nothing, when the job already has a manifest (a
+        conditional put: of two publishers, the first one wins).
+        """
         body = {"job_id": job_id, "artifacts": [json_format.MessageToDict(a) for a in artifacts]}
         with storage_errors():
-            self.store.put_bytes(self._manifest_key(job_id), json.dumps(body, indent=1).encode())
+            try:
+                self.store.put_bytes(
+                    self._manifest_key(job_id), json.dumps(body, indent=1).encode(), if_absent=True
+                )
+            except PreconditionFailed:
+                return False
+        return True
 
     def manifest(self, job_id: str) -> list[job_pb2.Artifact] | None:
         """The job's manifest, or None when it has none (it did not succeed)."""
@@ -276,6 +325,11 @@ class JobStore:
             except ObjectNotFound:
                 return None
         return [json_format.ParseDict(a, job_pb2.Artifact()) for a in body["artifacts"]]
+
+    def artifact_bytes(self, artifact: job_pb2.Artifact) -> bytes:
+        """The whole content of a listed artifact (small ones: the report)."""
+        with storage_errors():
+            return self.store.get_bytes(self.store.key_for_uri(artifact.uri))
 
     def open_artifact(self, job_id: str, name: str) -> tuple[job_pb2.Artifact, Iterator[bytes]]:
         """An artifact listed in the job's manifest and a stream of its bytes."""
@@ -290,7 +344,7 @@ class JobStore:
         for artifact in artifacts:
             if artifact.name == name:
                 with storage_errors():
-                    chunks = self.store.iter_chunks(self._artifact_key(job_id, name))
+                    chunks = self.store.iter_chunks(self.store.key_for_uri(artifact.uri))
                 return artifact, _guarded(chunks)
         names = ", ".join(a.name for a in artifacts)
         raise ServiceError(

@@ -5,7 +5,9 @@ analysis) through the pipeline inside its working directory, and leaves in
 ``out/`` either the result (``result.json`` / ``analysis.json``) or
 ``error.json``. Progress goes as JSON lines to the given file descriptor.
 Exit codes: 0 done, 3 a service error (bad model, bad spec...), 4 out of
-memory, 5 a bug.
+memory, 5 a bug. On Linux the worker asks the kernel to SIGKILL it when the
+server thread that started it dies (``PR_SET_PDEATHSIG``), so a worker never
+outlives a killed server and keeps training a job another server resumes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +34,23 @@ if TYPE_CHECKING:
 EXIT_SERVICE_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
 EXIT_BUG = 5
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Be SIGKILLed when the parent goes (Linux ``prctl``); exit now if it already went.
+
+    Returns False where prctl is unavailable (not Linux).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(EXIT_BUG)
+    return True
 
 
 def apply_limits(limits: dict[str, int]) -> None:
@@ -51,11 +71,17 @@ def apply_limits(limits: dict[str, int]) -> None:
 
 
 class ProgressWriter:
-    """Writes progress events as JSON lines; triggers an injected fault at its stage (tests only)."""
+    """Writes progress events as JSON lines; triggers an injected fault (tests only).
 
-    def __init__(self, stream: IO[str], fault: dict[str, str] | None) -> None:
+    ``fault`` is ``{action, stage, attempt}``: it fires on the first event of
+    ``stage`` (stage "checkpoint": the first event announcing a checkpoint)
+    when ``attempt`` is 0 or this worker start's number.
+    """
+
+    def __init__(self, stream: IO[str], fault: dict[str, Any] | None, attempt: int = 1) -> None:
         self._stream = stream
-        self._fault = fault
+        wanted = int((fault or {}).get("attempt", 0))
+        self._fault = fault if fault and wanted in (0, attempt) else None
 
     def __call__(
         self, stage: str, fraction: float, message: str, details: Mapping[str, Any] | None = None
@@ -65,13 +91,18 @@ class ProgressWriter:
             event["details"] = dict(details)
         self._stream.write(json.dumps(event) + "\n")
         self._stream.flush()
-        if self._fault and self._fault.get("stage") == stage:
-            _inject(self._fault.get("action", ""))
+        if self._fault is None:
+            return
+        at = self._fault.get("stage")
+        if at == stage or (at == "checkpoint" and details and "checkpoint" in details):
+            _inject(str(self._fault.get("action", "")))
 
 
 def _inject(action: str) -> None:
     if action == "segfault":
         ctypes.string_at(0)
+    elif action == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
     elif action == "exit":
         os._exit(17)
     elif action == "hang":
@@ -153,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prunekit-worker")
     parser.add_argument("task", type=Path)
     parser.add_argument("--progress-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
+    die_with_parent(args.parent_pid)
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
     apply_limits(task.get("limits", {}))
     with os.fdopen(args.progress_fd, "w") as stream:
-        progress = ProgressWriter(stream, task.get("fault"))
+        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
         try:
             run_task(task, workdir, progress)
         except ServiceError as exc:

@@ -1,15 +1,17 @@
 """Fidelity of a candidate model to a reference model on the same inputs.
 
 Both models run in real ONNX Runtime CPU sessions (the latency protocol's
-session options, spinning off). For each feed:
+session options, spinning off). Outputs are compared item by item, an item
+being every output of one feed (:func:`compare_models`) or of one sample of
+real data (:func:`compare_outputs`, used by the evaluation on eval data):
 
 - top-1: arg-max over the last axis of the first output, compared per row
   (every leading index, batch rows included); the agreement is matching rows
-  over all rows of all feeds. A 0-d output is one row of one element.
-- cosine: similarity of the flattened first outputs, averaged over feeds
+  over all rows of all items. A 0-d output is one row of one element.
+- cosine: similarity of the flattened first outputs, averaged over items
   (1 when both are all zero, 0 when only one is).
 - max abs error: the largest ``|reference - candidate|`` over every output of
-  every feed; NaN in both at the same place counts as equal, NaN in one as inf.
+  every item; NaN in both at the same place counts as equal, NaN in one as inf.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
     diff = np.abs(a - b)
     diff[np.isnan(a) & np.isnan(b)] = 0.0
     diff[np.isnan(diff)] = np.inf
@@ -144,24 +147,23 @@ def _top1_matches(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(ra == rb)), int(ra.size)
 
 
-def compare_models(
-    reference: Path, candidate: Path, feeds: Sequence[dict[str, np.ndarray]], *, threads: int = 1
+def compare_outputs(
+    reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]], *, samples: int
 ) -> Quality:
-    """Run both models on every feed and compare their outputs.
+    """Compare two models' outputs item by item (an item: every output of one feed or one sample).
 
-    Raises ``ValueError`` when there are no feeds or the models' outputs differ
-    in number or shape.
+    ``samples`` is what the :class:`Quality` reports as its sample count.
+    Raises ``ValueError`` when there are no items or the outputs differ in
+    number or shape.
     """
-    if not feeds:
+    if not reference:
         raise ValueError("no feeds to compare on")
-    ref_session = cpu_session(reference, threads=threads)
-    cand_session = cpu_session(candidate, threads=threads)
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference items, {len(candidate)} candidate items")
     matched = rows = 0
     cosines: list[float] = []
     worst = 0.0
-    for index, feed in enumerate(feeds):
-        ref_out = ref_session.run(None, feed)
-        cand_out = cand_session.run(None, feed)
+    for index, (ref_out, cand_out) in enumerate(zip(reference, candidate, strict=True)):
         if len(ref_out) != len(cand_out):
             raise ValueError(f"reference has {len(ref_out)} outputs, candidate {len(cand_out)}")
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -183,5 +185,30 @@ def compare_models(
         top1_agreement=matched / rows if rows else 1.0,
         cosine_similarity=float(np.mean(cosines)),
         max_abs_error=worst,
+        samples=samples,
+    )
+
+
+def run_feeds(
+    model: Path, feeds: Sequence[dict[str, np.ndarray]], *, threads: int = 1
+) -> list[list[np.ndarray]]:
+    """Every output of ``model`` for each feed, in one CPU session."""
+    session = cpu_session(model, threads=threads)
+    return [list(session.run(None, feed)) for feed in feeds]
+
+
+def compare_models(
+    reference: Path, candidate: Path, feeds: Sequence[dict[str, np.ndarray]], *, threads: int = 1
+) -> Quality:
+    """Run both models on every feed and compare their outputs (one item per feed).
+
+    Raises ``ValueError`` when there are no feeds or the models' outputs differ
+    in number or shape.
+    """
+    if not feeds:
+        raise ValueError("no feeds to compare on")
+    return compare_outputs(
+        run_feeds(reference, feeds, threads=threads),
+        run_feeds(candidate, feeds, threads=threads),
         samples=len(feeds),
     )

@@ -3,19 +3,23 @@
 Per variant: parameters and non-zeros counted in its ONNX file, MACs (a
 quantized variant keeps the MACs of the model it was made from: quantization
 changes their precision, not their count), sizes of its file, every latency
-measurement, quality against the original, flags. AUTO's choice is made
-here, per source model, from the measured numbers (:func:`select_fastest`).
+measurement, quality against the original, accuracy (the baseline's too)
+when the eval data had labels or targets, flags. AUTO's choice is made here,
+per source model, from the measured numbers (:func:`select_fastest`): the
+fastest candidate meeting the quality rule and, when accuracy was measured
+and ``max_accuracy_drop`` > 0, the accuracy rule as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
 
 import onnx
 
 from prunekit.v1 import model_pb2, report_pb2
 
+from ..measure.accuracy import Accuracy, AccuracyRule
 from ..measure.analysis import analyze, count_parameters
 from ..measure.latency import cpu_model, stability_rule
 from ..measure.quality import Quality
@@ -23,30 +27,68 @@ from ..measure.size import compressed_size, serialized_size
 from ..modelio.ingest import IngestedModel
 from ..pruning import UnstructuredConfig
 from ..quantization import SELECTION_RULE, Candidate, select_fastest
+from ..report import accuracy as ra
 from ..report import build as rb
 from ..report import notes
 from .benchmark import Timings
+from .evaluation import BASELINE as BASELINE
+from .evaluation import NO_EVAL_DATA, Evaluation
 from .settings import Settings
 from .variants import ORIGINAL, PRUNED, Pruned, Variant
 
-BASELINE = "baseline"
+ACCURACY_SELECTION = "; with an accuracy rule, also within max_accuracy_drop of the baseline's top-1"
 
 
 @dataclass(frozen=True)
 class Facts:
-    """Everything the earlier stages found, as the report stage needs it."""
+    """Everything the earlier stages found, as the report stage needs it.
+
+    ``evaluation`` (from :func:`.evaluation.evaluate_models`) gives fidelity,
+    accuracy and what they were measured on; without it, ``qualities`` and
+    ``quality_inputs`` (synthetic inputs, no accuracy) are used. ``data`` and
+    ``finetune`` are copied into the report; variants named in ``finetuned``
+    get the ``FINETUNED`` flag; ``max_accuracy_drop`` is the spec's accuracy
+    rule (0: none); ``extra_warnings`` are ``"CODE: message"`` strings of
+    other stages (e.g. ``FINETUNE_DISTILLATION_ONLY``).
+    """
 
     ingested: IngestedModel
     base_analysis: model_pb2.ModelAnalysis
     pruned: Pruned | None
     variants: Sequence[Variant]
-    qualities: Mapping[str, Quality]
     timings: Timings
     settings: Settings
-    quality_inputs: str
+    qualities: Mapping[str, Quality] = field(default_factory=dict)
+    quality_inputs: str = ""
     calibration_inputs: str = ""
     quantize_warnings: Sequence[str] = ()
     auto: bool = False
+    evaluation: Evaluation | None = None
+    data: report_pb2.DataReport | None = None
+    finetune: report_pb2.FinetuneReport | None = None
+    finetuned: Set[str] = frozenset()
+    max_accuracy_drop: float = 0.0
+    extra_warnings: Sequence[str] = ()
+
+    @property
+    def fidelity(self) -> Mapping[str, Quality]:
+        """Variant name -> quality against the original."""
+        return self.evaluation.qualities if self.evaluation is not None else self.qualities
+
+    @property
+    def fidelity_inputs(self) -> str:
+        """What fidelity was measured on, in words."""
+        return self.evaluation.quality_inputs if self.evaluation is not None else self.quality_inputs
+
+    @property
+    def accuracies(self) -> Mapping[str, Accuracy]:
+        """Model name (``BASELINE`` included) -> accuracy; empty when it was not measured."""
+        return self.evaluation.accuracies if self.evaluation is not None else {}
+
+    @property
+    def accuracy_rule(self) -> AccuracyRule:
+        """The spec's accuracy rule."""
+        return AccuracyRule(self.max_accuracy_drop)
 
 
 def _layer_macs(analysis: model_pb2.ModelAnalysis) -> dict[str, int]:
@@ -66,20 +108,29 @@ def _auto_choices(facts: Facts) -> tuple[dict[str, bool], list[report_pb2.Report
         if not members:
             continue
         plain = PRUNED if source == PRUNED else BASELINE
-        quality = facts.qualities.get(plain, perfect)
+        quality = facts.fidelity.get(plain, perfect)
         candidates = [Candidate(plain, timings.primary(plain).p50_ms, quality)]
         candidates += [
-            Candidate(v.name, timings.primary(v.name).p50_ms, facts.qualities[v.name]) for v in members
+            Candidate(v.name, timings.primary(v.name).p50_ms, facts.fidelity[v.name]) for v in members
         ]
-        winner = select_fastest(candidates, facts.settings.rule)
+        winner = select_fastest(
+            [c for c in candidates if _accurate_enough(facts, c.name)], facts.settings.rule
+        )
         for candidate in candidates:
             if candidate.name != BASELINE:
                 choices[candidate.name] = candidate.name == winner
         if winner is None:
-            warnings.append(notes.auto_no_candidate(source))
+            judged = facts.accuracy_rule.judges(facts.accuracies.get(BASELINE))
+            warnings.append(notes.auto_no_candidate(source, accuracy_rule=judged))
         elif winner == plain:
             warnings.append(notes.auto_kept_unquantized(source, plain))
     return choices, warnings
+
+
+def _accurate_enough(facts: Facts, name: str) -> bool:
+    """False only when the accuracy rule can judge ``name`` and it misses it."""
+    baseline = facts.accuracies.get(BASELINE)
+    return facts.accuracy_rule.met_by(facts.accuracies.get(name), baseline) is not False
 
 
 def _stats(
@@ -98,7 +149,8 @@ def _stats(
         size_bytes=variant.onnx_path.stat().st_size,
         compressed_size_bytes=compressed_size(variant.onnx_path),
         latencies=facts.timings.by_model[variant.name],
-        quality=facts.qualities[variant.name],
+        quality=facts.fidelity[variant.name],
+        accuracy=facts.accuracies.get(variant.name),
     )
 
 
@@ -115,6 +167,7 @@ def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
         size_bytes=serialized_size(base_model),
         compressed_size_bytes=compressed_size(base_model.SerializeToString()),
         latencies=timings.by_model[BASELINE],
+        accuracy=facts.accuracies.get(BASELINE),
     )
     pruned = facts.pruned
     pruned_analysis = None
@@ -137,7 +190,14 @@ def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
             quantization=notes.quantization_info(variant.quantization) if variant.quantization else None,
         )
         proto.flags.extend(
-            rb.variant_flags(proto, baseline, settings.rule, selected=choices.get(variant.name))
+            rb.variant_flags(
+                proto,
+                baseline,
+                settings.rule,
+                selected=choices.get(variant.name),
+                accuracy_rule=facts.accuracy_rule,
+                finetuned=variant.name in facts.finetuned,
+            )
         )
         variants.append(proto)
     layers: list[report_pb2.LayerChange] = []
@@ -153,6 +213,9 @@ def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
         protocol=_protocol(facts),
         warnings=_warnings(facts, auto_warnings),
         rule=settings.rule,
+        accuracy_rule=facts.accuracy_rule,
+        data=facts.data,
+        finetune=facts.finetune,
     )
     if pruned is not None:  # the curves of a sensitivity analysis the pruning ran (auto_ratios)
         report.sensitivity.extend(
@@ -177,8 +240,9 @@ def _warnings(facts: Facts, auto_warnings: list[report_pb2.ReportWarning]) -> li
         if isinstance(pruned.config, UnstructuredConfig):
             found.append(rb.unstructured_no_speedup(PRUNED))
     found += rb.upstream_warnings(facts.quantize_warnings, "QUANTIZE")
+    found += rb.upstream_warnings(facts.extra_warnings, "FINETUNE")
     found += rb.upstream_warnings(facts.timings.warnings, "BENCHMARK")
-    found.append(rb.synthetic_inputs_warning(facts.quality_inputs))
+    found += _evaluation_warnings(facts)
     if facts.calibration_inputs:
         found.append(notes.synthetic_calibration_warning(facts.calibration_inputs))
     found += auto_warnings
@@ -190,6 +254,22 @@ def _warnings(facts: Facts, auto_warnings: list[report_pb2.ReportWarning]) -> li
     return found
 
 
+def _evaluation_warnings(facts: Facts) -> list[report_pb2.ReportWarning]:
+    """What fidelity and accuracy could not be measured on, and an accuracy rule that cannot judge."""
+    found: list[report_pb2.ReportWarning] = []
+    if facts.evaluation is None or facts.evaluation.synthetic:
+        found.append(rb.synthetic_inputs_warning(facts.fidelity_inputs))
+    baseline = facts.accuracies.get(BASELINE)
+    if baseline is None:
+        note = facts.evaluation.accuracy_note if facts.evaluation is not None else NO_EVAL_DATA
+        found.append(
+            ra.accuracy_not_measured(note or NO_EVAL_DATA, facts.fidelity_inputs, facts.accuracy_rule)
+        )
+    elif facts.max_accuracy_drop > 0 and baseline.top1 is None:
+        found.append(ra.accuracy_rule_not_judged(facts.accuracy_rule))
+    return found
+
+
 def _protocol(facts: Facts) -> report_pb2.BenchmarkProtocol:
     settings, timings = facts.settings, facts.timings
     everything = [latency for items in timings.by_model.values() for latency in items]
@@ -197,7 +277,7 @@ def _protocol(facts: Facts) -> report_pb2.BenchmarkProtocol:
         timings.primary(BASELINE),
         inputs=facts.ingested.inputs,
         cpu_model=cpu_model(),
-        quality_inputs=facts.quality_inputs,
+        quality_inputs=facts.fidelity_inputs,
         iterations=settings.iterations,
         batch_sizes=settings.batch_sizes,
         max_seconds=settings.max_seconds,
@@ -205,5 +285,14 @@ def _protocol(facts: Facts) -> report_pb2.BenchmarkProtocol:
         stable=all(latency.stable for latency in everything),
         memory_method=timings.memory_method,
         quality_rule=settings.rule,
-        selection_rule=SELECTION_RULE if facts.auto else "",
+        selection_rule=_selection_rule(facts),
+        max_accuracy_drop=facts.max_accuracy_drop,
+    )
+
+
+def _selection_rule(facts: Facts) -> str:
+    if not facts.auto:
+        return ""
+    return SELECTION_RULE + (
+        ACCURACY_SELECTION if facts.accuracy_rule.judges(facts.accuracies.get(BASELINE)) else ""
     )

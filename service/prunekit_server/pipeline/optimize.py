@@ -1,7 +1,11 @@
-"""One optimization job: ingest, analyse, prune, quantize, evaluate, benchmark, report.
+"""One optimization job: ingest, analyse, prune, fine-tune, quantize, evaluate, benchmark, report.
 
-:func:`run_optimization` reads the model and writes its artifacts only under
-``workdir``; it knows neither transport nor storage. It composes the
+:func:`run_optimization` reads the model (and the job's staged data) and
+writes its artifacts only under ``workdir`` (checkpoints under
+``checkpoint_dir``); it knows neither transport nor storage. With data, the
+train split feeds data-driven importance, BatchNorm refreshes and
+quantization calibration (synthetic inputs otherwise), and the eval split
+measures fidelity and accuracy. It composes the
 techniques the spec asks for (each knows nothing of the others) and writes
 every artifact to ``workdir/artifacts/``: the variants' files (see
 :mod:`.variants` for their stable names), ``report.md`` and ``report.html``.
@@ -19,16 +23,23 @@ from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from ..errors import FieldViolation, invalid_spec
 from ..measure.analysis import analyze
 from ..measure.latency import execution_providers
-from ..measure.quality import Quality, compare_models, synthetic_inputs
-from ..modelio.ingest import ingest
+from ..measure.quality import synthetic_inputs
+from ..modelio.ingest import IngestedModel, ingest
+from ..modelio.onnx_to_fx import onnx_to_fx
+from ..pruning import config_from_spec
 from ..quantization import QuantizeContext, QuantizePlan, plan_from_spec
 from ..report.render import write_report_files
 from .assemble import BASELINE, Facts, assemble_report
 from .benchmark import measure_latency
 from .data import JobData
+from .evaluation import evaluate_models
+from .finetune_plan import finetune_plan
+from .finetune_stage import RoundRecovery, Tuner, finetune_pruned
+from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
 from .progress import ProgressFn
 from .settings import Settings, settings_from_spec, synthetic_description
 from .variants import (
+    MAX_PRUNE_FEEDS,
     ORIGINAL,
     PRUNED,
     SCRATCH_DIR,
@@ -37,8 +48,9 @@ from .variants import (
     artifact_dir,
     calibration_samples_needed,
     prune_context,
-    prune_variant,
     quantized_variants,
+    run_prune,
+    write_pruned,
 )
 
 
@@ -65,8 +77,10 @@ def _quantize(
     pruned: Pruned | None,
     workdir: Path,
     progress: ProgressFn,
+    loaded: LoadedData,
 ) -> tuple[list[Variant], list[str], str, bool]:
-    """The quantized variants, their warnings, what they calibrated on, and whether it was AUTO."""
+    """The quantized variants, their warnings, what synthetic inputs they calibrated on ("" for the
+    job's train split, or when nothing calibrates), and whether it was AUTO."""
     plan = plan_from_spec(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
     if not plan.configs:
         return [], [], "", False
@@ -76,11 +90,62 @@ def _quantize(
     if pruned is None or spec.quantize.include_original:
         sources.append((ORIGINAL, original))
     needed = calibration_samples_needed(plan)
-    calibration = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
-    described = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
-    context = QuantizeContext(workdir / SCRATCH_DIR, calibration, described)
+    if needed and loaded.train is not None:
+        calibration = data_feeds(loaded.train, inputs, needed)
+        context = QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train"))
+        synthetic = ""
+    else:
+        calibration = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
+        synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
+        context = QuantizeContext(workdir / SCRATCH_DIR, calibration, synthetic)
     variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=0.3, end=0.4)
-    return variants, warnings, described, plan.auto
+    return variants, warnings, synthetic, plan.auto
+
+
+@dataclass
+class _PruneOutcome:
+    pruned: Pruned
+    finetune: report_pb2.FinetuneReport | None
+    warnings: list[str]
+
+
+def _prune_and_finetune(
+    spec: spec_pb2.OptimizationSpec,
+    settings: Settings,
+    ingested: IngestedModel,
+    loaded: LoadedData,
+    workdir: Path,
+    checkpoint_dir: Path,
+    progress: ProgressFn,
+) -> _PruneOutcome:
+    """Prune (fine-tuning between iterative rounds when asked), fine-tune, write ``pruned.*``.
+
+    Progress: prune at 0.2, fine-tuning phases across 0.2-0.3, the write at 0.3.
+    """
+    inputs = list(ingested.inputs)
+    feeds = data_feeds(loaded.train, inputs, MAX_PRUNE_FEEDS) if loaded.train is not None else []
+    progress("prune", 0.2, "pruning" + (f" ({describe_feeds(feeds, 'train')})" if feeds else ""))
+    tuner = hook = None
+    rounds = int(getattr(config_from_spec(spec.prune), "steps", 1))
+    if spec.HasField("finetune"):
+        if loaded.train is None or len(loaded.train) == 0:
+            raise invalid_spec([FieldViolation("spec.data.train", "fine-tuning needs training samples")])
+        teacher = onnx_to_fx(ingested.onnx_model, inputs=inputs)
+        tuner = Tuner(
+            finetune_plan(spec.finetune), loaded.train, loaded.eval, teacher, checkpoint_dir, progress
+        )
+        hook = RoundRecovery(tuner, rounds, (0.2, 0.3)) if rounds > 1 else None
+    context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
+    config, result, model = run_prune(ingested, spec.prune, context)
+    if hook is not None and hook.error is not None:
+        raise hook.error
+    report = None
+    if tuner is not None:
+        span = (0.3 - 0.1 / rounds, 0.3)
+        tuned = finetune_pruned(ingested.onnx_model, model, result, context, tuner, rounds=rounds, span=span)
+        model, result, report = tuned.model, tuned.result, tuned.report
+    pruned = write_pruned(ingested, config, result, model, workdir, progress, fraction=0.3)
+    return _PruneOutcome(pruned, report, tuner.warnings if tuner is not None else [])
 
 
 def run_optimization(
@@ -95,10 +160,14 @@ def run_optimization(
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
-    Progress is reported per stage (ingest, analyze, prune, quantize,
-    evaluate, benchmark, report) with non-decreasing fractions, ending at 1.0.
-    Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
-    ``UNSUPPORTED_MODEL``) for bad specs and models.
+    Progress is reported per stage (ingest, analyze, prune, finetune,
+    quantize, evaluate, benchmark, report) with non-decreasing fractions,
+    ending at 1.0; fine-tuning adds structured details (see
+    :mod:`.finetune_stage`). ``data`` holds the staged shards (none: synthetic
+    inputs); ``checkpoint_dir`` (default ``workdir/checkpoints``) holds the
+    fine-tuning checkpoints, and a phase whose checkpoint is there resumes
+    from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
+    ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data.
     """
     settings = settings_from_spec(spec, model_format)
     _check_device(settings)
@@ -112,24 +181,34 @@ def run_optimization(
         ingested.onnx_model, inputs, source_format=model_format, size_bytes=model_path.stat().st_size
     )
 
+    job_data = data or JobData()
+    if not job_data.empty:
+        progress("analyze", 0.15, "loading and checking the job's data")
+    loaded = load_job_data(job_data, inputs, spec.data.eval_fraction, settings.seed)
+
     variants: list[Variant] = []
     pruned = None
+    outcome = None
     if spec.HasField("prune"):
-        progress("prune", 0.2, "pruning")
-        context = prune_context(ingested, settings.samples, settings.seed)
-        pruned = prune_variant(ingested, spec.prune, workdir, progress, context)
+        checkpoints = checkpoint_dir if checkpoint_dir is not None else workdir / "checkpoints"
+        outcome = _prune_and_finetune(spec, settings, ingested, loaded, workdir, checkpoints, progress)
+        pruned = outcome.pruned
         variants.append(pruned.variant)
     quantized, quantize_warnings, calibration_inputs, auto = _quantize(
-        spec, settings, inputs, ingested.onnx_path, pruned, workdir, progress
+        spec, settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
     )
     variants += quantized
 
-    progress("evaluate", 0.4, f"comparing {len(variants)} variant(s) on {settings.samples} synthetic samples")
+    on = (
+        f"the eval split ({len(loaded.eval)} samples)"
+        if loaded.eval
+        else f"{settings.samples} synthetic samples"
+    )
+    progress("evaluate", 0.4, f"comparing {len(variants)} variant(s) on {on}")
     feeds = synthetic_inputs(inputs, settings.samples, settings.seed)
-    qualities: dict[str, Quality] = {
-        v.name: compare_models(ingested.onnx_path, v.onnx_path, feeds, threads=settings.threads)
-        for v in variants
-    }
+    evaluation = evaluate_models(
+        ingested.onnx_path, {v.name: v.onnx_path for v in variants}, loaded.eval, feeds, settings
+    )
 
     progress("benchmark", 0.5, f"timing the baseline and {len(variants)} variant(s), interleaved")
     onnx_models = {BASELINE: ingested.onnx_path, **{v.name: v.onnx_path for v in variants}}
@@ -156,13 +235,19 @@ def run_optimization(
             base_analysis=base_analysis,
             pruned=pruned,
             variants=variants,
-            qualities=qualities,
             timings=timings,
             settings=settings,
-            quality_inputs=synthetic_description(inputs, settings.samples, settings.seed),
             calibration_inputs=calibration_inputs,
             quantize_warnings=quantize_warnings,
             auto=auto,
+            evaluation=evaluation,
+            data=None if loaded.empty else loaded.report,
+            finetune=outcome.finetune if outcome is not None else None,
+            finetuned=frozenset(
+                v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
+            ),
+            max_accuracy_drop=spec.evaluation.max_accuracy_drop,
+            extra_warnings=outcome.warnings if outcome is not None else (),
         )
     )
     artifacts: dict[str, Path] = {}

@@ -9,10 +9,12 @@ under ``workdir/artifacts``; scratch files under ``workdir/scratch``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
@@ -79,12 +81,45 @@ def artifact_dir(workdir: Path) -> Path:
     return out
 
 
-def prune_context(ingested: IngestedModel, samples: int, seed: int) -> PruneContext:
-    """What a pruning method may use: the inputs, synthetic feeds (the evaluation's first
-    :data:`MAX_PRUNE_FEEDS`) and, between iterative rounds, a BatchNorm statistics refresh on them."""
+def prune_context(
+    ingested: IngestedModel,
+    samples: int,
+    seed: int,
+    *,
+    data_feeds: Sequence[dict[str, np.ndarray]] = (),
+    recover: Callable[[Any], None] | None = None,
+) -> PruneContext:
+    """What a pruning method may use: the inputs, feeds and the recovery hook between iterative rounds.
+
+    Feeds are ``data_feeds`` (from the job's train split, ``synthetic=False``)
+    when given, else synthetic ones (the evaluation's first
+    :data:`MAX_PRUNE_FEEDS`). ``recover`` defaults to a BatchNorm statistics
+    refresh on the feeds.
+    """
     inputs = tuple(ingested.inputs)
-    feeds = tuple(synthetic_inputs(inputs, min(samples, MAX_PRUNE_FEEDS), seed))
-    return PruneContext(inputs=inputs, feeds=feeds, synthetic=True, recover=BatchNormRefresh(inputs, feeds))
+    synthetic = not data_feeds
+    feeds = (
+        tuple(data_feeds)
+        if data_feeds
+        else tuple(synthetic_inputs(inputs, min(samples, MAX_PRUNE_FEEDS), seed))
+    )
+    hook = recover if recover is not None else BatchNormRefresh(inputs, feeds)
+    return PruneContext(inputs=inputs, feeds=feeds, synthetic=synthetic, recover=hook)
+
+
+def run_prune(
+    ingested: IngestedModel, prune_spec: spec_pb2.PruneSpec, context: PruneContext
+) -> tuple[PruneConfig, PruneResult, onnx.ModelProto]:
+    """Prune the ingested model: the config, the method's result and the pruned model (nothing written).
+
+    A method that changes shapes returns the whole new model (``result.model``)
+    and its GraphModule (``result.module``); one that only changes values
+    returns new tensors, applied here.
+    """
+    config = config_from_spec(prune_spec)
+    result = prune(ingested.onnx_model, config, context)
+    model = result.model if result.model is not None else apply_tensors(ingested.onnx_model, result.tensors)
+    return config, result, model
 
 
 def prune_variant(
@@ -94,20 +129,32 @@ def prune_variant(
     progress: ProgressFn,
     context: PruneContext | None = None,
 ) -> Pruned:
-    """Prune the ingested model; write ``pruned.onnx`` (and ``pruned.pt`` for TorchScript input).
+    """Prune the ingested model (:func:`run_prune`) and write it (:func:`write_pruned`)."""
+    config, result, model = run_prune(
+        ingested, prune_spec, context or PruneContext(inputs=tuple(ingested.inputs))
+    )
+    return write_pruned(ingested, config, result, model, workdir, progress)
 
-    A method that changes shapes returns the whole new model (``result.model``)
-    and its GraphModule (``result.module``); one that only changes values
-    returns new tensors, applied here. For TorchScript input, value changes are
+
+def write_pruned(
+    ingested: IngestedModel,
+    config: PruneConfig,
+    result: PruneResult,
+    model: onnx.ModelProto,
+    workdir: Path,
+    progress: ProgressFn,
+    *,
+    fraction: float = 0.25,
+) -> Pruned:
+    """Write ``model`` as ``pruned.onnx`` (and ``pruned.pt`` for TorchScript input).
+
+    For TorchScript input, value changes (``result.tensors``) are
     written into the user's module; shape changes go through
     :func:`~prunekit_server.modelio.pruned_torchscript.write_pruned_torchscript`
     (the user's module when it takes the new shapes, else a trace, with a
     ``TORCHSCRIPT_OUTPUT`` warning saying which). A method that returns a new
     model without its GraphModule gets a ``TORCHSCRIPT_NOT_WRITTEN`` warning.
     """
-    config = config_from_spec(prune_spec)
-    result = prune(ingested.onnx_model, config, context or PruneContext(inputs=tuple(ingested.inputs)))
-    model = result.model if result.model is not None else apply_tensors(ingested.onnx_model, result.tensors)
     out_dir = artifact_dir(workdir)
     onnx_out = out_dir / f"{PRUNED}.onnx"
     onnx_out.write_bytes(model.SerializeToString())
@@ -115,7 +162,7 @@ def prune_variant(
     warnings: list[str] = []
     ts_out: Path | None = None
     if ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT and result.module is not None:
-        progress("prune", 0.25, "writing the TorchScript model")
+        progress("prune", fraction, "writing the TorchScript model")
         ts_out = out_dir / f"{PRUNED}.pt"
         warnings += write_pruned_torchscript(
             ingested.source_path, result.module, ingested.onnx_model, model, ingested.inputs, ts_out
@@ -127,7 +174,7 @@ def prune_variant(
             "cannot express; the pruned model is delivered as ONNX"
         )
     elif ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
-        progress("prune", 0.25, "writing the TorchScript model")
+        progress("prune", fraction, "writing the TorchScript model")
         ts_out = out_dir / f"{PRUNED}.pt"
         unmapped = write_torchscript_with_weights(
             ingested.source_path, result.tensors, ts_out, original_onnx=ingested.onnx_model

@@ -7,12 +7,14 @@ Warning codes are stable strings (clients key on them):
 - ``SLOWER_THAN_BASELINE``: a variant's p50 exceeds the baseline's by more than 5 %.
 - ``QUALITY_DROP``: a variant misses the quality rule (default: top-1 agreement or
   cosine similarity below 0.99).
-- ``SYNTHETIC_INPUTS``: quality was measured on synthetic inputs, accuracy was not.
+- ``SYNTHETIC_INPUTS``: quality was measured on synthetic inputs (no eval data).
 - ``LATENCY_UNSTABLE``: some measurement's windows never agreed within the time budget.
+- ``BELOW_ACCURACY_RULE`` and the other accuracy codes: see :mod:`.accuracy`.
 - codes carried by upstream ``"CODE: message"`` strings (e.g. ``TORCHSCRIPT_WEIGHTS_UNMAPPED``).
 
-Variants also carry ``flags`` (``VariantFlag``): the same facts per variant,
-plus whether AUTO quantization selected it.
+Variants also carry ``flags`` (``VariantFlag``): the same facts per variant
+(the quality rule, the accuracy rule when it can be judged), whether AUTO
+quantization selected it, and whether it was fine-tuned.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prunekit.v1 import model_pb2, report_pb2
 
+from ..measure.accuracy import Accuracy, AccuracyRule
 from ..measure.latency import STABILITY_TOLERANCE, STABILITY_WINDOWS, Latency
 from ..measure.quality import DEFAULT_MIN_TOP1_AGREEMENT, Quality, QualityRule
 from ..pruning.base import LayerPruneInfo
+from .accuracy import accuracy_flag, accuracy_stats, below_accuracy_rule
 
 SLOWER_TOLERANCE = 1.05
 QUALITY_FLOOR = DEFAULT_MIN_TOP1_AGREEMENT
@@ -75,8 +79,9 @@ def model_stats(
     latency: Latency | None = None,
     quality: Quality | None = None,
     latencies: Sequence[Latency] = (),
+    accuracy: Accuracy | None = None,
 ) -> report_pb2.ModelStats:
-    """Stats of one model; ``quality`` stays unset for the baseline.
+    """Stats of one model; ``quality`` stays unset for the baseline, ``accuracy`` without eval labels/targets.
 
     ``latencies`` are all of the model's measurements; ``latency`` (the
     primary one) defaults to their first.
@@ -95,6 +100,8 @@ def model_stats(
     stats.latencies.extend(latency_stats(item) for item in latencies)
     if quality is not None:
         stats.quality.CopyFrom(quality_stats(quality))
+    if accuracy is not None:
+        stats.accuracy.CopyFrom(accuracy_stats(accuracy))
     return stats
 
 
@@ -207,7 +214,7 @@ def synthetic_inputs_warning(description: str) -> report_pb2.ReportWarning:
     return warning(
         "SYNTHETIC_INPUTS",
         f"quality was measured on synthetic inputs ({description}) as agreement with the original "
-        "model; accuracy on real data could not be measured.",
+        "model; real eval data (spec data.eval) gives fidelity on the inputs that matter.",
     )
 
 
@@ -227,10 +234,14 @@ def variant_flags(
     rule: QualityRule,
     *,
     selected: bool | None = None,
+    accuracy_rule: AccuracyRule | None = None,
+    finetuned: bool = False,
 ) -> list[report_pb2.VariantFlag.ValueType]:
-    """The variant's flags: slower, quality rule met or missed, unstable latency, AUTO's choice.
+    """The variant's flags: slower, quality rule, accuracy rule, AUTO's choice, unstable latency, fine-tuned.
 
-    ``selected`` is None for variants that were no AUTO candidate.
+    ``selected`` is None for variants that were no AUTO candidate. The
+    accuracy flags come only when ``accuracy_rule`` can judge the variant
+    (a rule is set and both it and the baseline have a top-1 accuracy).
     """
     flags: list[report_pb2.VariantFlag.ValueType] = []
     if slower_than_baseline(variant, baseline):
@@ -240,10 +251,14 @@ def variant_flags(
         flags.append(
             report_pb2.VARIANT_FLAG_MEETS_QUALITY_RULE if met else report_pb2.VARIANT_FLAG_BELOW_QUALITY_RULE
         )
+    if accuracy_rule is not None and (flag := accuracy_flag(variant, baseline, accuracy_rule)) is not None:
+        flags.append(flag)
     if selected is not None:
         flags.append(report_pb2.VARIANT_FLAG_SELECTED if selected else report_pb2.VARIANT_FLAG_NOT_SELECTED)
     if variant.stats.HasField("latency") and not variant.stats.latency.stable:
         flags.append(report_pb2.VARIANT_FLAG_LATENCY_UNSTABLE)
+    if finetuned:
+        flags.append(report_pb2.VARIANT_FLAG_FINETUNED)
     return flags
 
 
@@ -293,6 +308,7 @@ def benchmark_protocol(
     memory_method: str = "",
     quality_rule: QualityRule | None = None,
     selection_rule: str = "",
+    max_accuracy_drop: float = 0.0,
 ) -> report_pb2.BenchmarkProtocol:
     """How the numbers were measured, from the primary :class:`Latency` (all share the protocol).
 
@@ -328,6 +344,7 @@ def benchmark_protocol(
             report_pb2.QualityRule(
                 min_top1_agreement=quality_rule.min_top1_agreement,
                 min_cosine_similarity=quality_rule.min_cosine_similarity,
+                max_accuracy_drop=max_accuracy_drop,
             )
         )
     return protocol
@@ -342,11 +359,20 @@ def build_report(
     protocol: report_pb2.BenchmarkProtocol,
     warnings: Sequence[report_pb2.ReportWarning] = (),
     rule: QualityRule | None = None,
+    accuracy_rule: AccuracyRule | None = None,
+    data: report_pb2.DataReport | None = None,
+    finetune: report_pb2.FinetuneReport | None = None,
 ) -> report_pb2.OptimizationReport:
-    """The full report: ``warnings`` first, then each variant's :func:`variant_warnings`."""
+    """The full report: ``warnings`` first, then each variant's :func:`variant_warnings`.
+
+    With an ``accuracy_rule``, one ``BELOW_ACCURACY_RULE`` warning names every
+    variant that misses it. ``data`` and ``finetune`` are copied in when given.
+    """
     found = list(warnings)
     for variant in variants:
         found += variant_warnings(variant, baseline, rule)
+    if accuracy_rule is not None and (below := below_accuracy_rule(variants, baseline, accuracy_rule)):
+        found.append(below)
     return report_pb2.OptimizationReport(
         baseline=baseline,
         variants=list(variants),
@@ -354,4 +380,6 @@ def build_report(
         warnings=found,
         protocol=protocol,
         input_format=input_format,
+        data=data,
+        finetune=finetune,
     )

@@ -1,8 +1,10 @@
 """``report.html``: one self-contained page (inline CSS, plots as base64 PNG, no script, no external asset).
 
-Layout: a headline per variant (speed-up, compression, fidelity, flags), the
-warnings, the plots (:mod:`.plots`), then the tables the terminal and
-Markdown renderings show, and the protocol. Each plot sits in a
+Layout: a headline per variant (speed-up, compression, fidelity, accuracy,
+flags), "Accuracy could not be measured" when so, the warnings, the plots
+(:mod:`.plots`), then the tables the terminal and Markdown renderings show
+(accuracy rows among the variants', the data, the fine-tuning runs), and the
+protocol. Each plot sits in a
 ``<figure class="plot" data-plot=KEY data-marker=COLOR>`` framed in its own
 saturated marker colour, which no plot uses: a browser check finds every
 plot on a screenshot by its frame.
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from html import escape
 
 from prunekit.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import report_pb2
 
 from .plots import Plot, plots
@@ -26,6 +29,8 @@ MARKERS = {
     "stability": "#80ff00",
     "sensitivity": "#0080ff",
     "schedule": "#ff8000",
+    "accuracy": "#00ff80",
+    "finetune": "#8000ff",
 }
 """Frame colour of each plot (saturated; the plots' palette never uses them)."""
 
@@ -42,6 +47,7 @@ h2{font-size:18px;margin:28px 0 10px;border-bottom:1px solid #ddd;padding-bottom
 background:#e8e8e8}
 .flag.bad{background:#f6d5d8;color:#8a0010}.flag.good{background:#d7eed9;color:#14532d}
 .warn{background:#fff6e0;border-left:4px solid #e0a000;padding:6px 10px;margin:6px 0;font-size:13px}
+.notice{background:#fdecee;border-left:4px solid #b00020;padding:8px 12px;margin:12px 0;font-size:14px}
 .plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
 figure.plot{margin:0;padding:6px;border:6px solid;background:#fff}
 figure.plot.wide{grid-column:1 / -1}
@@ -53,8 +59,14 @@ th:first-child,td:first-child{text-align:left}
 .scroll{overflow-x:auto}
 ul.protocol{font-size:13px}
 """
-_BAD = {"SLOWER_THAN_BASELINE", "BELOW_QUALITY_RULE", "LATENCY_UNSTABLE", "NOT_SELECTED"}
-_GOOD = {"MEETS_QUALITY_RULE", "SELECTED"}
+_BAD = {
+    "SLOWER_THAN_BASELINE",
+    "BELOW_QUALITY_RULE",
+    "BELOW_ACCURACY_RULE",
+    "LATENCY_UNSTABLE",
+    "NOT_SELECTED",
+}
+_GOOD = {"MEETS_QUALITY_RULE", "MEETS_ACCURACY_RULE", "SELECTED"}
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -71,20 +83,36 @@ def _flags(names: Sequence[str]) -> str:
     return "".join(spans)
 
 
-def _card(variant: report_pb2.ModelVariant) -> str:
+def _accuracy(variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats) -> str:
+    """``accuracy 97.2% (-0.6 pt)`` or ``MSE 0.0123``; "" when not measured."""
+    if not variant.stats.HasField("accuracy"):
+        return ""
+    a = variant.stats.accuracy
+    if a.HasField("mse"):
+        return f"MSE {a.mse:.4g}"
+    text = f"accuracy {a.top1 * 100:.1f}%"
+    if baseline.HasField("accuracy") and not baseline.accuracy.HasField("mse"):
+        text += f" ({(a.top1 - baseline.accuracy.top1) * 100:+.1f} pt)"
+    return text
+
+
+def _card(variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats) -> str:
     q = variant.stats.quality
     fidelity = (
-        f"top-1 {q.top1_agreement * 100:.1f}%, cosine {q.cosine_similarity:.4f}"
+        f"top-1 agreement {q.top1_agreement * 100:.1f}%, cosine {q.cosine_similarity:.4f}"
         if variant.stats.HasField("quality")
         else ""
     )
+    accuracy = _accuracy(variant, baseline)
     speed = f"{variant.latency_speedup:.2f}x" if variant.latency_speedup else "-"
     return (
         f'<div class="card"><h3>{escape(variant.name)}</h3>'
         f'<div class="big">{escape(speed)} speed</div>'
         f"<div>{variant.compression_ratio:.2f}x smaller compressed, "
         f"{variant.macs_reduction:.2f}x fewer MACs</div>"
-        f"<div>{escape(fidelity)}</div>{_flags(flag_names(variant.flags))}</div>"
+        f"<div>{escape(fidelity)}</div>"
+        + (f'<div class="big">{escape(accuracy)}</div>' if accuracy else "")
+        + f"{_flags(flag_names(variant.flags))}</div>"
     )
 
 
@@ -99,6 +127,21 @@ def _figure(plot: Plot) -> str:
     )
 
 
+def _items(lines: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def _training_sections(report: report_pb2.OptimizationReport) -> list[str]:
+    """The data summary and the fine-tuning runs, when the job had them."""
+    parts = []
+    if report.HasField("data"):
+        parts += ["<h2>Data</h2>", _items(data_lines(report))]
+    if report.HasField("finetune"):
+        headers, rows = finetune_rows(report)
+        parts += ["<h2>Fine-tuning</h2>", _items(finetune_summary(report)), _table(headers, rows)]
+    return parts
+
+
 def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit report") -> str:
     """The whole page as a string."""
     variants = list(report.variants)
@@ -110,8 +153,11 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">{len(variants)} variant(s) against the baseline: {escape(names)}.</p>',
-        '<div class="cards">' + "".join(_card(v) for v in variants) + "</div>",
+        '<div class="cards">' + "".join(_card(v, report.baseline) for v in variants) + "</div>",
     ]
+    not_measured = accuracy_not_measured(report)
+    if not_measured is not None:
+        parts.append(f'<p class="notice">{escape(not_measured[:1].upper() + not_measured[1:])}</p>')
     if report.warnings:
         parts.append("<h2>Warnings</h2>")
         parts += [
@@ -125,6 +171,7 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
     lat_headers, lat_rows = latency_rows(report)
     if lat_rows:
         parts += ["<h2>Latency by runtime and batch size</h2>", _table(lat_headers, lat_rows)]
+    parts += _training_sections(report)
     if report.layers:
         layer_headers, layers, _ = layer_rows(report, len(report.layers))
         parts += ["<h2>Layers</h2>", _table(layer_headers, layers)]

@@ -5,7 +5,8 @@ Warning codes (stable):
 - ``SYNTHETIC_CALIBRATION``: static quantization calibrated on synthetic inputs.
 - ``AUTO_KEPT_UNQUANTIZED``: AUTO found no quantized candidate faster than the
   unquantized model while meeting the quality rule.
-- ``AUTO_NO_CANDIDATE``: no candidate of a source model met the quality rule.
+- ``AUTO_NO_CANDIDATE``: no candidate of a source model met the quality rule (and the
+  accuracy rule, when one was set and accuracy measured).
 - ``LATENCY_UNSTABLE``: some measurements never became stable within the time budget.
 """
 
@@ -63,11 +64,12 @@ def auto_kept_unquantized(source: str, winner: str) -> report_pb2.ReportWarning:
     )
 
 
-def auto_no_candidate(source: str) -> report_pb2.ReportWarning:
-    """No candidate of ``source`` met the quality rule."""
+def auto_no_candidate(source: str, *, accuracy_rule: bool = False) -> report_pb2.ReportWarning:
+    """No candidate of ``source`` met the quality rule (and the accuracy rule, when it applied)."""
+    rules = "the quality and accuracy rules" if accuracy_rule else "the quality rule"
     return warning(
         "AUTO_NO_CANDIDATE",
-        f"AUTO quantization of the {source} model selected nothing: no candidate met the quality rule.",
+        f"AUTO quantization of the {source} model selected nothing: no candidate met {rules}.",
     )
 
 

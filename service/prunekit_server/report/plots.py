@@ -2,9 +2,10 @@
 
 Every function takes the report proto and returns a :class:`Plot`, or None
 when the report holds nothing to draw for it. :func:`plots` returns all that
-apply, in page order: the variants side by side, speed-up against MACs
-reduction, latency, latency windows, per-layer widths or density, and, when
-an analysis filled them, sensitivity curves and the steps of a schedule.
+apply, in page order: the variants side by side, accuracy (when measured),
+speed-up against MACs reduction, latency, latency windows, per-layer widths
+or density, fine-tuning loss curves (when it ran), and, when an analysis
+filled them, sensitivity curves and the steps of a schedule.
 Wide plots (:attr:`Plot.wide`) span the page.
 Figures are made with ``matplotlib.figure.Figure`` (no pyplot state), so
 rendering is safe to repeat in one process.
@@ -61,11 +62,15 @@ def _models(report: report_pb2.OptimizationReport) -> list[tuple[str, report_pb2
     return out
 
 
+def _colors(n: int) -> list[str]:
+    """The baseline's grey, then the palette for ``n - 1`` variants."""
+    return [BASE_COLOR, *(PALETTE[i % len(PALETTE)] for i in range(n - 1))]
+
+
 def _bars(
     ax: Axes, labels: Sequence[str], values: Sequence[float], flags: Sequence[list[int]], title: str
 ) -> None:
-    colors = [BASE_COLOR] + [PALETTE[i % len(PALETTE)] for i in range(len(values) - 1)]
-    bars = ax.bar(range(len(values)), values, color=colors)
+    bars = ax.bar(range(len(values)), values, color=_colors(len(values)))
     for bar, flag in zip(bars, flags, strict=True):
         if SLOWER in flag:
             bar.set_hatch("//")
@@ -153,6 +158,74 @@ def variants_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     fig.tight_layout()
     caption = "Hatched red bars: slower than the baseline (not an improvement). * marks AUTO's choice."
     return Plot("variants", "Every variant side by side", caption, _png(fig), wide=True)
+
+
+def accuracy_plot(report: report_pb2.OptimizationReport) -> Plot | None:
+    """Top-1 (and top-5) accuracy of every model, with the accuracy rule's floor; MSE for targets."""
+    models = [(label, s.accuracy) for label, s, _ in _models(report) if s.HasField("accuracy")]
+    if not models:
+        return None
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    xs = list(range(len(models)))
+    labels = [m[0] for m in models]
+    if all(a.HasField("mse") for _, a in models):
+        ax.bar(xs, [a.mse for _, a in models], color=_colors(len(models)))
+        ax.set_ylabel("mean squared error (lower is better)")
+        title, caption = "Error on the eval targets", "MSE of the first output against the eval targets."
+    else:
+        top5 = any(a.HasField("top5") for _, a in models)
+        width = 0.4 if top5 else 0.6
+        ax.bar(
+            [x - (0.2 if top5 else 0.0) for x in xs],
+            [a.top1 for _, a in models],
+            width,
+            color=PALETTE[0],
+            label="top-1",
+        )
+        if top5:
+            ax.bar([x + 0.2 for x in xs], [a.top5 for _, a in models], width, color=PALETTE[2], label="top-5")
+        drop = report.protocol.quality_rule.max_accuracy_drop
+        base = report.baseline.accuracy.top1 if report.baseline.HasField("accuracy") else None
+        if drop > 0 and base is not None:
+            ax.axhline(
+                base - drop, color="#b00020", lw=1, ls="--", label=f"rule: baseline - {drop * 100:g} pt"
+            )
+        ax.set_ylim(max(0.0, min(a.top1 for _, a in models) - 0.1), 1.005)
+        ax.set_ylabel("accuracy on the eval split")
+        ax.legend(fontsize=7, loc="lower left")
+        title, caption = (
+            "Accuracy on the eval split",
+            "Dashed red: the accuracy rule's floor, when one is set.",
+        )
+    ax.set_xticks(xs, labels, rotation=30, ha="right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return Plot("accuracy", title, f"{caption} {models[0][1].samples} eval samples.", _png(fig))
+
+
+def finetune_plot(report: report_pb2.OptimizationReport) -> Plot | None:
+    """The training loss of every fine-tuning run against its step."""
+    runs = [r for r in report.finetune.runs if r.loss_curve]
+    if not runs:
+        return None
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    for i, run in enumerate(runs):
+        steps = list(run.loss_curve_steps) or list(range(1, len(run.loss_curve) + 1))
+        ax.plot(
+            steps, list(run.loss_curve), color=PALETTE[i % len(PALETTE)], label=f"{run.phase} ({run.loss})"
+        )
+        if run.resumed_from_step:
+            ax.axvline(run.resumed_from_step, color=PALETTE[i % len(PALETTE)], ls=":", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if len(runs) <= 12:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title("Fine-tuning loss", fontsize=10)
+    caption = "Training loss per run; a dotted line marks the step a run resumed at from a checkpoint."
+    return Plot("finetune", "Fine-tuning loss", caption, _png(fig))
 
 
 def speedup_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -303,10 +376,12 @@ def schedule_plot(report: report_pb2.OptimizationReport) -> Plot | None:
 
 PLOTTERS: list[Callable[[report_pb2.OptimizationReport], Plot | None]] = [
     variants_plot,
+    accuracy_plot,
     speedup_plot,
     latency_plot,
     stability_plot,
     layers_plot,
+    finetune_plot,
     sensitivity_plot,
     schedule_plot,
 ]

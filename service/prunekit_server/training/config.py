@@ -24,13 +24,21 @@ def _d(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """How to fine-tune. Invalid values raise ``ValueError``; round-trips through JSON."""
+    """How to fine-tune. Invalid values raise ``ValueError``; round-trips through JSON.
+
+    The budget is the smallest of ``epochs`` and ``steps`` that are set, capped
+    by ``max_seconds``; with only ``max_seconds`` set, training runs for that
+    long and the learning-rate schedule follows the elapsed fraction of it.
+    """
 
     technique: ClassVar[str] = "finetune"
 
     epochs: int = field(default=1, metadata=_d("Passes over the training data (0: no epoch limit)."))
     steps: int = field(default=0, metadata=_d("Optimizer steps (0: no step limit); the smaller budget wins."))
-    max_seconds: float = field(default=0.0, metadata=_d("Training-time cap in seconds (0: none)."))
+    max_seconds: float = field(
+        default=0.0,
+        metadata=_d("Training-time cap in seconds (0: none); alone, a time budget the schedule follows."),
+    )
     batch_size: int = field(default=32, metadata=_d("Samples per step."))
     optimizer: Optimizer = field(default="adamw", metadata=_d("'sgd' (with momentum) or 'adamw'."))
     lr: float = field(default=1e-3, metadata=_d("Peak learning rate."))
@@ -56,8 +64,8 @@ class FinetuneConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.epochs == 0 and self.steps == 0:
-            raise ValueError("set epochs or steps (> 0)")
+        if self.epochs == 0 and self.steps == 0 and not self.max_seconds > 0:
+            raise ValueError("set epochs, steps or max_seconds (> 0)")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         for name in ("max_seconds", "momentum", "weight_decay", "grad_clip"):

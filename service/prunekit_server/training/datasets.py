@@ -310,6 +310,21 @@ def _read_shard(
     return arrays, size
 
 
+def shard_samples(path: str | os.PathLike[str]) -> int:
+    """The sample count of a shard :func:`load_shards` accepted (its first array's first dimension).
+
+    Reads one ``.npy`` header only; ``ValueError`` for an empty or unreadable shard.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile) or not npz.files or npz.zip is None:
+                raise ValueError(f"{os.fspath(path)}: not an npz archive with arrays")
+            shape, _ = _header(npz.zip, npz.files[0])
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from exc
+    return int(shape[0]) if shape else 0
+
+
 def _header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     member = name if name in archive.namelist() else f"{name}.npy"
     with archive.open(member) as fp:

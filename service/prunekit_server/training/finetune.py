@@ -9,9 +9,16 @@ teacher trains on distillation alone. The eval metric (higher is better) is
 top-1 accuracy with labels, ``-MSE`` with targets, top-1 agreement with the
 teacher otherwise.
 
-Budget: ``steps`` and/or ``epochs`` (the smaller wins; at least one > 0),
-capped by ``max_seconds`` of training time (summed over resumed runs), and
-early stopping after ``patience`` evaluations without improvement. The
+Budget: ``steps`` and/or ``epochs`` (the smaller wins), capped by
+``max_seconds`` of training time (summed over resumed runs), and early
+stopping after ``patience`` evaluations without improvement. With only
+``max_seconds`` the run is time-boxed: ``total_steps`` is 0 (unknown) and the
+schedule follows the elapsed fraction of the time. A run stopped by
+``max_seconds`` is evaluated once more at its last step.
+
+Extras: ``features`` (:class:`~.losses.FeatureMatch`) adds feature matching
+against the teacher to the loss; ``masks`` (:class:`~.masks.SparsityMasks`)
+are re-applied after every optimizer step, so pruned weights stay zero. The
 student's BatchNorms run in train mode while tuning; the student ends in
 eval mode, with its best-evaluated weights when ``restore_best``.
 
@@ -26,6 +33,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +45,8 @@ from .checkpoint import CheckpointSink, TrainingState, rng_state, set_rng_state
 from .config import Device, FinetuneConfig
 from .datasets import Batch, Dataset
 from .evaluate import accuracy_of, batch_tensors, first_output, predict
+from .losses import FeatureMatch, distillation_loss
+from .masks import SparsityMasks
 
 __all__ = [
     "FinetuneConfig",
@@ -93,14 +103,23 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device("cpu")
 
 
-def lr_factor(config: FinetuneConfig, total_steps: int) -> Callable[[int], float]:
-    """The multiplier of ``lr`` at step index ``i`` (0-based): linear warm-up, then the schedule."""
+def lr_factor(
+    config: FinetuneConfig, total_steps: int, elapsed: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """The multiplier of ``lr`` at step index ``i`` (0-based): linear warm-up, then the schedule.
+
+    With ``total_steps`` 0 (a time budget) the schedule's progress is
+    ``elapsed()``, the fraction of ``max_seconds`` spent (0 without it).
+    """
     warmup = config.warmup_steps
 
     def factor(i: int) -> float:
         if i < warmup:
             return (i + 1) / warmup
-        progress = min(1.0, (i - warmup) / max(1, total_steps - warmup))
+        if total_steps:
+            progress = min(1.0, (i - warmup) / max(1, total_steps - warmup))
+        else:
+            progress = min(1.0, max(0.0, elapsed() if elapsed is not None else 0.0))
         if config.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         if config.schedule == "linear":
@@ -108,13 +127,6 @@ def lr_factor(config: FinetuneConfig, total_steps: int) -> Callable[[int], float
         return 1.0
 
     return factor
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
-    log_p = functional.log_softmax(student / temperature, dim=1)
-    q = functional.softmax(teacher / temperature, dim=1)
-    return functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
 class _Trainer:
@@ -125,7 +137,11 @@ class _Trainer:
         train: Dataset,
         eval_set: Dataset | None,
         config: FinetuneConfig,
+        features: FeatureMatch | None = None,
+        masks: SparsityMasks | None = None,
     ) -> None:
+        if features is not None and teacher is None:
+            raise ValueError("feature matching needs a teacher")
         if train.label is None and train.target is None and teacher is None:
             raise ValueError("unlabelled data needs a teacher (distillation)")
         if len(train) == 0:
@@ -138,7 +154,8 @@ class _Trainer:
         self.train, self.eval_set = train, eval_set
         self.per_epoch = train.batches_per_epoch(config.batch_size, drop_last=True)
         budgets = [b for b in (config.steps, config.epochs * self.per_epoch) if b > 0]
-        self.total = min(budgets)
+        self.total = min(budgets) if budgets else 0
+        self.features, self.masks = features, masks
         params = [p for p in student.parameters() if p.requires_grad]
         self.opt: torch.optim.Optimizer
         if config.optimizer == "sgd":
@@ -146,7 +163,9 @@ class _Trainer:
             self.opt = torch.optim.SGD(params, lr=config.lr, momentum=mom, weight_decay=wd)
         else:
             self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(config, self.total))
+        self.elapsed = 0.0
+        spent = (lambda: self.elapsed / config.max_seconds) if config.max_seconds else None
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(config, self.total, spent))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         if eval_set is None:
             self.metric_name = "none"
@@ -167,17 +186,25 @@ class _Trainer:
         self.last_metric: float | None = None
         self.best_weights: dict[str, torch.Tensor] = {}
         self.losses: list[float] = []
-        self.elapsed = 0.0
+        self.last_eval_step = -1
+
+    def finished(self) -> bool:
+        """The step budget is spent (never, for a time budget)."""
+        return bool(self.total) and self.step >= self.total
 
     def loss(self, batch: Batch) -> torch.Tensor:
         x = batch_tensors(batch, self.device)
         n = len(batch)
         t_out = None
+        feature_loss = None
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = first_output(self.student(*x)).float().reshape(n, -1)
-            if self.teacher is not None:
-                with torch.no_grad():
-                    t_out = first_output(self.teacher(*x)).float().reshape(n, -1)
+            with self.features.capture() if self.features is not None else nullcontext():
+                out = first_output(self.student(*x)).float().reshape(n, -1)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        t_out = first_output(self.teacher(*x)).float().reshape(n, -1)
+            if self.features is not None:
+                feature_loss = self.features.loss()
         soft = None if t_out is None else distillation_loss(out, t_out, self.c.temperature)
         hard = None
         if batch.label is not None:
@@ -186,11 +213,11 @@ class _Trainer:
             hard = functional.mse_loss(
                 out, torch.from_numpy(batch.target).to(self.device).float().reshape(n, -1)
             )
+        result: torch.Tensor | None = soft if hard is None else hard
         if soft is not None and hard is not None:
-            return self.c.alpha * soft + (1.0 - self.c.alpha) * hard
-        result = soft if soft is not None else hard
+            result = self.c.alpha * soft + (1.0 - self.c.alpha) * hard
         assert result is not None  # guaranteed by the constructor's check
-        return result
+        return result if feature_loss is None else result + feature_loss
 
     def train_step(self, batch: Batch) -> float:
         self.opt.zero_grad(set_to_none=True)
@@ -201,6 +228,8 @@ class _Trainer:
             nn.utils.clip_grad_norm_(self.student.parameters(), self.c.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.masks is not None:
+            self.masks.apply(self.student)
         self.sched.step()
         return float(loss.detach())
 
@@ -228,6 +257,7 @@ class _Trainer:
             "last_metric": self.last_metric,
             "losses": list(self.losses),
             "elapsed": self.elapsed,
+            "last_eval_step": self.last_eval_step,
             "rng": rng_state(),
             "config": self.c.to_dict(),
         }
@@ -253,6 +283,7 @@ class _Trainer:
         self.step, self.epoch, self.batch_in_epoch = int(t["step"]), int(t["epoch"]), int(t["batch_in_epoch"])
         self.bad_evals, self.best, self.best_step = int(t["bad_evals"]), t["best"], t["best_step"]
         self.last_metric, self.losses, self.elapsed = t["last_metric"], list(t["losses"]), float(t["elapsed"])
+        self.last_eval_step = int(t.get("last_eval_step", -1))
         set_rng_state(t["rng"])
 
     def after_step(self, end_of_epoch: bool) -> bool:
@@ -261,7 +292,12 @@ class _Trainer:
         due = (every and self.step % every == 0) or (not every and end_of_epoch) or self.step == self.total
         if self.eval_set is None or not due:
             return False
+        return self.record_eval()
+
+    def record_eval(self) -> bool:
+        """Evaluate now, keep the best weights; True when early stopping says stop."""
         self.last_metric = self.evaluate()
+        self.last_eval_step = self.step
         if self.best is None or self.last_metric > self.best:
             self.best, self.best_step, self.bad_evals = self.last_metric, self.step, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
@@ -278,6 +314,9 @@ def finetune(
     config: FinetuneConfig,
     progress: Callable[[FinetuneEvent], None] | None = None,
     checkpoint: CheckpointSink | None = None,
+    *,
+    features: FeatureMatch | None = None,
+    masks: SparsityMasks | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``student`` in place (see the module docstring for losses, budget and metric).
 
@@ -295,7 +334,7 @@ def finetune(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     random.seed(config.seed)
-    t = _Trainer(student, teacher, train, eval, config)
+    t = _Trainer(student, teacher, train, eval, config, features, masks)
     restored = checkpoint.restore() if checkpoint is not None else None
     resumed_from = None
     if restored is not None:
@@ -305,7 +344,7 @@ def finetune(
     stop_reason = "budget"
     student.train()
     try:
-        while t.step < t.total and stop_reason == "budget":
+        while not t.finished() and stop_reason == "budget":
             batches = train.batches(
                 config.batch_size,
                 shuffle=True,
@@ -325,17 +364,20 @@ def finetune(
                     t.epoch, t.batch_in_epoch = t.epoch + 1, 0
                 now = time.monotonic()
                 t.elapsed = now - began
-                if config.max_seconds and t.elapsed >= config.max_seconds and t.step < t.total:
-                    stop_reason = "max_seconds" if stop_reason == "budget" else stop_reason
+                out_of_time = config.max_seconds and t.elapsed >= config.max_seconds and not t.finished()
+                if out_of_time and stop_reason == "budget":
+                    stop_reason = "max_seconds"
+                    if t.eval_set is not None and t.last_eval_step != t.step:
+                        t.record_eval()
                 if progress is not None:
                     lr = float(t.opt.param_groups[0]["lr"])
                     event = FinetuneEvent(
                         t.step, t.total, t.epoch, t.losses[-1], lr, t.last_metric, t.metric_name
                     )
                     progress(event)
-                if checkpoint is not None and t.step < t.total and checkpoint.due(t.step, now):
+                if checkpoint is not None and not t.finished() and checkpoint.due(t.step, now):
                     checkpoint.save(t.step, t.state())
-                if stop_reason != "budget" or t.step >= t.total:
+                if stop_reason != "budget" or t.finished():
                     break
         if checkpoint is not None:
             checkpoint.save(t.step, t.state())

@@ -20,7 +20,17 @@ from prunekit_server.report.html import MARKERS, render_html
 from prunekit_server.samples import write_sample_model
 
 ALWAYS = ["variants", "speedup", "latency", "stability", "layers"]
-ANALYSED = ["sensitivity", "schedule"]
+ANALYSED = [
+    "variants",
+    "accuracy",
+    "speedup",
+    "latency",
+    "stability",
+    "layers",
+    "finetune",
+    "sensitivity",
+    "schedule",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +64,59 @@ def page(report: report_pb2.OptimizationReport) -> str:
 
 
 def _analysed(report: report_pb2.OptimizationReport) -> report_pb2.OptimizationReport:
-    """The report with what a sensitivity analysis and an iterative schedule would add."""
+    """The report with what labelled data, fine-tuning, a sensitivity analysis and a schedule would add."""
     out = report_pb2.OptimizationReport()
     out.CopyFrom(report)
+    out.baseline.accuracy.CopyFrom(report_pb2.AccuracyStats(top1=0.95, top5=0.99, samples=360))
+    for i, variant in enumerate(out.variants):
+        variant.stats.accuracy.CopyFrom(
+            report_pb2.AccuracyStats(top1=0.94 - 0.03 * i, top5=0.98, samples=360)
+        )
+        variant.flags.append(
+            report_pb2.VARIANT_FLAG_MEETS_ACCURACY_RULE
+            if i == 0
+            else report_pb2.VARIANT_FLAG_BELOW_ACCURACY_RULE
+        )
+    out.protocol.quality_rule.max_accuracy_drop = 0.02
+    del out.warnings[:]
+    out.warnings.extend(w for w in report.warnings if w.code != "ACCURACY_NOT_MEASURED")
+    out.data.CopyFrom(
+        report_pb2.DataReport(
+            train=[report_pb2.DatasetShard(uri="prunekit://datasets/t", sha256="ab" * 32, samples=1437)],
+            train_samples=1077,
+            eval_samples=360,
+            eval_fraction=0.25,
+            supervision="label",
+            num_classes=10,
+        )
+    )
+    steps = list(range(10, 210, 10))
+    out.finetune.CopyFrom(
+        report_pb2.FinetuneReport(
+            before=report_pb2.AccuracyStats(top1=0.61, top5=0.9, samples=360),
+            attempts=2,
+            runs=[
+                report_pb2.FinetuneRun(
+                    phase="finetune",
+                    steps=200,
+                    total_steps=200,
+                    epochs=6,
+                    stop_reason="budget",
+                    loss="cross_entropy+distillation",
+                    metric="accuracy",
+                    final_metric=0.94,
+                    best_metric=0.945,
+                    best_step=180,
+                    seconds=4.2,
+                    steps_per_second=47.6,
+                    device="cpu",
+                    resumed_from_step=120,
+                    loss_curve=[2.0 / (1 + 0.05 * s) for s in steps],
+                    loss_curve_steps=steps,
+                )
+            ],
+        )
+    )
     for i, layer in enumerate(report.layers[:3]):
         out.sensitivity.add(
             layer=layer.name,
@@ -81,10 +141,10 @@ def _plot_keys(page: str) -> list[str]:
 
 def test_plots_follow_the_data(run: OptimizationResult, page: str) -> None:
     assert _plot_keys(run.artifacts["report.html"].read_text()) == ALWAYS
-    assert _plot_keys(page) == ALWAYS + ANALYSED
+    assert _plot_keys(page) == ANALYSED
     for png in re.findall(r'src="data:image/png;base64,([^"]*)"', page):
         assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(re.findall(r"<figcaption><b>[^<]+</b> [^<]+</figcaption>", page)) == len(ALWAYS + ANALYSED)
+    assert len(re.findall(r"<figcaption><b>[^<]+</b> [^<]+</figcaption>", page)) == len(ANALYSED)
 
 
 def test_html_is_one_self_contained_page(report: report_pb2.OptimizationReport, page: str) -> None:
@@ -92,14 +152,31 @@ def test_html_is_one_self_contained_page(report: report_pb2.OptimizationReport, 
     for forbidden in ("http://", "https://", "<script", "<link", "@import", "url("):
         assert forbidden not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == len(ALWAYS + ANALYSED)
+    assert len(sources) == len(ANALYSED)
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     for variant in report.variants:
         assert f"<h3>{variant.name}</h3>" in page
-    for code in {w.code for w in report.warnings}:
+    for code in {w.code for w in _analysed(report).warnings}:
         assert code in page
     assert "<h2>Protocol</h2>" in page
     assert "stability reached" in page or "stability NOT reached" in page
+
+
+def test_html_shows_accuracy_data_and_fine_tuning(run: OptimizationResult, page: str) -> None:
+    plain = run.artifacts["report.html"].read_text()
+    assert '<p class="notice">Accuracy could not be measured: the job had no labelled eval data' in plain
+    assert "<h2>Fine-tuning</h2>" not in plain
+    assert "Accuracy could not be measured" not in page
+    assert "accuracy 94.0% (-1.0 pt)" in page
+    assert '<span class="flag good">meets accuracy rule</span>' in page
+    assert '<span class="flag bad">below accuracy rule</span>' in page
+    assert "<h2>Data</h2>" in page
+    assert "supervision: label, 10 classes" in page
+    assert "<h2>Fine-tuning</h2>" in page
+    for cell in ("finetune", "200/200", "cross_entropy+distillation", "budget", "47.6", "step 120"):
+        assert f"<td>{cell}</td>" in page
+    assert "worker attempts: 2" in page
+    assert "top-1 accuracy" in page
 
 
 def test_markdown_file(run: OptimizationResult) -> None:
@@ -126,6 +203,11 @@ def test_markdown_file(run: OptimizationResult) -> None:
     analysed = render_markdown(_analysed(report))
     assert "## Sensitivity" in analysed
     assert "## Schedule" in analysed
+    assert "ACCURACY_NOT_MEASURED" in markdown
+    assert "Accuracy not measured" in markdown
+    for heading in ("## Data", "## Fine-tuning"):
+        assert heading not in markdown
+        assert heading in analysed
 
 
 def _chromium() -> str:
@@ -163,11 +245,11 @@ def _screenshot(page: Path, out: Path, profile: Path, height: int) -> np.ndarray
 def test_the_page_renders_every_plot_in_chromium(page: str, tmp_path: Path) -> None:
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")
-    pixels = _screenshot(path, tmp_path / "shot.png", tmp_path / "profile", 5000)
+    pixels = _screenshot(path, tmp_path / "shot.png", tmp_path / "profile", 6000)
     background = np.all(pixels >= 250, axis=-1)
     assert background.mean() < 0.97, "the page is blank"
     keys = _plot_keys(page)
-    assert keys == ALWAYS + ANALYSED
+    assert keys == ANALYSED
     for key in keys:
         color = np.array([int(MARKERS[key][i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
         frame = np.all(np.abs(pixels - color) <= 3, axis=-1)

@@ -1,0 +1,124 @@
+"""The evaluate stage: every variant's fidelity to the original, and accuracy when the data allows.
+
+All models (the original and every variant, quantized ones included) are
+ONNX files run in ONNX Runtime CPU sessions, batched with each model's batch
+size (see :func:`..measure.accuracy.run_batched`). With eval data, fidelity is
+measured on its inputs, one item per sample, and accuracy on its ``label``
+(top-1, top-5 above 5 classes) or ``target`` (MSE) for the baseline and every
+variant. Without eval data, fidelity is measured on the synthetic feeds
+exactly as :func:`..measure.quality.compare_models` does, and there is no
+accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prunekit.v1 import model_pb2
+
+from ..measure.accuracy import Accuracy, Outputs, measure_accuracy, run_batched
+from ..measure.latency import cpu_session
+from ..measure.quality import Quality, compare_outputs, run_feeds
+from ..training.datasets import Dataset
+from .settings import Settings, synthetic_description
+
+BASELINE = "baseline"
+NO_EVAL_DATA = "the job had no labelled eval data"
+NO_SUPERVISION = "the eval data has no label or target arrays"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate stage measured.
+
+    ``qualities``: variant name -> fidelity to the original. ``accuracies``:
+    model name (``BASELINE`` included) -> accuracy, empty when it could not
+    be measured, and then ``accuracy_note`` says why. ``quality_inputs``
+    describes what fidelity was measured on; ``synthetic`` is True when that
+    was synthetic inputs.
+    """
+
+    qualities: dict[str, Quality]
+    quality_inputs: str
+    synthetic: bool
+    accuracies: dict[str, Accuracy] = field(default_factory=dict)
+    accuracy_note: str = NO_EVAL_DATA
+
+
+def _synthetic(
+    original: Path, models: Mapping[str, Path], feeds: Sequence[dict[str, np.ndarray]], settings: Settings
+) -> Evaluation:
+    if not feeds:
+        raise ValueError("no eval data and no synthetic feeds to evaluate on")
+    reference = run_feeds(original, feeds, threads=settings.threads)
+    qualities = {
+        name: compare_outputs(reference, run_feeds(path, feeds, threads=settings.threads), samples=len(feeds))
+        for name, path in models.items()
+    }
+    described = [
+        model_pb2.InputSpec(
+            name=name,
+            dtype=model_pb2.DATA_TYPE_FLOAT32 if array.dtype.kind == "f" else model_pb2.DATA_TYPE_INT64,
+        )
+        for name, array in feeds[0].items()
+    ]
+    text = synthetic_description(described, len(feeds), settings.seed)
+    return Evaluation(qualities=qualities, quality_inputs=text, synthetic=True)
+
+
+def _accuracy(outputs: Outputs, data: Dataset) -> Accuracy | str:
+    """The accuracy of ``outputs`` on ``data``, or why it cannot be measured."""
+    if data.label is None and data.target is None:
+        return NO_SUPERVISION
+    try:
+        return measure_accuracy(outputs, label=data.label, target=data.target)
+    except ValueError as exc:
+        kind = "labels" if data.label is not None else "targets"
+        return f"the model's first output does not fit the eval data's {kind} ({exc})"
+
+
+def evaluate_models(
+    original: Path,
+    models: Mapping[str, Path],
+    eval_data: Dataset | None,
+    synthetic_feeds: Sequence[dict[str, np.ndarray]],
+    settings: Settings,
+) -> Evaluation:
+    """Fidelity of each of ``models`` (name -> ONNX file) to ``original``, and accuracy where it applies.
+
+    ``eval_data`` (None or empty: use ``synthetic_feeds``) holds arrays named
+    after the model inputs. Dynamic batch dimensions take
+    ``settings.batch_size``; sessions use ``settings.threads``. Raises
+    ``ValueError`` when outputs differ in number or shape between models.
+    """
+    if eval_data is None or len(eval_data) == 0:
+        return _synthetic(original, models, synthetic_feeds, settings)
+    arrays = dict(zip(eval_data.input_names, eval_data.inputs, strict=True))
+
+    def outputs_of(path: Path) -> Outputs:
+        return run_batched(cpu_session(path, threads=settings.threads), arrays, settings.batch_size)
+
+    reference = outputs_of(original)
+    found = {BASELINE: _accuracy(reference, eval_data)}
+    qualities: dict[str, Quality] = {}
+    for name, path in models.items():
+        candidate = outputs_of(path)
+        qualities[name] = compare_outputs(reference.items, candidate.items, samples=len(eval_data))
+        found[name] = _accuracy(candidate, eval_data)
+    notes = [v for v in found.values() if isinstance(v, str)]
+    accuracies = {} if notes else {k: v for k, v in found.items() if isinstance(v, Accuracy)}
+    note = notes[0] if notes else ""
+    return Evaluation(
+        qualities=qualities,
+        quality_inputs=f"eval split, {len(eval_data)} samples",
+        synthetic=False,
+        accuracies=accuracies,
+        accuracy_note=note,
+    )
+
+
+__all__ = ["BASELINE", "Evaluation", "evaluate_models"]

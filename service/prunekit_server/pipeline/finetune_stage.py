@@ -1,0 +1,325 @@
+"""The fine-tune stage: the pruned model trained on the job's data, with distillation from the original.
+
+:class:`Tuner` runs one phase of fine-tuning (:func:`~prunekit_server.training.finetune.finetune`)
+on a torch module: ``"finetune"`` after pruning, ``"round-01"``, ``"round-02"``...
+between the rounds of an ITERATIVE schedule (:class:`RoundRecovery`, the
+``PruneContext.recover`` hook). Each phase checkpoints into
+``checkpoint_dir/<phase>`` (:class:`~prunekit_server.training.checkpoint.DirectoryCheckpoints`)
+and resumes from there when a checkpoint is already present (a retried
+worker). Progress goes out as stage ``"finetune"`` with details
+``{"finetune": {phase, step, total_steps, epoch, loss, eval_metric, metric}}``
+(at most every :data:`PROGRESS_INTERVAL_S` seconds, and for the last step)
+and, right after each checkpoint is written, ``{"checkpoint": {phase, name, step}}``.
+
+The teacher is the original model converted to a GraphModule; it distils
+when the spec asks for distillation, and always when the data has neither
+``label`` nor ``target`` (the ``FINETUNE_DISTILLATION_ONLY`` warning says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import fx, nn
+from torch.nn import functional
+
+from prunekit.v1 import report_pb2
+
+from ..errors import FieldViolation, invalid_spec
+from ..pruning import PruneContext, PruneResult, apply_tensors
+from ..pruning.structured.export import export_pruned
+from ..training.checkpoint import DirectoryCheckpoints, TrainingState
+from ..training.config import FinetuneConfig
+from ..training.datasets import Dataset
+from ..training.evaluate import accuracy, batch_tensors, fidelity, predict
+from ..training.finetune import FinetuneEvent, FinetuneResult, finetune, resolve_device
+from ..training.losses import FeatureMatch
+from ..training.masks import SparsityMasks
+from .finetune_plan import FinetunePlan, accuracy_stats, finetune_run, loss_name, metric_name, quality_stats
+from .finetune_student import ValueStudent
+from .progress import ProgressFn
+
+PROGRESS_INTERVAL_S = 0.5
+STAGE = "finetune"
+FINAL_PHASE = "finetune"
+DISTILLATION_ONLY = (
+    "FINETUNE_DISTILLATION_ONLY: the training data has no label or target arrays; the pruned model "
+    "was fine-tuned by distillation from the original model alone"
+)
+
+
+def round_phase(index: int) -> str:
+    """The phase name of the recovery after round ``index`` (1-based): ``round-01``..."""
+    return f"round-{index:02d}"
+
+
+class _ReportingCheckpoints:
+    """A checkpoint sink that reports each checkpoint written (a ``{"checkpoint": ...}`` progress event)."""
+
+    def __init__(self, inner: DirectoryCheckpoints, phase: str, report: Callable[[str, int], None]) -> None:
+        self.inner, self.phase, self.report = inner, phase, report
+
+    def due(self, step: int, now: float) -> bool:
+        return self.inner.due(step, now)
+
+    def save(self, step: int, state: TrainingState) -> None:
+        self.inner.save(step, state)
+        self.report(f"ckpt-{step:08d}", step)
+
+    def restore(self) -> TrainingState | None:
+        return self.inner.restore()
+
+
+def _module_named(gm: fx.GraphModule, node: str) -> nn.Module | None:
+    """The submodule converted from the ONNX node ``node`` (or from a node fused into it)."""
+    for path, record in gm.meta.get("prunekit_onnx_names", {}).items():
+        if not isinstance(record, dict) or "initializer" in record:
+            continue
+        if record.get("node") == node or node in record.get("nodes", []):
+            try:
+                return gm.get_submodule(path)
+            except AttributeError:
+                return None
+    return None
+
+
+class Tuner:
+    """Fine-tunes students on the job's data against one teacher; collects a ``FinetuneRun`` per phase.
+
+    ``teacher`` is the original model as a GraphModule; it is used for
+    distillation when ``plan.distill`` or when ``train`` has no supervision.
+    Raises ``INVALID_SPEC`` for a CUDA device the worker lacks.
+    """
+
+    def __init__(
+        self,
+        plan: FinetunePlan,
+        train: Dataset,
+        eval_set: Dataset | None,
+        teacher: fx.GraphModule,
+        checkpoint_dir: Path,
+        progress: ProgressFn,
+    ) -> None:
+        try:
+            resolve_device(plan.config.device)
+        except ValueError as exc:
+            raise invalid_spec([FieldViolation("spec.finetune.device", str(exc))]) from None
+        self.plan, self.train, self.eval_set = plan, train, eval_set
+        self.teacher = teacher
+        self.supervised = train.label is not None or train.target is not None
+        self.distills = plan.distill or not self.supervised
+        self.checkpoint_dir, self.progress = checkpoint_dir, progress
+        self.runs: list[report_pb2.FinetuneRun] = []
+        self.warnings = [] if self.supervised else [DISTILLATION_ONLY]
+        supervision = "label" if train.label is not None else "target" if train.target is not None else "none"
+        self.loss = loss_name(supervision, self.distills, bool(plan.feature_layers))
+
+    def features(self, student: nn.Module) -> FeatureMatch | None:
+        """The plan's feature matching; ``INVALID_SPEC`` naming each layer that cannot be matched."""
+        names = self.plan.feature_layers
+        if not names:
+            return None
+        field = "spec.finetune.distillation.feature_layers"
+        bad: list[FieldViolation] = []
+        pairs: list[tuple[nn.Module, nn.Module]] = []
+        for i, name in enumerate(names):
+            s = _module_named(student, name) if isinstance(student, fx.GraphModule) else None
+            t = _module_named(self.teacher, name)
+            if s is None or t is None:
+                bad.append(FieldViolation(f"{field}[{i}]", f"{name!r} names no layer of the model"))
+            else:
+                pairs.append((s, t))
+        if bad:
+            raise invalid_spec(bad)
+        match = FeatureMatch(pairs, self.plan.feature_weight)
+        batch = next(self.train.batches(min(len(self.train), self.plan.config.batch_size)))
+        problems = match.mismatches(student, self.teacher, batch_tensors(batch, torch.device("cpu")))
+        if problems:
+            raise invalid_spec(
+                [FieldViolation(f"{field}[{i}]", f"{names[i]!r}: {why}") for i, why in problems.items()]
+            )
+        return match
+
+    def run(
+        self,
+        student: nn.Module,
+        phase: str,
+        config: FinetuneConfig,
+        span: tuple[float, float],
+        masks: SparsityMasks | None = None,
+    ) -> FinetuneResult:
+        """Fine-tune ``student`` in place for one phase; progress fractions move across ``span``."""
+        features = self.features(student)
+        start, end = span
+        began = time.monotonic()
+        last = {"time": 0.0, "step": -1, "fraction": start}
+
+        def fraction(step: int, total: int) -> float:
+            if total:
+                return start + (end - start) * min(1.0, step / total)
+            spent = (time.monotonic() - began) / config.max_seconds if config.max_seconds else 0.0
+            return start + (end - start) * min(1.0, spent)
+
+        def report_step(event: FinetuneEvent, force: bool = False) -> None:
+            now = time.monotonic()
+            last["fraction"] = fraction(event.step, event.total_steps)
+            if not force and event.step != event.total_steps and now - last["time"] < PROGRESS_INTERVAL_S:
+                return
+            last["time"], last["step"] = now, event.step
+            details = {
+                "phase": phase,
+                "step": event.step,
+                "total_steps": event.total_steps,
+                "epoch": event.epoch,
+                "loss": event.loss,
+                "eval_metric": event.eval_metric,
+                "metric": metric_name(event.metric_name),
+            }
+            of = f"/{event.total_steps}" if event.total_steps else ""
+            message = f"{phase}: step {event.step}{of}, loss {event.loss:.4g}"
+            self.progress(STAGE, last["fraction"], message, {"finetune": details})
+
+        def report_checkpoint(name: str, step: int) -> None:
+            details = {"phase": phase, "name": name, "step": step}
+            message = f"{phase}: checkpoint at step {step}"
+            self.progress(STAGE, last["fraction"], message, {"checkpoint": details})
+
+        sink = _ReportingCheckpoints(
+            DirectoryCheckpoints(
+                self.checkpoint_dir / phase,
+                self.plan.checkpoint_every_steps,
+                self.plan.checkpoint_every_seconds,
+            ),
+            phase,
+            report_checkpoint,
+        )
+        teacher = self.teacher if self.distills else None
+        try:
+            result = finetune(
+                student,
+                teacher,
+                self.train,
+                self.eval_set,
+                config,
+                report_step,
+                sink,
+                features=features,
+                masks=masks,
+            )
+        finally:
+            student.cpu()
+            self.teacher.cpu()
+        if last["step"] != result.steps:
+            loss = result.losses[-1] if result.losses else 0.0
+            final = FinetuneEvent(
+                result.steps,
+                result.total_steps,
+                result.epochs,
+                loss,
+                0.0,
+                result.final_metric,
+                result.metric_name,
+            )
+            report_step(final, force=True)
+        self.runs.append(finetune_run(phase, result, self.loss, config.mixed_precision))
+        return result
+
+    def before(self, student: nn.Module) -> tuple[report_pb2.AccuracyStats | None, report_pb2.QualityStats]:
+        """The student's accuracy (or MSE) and fidelity to the teacher on the eval split (else train)."""
+        data = self.eval_set if self.eval_set is not None else self.train
+        quality = quality_stats(fidelity(student, self.teacher, data))
+        if data.label is not None:
+            return accuracy_stats(accuracy(student, data), None, len(data)), quality
+        if data.target is not None:
+            outputs = predict(student, data)
+            target = torch.from_numpy(data.target).float().reshape(outputs.shape)
+            return accuracy_stats(None, float(functional.mse_loss(outputs, target)), len(data)), quality
+        return None, quality
+
+    def report(
+        self, before: report_pb2.AccuracyStats | None, quality_before: report_pb2.QualityStats
+    ) -> report_pb2.FinetuneReport:
+        """The ``FinetuneReport`` of every phase run so far (``attempts`` is the executor's)."""
+        out = report_pb2.FinetuneReport(runs=self.runs, quality_before=quality_before)
+        if before is not None:
+            out.before.CopyFrom(before)
+        return out
+
+
+class RoundRecovery:
+    """A ``PruneContext.recover`` hook: fine-tune the pruned GraphModule after each round but the last.
+
+    The pruning engine turns a failing hook into a warning; the failure is
+    kept in :attr:`error` so the stage can raise it once pruning returns.
+    """
+
+    description = "fine-tuned on the job's data"
+
+    def __init__(self, tuner: Tuner, rounds: int, span: tuple[float, float]) -> None:
+        self.tuner, self.rounds, self.span = tuner, rounds, span
+        self.calls = 0
+        self.error: BaseException | None = None
+
+    def __call__(self, module: nn.Module) -> None:
+        self.calls += 1
+        start, end = self.span
+        width = (end - start) / self.rounds
+        span = (start + width * (self.calls - 1), start + width * self.calls)
+        config = self.tuner.plan.round_config(self.rounds, len(self.tuner.train), self.calls)
+        try:
+            self.tuner.run(module, round_phase(self.calls), config, span)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
+@dataclass
+class Tuned:
+    """The fine-tuned pruned model, its prune result (values-only: every trained tensor) and the report."""
+
+    model: onnx.ModelProto
+    result: PruneResult
+    report: report_pb2.FinetuneReport
+
+
+def finetune_pruned(
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    result: PruneResult,
+    context: PruneContext,
+    tuner: Tuner,
+    *,
+    rounds: int,
+    span: tuple[float, float],
+) -> Tuned:
+    """Run the final phase on the pruned model and write the trained weights back into ONNX.
+
+    Structured methods train ``result.module`` and export it again
+    (:func:`~prunekit_server.pruning.structured.export.export_pruned`).
+    Values-only methods train a :class:`.finetune_student.ValueStudent` with
+    the pruned weights masked at zero, and write its tensors into the
+    original's initializers (``result.tensors`` then holds every trained one).
+    """
+    values = None
+    if result.module is not None:
+        student: nn.Module = result.module
+        masks = None
+    else:
+        values = ValueStudent(pruned, context.inputs, result.tensors)
+        student, masks = values.module, values.masks
+    before, quality = tuner.before(student)
+    config = tuner.plan.final_config(rounds, len(tuner.train))
+    tuner.run(student, FINAL_PHASE, config, span, masks)
+    if values is None:
+        assert isinstance(student, fx.GraphModule)
+        model = export_pruned(student, original, context)
+        return Tuned(model, result, tuner.report(before, quality))
+    tensors = {**result.tensors, **values.tensors()}
+    tuned = dataclasses.replace(result, tensors=tensors)
+    return Tuned(apply_tensors(original, tensors), tuned, tuner.report(before, quality))
