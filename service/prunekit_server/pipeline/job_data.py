@@ -91,8 +91,11 @@ def load_job_data(
 
     ``eval_fraction`` 0 means :data:`DEFAULT_EVAL_FRACTION`; the report's
     ``eval_fraction`` is the share held out, 0 when eval shards were given.
-    Train and eval must agree on supervision (both labelled, both with
-    targets, or neither): otherwise ``INVALID_DATASET``.
+    Unlabelled train data with labelled eval data is the distillation setup
+    (learn from the original, be judged on labels); train and eval that both
+    have supervision must agree on its kind (labels, or targets): otherwise
+    ``INVALID_DATASET``. The report's ``supervision`` is the train split's
+    (the eval split's when there is no train data).
     """
     if data.empty:
         return LoadedData(None, None, report_pb2.DataReport())
@@ -102,7 +105,8 @@ def load_job_data(
     if train is not None and held_out is None:
         fraction = eval_fraction or DEFAULT_EVAL_FRACTION
         train, held_out = train.split(fraction, seed=seed)
-    if train is not None and held_out is not None and _supervision(train) != _supervision(held_out):
+    kinds = {_supervision(d) for d in (train, held_out) if d is not None} - {"none"}
+    if train is not None and held_out is not None and len(kinds) > 1:
         what = f"eval has {_supervision(held_out)} supervision, train has {_supervision(train)}"
         where = data.eval[0].uri or "data.eval"
         bad = [FieldViolation(where, what)]
