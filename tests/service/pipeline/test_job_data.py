@@ -55,7 +55,8 @@ def test_eval_shards_are_used_as_given(tmp_path: Path) -> None:
     unlabelled = write_shards(tmp_path / "plain", x[:1000], shards=1, labels=False)
     mixed = load_job_data(JobData(train=_staged(unlabelled), eval=_staged(held_out)), INPUTS, 0.0, seed=0)
     assert mixed.report.supervision == "none"
-    assert mixed.eval is not None and mixed.eval.label is not None
+    assert mixed.eval is not None
+    assert mixed.eval.label is not None
     targets = tmp_path / "targets.npz"
     np.savez(targets, image=x[1000:], target=np.eye(10, dtype=np.float32)[y[1000:]])
     with pytest.raises(ServiceError) as caught:
