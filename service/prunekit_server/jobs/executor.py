@@ -37,6 +37,7 @@ from ..errors import Code, ServiceError
 from . import checkpoint_sync, lease, record
 from .analysis import Analyzer
 from .faults import FAULT_LABEL, is_retryable, parse_fault
+from .fence import FENCE_SHARE, Heartbeat
 from .progress_sink import ProgressSink
 from .publish import complete_from_manifest, publish
 from .sandbox import StopRequest, WorkerLimits, run_worker
@@ -320,6 +321,8 @@ class JobExecutor:
                     stop=stop,
                     on_progress=sink,
                     poll=sink.check_cancelled,
+                    heartbeat=Heartbeat(lambda: self._keeper.renewed_at(job.id)),
+                    fence_s=self._settings.lease_s * FENCE_SHARE,
                 )
             finally:
                 uploaders[0].finish()

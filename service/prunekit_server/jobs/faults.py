@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ServiceError
+from .fence import EXIT_FENCED
 
 #: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE"
 #: (first worker start only), "ACTION@STAGE#N" (start N only) or "ACTION@STAGE#*" (every start).
@@ -26,11 +27,9 @@ def parse_fault(label: str) -> dict[str, Any] | None:
 
 
 def is_retryable(error: ServiceError) -> bool:
-    """A worker killed by a signal (crash, out of memory) during stage "finetune": it resumes
-    from its checkpoint. A crash while parsing or pruning the model is the model's doing, and
-    a service error (exit 3) is a verdict: neither is retried."""
-    return (
-        error.reason in _RETRIED_REASONS
-        and "signal" in error.metadata
-        and error.metadata.get("stage") == "finetune"
-    )
+    """A worker killed by a signal (crash, out of memory) or fenced (it lost contact with
+    its server, see :mod:`.fence`) during stage "finetune": it resumes from its checkpoint. A
+    crash while parsing or pruning the model is the model's doing, and a service error (exit
+    3) is a verdict: neither is retried."""
+    stopped = "signal" in error.metadata or error.metadata.get("exit_code") == str(EXIT_FENCED)
+    return error.reason in _RETRIED_REASONS and stopped and error.metadata.get("stage") == "finetune"

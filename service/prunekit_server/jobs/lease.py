@@ -92,6 +92,11 @@ class LeaseKeeper:
         with self._lock:
             self._held.pop(job_id, None)
 
+    def renewed_at(self, job_id: str) -> float | None:
+        """``time.monotonic()`` of the job's last successful renewal (or hold); None when not held."""
+        with self._lock:
+            return self._held.get(job_id)
+
     def holds(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._held

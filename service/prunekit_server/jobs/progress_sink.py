@@ -97,7 +97,7 @@ class ProgressSink:
         def update(job: job_pb2.Job) -> bool:
             if not self._writable(job):
                 return False
-            if job.progress.finetune.phase in ("", phase):
+            if job.progress.stage == "finetune" and job.progress.finetune.phase in ("", phase):
                 job.progress.finetune.phase = phase
                 job.progress.finetune.checkpoint_step = phase_step
             return True

@@ -29,6 +29,7 @@ import prunekit
 import prunekit_server
 
 from ..errors import Code, ServiceError
+from .fence import EXIT_FENCED, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,17 @@ def run_worker(
     on_progress: ProgressCallback,
     poll: Callable[[], None] | None = None,
     poll_interval: float = 1.0,
+    heartbeat: Heartbeat | None = None,
+    fence_s: float = 0.0,
 ) -> WorkerOutcome:
     """Run a worker on ``task`` in ``workdir`` until it exits, is stopped or times out.
 
     ``poll`` is called about every ``poll_interval`` seconds while the worker
-    runs (the executor uses it to notice a cancellation made elsewhere).
+    runs (the executor uses it to notice a cancellation made elsewhere). With
+    ``heartbeat`` and ``fence_s`` > 0 the worker is fenced (see :mod:`.fence`):
+    it stops itself when lease renewals stop reaching it for ``fence_s`` seconds.
     """
+    fenced = heartbeat is not None and fence_s > 0
     (workdir / "out").mkdir(exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
     task_path = workdir / "task.json"
@@ -126,10 +132,12 @@ def run_worker(
                     str(write_fd),
                     "--parent-pid",
                     str(os.getpid()),
+                    "--fence-s",
+                    str(fence_s if fenced else 0.0),
                 ],
                 cwd=workdir,
                 env=_worker_env(workdir),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if fenced else subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
@@ -150,6 +158,8 @@ def run_worker(
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if heartbeat is not None:
+                heartbeat.pulse(proc.stdin)
             now = time.monotonic()
             if stop.is_set():
                 _kill_group(proc)
@@ -165,6 +175,9 @@ def run_worker(
     finally:
         _kill_group(proc)
         proc.wait()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     tail = _tail(log_path)
@@ -244,6 +257,13 @@ def _outcome_error(
     if returncode == 0:
         return None
     meta = {"stage": stage, "exit_code": str(returncode)}
+    if returncode == EXIT_FENCED:
+        return ServiceError(
+            Code.INTERNAL,
+            "WORKER_CRASHED",
+            f"the worker stopped itself during stage {stage!r}: its server stopped renewing the job's lease",
+            metadata=meta,
+        )
     if returncode < 0:
         signame = signal.Signals(-returncode).name
         meta["signal"] = signame

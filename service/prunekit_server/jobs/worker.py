@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import Code, ServiceError
 from ..hashing import sha256_file
+from .fence import watch_heartbeats
 
 if TYPE_CHECKING:
     from ..pipeline import StagedShard
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", type=Path)
     parser.add_argument("--progress-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--fence-s", type=float, default=0.0)
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
+    watch_heartbeats(args.fence_s)
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
     apply_limits(task.get("limits", {}))

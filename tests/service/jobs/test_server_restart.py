@@ -28,7 +28,7 @@ from ..api.jobflow import create, wait
 from ..server_process import ServerProcess, server_process, worker_pids
 from .finetune_flow import finetune_spec, single_manifest, upload_inputs, wait_cleaned
 
-ENV = {"PRUNEKIT_LEASE_S": "2", "PRUNEKIT_SWEEP_INTERVAL_S": "0.5", "PRUNEKIT_WORKER_MEMORY_BYTES": "0"}
+ENV = {"PRUNEKIT_LEASE_S": "3", "PRUNEKIT_SWEEP_INTERVAL_S": "0.5", "PRUNEKIT_WORKER_MEMORY_BYTES": "0"}
 HANG_AFTER_FIRST_CHECKPOINT = {FAULT_LABEL: "hang@checkpoint"}
 
 
@@ -61,6 +61,21 @@ def _wait_gone(job_id: str, timeout: float = 10) -> list[int]:
     while worker_pids(job_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     return worker_pids(job_id)
+
+
+def _watch_takeover(job_id: str, stale: int, since: float) -> tuple[float | None, bool]:
+    """Until the new owner's worker starts: when the stale worker stopped (seconds after
+    ``since``), and whether both ever ran at once."""
+    fenced_after = None
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        pids = worker_pids(job_id)
+        if stale not in pids and fenced_after is None:
+            fenced_after = time.monotonic() - since
+        if any(pid != stale for pid in pids):
+            return fenced_after, stale in pids
+        time.sleep(0.02)
+    return fenced_after, False
 
 
 @pytest.mark.parametrize("storage", ["file"], indirect=True)
@@ -106,6 +121,10 @@ def test_a_second_server_takes_over_a_job_whose_owner_stopped_renewing(storage: 
         (stale_worker,) = worker_pids(job.id)
         first.proc.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
+        fenced_after, overlap = _watch_takeover(job.id, stale_worker, stopped_at)
+        assert not overlap, "two workers ran the job at the same time"
+        assert fenced_after is not None
+        assert fenced_after < float(ENV["PRUNEKIT_LEASE_S"]), "the frozen server's worker outlived the lease"
         done = wait(stub, job.id)[-1]
         takeover_s = time.monotonic() - stopped_at
         assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
@@ -128,5 +147,5 @@ def test_a_second_server_takes_over_a_job_whose_owner_stopped_renewing(storage: 
         log_a = (tmp_path / "a.log").read_text()
         assert "lease lost" in log_a
         assert first_owner in log_a
-        print(f"takeover: {takeover_s:.1f} s from SIGSTOP to SUCCEEDED on the second server")
+        print(f"takeover: stale worker fenced after {fenced_after:.2f} s; SUCCEEDED after {takeover_s:.1f} s")
     assert os.path.exists(tmp_path / "b.log")

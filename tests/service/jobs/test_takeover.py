@@ -32,7 +32,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @contextmanager
 def running(storage: str, tmp_path: Path, **settings: object) -> Iterator[RunningServer]:
-    options = {"lease_s": 2.0, "sweep_interval_s": 0.2, "server_id": "server-b", **settings}
+    options = {"lease_s": 4.0, "sweep_interval_s": 0.2, "server_id": "server-b", **settings}
     server = start_server(
         replace(TEST_SETTINGS, storage=storage, scratch_dir=str(tmp_path), **options)  # type: ignore[arg-type]
     )
