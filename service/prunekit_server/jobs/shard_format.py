@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npy_format
 
-from ..errors import Code, FieldViolation, ServiceError
+from ..errors import FieldViolation
+from ..npy_headers import Header, invalid_dataset, read_header
 
 LABEL = "label"
 TARGET = "target"
@@ -35,33 +35,13 @@ class ShardSummary:
     arrays: list[str]
 
 
-def invalid_dataset(violations: list[FieldViolation]) -> ServiceError:
-    """INVALID_ARGUMENT / INVALID_DATASET listing every violation (fields ``<shard>:<array>``)."""
-    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_DATASET", f"invalid dataset: {summary}", violations)
-
-
-def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    with archive.open(info) as fp:
-        version = npy_format.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    return tuple(int(d) for d in shape), np.dtype(dtype)
-
-
-def _headers(
-    path: Path, shard: str, bad: list[FieldViolation]
-) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+def _headers(path: Path, shard: str, bad: list[FieldViolation]) -> dict[str, Header]:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         bad.append(FieldViolation(shard, f"not an .npz file (a zip archive of .npy arrays): {exc}"))
         return {}
-    headers: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+    headers: dict[str, Header] = {}
     with archive:
         members = [info for info in archive.infolist() if not info.is_dir()]
         if not members:
@@ -75,7 +55,7 @@ def _headers(
                 bad.append(FieldViolation(f"{shard}:{name}", "stored twice"))
                 continue
             try:
-                headers[name] = _header(archive, info)
+                headers[name] = read_header(archive, info)
             except (
                 OSError,
                 ValueError,

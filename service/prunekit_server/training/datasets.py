@@ -25,14 +25,13 @@ import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from prunekit.v1 import model_pb2
 
-from ..errors import Code, FieldViolation, ServiceError
+from ..errors import FieldViolation
+from ..npy_headers import Header, invalid_dataset, read_header
 
 MAX_DATASET_BYTES = 2 * 1024**3
 """Default cap on the decoded size of all arrays of a dataset (2 GiB)."""
@@ -215,9 +214,9 @@ def load_shards(
     same error when the arrays exceed ``max_bytes`` in all.
     """
     if not paths:
-        raise _invalid([FieldViolation("dataset", "no shards given")])
+        raise invalid_dataset([FieldViolation("dataset", "no shards given")])
     if not inputs:
-        raise _invalid([FieldViolation("dataset", "the model declares no inputs")])
+        raise invalid_dataset([FieldViolation("dataset", "the model declares no inputs")])
     names = [spec.name for spec in inputs]
     bad: list[FieldViolation] = []
     parts: list[dict[str, np.ndarray]] = []
@@ -258,7 +257,7 @@ def load_shards(
             bad.append(FieldViolation(shard, "every shard must hold the same label/target arrays"))
         parts.append(arrays)
     if bad:
-        raise _invalid(bad)
+        raise invalid_dataset(bad)
     label = np.concatenate([p[LABEL] for p in parts]).astype(np.int64) if LABEL in parts[0] else None
     target = np.concatenate([p[TARGET] for p in parts]) if TARGET in parts[0] else None
     arrays_in = [np.ascontiguousarray(np.concatenate([p[n] for p in parts])) for n in names]
@@ -286,7 +285,7 @@ def _read_shard(
     with loaded as npz:
         archive = npz.zip
         assert archive is not None  # open until the with block ends
-        headers: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+        headers: dict[str, Header] = {}
         for name in npz.files:
             try:
                 headers[name] = _header(archive, name)
@@ -325,19 +324,5 @@ def shard_samples(path: str | os.PathLike[str]) -> int:
     return int(shape[0]) if shape else 0
 
 
-def _header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    member = name if name in archive.namelist() else f"{name}.npy"
-    with archive.open(member) as fp:
-        version = npy_format.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    return tuple(int(d) for d in shape), np.dtype(dtype)
-
-
-def _invalid(bad: list[FieldViolation]) -> ServiceError:
-    summary = "; ".join(f"{v.field}: {v.description}" for v in bad)
-    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_DATASET", f"invalid dataset: {summary}", bad)
+def _header(archive: zipfile.ZipFile, name: str) -> Header:
+    return read_header(archive, name if name in archive.namelist() else f"{name}.npy")

@@ -11,6 +11,8 @@ import pytest
 
 from prunekit.v1 import report_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
+from prunekit_server.pipeline import JobData, StagedShard
+from prunekit_server.sample_digits import digits_arrays, write_shards
 
 from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, one_thread, run, spec, variant
 
@@ -158,3 +160,26 @@ def test_feature_layers_must_exist_and_keep_their_shape(tmp_path: Path) -> None:
         (violation,) = caught.value.violations
         assert violation.field == f"spec.finetune.distillation.feature_layers[{index}]"
         assert words in violation.description
+
+
+def test_unlabelled_train_data_with_a_labelled_eval_split_reports_accuracy(tmp_path: Path) -> None:
+    model = digits_model(tmp_path)
+    x, y = digits_arrays()
+    train = write_shards(tmp_path / "train", x[:1400], shards=1, labels=False)
+    held_out = write_shards(tmp_path / "eval", x[1400:], y[1400:], shards=1)
+    data = JobData(
+        train=[StagedShard(p, uri=f"s3://bucket/train/{p.name}") for p in train],
+        eval=[StagedShard(p, uri=f"s3://bucket/eval/{p.name}") for p in held_out],
+    )
+    finetune = spec_pb2.FinetuneSpec(steps=60, distillation=spec_pb2.DistillationSpec(temperature=2.0))
+    tuned = run(model, spec(CHANNEL, finetune), tmp_path / "tuned", data).report
+
+    (only,) = tuned.finetune.runs
+    assert (only.loss, only.metric) == ("distillation", "accuracy")
+    assert tuned.baseline.accuracy.samples == variant(tuned).stats.accuracy.samples == 397
+    assert tuned.finetune.before.top1 < variant(tuned).stats.accuracy.top1
+    assert only.best_metric == pytest.approx(variant(tuned).stats.accuracy.top1, abs=1e-6)
+    codes = _codes(tuned)
+    assert "FINETUNE_DISTILLATION_ONLY" in codes
+    assert "ACCURACY_NOT_MEASURED" not in codes
+    assert (tuned.data.supervision, tuned.data.eval_samples) == ("none", 397)
