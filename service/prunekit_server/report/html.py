@@ -4,10 +4,9 @@ Layout: a headline per variant (speed-up, compression, fidelity, accuracy,
 flags), "Accuracy could not be measured" when so, the warnings, the plots
 (:mod:`.plots`), then the tables the terminal and Markdown renderings show
 (accuracy rows among the variants', the data, the fine-tuning runs), and the
-protocol. Each plot sits in a
-``<figure class="plot" data-plot=KEY data-marker=COLOR>`` framed in its own
-saturated marker colour, which no plot uses: a browser check finds every
-plot on a screenshot by its frame.
+protocol. Each plot sits in a ``<figure class="plot" id="plot-KEY"
+data-plot=KEY>`` (a browser check frames each by its id to find it on a
+screenshot).
 """
 
 from __future__ import annotations
@@ -20,19 +19,6 @@ from prunekit.training_tables import accuracy_not_measured, data_lines, finetune
 from prunekit.v1 import report_pb2
 
 from .plots import Plot, plots
-
-MARKERS = {
-    "layers": "#ff00ff",
-    "variants": "#00ffff",
-    "speedup": "#ffff00",
-    "latency": "#ff0080",
-    "stability": "#80ff00",
-    "sensitivity": "#0080ff",
-    "schedule": "#ff8000",
-    "accuracy": "#00ff80",
-    "finetune": "#8000ff",
-}
-"""Frame colour of each plot (saturated; the plots' palette never uses them)."""
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;background:#fff;color:#222}
@@ -49,7 +35,7 @@ background:#e8e8e8}
 .warn{background:#fff6e0;border-left:4px solid #e0a000;padding:6px 10px;margin:6px 0;font-size:13px}
 .notice{background:#fdecee;border-left:4px solid #b00020;padding:8px 12px;margin:12px 0;font-size:14px}
 .plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
-figure.plot{margin:0;padding:6px;border:6px solid;background:#fff}
+figure.plot{margin:0;padding:6px;border:1px solid #e3e3e3;border-radius:4px;background:#fff}
 figure.plot.wide{grid-column:1 / -1}
 figure.plot img{width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#444;margin-top:4px}
@@ -117,11 +103,9 @@ def _card(variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats) -> 
 
 
 def _figure(plot: Plot) -> str:
-    color = MARKERS.get(plot.key, "#ff00ff")
     return (
         f'<figure class="plot{" wide" if plot.wide else ""}" id="plot-{escape(plot.key)}" '
-        f'data-plot="{escape(plot.key)}" '
-        f'data-marker="{color}" style="border-color:{color}">'
+        f'data-plot="{escape(plot.key)}">'
         f'<img alt="{escape(plot.title)}" src="data:image/png;base64,{plot.png_base64}">'
         f"<figcaption><b>{escape(plot.title)}.</b> {escape(plot.caption)}</figcaption></figure>"
     )

@@ -16,7 +16,7 @@ from PIL import Image
 from prunekit.markdown import render_markdown
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import OptimizationResult, run_optimization
-from prunekit_server.report.html import MARKERS, render_html
+from prunekit_server.report.html import render_html
 from prunekit_server.samples import write_sample_model
 
 ALWAYS = ["variants", "speedup", "latency", "stability", "layers"]
@@ -242,9 +242,29 @@ def _screenshot(page: Path, out: Path, profile: Path, height: int) -> np.ndarray
     return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
 
 
+MARKERS = {
+    "layers": "#ff00ff",
+    "variants": "#00ffff",
+    "speedup": "#ffff00",
+    "latency": "#ff0080",
+    "stability": "#80ff00",
+    "sensitivity": "#0080ff",
+    "schedule": "#ff8000",
+    "accuracy": "#00ff80",
+    "finetune": "#8000ff",
+}
+"""A saturated frame per plot (the plots' palette never uses them), drawn for the screenshot only."""
+
+
+def _framed(page: str) -> str:
+    """``page`` with each plot's figure framed in its :data:`MARKERS` colour."""
+    frames = "".join(f"#plot-{key}{{border:6px solid {color}}}" for key, color in MARKERS.items())
+    return page.replace("</head>", f"<style>{frames}</style></head>", 1)
+
+
 def test_the_page_renders_every_plot_in_chromium(page: str, tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(_framed(page), encoding="utf-8")
     pixels = _screenshot(path, tmp_path / "shot.png", tmp_path / "profile", 6000)
     background = np.all(pixels >= 250, axis=-1)
     assert background.mean() < 0.97, "the page is blank"
