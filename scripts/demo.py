@@ -36,7 +36,8 @@ from prunekit_server.training.datasets import Dataset
 from prunekit_server.training.evaluate import accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "demo-out"
+OUT = Path(os.environ.get("PRUNEKIT_DEMO_OUT", ROOT / "demo-out"))
+"""Where the artifacts go; the server stores under ``PRUNEKIT_STORAGE`` (default ./.prunekit-data)."""
 SPEC = ROOT / "examples" / "recover.yaml"
 BIN = Path(sys.executable).parent
 
@@ -156,7 +157,7 @@ def run_job(address: str, model: Path, train: list[Path], held_out: list[Path]) 
 
 def main() -> int:
     started = time.perf_counter()
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.iterdir():
         if old.is_file():
             old.unlink()
@@ -166,7 +167,8 @@ def main() -> int:
         return 1
     server, address = started_server
     try:
-        print(f"== prunekit-server on {address}, storage ./.prunekit-data\n", flush=True)
+        storage = os.environ.get("PRUNEKIT_STORAGE", "./.prunekit-data")
+        print(f"== prunekit-server on {address}, storage {storage}\n", flush=True)
         print(f"$ prunekit analyze {_rel(model)}", flush=True)
         env = {**os.environ, "PRUNEKIT_SERVER": address}
         code = subprocess.call([str(BIN / "prunekit"), "analyze", str(model)], env=env, cwd=ROOT)

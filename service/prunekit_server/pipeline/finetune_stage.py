@@ -255,16 +255,16 @@ class Tuner:
 class RoundRecovery:
     """A ``PruneContext.recover`` hook: fine-tune the pruned GraphModule after each round but the last.
 
-    The pruning engine turns a failing hook into a warning; the failure is
-    kept in :attr:`error` so the stage can raise it once pruning returns.
+    ``fatal``: a failure (bad data, an interrupted run) ends the job, it is
+    not a warning.
     """
 
     description = "fine-tuned on the job's data"
+    fatal = True
 
     def __init__(self, tuner: Tuner, rounds: int, span: tuple[float, float]) -> None:
         self.tuner, self.rounds, self.span = tuner, rounds, span
         self.calls = 0
-        self.error: BaseException | None = None
 
     def __call__(self, module: nn.Module) -> None:
         self.calls += 1
@@ -272,11 +272,7 @@ class RoundRecovery:
         width = (end - start) / self.rounds
         span = (start + width * (self.calls - 1), start + width * self.calls)
         config = self.tuner.plan.round_config(self.rounds, len(self.tuner.train), self.calls)
-        try:
-            self.tuner.run(module, round_phase(self.calls), config, span)
-        except BaseException as exc:
-            self.error = exc
-            raise
+        self.tuner.run(module, round_phase(self.calls), config, span)
 
 
 @dataclass

@@ -90,8 +90,10 @@ class PruneContext:
     data-driven criteria (TAYLOR, ACTIVATION, sensitivity), from the job's
     data or synthetic (``synthetic`` says which, so a method can warn);
     ``recover`` is called on the pruned ``torch.fx.GraphModule`` between the
-    rounds of an iterative schedule (fine-tuning fills it; until then a
-    BatchNorm statistics refresh), or is None.
+    rounds of an iterative schedule (fine-tuning when the job fine-tunes, else
+    a BatchNorm statistics refresh), or is None. A hook that raises is
+    reported as a ``RECOVERY_FAILED`` warning and pruning goes on, unless the
+    hook has a true ``fatal`` attribute: then the exception propagates.
     """
 
     inputs: tuple[model_pb2.InputSpec, ...] = ()

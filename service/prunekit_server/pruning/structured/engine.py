@@ -210,6 +210,8 @@ class _Run:
         try:
             hook(self.gm)
         except Exception as exc:
+            if getattr(hook, "fatal", False):
+                raise
             self.warnings.append(f"RECOVERY_FAILED: the recovery step between rounds failed: {exc}"[:400])
             return
         what = getattr(hook, "description", "")
