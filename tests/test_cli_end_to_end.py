@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from prunekit_server.sample_digits import digits_arrays, export_onnx, train_digits_cnn, write_shards
 from prunekit_server.samples import write_sample_model
 
 from .service.server_process import ServerProcess, server_process
@@ -152,3 +153,32 @@ def test_analyze_and_bad_input_exit_codes(server: ServerProcess, tmp_path: Path)
     assert missing.returncode == 1
     assert "NOT_FOUND JOB_NOT_FOUND" in missing.stderr
     assert server.health() == 1
+
+
+RECOVER = """
+prune: {method: channel, target_macs_reduction: 2.0}
+finetune: {steps: 60, batch_size: 32, learning_rate: 0.003, distillation: {temperature: 4}}
+evaluation: {max_accuracy_drop: 0.05, min_top1_agreement: 0.5, min_cosine_similarity: 0.5}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 0.5}
+"""
+
+
+def test_optimize_uploads_train_and_eval_shards_and_reports_accuracy(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    x, y = digits_arrays()
+    model = export_onnx(train_digits_cnn(epochs=0, steps=200), tmp_path / "digits.onnx")
+    (train,) = write_shards(tmp_path / "train", x[:1400], y[:1400], shards=1)
+    (held_out,) = write_shards(tmp_path / "eval", x[1400:], y[1400:], shards=1)
+    spec = write_spec(tmp_path / "recover.yaml", RECOVER)
+    args = ["optimize", str(model), "--spec", str(spec), "--train", str(train), "--eval", str(held_out)]
+    done = cli(server, *args, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("uploaded ") == 3, done.stderr
+    report = json.loads(done.stdout)
+    assert int(report["data"]["train_samples"]) == 1400
+    assert int(report["data"]["eval_samples"]) == 397
+    pruned = next(v for v in report["variants"] if v["name"] == "pruned")
+    assert pruned["stats"]["accuracy"]["samples"] == 397
+    assert "VARIANT_FLAG_FINETUNED" in pruned["flags"]
+    assert report["finetune"]["runs"][0]["steps"] == 60

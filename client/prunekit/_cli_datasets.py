@@ -12,19 +12,52 @@ from google.protobuf import json_format
 from prunekit._cli_args import file_arg
 from prunekit._client import Client
 from prunekit._format import count, size
+from prunekit.v1 import model_pb2, spec_pb2
 
-__all__ = ["add_upload_dataset"]
+__all__ = ["add_data_options", "add_upload_dataset", "attach_data"]
+
+
+def _upload(client: Client, path: str) -> model_pb2.DatasetRef:
+    """Uploads one shard and says so on stderr."""
+    ref = client.upload_dataset(path)
+    arrays = ", ".join(ref.arrays)
+    note = f"uploaded {ref.filename} ({size(ref.size_bytes)}, {count(ref.samples)} samples: {arrays})"
+    print(note, file=sys.stderr, flush=True)
+    return ref
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--train PATH`` and ``--eval PATH`` (repeatable) on ``optimize``."""
+    parser.add_argument(
+        "--train",
+        action="append",
+        type=file_arg,
+        metavar="NPZ",
+        help="upload this .npz shard and add it to the spec's data.train (repeatable)",
+    )
+    parser.add_argument(
+        "--eval",
+        action="append",
+        type=file_arg,
+        metavar="NPZ",
+        help="upload this .npz shard and add it to the spec's data.eval (repeatable)",
+    )
+
+
+def attach_data(client: Client, spec: spec_pb2.OptimizationSpec, args: argparse.Namespace) -> None:
+    """Uploads the shards of ``--train`` / ``--eval`` and appends their URIs to ``spec.data``."""
+    for path in args.train or []:
+        spec.data.train.append(_upload(client, path).uri)
+    for path in args.eval or []:
+        spec.data.eval.append(_upload(client, path).uri)
 
 
 def _upload_dataset(client: Client, args: argparse.Namespace) -> int:
     """Uploads each path in turn; stdout gets one DatasetRef uri per line (or, with --json, the refs)."""
     refs = []
     for path in args.paths:
-        ref = client.upload_dataset(path)
+        ref = _upload(client, path)
         refs.append(ref)
-        arrays = ", ".join(ref.arrays)
-        note = f"uploaded {ref.filename} ({size(ref.size_bytes)}, {count(ref.samples)} samples: {arrays})"
-        print(note, file=sys.stderr, flush=True)
         if not args.json:
             print(ref.uri, flush=True)
     if args.json:

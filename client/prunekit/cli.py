@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from prunekit._cli_args import file_arg, input_arg, label_arg, model_arg, ratios_arg
-from prunekit._cli_datasets import add_upload_dataset
+from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
 from prunekit._render import (
@@ -98,6 +98,7 @@ def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) 
 def _optimize(client: Client, args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     model = client.upload_model(args.model)
+    attach_data(client, spec, args)
     _note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
     job = client.create_job(model, spec, labels=dict(args.labels or []))
     if args.no_wait:
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--label", dest="labels", action="append", type=label_arg, metavar="KEY=VALUE", help="a job label"
     )
+    add_data_options(p)
     p.set_defaults(handler=_optimize)
 
     add_upload_dataset(commands)
