@@ -7,6 +7,7 @@ without it (the SDK depends on grpcio and protobuf alone).
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from os import PathLike
@@ -24,8 +25,9 @@ def dataset_file(source: DatasetLike, filename: str | None = None) -> Iterator[t
     """The shard file to upload and the name to upload it under.
 
     A path is used as it is (``filename`` defaults to its name). A mapping of
-    array name to array-like (``{"input": x, "label": y}``) is written with
-    ``numpy.savez_compressed`` to a temporary file, removed on exit; ``ValueError``
+    array name to array-like (``{"input": x, "label": y}``) is written as a
+    compressed ``.npz`` (what ``numpy.savez_compressed`` writes, any array name
+    allowed) to a temporary file, removed on exit; ``ValueError``
     for an empty mapping, a name that is not a non-empty string, or an array
     that holds Python objects (the server refuses pickled arrays). ``ImportError``
     when numpy is missing.
@@ -49,6 +51,8 @@ def dataset_file(source: DatasetLike, filename: str | None = None) -> Iterator[t
     name = filename or DEFAULT_FILENAME
     with tempfile.TemporaryDirectory(prefix="prunekit-dataset-") as directory:
         path = Path(directory) / Path(name).name
-        with path.open("wb") as stream:
-            np.savez_compressed(stream, **arrays)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, array in arrays.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
         yield path, name

@@ -8,6 +8,7 @@ malformed or too large before any data is expanded. Also the one
 
 from __future__ import annotations
 
+import io
 import zipfile
 from typing import Any
 
@@ -19,20 +20,32 @@ from .errors import Code, FieldViolation, ServiceError
 Header = tuple[tuple[int, ...], np.dtype[Any]]
 """An array's shape and dtype."""
 
+MAX_HEADER_BYTES = 1 << 16
+"""The most of a member decompressed to read its header (magic, length and header text)."""
+
 
 def read_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo | str) -> Header:
-    """The shape and dtype of one ``.npy`` member; ``ValueError`` for an unknown format version.
+    """The shape and dtype of one ``.npy`` member.
 
-    Only the header is read (a few hundred bytes at most are decompressed).
+    At most :data:`MAX_HEADER_BYTES` of the member are decompressed, whatever
+    header length it declares. ``ValueError`` for an encrypted member, an
+    unknown format version, a header longer than that, or a negative dimension
+    (which would make the array's size, computed from its shape, understate it).
     """
-    with archive.open(member) as fp:
-        version = npy_format.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
+    info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(member)
+    if info.flag_bits & 0x1:
+        raise ValueError("the member is encrypted")
+    with archive.open(info) as fp:
+        head = io.BytesIO(fp.read(MAX_HEADER_BYTES))
+    version = npy_format.read_magic(head)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(head)
+    elif version == (2, 0):
+        shape, _, dtype = npy_format.read_array_header_2_0(head)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    if any(int(d) < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {tuple(shape)}")
     return tuple(int(d) for d in shape), np.dtype(dtype)
 
 

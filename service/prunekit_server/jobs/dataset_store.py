@@ -9,10 +9,10 @@ Layout, per tenant (under the same root as :class:`JobStore`)::
 A ``data.train`` / ``data.eval`` entry is a URI the store maps to a key under
 ``tenants/<t>/datasets/`` (the URI UploadDataset returned is one); an entry
 ending in ``/`` stands for every ``.npz`` under that prefix, sorted. Entries
-outside the prefix, or with a ``.`` or ``..`` segment, are PERMISSION_DENIED
-(DATASET_OUTSIDE_PREFIX); entries naming nothing are NOT_FOUND
-(DATASET_NOT_FOUND); more shards or bytes than the server allows one job are
-RESOURCE_EXHAUSTED (DATASET_TOO_LARGE).
+outside the prefix, with a ``.`` or ``..`` segment, or whose path meets a
+symbolic link (file backend) are PERMISSION_DENIED (DATASET_OUTSIDE_PREFIX);
+entries naming nothing are NOT_FOUND (DATASET_NOT_FOUND); more shards or bytes
+than the server allows one job are RESOURCE_EXHAUSTED (DATASET_TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from .store import JobStore, is_sha256, storage_errors
 
 SHARD_SUFFIX = ".npz"
 _LIST_PAGE = 1000
+_MAX_LISTED = 20 * _LIST_PAGE
+"""Objects one prefix entry may make CreateJob list (shards or not) before it is refused."""
 
 
 @dataclass(frozen=True)
@@ -160,16 +162,28 @@ class DatasetStore:
         return key
 
     def _expand(self, entry: str, key: str, budget: int) -> list[ShardRef]:
-        """Every ``.npz`` under ``key + '/'`` (sorted), at most ``budget`` + 1 of them."""
+        """Every ``.npz`` under ``key + '/'`` (sorted), at most ``budget`` + 1 of them.
+
+        DATASET_TOO_LARGE when the prefix holds more than :data:`_MAX_LISTED`
+        objects before that many shards are found (CreateJob lists it inline).
+        """
         prefix = key + "/"
         keys: list[str] = []
         start: str | None = None
+        listed = 0
         while True:
             with storage_errors():
                 page = self.store.list_keys(prefix, start_after=start, limit=_LIST_PAGE)
+            listed += len(page)
             keys += [k for k in page if k.endswith(SHARD_SUFFIX)]
             if len(page) < _LIST_PAGE or len(keys) > budget:
                 break
+            if listed >= _MAX_LISTED:
+                raise _too_large(
+                    f"data entry {entry!r}: more than {_MAX_LISTED} objects under this prefix; "
+                    "name a narrower prefix or the shards themselves",
+                    entry=entry,
+                )
             start = page[-1]
         if not keys:
             raise _not_found(entry, f"data entry {entry!r}: no {SHARD_SUFFIX} shards under it")
@@ -177,7 +191,10 @@ class DatasetStore:
 
     def _ref(self, entry: str, key: str) -> ShardRef:
         with storage_errors():
-            info = self.store.head(key)
+            try:
+                info = self.store.head(key)
+            except InvalidKey as exc:  # the file backend's path meets a symbolic link
+                raise _outside(entry, f"cannot be read: {exc}") from None
         if info is None:
             raise _not_found(entry, f"data entry {entry!r}: no such shard")
         return ShardRef(key=key, uri=self.store.uri_for(key), sha256=info.sha256 or "", size=info.size)

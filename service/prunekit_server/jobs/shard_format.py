@@ -1,10 +1,11 @@
 """The structure of a dataset shard, read from its ``.npy`` headers only (no torch, no pickle).
 
 A shard is an ``.npz``: a zip archive whose members are ``.npy`` arrays. This
-module checks what can be checked without a model: every member is an
-``.npy`` array of booleans, integers or floats (never Python objects); every
-array has a first (sample) dimension and all agree on it; ``label``, when
-present, is 1-D integer class ids and ``target`` a float array, not both.
+module checks what can be checked without a model: every member (directory
+entries too) is an ``.npy`` array of booleans, integers or floats (never
+Python objects); every array has a first (sample) dimension and all agree on
+it; ``label``, when present, is 1-D integer class ids and ``target`` a float
+array, not both.
 Only each member's header is decompressed, so a small archive that would
 expand to gigabytes costs nothing here. Whether the arrays fit a model is
 checked in the worker (:func:`prunekit_server.training.datasets.load_shards`).
@@ -43,7 +44,7 @@ def _headers(path: Path, shard: str, bad: list[FieldViolation]) -> dict[str, Hea
         return {}
     headers: dict[str, Header] = {}
     with archive:
-        members = [info for info in archive.infolist() if not info.is_dir()]
+        members = archive.infolist()  # directory entries too: numpy lists them as arrays
         if not members:
             bad.append(FieldViolation(shard, "holds no arrays"))
         for info in members:

@@ -11,7 +11,10 @@ the first output must be batch-major for accuracy.
 Accuracy reads the first output flattened to ``(samples, -1)``:
 
 - with integer ``label`` s: top-1 (arg-max equals the label) and, when the
-  output has more than 5 classes, top-5 (the label among the 5 highest);
+  output has more than 5 classes, top-5 (the label among the 5 highest); the
+  output must hold one score per class (a per-sample shape with at most one
+  dimension above 1, e.g. ``(classes,)`` or ``(classes, 1, 1)``) and every
+  label must be below the number of classes;
 - with float ``target`` s: the mean squared error over every element
   (``target`` reshaped to ``(samples, -1)``; the sizes must agree).
 
@@ -46,12 +49,14 @@ class Outputs:
 
     ``items`` holds, per sample (when every output is batch-major) or else per
     run, every output; ``first`` is the first output as ``(samples, -1)``
-    float64 when it is batch-major, else None.
+    float64 when it is batch-major, else None; ``first_shape`` its shape per
+    sample before flattening.
     """
 
     items: list[list[np.ndarray]]
     first: np.ndarray | None
     samples: int
+    first_shape: tuple[int, ...] = ()
 
 
 def static_batch(session: Any) -> int | None:
@@ -101,20 +106,27 @@ def run_batched(session: Any, arrays: Mapping[str, np.ndarray], batch_size: int)
         first_major = first_major and bool(major) and major[0]
         runs.append((real, [o[:real] if m else o for o, m in zip(raw, major, strict=True)]))
     first = None
+    first_shape: tuple[int, ...] = ()
     if runs and first_major:
         first = np.concatenate([o[0].reshape(real, -1).astype(np.float64) for real, o in runs])
+        first_shape = tuple(int(d) for d in runs[0][1][0].shape[1:])
     if batch_major:
         items = [[o[i : i + 1] for o in out] for real, out in runs for i in range(real)]
     else:
         items = [out for _, out in runs]
-    return Outputs(items=items, first=first, samples=n)
+    return Outputs(items=items, first=first, samples=n, first_shape=first_shape)
 
 
 def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
-    """Top-1 (top-5 too above 5 classes) of ``logits`` ``(n, classes)`` against integer ``labels``."""
+    """Top-1 (top-5 too above 5 classes) of ``logits`` ``(n, classes)`` against integer ``labels``.
+
+    ``ValueError`` when the shapes disagree or a label is not below ``classes``.
+    """
     n = int(labels.shape[0])
     if logits.ndim != 2 or logits.shape[0] != n:
         raise ValueError(f"logits of shape {logits.shape} do not fit {n} labels")
+    if n and int(labels.max()) >= logits.shape[1]:
+        raise ValueError(f"class id {int(labels.max())} is out of range for {logits.shape[1]} classes")
     if n == 0:
         return Accuracy(None, None, None, 0)
     labels = labels.astype(np.int64)
@@ -142,11 +154,15 @@ def measure_accuracy(
     """Accuracy of ``outputs`` on ``label`` s or error on ``target`` s.
 
     Raises ``ValueError`` when neither is given, when the first output is not
-    batch-major, or when its shape does not fit them.
+    batch-major, or when its shape does not fit them (labels: one score per
+    class, every label below the number of classes).
     """
     if outputs.first is None:
         raise ValueError("the model's first output has no per-sample (batch) dimension")
     if label is not None:
+        if sum(d != 1 for d in outputs.first_shape) > 1:
+            shape = list(outputs.first_shape)
+            raise ValueError(f"labels need one score per class, the output's per-sample shape is {shape}")
         return accuracy_of(outputs.first, label)
     if target is not None:
         return mse_of(outputs.first, target)

@@ -14,6 +14,10 @@ and, right after each checkpoint is written, ``{"checkpoint": {phase, name, step
 The teacher is the original model converted to a GraphModule; it distils
 when the spec asks for distillation, and always when the data has neither
 ``label`` nor ``target`` (the ``FINETUNE_DISTILLATION_ONLY`` warning says so).
+Before anything is trained the teacher runs on a few samples
+(:mod:`.finetune_fit`): a model that only runs at its own batch size is
+tuned and evaluated in chunks of it, and labels or targets that do not fit
+its first output are ``INVALID_DATASET``.
 """
 
 from __future__ import annotations
@@ -32,15 +36,17 @@ from torch.nn import functional
 from prunekit.v1 import report_pb2
 
 from ..errors import FieldViolation, invalid_spec
+from ..npy_headers import invalid_dataset
 from ..pruning import PruneContext, PruneResult, apply_tensors
 from ..pruning.structured.export import export_pruned
 from ..training.checkpoint import DirectoryCheckpoints, TrainingState
 from ..training.config import FinetuneConfig
 from ..training.datasets import Dataset
-from ..training.evaluate import accuracy, batch_tensors, fidelity, predict
+from ..training.evaluate import accuracy, fidelity, predict
 from ..training.finetune import FinetuneEvent, FinetuneResult, finetune, resolve_device
 from ..training.losses import FeatureMatch
 from ..training.masks import SparsityMasks
+from .finetune_fit import probe_batch, sample_batch, supervision_violations
 from .finetune_plan import FinetunePlan, accuracy_stats, finetune_run, loss_name, metric_name, quality_stats
 from .finetune_student import ValueStudent
 from .progress import ProgressFn
@@ -94,7 +100,11 @@ class Tuner:
 
     ``teacher`` is the original model as a GraphModule; it is used for
     distillation when ``plan.distill`` or when ``train`` has no supervision.
-    Raises ``INVALID_SPEC`` for a CUDA device the worker lacks.
+    ``model_batch`` is the batch dimension of the model's inputs; a model that
+    runs at no other size is tuned and evaluated in chunks of it
+    (``fixed_batch``). Raises ``INVALID_SPEC`` for a CUDA device the worker
+    lacks, ``INVALID_DATASET`` for labels or targets that do not fit the
+    model's first output.
     """
 
     def __init__(
@@ -105,6 +115,7 @@ class Tuner:
         teacher: fx.GraphModule,
         checkpoint_dir: Path,
         progress: ProgressFn,
+        model_batch: int = 1,
     ) -> None:
         try:
             resolve_device(plan.config.device)
@@ -112,6 +123,11 @@ class Tuner:
             raise invalid_spec([FieldViolation("spec.finetune.device", str(exc))]) from None
         self.plan, self.train, self.eval_set = plan, train, eval_set
         self.teacher = teacher
+        self.fixed_batch, output = probe_batch(teacher, train, model_batch)
+        bad = supervision_violations("train", train, output)
+        bad += supervision_violations("eval", eval_set, output)
+        if bad:
+            raise invalid_dataset(bad)
         self.supervised = train.label is not None or train.target is not None
         self.distills = plan.distill or not self.supervised
         self.checkpoint_dir, self.progress = checkpoint_dir, progress
@@ -138,8 +154,8 @@ class Tuner:
         if bad:
             raise invalid_spec(bad)
         match = FeatureMatch(pairs, self.plan.feature_weight)
-        batch = next(self.train.batches(min(len(self.train), self.plan.config.batch_size)))
-        problems = match.mismatches(student, self.teacher, batch_tensors(batch, torch.device("cpu")))
+        size = self.fixed_batch or min(len(self.train), self.plan.config.batch_size)
+        problems = match.mismatches(student, self.teacher, sample_batch(self.train, size))
         if problems:
             raise invalid_spec(
                 [FieldViolation(f"{field}[{i}]", f"{names[i]!r}: {why}") for i, why in problems.items()]
@@ -211,6 +227,7 @@ class Tuner:
                 sink,
                 features=features,
                 masks=masks,
+                fixed_batch=self.fixed_batch,
             )
         finally:
             student.cpu()
@@ -233,11 +250,12 @@ class Tuner:
     def before(self, student: nn.Module) -> tuple[report_pb2.AccuracyStats | None, report_pb2.QualityStats]:
         """The student's accuracy (or MSE) and fidelity to the teacher on the eval split (else train)."""
         data = self.eval_set if self.eval_set is not None else self.train
-        quality = quality_stats(fidelity(student, self.teacher, data))
+        fixed = self.fixed_batch
+        quality = quality_stats(fidelity(student, self.teacher, data, fixed_batch=fixed))
         if data.label is not None:
-            return accuracy_stats(accuracy(student, data), None, len(data)), quality
+            return accuracy_stats(accuracy(student, data, fixed_batch=fixed), None, len(data)), quality
         if data.target is not None:
-            outputs = predict(student, data)
+            outputs = predict(student, data, fixed_batch=fixed)
             target = torch.from_numpy(data.target).float().reshape(outputs.shape)
             return accuracy_stats(None, float(functional.mse_loss(outputs, target)), len(data)), quality
         return None, quality

@@ -90,7 +90,7 @@ def _quantize(
     if pruned is None or spec.quantize.include_original:
         sources.append((ORIGINAL, original))
     needed = calibration_samples_needed(plan)
-    if needed and loaded.train is not None:
+    if needed and loaded.train is not None and len(loaded.train):
         calibration = data_feeds(loaded.train, inputs, needed)
         context = QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train"))
         synthetic = ""
@@ -131,9 +131,9 @@ def _prune_and_finetune(
         if loaded.train is None or len(loaded.train) == 0:
             raise invalid_spec([FieldViolation("spec.data.train", "fine-tuning needs training samples")])
         teacher = onnx_to_fx(ingested.onnx_model, inputs=inputs)
-        tuner = Tuner(
-            finetune_plan(spec.finetune), loaded.train, loaded.eval, teacher, checkpoint_dir, progress
-        )
+        plan = finetune_plan(spec.finetune)
+        batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+        tuner = Tuner(plan, loaded.train, loaded.eval, teacher, checkpoint_dir, progress, model_batch=batch)
         hook = RoundRecovery(tuner, rounds, (0.2, 0.3)) if rounds > 1 else None
     context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
     config, result, model = run_prune(ingested, spec.prune, context)

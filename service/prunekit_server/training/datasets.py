@@ -118,14 +118,15 @@ class Dataset:
         )
 
     def split(self, eval_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
-        """A seeded random ``(train, eval)`` split; ``eval`` has ``round(n * eval_fraction)`` samples.
+        """A seeded random ``(train, eval)`` split; ``eval`` has ``round(n * eval_fraction)`` samples,
+        at most ``n - 1``: ``train`` keeps at least one sample when there is one.
 
         ``eval_fraction`` must be in ``[0, 1)``; an empty eval part is returned as None.
         """
         if not 0.0 <= eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
         order = np.random.default_rng(seed).permutation(len(self))
-        n_eval = round(len(self) * eval_fraction)
+        n_eval = max(0, min(round(len(self) * eval_fraction), len(self) - 1))
         train = self.subset(np.sort(order[n_eval:]))
         return train, (self.subset(np.sort(order[:n_eval])) if n_eval else None)
 

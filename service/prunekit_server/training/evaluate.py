@@ -4,10 +4,17 @@ A model is called with the dataset's input arrays in the model's input order
 (``model(*inputs)``); its first output (the first tensor of a tuple/list, or
 the tensor itself) is the logits, flattened to ``(samples, -1)``. Models are
 run in eval mode under ``torch.no_grad`` and returned to the mode they were in.
+
+A model that only runs at its own batch size (a converted ONNX graph whose
+batch dimension was baked into a constant) is called through
+:func:`run_model` with ``fixed_batch``: in chunks of that many samples, the
+last chunk filled up with its own samples, cyclically, and the outputs cut
+back to the real samples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +64,29 @@ def batch_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...
     return tuple(torch.from_numpy(a).to(device) for a in batch.inputs)
 
 
+def run_model(
+    model: nn.Module, inputs: Sequence[torch.Tensor], fixed_batch: int | None = None
+) -> torch.Tensor:
+    """The first output of ``model(*inputs)``; with ``fixed_batch``, run in chunks of exactly that size.
+
+    Chunks: samples ``k*b .. k*b+b-1``; a short last chunk is filled up with
+    its own samples, cyclically, and every chunk's output is cut back to its
+    real samples, so the result has ``len(inputs[0])`` rows (the first output
+    must be batch-major). Gradients flow as in one call.
+    """
+    n = int(inputs[0].shape[0])
+    if fixed_batch is None or n == fixed_batch:
+        return first_output(model(*inputs))
+    chunks = []
+    for start in range(0, n, fixed_batch):
+        real = min(fixed_batch, n - start)
+        index = torch.arange(start, start + real, device=inputs[0].device)
+        if real < fixed_batch:
+            index = index.repeat(-(-fixed_batch // real))[:fixed_batch]
+        chunks.append(first_output(model(*(x[index] for x in inputs)))[:real])
+    return torch.cat(chunks)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU when it has none)."""
     for tensor in (*model.parameters(), *model.buffers()):
@@ -64,8 +94,13 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
-    """The model's first output for every sample, ``(samples, -1)`` float32 on the CPU."""
+def predict(
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, *, fixed_batch: int | None = None
+) -> torch.Tensor:
+    """The model's first output for every sample, ``(samples, -1)`` float32 on the CPU.
+
+    ``fixed_batch``: the model runs in chunks of exactly that size (:func:`run_model`).
+    """
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -73,7 +108,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> torch.
     try:
         with torch.no_grad():
             for batch in dataset.batches(batch_size):
-                out = first_output(model(*batch_tensors(batch, device)))
+                out = run_model(model, batch_tensors(batch, device), fixed_batch)
                 outputs.append(out.detach().float().reshape(len(batch), -1).cpu())
     finally:
         model.train(was_training)
@@ -93,11 +128,14 @@ def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
     return Accuracy(top1, top5, n)
 
 
-def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> Accuracy:
+def accuracy(
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, *, fixed_batch: int | None = None
+) -> Accuracy:
     """Accuracy of ``model`` on ``dataset``'s labels; ``ValueError`` when it has none."""
     if dataset.label is None:
         raise ValueError("accuracy needs a dataset with labels")
-    return accuracy_of(predict(model, dataset, batch_size), torch.from_numpy(dataset.label))
+    outputs = predict(model, dataset, batch_size, fixed_batch=fixed_batch)
+    return accuracy_of(outputs, torch.from_numpy(dataset.label))
 
 
 def fidelity_of(outputs: torch.Tensor, reference: torch.Tensor) -> Fidelity:
@@ -115,6 +153,16 @@ def fidelity_of(outputs: torch.Tensor, reference: torch.Tensor) -> Fidelity:
     return Fidelity(agree, cosine, max_abs, n)
 
 
-def fidelity(model: nn.Module, reference: nn.Module, dataset: Dataset, batch_size: int = 256) -> Fidelity:
+def fidelity(
+    model: nn.Module,
+    reference: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    *,
+    fixed_batch: int | None = None,
+) -> Fidelity:
     """Fidelity of ``model`` to ``reference`` (e.g. a pruned student to its teacher) on ``dataset``."""
-    return fidelity_of(predict(model, dataset, batch_size), predict(reference, dataset, batch_size))
+    return fidelity_of(
+        predict(model, dataset, batch_size, fixed_batch=fixed_batch),
+        predict(reference, dataset, batch_size, fixed_batch=fixed_batch),
+    )

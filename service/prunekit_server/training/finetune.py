@@ -22,14 +22,19 @@ are re-applied after every optimizer step, so pruned weights stay zero. The
 student's BatchNorms run in train mode while tuning; the student ends in
 eval mode, with its best-evaluated weights when ``restore_best``.
 
+A model that only runs at its own batch size is called in chunks of
+``fixed_batch`` samples (:func:`~.evaluate.run_model`): a step's loss covers
+every sample of its batch, BatchNorms see the chunks, and feature matching
+sees each step's last chunk.
+
 Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and
-a checkpoint holds every RNG state, so a run resumed from a checkpoint ends
-in the same weights as an uninterrupted one (on CPU).
+a checkpoint holds every RNG state and why the run stopped, so a run resumed
+from a checkpoint ends in the same weights as an uninterrupted one (on CPU,
+with a step budget; a time budget stops wherever the clock says).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -42,11 +47,12 @@ from torch import nn
 from torch.nn import functional
 
 from .checkpoint import CheckpointSink, TrainingState, rng_state, set_rng_state
-from .config import Device, FinetuneConfig
+from .config import FinetuneConfig
 from .datasets import Batch, Dataset
-from .evaluate import accuracy_of, batch_tensors, first_output, predict
+from .evaluate import accuracy_of, batch_tensors, predict, run_model
 from .losses import FeatureMatch, distillation_loss
 from .masks import SparsityMasks
+from .schedule import lr_factor, resolve_device
 
 __all__ = [
     "FinetuneConfig",
@@ -94,41 +100,6 @@ class FinetuneResult:
     resumed_from_step: int | None = None
 
 
-def resolve_device(device: Device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA raises ``ValueError``."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def lr_factor(
-    config: FinetuneConfig, total_steps: int, elapsed: Callable[[], float] | None = None
-) -> Callable[[int], float]:
-    """The multiplier of ``lr`` at step index ``i`` (0-based): linear warm-up, then the schedule.
-
-    With ``total_steps`` 0 (a time budget) the schedule's progress is
-    ``elapsed()``, the fraction of ``max_seconds`` spent (0 without it).
-    """
-    warmup = config.warmup_steps
-
-    def factor(i: int) -> float:
-        if i < warmup:
-            return (i + 1) / warmup
-        if total_steps:
-            progress = min(1.0, (i - warmup) / max(1, total_steps - warmup))
-        else:
-            progress = min(1.0, max(0.0, elapsed() if elapsed is not None else 0.0))
-        if config.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if config.schedule == "linear":
-            return 1.0 - progress
-        return 1.0
-
-    return factor
-
-
 class _Trainer:
     def __init__(
         self,
@@ -139,6 +110,7 @@ class _Trainer:
         config: FinetuneConfig,
         features: FeatureMatch | None = None,
         masks: SparsityMasks | None = None,
+        fixed_batch: int | None = None,
     ) -> None:
         if features is not None and teacher is None:
             raise ValueError("feature matching needs a teacher")
@@ -147,6 +119,7 @@ class _Trainer:
         if len(train) == 0:
             raise ValueError("the training set is empty")
         self.c = config
+        self.fixed_batch = fixed_batch
         self.device = resolve_device(config.device)
         self.amp = self.device.type == "cuda" and config.mixed_precision
         self.student = student.to(self.device)
@@ -176,11 +149,12 @@ class _Trainer:
         else:
             self.metric_name = "teacher_agreement"
         self.teacher_eval = (
-            predict(self.teacher, eval_set)
+            predict(self.teacher, eval_set, fixed_batch=fixed_batch)
             if self.teacher is not None and eval_set is not None and self.metric_name == "teacher_agreement"
             else None
         )
         self.step = self.epoch = self.batch_in_epoch = self.bad_evals = 0
+        self.stop_reason = "budget"
         self.best: float | None = None
         self.best_step: int | None = None
         self.last_metric: float | None = None
@@ -199,10 +173,10 @@ class _Trainer:
         feature_loss = None
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             with self.features.capture() if self.features is not None else nullcontext():
-                out = first_output(self.student(*x)).float().reshape(n, -1)
+                out = run_model(self.student, x, self.fixed_batch).float().reshape(n, -1)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        t_out = first_output(self.teacher(*x)).float().reshape(n, -1)
+                        t_out = run_model(self.teacher, x, self.fixed_batch).float().reshape(n, -1)
             if self.features is not None:
                 feature_loss = self.features.loss()
         soft = None if t_out is None else distillation_loss(out, t_out, self.c.temperature)
@@ -235,7 +209,7 @@ class _Trainer:
 
     def evaluate(self) -> float:
         assert self.eval_set is not None
-        outputs = predict(self.student, self.eval_set)
+        outputs = predict(self.student, self.eval_set, fixed_batch=self.fixed_batch)
         if self.metric_name == "accuracy":
             assert self.eval_set.label is not None
             return accuracy_of(outputs, torch.from_numpy(self.eval_set.label)).top1
@@ -258,6 +232,7 @@ class _Trainer:
             "losses": list(self.losses),
             "elapsed": self.elapsed,
             "last_eval_step": self.last_eval_step,
+            "stop_reason": self.stop_reason,
             "rng": rng_state(),
             "config": self.c.to_dict(),
         }
@@ -270,9 +245,15 @@ class _Trainer:
             "trainer": trainer,
         }
 
+    def fits(self, state: TrainingState) -> bool:
+        """Whether ``state`` was written by this config for a model of these parameter shapes."""
+        if state.get("trainer", {}).get("config") != self.c.to_dict():
+            return False
+        ours = {k: tuple(v.shape) for k, v in self.student.state_dict().items()}
+        theirs = {k: tuple(getattr(v, "shape", ())) for k, v in state.get("model", {}).items()}
+        return ours == theirs
+
     def load(self, state: TrainingState) -> None:
-        if state["trainer"].get("config") != self.c.to_dict():
-            raise ValueError("the checkpoint was written by a fine-tune with another config")
         self.student.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -284,6 +265,7 @@ class _Trainer:
         self.bad_evals, self.best, self.best_step = int(t["bad_evals"]), t["best"], t["best_step"]
         self.last_metric, self.losses, self.elapsed = t["last_metric"], list(t["losses"]), float(t["elapsed"])
         self.last_eval_step = int(t.get("last_eval_step", -1))
+        self.stop_reason = str(t.get("stop_reason", "budget"))
         set_rng_state(t["rng"])
 
     def after_step(self, end_of_epoch: bool) -> bool:
@@ -317,15 +299,20 @@ def finetune(
     *,
     features: FeatureMatch | None = None,
     masks: SparsityMasks | None = None,
+    fixed_batch: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``student`` in place (see the module docstring for losses, budget and metric).
 
     With a ``checkpoint`` sink the run first resumes from its newest valid
-    checkpoint, saves whenever the sink says it is due, and once at the end.
-    Batches smaller than ``batch_size`` at an epoch's end are dropped (unless
-    the dataset is smaller than one batch). Exceptions from ``progress``
+    checkpoint, saves whenever the sink says it is due, and once at the end (a
+    run resumed from the checkpoint of a run that had stopped, by early
+    stopping or ``max_seconds``, stays stopped). Batches smaller than
+    ``batch_size`` at an epoch's end are dropped (unless the dataset is
+    smaller than one batch); ``fixed_batch``: the models run in chunks of
+    exactly that many samples. Exceptions from ``progress``
     propagate (the run stops there; resume it from the checkpoint). A
-    checkpoint written under another config raises ``ValueError``.
+    checkpoint written under another config, or for parameters of other
+    shapes, is ignored: the run starts afresh (``resumed_from_step`` None).
 
     Side effects: the global torch/numpy/random RNGs are seeded from
     ``config.seed``; ``student`` and ``teacher`` are moved to the device;
@@ -334,14 +321,14 @@ def finetune(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     random.seed(config.seed)
-    t = _Trainer(student, teacher, train, eval, config, features, masks)
+    t = _Trainer(student, teacher, train, eval, config, features, masks, fixed_batch)
     restored = checkpoint.restore() if checkpoint is not None else None
     resumed_from = None
-    if restored is not None:
+    if restored is not None and t.fits(restored):
         t.load(restored)
         resumed_from = t.step
     began = time.monotonic() - t.elapsed
-    stop_reason = "budget"
+    stop_reason = t.stop_reason
     student.train()
     try:
         while not t.finished() and stop_reason == "budget":
@@ -380,6 +367,7 @@ def finetune(
                 if stop_reason != "budget" or t.finished():
                     break
         if checkpoint is not None:
+            t.stop_reason = stop_reason
             checkpoint.save(t.step, t.state())
     finally:
         student.eval()

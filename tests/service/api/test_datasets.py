@@ -23,6 +23,7 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.dataset_store import DatasetStore
 from prunekit_server.server import RunningServer
 
+from ..test_npy_headers import encrypt, huge_header_member, npy, npz_bytes
 from .conftest import TEST_SETTINGS, assert_serving, new_bucket_uri, start, status_error, upload
 from .jobflow import quick_spec
 
@@ -124,6 +125,16 @@ BAD_SHARDS = {
     "integer-target": (
         npz(input=np.zeros((4, 3), np.float32), target=np.zeros(4, np.int32)),
         {"bad.npz:target"},
+    ),
+    "encrypted-member": (encrypt(npz(input=np.zeros((4, 3), np.float32))), {"bad.npz:input"}),
+    "negative-dimension": (
+        npz_bytes({"input.npy": npy(np.zeros((4, 3), np.float32)).replace(b"(4, 3)", b"(-4, 3)")}),
+        {"bad.npz:input"},
+    ),
+    "header-claims-64-mib": (npz_bytes({"input.npy": huge_header_member(64 << 20)}), {"bad.npz:input"}),
+    "directory-entry": (
+        npz_bytes({"sub/": b"", "input.npy": npy(np.zeros((4, 3), np.float32))}),
+        {"bad.npz:sub/"},
     ),
 }
 

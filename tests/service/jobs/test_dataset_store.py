@@ -12,6 +12,7 @@ import pytest
 
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
+from prunekit_server.jobs import dataset_store
 from prunekit_server.jobs.dataset_store import DatasetStore
 from prunekit_server.storage import ObjectStore, open_store
 
@@ -126,6 +127,27 @@ def test_entries_outside_the_prefix_are_denied(store: ObjectStore, entry: str) -
     assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "DATASET_OUTSIDE_PREFIX")
 
 
+def test_links_on_the_file_backend_are_denied_not_internal(tmp_path: Path) -> None:
+    """A link under the tenant's prefix (to another tenant's shard) names something outside it."""
+    root = tmp_path / "storage"
+    store = open_store(f"file://{root}")
+    put_user_shard(store, "tenants/other/datasets/secret/x.npz", shard())
+    (root / PREFIX).mkdir(parents=True)
+    (root / PREFIX / "dir").symlink_to(root / "tenants/other/datasets/secret")
+    (root / PREFIX / "file.npz").symlink_to(root / "tenants/other/datasets/secret/x.npz")
+    ds = datasets(store)
+    for entry in ("dir/x.npz", "file.npz"):
+        uri = ds.prefix_uri + entry
+        error = error_of(lambda uri=uri: ds.resolve(spec_pb2.DataSpec(train=[uri])))
+        assert (error.code.name, error.reason, error.metadata) == (
+            "PERMISSION_DENIED",
+            "DATASET_OUTSIDE_PREFIX",
+            {"entry": uri},
+        )
+    error = error_of(lambda: ds.resolve(spec_pb2.DataSpec(train=[ds.prefix_uri + "dir/"])))
+    assert error.reason == "DATASET_NOT_FOUND"
+
+
 def test_entries_in_another_store_or_not_uris(store: ObjectStore) -> None:
     ds = datasets(store)
     other = "s3://another-bucket/tenants/default/datasets/x.npz"
@@ -208,3 +230,17 @@ def test_shards_without_a_recorded_sha256_are_hashed_while_staging(
     assert ds.resolve(spec_pb2.DataSpec(train=[uri])).train[0].sha256 == ""
     staged = ds.stage(spec_pb2.DataSpec(train=[uri]), tmp_path)
     assert staged["train"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_prefix_crowded_with_other_objects_is_refused_not_listed_forever(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dataset_store, "_LIST_PAGE", 2)
+    monkeypatch.setattr(dataset_store, "_MAX_LISTED", 4)
+    for i in range(6):
+        store.put_bytes(f"tenants/default/datasets/crowded/notes-{i}.txt", b"not a shard")
+    store.put_bytes("tenants/default/datasets/crowded/z.npz", shard())
+    ds = datasets(store)
+    error = error_of(lambda: ds.resolve(spec_pb2.DataSpec(train=[ds.prefix_uri + "crowded/"])))
+    assert (error.code.name, error.reason) == ("RESOURCE_EXHAUSTED", "DATASET_TOO_LARGE")
+    assert "more than 4 objects" in error.message

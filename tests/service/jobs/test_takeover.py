@@ -14,13 +14,15 @@ from google.protobuf import json_format
 from prunekit.v1 import job_pb2, report_pb2
 from prunekit_server.hashing import sha256_file
 from prunekit_server.jobs import lease, record
+from prunekit_server.jobs.executor import FAULT_LABEL
 from prunekit_server.jobs.store import JobStore
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer, start_server
 from prunekit_server.storage import open_store
 
 from ..api.conftest import TEST_SETTINGS, new_bucket_uri
-from .conftest import new_job_id
+from ..api.jobflow import quick_spec
+from .conftest import new_job_id, stored_model
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -119,3 +121,30 @@ def test_a_live_lease_is_left_alone(tmp_path: Path) -> None:
     assert job.state == record.PENDING
     assert job.lease.owner == "server-a"
     assert job.attempt == 0
+
+
+def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(tmp_path: Path) -> None:
+    """A queued job taken over by a server that then died: the sweeper must not queue it a
+    second time while its stale entry is still in the queue (two dispatchers, one job)."""
+    storage = f"file://{tmp_path / 'store'}"
+    with running(storage, tmp_path / "scratch", lease_s=3.0, workers=1, max_queued_jobs=2) as server:
+        jobs, executor = server.jobs, server.executor
+        model = stored_model(jobs, tmp_path)
+        blocker, _ = jobs.create(model, quick_spec(), "blocker", {FAULT_LABEL: "hang@prune"})
+        queued, _ = jobs.create(model, quick_spec(), "queued", {})
+        for job_id in (blocker.id, queued.id):
+            executor.reserve()
+            executor.submit(job_id)
+        while jobs.get(blocker.id).progress.stage != "prune":
+            time.sleep(0.05)
+
+        def taken_by_a_server_that_dies(job: job_pb2.Job) -> bool:
+            lease.stamp(job, "server-c", 0.3)
+            return True
+
+        jobs.mutate(queued.id, taken_by_a_server_that_dies)
+        time.sleep(2.5)
+        executor.cancel(blocker.id)
+        done = _wait_terminal(jobs, queued.id, timeout=60)
+    assert done.state == record.SUCCEEDED, done.error
+    assert done.attempt == 1

@@ -125,6 +125,17 @@ def test_outputs_without_a_batch_dimension_are_kept_per_run(tmp_path: Path) -> N
     assert measure_accuracy(out, label=labels).top1 == pytest.approx(0.7)
 
 
+def test_labels_must_fit_one_score_per_class(tmp_path: Path) -> None:
+    x, labels = _hand_data()
+    with pytest.raises(ValueError, match="class id 4 is out of range for 4 classes"):
+        accuracy_of(x.astype(np.float64), np.where(labels == 3, 4, labels))
+    column = run_batched(cpu_session(linear_model(tmp_path / "m.onnx", np.eye(4))), {"x": x}, batch_size=4)
+    assert column.first_shape == (4,)
+    grid = type(column)(column.items, column.first, column.samples, first_shape=(2, 2))
+    with pytest.raises(ValueError, match="one score per class"):
+        measure_accuracy(grid, label=labels)
+
+
 def test_missing_input_array_is_an_error(tmp_path: Path) -> None:
     model = linear_model(tmp_path / "m.onnx", np.eye(4))
     with pytest.raises(ValueError, match="no array for model input 'x'"):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from prunekit.v1 import report_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
@@ -42,7 +43,7 @@ def test_channel_pruning_with_labels_recovers_accuracy(tmp_path: Path) -> None:
     assert (only.loss, only.metric, only.device, only.resumed_from_step) == (
         "cross_entropy",
         "accuracy",
-        "cpu",
+        "cuda" if torch.cuda.is_available() else "cpu",
         0,
     )
     assert only.best_metric == pytest.approx(after, abs=1e-6)

@@ -154,13 +154,20 @@ def test_rng_states_round_trip() -> None:
     assert random.random() == expected[2]
 
 
-def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_config_or_shape_is_ignored(tmp_path: Path) -> None:
     train, _ = splits()
     config = FinetuneConfig(epochs=0, steps=4, device="cpu")
     finetune(prune_half(teacher()), None, train, None, config, None, DirectoryCheckpoints(tmp_path))
     other = FinetuneConfig(epochs=0, steps=4, device="cpu", lr=0.5)
-    with pytest.raises(ValueError, match="another config"):
-        finetune(prune_half(teacher()), None, train, None, other, None, DirectoryCheckpoints(tmp_path))
+    fresh = finetune(prune_half(teacher()), None, train, None, other, None, DirectoryCheckpoints(tmp_path))
+    assert (fresh.resumed_from_step, fresh.steps) == (None, 4)
+    wider = teacher()
+    again = finetune(wider, None, train, None, config, None, DirectoryCheckpoints(tmp_path / "other"))
+    assert again.resumed_from_step is None
+    shapes = finetune(teacher(), None, train, None, other, None, DirectoryCheckpoints(tmp_path))
+    assert shapes.resumed_from_step is None, (
+        "a checkpoint of the pruned model was loaded into the unpruned one"
+    )
 
 
 def test_a_manifest_naming_files_outside_its_checkpoint_is_rejected(tmp_path: Path) -> None:
@@ -171,3 +178,18 @@ def test_a_manifest_naming_files_outside_its_checkpoint_is_rejected(tmp_path: Pa
     manifest.write_text(json.dumps({"step": 1, "files": {"../../outside.pt": "0" * 64}}))
     assert sink.restore() is None
     assert sink.skipped == ["ckpt-00000001: bad file name in manifest: '../../outside.pt'"]
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path: Path) -> None:
+    train, held_out = splits()
+    config = FinetuneConfig(epochs=0, steps=400, lr=0.0, device="cpu", eval_every=5, patience=2)
+    first = finetune(teacher(), None, train, held_out, config, None, DirectoryCheckpoints(tmp_path))
+    assert first.stop_reason == "early_stopping"
+    again_model = teacher()
+    again = finetune(again_model, None, train, held_out, config, None, DirectoryCheckpoints(tmp_path))
+    assert (again.resumed_from_step, again.steps, again.stop_reason) == (
+        first.steps,
+        first.steps,
+        "early_stopping",
+    )
+    assert again.losses == first.losses

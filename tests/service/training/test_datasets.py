@@ -154,6 +154,9 @@ def test_split_and_batches_are_seeded() -> None:
     assert (len(train), len(held_out)) == (15, 5)
     assert sorted([*train.inputs[0][:, 0], *held_out.inputs[0][:, 0]]) == list(range(20))
     assert dataset.split(0.0)[1] is None
+    two = dataset.subset(np.arange(2))
+    assert [len(part) for part in two.split(0.9) if part is not None] == [1, 1]  # train keeps one sample
+    assert dataset.subset(np.arange(1)).split(0.9)[1] is None
     with pytest.raises(ValueError, match="eval_fraction"):
         dataset.split(1.0)
 
