@@ -65,7 +65,11 @@ def start_server(settings: Settings) -> RunningServer:
 
     The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
     generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
+    A ``scratch_dir`` that does not exist is created.
     """
+    scratch = settings.scratch_path()
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.storage)
     jobs = JobStore(store, DEFAULT_TENANT, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(jobs, settings)

@@ -12,8 +12,9 @@ job's checkpoint prefix::
 so a pointer in storage always names a complete checkpoint. Uploads run on a
 thread of their own (:class:`CheckpointUploader`): the progress reader only
 queues the event, so a slow store never stalls the worker's progress pipe.
-:func:`restore` copies every phase's pointed checkpoint back into a fresh
-local directory before an attempt.
+:func:`restore` copies every phase's pointed checkpoint (or, when that one is
+unusable, the newest usable older one) back into a fresh local directory
+before an attempt.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import json
 import logging
 import queue
 import re
+import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..hashing import sha256_file
-from ..storage import ObjectNotFound, ObjectStore, StorageError
+from ..storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -98,37 +100,66 @@ def newest_local(local: Path) -> dict[str, str]:
 
 
 def restore(store: ObjectStore, prefix: str, local: Path) -> dict[str, int]:
-    """Copy each phase's pointed checkpoint from storage into ``local/<phase>/``.
+    """Copy each phase's newest usable checkpoint from storage into ``local/<phase>/``.
 
-    Files first (each checked against the pointer's sha256), then the
-    manifest, then the local pointer. Returns ``{phase: step}`` of what was
-    restored; a phase whose checkpoint is incomplete in storage is left out.
+    The pointed checkpoint first, then (when the pointer or one of its files is missing,
+    corrupt or fails its sha256) the phase's other stored checkpoints, newest first, as
+    their own manifests describe them. Files first, then the manifest, then the local
+    pointer. Returns ``{phase: step}`` of what was restored; a phase with no usable
+    checkpoint is left out. Raises StorageError only when storage is unavailable.
     """
-    restored: dict[str, int] = {}
+    names: dict[str, set[str]] = {}
     for key in store.list_keys(prefix):
-        rest = key[len(prefix) :]
-        phase, _, leaf = rest.partition("/")
-        if leaf != POINTER or not valid_phase(phase):
-            continue
-        try:
-            pointer = json.loads(store.get_bytes(key))
-            name, step = str(pointer["name"]), int(pointer["step"])
-            files = {str(k): str(v) for k, v in dict(pointer["files"]).items()}
-            if not _NAME.match(name) or not files or not all(_FILE.match(f) for f in files):
-                continue
+        phase, _, rest = key[len(prefix) :].partition("/")
+        if valid_phase(phase):
+            name = rest.split("/", 1)[0]
+            names.setdefault(phase, set()).update({name} if _NAME.match(name) else set())
+    restored: dict[str, int] = {}
+    for phase, stored in sorted(names.items()):
+        for name, step, files in _candidates(store, prefix, phase, stored):
             folder = local / phase / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for file, digest in files.items():
-                store.get_file(f"{prefix}{phase}/{name}/{file}", folder / file)
-                if sha256_file(folder / file) != digest:
-                    raise ValueError(f"{phase}/{name}/{file}: sha256 mismatch")
+            try:
+                if not _NAME.match(name) or not files or not all(_FILE.match(f) for f in files):
+                    raise ValueError(f"{phase}/{name}: bad manifest")
+                folder.mkdir(parents=True, exist_ok=True)
+                for file, digest in files.items():
+                    store.get_file(f"{prefix}{phase}/{name}/{file}", folder / file)
+                    if sha256_file(folder / file) != digest:
+                        raise ValueError(f"{phase}/{name}/{file}: sha256 mismatch")
+            except _UNUSABLE as exc:
+                log.warning("checkpoint %s%s/%s not restored: %s", prefix, phase, name, exc)
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
             (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}))
+            pointer = {"name": name, "step": step, "files": files}
             (local / phase / POINTER).write_text(json.dumps(pointer, sort_keys=True))
-        except (ObjectNotFound, ValueError, KeyError, TypeError) as exc:
-            log.warning("checkpoint %s not restored: %s", key, exc)
-            continue
-        restored[phase] = step
+            restored[phase] = step
+            break
     return restored
+
+
+_UNUSABLE = (ObjectNotFound, ChecksumMismatch, ValueError, KeyError, TypeError)
+"""What makes one stored checkpoint unusable (the next one is tried); other storage errors raise."""
+
+
+def _candidates(
+    store: ObjectStore, prefix: str, phase: str, names: set[str]
+) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """``(name, step, files)`` of a phase's stored checkpoints: the pointed one, then the
+    others newest first (read lazily, from their manifests); unreadable ones are skipped."""
+    first = ""
+    try:
+        pointer = json.loads(store.get_bytes(f"{prefix}{phase}/{POINTER}"))
+        first = str(pointer["name"])
+        yield first, int(pointer["step"]), {str(k): str(v) for k, v in dict(pointer["files"]).items()}
+    except _UNUSABLE as exc:
+        log.warning("checkpoint pointer %s%s/%s unusable: %s", prefix, phase, POINTER, exc)
+    for name in sorted(names - {first}, reverse=True):
+        try:
+            manifest = json.loads(store.get_bytes(f"{prefix}{phase}/{name}/{MANIFEST}"))
+            yield name, int(manifest["step"]), {str(k): str(v) for k, v in dict(manifest["files"]).items()}
+        except _UNUSABLE as exc:
+            log.warning("checkpoint %s%s/%s unusable: %s", prefix, phase, name, exc)
 
 
 class CheckpointUploader:
@@ -138,16 +169,24 @@ class CheckpointUploader:
     once; only the newest announcement per phase is uploaded when several are
     waiting. ``on_uploaded(phase, step)`` is called after each pointer write.
     :meth:`finish` (after the worker exited) drains the queue, then uploads
-    each phase's newest complete local checkpoint once more.
+    each phase's newest complete local checkpoint once more. ``may_write()``
+    is asked before each upload: a server whose lease is stale (frozen, or
+    taken over) must not move the pointer under the job's new owner.
     """
 
     def __init__(
-        self, store: ObjectStore, prefix: str, local: Path, on_uploaded: Callable[[str, int], None]
+        self,
+        store: ObjectStore,
+        prefix: str,
+        local: Path,
+        on_uploaded: Callable[[str, int], None],
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._prefix = prefix
         self._local = local
         self._on_uploaded = on_uploaded
+        self._may_write = may_write
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._uploaded: dict[str, str] = {}
         self._thread = threading.Thread(target=self._loop, name="checkpoint-upload", daemon=True)
@@ -188,6 +227,11 @@ class CheckpointUploader:
 
     def _upload(self, phase: str, name: str) -> None:
         if self._uploaded.get(phase, "") >= name:
+            return
+        if not self._may_write():
+            log.warning(
+                "checkpoint %s/%s not uploaded: this server no longer holds a fresh lease", phase, name
+            )
             return
         try:
             step = upload_checkpoint(self._store, self._prefix, self._local, phase, name)

@@ -10,10 +10,11 @@ by a :class:`~.lease.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
 jobs whose lease expired. Before each worker start the job's checkpoints are
 restored from storage, and the worker's new ones are uploaded as it
 announces them (:mod:`.checkpoint_sync`). A worker killed by a signal during
-stage "finetune" is started again, up to ``max_attempts`` starts in all;
-other failures end the job. On shutdown, jobs that fine-tune are released
-(their lease ends now) for another server, or the next start, to resume from
-their checkpoint; the others fail with SERVER_SHUTTING_DOWN.
+stage "finetune" is started again, up to ``max_attempts`` starts in all
+(while shutting down it is released instead); other failures end the job. On
+shutdown, jobs that fine-tune are released (their lease ends now) for another
+server, or the next start, to resume from their checkpoint; the others fail
+with SERVER_SHUTTING_DOWN.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from google.protobuf import json_format
 
 from prunekit.v1 import job_pb2, model_pb2
 
@@ -36,12 +34,12 @@ from ..config import Settings
 from ..errors import Code, ServiceError
 from . import checkpoint_sync, lease, record
 from .analysis import Analyzer
-from .faults import FAULT_LABEL, is_retryable, parse_fault
+from .faults import FAULT_LABEL, is_retryable
 from .fence import FENCE_SHARE, Heartbeat
 from .progress_sink import ProgressSink
 from .publish import complete_from_manifest, publish
 from .sandbox import StopRequest, WorkerLimits, run_worker
-from .staging import stage_data, stage_model
+from .staging import optimize_task
 from .store import JobStore, storage_errors
 from .sweeper import Sweeper
 
@@ -74,6 +72,7 @@ class JobExecutor:
         self._outstanding = 0
         self._accepting = True
         self._running: dict[str, StopRequest] = {}
+        self._inflight: set[str] = set()
         self._lost: set[str] = set()
         self._released: set[str] = set()
         self._keeper = lease.LeaseKeeper(jobs, self.owner, settings.lease_s, self._lease_lost)
@@ -126,12 +125,18 @@ class JobExecutor:
 
     def submit(self, job_id: str) -> None:
         """Queue a stored job leased to this server, on a place taken by :meth:`reserve`."""
+        with self._lock:
+            self._inflight.add(job_id)
         self._keeper.hold(job_id)
         self._queue.put(job_id)
 
     def adopt(self, job_id: str) -> bool:
-        """Take over a job whose lease expired if a place is free; True when it was queued here."""
-        if self._keeper.holds(job_id) or not self._try_reserve():
+        """Take over a job whose lease expired if a place is free; True when it was queued here.
+
+        Never a job still queued or running here (one whose lease this server lost while it
+        waited): its entry leaves the queue first, then a later scan may take it over.
+        """
+        if self.holds(job_id) or not self._try_reserve():
             return False
         claimed = False
 
@@ -155,7 +160,10 @@ class JobExecutor:
         return True
 
     def holds(self, job_id: str) -> bool:
-        """Whether this server holds (renews) the job's lease."""
+        """Whether this server holds (renews) the job's lease, or still has it queued or running."""
+        with self._lock:
+            if job_id in self._inflight:
+                return True
         return self._keeper.holds(job_id)
 
     def cleanup(self, job_id: str) -> None:
@@ -202,6 +210,7 @@ class JobExecutor:
                 self._keeper.drop(job_id)
                 with self._lock:
                     self._outstanding -= 1
+                    self._inflight.discard(job_id)
                     self._lost.discard(job_id)
                     self._released.discard(job_id)
 
@@ -237,11 +246,13 @@ class JobExecutor:
                 return
             if error is None:
                 break
-            if is_retryable(error) and job.attempt < self._settings.max_attempts and self._accepting:
-                log.warning(
-                    "job %s: start %d failed (%s); resuming from its checkpoint", job_id, job.attempt, error
-                )
-                continue
+            if is_retryable(error) and job.attempt < self._settings.max_attempts:
+                then = "resuming from its checkpoint" if self._accepting else "released to resume elsewhere"
+                log.warning("job %s: start %d failed (%s); %s", job_id, job.attempt, error, then)
+                if self._accepting:
+                    continue
+                self._keeper.release(job_id)
+                return
             self._end(job_id, error)
             break
         if record.is_terminal(self._jobs.get(job_id).state):
@@ -251,9 +262,13 @@ class JobExecutor:
         """Count one more worker start on the record; None when the job is not ours to run.
 
         A job that already had ``max_attempts`` starts (its servers kept
-        dying) fails with WORKER_CRASHED instead.
+        dying) fails with WORKER_CRASHED instead. A job whose lease was lost while it
+        waited in the queue is not started.
         """
         max_attempts = self._settings.max_attempts
+        with self._lock:
+            if job_id in self._lost:
+                return None
 
         def to_running(job: job_pb2.Job) -> bool:
             if record.is_terminal(job.state) or job.lease.owner != self.owner:
@@ -283,18 +298,7 @@ class JobExecutor:
         local = workdir / "checkpoints"
         local.mkdir()
         try:
-            task: dict[str, Any] = {
-                "kind": "optimize",
-                "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
-                **stage_model(self._jobs, job.model, workdir),
-                "limits": self._limits.to_dict(),
-                "data": stage_data(self._jobs, self._settings, job, workdir),
-                "checkpoint_dir": local.name,
-                "attempt": job.attempt,
-            }
-            fault = parse_fault(job.labels.get(FAULT_LABEL, ""))
-            if self._settings.enable_test_hooks and fault is not None:
-                task["fault"] = fault
+            task = optimize_task(self._jobs, self._settings, job, workdir, local.name, self._limits.to_dict())
             with storage_errors():
                 restored = checkpoint_sync.restore(self._jobs.store, prefix, local)
             if restored:
@@ -310,7 +314,11 @@ class JobExecutor:
             )
             uploaders.append(
                 checkpoint_sync.CheckpointUploader(
-                    self._jobs.store, prefix, local, on_uploaded=sink.checkpoint_uploaded
+                    self._jobs.store,
+                    prefix,
+                    local,
+                    on_uploaded=sink.checkpoint_uploaded,
+                    may_write=lambda: self._keeper.fresh(job.id, self._settings.lease_s * FENCE_SHARE),
                 )
             )
             try:

@@ -97,6 +97,11 @@ class LeaseKeeper:
         with self._lock:
             return self._held.get(job_id)
 
+    def fresh(self, job_id: str, within: float) -> bool:
+        """Whether ``job_id`` is held and was renewed (or taken) less than ``within`` seconds ago."""
+        renewed = self.renewed_at(job_id)
+        return renewed is not None and time.monotonic() - renewed < within
+
     def holds(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._held

@@ -1,14 +1,17 @@
-"""Copying a job's inputs from storage into a worker's empty working directory."""
+"""Copying a job's inputs from storage into a worker's empty working directory, and its task."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from prunekit.v1 import job_pb2, model_pb2
 
 from ..config import Settings
 from .dataset_store import DatasetStore
+from .faults import FAULT_LABEL, parse_fault
 from .store import JobStore, storage_errors
 
 _MODEL_SUFFIX = {model_pb2.MODEL_FORMAT_ONNX: ".onnx", model_pb2.MODEL_FORMAT_TORCHSCRIPT: ".pt"}
@@ -26,3 +29,30 @@ def stage_model(jobs: JobStore, model: model_pb2.ModelRef, workdir: Path) -> dic
 def stage_data(jobs: JobStore, settings: Settings, job: job_pb2.Job, workdir: Path) -> dict[str, Any]:
     """Download the job's dataset shards into ``workdir``; the task's ``data`` entry."""
     return DatasetStore.for_jobs(jobs, settings).stage(job.spec.data, workdir)
+
+
+def optimize_task(
+    jobs: JobStore,
+    settings: Settings,
+    job: job_pb2.Job,
+    workdir: Path,
+    checkpoint_dir: str,
+    limits: dict[str, int],
+) -> dict[str, Any]:
+    """The worker's task for one start of ``job``, its model and data staged into ``workdir``.
+
+    The FAULT_LABEL fault is passed on only with ``settings.enable_test_hooks``.
+    """
+    task: dict[str, Any] = {
+        "kind": "optimize",
+        "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
+        **stage_model(jobs, job.model, workdir),
+        "limits": limits,
+        "data": stage_data(jobs, settings, job, workdir),
+        "checkpoint_dir": checkpoint_dir,
+        "attempt": job.attempt,
+    }
+    fault = parse_fault(job.labels.get(FAULT_LABEL, ""))
+    if settings.enable_test_hooks and fault is not None:
+        task["fault"] = fault
+    return task

@@ -188,16 +188,23 @@ class JobStore:
             job = record.new_job(job_id, model, spec, request_id, labels)
             if self.owner:
                 lease.stamp(job, self.owner, self.lease_s)
-            self._write_new(job)
+            if not self._write_new(job):
+                return self.get(job_id), False
         self._notify()
         return job, True
 
-    def _write_new(self, job: job_pb2.Job) -> None:
+    def _write_new(self, job: job_pb2.Job) -> bool:
+        """Write a new job's index entries and record; False, writing no listing entry, when
+        a concurrent create with the same request_id wrote the record first."""
         millis = job.create_time.seconds * 1000 + job.create_time.nanos // 1_000_000
         index_key = f"{self._index_prefix()}{_MAX_MS - millis:013d}-{job.id}"
         self.store.put_bytes(self._active_key(job.id), job.id.encode())
-        self.store.put_bytes(self._job_key(job.id), _encode(job))
+        try:
+            self.store.put_bytes(self._job_key(job.id), _encode(job), if_absent=True)
+        except PreconditionFailed:
+            return False
         self.store.put_bytes(index_key, job.id.encode())
+        return True
 
     def _active_key(self, job_id: str) -> str:
         return f"{self._prefix}/active/{job_id}"

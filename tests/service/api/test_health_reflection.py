@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from .conftest import TEST_SETTINGS, start
 
 
 def test_health_reports_serving(channel: grpc.Channel) -> None:
@@ -24,3 +29,15 @@ def test_reflection_lists_and_describes_the_service(channel: grpc.Channel) -> No
     names = {s.name for s in listed.list_services_response.service}
     assert {"prunekit.v1.OptimizerService", "grpc.health.v1.Health"} <= names
     assert described.file_descriptor_response.file_descriptor_proto
+
+
+def test_a_missing_scratch_directory_is_created_at_start(tmp_path: Path) -> None:
+    scratch = tmp_path / "not" / "there" / "yet"
+    running = start(replace(TEST_SETTINGS, storage=f"file://{tmp_path / 'store'}", scratch_dir=str(scratch)))
+    try:
+        assert scratch.is_dir()
+        with grpc.insecure_channel(running.target) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        running.stop(grace=1.0)

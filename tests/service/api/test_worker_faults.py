@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +17,7 @@ from prunekit_server.jobs.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 
+from ..server_process import worker_pids
 from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload
 from .jobflow import create, run, wait
 
@@ -85,24 +85,10 @@ def test_hanging_worker_times_out(
     assert_serving(channel)
 
 
-def _worker_pids() -> set[int]:
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"prunekit_server.jobs.worker" in cmdline:
-                pids.add(int(entry.name))
-    return pids
-
-
 def test_cancel_stops_the_worker_and_queue_bound_holds(
     stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel, models: dict[str, Path]
 ) -> None:
     model = upload(stub, models["mlp.onnx"])
-    before = _worker_pids()
     running = create(stub, model, labels=fault("hang"))
     queued = create(stub, model, labels=fault("hang"))
     with pytest.raises(grpc.RpcError) as caught:
@@ -114,8 +100,7 @@ def test_cancel_stops_the_worker_and_queue_bound_holds(
     for update in stub.WatchJob(pb.WatchJobRequest(job_id=running.id), timeout=60):
         if update.job.progress.stage == "prune":
             break
-    spawned = _worker_pids() - before
-    assert spawned
+    assert worker_pids(running.id), "no worker runs the job"
     cancelled = stub.CancelJob(pb.CancelJobRequest(job_id=running.id), timeout=10).job
     assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
     assert (
@@ -124,9 +109,8 @@ def test_cancel_stops_the_worker_and_queue_bound_holds(
     )
     assert wait(stub, running.id)[-1].state == job_pb2.JOB_STATE_CANCELLED
     deadline = time.monotonic() + 15
-    while _worker_pids() & spawned and time.monotonic() < deadline:
+    while worker_pids(running.id) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _worker_pids() & spawned, "the cancelled job's worker is still alive"
-    assert all(not os.path.exists(f"/proc/{pid}") or pid not in _worker_pids() for pid in spawned)
+    assert not worker_pids(running.id), "the cancelled job's worker is still alive"
     assert from_status(wait(stub, running.id)[-1].error).reason == "JOB_CANCELLED"
     assert_serving(channel)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from prunekit_server.jobs import checkpoint_sync
-from prunekit_server.storage import ObjectStore
+from prunekit_server.storage import FileStore, ObjectStore
 from prunekit_server.training.checkpoint import DirectoryCheckpoints
 
 PREFIX = "tenants/default/jobs/job-0123456789abcdef0123/checkpoints/"
@@ -100,3 +100,46 @@ def test_uploader_runs_off_the_callers_thread_and_finish_syncs_the_newest(
     assert uploaded[-1] == ("finetune", 6)
     assert uploader.uploaded == {"finetune": "ckpt-00000006"}
     assert json.loads(object_store.get_bytes(PREFIX + "finetune/latest.json"))["step"] == 6
+
+
+def _corrupt(store: FileStore, key: str) -> None:
+    """Flip the first byte of a stored object behind the store's back (its sha256 stays recorded)."""
+    with (store.root / key).open("r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+
+
+def test_restore_falls_back_to_the_older_checkpoint_when_the_pointer_or_its_files_rot(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    local = tmp_path / "worker-1"
+    for step in (10, 20):
+        checkpoint_sync.upload_checkpoint(store, PREFIX, local, "finetune", _save(local, "finetune", step))
+    _corrupt(store, PREFIX + "finetune/latest.json")
+    assert checkpoint_sync.restore(store, PREFIX, tmp_path / "worker-2") == {"finetune": 20}
+
+    checkpoint_sync.upload_checkpoint(store, PREFIX, local, "finetune", _save(local, "finetune", 30))
+    _corrupt(store, PREFIX + "finetune/ckpt-00000030/model.pt")
+    fresh = tmp_path / "worker-3"
+    assert checkpoint_sync.restore(store, PREFIX, fresh) == {"finetune": 20}
+    state = DirectoryCheckpoints(fresh / "finetune").restore()
+    assert state is not None
+    assert state["trainer"]["step"] == 20
+    assert not (fresh / "finetune" / "ckpt-00000030").exists()
+
+
+def test_an_uploader_without_a_fresh_lease_leaves_the_pointer_to_the_new_owner(
+    object_store: ObjectStore, tmp_path: Path
+) -> None:
+    local = tmp_path / "checkpoints"
+    theirs = tmp_path / "theirs"
+    checkpoint_sync.upload_checkpoint(object_store, PREFIX, theirs, "finetune", _save(theirs, "finetune", 9))
+    lease_fresh = [True]
+    uploader = checkpoint_sync.CheckpointUploader(
+        object_store, PREFIX, local, on_uploaded=lambda phase, step: None, may_write=lambda: lease_fresh[0]
+    )
+    lease_fresh[0] = False
+    uploader.report("finetune", _save(local, "finetune", 12))
+    uploader.finish()
+    assert uploader.uploaded == {}
+    assert json.loads(object_store.get_bytes(PREFIX + "finetune/latest.json"))["step"] == 9

@@ -19,7 +19,14 @@ from prunekit_server.server import start_server
 
 from ..api.conftest import TEST_SETTINGS, new_bucket_uri
 from ..api.jobflow import create, wait
-from .finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs, wait_cleaned
+from .finetune_flow import (
+    artifact_attempts,
+    checkpoint_keys,
+    finetune_spec,
+    single_manifest,
+    upload_inputs,
+    wait_cleaned,
+)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -106,3 +113,25 @@ def test_a_fine_tune_stopped_by_shutdown_is_released_and_resumed_by_the_next_ser
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step == 20
+
+
+def test_a_fine_tune_whose_worker_dies_while_the_server_drains_is_released_not_failed(tmp_path: Path) -> None:
+    server = start_server(
+        replace(TEST_SETTINGS, storage=f"file://{tmp_path / 'store'}", scratch_dir=str(tmp_path))
+    )
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.OptimizerServiceStub(channel)
+            model, train = upload_inputs(stub, tmp_path)
+            job = create(stub, model, finetune_spec(train), labels={FAULT_LABEL: "sigkill@checkpoint"})
+            for update in stub.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=60):
+                if update.job.state == job_pb2.JOB_STATE_RUNNING:
+                    break
+        server.stop(grace=120.0)
+    finally:
+        server.stop(grace=2.0)
+    left = server.jobs.get(job.id)
+    assert left.state == job_pb2.JOB_STATE_RUNNING, left.error
+    assert lease.is_expired(left)
+    assert left.attempt == 1
+    assert checkpoint_keys(server.jobs, job.id), "the checkpoint to resume from is gone"

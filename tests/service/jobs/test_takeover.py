@@ -125,18 +125,23 @@ def test_a_live_lease_is_left_alone(tmp_path: Path) -> None:
 
 def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(tmp_path: Path) -> None:
     """A queued job taken over by a server that then died: the sweeper must not queue it a
-    second time while its stale entry is still in the queue (two dispatchers, one job)."""
+    second time while its stale entry is still queued here (two workers on one job)."""
     storage = f"file://{tmp_path / 'store'}"
-    with running(storage, tmp_path / "scratch", lease_s=3.0, workers=1, max_queued_jobs=2) as server:
+    with running(storage, tmp_path, lease_s=3.0, workers=2, max_queued_jobs=2) as server:
         jobs, executor = server.jobs, server.executor
         model = stored_model(jobs, tmp_path)
-        blocker, _ = jobs.create(model, quick_spec(), "blocker", {FAULT_LABEL: "hang@prune"})
+        blockers = [
+            jobs.create(model, quick_spec(), f"blocker-{i}", {FAULT_LABEL: "hang@prune"})[0].id
+            for i in range(2)
+        ]
         queued, _ = jobs.create(model, quick_spec(), "queued", {})
-        for job_id in (blocker.id, queued.id):
+        for job_id in [*blockers, queued.id]:
             executor.reserve()
             executor.submit(job_id)
-        while jobs.get(blocker.id).progress.stage != "prune":
-            time.sleep(0.05)
+        for job_id in blockers:
+            while jobs.get(job_id).progress.stage != "prune":
+                assert not record.is_terminal(jobs.get(job_id).state)
+                time.sleep(0.05)
 
         def taken_by_a_server_that_dies(job: job_pb2.Job) -> bool:
             lease.stamp(job, "server-c", 0.3)
@@ -144,7 +149,8 @@ def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(
 
         jobs.mutate(queued.id, taken_by_a_server_that_dies)
         time.sleep(2.5)
-        executor.cancel(blocker.id)
+        for job_id in blockers:
+            executor.cancel(job_id)
         done = _wait_terminal(jobs, queued.id, timeout=60)
     assert done.state == record.SUCCEEDED, done.error
-    assert done.attempt == 1
+    assert done.attempt == 1, "the job ran twice at once"
