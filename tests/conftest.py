@@ -42,3 +42,16 @@ def s3_bucket_uri(s3_admin: Any) -> str:
     bucket = f"prunekit-test-{uuid.uuid4().hex[:16]}"
     s3_admin.create_bucket(Bucket=bucket)
     return f"s3://{bucket}/prefix"
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test: with ``-n 2`` the workers share the CPUs, and
+    oversubscribed threads make small models orders of magnitude slower. Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")`` (or an autouse fixture in a conftest)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "finetune_recovery.py"
 
@@ -25,12 +23,7 @@ def recovery() -> ModuleType:
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_torch_pruning_baseline_halves_the_macs_and_fine_tunes(recovery: ModuleType, tmp_path: Path) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from prunekit_server.modelio import load_onnx_checked
 from prunekit_server.sample_digits import (
@@ -25,13 +23,7 @@ from prunekit_server.sample_digits import (
 )
 from prunekit_server.training.evaluate import accuracy, predict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_digits_are_real_images_with_ten_classes() -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import pytest
-import torch
 from onnx import numpy_helper
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
@@ -98,12 +96,3 @@ def variant(report: report_pb2.OptimizationReport, name: str = "pruned") -> repo
 def initializers(path: Path) -> Mapping[str, np.ndarray]:
     """Initializer name -> value of the ONNX model at ``path``."""
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread (tests share the CPUs); import it into a test module to apply it there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

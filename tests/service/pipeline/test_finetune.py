@@ -15,10 +15,11 @@ from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import JobData, StagedShard
 from prunekit_server.sample_digits import digits_arrays, write_shards
 
-from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, one_thread, run, spec, variant
+from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, run, spec, variant
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FINETUNED = report_pb2.VARIANT_FLAG_FINETUNED
-__all__ = ["one_thread"]
 
 
 def _codes(report: report_pb2.OptimizationReport) -> set[str]:

@@ -17,9 +17,10 @@ from prunekit_server.pipeline import JobData, StagedShard, run_optimization
 from prunekit_server.pipeline.progress import no_progress
 
 from ...zoo import cached
-from .finetune_cases import one_thread, variant
+from .finetune_cases import variant
 
-__all__ = ["one_thread"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 UNSTRUCTURED: dict[str, Any] = {"method": spec_pb2.PRUNE_METHOD_UNSTRUCTURED, "ratio": 0.5}
 

@@ -12,9 +12,9 @@ import pytest
 
 from prunekit.v1 import spec_pb2
 
-from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, one_thread, run, spec, variant
+from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, run, spec, variant
 
-__all__ = ["one_thread"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class WorkerKilledError(Exception):

@@ -14,9 +14,10 @@ from prunekit_server.pipeline import JobData, StagedShard
 from prunekit_server.pipeline.job_data import data_feeds, describe_feeds, load_job_data
 from prunekit_server.sample_digits import INPUTS, digits_arrays, write_shards
 
-from .finetune_cases import CHANNEL, digits_data, digits_model, one_thread, run, spec
+from .finetune_cases import CHANNEL, digits_data, digits_model, run, spec
 
-__all__ = ["one_thread"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 INPUTS_AT_8 = [model_pb2.InputSpec(name="image", shape=[8, 1, 8, 8], dtype=model_pb2.DATA_TYPE_FLOAT32)]
 
 

@@ -49,12 +49,7 @@ NEURON_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check(name: str, fmt: str, config: StructuredConfig) -> PruneResult:
