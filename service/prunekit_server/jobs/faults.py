@@ -29,7 +29,8 @@ def parse_fault(label: str) -> dict[str, Any] | None:
 def is_retryable(error: ServiceError) -> bool:
     """A worker killed by a signal (crash, out of memory) or fenced (it lost contact with
     its server, see :mod:`.fence`) during stage "finetune": it resumes from its checkpoint. A
-    crash while parsing or pruning the model is the model's doing, and a service error (exit
-    3) is a verdict: neither is retried."""
-    stopped = "signal" in error.metadata or error.metadata.get("exit_code") == str(EXIT_FENCED)
+    crash while parsing or pruning the model is the model's doing, a service error (exit 3)
+    is a verdict, and hitting the file-size limit (SIGXFSZ) would happen again: none is retried."""
+    signalled = "signal" in error.metadata and error.metadata["signal"] != "SIGXFSZ"
+    stopped = signalled or error.metadata.get("exit_code") == str(EXIT_FENCED)
     return error.reason in _RETRIED_REASONS and stopped and error.metadata.get("stage") == "finetune"

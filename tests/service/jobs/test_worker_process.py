@@ -57,12 +57,20 @@ def test_only_signal_deaths_while_finetuning_are_retried() -> None:
         return ServiceError(Code.INTERNAL, "WORKER_CRASHED", "died", metadata={"stage": stage, **meta})
 
     assert is_retryable(crash("finetune", signal="SIGKILL"))
-    assert is_retryable(
+    assert not is_retryable(
         ServiceError(
             Code.RESOURCE_EXHAUSTED,
             "WORKER_OUT_OF_MEMORY",
             "x",
             metadata={"stage": "finetune", "signal": "SIGXFSZ"},
+        )
+    ), "the file-size limit is hit again on every retry"
+    assert is_retryable(
+        ServiceError(
+            Code.RESOURCE_EXHAUSTED,
+            "WORKER_OUT_OF_MEMORY",
+            "x",
+            metadata={"stage": "finetune", "signal": "SIGKILL"},
         )
     )
     assert not is_retryable(crash("ingest", signal="SIGSEGV"))
