@@ -10,19 +10,16 @@ for every seed and method), exported to ONNX, and pruned to half its MACs
   through the product: :func:`prunekit_server.pipeline.run_optimization` on
   the ONNX file with ``.npz`` shards as job data, in a temporary workdir; the
   numbers are the report's (``baseline`` and ``pruned`` accuracy, MACs).
-- ``torch-pruning + CE`` and ``torch-pruning + distill``: Torch-Pruning
-  applied directly to the eager model (same L1 group importance, global
-  ranking, ``round_to`` 8, the pruning ratio searched to the MACs ratio the
-  pipeline reached on that seed), then :func:`prunekit_server.training.finetune.finetune` with the
-  same budget (steps, optimizer, learning rate, batch size, seed, schedule,
-  evaluation) as the pipeline's runs; MACs counted by prunekit's analysis of
-  its ONNX export.
+- ``torch-pruning + CE`` and ``torch-pruning + distill``: Torch-Pruning applied directly to the
+  eager model (same L1 group importance, global ranking, ``round_to`` 8, the ratio searched to the
+  MACs ratio the pipeline reached on that seed), then ``training.finetune.finetune`` with the same
+  budget (steps, optimizer, learning rate, batch size, seed, schedule, evaluation) as the
+  pipeline's runs; MACs counted by prunekit's analysis of its ONNX export.
 
-Columns: MACs ratio (pruned / unpruned), top-1 on the held-out split, drop in
-points against that seed's unpruned model, seconds (pruning plus
-fine-tuning; for the pipeline the whole job minus its latency benchmark).
-Over several seeds: mean [min, max]. Target: ``distillation`` at most 1 point
-below the unpruned model and no worse than ``torch-pruning + distill``.
+Columns: MACs ratio (pruned / unpruned), top-1 on the held-out split, drop in points against
+that seed's unpruned model, seconds (pruning plus fine-tuning; for the pipeline the whole job
+minus its latency benchmark). Over several seeds: mean [min, max]. Target: ``distillation`` at
+most 1 point below the unpruned model and no worse than ``torch-pruning + distill``.
 
 Usage: ``python bench/finetune_recovery.py [--seeds 3] [--steps 400] [--threads 2]``.
 """

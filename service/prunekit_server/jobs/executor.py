@@ -32,15 +32,13 @@ from prunekit.v1 import job_pb2, model_pb2
 
 from ..config import Settings
 from ..errors import Code, ServiceError
-from . import checkpoint_sync, lease, record
+from . import lease, record
 from .analysis import Analyzer
+from .attempt import run_attempt
 from .faults import FAULT_LABEL, is_retryable
-from .fence import FENCE_SHARE, Heartbeat
-from .progress_sink import ProgressSink
-from .publish import complete_from_manifest, publish
-from .sandbox import StopRequest, WorkerLimits, run_worker
-from .staging import optimize_task
-from .store import JobStore, storage_errors
+from .publish import complete_from_manifest
+from .sandbox import StopRequest, WorkerLimits
+from .store import JobStore
 from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -289,56 +287,13 @@ class JobExecutor:
         return job if job.state == record.RUNNING and job.lease.owner == self.owner else None
 
     def _attempt(self, job: job_pb2.Job) -> ServiceError | None:
-        """One worker start: restore checkpoints, run, upload checkpoints, publish on success."""
+        """One worker start (see :func:`.attempt.run_attempt`), stoppable while it runs."""
         stop = StopRequest()
         with self._lock:
             self._running[job.id] = stop
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
-        prefix = self._jobs.checkpoint_prefix(job.id)
-        local = workdir / "checkpoints"
-        local.mkdir()
         try:
-            task = optimize_task(self._jobs, self._settings, job, workdir, local.name, self._limits.to_dict())
-            with storage_errors():
-                restored = checkpoint_sync.restore(self._jobs.store, prefix, local)
-            if restored:
-                log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
-            uploaders: list[checkpoint_sync.CheckpointUploader] = []
-            sink = ProgressSink(
-                self._jobs,
-                job.id,
-                stop,
-                self._settings.progress_interval_s,
-                self.owner,
-                on_checkpoint=lambda phase, name: uploaders[0].report(phase, name),
-            )
-            uploaders.append(
-                checkpoint_sync.CheckpointUploader(
-                    self._jobs.store,
-                    prefix,
-                    local,
-                    on_uploaded=sink.checkpoint_uploaded,
-                    may_write=lambda: self._keeper.fresh(job.id, self._settings.lease_s * FENCE_SHARE),
-                )
-            )
-            try:
-                outcome = run_worker(
-                    workdir,
-                    task,
-                    timeout=self._settings.job_timeout_s,
-                    stop=stop,
-                    on_progress=sink,
-                    poll=sink.check_cancelled,
-                    heartbeat=Heartbeat(lambda: self._keeper.renewed_at(job.id)),
-                    fence_s=self._settings.lease_s * FENCE_SHARE,
-                )
-            finally:
-                uploaders[0].finish()
-            if outcome.error is not None:
-                return outcome.error
-            if self._keeper.renew(job.id):
-                publish(self._jobs, job.id, workdir, owner=self.owner, attempt=job.attempt)
-            return None
+            return run_attempt(self._jobs, self._settings, self._keeper, job, workdir, stop, self._limits)
         finally:
             with self._lock:
                 self._running.pop(job.id, None)

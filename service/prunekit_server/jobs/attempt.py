@@ -1,0 +1,90 @@
+"""One worker start of a job: checkpoints in, a fenced worker, checkpoints out, results published.
+
+:func:`run_attempt` is the part of a job's run that touches one working
+directory: it restores the job's checkpoints from storage, runs the worker
+(heartbeats after each lease renewal, see :mod:`.fence`), uploads the
+checkpoints the worker announces while this server's lease is fresh
+(:mod:`.checkpoint_sync`), and publishes the results when the worker succeeded
+and the lease still renews (:mod:`.publish`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prunekit.v1 import job_pb2
+
+from ..config import Settings
+from ..errors import ServiceError
+from . import checkpoint_sync
+from .fence import FENCE_SHARE, Heartbeat
+from .lease import LeaseKeeper
+from .progress_sink import ProgressSink
+from .publish import publish
+from .sandbox import StopRequest, WorkerLimits, run_worker
+from .staging import optimize_task
+from .store import JobStore, storage_errors
+
+log = logging.getLogger(__name__)
+
+
+def run_attempt(
+    jobs: JobStore,
+    settings: Settings,
+    keeper: LeaseKeeper,
+    job: job_pb2.Job,
+    workdir: Path,
+    stop: StopRequest,
+    limits: WorkerLimits,
+) -> ServiceError | None:
+    """Run ``job``'s worker once in the empty ``workdir``; the error it ended with, or None.
+
+    None also when the worker succeeded but the lease was lost before
+    publishing (the new owner publishes). ``stop`` stops the worker early.
+    """
+    fence_s = settings.lease_s * FENCE_SHARE
+    prefix = jobs.checkpoint_prefix(job.id)
+    local = workdir / "checkpoints"
+    local.mkdir()
+    task = optimize_task(jobs, settings, job, workdir, local.name, limits.to_dict())
+    with storage_errors():
+        restored = checkpoint_sync.restore(jobs.store, prefix, local)
+    if restored:
+        log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
+    uploaders: list[checkpoint_sync.CheckpointUploader] = []
+    sink = ProgressSink(
+        jobs,
+        job.id,
+        stop,
+        settings.progress_interval_s,
+        keeper.owner,
+        on_checkpoint=lambda phase, name: uploaders[0].report(phase, name),
+    )
+    uploaders.append(
+        checkpoint_sync.CheckpointUploader(
+            jobs.store,
+            prefix,
+            local,
+            on_uploaded=sink.checkpoint_uploaded,
+            may_write=lambda: keeper.fresh(job.id, fence_s),
+        )
+    )
+    try:
+        outcome = run_worker(
+            workdir,
+            task,
+            timeout=settings.job_timeout_s,
+            stop=stop,
+            on_progress=sink,
+            poll=sink.check_cancelled,
+            heartbeat=Heartbeat(lambda: keeper.renewed_at(job.id)),
+            fence_s=fence_s,
+        )
+    finally:
+        uploaders[0].finish()
+    if outcome.error is not None:
+        return outcome.error
+    if keeper.renew(job.id):
+        publish(jobs, job.id, workdir, owner=keeper.owner, attempt=job.attempt)
+    return None
