@@ -41,11 +41,6 @@ class LoadedData:
         """True when the job has no data at all."""
         return self.train is None and self.eval is None
 
-    @property
-    def labelled(self) -> bool:
-        """True when the data has ``label`` or ``target`` arrays."""
-        return self.report.supervision in ("label", "target")
-
 
 def _renamed(error: ServiceError, split: str, shards: Sequence[StagedShard]) -> ServiceError:
     """``error`` with each ``<file name>`` in its violations replaced by the shard's URI."""

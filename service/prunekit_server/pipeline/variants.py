@@ -122,20 +122,6 @@ def run_prune(
     return config, result, model
 
 
-def prune_variant(
-    ingested: IngestedModel,
-    prune_spec: spec_pb2.PruneSpec,
-    workdir: Path,
-    progress: ProgressFn,
-    context: PruneContext | None = None,
-) -> Pruned:
-    """Prune the ingested model (:func:`run_prune`) and write it (:func:`write_pruned`)."""
-    config, result, model = run_prune(
-        ingested, prune_spec, context or PruneContext(inputs=tuple(ingested.inputs))
-    )
-    return write_pruned(ingested, config, result, model, workdir, progress)
-
-
 def write_pruned(
     ingested: IngestedModel,
     config: PruneConfig,

@@ -37,7 +37,6 @@ def test_train_is_split_when_there_are_no_eval_shards(tmp_path: Path) -> None:
     assert report.train[0].uri == "s3://bucket/train/digits-0.npz"
     assert report.train[0].sha256 == data.train[0].sha256
     assert (report.supervision, report.num_classes) == ("label", 10)
-    assert loaded.labelled
     assert not loaded.empty
     again = load_job_data(data, INPUTS, 0.0, seed=0)
     assert again.eval is not None
