@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from prunekit._cli_args import file_arg
 from prunekit._client import Client
-from prunekit._format import count, size
+from prunekit.text.format import count, size
 from prunekit.v1 import model_pb2, spec_pb2
 
 __all__ = ["add_data_options", "add_upload_dataset", "attach_data"]

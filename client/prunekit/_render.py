@@ -9,9 +9,9 @@ from typing import TextIO
 
 from google.protobuf import timestamp_pb2
 
-from prunekit._format import DASH, count, enum_name, shape, si, size, table
-from prunekit.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
-from prunekit.training_tables import (
+from prunekit.text.format import DASH, count, enum_name, shape, si, size, table
+from prunekit.text.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.training_tables import (
     accuracy_not_measured,
     data_lines,
     finetune_progress_text,

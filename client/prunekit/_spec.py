@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -21,6 +20,7 @@ from google.protobuf import descriptor as _d
 from google.protobuf.message import Message
 
 from prunekit._errors import SpecError
+from prunekit.spec.names import ALIASES, enum_prefix, enum_short_name
 from prunekit.v1 import spec_pb2
 
 __all__ = ["enum_short_name", "load_spec", "spec_from_dict", "spec_to_dict"]
@@ -35,39 +35,10 @@ _INT_RANGES = {
 }
 
 
-def _enum_prefix(enum: _d.EnumDescriptor) -> str:
-    """The prefix every value name of ``enum`` shares: ``PRUNE_METHOD_`` for ``PruneMethod``."""
-    from_name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", enum.name).upper() + "_"
-    names = [v.name for v in enum.values]
-    if all(n.startswith(from_name) and len(n) > len(from_name) for n in names):
-        return from_name
-    common = names[0]
-    for name in names[1:]:
-        while not name.startswith(common):
-            common = common[:-1]
-    cut = common.rfind("_")
-    prefix = common[: cut + 1] if cut >= 0 else ""
-    return prefix if all(len(n) > len(prefix) for n in names) else ""
-
-
-def enum_short_name(enum: _d.EnumDescriptor, number: int) -> str:
-    """The lower-case short name of a value (``per_layer``); the number as text when it has no name."""
-    value = enum.values_by_number.get(number)
-    if value is None:
-        return str(number)
-    return value.name[len(_enum_prefix(enum)) :].lower()
-
-
-_ALIASES: dict[str, dict[str, int]] = {
-    "prunekit.v1.FinetuneSpec.device": {"auto": spec_pb2.DEVICE_UNSPECIFIED},
-}
-"""Extra short names of enum values, per field: ``finetune.device: auto`` (CUDA when the worker has it)."""
-
-
 def _enum_value(field: _d.FieldDescriptor, raw: object, path: str, problems: Problems) -> int | None:
     enum = _enum_type(field)
-    aliases = _ALIASES.get(field.full_name, {})
-    choices = [v.name[len(_enum_prefix(enum)) :].lower() for v in enum.values if v.number != 0]
+    aliases = ALIASES.get(field.full_name, {})
+    choices = [v.name[len(enum_prefix(enum)) :].lower() for v in enum.values if v.number != 0]
     choices += list(aliases)
     if not isinstance(raw, str):
         problems.append((path, f"expected one of {', '.join(choices)}; got {_kind(raw)}"))
@@ -75,7 +46,7 @@ def _enum_value(field: _d.FieldDescriptor, raw: object, path: str, problems: Pro
     if raw.strip().lower() in aliases:
         return aliases[raw.strip().lower()]
     wanted = raw.strip().upper().replace("-", "_")
-    prefix = _enum_prefix(enum)
+    prefix = enum_prefix(enum)
     for value in enum.values:
         if wanted in (value.name, value.name[len(prefix) :]):
             return int(value.number)

@@ -35,7 +35,7 @@ from prunekit._render import (
 from prunekit._spec import load_spec
 from prunekit._transfer import artifact_path
 from prunekit._version import __version__
-from prunekit.markdown import render_markdown
+from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2
 
 __all__ = ["build_parser", "main"]

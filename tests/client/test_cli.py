@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from prunekit import Client, cli
-from prunekit.markdown import render_markdown
+from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2
 
 from .conftest import FakeService, make_status, sample_report

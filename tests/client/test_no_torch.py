@@ -44,7 +44,7 @@ PROBE = f"""
 import sys
 import prunekit
 import prunekit.cli
-import prunekit.markdown
+import prunekit.text.markdown
 from prunekit import Client, load_spec, spec_from_dict
 from prunekit.v1 import report_pb2
 
@@ -52,7 +52,7 @@ spec_from_dict({{"prune": {{"method": "unstructured", "ratio": 0.5}}}})
 with Client("127.0.0.1:1", timeout=1.0) as client:
     pass
 prunekit.cli.build_parser()
-prunekit.markdown.render_markdown(report_pb2.OptimizationReport())
+prunekit.text.markdown.render_markdown(report_pb2.OptimizationReport())
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BANNED!r})
 if loaded:
     raise SystemExit(f"imported: {{loaded}}")

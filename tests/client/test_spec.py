@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunekit import SpecError, load_spec, spec_from_dict, spec_to_dict
-from prunekit._spec import enum_short_name
+from prunekit.spec.names import enum_short_name
 from prunekit.v1 import model_pb2, spec_pb2
 
 YAML_SPEC = """\

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from prunekit.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
-from prunekit.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
+from prunekit.text.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import report_pb2
 
 from .plots import Plot, plots

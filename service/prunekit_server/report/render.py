@@ -1,7 +1,7 @@
 """Writing a report's human renderings next to the artifacts: ``report.md`` and ``report.html``.
 
 Both come from the report proto alone. The Markdown is
-:func:`prunekit.markdown.render_markdown`, the very function the CLI uses, so
+:func:`prunekit.text.markdown.render_markdown`, the very function the CLI uses, so
 ``prunekit report --format md`` and the stored file agree; the HTML page is
 :func:`.html.render_html` (matplotlib, so it is rendered here in the worker,
 never in the server process). Neither names storage URIs (the server fills
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prunekit.markdown import render_markdown
+from prunekit.text.markdown import render_markdown
 from prunekit.v1 import report_pb2
 
 from .html import render_html

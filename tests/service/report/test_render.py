@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prunekit.markdown import render_markdown
+from prunekit.text.markdown import render_markdown
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.report.html import render_html

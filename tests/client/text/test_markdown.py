@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from prunekit._render import render_report
-from prunekit.markdown import markdown_table, render_markdown
-from prunekit.report_tables import flag_names, quantization_text, stability_text
+from prunekit.text.markdown import markdown_table, render_markdown
+from prunekit.text.report_tables import flag_names, quantization_text, stability_text
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
-from .conftest import sample_report
+from ..conftest import sample_report
 
 
 def multi_report() -> report_pb2.OptimizationReport:

@@ -1,12 +1,12 @@
 """Accuracy, fine-tuning and data as plain strings: what the terminal, Markdown and HTML renderings show.
 
-Like :mod:`prunekit.report_tables`, each function returns cells or lines and
+Like :mod:`prunekit.text.report_tables`, each function returns cells or lines and
 the renderers only lay them out. Nothing here needs more than protobuf.
 """
 
 from __future__ import annotations
 
-from prunekit._format import DASH, count
+from prunekit.text.format import DASH, count
 from prunekit.v1 import job_pb2, report_pb2
 
 __all__ = [

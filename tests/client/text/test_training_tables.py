@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from prunekit._render import ProgressPrinter, render_report
-from prunekit.markdown import render_markdown
-from prunekit.training_tables import (
+from prunekit.text.markdown import render_markdown
+from prunekit.text.training_tables import (
     accuracy_cells,
     data_lines,
     finetune_progress_text,
@@ -16,7 +16,7 @@ from prunekit.training_tables import (
 )
 from prunekit.v1 import job_pb2, report_pb2
 
-from .conftest import sample_report
+from ..conftest import sample_report
 
 
 def finetuned_report() -> report_pb2.OptimizationReport:

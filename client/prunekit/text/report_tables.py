@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prunekit._format import DASH, count, enum_name, ms, shape, si, size
-from prunekit.training_tables import accuracy_cells
+from prunekit.text.format import DASH, count, enum_name, ms, shape, si, size
+from prunekit.text.training_tables import accuracy_cells
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 __all__ = [
@@ -102,7 +102,7 @@ def _metrics(stats: report_pb2.ModelStats, variant: report_pb2.ModelVariant | No
 
 def variant_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list[list[str]]]:
     """One column per model (baseline first), one row per metric of :data:`METRICS`, then the accuracy rows
-    when the job measured accuracy (:func:`prunekit.training_tables.accuracy_cells`)."""
+    when the job measured accuracy (:func:`prunekit.text.training_tables.accuracy_cells`)."""
     columns = [_metrics(report.baseline, None)] + [_metrics(v.stats, v) for v in report.variants]
     rows = [[name, *(col[i] for col in columns)] for i, name in enumerate(METRICS)]
     rows += accuracy_cells(report)

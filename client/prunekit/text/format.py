@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prunekit._spec import enum_short_name
+from prunekit.spec.names import enum_short_name
 
 __all__ = ["DASH", "count", "enum_name", "ms", "shape", "si", "size", "table"]
 

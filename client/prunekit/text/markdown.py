@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prunekit._format import enum_name, size
-from prunekit.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
-from prunekit.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
+from prunekit.text.format import enum_name, size
+from prunekit.text.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import model_pb2, report_pb2
 
 __all__ = ["markdown_table", "render_markdown"]
