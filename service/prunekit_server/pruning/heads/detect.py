@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import fx, nn
@@ -116,52 +117,96 @@ def find_attentions(gm: fx.GraphModule) -> tuple[list[Attention], list[str]]:
     return found, misses
 
 
+class _NoMatchError(Exception):
+    """Why a softmax is not the core of a prunable multi-head attention."""
+
+
+@dataclass
+class _Core:
+    """The score matmul, the probabilities x V matmul and what lies between them."""
+
+    qk: fx.Node
+    pv: fx.Node
+    q: tuple[Projection, list[int], list[fx.Node]]
+    k: tuple[Projection, list[int], list[fx.Node]]
+    v: tuple[Projection, list[int], list[fx.Node]]
+    after_softmax: list[fx.Node]
+
+
 def _match(gm: fx.GraphModule, softmax: fx.Node) -> tuple[Attention | None, str]:
+    try:
+        return _attention(gm, softmax), ""
+    except _NoMatchError as miss:
+        return None, str(miss)
+
+
+def _attention(gm: fx.GraphModule, softmax: fx.Node) -> Attention:
+    rank = _score_rank(softmax)
+    core = _core(gm, softmax)
+    heads, head_dim, head_axis = _heads(core, rank)
+    score_chain = _score_chain(softmax, core.qk, head_axis)
+    walk, merge, o_node = _merge(gm, core.pv, rank, head_axis, heads * head_dim)
+    q, k, v = core.q[0], core.k[0], core.v[0]
+    nodes = [*core.q[2], *core.k[2], *core.v[2], core.qk, *score_chain, softmax, *core.after_softmax]
+    nodes += [core.pv, *walk, merge, q.split, k.split, v.split]
+    _check_private(nodes, o_node, (q, k, v))
+    paths = [q.path, k.path, v.path, str(o_node.target)]
+    if len(set(paths)) != 4:
+        raise _NoMatchError("projections are shared")
+    name = common_prefix(paths) or str(o_node.target)
+    attention = Attention(
+        name, heads, head_dim, q, k, v, o_node, str(o_node.target), merge, core.pv, head_axis, nodes
+    )
+    if heads > 1:
+        try:
+            check_rewritable(attention)
+        except _UnchangedError as exc:
+            raise _NoMatchError(str(exc)) from None
+    return attention
+
+
+def _score_rank(softmax: fx.Node) -> int:
+    """The rank of a batched score matrix normalised over its last axis."""
     scores_shape = shape_of(softmax)
     if scores_shape is None or len(scores_shape) < 3:
-        return None, "not a batched score matrix"
+        raise _NoMatchError("not a batched score matrix")
     rank = len(scores_shape)
     dim = softmax.kwargs.get("dim", softmax.args[1] if len(softmax.args) > 1 else None)
     if not isinstance(dim, int) or dim % rank != rank - 1:
-        return None, "softmax is not over the last axis"
-    head_axis_holder: list[int] = []
+        raise _NoMatchError("softmax is not over the last axis")
+    return rank
 
-    def head_free(other: tuple[int, ...] | None, here: tuple[int, ...] | None) -> bool:
-        if other is None or here is None or len(other) == 0:
-            return True
-        pos = head_axis_holder[0] - (len(here) - len(other)) if head_axis_holder else -1
-        return pos < 0 or other[pos] == 1
 
-    # first pass: locate the score matmul ignoring masks, to learn the head axis
+def _core(gm: fx.GraphModule, softmax: fx.Node) -> _Core:
+    """matmul(Q, K) before the softmax (masks ignored for now) and matmul(probabilities, V) after it."""
     source = _scores_source(softmax.args[0], lambda *_: True)  # type: ignore[arg-type]
     if source is None:
-        return None, "no matmul(Q, K) before the softmax"
-    qk, _ = source
-    q_found = _projection(gm, qk.args[0])
-    k_found = _projection(gm, qk.args[1])
+        raise _NoMatchError("no matmul(Q, K) before the softmax")
+    qk = source[0]
+    q_found, k_found = _projection(gm, qk.args[0]), _projection(gm, qk.args[1])
     if q_found is None or k_found is None:
-        return None, "Q or K does not come from a Linear split into heads"
-    q, q_axes, q_chain = q_found
-    k, k_axes, k_chain = k_found
+        raise _NoMatchError("Q or K does not come from a Linear split into heads")
     user = _single_user(softmax)
-    chain_after: list[fx.Node] = []
+    after: list[fx.Node] = []
     while user is not None and _is_pass_through(gm, user):
-        chain_after.append(user)
+        after.append(user)
         user = _single_user(user)
-    if (
-        user is None
-        or not _is_matmul(user)
-        or user.args[0] is not (chain_after[-1] if chain_after else softmax)
-    ):
-        return None, "the softmax does not feed matmul(probabilities, V)"
-    pv = user
-    v_found = _projection(gm, pv.args[1])
+    if user is None or not _is_matmul(user) or user.args[0] is not (after[-1] if after else softmax):
+        raise _NoMatchError("the softmax does not feed matmul(probabilities, V)")
+    v_found = _projection(gm, user.args[1])
     if v_found is None:
-        return None, "V does not come from a Linear split into heads"
-    v, v_axes, v_chain = v_found
+        raise _NoMatchError("V does not come from a Linear split into heads")
+    return _Core(qk, user, q_found, k_found, v_found, after)
+
+
+def _heads(core: _Core, rank: int) -> tuple[int, int, int]:
+    """``(heads, head width, head axis)``, the same for Q, K and V."""
+    (q, q_axes, _), (k, k_axes, _), (v, v_axes, _) = core.q, core.k, core.v
     sizes = {_split_sizes(p) for p in (q, k, v)}
     if len(sizes) != 1 or None in sizes:
-        return None, "Q, K and V do not split into the same heads (grouped-query attention is not supported)"
+        raise _NoMatchError(
+            "Q, K and V do not split into the same heads (grouped-query attention is not supported)"
+        )
     heads, head_dim = next(iter(sizes))  # type: ignore[misc]
     split_rank = len(shape_of(q.split) or ())
     head_in_split, dim_in_split = split_rank - 2, split_rank - 1
@@ -169,18 +214,33 @@ def _match(gm: fx.GraphModule, softmax: fx.Node) -> tuple[Attention | None, str]
         q_head, k_head, v_head = (axes.index(head_in_split) for axes in (q_axes, k_axes, v_axes))
         q_dim, k_dim, v_dim = (axes.index(dim_in_split) for axes in (q_axes, k_axes, v_axes))
     except ValueError:
-        return None, "the head axis is lost between the split and the matmul"
+        raise _NoMatchError("the head axis is lost between the split and the matmul") from None
     if len({q_head, k_head, v_head}) != 1 or q_head >= rank - 2:
-        return None, "Q, K and V do not carry the heads on the same batch axis"
+        raise _NoMatchError("Q, K and V do not carry the heads on the same batch axis")
     if (q_dim, k_dim, v_dim) != (rank - 1, rank - 2, rank - 1):
-        return None, "the head width is not the contracted axis of Q x K^T"
-    head_axis = q_head
-    head_axis_holder.append(head_axis)
+        raise _NoMatchError("the head width is not the contracted axis of Q x K^T")
+    return heads, head_dim, q_head
+
+
+def _score_chain(softmax: fx.Node, qk: fx.Node, head_axis: int) -> list[fx.Node]:
+    """The scaling and masking between the scores and the softmax; no mask may vary per head."""
+
+    def head_free(other: tuple[int, ...] | None, here: tuple[int, ...] | None) -> bool:
+        if other is None or here is None or len(other) == 0:
+            return True
+        pos = head_axis - (len(here) - len(other))
+        return pos < 0 or other[pos] == 1
+
     checked = _scores_source(softmax.args[0], head_free)  # type: ignore[arg-type]
     if checked is None or checked[0] is not qk:
-        return None, "a mask or bias between the scores and the softmax has a head axis"
-    score_chain = checked[1]
-    # forward from the context to the merge and the output projection
+        raise _NoMatchError("a mask or bias between the scores and the softmax has a head axis")
+    return checked[1]
+
+
+def _merge(
+    gm: fx.GraphModule, pv: fx.Node, rank: int, head_axis: int, width: int
+) -> tuple[list[fx.Node], fx.Node, fx.Node]:
+    """From the context forward: the permutes walked, the merging reshape and the output Linear."""
     walk: list[fx.Node] = []
     axes = list(range(rank))  # current axis -> context axis
     node = _single_user(pv)
@@ -188,46 +248,35 @@ def _match(gm: fx.GraphModule, softmax: fx.Node) -> tuple[Attention | None, str]
         if _is_permute(node):
             perm = _permutation(node, len(axes))
             if perm is None:
-                return None, "unreadable permute after the context matmul"
+                raise _NoMatchError("unreadable permute after the context matmul")
             axes = [axes[p] for p in perm]
         walk.append(node)
         node = _single_user(node)
     if node is None or not _is_reshape(node):
-        return None, "the context is not merged back by a reshape"
-    merge = node
-    merged = shape_of(merge)
+        raise _NoMatchError("the context is not merged back by a reshape")
+    merged = shape_of(node)
     if merged is None or len(merged) != rank - 1 or axes[-2:] != [head_axis, rank - 1]:
-        return None, "the reshape does not merge (heads, head width) into the last axis"
-    if merged[-1] != heads * head_dim:
-        return None, "the merged width is not heads x head width"
-    o_node = _single_user(merge)
+        raise _NoMatchError("the reshape does not merge (heads, head width) into the last axis")
+    if merged[-1] != width:
+        raise _NoMatchError("the merged width is not heads x head width")
+    o_node = _single_user(node)
     if (
         o_node is None
         or o_node.op != "call_module"
         or not isinstance(gm.get_submodule(str(o_node.target)), nn.Linear)
     ):
-        return None, "the merged context does not feed a Linear output projection"
-    nodes = [*q_chain, *k_chain, *v_chain, qk, *score_chain, softmax, *chain_after, pv, *walk, merge]
-    nodes += [q.split, k.split, v.split]
+        raise _NoMatchError("the merged context does not feed a Linear output projection")
+    return walk, node, o_node
+
+
+def _check_private(nodes: list[fx.Node], o_node: fx.Node, projections: tuple[Projection, ...]) -> None:
+    """Nothing outside the attention reads its intermediate values or its projections."""
     inner = set(nodes) | {o_node}
     for n in nodes:
         stray = [u for u in n.users if u not in inner and not _is_size_read(u)]
         if stray:
-            return None, f"{n.name} is also read by {stray[0].name}"
-    for proj in (q, k, v):
+            raise _NoMatchError(f"{n.name} is also read by {stray[0].name}")
+    for proj in projections:
         stray = [u for u in proj.linear.users if u is not proj.split and not _is_size_read(u)]
         if stray:
-            return None, f"projection {proj.path} is also read by {stray[0].name}"
-    paths = [q.path, k.path, v.path, str(o_node.target)]
-    if len(set(paths)) != 4:
-        return None, "projections are shared"
-    name = common_prefix(paths) or str(o_node.target)
-    attention = Attention(
-        name, heads, head_dim, q, k, v, o_node, str(o_node.target), merge, pv, head_axis, nodes
-    )
-    if heads > 1:
-        try:
-            check_rewritable(attention)
-        except _UnchangedError as exc:
-            return None, str(exc)
-    return attention, ""
+            raise _NoMatchError(f"projection {proj.path} is also read by {stray[0].name}")
