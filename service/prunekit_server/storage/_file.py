@@ -15,17 +15,16 @@ from typing import BinaryIO
 from . import _fs
 from ._base import (
     ChecksumMismatch,
-    InvalidKey,
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
     StorageUnavailable,
 )
-from ._keys import check_conditions, check_limit, normalise_sha256, validate_key, validate_prefix
+from ._keys import RootedKeys, check_conditions, check_limit, normalise_sha256, validate_key, validate_prefix
 from ._local import write_atomically
 
 
-class FileStore:
+class FileStore(RootedKeys):
     """Objects as files under a root directory: ``<root>/<key>``.
 
     - Paths are walked one directory at a time from the root with ``O_NOFOLLOW``, so no key,
@@ -52,8 +51,8 @@ class FileStore:
             raise StorageUnavailable(f"cannot open store root {str(path)!r}: {exc.strerror}") from exc
         if not self._root.is_dir():
             raise StorageUnavailable(f"store root {str(self._root)!r} is not a directory")
-        self._uri = "file://" + str(self._root)
-        self._base = self._uri.rstrip("/") + "/"
+        uri = "file://" + str(self._root)
+        self._root_at(uri, uri.rstrip("/") + "/")
         self._xattrs = use_xattrs
 
     def __repr__(self) -> str:
@@ -64,19 +63,10 @@ class FileStore:
         """The resolved root directory."""
         return self._root
 
-    @property
-    def uri(self) -> str:
-        return self._uri
-
-    def uri_for(self, key: str) -> str:
-        return self._base + validate_key(key)
-
     def key_for_uri(self, uri: str) -> str:
         if uri.startswith("file://localhost/"):
             uri = "file:///" + uri[len("file://localhost/") :]
-        if not uri.startswith(self._base):
-            raise InvalidKey(f"{uri!r} is not inside {self._uri!r}")
-        return validate_key(uri[len(self._base) :])
+        return super().key_for_uri(uri)
 
     def put_bytes(
         self, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None

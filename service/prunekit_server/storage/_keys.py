@@ -104,3 +104,26 @@ def normalise_sha256(sha256: str | None) -> str | None:
 def is_sha256_hex(value: str) -> bool:
     """True if ``value`` is 64 lower-case hex digits."""
     return _SHA256_HEX.fullmatch(value) is not None
+
+
+class RootedKeys:
+    """The URIs of a store whose every key sits under one base URI (``<base>/<key>``)."""
+
+    _uri: str
+    _base: str
+
+    def _root_at(self, uri: str, base: str) -> None:
+        self._uri = uri
+        self._base = base
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def uri_for(self, key: str) -> str:
+        return self._base + validate_key(key)
+
+    def key_for_uri(self, uri: str) -> str:
+        if not uri.startswith(self._base):
+            raise InvalidKey(f"{uri!r} is not inside {self._uri!r}")
+        return validate_key(uri[len(self._base) :])

@@ -25,6 +25,7 @@ from ._base import (
     StorageUnavailable,
 )
 from ._keys import (
+    RootedKeys,
     check_conditions,
     check_limit,
     is_sha256_hex,
@@ -59,7 +60,7 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class S3Store:
+class S3Store(RootedKeys):
     """Objects in ``s3://bucket/prefix/<key>``.
 
     Every upload sends a SHA-256 checksum that S3 verifies (per part for multipart uploads,
@@ -96,8 +97,9 @@ class S3Store:
             raise ValueError("max_attempts must be at least 1")
         self._bucket = bucket
         self._prefix = prefix + "/" if prefix else ""
-        self._uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-        self._base = f"s3://{bucket}/{self._prefix}"
+        self._root_at(
+            f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", f"s3://{bucket}/{self._prefix}"
+        )
         self._threshold = multipart_threshold
         self._part_size = part_size
         self._max_attempts = max_attempts
@@ -134,18 +136,6 @@ class S3Store:
     @property
     def bucket(self) -> str:
         return self._bucket
-
-    @property
-    def uri(self) -> str:
-        return self._uri
-
-    def uri_for(self, key: str) -> str:
-        return self._base + validate_key(key)
-
-    def key_for_uri(self, uri: str) -> str:
-        if not uri.startswith(self._base):
-            raise InvalidKey(f"{uri!r} is not inside {self._uri!r}")
-        return validate_key(uri[len(self._base) :])
 
     def object_name(self, key: str) -> str:
         """The S3 object key (with the store's prefix) for ``key``."""
