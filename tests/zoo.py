@@ -37,7 +37,7 @@ from .zoo_cnn import (
     ShuffleNetLike,
     UNetLike,
 )
-from .zoo_transformers import MLP, Attention, BertLike, TinyTransformer, ViTLike
+from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, ViTLike
 
 __all__ = [
     "CONVERTER_MODELS",
@@ -108,6 +108,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("shufflenet", ShuffleNetLike, _image(size=32)),
         ZooEntry("vit", ViTLike, _image(size=32), kind="transformer"),
         ZooEntry("bert", BertLike, _ids(16), kind="transformer"),
+        ZooEntry("encoder", PreNormEncoder, _ids(16), kind="transformer"),
         ZooEntry("resnet18", lambda: ResNet18(width=16, classes=10), _image(size=32)),
     )
 }

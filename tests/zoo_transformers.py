@@ -99,6 +99,38 @@ class BertLike(nn.Module):
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
 
 
+class WidthFromInputAttention(Attention):
+    """Attention whose head width and merged width come from its input, as traced code computes them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.heads, d // self.heads).permute(0, 2, 1, 3)
+        k = self.k(x).view(b, t, self.heads, d // self.heads).permute(0, 2, 1, 3)
+        v = self.v(x).view(b, t, self.heads, d // self.heads).permute(0, 2, 1, 3)
+        scores = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        return self.o((scores @ v).permute(0, 2, 1, 3).reshape(b, t, d))
+
+
+class PreNormEncoder(nn.Module):
+    """Token embedding, a position table sliced to the sequence, pre-norm layers, mean pooling."""
+
+    def __init__(self, vocab: int = 40, dim: int = 64, heads: int = 4, seq: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, seq, dim) * 0.1)
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, 2 * dim, pre_norm=True) for _ in range(2))
+        for layer in self.layers:
+            layer.attn = WidthFromInputAttention(dim, heads)
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids) + self.pos[:, : ids.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.classifier(self.norm(x).mean(1))
+
+
 class ViTLike(nn.Module):
     """Patch embedding (strided conv), a class token, positions, two pre-norm encoder layers."""
 

@@ -82,6 +82,24 @@ def test_torchscript_in_torchscript_out(name: str, fmt: str, method: int, kept: 
         assert module(*sample).shape == ZOO[name].build()(*sample).shape
 
 
+@pytest.mark.parametrize("fmt", ["trace", "legacy"])
+def test_heads_of_an_encoder_whose_widths_come_from_its_input(fmt: str, tmp_path: Path) -> None:
+    """Head width ``d // heads`` and merged width ``d`` computed from the attention's input (traced code)."""
+    model_format = model_pb2.MODEL_FORMAT_TORCHSCRIPT if fmt == "trace" else model_pb2.MODEL_FORMAT_ONNX
+    spec = _spec("encoder", method=spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, ratio=0.5)
+    result = run_optimization(cached("encoder", fmt), model_format, spec, tmp_path, _quiet)
+    (variant,) = result.report.variants
+    assert "HEADS_PRUNED" in _codes(result.report)
+    assert variant.macs_reduction > 1.1
+    sample = ZOO["encoder"].sample()
+    if fmt == "trace":
+        module = torch.jit.load(str(result.artifacts["pruned.pt"]))
+        with torch.no_grad():
+            assert module(*sample).shape == (2, 4)
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    assert run_ort(pruned, {"ids": sample[0].numpy()})[0].shape == (2, 4)
+
+
 def test_iterative_channel_job_reports_every_step(tmp_path: Path) -> None:
     spec = _spec(
         "resnet",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,36 +15,21 @@ class _UnchangedError(Exception):
     """An attention whose reshapes cannot be updated: it is left alone."""
 
 
-@dataclass(frozen=True)
-class _FloorDiv:
-    """A new ``size // heads`` item (made when the rewrite is applied)."""
-
-    size: fx.Node
-    heads: int
-
-
 def _split_items(att: Attention, split: fx.Node, keep: int) -> list[Any]:
-    """The split's reshape target for ``keep`` heads; ``_UnchangedError`` when it cannot be updated."""
+    """The split's reshape target for ``keep`` heads; ``_UnchangedError`` when it cannot be updated.
+
+    The head count and the head width become constants: the width never changes and the count is ``keep``,
+    whether the model computed them (``size // heads``, of a tensor that may or may not shrink) or not.
+    """
     items = _shape_items(split)
     if items is None:
         raise _UnchangedError(f"{split.name}: unreadable reshape target")
-    h_pos, d_pos = len(items) - 2, len(items) - 1
-    head_item, dim_item = items[h_pos], items[d_pos]
-    if head_item == att.heads and isinstance(head_item, int):
-        items[h_pos] = keep
-    elif head_item != -1:
-        raise _UnchangedError(f"{split.name}: the head count is not the constant {att.heads}")
-    if isinstance(dim_item, fx.Node):
-        if dim_item.target is operator.floordiv and dim_item.args[1] == att.heads:
-            if not isinstance(dim_item.args[0], fx.Node):
-                raise _UnchangedError(f"{split.name}: unreadable head width")
-            items[d_pos] = _FloorDiv(dim_item.args[0], keep)
-        elif head_item == -1:
-            raise _UnchangedError(f"{split.name}: both the head count and the head width are computed")
-        else:
-            items[d_pos] = -1
-    elif dim_item not in (-1, att.head_dim):
+    head_item, dim_item = items[-2], items[-1]
+    if isinstance(head_item, int) and head_item not in (-1, att.heads):
+        raise _UnchangedError(f"{split.name}: the head count {head_item} is not {att.heads}")
+    if isinstance(dim_item, int) and dim_item not in (-1, att.head_dim):
         raise _UnchangedError(f"{split.name}: head width {dim_item} is not {att.head_dim}")
+    items[-2:] = [keep, att.head_dim]
     return items
 
 
@@ -56,26 +39,19 @@ def _merge_items(att: Attention, keep: int) -> list[Any]:
     if items is None:
         raise _UnchangedError(f"{att.merge.name}: unreadable reshape target")
     last = items[-1]
-    if isinstance(last, int) and last == att.heads * att.head_dim:
-        items[-1] = keep * att.head_dim
-    elif not (last == -1 or isinstance(last, fx.Node)):
+    if isinstance(last, int) and last not in (-1, att.heads * att.head_dim):
         raise _UnchangedError(f"{att.merge.name}: merged width {last} is not {att.heads * att.head_dim}")
+    items[-1] = keep * att.head_dim
     return items
 
 
 def _set_shape_items(node: fx.Node, items: list[Any]) -> None:
-    made = []
-    for item in items:
-        if isinstance(item, _FloorDiv):
-            with node.graph.inserting_before(node):
-                item = node.graph.call_function(operator.floordiv, (item.size, item.heads))
-        made.append(item)
     if "shape" in node.kwargs:
-        node.kwargs = {**node.kwargs, "shape": made}
+        node.kwargs = {**node.kwargs, "shape": items}
     elif len(node.args) == 2 and isinstance(node.args[1], list | tuple):
-        node.args = (node.args[0], made)
+        node.args = (node.args[0], items)
     else:
-        node.args = (node.args[0], *made)
+        node.args = (node.args[0], *items)
 
 
 def check_rewritable(att: Attention) -> None:
