@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,11 +44,9 @@ def test_a_worker_without_heartbeats_stops_itself_within_the_fence() -> None:
 
 def test_heartbeats_keep_a_worker_running_and_eof_stops_it_at_once() -> None:
     proc = _child(0.5)
-    renewals = [0.0]
-    beat = Heartbeat(lambda: renewals[0])
+    beat = Heartbeat(time.monotonic)
     until = time.monotonic() + 1.5
     while time.monotonic() < until:
-        renewals[0] += 1
         beat.pulse(proc.stdin)
         time.sleep(0.1)
     assert proc.poll() is None, "the worker stopped although renewals kept coming"
@@ -66,7 +65,42 @@ def test_heartbeat_writes_once_per_renewal_and_never_for_a_job_not_held() -> Non
         for _ in range(5):
             beat.pulse(stream)
     with open(read_end, "rb") as source:
-        assert source.read() == b".."
+        assert source.read() == b"1.000000\n2.000000\n"
+
+
+def test_a_starved_worker_drains_the_heartbeats_that_waited_before_it_judges() -> None:
+    """A worker stopped (no CPU) longer than the fence, while renewals went on, keeps running."""
+    proc = _child(1.0)
+    beat = Heartbeat(time.monotonic)
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        until = time.monotonic() + 2.5
+        while time.monotonic() < until:
+            beat.pulse(proc.stdin)
+            time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    until = time.monotonic() + 1.5
+    while time.monotonic() < until:
+        beat.pulse(proc.stdin)
+        time.sleep(0.1)
+    assert proc.poll() is None, "the worker stopped although every renewal reached its pipe"
+    proc.kill()
+    proc.wait(timeout=5)
+
+
+def test_heartbeats_of_old_renewals_do_not_keep_a_worker_running() -> None:
+    """The fence follows the renewals' age, not the arrival of bytes: the lease is at risk."""
+    proc = _child(0.5)
+    stale = [time.monotonic() - 10.0]
+    beat = Heartbeat(lambda: stale[0])
+    started = time.monotonic()
+    while proc.poll() is None and time.monotonic() - started < 10:
+        stale[0] += 0.01
+        beat.pulse(proc.stdin)
+        time.sleep(0.05)
+    assert proc.wait(timeout=5) == EXIT_FENCED
+    assert time.monotonic() - started < 5.0
 
 
 def test_a_fenced_worker_is_retried_only_while_fine_tuning() -> None:
