@@ -37,6 +37,18 @@ def read_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo | str) -> Head
         raise ValueError("the member is encrypted")
     with archive.open(info) as fp:
         head = io.BytesIO(fp.read(MAX_HEADER_BYTES))
+    try:
+        shape, dtype = _parse(head)
+    except ValueError:
+        raise
+    except Exception as exc:  # numpy's parser of untrusted text: tokenizer, syntax, recursion, dtype errors
+        raise ValueError(f"malformed .npy header ({type(exc).__name__})") from exc
+    if any(int(d) < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {tuple(shape)}")
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def _parse(head: io.BytesIO) -> tuple[tuple[int, ...], Any]:
     version = npy_format.read_magic(head)
     if version == (1, 0):
         shape, _, dtype = npy_format.read_array_header_1_0(head)
@@ -44,9 +56,7 @@ def read_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo | str) -> Head
         shape, _, dtype = npy_format.read_array_header_2_0(head)
     else:
         raise ValueError(f"unsupported .npy format version {version}")
-    if any(int(d) < 0 for d in shape):
-        raise ValueError(f"negative dimension in shape {tuple(shape)}")
-    return tuple(int(d) for d in shape), np.dtype(dtype)
+    return shape, dtype
 
 
 def invalid_dataset(violations: list[FieldViolation]) -> ServiceError:

@@ -237,7 +237,8 @@ class _Walker:
             return
         bits = _BITS.get(dtype)
         if bits is None:
-            type_name = TensorProto.DataType.Name(dtype)
+            known = dtype in TensorProto.DataType.values()
+            type_name = TensorProto.DataType.Name(dtype) if known else f"number {dtype} (unknown)"
             raise unsupported_model(
                 f"{self.name}: {where} has element type {type_name}, which is not supported"
             )
