@@ -1,4 +1,4 @@
-"""The job pipeline: one module per stage, each a function of explicit inputs."""
+"""The job pipeline: composes the stages (table in :mod:`.stages`) into run_optimization and run_analysis."""
 
 from ..progress import ProgressFn
 from .analyze import run_analysis
