@@ -44,7 +44,6 @@ from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.measure.analysis import analyze
 from prunekit_server.pipeline import run_optimization
 from prunekit_server.pipeline.data import JobData, StagedShard
-from prunekit_server.pipeline.finetune_plan import finetune_plan
 from prunekit_server.sample_digits import (
     INPUTS,
     SmallCNN,
@@ -56,6 +55,7 @@ from prunekit_server.sample_digits import (
 from prunekit_server.training.datasets import Dataset
 from prunekit_server.training.evaluate import accuracy
 from prunekit_server.training.finetune import FinetuneConfig, finetune
+from prunekit_server.training.from_spec import finetune_plan
 
 MACS_TARGET = 2.0
 MACS_TOLERANCE = 0.05

@@ -118,7 +118,8 @@ def synthetic_inputs(
     return feeds
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two flat vectors: 1 when both are all zero, 0 when only one is (or not finite)."""
     na = float(np.linalg.norm(a))
     nb = float(np.linalg.norm(b))
     if na == 0.0 and nb == 0.0:
@@ -128,7 +129,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest ``|a - b|``; NaN in both at one place counts as equal, NaN in one as inf."""
     if a.size == 0:
         return 0.0
     a, b = np.atleast_1d(a), np.atleast_1d(b)
@@ -138,7 +140,8 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff.max())
 
 
-def _top1_matches(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+def top1_matches(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(rows whose arg-max over the last axis agrees, rows); a 0-d or empty last axis agrees on every row."""
     if a.ndim == 0 or a.shape[-1] == 0:
         rows = 1 if a.ndim == 0 else int(np.prod(a.shape[:-1], dtype=np.int64))
         return rows, rows
@@ -176,11 +179,11 @@ def compare_outputs(
         if not pairs:
             raise ValueError("the models have no outputs")
         first_ref, first_cand = pairs[0]
-        good, count = _top1_matches(first_ref, first_cand)
+        good, count = top1_matches(first_ref, first_cand)
         matched += good
         rows += count
-        cosines.append(_cosine(first_ref.reshape(-1), first_cand.reshape(-1)))
-        worst = max([worst, *(_max_abs(r, c) for r, c in pairs)])
+        cosines.append(cosine(first_ref.reshape(-1), first_cand.reshape(-1)))
+        worst = max([worst, *(max_abs(r, c) for r, c in pairs)])
     return Quality(
         top1_agreement=matched / rows if rows else 1.0,
         cosine_similarity=float(np.mean(cosines)),

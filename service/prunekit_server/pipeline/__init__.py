@@ -1,8 +1,8 @@
-"""The job pipeline: one module per stage, each a function of explicit inputs."""
+"""The job pipeline: composes the stages (table in :mod:`.stages`) into run_optimization and run_analysis."""
 
+from ..progress import ProgressFn
 from .analyze import run_analysis
 from .data import JobData, StagedShard
 from .optimize import OptimizationResult, run_optimization
-from .progress import ProgressFn
 
 __all__ = ["JobData", "OptimizationResult", "ProgressFn", "StagedShard", "run_analysis", "run_optimization"]

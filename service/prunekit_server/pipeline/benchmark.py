@@ -32,8 +32,8 @@ from ..measure.latency import Latency
 from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import graph_inputs
 from ..modelio.torchscript import load_torchscript
-from .progress import ProgressFn
-from .settings import Settings
+from ..progress import ProgressFn
+from .settings import RunSettings
 
 
 @dataclass
@@ -84,7 +84,7 @@ def measure_latency(
     model: onnx.ModelProto,
     inputs: Sequence[model_pb2.InputSpec],
     primary_feed: Mapping[str, np.ndarray],
-    settings: Settings,
+    settings: RunSettings,
     progress: ProgressFn,
     start: float,
     end: float,
@@ -138,7 +138,7 @@ def _loader(path: Path) -> Callable[[], Any]:
 def _run(
     group: Mapping[str, Factory],
     batch: int,
-    settings: Settings,
+    settings: RunSettings,
     timings: Timings,
     *,
     code: str,

@@ -23,11 +23,11 @@ from prunekit.v1 import model_pb2
 from ..measure.accuracy import Accuracy, Outputs, measure_accuracy, run_batched
 from ..measure.latency import cpu_session
 from ..measure.quality import Quality, compare_outputs, run_feeds
+from ..report.accuracy import NO_EVAL_DATA
+from ..report.stats import BASELINE
 from ..training.datasets import Dataset
-from .settings import Settings, synthetic_description
+from .settings import RunSettings, synthetic_description
 
-BASELINE = "baseline"
-NO_EVAL_DATA = "the job had no labelled eval data"
 NO_SUPERVISION = "the eval data has no label or target arrays"
 
 
@@ -50,7 +50,7 @@ class Evaluation:
 
 
 def _synthetic(
-    original: Path, models: Mapping[str, Path], feeds: Sequence[dict[str, np.ndarray]], settings: Settings
+    original: Path, models: Mapping[str, Path], feeds: Sequence[dict[str, np.ndarray]], settings: RunSettings
 ) -> Evaluation:
     if not feeds:
         raise ValueError("no eval data and no synthetic feeds to evaluate on")
@@ -86,7 +86,7 @@ def evaluate_models(
     models: Mapping[str, Path],
     eval_data: Dataset | None,
     synthetic_feeds: Sequence[dict[str, np.ndarray]],
-    settings: Settings,
+    settings: RunSettings,
 ) -> Evaluation:
     """Fidelity of each of ``models`` (name -> ONNX file) to ``original``, and accuracy where it applies.
 

@@ -16,7 +16,10 @@ The report's ``uri`` fields stay empty: the server fills them after upload
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
@@ -26,22 +29,23 @@ from ..measure.latency import execution_providers
 from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import IngestedModel, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
+from ..progress import ProgressFn
 from ..pruning import config_from_spec
 from ..quantization import QuantizeContext, QuantizePlan, plan_from_spec
+from ..report.build import Facts, assemble_report
 from ..report.render import write_report_files
-from .assemble import BASELINE, Facts, assemble_report
-from .benchmark import measure_latency
+from ..report.stats import BASELINE, ORIGINAL, PRUNED
+from ..training.from_spec import finetune_plan
+from ..training.stage import RoundRecovery, Tuner, finetune_pruned
+from .benchmark import Timings, measure_latency
 from .data import JobData
-from .evaluation import evaluate_models
-from .finetune_plan import finetune_plan
-from .finetune_stage import RoundRecovery, Tuner, finetune_pruned
+from .evaluation import Evaluation, evaluate_models
+from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
-from .progress import ProgressFn
-from .settings import Settings, settings_from_spec, synthetic_description
+from .settings import RunSettings, synthetic_description
+from .stages import HALF, at, span
 from .variants import (
     MAX_PRUNE_FEEDS,
-    ORIGINAL,
-    PRUNED,
     SCRATCH_DIR,
     Pruned,
     Variant,
@@ -62,7 +66,7 @@ class OptimizationResult:
     artifacts: dict[str, Path]
 
 
-def _check_device(settings: Settings) -> None:
+def _check_device(settings: RunSettings) -> None:
     try:
         execution_providers(settings.device)
     except ValueError as exc:
@@ -71,7 +75,7 @@ def _check_device(settings: Settings) -> None:
 
 def _quantize(
     spec: spec_pb2.OptimizationSpec,
-    settings: Settings,
+    settings: RunSettings,
     inputs: list[model_pb2.InputSpec],
     original: Path,
     pruned: Pruned | None,
@@ -98,7 +102,8 @@ def _quantize(
         calibration = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
         synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
         context = QuantizeContext(workdir / SCRATCH_DIR, calibration, synthetic)
-    variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=0.3, end=0.4)
+    start, end = span("quantize")
+    variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=start, end=end)
     return variants, warnings, synthetic, plan.auto
 
 
@@ -111,7 +116,7 @@ class _PruneOutcome:
 
 def _prune_and_finetune(
     spec: spec_pb2.OptimizationSpec,
-    settings: Settings,
+    settings: RunSettings,
     ingested: IngestedModel,
     loaded: LoadedData,
     workdir: Path,
@@ -120,11 +125,11 @@ def _prune_and_finetune(
 ) -> _PruneOutcome:
     """Prune (fine-tuning between iterative rounds when asked), fine-tune, write ``pruned.*``.
 
-    Progress: prune at 0.2, fine-tuning phases across 0.2-0.3, the write at 0.3.
+    Progress: prune at the prune stage's start, fine-tuning phases across its span, the write at its end.
     """
     inputs = list(ingested.inputs)
     feeds = data_feeds(loaded.train, inputs, MAX_PRUNE_FEEDS) if loaded.train is not None else []
-    progress("prune", 0.2, "pruning" + (f" ({describe_feeds(feeds, 'train')})" if feeds else ""))
+    progress("prune", at("prune"), "pruning" + (f" ({describe_feeds(feeds, 'train')})" if feeds else ""))
     tuner = hook = None
     rounds = int(getattr(config_from_spec(spec.prune), "steps", 1))
     if spec.HasField("finetune"):
@@ -134,15 +139,15 @@ def _prune_and_finetune(
         plan = finetune_plan(spec.finetune)
         batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
         tuner = Tuner(plan, loaded.train, loaded.eval, teacher, checkpoint_dir, progress, model_batch=batch)
-        hook = RoundRecovery(tuner, rounds, (0.2, 0.3)) if rounds > 1 else None
+        hook = RoundRecovery(tuner, rounds, span("prune")) if rounds > 1 else None
     context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
     config, result, model = run_prune(ingested, spec.prune, context)
     report = None
     if tuner is not None:
-        span = (0.3 - 0.1 / rounds, 0.3)
-        tuned = finetune_pruned(ingested.onnx_model, model, result, context, tuner, rounds=rounds, span=span)
+        final = span("prune", Fraction(rounds - 1, rounds))
+        tuned = finetune_pruned(ingested.onnx_model, model, result, context, tuner, rounds=rounds, span=final)
         model, result, report = tuned.model, tuned.result, tuned.report
-    pruned = write_pruned(ingested, config, result, model, workdir, progress, fraction=0.3)
+    pruned = write_pruned(ingested, config, result, model, workdir, progress, fraction=at("prune", 1))
     return _PruneOutcome(pruned, report, tuner.warnings if tuner is not None else [])
 
 
@@ -159,9 +164,9 @@ def run_optimization(
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
     Progress is reported per stage (ingest, analyze, prune, finetune,
-    quantize, evaluate, benchmark, report) with non-decreasing fractions,
-    ending at 1.0; fine-tuning adds structured details (see
-    :mod:`.finetune_stage`). ``data`` holds the staged shards (none: synthetic
+    quantize, evaluate, benchmark, report; fractions from :mod:`.stages`)
+    non-decreasing and ending at 1.0; fine-tuning adds structured details (see
+    :mod:`~prunekit_server.training.stage`). ``data`` holds the staged shards (none: synthetic
     inputs); ``checkpoint_dir`` (default ``workdir/checkpoints``) holds the
     fine-tuning checkpoints, and a phase whose checkpoint is there resumes
     from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
@@ -170,63 +175,34 @@ def run_optimization(
     settings = settings_from_spec(spec, model_format)
     _check_device(settings)
 
-    progress("ingest", 0.0, "reading and validating the model")
+    progress("ingest", at("ingest"), "reading and validating the model")
     ingested = ingest(model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size)
     inputs = list(ingested.inputs)
 
-    progress("analyze", 0.1, "counting parameters and MACs")
+    progress("analyze", at("analyze"), "counting parameters and MACs")
     base_analysis = analyze(
         ingested.onnx_model, inputs, source_format=model_format, size_bytes=model_path.stat().st_size
     )
-
     job_data = data or JobData()
     if not job_data.empty:
-        progress("analyze", 0.15, "loading and checking the job's data")
+        progress("analyze", at("analyze", HALF), "loading and checking the job's data")
     loaded = load_job_data(job_data, inputs, spec.data.eval_fraction, settings.seed)
 
     variants: list[Variant] = []
-    pruned = None
     outcome = None
     if spec.HasField("prune"):
         checkpoints = checkpoint_dir if checkpoint_dir is not None else workdir / "checkpoints"
         outcome = _prune_and_finetune(spec, settings, ingested, loaded, workdir, checkpoints, progress)
-        pruned = outcome.pruned
-        variants.append(pruned.variant)
+        variants.append(outcome.pruned.variant)
+    pruned = outcome.pruned if outcome is not None else None
     quantized, quantize_warnings, calibration_inputs, auto = _quantize(
         spec, settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
     )
     variants += quantized
+    evaluation, feeds = _evaluate(ingested, variants, loaded, settings, progress)
+    timings = _benchmark(ingested, model_format, variants, feeds[0], settings, progress)
 
-    on = (
-        f"the eval split ({len(loaded.eval)} samples)"
-        if loaded.eval
-        else f"{settings.samples} synthetic samples"
-    )
-    progress("evaluate", 0.4, f"comparing {len(variants)} variant(s) on {on}")
-    feeds = synthetic_inputs(inputs, settings.samples, settings.seed)
-    evaluation = evaluate_models(
-        ingested.onnx_path, {v.name: v.onnx_path for v in variants}, loaded.eval, feeds, settings
-    )
-
-    progress("benchmark", 0.5, f"timing the baseline and {len(variants)} variant(s), interleaved")
-    onnx_models = {BASELINE: ingested.onnx_path, **{v.name: v.onnx_path for v in variants}}
-    torchscripts: dict[str, Path] = {}
-    if model_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
-        torchscripts[BASELINE] = ingested.source_path
-        torchscripts.update({v.name: v.torchscript_path for v in variants if v.torchscript_path is not None})
-    timings = measure_latency(
-        onnx_models,
-        torchscripts,
-        model=ingested.onnx_model,
-        inputs=inputs,
-        primary_feed=feeds[0],
-        settings=settings,
-        progress=progress,
-        start=0.5,
-        end=0.9,
-    )
-
-    progress("report", 0.9, "building the report")
+    progress("report", at("report"), "building the report")
     report = assemble_report(
         Facts(
             ingested=ingested,
@@ -248,14 +224,72 @@ def run_optimization(
             extra_warnings=outcome.warnings if outcome is not None else (),
         )
     )
+    return OptimizationResult(report=report, artifacts=_write_artifacts(report, variants, workdir, progress))
+
+
+def _evaluate(
+    ingested: IngestedModel,
+    variants: list[Variant],
+    loaded: LoadedData,
+    settings: RunSettings,
+    progress: ProgressFn,
+) -> tuple[Evaluation, list[dict[str, np.ndarray]]]:
+    """The evaluate stage: every variant against the original, on the eval split or synthetic feeds.
+
+    The synthetic feeds are returned too: the benchmark times on the first.
+    """
+    on = (
+        f"the eval split ({len(loaded.eval)} samples)"
+        if loaded.eval
+        else f"{settings.samples} synthetic samples"
+    )
+    progress("evaluate", at("evaluate"), f"comparing {len(variants)} variant(s) on {on}")
+    feeds = synthetic_inputs(list(ingested.inputs), settings.samples, settings.seed)
+    models = {v.name: v.onnx_path for v in variants}
+    return evaluate_models(ingested.onnx_path, models, loaded.eval, feeds, settings), feeds
+
+
+def _benchmark(
+    ingested: IngestedModel,
+    model_format: int,
+    variants: list[Variant],
+    primary_feed: dict[str, np.ndarray],
+    settings: RunSettings,
+    progress: ProgressFn,
+) -> Timings:
+    """The benchmark stage: the baseline and every variant (and their TorchScript files) timed."""
+    progress("benchmark", at("benchmark"), f"timing the baseline and {len(variants)} variant(s), interleaved")
+    onnx_models = {BASELINE: ingested.onnx_path, **{v.name: v.onnx_path for v in variants}}
+    torchscripts: dict[str, Path] = {}
+    if model_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
+        torchscripts[BASELINE] = ingested.source_path
+        torchscripts.update({v.name: v.torchscript_path for v in variants if v.torchscript_path is not None})
+    start, end = span("benchmark")
+    return measure_latency(
+        onnx_models,
+        torchscripts,
+        model=ingested.onnx_model,
+        inputs=list(ingested.inputs),
+        primary_feed=primary_feed,
+        settings=settings,
+        progress=progress,
+        start=start,
+        end=end,
+    )
+
+
+def _write_artifacts(
+    report: report_pb2.OptimizationReport, variants: list[Variant], workdir: Path, progress: ProgressFn
+) -> dict[str, Path]:
+    """Every variant's files and the rendered report, by artifact name."""
     artifacts: dict[str, Path] = {}
     for variant in variants:
         for file in variant.files:
             artifacts[file.artifact] = artifact_dir(workdir) / file.artifact
-    progress("report", 0.95, "rendering report.md and report.html")
+    progress("report", at("report", HALF), "rendering report.md and report.html")
     artifacts.update(write_report_files(report, artifact_dir(workdir)))
-    progress("report", 1.0, "done")
-    return OptimizationResult(report=report, artifacts=artifacts)
+    progress("report", at("report", 1), "done")
+    return artifacts
 
 
 __all__ = ["OptimizationResult", "run_optimization"]

@@ -24,6 +24,7 @@ from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import IngestedModel
 from ..modelio.pruned_torchscript import write_pruned_torchscript
 from ..modelio.torchscript import write_torchscript_with_weights
+from ..progress import ProgressFn
 from ..pruning import (
     BatchNormRefresh,
     PruneConfig,
@@ -34,13 +35,11 @@ from ..pruning import (
     prune,
 )
 from ..quantization import QuantizationDetails, QuantizeContext, QuantizePlan, quantize
-from ..report import build as rb
-from .progress import ProgressFn
+from ..report import stats as rs
+from ..report.stats import PRUNED
 
 ARTIFACT_DIR = "artifacts"
 SCRATCH_DIR = "scratch"
-PRUNED = "pruned"
-ORIGINAL = "original"
 MAX_PRUNE_FEEDS = 16
 """At most this many synthetic feeds rank channels (data-driven importance) and refresh BatchNorms."""
 
@@ -71,7 +70,7 @@ class Pruned:
 
 def model_file(fmt: model_pb2.ModelFormat.ValueType, path: Path) -> report_pb2.ModelFile:
     """The report entry of one written file (its URI is filled by the server)."""
-    return rb.model_file(fmt, path.name, sha256_file(path), path.stat().st_size)
+    return rs.model_file(fmt, path.name, sha256_file(path), path.stat().st_size)
 
 
 def artifact_dir(workdir: Path) -> Path:

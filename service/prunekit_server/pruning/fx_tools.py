@@ -22,6 +22,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..measure.quality import Quality, cosine, max_abs, top1_matches
+
 WEIGHTED_MODULES: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Conv1d,
@@ -171,29 +173,16 @@ def run_batches(module: nn.Module, batches: Sequence[tuple[torch.Tensor, ...]]) 
         return [[o.detach() for o in outputs_of(module(*batch))] for batch in batches]
 
 
-@dataclass(frozen=True)
-class Fidelity:
-    """Outputs against a reference's: mean per-sample cosine and arg-max agreement of the first output."""
-
-    cosine_similarity: float
-    top1_agreement: float
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0 or not (math.isfinite(na) and math.isfinite(nb)):
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
-
-
 def fidelity(
     reference: Sequence[Sequence[torch.Tensor]], outputs: Sequence[Sequence[torch.Tensor]]
-) -> Fidelity:
-    """Compare the first output of each batch: cosine per sample (batch row), arg-max per last-axis row."""
+) -> Quality:
+    """Compare the first output of each batch: cosine per sample (batch row), arg-max per last-axis row.
+
+    ``max_abs_error`` is over the first outputs; ``samples`` counts the compared rows (cosines).
+    """
     cosines: list[float] = []
     matched = rows = 0
+    worst = 0.0
     for ref_items, out_items in zip(reference, outputs, strict=True):
         ref = ref_items[0].double().numpy()
         out = out_items[0].double().numpy()
@@ -201,15 +190,16 @@ def fidelity(
             raise ValueError(f"output shape changed: {tuple(ref.shape)} -> {tuple(out.shape)}")
         per_sample = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(1, -1)
         per_out = out.reshape(per_sample.shape)
-        cosines += [_cosine(a, b) for a, b in zip(per_sample, per_out, strict=True)]
+        cosines += [cosine(a, b) for a, b in zip(per_sample, per_out, strict=True)]
+        worst = max(worst, max_abs(ref, out))
         if ref.ndim and ref.shape[-1]:
-            ra = np.argmax(ref.reshape(-1, ref.shape[-1]), axis=-1)
-            rb = np.argmax(out.reshape(-1, out.shape[-1]), axis=-1)
-            matched += int(np.count_nonzero(ra == rb))
-            rows += int(ra.size)
-    return Fidelity(
-        cosine_similarity=float(np.mean(cosines)) if cosines else 1.0,
+            good, count = top1_matches(ref, out)
+            matched, rows = matched + good, rows + count
+    return Quality(
         top1_agreement=matched / rows if rows else 1.0,
+        cosine_similarity=float(np.mean(cosines)) if cosines else 1.0,
+        max_abs_error=worst,
+        samples=len(cosines),
     )
 
 

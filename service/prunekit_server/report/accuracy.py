@@ -1,4 +1,6 @@
-"""Report pieces of accuracy: ``AccuracyStats``, the accuracy-rule flags and warnings.
+"""Report pieces of accuracy: reading ``AccuracyStats`` back, the accuracy-rule flags and warnings.
+
+(``AccuracyStats`` itself is :func:`.stats.accuracy_stats`.)
 
 Warning codes (stable):
 
@@ -18,26 +20,12 @@ from collections.abc import Sequence
 from prunekit.v1 import report_pb2
 
 from ..measure.accuracy import Accuracy, AccuracyRule
+from .notes import warning
+
+NO_EVAL_DATA = "the job had no labelled eval data"
 
 
-def warning(code: str, message: str) -> report_pb2.ReportWarning:
-    """A report warning with a stable ``code``."""
-    return report_pb2.ReportWarning(code=code, message=message)
-
-
-def accuracy_stats(accuracy: Accuracy) -> report_pb2.AccuracyStats:
-    """The proto form of an :class:`Accuracy` (``top1`` stays 0 for targets, optional fields unset)."""
-    stats = report_pb2.AccuracyStats(samples=accuracy.samples)
-    if accuracy.top1 is not None:
-        stats.top1 = accuracy.top1
-    if accuracy.top5 is not None:
-        stats.top5 = accuracy.top5
-    if accuracy.mse is not None:
-        stats.mse = accuracy.mse
-    return stats
-
-
-def accuracy_of(stats: report_pb2.ModelStats) -> Accuracy | None:
+def accuracy_from_stats(stats: report_pb2.ModelStats) -> Accuracy | None:
     """The :class:`Accuracy` in ``stats``, None when it has none."""
     if not stats.HasField("accuracy"):
         return None
@@ -55,7 +43,7 @@ def accuracy_flag(
     variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats, rule: AccuracyRule
 ) -> report_pb2.VariantFlag.ValueType | None:
     """``MEETS_ACCURACY_RULE`` / ``BELOW_ACCURACY_RULE``, or None when the rule cannot judge the variant."""
-    met = rule.met_by(accuracy_of(variant.stats), accuracy_of(baseline))
+    met = rule.met_by(accuracy_from_stats(variant.stats), accuracy_from_stats(baseline))
     if met is None:
         return None
     return report_pb2.VARIANT_FLAG_MEETS_ACCURACY_RULE if met else report_pb2.VARIANT_FLAG_BELOW_ACCURACY_RULE

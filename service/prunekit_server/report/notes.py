@@ -1,6 +1,11 @@
-"""Report pieces beyond the core: a variant's ``QuantizationInfo``, warnings of quantization and timing.
+"""The report's warnings (stable codes clients key on) and a variant's ``QuantizationInfo``.
 
 Warning codes (stable):
+
+- ``UNSTRUCTURED_NO_SPEEDUP``: zeroed weights do not make dense kernels faster.
+- ``SYNTHETIC_INPUTS``: quality was measured on synthetic inputs (no eval data).
+- codes carried by upstream ``"CODE: message"`` strings (e.g. ``TORCHSCRIPT_WEIGHTS_UNMAPPED``).
+- ``SLOWER_THAN_BASELINE``, ``QUALITY_DROP``: see :mod:`.flags`; the accuracy codes: see :mod:`.accuracy`.
 
 - ``SYNTHETIC_CALIBRATION``: static quantization calibrated on synthetic inputs.
 - ``AUTO_KEPT_UNQUANTIZED``: AUTO found no quantized candidate faster than the
@@ -12,10 +17,12 @@ Warning codes (stable):
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from prunekit.v1 import report_pb2, spec_pb2
 
 from ..quantization import QuantizationDetails
-from .build import warning
 
 _MODES = {
     "static_int8": spec_pb2.QUANTIZE_MODE_STATIC_INT8,
@@ -27,6 +34,40 @@ _CALIBRATIONS = {
     "entropy": spec_pb2.CALIBRATION_METHOD_ENTROPY,
     "percentile": spec_pb2.CALIBRATION_METHOD_PERCENTILE,
 }
+_CODED = re.compile(r"^([A-Z][A-Z0-9_]*[A-Z0-9]):\s*(.*)$", re.DOTALL)
+
+
+def warning(code: str, message: str) -> report_pb2.ReportWarning:
+    """A report warning with a stable ``code``."""
+    return report_pb2.ReportWarning(code=code, message=message)
+
+
+def upstream_warnings(messages: Iterable[str], default_code: str) -> list[report_pb2.ReportWarning]:
+    """Warnings from ``"CODE: message"`` strings; strings without a code get ``default_code``."""
+    out: list[report_pb2.ReportWarning] = []
+    for text in messages:
+        match = _CODED.match(text)
+        out.append(warning(match[1], match[2]) if match else warning(default_code, text))
+    return out
+
+
+def unstructured_no_speedup(variant: str) -> report_pb2.ReportWarning:
+    """The warning every unstructured-pruning variant carries."""
+    return warning(
+        "UNSTRUCTURED_NO_SPEEDUP",
+        f"variant {variant!r} has zeroed weights but unchanged shapes: dense kernels do not skip zeros, "
+        "so it is not expected to be faster. Its gain is storage and transfer: compare "
+        "compressed_size_bytes, or use structured pruning for speed.",
+    )
+
+
+def synthetic_inputs_warning(description: str) -> report_pb2.ReportWarning:
+    """Quality came from synthetic inputs (``description`` says which)."""
+    return warning(
+        "SYNTHETIC_INPUTS",
+        f"quality was measured on synthetic inputs ({description}) as agreement with the original "
+        "model; real eval data (spec data.eval) gives fidelity on the inputs that matter.",
+    )
 
 
 def quantization_info(details: QuantizationDetails) -> report_pb2.QuantizationInfo:

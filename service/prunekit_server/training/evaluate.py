@@ -1,4 +1,7 @@
-"""Accuracy on labelled data and fidelity of a model against a reference.
+"""Accuracy on labelled data and fidelity of a torch model against a reference.
+
+The numbers are :mod:`..measure`'s: an :class:`~prunekit_server.measure.accuracy.Accuracy`
+and a :class:`~prunekit_server.measure.quality.Quality` (fidelity).
 
 A model is called with the dataset's input arrays in the model's input order
 (``model(*inputs)``); its first output (the first tensor of a tuple/list, or
@@ -15,37 +18,14 @@ back to the real samples.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional
 
+from ..measure.accuracy import Accuracy, accuracy_of
+from ..measure.quality import Quality
 from .datasets import Batch, Dataset
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Top-1 (and top-5 when there are more than 5 classes, else None) accuracy over ``samples``."""
-
-    top1: float
-    top5: float | None
-    samples: int
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How closely a model's outputs follow a reference's over ``samples``.
-
-    ``top1_agreement``: fraction of samples whose argmax agrees;
-    ``cosine_similarity``: mean per-sample cosine of the flattened outputs;
-    ``max_abs_error``: the largest absolute difference of any output element.
-    """
-
-    top1_agreement: float
-    cosine_similarity: float
-    max_abs_error: float
-    samples: int
 
 
 def first_output(output: object) -> torch.Tensor:
@@ -115,19 +95,6 @@ def predict(
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 
-def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
-    """Top-1/top-5 accuracy of ``logits`` ``(n, classes)`` against integer ``labels`` ``(n,)``."""
-    n = int(labels.shape[0])
-    if n == 0:
-        return Accuracy(0.0, None, 0)
-    top1 = float((logits.argmax(dim=1) == labels).float().mean())
-    top5 = None
-    if logits.shape[1] > 5:
-        hits = (logits.topk(5, dim=1).indices == labels[:, None]).any(dim=1)
-        top5 = float(hits.float().mean())
-    return Accuracy(top1, top5, n)
-
-
 def accuracy(
     model: nn.Module, dataset: Dataset, batch_size: int = 256, *, fixed_batch: int | None = None
 ) -> Accuracy:
@@ -135,22 +102,26 @@ def accuracy(
     if dataset.label is None:
         raise ValueError("accuracy needs a dataset with labels")
     outputs = predict(model, dataset, batch_size, fixed_batch=fixed_batch)
-    return accuracy_of(outputs, torch.from_numpy(dataset.label))
+    return accuracy_of(outputs.numpy(), dataset.label)
 
 
-def fidelity_of(outputs: torch.Tensor, reference: torch.Tensor) -> Fidelity:
-    """Fidelity of ``outputs`` to ``reference`` (both ``(n, -1)`` and of the same shape)."""
+def fidelity_of(outputs: torch.Tensor, reference: torch.Tensor) -> Quality:
+    """Fidelity of ``outputs`` to ``reference`` (both ``(n, -1)`` and of the same shape).
+
+    ``top1_agreement``: fraction of samples whose arg-max agrees; ``cosine_similarity``:
+    mean per-sample cosine; ``max_abs_error``: the largest difference of any element.
+    """
     if outputs.shape != reference.shape:
         raise ValueError(f"output shapes differ: {tuple(outputs.shape)} vs {tuple(reference.shape)}")
     n = int(outputs.shape[0])
     if n == 0:
-        return Fidelity(0.0, 0.0, 0.0, 0)
+        return Quality(0.0, 0.0, 0.0, 0)
     agree = float((outputs.argmax(dim=1) == reference.argmax(dim=1)).float().mean())
     cosine = float(
         functional.cosine_similarity(outputs.double(), reference.double(), dim=1, eps=1e-12).mean()
     )
     max_abs = float((outputs - reference).abs().max())
-    return Fidelity(agree, cosine, max_abs, n)
+    return Quality(agree, cosine, max_abs, n)
 
 
 def fidelity(
@@ -160,7 +131,7 @@ def fidelity(
     batch_size: int = 256,
     *,
     fixed_batch: int | None = None,
-) -> Fidelity:
+) -> Quality:
     """Fidelity of ``model`` to ``reference`` (e.g. a pruned student to its teacher) on ``dataset``."""
     return fidelity_of(
         predict(model, dataset, batch_size, fixed_batch=fixed_batch),

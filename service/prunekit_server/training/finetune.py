@@ -39,19 +39,20 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
+from ..measure.accuracy import accuracy_of
 from .checkpoint import CheckpointSink, TrainingState, rng_state, set_rng_state
 from .config import FinetuneConfig
 from .datasets import Batch, Dataset
-from .evaluate import accuracy_of, batch_tensors, predict, run_model
+from .evaluate import batch_tensors, predict, run_model
 from .losses import FeatureMatch, distillation_loss
 from .masks import SparsityMasks
+from .records import FinetuneEvent, FinetuneResult
 from .schedule import lr_factor, resolve_device
 
 __all__ = [
@@ -63,41 +64,6 @@ __all__ = [
     "lr_factor",
     "resolve_device",
 ]
-
-
-@dataclass(frozen=True)
-class FinetuneEvent:
-    """Progress after one step.
-
-    ``epoch`` counts completed epochs; ``lr`` is the rate of the next step;
-    ``eval_metric`` is the last evaluation's (None before the first).
-    """
-
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-    lr: float
-    eval_metric: float | None
-    metric_name: str
-
-
-@dataclass
-class FinetuneResult:
-    """What a fine-tune did. ``stop_reason``: 'budget', 'max_seconds' or 'early_stopping'."""
-
-    steps: int
-    total_steps: int
-    epochs: int
-    stop_reason: str
-    metric_name: str
-    final_metric: float | None
-    best_metric: float | None
-    best_step: int | None
-    losses: list[float]
-    device: str
-    seconds: float
-    resumed_from_step: int | None = None
 
 
 class _Trainer:
@@ -212,7 +178,8 @@ class _Trainer:
         outputs = predict(self.student, self.eval_set, fixed_batch=self.fixed_batch)
         if self.metric_name == "accuracy":
             assert self.eval_set.label is not None
-            return accuracy_of(outputs, torch.from_numpy(self.eval_set.label)).top1
+            top1 = accuracy_of(outputs.numpy(), self.eval_set.label).top1
+            return top1 if top1 is not None else 0.0
         if self.metric_name == "neg_mse":
             assert self.eval_set.target is not None
             target = torch.from_numpy(self.eval_set.target).float().reshape(outputs.shape)
@@ -288,6 +255,56 @@ class _Trainer:
         return bool(self.c.patience) and self.bad_evals >= self.c.patience
 
 
+def _train_on(
+    t: _Trainer,
+    batch: Batch,
+    began: float,
+    stop_reason: str,
+    progress: Callable[[FinetuneEvent], None] | None,
+    checkpoint: CheckpointSink | None,
+) -> str:
+    """One step on ``batch``: train, evaluate when due, report, checkpoint when due; the stop reason after."""
+    config = t.c
+    t.losses.append(t.train_step(batch))
+    t.step += 1
+    t.batch_in_epoch += 1
+    end_of_epoch = t.batch_in_epoch >= t.per_epoch
+    if t.after_step(end_of_epoch):
+        stop_reason = "early_stopping"
+    if end_of_epoch:
+        t.epoch, t.batch_in_epoch = t.epoch + 1, 0
+    now = time.monotonic()
+    t.elapsed = now - began
+    out_of_time = config.max_seconds and t.elapsed >= config.max_seconds and not t.finished()
+    if out_of_time and stop_reason == "budget":
+        stop_reason = "max_seconds"
+        if t.eval_set is not None and t.last_eval_step != t.step:
+            t.record_eval()
+    if progress is not None:
+        lr = float(t.opt.param_groups[0]["lr"])
+        progress(FinetuneEvent(t.step, t.total, t.epoch, t.losses[-1], lr, t.last_metric, t.metric_name))
+    if checkpoint is not None and not t.finished() and checkpoint.due(t.step, now):
+        checkpoint.save(t.step, t.state())
+    return stop_reason
+
+
+def _result(t: _Trainer, stop_reason: str, resumed_from: int | None) -> FinetuneResult:
+    return FinetuneResult(
+        steps=t.step,
+        total_steps=t.total,
+        epochs=t.epoch,
+        stop_reason=stop_reason,
+        metric_name=t.metric_name,
+        final_metric=t.last_metric,
+        best_metric=t.best,
+        best_step=t.best_step,
+        losses=t.losses,
+        device=t.device.type,
+        seconds=t.elapsed,
+        resumed_from_step=resumed_from,
+    )
+
+
 def finetune(
     student: nn.Module,
     teacher: nn.Module | None,
@@ -341,29 +358,7 @@ def finetune(
                 start=t.batch_in_epoch,
             )
             for batch in batches:
-                t.losses.append(t.train_step(batch))
-                t.step += 1
-                t.batch_in_epoch += 1
-                end_of_epoch = t.batch_in_epoch >= t.per_epoch
-                if t.after_step(end_of_epoch):
-                    stop_reason = "early_stopping"
-                if end_of_epoch:
-                    t.epoch, t.batch_in_epoch = t.epoch + 1, 0
-                now = time.monotonic()
-                t.elapsed = now - began
-                out_of_time = config.max_seconds and t.elapsed >= config.max_seconds and not t.finished()
-                if out_of_time and stop_reason == "budget":
-                    stop_reason = "max_seconds"
-                    if t.eval_set is not None and t.last_eval_step != t.step:
-                        t.record_eval()
-                if progress is not None:
-                    lr = float(t.opt.param_groups[0]["lr"])
-                    event = FinetuneEvent(
-                        t.step, t.total, t.epoch, t.losses[-1], lr, t.last_metric, t.metric_name
-                    )
-                    progress(event)
-                if checkpoint is not None and not t.finished() and checkpoint.due(t.step, now):
-                    checkpoint.save(t.step, t.state())
+                stop_reason = _train_on(t, batch, began, stop_reason, progress, checkpoint)
                 if stop_reason != "budget" or t.finished():
                     break
         if checkpoint is not None:
@@ -373,17 +368,4 @@ def finetune(
         student.eval()
     if config.restore_best and t.best_weights:
         student.load_state_dict(t.best_weights)
-    return FinetuneResult(
-        steps=t.step,
-        total_steps=t.total,
-        epochs=t.epoch,
-        stop_reason=stop_reason,
-        metric_name=t.metric_name,
-        final_metric=t.last_metric,
-        best_metric=t.best,
-        best_step=t.best_step,
-        losses=t.losses,
-        device=t.device.type,
-        seconds=t.elapsed,
-        resumed_from_step=resumed_from,
-    )
+    return _result(t, stop_reason, resumed_from)

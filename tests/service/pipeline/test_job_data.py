@@ -13,8 +13,7 @@ from prunekit_server.hashing import sha256_file
 from prunekit_server.pipeline import JobData, StagedShard
 from prunekit_server.pipeline.job_data import data_feeds, describe_feeds, load_job_data
 from prunekit_server.sample_digits import INPUTS, digits_arrays, write_shards
-
-from .finetune_cases import CHANNEL, digits_data, digits_model, run, spec
+from tests.service.training.finetune_cases import CHANNEL, digits_data, digits_model, run, spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

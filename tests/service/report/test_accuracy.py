@@ -9,12 +9,12 @@ from prunekit_server.measure.accuracy import Accuracy, AccuracyRule
 from prunekit_server.measure.quality import Quality, QualityRule
 from prunekit_server.report import build_report, model_stats, model_variant, variant_flags
 from prunekit_server.report.accuracy import (
+    accuracy_from_stats,
     accuracy_not_measured,
-    accuracy_of,
     accuracy_rule_not_judged,
-    accuracy_stats,
 )
-from prunekit_server.report.build import benchmark_protocol
+from prunekit_server.report.protocol import benchmark_protocol
+from prunekit_server.report.stats import accuracy_stats
 from tests.service.report.test_build import _latency
 
 FLAG = report_pb2.VariantFlag
@@ -46,14 +46,14 @@ def test_accuracy_stats_round_trip() -> None:
     stats = accuracy_stats(labels)
     assert (stats.top1, stats.top5, stats.samples) == (pytest.approx(0.9), pytest.approx(0.99), 360)
     assert not stats.HasField("mse")
-    assert accuracy_of(_stats(labels)) == labels
+    assert accuracy_from_stats(_stats(labels)) == labels
     few_classes = accuracy_stats(Accuracy(0.5, None, None, 4))
     assert not few_classes.HasField("top5")
     targets = Accuracy(None, None, 0.25, 5)
     stats = accuracy_stats(targets)
     assert (stats.top1, stats.mse) == (0.0, 0.25)
-    assert accuracy_of(_stats(targets)) == targets
-    assert accuracy_of(_stats(None)) is None
+    assert accuracy_from_stats(_stats(targets)) == targets
+    assert accuracy_from_stats(_stats(None)) is None
 
 
 def test_flags_judge_top1_drop_against_the_baseline() -> None:

@@ -296,7 +296,7 @@ def test_protocol_states_the_stability_rule_and_quality_rule() -> None:
 
 def test_removed_layer_costs_no_macs() -> None:
     from prunekit_server.pruning import LayerPruneInfo
-    from prunekit_server.report.build import layer_changes
+    from prunekit_server.report.stats import layer_changes
 
     removed = LayerPruneInfo(
         name="/block/conv",

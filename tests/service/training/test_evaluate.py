@@ -6,15 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit_server.measure.accuracy import accuracy_of
 from prunekit_server.training.datasets import Dataset
-from prunekit_server.training.evaluate import accuracy, accuracy_of, fidelity, fidelity_of, first_output
+from prunekit_server.training.evaluate import accuracy, fidelity, fidelity_of, first_output
 
 from .digits import prune_half, splits, teacher
 
 
 def test_accuracy_of_known_logits() -> None:
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
-    result = accuracy_of(logits, torch.tensor([1, 0, 1, 2]))
+    result = accuracy_of(logits.numpy(), torch.tensor([1, 0, 1, 2]).numpy())
     assert result.top1 == 0.5
     assert result.samples == 4
     assert result.top5 is None  # 3 classes: top-5 does not apply
@@ -22,10 +23,10 @@ def test_accuracy_of_known_logits() -> None:
 
 def test_top5_applies_beyond_five_classes() -> None:
     logits = torch.arange(7.0).repeat(2, 1)  # class 6 most likely, then 5, 4, 3, 2
-    result = accuracy_of(logits, torch.tensor([6, 2]))
+    result = accuracy_of(logits.numpy(), torch.tensor([6, 2]).numpy())
     assert result.top1 == 0.5
     assert result.top5 == 1.0
-    assert accuracy_of(logits, torch.tensor([0, 1])).top5 == 0.0
+    assert accuracy_of(logits.numpy(), torch.tensor([0, 1]).numpy()).top5 == 0.0
 
 
 def test_fidelity_of_known_outputs() -> None:

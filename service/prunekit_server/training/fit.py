@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import FieldViolation
-from ..training.datasets import Dataset
-from ..training.evaluate import batch_tensors, first_output
+from .datasets import Dataset
+from .evaluate import batch_tensors, first_output
 
 
 def sample_batch(dataset: Dataset, size: int) -> tuple[torch.Tensor, ...]:

@@ -14,9 +14,9 @@ import pytest
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import JobData, StagedShard, run_optimization
-from prunekit_server.pipeline.progress import no_progress
+from prunekit_server.progress import no_progress
+from tests.zoo import cached
 
-from ...zoo import cached
 from .finetune_cases import variant
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,7 +15,7 @@ The teacher is the original model converted to a GraphModule; it distils
 when the spec asks for distillation, and always when the data has neither
 ``label`` nor ``target`` (the ``FINETUNE_DISTILLATION_ONLY`` warning says so).
 Before anything is trained the teacher runs on a few samples
-(:mod:`.finetune_fit`): a model that only runs at its own batch size is
+(:mod:`.fit`): a model that only runs at its own batch size is
 tuned and evaluated in chunks of it, and labels or targets that do not fit
 its first output are ``INVALID_DATASET``.
 """
@@ -29,27 +29,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-import torch
 from torch import fx, nn
-from torch.nn import functional
 
 from prunekit.v1 import report_pb2
 
 from ..errors import FieldViolation, invalid_spec
+from ..measure.accuracy import Accuracy, mse_of
 from ..npy_headers import invalid_dataset
+from ..progress import ProgressFn
 from ..pruning import PruneContext, PruneResult, apply_tensors
 from ..pruning.structured.export import export_pruned
-from ..training.checkpoint import DirectoryCheckpoints, TrainingState
-from ..training.config import FinetuneConfig
-from ..training.datasets import Dataset
-from ..training.evaluate import accuracy, fidelity, predict
-from ..training.finetune import FinetuneEvent, FinetuneResult, finetune, resolve_device
-from ..training.losses import FeatureMatch
-from ..training.masks import SparsityMasks
-from .finetune_fit import probe_batch, sample_batch, supervision_violations
-from .finetune_plan import FinetunePlan, accuracy_stats, finetune_run, loss_name, metric_name, quality_stats
-from .finetune_student import ValueStudent
-from .progress import ProgressFn
+from ..report.stats import accuracy_stats, quality_stats
+from .checkpoint import DirectoryCheckpoints, TrainingState
+from .config import FinetuneConfig
+from .datasets import Dataset
+from .evaluate import accuracy, fidelity, predict
+from .finetune import FinetuneEvent, FinetuneResult, finetune, resolve_device
+from .fit import probe_batch, sample_batch, supervision_violations
+from .losses import FeatureMatch
+from .masks import SparsityMasks
+from .plan import FinetunePlan
+from .records import finetune_run, loss_name, metric_name
+from .students import ValueStudent, module_named
 
 PROGRESS_INTERVAL_S = 0.5
 STAGE = "finetune"
@@ -82,17 +83,68 @@ class _ReportingCheckpoints:
         return self.inner.restore()
 
 
-def _module_named(gm: fx.GraphModule, node: str) -> nn.Module | None:
-    """The submodule converted from the ONNX node ``node`` (or from a node fused into it)."""
-    for path, record in gm.meta.get("prunekit_onnx_names", {}).items():
-        if not isinstance(record, dict) or "initializer" in record:
-            continue
-        if record.get("node") == node or node in record.get("nodes", []):
-            try:
-                return gm.get_submodule(path)
-            except AttributeError:
-                return None
-    return None
+class _PhaseProgress:
+    """One phase's progress: step events (throttled to :data:`PROGRESS_INTERVAL_S`) and checkpoints.
+
+    Fractions move across ``span`` with the steps (or, for a time budget,
+    with the seconds spent); a checkpoint reports the last step's fraction.
+    """
+
+    def __init__(
+        self, progress: ProgressFn, phase: str, span: tuple[float, float], max_seconds: float
+    ) -> None:
+        self.progress, self.phase, self.span, self.max_seconds = progress, phase, span, max_seconds
+        self.began = time.monotonic()
+        self.last_time, self.last_step, self.last_fraction = 0.0, -1, span[0]
+
+    def fraction(self, step: int, total: int) -> float:
+        start, end = self.span
+        if total:
+            return start + (end - start) * min(1.0, step / total)
+        spent = (time.monotonic() - self.began) / self.max_seconds if self.max_seconds else 0.0
+        return start + (end - start) * min(1.0, spent)
+
+    def step(self, event: FinetuneEvent, force: bool = False) -> None:
+        """Report ``event`` unless one went out less than the interval ago (the last step always goes)."""
+        now = time.monotonic()
+        self.last_fraction = self.fraction(event.step, event.total_steps)
+        if not force and event.step != event.total_steps and now - self.last_time < PROGRESS_INTERVAL_S:
+            return
+        self.last_time, self.last_step = now, event.step
+        details = {
+            "phase": self.phase,
+            "step": event.step,
+            "total_steps": event.total_steps,
+            "epoch": event.epoch,
+            "loss": event.loss,
+            "eval_metric": event.eval_metric,
+            "metric": metric_name(event.metric_name),
+        }
+        of = f"/{event.total_steps}" if event.total_steps else ""
+        message = f"{self.phase}: step {event.step}{of}, loss {event.loss:.4g}"
+        self.progress(STAGE, self.last_fraction, message, {"finetune": details})
+
+    def checkpoint(self, name: str, step: int) -> None:
+        """Report a checkpoint just written."""
+        details = {"phase": self.phase, "name": name, "step": step}
+        message = f"{self.phase}: checkpoint at step {step}"
+        self.progress(STAGE, self.last_fraction, message, {"checkpoint": details})
+
+    def finish(self, result: FinetuneResult) -> None:
+        """Report the phase's last step when it has not gone out yet."""
+        if self.last_step == result.steps:
+            return
+        loss = result.losses[-1] if result.losses else 0.0
+        final = FinetuneEvent(
+            result.steps,
+            result.total_steps,
+            result.epochs,
+            loss,
+            0.0,
+            result.final_metric,
+            result.metric_name,
+        )
+        self.step(final, force=True)
 
 
 class Tuner:
@@ -145,8 +197,8 @@ class Tuner:
         bad: list[FieldViolation] = []
         pairs: list[tuple[nn.Module, nn.Module]] = []
         for i, name in enumerate(names):
-            s = _module_named(student, name) if isinstance(student, fx.GraphModule) else None
-            t = _module_named(self.teacher, name)
+            s = module_named(student, name) if isinstance(student, fx.GraphModule) else None
+            t = module_named(self.teacher, name)
             if s is None or t is None:
                 bad.append(FieldViolation(f"{field}[{i}]", f"{name!r} names no layer of the model"))
             else:
@@ -172,40 +224,7 @@ class Tuner:
     ) -> FinetuneResult:
         """Fine-tune ``student`` in place for one phase; progress fractions move across ``span``."""
         features = self.features(student)
-        start, end = span
-        began = time.monotonic()
-        last = {"time": 0.0, "step": -1, "fraction": start}
-
-        def fraction(step: int, total: int) -> float:
-            if total:
-                return start + (end - start) * min(1.0, step / total)
-            spent = (time.monotonic() - began) / config.max_seconds if config.max_seconds else 0.0
-            return start + (end - start) * min(1.0, spent)
-
-        def report_step(event: FinetuneEvent, force: bool = False) -> None:
-            now = time.monotonic()
-            last["fraction"] = fraction(event.step, event.total_steps)
-            if not force and event.step != event.total_steps and now - last["time"] < PROGRESS_INTERVAL_S:
-                return
-            last["time"], last["step"] = now, event.step
-            details = {
-                "phase": phase,
-                "step": event.step,
-                "total_steps": event.total_steps,
-                "epoch": event.epoch,
-                "loss": event.loss,
-                "eval_metric": event.eval_metric,
-                "metric": metric_name(event.metric_name),
-            }
-            of = f"/{event.total_steps}" if event.total_steps else ""
-            message = f"{phase}: step {event.step}{of}, loss {event.loss:.4g}"
-            self.progress(STAGE, last["fraction"], message, {"finetune": details})
-
-        def report_checkpoint(name: str, step: int) -> None:
-            details = {"phase": phase, "name": name, "step": step}
-            message = f"{phase}: checkpoint at step {step}"
-            self.progress(STAGE, last["fraction"], message, {"checkpoint": details})
-
+        reporter = _PhaseProgress(self.progress, phase, span, config.max_seconds)
         sink = _ReportingCheckpoints(
             DirectoryCheckpoints(
                 self.checkpoint_dir / phase,
@@ -213,7 +232,7 @@ class Tuner:
                 self.plan.checkpoint_every_seconds,
             ),
             phase,
-            report_checkpoint,
+            reporter.checkpoint,
         )
         teacher = self.teacher if self.distills else None
         try:
@@ -223,7 +242,7 @@ class Tuner:
                 self.train,
                 self.eval_set,
                 config,
-                report_step,
+                reporter.step,
                 sink,
                 features=features,
                 masks=masks,
@@ -232,18 +251,7 @@ class Tuner:
         finally:
             student.cpu()
             self.teacher.cpu()
-        if last["step"] != result.steps:
-            loss = result.losses[-1] if result.losses else 0.0
-            final = FinetuneEvent(
-                result.steps,
-                result.total_steps,
-                result.epochs,
-                loss,
-                0.0,
-                result.final_metric,
-                result.metric_name,
-            )
-            report_step(final, force=True)
+        reporter.finish(result)
         self.runs.append(finetune_run(phase, result, self.loss, config.mixed_precision))
         return result
 
@@ -252,13 +260,12 @@ class Tuner:
         data = self.eval_set if self.eval_set is not None else self.train
         fixed = self.fixed_batch
         quality = quality_stats(fidelity(student, self.teacher, data, fixed_batch=fixed))
+        measured: Accuracy | None = None
         if data.label is not None:
-            return accuracy_stats(accuracy(student, data, fixed_batch=fixed), None, len(data)), quality
-        if data.target is not None:
-            outputs = predict(student, data, fixed_batch=fixed)
-            target = torch.from_numpy(data.target).float().reshape(outputs.shape)
-            return accuracy_stats(None, float(functional.mse_loss(outputs, target)), len(data)), quality
-        return None, quality
+            measured = accuracy(student, data, fixed_batch=fixed)
+        elif data.target is not None:
+            measured = mse_of(predict(student, data, fixed_batch=fixed).numpy(), data.target)
+        return (accuracy_stats(measured) if measured is not None else None), quality
 
     def report(
         self, before: report_pb2.AccuracyStats | None, quality_before: report_pb2.QualityStats
@@ -316,7 +323,7 @@ def finetune_pruned(
 
     Structured methods train ``result.module`` and export it again
     (:func:`~prunekit_server.pruning.structured.export.export_pruned`).
-    Values-only methods train a :class:`.finetune_student.ValueStudent` with
+    Values-only methods train a :class:`.students.ValueStudent` with
     the pruned weights masked at zero, and write its tensors into the
     original's initializers (``result.tensors`` then holds every trained one).
     """

@@ -1,4 +1,8 @@
-"""A trainable student for pruning methods that only change tensor values (unstructured, N:M).
+"""Students: the converted model's layers by ONNX node name, and a trainable student for values-only pruning.
+
+:func:`module_named` finds the submodule converted from an ONNX node (feature
+matching names layers so). :class:`ValueStudent` serves pruning methods that
+only change tensor values (unstructured, N:M).
 
 The pruned ONNX model is converted with
 :func:`~prunekit_server.modelio.onnx_to_fx.onnx_to_fx`; each of its tensors is
@@ -21,12 +25,12 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from torch import fx
+from torch import fx, nn
 
 from prunekit.v1 import model_pb2
 
 from ..modelio.onnx_to_fx import onnx_to_fx
-from ..training.masks import SparsityMasks
+from .masks import SparsityMasks
 
 _ORDER = ("weight", "bias", "running_mean", "running_var")
 
@@ -61,6 +65,19 @@ def _layout(value: np.ndarray, current: np.ndarray) -> bool | None:
         return False
     if current.ndim == 2 and current.T.shape == value.shape and np.array_equal(current.T, value):
         return True
+    return None
+
+
+def module_named(gm: fx.GraphModule, node: str) -> nn.Module | None:
+    """The submodule converted from the ONNX node ``node`` (or from a node fused into it)."""
+    for path, record in gm.meta.get("prunekit_onnx_names", {}).items():
+        if not isinstance(record, dict) or "initializer" in record:
+            continue
+        if record.get("node") == node or node in record.get("nodes", []):
+            try:
+                return gm.get_submodule(path)
+            except AttributeError:
+                return None
     return None
 
 

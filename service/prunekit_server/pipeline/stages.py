@@ -1,0 +1,46 @@
+"""The stages of an optimization job and their share of its progress: the one table of progress fractions.
+
+Each stage has a weight; its span of the job's progress (0..1) is its place
+among the weights. Fractions are computed exactly (:class:`fractions.Fraction`)
+and rounded once, so a stage's start equals the previous stage's end.
+Fine-tuning reports as stage ``"finetune"`` inside the prune stage's span
+(recovery rounds across it, the final phase in its last ``1/rounds``).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+STAGES: tuple[tuple[str, int], ...] = (
+    ("ingest", 1),
+    ("analyze", 1),
+    ("prune", 1),
+    ("quantize", 1),
+    ("evaluate", 1),
+    ("benchmark", 4),
+    ("report", 1),
+)
+"""(stage, weight) in running order: ingest 0-0.1, analyze 0.1-0.2, prune and fine-tune 0.2-0.3,
+quantize 0.3-0.4, evaluate 0.4-0.5, benchmark 0.5-0.9, report 0.9-1.0."""
+HALF = Fraction(1, 2)
+_TOTAL = sum(weight for _, weight in STAGES)
+
+
+def _place(stage: str) -> tuple[int, int]:
+    before = 0
+    for name, weight in STAGES:
+        if name == stage:
+            return before, weight
+        before += weight
+    raise KeyError(stage)
+
+
+def at(stage: str, part: Fraction | int = 0) -> float:
+    """The job's fraction done at ``part`` (0..1) of ``stage``."""
+    before, weight = _place(stage)
+    return float((before + Fraction(part) * weight) / _TOTAL)
+
+
+def span(stage: str, first: Fraction | int = 0, last: Fraction | int = 1) -> tuple[float, float]:
+    """The fractions from ``first`` to ``last`` (parts of ``stage``, default all of it)."""
+    return at(stage, first), at(stage, last)
