@@ -25,7 +25,7 @@ from prunekit_server.measure.latency import cpu_model, runtime_name
 from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.pipeline import run_optimization
 from prunekit_server.samples import write_sample_model
-from prunekit_server.spec_rules import check_spec
+from prunekit_server.spec_check import check_spec
 
 SIZE = 224
 INT8_TARGET = 2.5

@@ -128,9 +128,10 @@ def test_analyze_and_bad_input_exit_codes(server: ServerProcess, tmp_path: Path)
         "--spec",
         str(write_spec(tmp_path / "r.yaml", "prune: {method: unstructured, ratio: 1.5}")),
     )
-    assert bad_ratio.returncode == 1
+    assert bad_ratio.returncode == 2, "refused by the CLI's own check, before any upload"
     assert "INVALID_ARGUMENT INVALID_SPEC" in bad_ratio.stderr
-    assert "spec.prune.ratio" in bad_ratio.stderr
+    assert bad_ratio.stderr.count("prune.ratio: must be a number with 0 < ratio < 1, got 1.5") == 1
+    assert "uploaded" not in bad_ratio.stderr
 
     unknown = cli(
         server,

@@ -191,9 +191,23 @@ class SpecError(ValueError):
         return self.problems
 
 
+def _headline(message: str, violations: Sequence[tuple[str, str]]) -> str:
+    """``message`` without the violations it repeats (the server's ``invalid spec: a: x; b: y``)."""
+    summary = "; ".join(f"{field}: {text}" for field, text in violations)
+    if not summary or not message.endswith(summary):
+        return message
+    count = f"{len(violations)} problem{'s' if len(violations) != 1 else ''}"
+    lead = message[: -len(summary)].rstrip().removesuffix(":").rstrip()
+    return f"{lead}: {count}" if lead else count
+
+
 def format_error(err: PrunekitError | SpecError) -> str:
-    """``error: <CODE_NAME> <REASON>: <message>`` then one ``  - field: description`` line per violation."""
+    """``error: <CODE_NAME> <REASON>: <message>`` then one ``  - field: description`` line per violation.
+
+    Each violation is printed once: a message that lists them all (as the server's INVALID_SPEC does) is
+    shortened to a count.
+    """
     head = f"{err.code_name} {err.reason}" if err.reason else err.code_name
-    lines = [f"error: {head}: {err.message}"]
+    lines = [f"error: {head}: {_headline(err.message, err.violations)}"]
     lines.extend(f"  - {field}: {text}" for field, text in err.violations)
     return "\n".join(lines)

@@ -3,14 +3,16 @@
 Keys are the proto field names. Enum values are accepted by their short name in any case (``unstructured``,
 ``Per_Layer``, ``float32``) or by their full name (``PRUNE_METHOD_UNSTRUCTURED``), at any depth. Nothing is
 coerced: numbers must be numbers, strings strings. Every problem is collected before :class:`SpecError` is
-raised.
+raised. :func:`load_checked_spec` also runs every rule the server runs (:mod:`prunekit.spec`), so the CLI
+refuses a bad spec before it uploads anything.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any, cast
@@ -20,10 +22,11 @@ from google.protobuf import descriptor as _d
 from google.protobuf.message import Message
 
 from prunekit._errors import SpecError
+from prunekit.spec.check import spec_violations
 from prunekit.spec.names import ALIASES, enum_prefix, enum_short_name
 from prunekit.v1 import spec_pb2
 
-__all__ = ["enum_short_name", "load_spec", "spec_from_dict", "spec_to_dict"]
+__all__ = ["enum_short_name", "load_checked_spec", "load_spec", "spec_from_dict", "spec_to_dict"]
 
 Problems = list[tuple[str, str]]
 
@@ -202,12 +205,18 @@ def spec_from_dict(data: Mapping[str, Any] | None) -> spec_pb2.OptimizationSpec:
     ``finetune:`` reaches the server, which decides). Raises :class:`SpecError` listing every unknown key,
     wrong type and unknown enum name with its field path (``inputs[0].dtype``).
     """
-    spec = spec_pb2.OptimizationSpec()
-    problems: Problems = []
-    _fill(spec, data, "", problems)
+    spec, problems = _build(data)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _build(data: object) -> tuple[spec_pb2.OptimizationSpec, Problems]:
+    """The spec ``data`` describes, with what could be read, and every problem reading it."""
+    spec = spec_pb2.OptimizationSpec()
+    problems: Problems = []
+    _fill(spec, data, "", problems)
+    return spec, problems
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -243,6 +252,16 @@ def _parse(text: str, suffix: str, source: str) -> object:
         raise SpecError([(where, f"invalid YAML: {problem}")], source=source) from exc
 
 
+def _read(file: Path) -> tuple[spec_pb2.OptimizationSpec, Problems]:
+    text = file.read_text(encoding="utf-8")
+    data = _parse(text, file.suffix.lower(), str(file))
+    if data is not None and not isinstance(data, Mapping):
+        raise SpecError(
+            [("(spec)", f"expected a mapping at the top level; got {_kind(data)}")], source=str(file)
+        )
+    return _build(data)
+
+
 def load_spec(path: str | PathLike[str]) -> spec_pb2.OptimizationSpec:
     """Reads a spec file: YAML for ``.yaml``/``.yml``, JSON for ``.json``, otherwise JSON when the text starts
     with ``{`` and YAML else.
@@ -250,17 +269,52 @@ def load_spec(path: str | PathLike[str]) -> spec_pb2.OptimizationSpec:
     Raises ``OSError`` when the file cannot be read and :class:`SpecError` (with ``source`` set to the path)
     for bad syntax or content.
     """
-    file = Path(path)
-    text = file.read_text(encoding="utf-8")
-    data = _parse(text, file.suffix.lower(), str(file))
-    if data is not None and not isinstance(data, Mapping):
-        raise SpecError(
-            [("(spec)", f"expected a mapping at the top level; got {_kind(data)}")], source=str(file)
-        )
-    try:
-        return spec_from_dict(data)
-    except SpecError as exc:
-        raise SpecError(exc.problems, source=str(file)) from None
+    spec, problems = _read(Path(path))
+    if problems:
+        raise SpecError(problems, source=str(path))
+    return spec
+
+
+def _file_path(field: str) -> str:
+    """A rule's field path (``spec.prune.ratio``) as the spec file spells it (``prune.ratio``)."""
+    return "(spec)" if field == "spec" else field.removeprefix("spec.")
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one path is the other or lies inside it (``prune`` and ``prune.method``)."""
+    short, long = sorted((a, b), key=len)
+    return long == short or long.startswith((f"{short}.", f"{short}["))
+
+
+def load_checked_spec(
+    path: str | PathLike[str],
+    model_format: int,
+    *,
+    train: Sequence[str] = (),
+    eval: Sequence[str] = (),
+) -> spec_pb2.OptimizationSpec:
+    """Reads a spec file (as :func:`load_spec`) and checks it against every rule the server applies.
+
+    ``model_format`` is the ``ModelFormat`` of the model the spec will run on; ``train`` and ``eval`` name
+    local shards that will be uploaded and added to ``data`` (checked as if they were). Raises
+    :class:`SpecError` listing every problem once: what could not be read, then every rule broken, leaving
+    out a rule's complaint about a field that could not be read anyway. The data-shard cap is the server's
+    to apply (it is configurable there).
+    """
+    spec, problems = _read(Path(path))
+    probe = spec_pb2.OptimizationSpec()
+    probe.CopyFrom(spec)
+    probe.data.train.extend(f"upload://{shard}" for shard in train)
+    probe.data.eval.extend(f"upload://{shard}" for shard in eval)
+    if not probe.data.train and not probe.data.eval and not spec.HasField("data"):
+        probe.ClearField("data")
+    for violation in spec_violations(probe, model_format, max_data_shards=sys.maxsize):
+        where = _file_path(violation.field)
+        if not any(_related(where, seen) for seen, _ in problems):
+            problems.append((where, violation.description))
+    if problems:
+        raise SpecError(problems, source=str(path))
+    return spec
 
 
 def _plain(field: _d.FieldDescriptor, value: Any) -> Any:

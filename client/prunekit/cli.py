@@ -32,8 +32,8 @@ from prunekit._render import (
     size,
     state_name,
 )
-from prunekit._spec import load_spec
-from prunekit._transfer import artifact_path
+from prunekit._spec import load_checked_spec
+from prunekit._transfer import artifact_path, infer_format
 from prunekit._version import __version__
 from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2
@@ -96,8 +96,9 @@ def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) 
 
 
 def _optimize(client: Client, args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
-    model = client.upload_model(args.model)
+    model_format = infer_format(Path(args.model))
+    spec = load_checked_spec(args.spec, model_format, train=args.train or [], eval=args.eval or [])
+    model = client.upload_model(args.model, format=model_format)
     attach_data(client, spec, args)
     _note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
     job = client.create_job(model, spec, labels=dict(args.labels or []))

@@ -12,6 +12,17 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunekit.spec.violation import FieldViolation
+
+__all__ = [
+    "Code",
+    "FieldViolation",
+    "ServiceError",
+    "invalid_model",
+    "invalid_spec",
+    "unsupported_model",
+]
+
 
 class Code(enum.Enum):
     """Canonical status codes (the names of ``grpc.StatusCode``)."""
@@ -28,14 +39,6 @@ class Code(enum.Enum):
     INTERNAL = 13
     UNAVAILABLE = 14
     CANCELLED = 1
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One bad field: its path (``spec.prune.ratio``) and what is wrong."""
-
-    field: str
-    description: str
 
 
 @dataclass

@@ -88,6 +88,71 @@ def test_bad_spec_file_exits_2_before_uploading(
     assert service.uploads == []
 
 
+BAD_RANGE = "prune:\n  method: unstructured\n  ratio: 1.5\n  bogus: 1\n"
+
+
+def _assert_both_problems_once(err: str) -> None:
+    lines = err.splitlines()
+    assert lines[0].startswith("error: INVALID_ARGUMENT INVALID_SPEC: invalid spec in ")
+    assert lines[0].endswith(": 2 problems")
+    assert lines[1:] == [
+        "  - prune.bogus: unknown field",
+        "  - prune.ratio: must be a number with 0 < ratio < 1, got 1.5",
+    ]
+
+
+def test_range_problems_are_refused_with_parse_problems_before_uploading(
+    service: FakeService, target: str, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_RANGE)
+    assert run(target, "optimize", str(model), "--spec", str(bad)) == 2
+    _assert_both_problems_once(capsys.readouterr().err)
+    assert service.uploads == []
+    assert service.requests["CreateJob"] == []
+
+
+def test_spec_problems_are_found_without_a_server(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_RANGE)
+    argv = ["--server", "127.0.0.1:1", "--timeout", "1", "--retries", "0"]
+    assert cli.main([*argv, "optimize", str(model), "--spec", str(bad)]) == 2
+    _assert_both_problems_once(capsys.readouterr().err)
+
+
+def test_torchscript_models_need_declared_inputs_before_uploading(
+    service: FakeService, target: str, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scripted = tmp_path / "net.pt"
+    scripted.write_bytes(b"x" * 100)
+    assert run(target, "optimize", str(scripted), "--spec", str(spec)) == 2
+    assert "  - inputs: required for TorchScript models" in capsys.readouterr().err
+    assert service.uploads == []
+
+
+def test_server_invalid_spec_lists_each_violation_once(
+    service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.fail["CreateJob"] = [
+        make_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid spec: spec.prune.ratio: must be < 1; spec.inputs: required for TorchScript",
+            "INVALID_SPEC",
+            [("spec.prune.ratio", "must be < 1"), ("spec.inputs", "required for TorchScript")],
+        )
+    ]
+    assert run(target, "optimize", str(model), "--spec", str(spec)) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-3:] == [
+        "error: INVALID_ARGUMENT INVALID_SPEC: invalid spec: 2 problems",
+        "  - spec.prune.ratio: must be < 1",
+        "  - spec.inputs: required for TorchScript",
+    ]
+    assert err.count("must be < 1") == 1
+
+
 def test_server_violations_are_listed(
     service: FakeService, target: str, model: Path, spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunekit import SpecError, load_spec, spec_from_dict, spec_to_dict
+from prunekit._spec import load_checked_spec
 from prunekit.spec.names import enum_short_name
 from prunekit.v1 import model_pb2, spec_pb2
 
@@ -241,3 +242,21 @@ def test_quantize_field_problems_are_all_reported() -> None:
     assert "candidates" in problems["quantize.candidate"]
     assert "integer" in problems["benchmark.batch_sizes[1]"]
     assert "cpu, cuda" in problems["benchmark.device"]
+
+
+def test_checked_spec_counts_the_shards_the_cli_will_upload(tmp_path: Path) -> None:
+    path = tmp_path / "ft.yaml"
+    path.write_text("prune:\n  method: channel\n  ratio: 0.5\nfinetune:\n  epochs: 1\n")
+    with pytest.raises(SpecError) as caught:
+        load_checked_spec(path, model_pb2.MODEL_FORMAT_ONNX)
+    assert caught.value.problems == [("finetune", "needs data.train: the shards to fine-tune on")]
+    spec = load_checked_spec(path, model_pb2.MODEL_FORMAT_ONNX, train=["a.npz"])
+    assert not spec.HasField("data"), "the shards join the spec once uploaded, not before"
+
+
+def test_checked_spec_leaves_out_rules_on_fields_that_could_not_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("prune:\n  method: chanel\n  ratio: '0.5'\n")
+    with pytest.raises(SpecError) as caught:
+        load_checked_spec(path, model_pb2.MODEL_FORMAT_ONNX)
+    assert [field for field, _ in caught.value.problems] == ["prune.method", "prune.ratio"]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from prunekit.spec.inputs import input_violations
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
@@ -17,7 +18,7 @@ from ..jobs import record
 from ..jobs.dataset_store import DatasetStore
 from ..jobs.executor import JobExecutor
 from ..jobs.store import JobStore
-from ..spec_rules import check_spec, input_violations
+from ..spec_check import check_spec
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload
 

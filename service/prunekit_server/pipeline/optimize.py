@@ -30,11 +30,11 @@ from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import IngestedModel, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
-from ..pruning import config_from_spec
-from ..quantization import QuantizeContext, QuantizePlan, plan_from_spec
+from ..quantization import QuantizeContext, QuantizePlan
 from ..report.build import Facts, assemble_report
 from ..report.render import write_report_files
 from ..report.stats import BASELINE, ORIGINAL, PRUNED
+from ..spec_check import prune_config_of, quantize_plan_of
 from ..training.from_spec import finetune_plan
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .benchmark import Timings, measure_latency
@@ -85,7 +85,7 @@ def _quantize(
 ) -> tuple[list[Variant], list[str], str, bool]:
     """The quantized variants, their warnings, what synthetic inputs they calibrated on ("" for the
     job's train split, or when nothing calibrates), and whether it was AUTO."""
-    plan = plan_from_spec(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
+    plan = quantize_plan_of(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
     if not plan.configs:
         return [], [], "", False
     sources: list[tuple[str, Path]] = []
@@ -131,7 +131,7 @@ def _prune_and_finetune(
     feeds = data_feeds(loaded.train, inputs, MAX_PRUNE_FEEDS) if loaded.train is not None else []
     progress("prune", at("prune"), "pruning" + (f" ({describe_feeds(feeds, 'train')})" if feeds else ""))
     tuner = hook = None
-    rounds = int(getattr(config_from_spec(spec.prune), "steps", 1))
+    rounds = int(getattr(prune_config_of(spec.prune), "steps", 1))
     if spec.HasField("finetune"):
         if loaded.train is None or len(loaded.train) == 0:
             raise invalid_spec([FieldViolation("spec.data.train", "fine-tuning needs training samples")])

@@ -31,12 +31,12 @@ from ..pruning import (
     PruneContext,
     PruneResult,
     apply_tensors,
-    config_from_spec,
     prune,
 )
 from ..quantization import QuantizationDetails, QuantizeContext, QuantizePlan, quantize
 from ..report import stats as rs
 from ..report.stats import PRUNED
+from ..spec_check import prune_config_of
 
 ARTIFACT_DIR = "artifacts"
 SCRATCH_DIR = "scratch"
@@ -115,7 +115,7 @@ def run_prune(
     and its GraphModule (``result.module``); one that only changes values
     returns new tensors, applied here.
     """
-    config = config_from_spec(prune_spec)
+    config = prune_config_of(prune_spec)
     result = prune(ingested.onnx_model, config, context)
     model = result.model if result.model is not None else apply_tensors(ingested.onnx_model, result.tensors)
     return config, result, model

@@ -1,11 +1,13 @@
 """Pruning methods: one verb (:func:`prune`) and one config dataclass per method.
 
 Importing this package registers every method shipped with it. A config's
-type picks its handler; :func:`config_from_spec` turns an API ``PruneSpec``
-into the right config.
+type picks its handler. The configs live in the spec room, which also turns an API
+``PruneSpec`` into the right config (:func:`prunekit.spec.translate.prune_config`).
 """
 
 from __future__ import annotations
+
+from prunekit.spec.prune_configs import NMConfig
 
 from .base import (
     WEIGHTED_OPS,
@@ -17,16 +19,14 @@ from .base import (
     ScheduleStep,
     WeightedLayer,
     apply_tensors,
-    config_from_spec,
     prune,
     register_pruner,
-    register_spec_method,
     registered_methods,
     weighted_layers,
 )
 from .heads import HeadConfig, prune_heads
 from .layer import LayerConfig, prune_layers
-from .n_m import NMConfig, prune_n_m
+from .n_m import prune_n_m
 from .recovery import BatchNormRefresh
 from .structured import ChannelConfig, NeuronConfig, StructuredConfig, prune_channels, prune_neurons
 from .unstructured import UnstructuredConfig, prune_unstructured
@@ -49,7 +49,6 @@ __all__ = [
     "UnstructuredConfig",
     "WeightedLayer",
     "apply_tensors",
-    "config_from_spec",
     "prune",
     "prune_channels",
     "prune_heads",
@@ -58,7 +57,6 @@ __all__ = [
     "prune_neurons",
     "prune_unstructured",
     "register_pruner",
-    "register_spec_method",
     "registered_methods",
     "weighted_layers",
 ]

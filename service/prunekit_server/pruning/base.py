@@ -1,54 +1,27 @@
-"""The pruning verb, its registries and the ONNX helpers every method shares.
+"""The pruning verb, its handler registry and the ONNX helpers every method shares.
 
 One verb, :func:`prune`, takes a model and a config; the config's type picks
-the handler (registered with :func:`register_pruner`). Configs are frozen
-dataclasses whose fields describe themselves (``metadata["description"]``) and
-round-trip through JSON with ``to_dict()`` / :meth:`PruneConfig.from_dict`.
-A method registers itself; nothing here knows which methods exist.
+the handler (registered with :func:`register_pruner`). The configs live in the
+spec room (:mod:`prunekit.spec.prune_configs`, :mod:`prunekit.spec.structured_configs`);
+a method registers its handler; nothing here knows which methods exist.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from prunekit.v1 import model_pb2, spec_pb2
-
-from ..errors import FieldViolation, invalid_spec
-from ..technique_config import config_from_dict, config_to_dict, describe_fields
+from prunekit.spec.prune_configs import PRUNE_CONFIGS, PruneConfig
+from prunekit.spec.technique import Registry
+from prunekit.v1 import model_pb2
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Op types whose input 1 is the weight a pruning method may change."""
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Base of every method's config. Subclasses set ``method`` (a stable JSON name)."""
-
-    method: ClassVar[str] = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"method": <name>, <field>: <value>, ...}`` (tuples become lists)."""
-        return config_to_dict(self, "method")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PruneConfig:
-        """Inverse of :meth:`to_dict`. On the base class ``data["method"]`` picks the config type.
-
-        Raises ``ValueError`` for an unknown method, unknown keys or invalid values.
-        """
-        return config_from_dict(cls, PruneConfig, _CONFIG_TYPES, "method", "pruning method", data)
-
-    @classmethod
-    def describe(cls) -> dict[str, str]:
-        """Field name -> human description, from each field's metadata."""
-        return describe_fields(cls)
 
 
 @dataclass(frozen=True)
@@ -164,12 +137,27 @@ class WeightedLayer:
     weight_name: str
 
 
+__all__ = [
+    "WEIGHTED_OPS",
+    "LayerPruneInfo",
+    "MetricCurve",
+    "PruneConfig",
+    "PruneContext",
+    "PruneResult",
+    "ScheduleStep",
+    "WeightedLayer",
+    "apply_tensors",
+    "initializers",
+    "prune",
+    "register_pruner",
+    "registered_methods",
+    "weighted_layers",
+]
+
 C = TypeVar("C", bound=PruneConfig)
 Handler = Callable[[onnx.ModelProto, Any, PruneContext], PruneResult]
 
-_HANDLERS: dict[type[PruneConfig], Handler] = {}
-_CONFIG_TYPES: dict[str, type[PruneConfig]] = {}
-_SPEC_FACTORIES: dict[int, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {}
+_HANDLERS: Registry[type[PruneConfig], Handler] = Registry()
 
 
 def register_pruner(
@@ -185,30 +173,15 @@ def register_pruner(
     def decorate(
         fn: Callable[[onnx.ModelProto, C, PruneContext], PruneResult],
     ) -> Callable[[onnx.ModelProto, C, PruneContext], PruneResult]:
-        _HANDLERS[config_type] = fn
-        _CONFIG_TYPES[config_type.method] = config_type
-        return fn
-
-    return decorate
-
-
-def register_spec_method(
-    method: int,
-) -> Callable[[Callable[[spec_pb2.PruneSpec], PruneConfig]], Callable[[spec_pb2.PruneSpec], PruneConfig]]:
-    """Decorator: the function turns a ``PruneSpec`` with this ``PruneMethod`` value into a config."""
-
-    def decorate(
-        fn: Callable[[spec_pb2.PruneSpec], PruneConfig],
-    ) -> Callable[[spec_pb2.PruneSpec], PruneConfig]:
-        _SPEC_FACTORIES[method] = fn
+        _HANDLERS.add(config_type, fn)
         return fn
 
     return decorate
 
 
 def registered_methods() -> dict[str, type[PruneConfig]]:
-    """JSON method name -> config type, for every registered method."""
-    return dict(_CONFIG_TYPES)
+    """JSON method name -> config type, for every method with a handler."""
+    return {name: kind for name, kind in PRUNE_CONFIGS.as_dict().items() if kind in _HANDLERS}
 
 
 def prune(model: onnx.ModelProto, config: PruneConfig, context: PruneContext | None = None) -> PruneResult:
@@ -220,28 +193,6 @@ def prune(model: onnx.ModelProto, config: PruneConfig, context: PruneContext | N
     if handler is None:
         raise TypeError(f"no pruner registered for {type(config).__name__}")
     return handler(model, config, context or PruneContext())
-
-
-def config_from_spec(prune_spec: spec_pb2.PruneSpec, *, path: str = "spec.prune") -> PruneConfig:
-    """The config a ``PruneSpec`` asks for.
-
-    Raises ``INVALID_SPEC`` (``ServiceError``) for an unknown or unimplemented
-    method and for values the config rejects; violations are under ``path``.
-    """
-    factory = _SPEC_FACTORIES.get(prune_spec.method)
-    if factory is None:
-        raise invalid_spec(
-            [FieldViolation(f"{path}.method", f"pruning method {prune_spec.method} is not implemented")]
-        )
-    return factory(prune_spec)
-
-
-def check_ratio(ratio: float, name: str = "ratio") -> None:
-    """Raise ``ValueError`` unless ``ratio`` is a finite number with 0 < ratio < 1."""
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
-        raise ValueError(f"{name} must be a number, got {type(ratio).__name__}")
-    if not math.isfinite(ratio) or not 0.0 < ratio < 1.0:
-        raise ValueError(f"{name} must satisfy 0 < {name} < 1, got {ratio!r}")
 
 
 def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:

@@ -29,23 +29,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from prunekit.v1 import spec_pb2
+from prunekit.spec.prune_configs import NMConfig
 
 from ..errors import FieldViolation, invalid_spec, unsupported_model
-from ..technique_config import check_patterns
 from .base import (
     WEIGHTED_OPS,
     LayerPruneInfo,
-    PruneConfig,
     PruneContext,
     PruneResult,
     initializers,
     register_pruner,
-    register_spec_method,
 )
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
-MAX_M = 64
 
 RUNTIME_SUPPORT = (
     "N_M_RUNTIME_SUPPORT: {n}:{m} sparsity keeps shapes; only sparse kernels turn it into speed. "
@@ -54,109 +50,6 @@ RUNTIME_SUPPORT = (
     "(to_sparse_semi_structured, cuSPARSELt) on CUDA, use it. ONNX Runtime on CPU runs dense kernels: "
     "no speed-up there, the gain is compressed size."
 )
-
-
-@dataclass(frozen=True)
-class NMConfig(PruneConfig):
-    """Keep ``n`` of every ``m`` consecutive weights along the reduction axis (``ValueError`` if invalid)."""
-
-    method = "n_m"
-
-    n: int = field(default=2, metadata={"description": "Weights kept in every group, 1 <= n < m."})
-    m: int = field(
-        default=4,
-        metadata={
-            "description": f"Group length along the reduction (input-channel) axis, 2 <= m <= {MAX_M}."
-        },
-    )
-    ignore: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "description": "fnmatch globs matched against layer (node) names and weight names; "
-            "matching layers are left dense."
-        },
-    )
-    prune_output_layers: bool = field(
-        default=False,
-        metadata={
-            "description": "Also sparsify the layers that produce a graph output (left dense by default)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("n", "m"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if not 2 <= self.m <= MAX_M:
-            raise ValueError(f"m must satisfy 2 <= m <= {MAX_M}, got {self.m}")
-        if not 1 <= self.n < self.m:
-            raise ValueError(f"n must satisfy 1 <= n < m ({self.m}), got {self.n}")
-        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
-        if not isinstance(self.prune_output_layers, bool):
-            raise ValueError("prune_output_layers must be true or false")
-
-    @property
-    def ratio(self) -> float:
-        """Fraction of an eligible layer's weights set to zero: ``1 - n / m``."""
-        return 1.0 - self.n / self.m
-
-
-_UNUSED_FIELDS = (
-    "scope",
-    "target_macs_reduction",
-    "round_to",
-    "max_layer_ratio",
-    "schedule",
-    "steps",
-    "auto_ratios",
-)
-_MAGNITUDE = (spec_pb2.IMPORTANCE_UNSPECIFIED, spec_pb2.IMPORTANCE_L1, spec_pb2.IMPORTANCE_L2)
-
-
-@register_spec_method(spec_pb2.PRUNE_METHOD_N_M)
-def n_m_from_spec(prune_spec: spec_pb2.PruneSpec) -> NMConfig:
-    """The config for an N_M ``PruneSpec``: ``n``/``m`` (0 means 2 and 4); ``INVALID_SPEC`` for bad values.
-
-    ``ratio`` may be left 0 or set to ``1 - n/m``; fields other methods use are
-    rejected, as are overrides that set a ratio (an override may only ignore).
-    """
-    n, m = prune_spec.n or 2, prune_spec.m or 4
-    violations: list[FieldViolation] = []
-    if not 2 <= m <= MAX_M:
-        violations.append(FieldViolation("spec.prune.m", f"must be 0 (4) or between 2 and {MAX_M}"))
-    elif not 1 <= n < m:
-        violations.append(FieldViolation("spec.prune.n", f"must be 0 (2) or between 1 and m - 1 ({m - 1})"))
-    elif prune_spec.ratio and abs(prune_spec.ratio - (1.0 - n / m)) > 1e-9:
-        violations.append(
-            FieldViolation(
-                "spec.prune.ratio",
-                f"N_M zeroes exactly 1 - n/m = {1.0 - n / m:g} of each layer: leave ratio 0 or set that",
-            )
-        )
-    for name in _UNUSED_FIELDS:
-        if getattr(prune_spec, name):
-            violations.append(FieldViolation(f"spec.prune.{name}", "not used by N_M"))
-    if prune_spec.importance not in _MAGNITUDE:
-        violations.append(
-            FieldViolation("spec.prune.importance", "N_M ranks by magnitude: leave it unset, L1 or L2")
-        )
-    ignore = list(prune_spec.ignore)
-    for i, override in enumerate(prune_spec.overrides):
-        if override.ratio or not override.ignore:
-            violations.append(
-                FieldViolation(
-                    f"spec.prune.overrides[{i}]", "N_M overrides may only ignore layers (ignore: true)"
-                )
-            )
-        if not override.pattern:
-            violations.append(FieldViolation(f"spec.prune.overrides[{i}].pattern", "must not be empty"))
-        ignore.append(override.pattern)
-    if any(not p for p in prune_spec.ignore):
-        violations.append(FieldViolation("spec.prune.ignore", "patterns must not be empty"))
-    if violations:
-        raise invalid_spec(violations)
-    return NMConfig(n=n, m=m, ignore=tuple(ignore), prune_output_layers=prune_spec.prune_output_layers)
 
 
 @dataclass(frozen=True)

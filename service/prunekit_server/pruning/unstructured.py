@@ -17,112 +17,28 @@ alone when any of its nodes (or its name) matches an ``ignore`` pattern.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from prunekit.v1 import spec_pb2
+from prunekit.spec.prune_configs import Scope, UnstructuredConfig
 
 from ..errors import FieldViolation, invalid_spec, unsupported_model
-from ..technique_config import check_patterns
 from .base import (
     LayerPruneInfo,
-    PruneConfig,
     PruneContext,
     PruneResult,
     WeightedLayer,
-    check_ratio,
     initializers,
     register_pruner,
-    register_spec_method,
     weighted_layers,
 )
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
-Scope = Literal["global", "per_layer"]
-
-
-@dataclass(frozen=True)
-class UnstructuredConfig(PruneConfig):
-    """Zero ``ratio`` of the eligible weights by magnitude. Invalid values raise ``ValueError``."""
-
-    method = "unstructured"
-
-    ratio: float = field(
-        metadata={"description": "Fraction of eligible weights to set to zero, 0 < ratio < 1."}
-    )
-    scope: Scope = field(
-        default="global",
-        metadata={
-            "description": "'global': one threshold over all eligible layers; "
-            "'per_layer': the ratio of each layer's weights."
-        },
-    )
-    ignore: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "description": "fnmatch globs matched against layer (node) names and weight names; "
-            "matching layers are left untouched."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check_ratio(self.ratio)
-        if self.scope not in ("global", "per_layer"):
-            raise ValueError(f"scope must be 'global' or 'per_layer', got {self.scope!r}")
-        object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
-
-
-_UNUSED_FIELDS = (
-    "target_macs_reduction",
-    "round_to",
-    "max_layer_ratio",
-    "overrides",
-    "schedule",
-    "steps",
-    "n",
-    "m",
-    "auto_ratios",
-    "prune_output_layers",
-)
-"""``PruneSpec`` fields the method does not read: setting one is a violation, not silently ignored."""
-_MAGNITUDE = (spec_pb2.IMPORTANCE_UNSPECIFIED, spec_pb2.IMPORTANCE_L1, spec_pb2.IMPORTANCE_L2)
-
-
-@register_spec_method(spec_pb2.PRUNE_METHOD_UNSTRUCTURED)
-def unstructured_from_spec(prune_spec: spec_pb2.PruneSpec) -> UnstructuredConfig:
-    """The config for an UNSTRUCTURED ``PruneSpec``; ``INVALID_SPEC`` for bad values."""
-    scopes: dict[int, Scope] = {
-        spec_pb2.PRUNE_SCOPE_UNSPECIFIED: "global",
-        spec_pb2.PRUNE_SCOPE_GLOBAL: "global",
-        spec_pb2.PRUNE_SCOPE_PER_LAYER: "per_layer",
-    }
-    violations: list[FieldViolation] = []
-    scope = scopes.get(prune_spec.scope)
-    if scope is None:
-        violations.append(FieldViolation("spec.prune.scope", f"unknown scope {prune_spec.scope}"))
-    try:
-        check_ratio(prune_spec.ratio)
-    except ValueError as exc:
-        violations.append(FieldViolation("spec.prune.ratio", str(exc)))
-    if any(not p for p in prune_spec.ignore):
-        violations.append(FieldViolation("spec.prune.ignore", "patterns must not be empty"))
-    for name in _UNUSED_FIELDS:
-        if getattr(prune_spec, name):
-            violations.append(FieldViolation(f"spec.prune.{name}", "not used by UNSTRUCTURED"))
-    if prune_spec.importance not in _MAGNITUDE:
-        violations.append(
-            FieldViolation(
-                "spec.prune.importance", "UNSTRUCTURED ranks by magnitude: leave it unset, L1 or L2"
-            )
-        )
-    if violations or scope is None:
-        raise invalid_spec(violations)
-    return UnstructuredConfig(ratio=prune_spec.ratio, scope=scope, ignore=tuple(prune_spec.ignore))
+__all__ = ["FLOAT_TYPES", "Scope", "UnstructuredConfig", "prune_unstructured"]
 
 
 @dataclass

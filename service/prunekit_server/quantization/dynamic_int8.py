@@ -9,50 +9,20 @@ the report then shows and flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from prunekit.v1 import spec_pb2
+from prunekit.spec.quantize_configs import DynamicInt8Config
 
-from ..technique_config import check_patterns
 from .base import (
     QuantizationDetails,
-    QuantizeConfig,
     QuantizeContext,
     QuantizeResult,
-    config_for_spec,
-    exclude_field,
     matching_nodes,
     register_quantizer,
-    register_spec_mode,
 )
 from .preprocess import preprocessed, quiet
-
-
-@dataclass(frozen=True)
-class DynamicInt8Config(QuantizeConfig):
-    """Dynamic quantization. Invalid values raise ``ValueError``."""
-
-    mode = "dynamic_int8"
-    suffix = "int8_dynamic"
-
-    per_channel: bool = field(
-        default=False, metadata={"description": "One scale per output channel of weights."}
-    )
-    exclude: tuple[str, ...] = exclude_field()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.per_channel, bool):
-            raise ValueError("per_channel must be a boolean")
-        object.__setattr__(self, "exclude", check_patterns(self.exclude, "exclude"))
-
-
-@register_spec_mode(spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8)
-def dynamic_from_spec(q: spec_pb2.QuantizeSpec) -> DynamicInt8Config:
-    """The config for a DYNAMIC_INT8 (or AUTO candidate) ``QuantizeSpec``."""
-    return config_for_spec(lambda: DynamicInt8Config(exclude=tuple(q.exclude)))
 
 
 @register_quantizer(DynamicInt8Config)

@@ -10,50 +10,20 @@ there it is usually slower, which the report then shows and flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from prunekit.v1 import spec_pb2
+from prunekit.spec.quantize_configs import Fp16Config
 
-from ..technique_config import check_patterns
 from .base import (
     QuantizationDetails,
-    QuantizeConfig,
     QuantizeContext,
     QuantizeResult,
-    config_for_spec,
-    exclude_field,
     matching_nodes,
     register_quantizer,
-    register_spec_mode,
 )
 from .preprocess import quiet
-
-
-@dataclass(frozen=True)
-class Fp16Config(QuantizeConfig):
-    """Float16 weights and compute. Invalid values raise ``ValueError``."""
-
-    mode = "fp16"
-    suffix = "fp16"
-
-    keep_io_types: bool = field(
-        default=True, metadata={"description": "Keep float32 graph inputs and outputs (Cast at the edges)."}
-    )
-    exclude: tuple[str, ...] = exclude_field()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.keep_io_types, bool):
-            raise ValueError("keep_io_types must be a boolean")
-        object.__setattr__(self, "exclude", check_patterns(self.exclude, "exclude"))
-
-
-@register_spec_mode(spec_pb2.QUANTIZE_MODE_FP16)
-def fp16_from_spec(q: spec_pb2.QuantizeSpec) -> Fp16Config:
-    """The config for an FP16 (or AUTO candidate) ``QuantizeSpec``."""
-    return config_for_spec(lambda: Fp16Config(exclude=tuple(q.exclude)))
 
 
 @register_quantizer(Fp16Config)

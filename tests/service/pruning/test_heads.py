@@ -18,10 +18,11 @@ from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.measure.analysis import analyze
 from prunekit_server.measure.quality import synthetic_inputs
-from prunekit_server.pruning import HeadConfig, PruneConfig, PruneContext, config_from_spec, prune
+from prunekit_server.pruning import HeadConfig, PruneConfig, PruneContext, prune
 from prunekit_server.pruning.fx_tools import propagate
 from prunekit_server.pruning.graph import example_inputs, to_graph
 from prunekit_server.pruning.heads import find_attentions, remove_heads
+from prunekit_server.spec_check import prune_config_of
 from tests.zoo import ZOO, Attention, export
 
 TOLERANCE = 1e-4
@@ -226,15 +227,15 @@ def test_config_round_trip_and_spec(tmp_path: Path) -> None:
     assert PruneConfig.from_dict(data) == config
     assert all(HeadConfig.describe().values())
     spec = spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, ratio=0.5)
-    assert config_from_spec(spec) == HeadConfig(ratio=0.5, scope="per_layer")
+    assert prune_config_of(spec) == HeadConfig(ratio=0.5, scope="per_layer")
     spec.schedule = spec_pb2.PRUNE_SCHEDULE_ITERATIVE
     spec.overrides.add(pattern="x*", ratio=0.2)
-    assert config_from_spec(spec) == HeadConfig(ratio=0.5, steps=5, overrides=(("x*", 0.2),))
+    assert prune_config_of(spec) == HeadConfig(ratio=0.5, steps=5, overrides=(("x*", 0.2),))
     bad = spec_pb2.PruneSpec(
         method=spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, importance=spec_pb2.IMPORTANCE_FPGM, round_to=8, n=2
     )
     with pytest.raises(ServiceError) as caught:
-        config_from_spec(bad)
+        prune_config_of(bad)
     fields = {v.field for v in caught.value.violations}
     assert fields == {"spec.prune.ratio", "spec.prune.importance", "spec.prune.round_to", "spec.prune.n"}
     for kwargs in ({"ratio": 0.0}, {"ratio": 0.5, "target_macs_reduction": 2.0}, {"ratio": 0.5, "steps": 0}):

@@ -17,10 +17,11 @@ from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.measure.analysis import analyze
 from prunekit_server.measure.quality import synthetic_inputs
-from prunekit_server.pruning import LayerConfig, PruneConfig, PruneContext, config_from_spec, prune
+from prunekit_server.pruning import LayerConfig, PruneConfig, PruneContext, prune
 from prunekit_server.pruning.fx_tools import propagate
 from prunekit_server.pruning.graph import example_inputs, to_graph
 from prunekit_server.pruning.layer import find_blocks, find_units
+from prunekit_server.spec_check import prune_config_of
 from tests.zoo import ZOO, export
 
 IMAGE = model_pb2.InputSpec(name="image", shape=[2, 3, 16, 16])
@@ -246,7 +247,7 @@ def test_config_round_trip_and_spec() -> None:
     assert all(LayerConfig.describe().values())
     spec = spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_LAYER, ratio=0.25, auto_ratios=True)
     spec.overrides.add(pattern="keep*", ignore=True)
-    assert config_from_spec(spec) == LayerConfig(ratio=0.25, importance="sensitivity", ignore=("keep*",))
+    assert prune_config_of(spec) == LayerConfig(ratio=0.25, importance="sensitivity", ignore=("keep*",))
     bad = spec_pb2.PruneSpec(
         method=spec_pb2.PRUNE_METHOD_LAYER,
         ratio=0.5,
@@ -255,7 +256,7 @@ def test_config_round_trip_and_spec() -> None:
     )
     bad.overrides.add(pattern="x*", ratio=0.3)
     with pytest.raises(ServiceError) as caught:
-        config_from_spec(bad)
+        prune_config_of(bad)
     fields = {v.field for v in caught.value.violations}
     assert fields == {"spec.prune.scope", "spec.prune.importance", "spec.prune.overrides[0]"}
     for kwargs in ({}, {"ratio": 1.0}, {"ratio": 0.5, "importance": "fpgm"}, {"target_macs_reduction": 0.5}):

@@ -15,9 +15,10 @@ from torch import nn
 
 from prunekit.v1 import spec_pb2
 from prunekit_server.errors import ServiceError
-from prunekit_server.pruning import NMConfig, PruneConfig, apply_tensors, config_from_spec, prune
+from prunekit_server.pruning import NMConfig, PruneConfig, apply_tensors, prune
 from prunekit_server.pruning.n_m import nm_mask, output_layers
 from prunekit_server.samples import write_sample_model
+from prunekit_server.spec_check import prune_config_of
 from tests.zoo import ZOO, export
 
 
@@ -196,14 +197,14 @@ def test_invalid_configs_are_rejected(kwargs: dict[str, object]) -> None:
 def test_config_from_spec_defaults_and_violations() -> None:
     spec = spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M, ignore=["a*"])
     spec.overrides.add(pattern="b*", ignore=True)
-    assert config_from_spec(spec) == NMConfig(n=2, m=4, ignore=("a*", "b*"))
-    assert config_from_spec(spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M, ratio=0.5)) == NMConfig()
+    assert prune_config_of(spec) == NMConfig(n=2, m=4, ignore=("a*", "b*"))
+    assert prune_config_of(spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M, ratio=0.5)) == NMConfig()
     bad = spec_pb2.PruneSpec(
         method=spec_pb2.PRUNE_METHOD_N_M, ratio=0.3, round_to=8, importance=spec_pb2.IMPORTANCE_TAYLOR
     )
     bad.overrides.add(pattern="c*", ratio=0.2)
     with pytest.raises(ServiceError) as caught:
-        config_from_spec(bad)
+        prune_config_of(bad)
     fields = {v.field for v in caught.value.violations}
     assert fields == {
         "spec.prune.ratio",
@@ -212,7 +213,7 @@ def test_config_from_spec_defaults_and_violations() -> None:
         "spec.prune.overrides[0]",
     }
     with pytest.raises(ServiceError) as caught:
-        config_from_spec(spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M, n=4, m=4))
+        prune_config_of(spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_N_M, n=4, m=4))
     assert [v.field for v in caught.value.violations] == ["spec.prune.n"]
 
 

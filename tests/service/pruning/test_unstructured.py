@@ -20,11 +20,11 @@ from prunekit_server.pruning import (
     PruneConfig,
     UnstructuredConfig,
     apply_tensors,
-    config_from_spec,
     prune,
     weighted_layers,
 )
 from prunekit_server.samples import write_sample_model
+from prunekit_server.spec_check import prune_config_of
 
 
 @pytest.fixture(scope="module")
@@ -293,15 +293,15 @@ def test_config_from_spec() -> None:
         scope=spec_pb2.PRUNE_SCOPE_PER_LAYER,
         ignore=["/fc/*"],
     )
-    assert config_from_spec(spec) == UnstructuredConfig(ratio=0.25, scope="per_layer", ignore=("/fc/*",))
+    assert prune_config_of(spec) == UnstructuredConfig(ratio=0.25, scope="per_layer", ignore=("/fc/*",))
     spec.scope = spec_pb2.PRUNE_SCOPE_UNSPECIFIED
-    assert config_from_spec(spec).to_dict()["scope"] == "global"
+    assert prune_config_of(spec).to_dict()["scope"] == "global"
     spec.ratio = 1.5
     with pytest.raises(ServiceError) as err:
-        config_from_spec(spec)
+        prune_config_of(spec)
     assert [v.field for v in err.value.violations] == ["spec.prune.ratio"]
     with pytest.raises(ServiceError) as err:
-        config_from_spec(spec_pb2.PruneSpec(ratio=0.5))
+        prune_config_of(spec_pb2.PruneSpec(ratio=0.5))
     assert err.value.reason == "INVALID_SPEC"
     assert err.value.violations[0].field == "spec.prune.method"
 

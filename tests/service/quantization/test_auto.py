@@ -1,38 +1,17 @@
-"""AUTO: which candidates a spec asks for, and which measured candidate is kept (numbers injected)."""
+"""AUTO: which measured candidate is kept (numbers injected); the plan is tested in the spec room."""
 
 from __future__ import annotations
 
 import pytest
 
-from prunekit.v1 import spec_pb2
 from prunekit_server.measure.quality import Quality, QualityRule
 from prunekit_server.quantization import (
     Candidate,
-    DynamicInt8Config,
-    Fp16Config,
-    StaticInt8Config,
-    plan_from_spec,
     select_fastest,
 )
 
 GOOD = Quality(top1_agreement=1.0, cosine_similarity=0.9999, max_abs_error=0.01, samples=32)
 BAD = Quality(top1_agreement=0.90, cosine_similarity=0.999, max_abs_error=0.3, samples=32)
-
-
-def test_plans() -> None:
-    assert plan_from_spec(spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_NONE)).configs == ()
-    single = plan_from_spec(spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_FP16))
-    assert (single.configs, single.auto) == ((Fp16Config(),), False)
-    auto = plan_from_spec(spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_AUTO, calibration_samples=9))
-    assert auto.auto
-    assert auto.configs == (StaticInt8Config(calibration_samples=9), DynamicInt8Config(), Fp16Config())
-    chosen = plan_from_spec(
-        spec_pb2.QuantizeSpec(
-            mode=spec_pb2.QUANTIZE_MODE_AUTO,
-            candidates=[spec_pb2.QUANTIZE_MODE_FP16, spec_pb2.QUANTIZE_MODE_STATIC_INT8],
-        )
-    )
-    assert chosen.configs == (Fp16Config(), StaticInt8Config())
 
 
 def test_the_fastest_passing_candidate_is_kept() -> None:

@@ -9,8 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from prunekit.v1 import model_pb2, spec_pb2
-from prunekit_server.errors import ServiceError
+from prunekit.v1 import model_pb2
 from prunekit_server.measure.quality import compare_models, synthetic_inputs
 from prunekit_server.quantization import (
     DynamicInt8Config,
@@ -18,10 +17,8 @@ from prunekit_server.quantization import (
     QuantizeConfig,
     QuantizeContext,
     StaticInt8Config,
-    config_for_mode,
     quantize,
     registered_modes,
-    spec_modes,
 )
 from prunekit_server.quantization import preprocess as pre
 from prunekit_server.samples import write_sample_model
@@ -193,25 +190,6 @@ def test_config_validation() -> None:
 
 def test_registries_know_every_mode() -> None:
     assert set(registered_modes()) == {"static_int8", "dynamic_int8", "fp16"}
-    assert spec_modes() == [
-        spec_pb2.QUANTIZE_MODE_STATIC_INT8,
-        spec_pb2.QUANTIZE_MODE_DYNAMIC_INT8,
-        spec_pb2.QUANTIZE_MODE_FP16,
-    ]
-    q = spec_pb2.QuantizeSpec(
-        calibration=spec_pb2.CALIBRATION_METHOD_PERCENTILE,
-        calibration_samples=20,
-        percentile=99.5,
-        exclude=["fc"],
-    )
-    static = config_for_mode(q, spec_pb2.QUANTIZE_MODE_STATIC_INT8)
-    assert static == StaticInt8Config(
-        calibration="percentile", calibration_samples=20, percentile=99.5, exclude=("fc",)
-    )
-    assert config_for_mode(q, spec_pb2.QUANTIZE_MODE_FP16) == Fp16Config(exclude=("fc",))
-    with pytest.raises(ServiceError) as err:
-        config_for_mode(q, spec_pb2.QUANTIZE_MODE_AUTO)
-    assert err.value.reason == "INVALID_SPEC"
     assert [c.suffix for c in (StaticInt8Config(), DynamicInt8Config(), Fp16Config())] == [
         "int8",
         "int8_dynamic",

@@ -35,7 +35,9 @@ outputs' mean square on the feeds; RANDOM (seeded).
 
 from __future__ import annotations
 
-from .config import HeadConfig, HeadImportance, Scope, heads_from_spec
+from prunekit.spec.prune_configs import Scope
+from prunekit.spec.structured_configs import HeadConfig, HeadImportance
+
 from .detect import find_attentions
 from .prune import prune_heads
 from .rank import head_scores
@@ -51,7 +53,6 @@ __all__ = [
     "check_rewritable",
     "find_attentions",
     "head_scores",
-    "heads_from_spec",
     "prune_heads",
     "remove_heads",
 ]

@@ -11,6 +11,8 @@ import onnx
 import torch
 from torch import fx, nn
 
+from prunekit.spec.structured_configs import HeadConfig
+
 from ...errors import FieldViolation, invalid_spec, unsupported_model
 from ..base import LayerPruneInfo, PruneContext, PruneResult, register_pruner
 from ..fx_tools import (
@@ -23,7 +25,6 @@ from ..fx_tools import (
     remove_unused_modules,
 )
 from ..graph import example_inputs, feed_batches, to_graph, to_onnx
-from .config import _DATA_DRIVEN, HeadConfig
 from .detect import find_attentions
 from .rank import head_scores
 from .structure import Attention, _is_matmul, _linear
@@ -143,7 +144,7 @@ def prune_heads(model: onnx.ModelProto, config: HeadConfig, context: PruneContex
         raise unsupported_model(f"no attention can lose heads: {reasons}")
     warnings: list[str] = []
     batches = feed_batches(context) or [args]
-    if config.importance in _DATA_DRIVEN and context.synthetic:
+    if config.data_driven and context.synthetic:
         warnings.append(
             f"SYNTHETIC_IMPORTANCE: {config.importance} head importance was measured on synthetic inputs"
         )

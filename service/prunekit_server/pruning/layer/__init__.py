@@ -26,7 +26,8 @@ unused submodules are dropped; output shapes do not change.
 
 from __future__ import annotations
 
-from .config import LayerConfig, LayerImportance, layer_from_spec
+from prunekit.spec.structured_configs import LayerConfig, LayerImportance
+
 from .detect import Unit, find_blocks, find_identity_layers, find_units
 from .rank import unit_scores
 from .removal import prune_layers, remove_units
@@ -38,7 +39,6 @@ __all__ = [
     "find_blocks",
     "find_identity_layers",
     "find_units",
-    "layer_from_spec",
     "prune_layers",
     "remove_units",
     "unit_scores",

@@ -10,6 +10,8 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
+from prunekit.spec.structured_configs import LayerConfig
+
 from ..fx_tools import (
     common_prefix,
     first_match,
@@ -19,7 +21,6 @@ from ..fx_tools import (
     shape_of,
     weighted_module,
 )
-from .config import LayerConfig
 
 _ADDS = (operator.add, torch.add)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

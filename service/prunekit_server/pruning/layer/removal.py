@@ -9,11 +9,12 @@ import onnx
 import torch
 from torch import fx
 
+from prunekit.spec.structured_configs import LayerConfig
+
 from ...errors import FieldViolation, invalid_spec, unsupported_model
 from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, register_pruner
 from ..fx_tools import node_macs, origin, propagate, remove_unused_modules
 from ..graph import example_inputs, feed_batches, to_graph, to_onnx
-from .config import _DATA_DRIVEN, LayerConfig
 from .detect import Unit, find_units
 from .rank import unit_scores
 
@@ -95,7 +96,7 @@ def prune_layers(model: onnx.ModelProto, config: LayerConfig, context: PruneCont
             "equals their input's" + (f" ({detail})" if detail else "")
         )
     warnings: list[str] = []
-    if config.importance in _DATA_DRIVEN and context.synthetic:
+    if config.data_driven and context.synthetic:
         warnings.append(f"SYNTHETIC_IMPORTANCE: {config.importance} ranking was measured on synthetic inputs")
     batches = feed_batches(context) or [args]
     scores = unit_scores(gm, candidates, config.importance, batches, config.seed)

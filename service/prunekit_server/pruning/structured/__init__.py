@@ -9,8 +9,9 @@ layers that shrink together, :mod:`.importance` ranks their channels,
 
 from __future__ import annotations
 
+from prunekit.spec.structured_configs import StructuredConfig
+
 from .channel import ChannelConfig, prune_channels
-from .config import StructuredConfig
 from .neuron import NeuronConfig, prune_neurons
 
 __all__ = ["ChannelConfig", "NeuronConfig", "StructuredConfig", "prune_channels", "prune_neurons"]

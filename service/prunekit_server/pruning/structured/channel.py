@@ -7,19 +7,16 @@ smaller model with the same inputs and outputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import onnx
 
-from prunekit.v1 import spec_pb2
+from prunekit.spec.structured_configs import ChannelConfig
 
-from ...errors import FieldViolation, invalid_spec
-from ..base import PruneContext, PruneResult, register_pruner, register_spec_method
-from .config import StructuredConfig, structured_fields
+from ..base import PruneContext, PruneResult, register_pruner
 from .engine import Method, run
 from .groups import CHANNEL_ROOTS
 
-CHANNEL_IMPORTANCES = ("l1", "l2", "taylor", "bn_scale", "fpgm", "activation", "random")
+__all__ = ["ChannelConfig", "prune_channels"]
+
 _METHOD = Method(
     name="CHANNEL",
     roots=CHANNEL_ROOTS,
@@ -27,24 +24,6 @@ _METHOD = Method(
     nothing_found="no prunable channel group: CHANNEL needs Conv or Linear layers whose output channels "
     "feed other layers (output layers are kept unless prune_output_layers is set)",
 )
-
-
-@dataclass(frozen=True)
-class ChannelConfig(StructuredConfig):
-    """Remove channels of Conv layers and features of Linear chains. Bad values raise ``ValueError``."""
-
-    method = "channel"
-    importances = CHANNEL_IMPORTANCES
-
-
-@register_spec_method(spec_pb2.PRUNE_METHOD_CHANNEL)
-def channel_from_spec(prune_spec: spec_pb2.PruneSpec) -> ChannelConfig:
-    """The config for a CHANNEL ``PruneSpec``; ``INVALID_SPEC`` listing every bad field."""
-    found: list[FieldViolation] = []
-    fields = structured_fields(prune_spec, CHANNEL_IMPORTANCES, found)
-    if found:
-        raise invalid_spec(found)
-    return ChannelConfig(**fields)
 
 
 @register_pruner(ChannelConfig)

@@ -20,12 +20,13 @@ import onnx
 import torch
 from torch import fx, nn
 
+from prunekit.spec.structured_configs import StructuredConfig
+
 from ...errors import FieldViolation, invalid_spec, unsupported_model
 from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, ScheduleStep
 from ..fx_tools import WEIGHTED_MODULES, fidelity, origin, run_batches
 from ..graph import example_inputs, feed_batches, to_graph
 from ..sensitivity import auto_layer_ratios, graph_sensitivity
-from .config import StructuredConfig
 from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer

@@ -1,19 +1,10 @@
-"""The rules of a spec's ``data``, ``finetune`` and accuracy rule, checked before a job is accepted.
+"""The rules of a spec's ``finetune``.
 
-Part of :mod:`.spec_rules` (server process: the spec only). Every violation is
-listed, with the path of the field that breaks the rule:
-
-* ``data``: at least one of ``train``/``eval``; each entry a URI (``scheme://...``)
-  of at most 2048 printable characters, not listed twice in its split; at most
-  ``max_data_shards`` entries in all (prefix entries are expanded and counted
-  again when the job is created); ``eval_fraction`` 0 or in (0, 1).
-* ``finetune``: needs ``prune`` and ``data.train``; a budget (``epochs``, ``steps``
-  or ``max_seconds`` > 0); every number finite and >= 0; ``batch_size`` <= 4096;
-  ``learning_rate`` <= 10; ``momentum`` < 1 and only for SGD; ``steps_per_round``
-  only with an ITERATIVE prune schedule; ``distillation``: ``temperature`` >= 0,
-  ``alpha`` in [0, 1] when set, ``feature_weight`` >= 0, ``feature_layers`` at most
-  256 non-empty printable names.
-* ``evaluation.max_accuracy_drop``: 0 (no rule) or 0 < x <= 1, and only with data.
+Needs ``prune`` and ``data.train``; a budget (``epochs``, ``steps`` or ``max_seconds`` > 0); every number
+finite and >= 0; ``batch_size`` <= 4096; ``learning_rate`` <= 10; ``momentum`` < 1 and only for SGD;
+``steps_per_round`` only with an ITERATIVE prune schedule; ``distillation``: ``temperature`` >= 0,
+``alpha`` in [0, 1] when set, ``feature_weight`` >= 0, ``feature_layers`` at most 256 non-empty printable
+names.
 """
 
 from __future__ import annotations
@@ -22,10 +13,10 @@ import math
 
 from prunekit.v1 import spec_pb2
 
-from .errors import FieldViolation
+from .violation import FieldViolation
 
-MAX_DATA_SHARDS = 1000
-MAX_URI_LENGTH = 2048
+__all__ = ["MAX_FEATURE_LAYERS", "MAX_FINETUNE_BATCH", "MAX_LEARNING_RATE", "finetune_violations"]
+
 MAX_FINETUNE_BATCH = 4096
 MAX_LEARNING_RATE = 10.0
 MAX_FEATURE_LAYERS = 256
@@ -50,32 +41,6 @@ _FLOATS = (
     "grad_clip",
     "checkpoint_every_seconds",
 )
-
-
-def data_violations(
-    data: spec_pb2.DataSpec, path: str, found: list[FieldViolation], *, max_shards: int = MAX_DATA_SHARDS
-) -> None:
-    """Rules of ``spec.data`` (see the module docstring)."""
-    if not data.train and not data.eval:
-        found.append(FieldViolation(path, "name train or eval shards, or leave data out"))
-    for split in ("train", "eval"):
-        seen: set[str] = set()
-        for i, entry in enumerate(getattr(data, split)):
-            where = f"{path}.{split}[{i}]"
-            if not entry.strip() or len(entry) > MAX_URI_LENGTH or not entry.isprintable():
-                found.append(FieldViolation(where, f"a URI of 1 to {MAX_URI_LENGTH} printable characters"))
-            elif "://" not in entry:
-                found.append(
-                    FieldViolation(where, f"{entry!r} is not a URI: use the uri UploadDataset returned")
-                )
-            elif entry in seen:
-                found.append(FieldViolation(where, f"{entry!r} is listed twice"))
-            seen.add(entry)
-    if len(data.train) + len(data.eval) > max_shards:
-        found.append(FieldViolation(path, f"at most {max_shards} train and eval entries in all"))
-    fraction = data.eval_fraction
-    if not math.isfinite(fraction) or not (fraction == 0.0 or 0.0 < fraction < 1.0):
-        found.append(FieldViolation(f"{path}.eval_fraction", "must be 0 (default 0.2) or 0 < value < 1"))
 
 
 def _numbers(ft: spec_pb2.FinetuneSpec, path: str, found: list[FieldViolation]) -> None:
@@ -138,16 +103,3 @@ def finetune_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[
         found.append(FieldViolation(f"{path}.steps_per_round", "only with prune.schedule ITERATIVE"))
     if ft.HasField("distillation"):
         _distillation(ft.distillation, f"{path}.distillation", found)
-
-
-def accuracy_rule_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
-    """``evaluation.max_accuracy_drop``: 0, or 0 < x <= 1 with data to judge it on."""
-    drop = spec.evaluation.max_accuracy_drop
-    if not math.isfinite(drop) or not 0.0 <= drop <= 1.0:
-        found.append(
-            FieldViolation(f"{path}.max_accuracy_drop", "must be 0 (no rule) or 0 < value <= 1 (a fraction)")
-        )
-    elif drop and not (spec.data.train or spec.data.eval):
-        found.append(
-            FieldViolation(f"{path}.max_accuracy_drop", "needs data: labelled eval (or train) shards")
-        )

@@ -1,4 +1,4 @@
-"""The spec rules checked before a job is accepted: prune and/or quantize, every violation listed."""
+"""The spec rules (``spec_violations``) the CLI and the server run: every violation listed."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import math
 
 import pytest
 
+from prunekit.spec import spec_violations
 from prunekit.v1 import model_pb2, spec_pb2
-from prunekit_server.errors import ServiceError
-from prunekit_server.spec_rules import check_spec, spec_violations
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
 PRUNE = spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_UNSTRUCTURED, ratio=0.5)
@@ -47,7 +46,7 @@ def _fields(spec: spec_pb2.OptimizationSpec) -> list[str]:
     ids=["prune-only", "static-only", "fp16-only", "everything", "prune-and-none"],
 )
 def test_valid_specs(spec: spec_pb2.OptimizationSpec) -> None:
-    check_spec(spec, ONNX)
+    assert spec_violations(spec, ONNX) == []
 
 
 def test_a_spec_must_ask_for_something() -> None:
@@ -67,10 +66,7 @@ def test_unspecified_mode_with_fields_lists_every_violation() -> None:
             exclude=[""],
         )
     )
-    with pytest.raises(ServiceError) as err:
-        check_spec(spec, ONNX)
-    assert err.value.reason == "INVALID_SPEC"
-    assert sorted(v.field for v in err.value.violations) == [
+    assert sorted(v.field for v in spec_violations(spec, ONNX)) == [
         "spec.quantize.calibration_samples",
         "spec.quantize.candidates",
         "spec.quantize.exclude[0]",
@@ -244,16 +240,15 @@ def test_a_full_finetune_spec_is_valid() -> None:
         ),
         evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=1.0),
     )
-    check_spec(spec, ONNX)
-    check_spec(
-        spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=spec_pb2.FinetuneSpec(steps=1)), ONNX
-    )
+    assert spec_violations(spec, ONNX) == []
+    short = spec_pb2.OptimizationSpec(prune=PRUNE, data=DATA, finetune=spec_pb2.FinetuneSpec(steps=1))
+    assert spec_violations(short, ONNX) == []
     eval_only = spec_pb2.OptimizationSpec(
         prune=PRUNE,
         data=spec_pb2.DataSpec(eval=DATA.train),
         evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.01),
     )
-    check_spec(eval_only, ONNX)
+    assert spec_violations(eval_only, ONNX) == []
 
 
 def test_finetune_needs_prune_data_and_a_budget() -> None:

@@ -1,4 +1,4 @@
-"""The per-method prune rules checked before a job is accepted, and their agreement with the methods."""
+"""The per-method prune rules, and their agreement with the translation into each method's config."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import itertools
 
 import pytest
 
+from prunekit.spec import SpecRuleError, spec_violations
+from prunekit.spec.translate import prune_config
 from prunekit.v1 import model_pb2, spec_pb2
-from prunekit_server.errors import ServiceError
-from prunekit_server.pruning import config_from_spec
-from prunekit_server.spec_rules import spec_violations
 
 P = spec_pb2
 METHODS = [m for m in P.PruneMethod.values() if m != P.PRUNE_METHOD_UNSPECIFIED]
@@ -180,14 +179,14 @@ def _variants(method: int) -> list[spec_pb2.PruneSpec]:
 
 @pytest.mark.parametrize("method", METHODS, ids=[P.PruneMethod.Name(m) for m in METHODS])
 def test_the_server_accepts_exactly_what_the_method_accepts(method: int) -> None:
-    """The server's checks (no torch) and each method's own spec factory agree on every variant."""
+    """The spec rules and the config built by the translation (its own checks) agree on every variant."""
     disagreements = []
     for prune in _variants(method):
         server_ok = not _violations(prune)
         try:
-            config_from_spec(prune)
+            prune_config(prune)
             worker_ok = True
-        except ServiceError:
+        except SpecRuleError:
             worker_ok = False
         if server_ok != worker_ok:
             disagreements.append((str(prune).replace("\n", " "), server_ok, worker_ok))

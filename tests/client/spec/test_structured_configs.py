@@ -1,29 +1,22 @@
-"""CHANNEL / NEURON configs: defaults, validation, JSON round trip, spec factories; the width planner."""
+"""CHANNEL / NEURON configs: defaults, validation, JSON round trip, translation from a ``PruneSpec``."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 
+from prunekit.spec import SpecRuleError
+from prunekit.spec.prune_configs import PRUNE_CONFIGS, PruneConfig
+from prunekit.spec.structured_configs import ChannelConfig, NeuronConfig
+from prunekit.spec.translate import prune_config
 from prunekit.v1 import spec_pb2
-from prunekit_server.errors import ServiceError
-from prunekit_server.pruning import (
-    ChannelConfig,
-    NeuronConfig,
-    PruneConfig,
-    config_from_spec,
-    registered_methods,
-)
-from prunekit_server.pruning.structured.groups import Group
-from prunekit_server.pruning.structured.targets import plan
 
 P = spec_pb2
 
 
 def test_both_methods_are_registered_with_described_fields() -> None:
-    methods = registered_methods()
+    methods = PRUNE_CONFIGS.as_dict()
     assert methods["channel"] is ChannelConfig
     assert methods["neuron"] is NeuronConfig
     for config_type in (ChannelConfig, NeuronConfig):
@@ -81,7 +74,7 @@ def test_neuron_does_not_rank_by_batchnorm() -> None:
 
 
 def test_spec_defaults_and_fields() -> None:
-    config = config_from_spec(P.PruneSpec(method=P.PRUNE_METHOD_CHANNEL, ratio=0.3))
+    config = prune_config(P.PruneSpec(method=P.PRUNE_METHOD_CHANNEL, ratio=0.3))
     assert config == ChannelConfig(ratio=0.3)
     assert (config.round_to, config.max_layer_ratio, config.steps, config.importance) == (8, 0.9, 1, "l1")
     spec = P.PruneSpec(
@@ -100,7 +93,7 @@ def test_spec_defaults_and_fields() -> None:
         schedule=P.PRUNE_SCHEDULE_ITERATIVE,
         prune_output_layers=True,
     )
-    assert config_from_spec(spec) == NeuronConfig(
+    assert prune_config(spec) == NeuronConfig(
         target_macs_reduction=1.5,
         scope="per_layer",
         importance="activation",
@@ -124,8 +117,8 @@ def test_spec_violations_are_all_listed() -> None:
         n=2,
         overrides=[P.LayerOverride(pattern="x", ratio=0.5, ignore=True)],
     )
-    with pytest.raises(ServiceError) as caught:
-        config_from_spec(spec)
+    with pytest.raises(SpecRuleError) as caught:
+        prune_config(spec)
     fields = {v.field for v in caught.value.violations}
     assert fields == {
         "spec.prune.target_macs_reduction",
@@ -135,53 +128,3 @@ def test_spec_violations_are_all_listed() -> None:
         "spec.prune.n",
         "spec.prune.overrides[0].ratio",
     }
-
-
-def _group(key: str, width: int, chunks: int = 1) -> Group:
-    return Group(key, width, chunks, (key,), ())
-
-
-def test_plan_rounds_to_the_nearest_multiple_within_the_cap() -> None:
-    groups = [_group("a", 64), _group("b", 20), _group("c", 6)]
-    scores = {g.key: torch.arange(g.chunk_width, dtype=torch.float32) for g in groups}
-    original = {g.key: g.chunk_width for g in groups}
-    result = plan(
-        groups, scores, original, 0.3, scope="per_layer", round_to=8, max_layer_ratio=0.9, own_ratios={}
-    )
-    # a: 64 - 19 = 45 -> 48 kept; b: 20 - 6 = 14 -> 16 kept; c: 6 - 2 = 4 -> 8 > 6: untouched
-    assert {k: len(v) for k, v in result.remove.items()} == {"a": 16, "b": 4}
-    assert result.remove["a"] == list(range(16)), "the lowest scores go"
-    capped = plan(
-        groups, scores, original, 0.95, scope="per_layer", round_to=1, max_layer_ratio=0.5, own_ratios={}
-    )
-    assert {k: len(v) for k, v in capped.remove.items()} == {"a": 32, "b": 10, "c": 3}
-
-
-def test_plan_prunes_chunks_alike_and_ranks_globally() -> None:
-    grouped = _group("g", 16, chunks=4)
-    other = _group("o", 8)
-    scores = {"g": torch.tensor([5.0, 0.1, 6.0, 7.0]), "o": torch.arange(8, dtype=torch.float32) + 1}
-    original = {"g": 4, "o": 8}
-    result = plan(
-        [grouped, other],
-        scores,
-        original,
-        0.25,
-        scope="global",
-        round_to=1,
-        max_layer_ratio=0.9,
-        own_ratios={},
-    )
-    # 24 channels, 6 go: position 1 of each of g's 4 chunks (4 channels), then o's two lowest
-    assert result.remove == {"g": [1, 5, 9, 13], "o": [0, 1]}
-    own = plan(
-        [grouped, other],
-        scores,
-        original,
-        0.25,
-        scope="global",
-        round_to=1,
-        max_layer_ratio=0.9,
-        own_ratios={"o": 0.5},
-    )
-    assert own.remove["o"] == [0, 1, 2, 3]

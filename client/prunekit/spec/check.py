@@ -1,0 +1,63 @@
+"""Every rule an ``OptimizationSpec`` must follow, in one call: :func:`spec_violations`.
+
+It looks at the spec only, never at the model (the model's format aside), and lists every violation: it
+never stops at the first. The server runs it before it accepts a job, the CLI before it uploads anything.
+"""
+
+from __future__ import annotations
+
+from prunekit.v1 import model_pb2, spec_pb2
+
+from .data import MAX_DATA_SHARDS, accuracy_rule_violations, data_violations
+from .finetune import finetune_violations
+from .inputs import input_violations
+from .measure import benchmark_violations, evaluation_violations
+from .messages import undefined_enums, unknown_field_numbers
+from .prune import prune_violations
+from .quantize import quantize_violations
+from .violation import FieldViolation
+
+__all__ = ["spec_violations"]
+
+
+def spec_violations(
+    spec: spec_pb2.OptimizationSpec,
+    model_format: int,
+    *,
+    prefix: str = "spec",
+    max_data_shards: int = MAX_DATA_SHARDS,
+) -> list[FieldViolation]:
+    """Every rule ``spec`` breaks, as field violations with paths under ``prefix``.
+
+    ``model_format`` is a ``ModelFormat`` value (TorchScript models need declared inputs);
+    ``max_data_shards`` caps the entries of ``data`` (the server's ``max_job_data_shards``).
+    """
+    found: list[FieldViolation] = []
+    unknown_field_numbers(spec, prefix, found)
+    undefined_enums(spec, prefix, found)
+    found += input_violations(spec.inputs, f"{prefix}.inputs")
+    if model_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT and not spec.inputs:
+        found.append(
+            FieldViolation(
+                f"{prefix}.inputs", "required for TorchScript models (name, shape and dtype of each input)"
+            )
+        )
+    quantizes = spec.HasField("quantize") and spec.quantize.mode != spec_pb2.QUANTIZE_MODE_NONE
+    if spec.HasField("prune"):
+        prune_violations(spec.prune, f"{prefix}.prune", found)
+    elif not quantizes:
+        found.append(
+            FieldViolation(
+                f"{prefix}.prune", "request prune or quantize (or both); this spec asks for neither"
+            )
+        )
+    if spec.HasField("quantize"):
+        quantize_violations(spec, f"{prefix}.quantize", found)
+    benchmark_violations(spec.benchmark, f"{prefix}.benchmark", found)
+    evaluation_violations(spec.evaluation, f"{prefix}.evaluation", found)
+    accuracy_rule_violations(spec, f"{prefix}.evaluation", found)
+    if spec.HasField("data"):
+        data_violations(spec.data, f"{prefix}.data", found, max_shards=max_data_shards)
+    if spec.HasField("finetune"):
+        finetune_violations(spec, f"{prefix}.finetune", found)
+    return found

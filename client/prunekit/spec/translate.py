@@ -1,0 +1,201 @@
+"""From spec messages to technique configs: :func:`prune_config` and :func:`quantize_plan`.
+
+The engines take configs, never spec messages; this is the one place that reads ``PruneSpec`` and
+``QuantizeSpec`` into them, applying the spec's defaults (0 means the default). A message that breaks a
+rule raises :class:`~prunekit.spec.violation.SpecRuleError` listing every violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prunekit.v1 import spec_pb2
+
+from .messages import undefined_enums, unknown_field_numbers
+from .names import enum_short_name
+from .prune import method_name, prune_violations
+from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig
+from .quantize import AUTO_CANDIDATES
+from .quantize_configs import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_PERCENTILE,
+    DynamicInt8Config,
+    Fp16Config,
+    QuantizeConfig,
+    QuantizePlan,
+    StaticInt8Config,
+)
+from .structured_configs import (
+    DEFAULT_MAX_LAYER_RATIO,
+    DEFAULT_ROUND_TO,
+    DEFAULT_STEPS,
+    ChannelConfig,
+    HeadConfig,
+    LayerConfig,
+    NeuronConfig,
+)
+from .violation import FieldViolation, SpecRuleError
+
+__all__ = ["prune_config", "quantize_config", "quantize_plan"]
+
+_P = spec_pb2
+
+
+def _ignore(p: spec_pb2.PruneSpec) -> tuple[str, ...]:
+    """The ignore globs, then the patterns of the ``ignore: true`` overrides."""
+    return (*p.ignore, *(o.pattern for o in p.overrides if o.ignore))
+
+
+def _overrides(p: spec_pb2.PruneSpec) -> tuple[tuple[str, float], ...]:
+    return tuple((o.pattern, o.ratio) for o in p.overrides if not o.ignore)
+
+
+def _importance(p: spec_pb2.PruneSpec, default: str) -> str:
+    if p.importance == _P.IMPORTANCE_UNSPECIFIED:
+        return default
+    return enum_short_name(_P.Importance.DESCRIPTOR, p.importance)
+
+
+def _scope(p: spec_pb2.PruneSpec, default: str) -> Any:
+    names = {_P.PRUNE_SCOPE_GLOBAL: "global", _P.PRUNE_SCOPE_PER_LAYER: "per_layer"}
+    return names.get(p.scope, default)
+
+
+def _steps(p: spec_pb2.PruneSpec) -> int:
+    return (p.steps or DEFAULT_STEPS) if p.schedule == _P.PRUNE_SCHEDULE_ITERATIVE else 1
+
+
+def _unstructured(p: spec_pb2.PruneSpec) -> PruneConfig:
+    return UnstructuredConfig(ratio=p.ratio, scope=_scope(p, "global"), ignore=tuple(p.ignore))
+
+
+def _n_m(p: spec_pb2.PruneSpec) -> PruneConfig:
+    return NMConfig(n=p.n or 2, m=p.m or 4, ignore=_ignore(p), prune_output_layers=p.prune_output_layers)
+
+
+def _structured(
+    config_type: type[ChannelConfig | NeuronConfig],
+) -> Callable[[spec_pb2.PruneSpec], PruneConfig]:
+    def build(p: spec_pb2.PruneSpec) -> PruneConfig:
+        return config_type(
+            ratio=p.ratio,
+            target_macs_reduction=p.target_macs_reduction,
+            scope=_scope(p, "global"),
+            importance=_importance(p, config_type.importances[0]),
+            round_to=p.round_to or DEFAULT_ROUND_TO,
+            max_layer_ratio=p.max_layer_ratio or DEFAULT_MAX_LAYER_RATIO,
+            ignore=_ignore(p),
+            overrides=_overrides(p),
+            steps=_steps(p),
+            prune_output_layers=p.prune_output_layers,
+            auto_ratios=p.auto_ratios,
+        )
+
+    return build
+
+
+def _layer(p: spec_pb2.PruneSpec) -> PruneConfig:
+    importance = "sensitivity" if p.auto_ratios else _importance(p, LayerConfig.importances[0])
+    return LayerConfig(
+        ratio=p.ratio,
+        target_macs_reduction=p.target_macs_reduction,
+        importance=importance,  # type: ignore[arg-type]
+        ignore=_ignore(p),
+        prune_output_layers=p.prune_output_layers,
+    )
+
+
+def _heads(p: spec_pb2.PruneSpec) -> PruneConfig:
+    return HeadConfig(
+        ratio=p.ratio,
+        importance=_importance(p, HeadConfig.importances[0]),  # type: ignore[arg-type]
+        scope=_scope(p, "per_layer"),
+        target_macs_reduction=p.target_macs_reduction,
+        max_layer_ratio=p.max_layer_ratio or DEFAULT_MAX_LAYER_RATIO,
+        ignore=_ignore(p),
+        overrides=_overrides(p),
+        steps=_steps(p),
+        prune_output_layers=p.prune_output_layers,
+    )
+
+
+_PRUNE: dict[str, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {
+    "unstructured": _unstructured,
+    "n_m": _n_m,
+    "channel": _structured(ChannelConfig),
+    "neuron": _structured(NeuronConfig),
+    "layer": _layer,
+    "attention_head": _heads,
+}
+"""``PruneMethod`` short name -> the translation of a ``PruneSpec`` of that method."""
+
+
+def prune_config(prune_spec: spec_pb2.PruneSpec, *, path: str = "spec.prune") -> PruneConfig:
+    """The config a ``PruneSpec`` asks for, with the spec's defaults applied.
+
+    Raises :class:`SpecRuleError` (paths under ``path``) listing every rule the message breaks, or for a
+    method with no translation.
+    """
+    found: list[FieldViolation] = []
+    unknown_field_numbers(prune_spec, path, found)
+    undefined_enums(prune_spec, path, found)
+    prune_violations(prune_spec, path, found)
+    build = _PRUNE.get(method_name(prune_spec.method))
+    if build is None and not found:
+        found.append(
+            FieldViolation(f"{path}.method", f"pruning method {prune_spec.method} is not implemented")
+        )
+    if found or build is None:
+        raise SpecRuleError(found)
+    try:
+        return build(prune_spec)
+    except ValueError as exc:
+        raise SpecRuleError([FieldViolation(path, str(exc))]) from None
+
+
+_CALIBRATIONS: dict[int, Any] = {
+    _P.CALIBRATION_METHOD_MINMAX: "minmax",
+    _P.CALIBRATION_METHOD_ENTROPY: "entropy",
+    _P.CALIBRATION_METHOD_PERCENTILE: "percentile",
+}
+
+_QUANTIZE: dict[int, Callable[[spec_pb2.QuantizeSpec], QuantizeConfig]] = {
+    _P.QUANTIZE_MODE_STATIC_INT8: lambda q: StaticInt8Config(
+        calibration=_CALIBRATIONS.get(q.calibration, "minmax"),
+        calibration_samples=q.calibration_samples or DEFAULT_CALIBRATION_SAMPLES,
+        percentile=q.percentile or DEFAULT_PERCENTILE,
+        exclude=tuple(q.exclude),
+    ),
+    _P.QUANTIZE_MODE_DYNAMIC_INT8: lambda q: DynamicInt8Config(exclude=tuple(q.exclude)),
+    _P.QUANTIZE_MODE_FP16: lambda q: Fp16Config(exclude=tuple(q.exclude)),
+}
+"""``QuantizeMode`` value -> the translation of a ``QuantizeSpec`` into that mode's config."""
+
+
+def quantize_config(q: spec_pb2.QuantizeSpec, mode: int, *, path: str = "spec.quantize") -> QuantizeConfig:
+    """The config of ``mode`` with the options of ``q``.
+
+    Raises :class:`SpecRuleError` for a mode with no config (AUTO, NONE) and for values the config refuses.
+    """
+    build = _QUANTIZE.get(mode)
+    if build is None:
+        raise SpecRuleError([FieldViolation(f"{path}.mode", f"quantization mode {mode} is not implemented")])
+    try:
+        return build(q)
+    except ValueError as exc:
+        raise SpecRuleError([FieldViolation(path, str(exc))]) from None
+
+
+def quantize_plan(q: spec_pb2.QuantizeSpec, *, path: str = "spec.quantize") -> QuantizePlan:
+    """The configs ``q`` asks for: none for NONE (or no mode), one for a mode, every candidate for AUTO.
+
+    AUTO's candidates are ``q.candidates``, or every concrete mode. Raises :class:`SpecRuleError` as
+    :func:`quantize_config` does.
+    """
+    if q.mode in (_P.QUANTIZE_MODE_UNSPECIFIED, _P.QUANTIZE_MODE_NONE):
+        return QuantizePlan(configs=())
+    if q.mode != _P.QUANTIZE_MODE_AUTO:
+        return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),))
+    modes = list(q.candidates) or list(AUTO_CANDIDATES)
+    return QuantizePlan(configs=tuple(quantize_config(q, m, path=path) for m in modes), auto=True)

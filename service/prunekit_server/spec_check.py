@@ -1,0 +1,48 @@
+"""The server's side of the spec room: its rules and translations, failing with ``INVALID_SPEC``.
+
+The rules themselves live in :mod:`prunekit.spec` (shared with the CLI, which runs them before it uploads
+anything); the server runs them again at CreateJob and in the worker, since clients may be old or hostile.
+"""
+
+from __future__ import annotations
+
+from prunekit.spec.check import spec_violations
+from prunekit.spec.data import MAX_DATA_SHARDS
+from prunekit.spec.prune_configs import PruneConfig
+from prunekit.spec.quantize_configs import QuantizePlan
+from prunekit.spec.translate import prune_config, quantize_plan
+from prunekit.spec.violation import SpecRuleError
+from prunekit.v1 import spec_pb2
+
+from .errors import invalid_spec
+
+__all__ = ["check_spec", "prune_config_of", "quantize_plan_of"]
+
+
+def check_spec(
+    spec: spec_pb2.OptimizationSpec,
+    model_format: int,
+    *,
+    prefix: str = "spec",
+    max_data_shards: int = MAX_DATA_SHARDS,
+) -> None:
+    """Raise ``INVALID_ARGUMENT``/``INVALID_SPEC`` listing every rule ``spec`` breaks."""
+    violations = spec_violations(spec, model_format, prefix=prefix, max_data_shards=max_data_shards)
+    if violations:
+        raise invalid_spec(violations)
+
+
+def prune_config_of(prune_spec: spec_pb2.PruneSpec, *, path: str = "spec.prune") -> PruneConfig:
+    """The config ``prune_spec`` asks for; ``INVALID_SPEC`` listing every rule it breaks (under ``path``)."""
+    try:
+        return prune_config(prune_spec, path=path)
+    except SpecRuleError as exc:
+        raise invalid_spec(exc.violations) from None
+
+
+def quantize_plan_of(q: spec_pb2.QuantizeSpec) -> QuantizePlan:
+    """The configs ``q`` asks for (see ``prunekit.spec.translate``); ``INVALID_SPEC`` if one fails."""
+    try:
+        return quantize_plan(q)
+    except SpecRuleError as exc:
+        raise invalid_spec(exc.violations) from None
