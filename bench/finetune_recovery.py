@@ -52,10 +52,10 @@ from prunekit_server.sample_digits import (
     train_digits_cnn,
     write_shards,
 )
+from prunekit_server.spec_check import finetune_plan_of as finetune_plan
 from prunekit_server.training.datasets import Dataset
 from prunekit_server.training.evaluate import accuracy
 from prunekit_server.training.finetune import FinetuneConfig, finetune
-from prunekit_server.training.from_spec import finetune_plan
 
 MACS_TARGET = 2.0
 MACS_TOLERANCE = 0.05

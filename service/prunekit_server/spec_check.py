@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from prunekit.spec.check import spec_violations
 from prunekit.spec.data import MAX_DATA_SHARDS
+from prunekit.spec.finetune_configs import FinetunePlan
 from prunekit.spec.prune_configs import PruneConfig
 from prunekit.spec.quantize_configs import QuantizePlan
-from prunekit.spec.translate import prune_config, quantize_plan
+from prunekit.spec.translate import finetune_plan, prune_config, quantize_plan
 from prunekit.spec.violation import SpecRuleError
 from prunekit.v1 import spec_pb2
 
 from .errors import invalid_spec
 
-__all__ = ["check_spec", "prune_config_of", "quantize_plan_of"]
+__all__ = ["check_spec", "finetune_plan_of", "prune_config_of", "quantize_plan_of"]
 
 
 def check_spec(
@@ -44,5 +45,13 @@ def quantize_plan_of(q: spec_pb2.QuantizeSpec) -> QuantizePlan:
     """The configs ``q`` asks for (see ``prunekit.spec.translate``); ``INVALID_SPEC`` if one fails."""
     try:
         return quantize_plan(q)
+    except SpecRuleError as exc:
+        raise invalid_spec(exc.violations) from None
+
+
+def finetune_plan_of(ft: spec_pb2.FinetuneSpec) -> FinetunePlan:
+    """The fine-tuning plan ``ft`` asks for (``prunekit.spec.translate``); ``INVALID_SPEC`` if it fails."""
+    try:
+        return finetune_plan(ft)
     except SpecRuleError as exc:
         raise invalid_spec(exc.violations) from None

@@ -10,53 +10,104 @@ names.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from prunekit.v1 import spec_pb2
 
 from .violation import FieldViolation
 
-__all__ = ["MAX_FEATURE_LAYERS", "MAX_FINETUNE_BATCH", "MAX_LEARNING_RATE", "finetune_violations"]
+__all__ = [
+    "BUDGET",
+    "MAX_FEATURE_LAYERS",
+    "MAX_FINETUNE_BATCH",
+    "MAX_LEARNING_RATE",
+    "config_problems",
+    "finetune_violations",
+]
 
 MAX_FINETUNE_BATCH = 4096
 MAX_LEARNING_RATE = 10.0
 MAX_FEATURE_LAYERS = 256
 MAX_NAME_LENGTH = 256
 
-_INTS = (
-    "epochs",
-    "steps",
-    "batch_size",
-    "warmup_steps",
-    "seed",
-    "eval_every",
-    "patience",
-    "checkpoint_every_steps",
-    "steps_per_round",
-)
-_FLOATS = (
-    "max_seconds",
-    "learning_rate",
-    "momentum",
-    "weight_decay",
-    "grad_clip",
-    "checkpoint_every_seconds",
-)
+BUDGET = "set a budget: epochs, steps or max_seconds (> 0)"
+
+_INTS = ("epochs", "steps", "batch_size", "warmup_steps", "seed", "eval_every", "patience")
+_SPEC_INTS = (*_INTS, "checkpoint_every_steps", "steps_per_round")
+_FLOATS = ("max_seconds", "momentum", "weight_decay", "grad_clip")
+_SPEC_FLOATS = (*_FLOATS, "learning_rate", "checkpoint_every_seconds")
+_CHOICES = {
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("cosine", "linear", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def _count_problem(value: object) -> str | None:
+    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else "must be >= 0"
+
+
+def _amount_problem(value: object) -> str | None:
+    good = (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    )
+    return None if good else "must be a finite number >= 0"
+
+
+def _has_budget(epochs: int, steps: int, max_seconds: float) -> bool:
+    return epochs > 0 or steps > 0 or (math.isfinite(max_seconds) and max_seconds > 0)
+
+
+def _learning_rate_cap(value: float) -> str | None:
+    too_high = math.isfinite(value) and value > MAX_LEARNING_RATE
+    return f"must be at most {MAX_LEARNING_RATE:g}" if too_high else None
+
+
+def _temperature_problem(value: float) -> str | None:
+    return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _alpha_problem(value: float) -> str | None:
+    return None if math.isfinite(value) and 0.0 <= value <= 1.0 else "must be between 0 and 1"
+
+
+def config_problems(config: Any) -> list[tuple[str, str]]:
+    """``(field, problem)`` for each rule a :class:`~.finetune_configs.FinetuneConfig`'s values break.
+
+    The values are the spec's with every default applied, so no 0 stands for a default here.
+    """
+    found = [(n, p) for n in _INTS if (p := _count_problem(getattr(config, n)))]
+    found += [(n, p) for n in _FLOATS if (p := _amount_problem(getattr(config, n)))]
+    if not found and not _has_budget(config.epochs, config.steps, config.max_seconds):
+        found.append(("", BUDGET))
+    if not found and not 1 <= config.batch_size <= MAX_FINETUNE_BATCH:
+        found.append(("batch_size", f"must be between 1 and {MAX_FINETUNE_BATCH}"))
+    for name, problem in (
+        ("lr", _amount_problem(config.lr) or _learning_rate_cap(config.lr)),
+        ("temperature", _temperature_problem(config.temperature)),
+        ("alpha", _alpha_problem(config.alpha)),
+    ):
+        if problem:
+            found.append((name, problem))
+    for name, choices in _CHOICES.items():
+        if getattr(config, name) not in choices:
+            found.append((name, f"must be one of {', '.join(choices)}, got {getattr(config, name)!r}"))
+    return found
 
 
 def _numbers(ft: spec_pb2.FinetuneSpec, path: str, found: list[FieldViolation]) -> None:
-    for name in _INTS:
-        if getattr(ft, name) < 0:
-            found.append(FieldViolation(f"{path}.{name}", "must be >= 0"))
-    for name in _FLOATS:
-        value = getattr(ft, name)
-        if not math.isfinite(value) or value < 0:
-            found.append(FieldViolation(f"{path}.{name}", "must be a finite number >= 0"))
+    for name in _SPEC_INTS:
+        if problem := _count_problem(getattr(ft, name)):
+            found.append(FieldViolation(f"{path}.{name}", problem))
+    for name in _SPEC_FLOATS:
+        if problem := _amount_problem(getattr(ft, name)):
+            found.append(FieldViolation(f"{path}.{name}", problem))
     if ft.batch_size > MAX_FINETUNE_BATCH:
         found.append(
             FieldViolation(f"{path}.batch_size", f"must be between 0 (default 32) and {MAX_FINETUNE_BATCH}")
         )
-    if math.isfinite(ft.learning_rate) and ft.learning_rate > MAX_LEARNING_RATE:
-        found.append(FieldViolation(f"{path}.learning_rate", f"must be at most {MAX_LEARNING_RATE:g}"))
+    if problem := _learning_rate_cap(ft.learning_rate):
+        found.append(FieldViolation(f"{path}.learning_rate", problem))
     if ft.momentum:
         if ft.optimizer != spec_pb2.OPTIMIZER_SGD:
             found.append(FieldViolation(f"{path}.momentum", "only with optimizer SGD"))
@@ -65,9 +116,9 @@ def _numbers(ft: spec_pb2.FinetuneSpec, path: str, found: list[FieldViolation]) 
 
 
 def _distillation(d: spec_pb2.DistillationSpec, path: str, found: list[FieldViolation]) -> None:
-    if not math.isfinite(d.temperature) or d.temperature < 0:
+    if d.temperature != 0.0 and _temperature_problem(d.temperature):
         found.append(FieldViolation(f"{path}.temperature", "must be 0 (default 4) or a finite number > 0"))
-    if d.HasField("alpha") and not (math.isfinite(d.alpha) and 0.0 <= d.alpha <= 1.0):
+    if d.HasField("alpha") and _alpha_problem(d.alpha):
         found.append(FieldViolation(f"{path}.alpha", "must be between 0 and 1 (unset: 0.5)"))
     if not math.isfinite(d.feature_weight) or d.feature_weight < 0:
         found.append(FieldViolation(f"{path}.feature_weight", "must be 0 (default 1) or a finite number > 0"))
@@ -95,8 +146,8 @@ def finetune_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[
         found.append(FieldViolation(path, "needs prune: fine-tuning recovers a pruned model"))
     if not spec.data.train:
         found.append(FieldViolation(path, "needs data.train: the shards to fine-tune on"))
-    if not (ft.epochs > 0 or ft.steps > 0 or (math.isfinite(ft.max_seconds) and ft.max_seconds > 0)):
-        found.append(FieldViolation(path, "set a budget: epochs, steps or max_seconds (> 0)"))
+    if not _has_budget(ft.epochs, ft.steps, ft.max_seconds):
+        found.append(FieldViolation(path, BUDGET))
     _numbers(ft, path, found)
     iterative = spec.HasField("prune") and spec.prune.schedule == spec_pb2.PRUNE_SCHEDULE_ITERATIVE
     if ft.steps_per_round and not iterative:

@@ -1,8 +1,10 @@
-"""From spec messages to technique configs: :func:`prune_config` and :func:`quantize_plan`.
+"""From spec messages to technique configs: prune_config, quantize_plan and finetune_plan.
 
-The engines take configs, never spec messages; this is the one place that reads ``PruneSpec`` and
-``QuantizeSpec`` into them, applying the spec's defaults (0 means the default). A message that breaks a
-rule raises :class:`~prunekit.spec.violation.SpecRuleError` listing every violation.
+The engines take configs, never spec messages; this is the one place that reads ``PruneSpec``,
+``QuantizeSpec`` and ``FinetuneSpec`` into them, applying the spec's defaults (0 means the default; for
+fine-tuning: AdamW at 1e-3, SGD at 1e-2 with momentum 0.9, batch 32, temperature 4, alpha 0.5, feature
+weight 1, a checkpoint every 60 s when neither interval is set, device AUTO, mixed precision on). A message
+that breaks a rule raises :class:`~prunekit.spec.violation.SpecRuleError` listing every violation.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from prunekit.v1 import spec_pb2
 
+from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, Schedule
 from .messages import undefined_enums, unknown_field_numbers
 from .names import enum_short_name
 from .prune import method_name, prune_violations
@@ -37,7 +40,7 @@ from .structured_configs import (
 )
 from .violation import FieldViolation, SpecRuleError
 
-__all__ = ["prune_config", "quantize_config", "quantize_plan"]
+__all__ = ["finetune_plan", "prune_config", "quantize_config", "quantize_plan"]
 
 _P = spec_pb2
 
@@ -199,3 +202,63 @@ def quantize_plan(q: spec_pb2.QuantizeSpec, *, path: str = "spec.quantize") -> Q
         return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),))
     modes = list(q.candidates) or list(AUTO_CANDIDATES)
     return QuantizePlan(configs=tuple(quantize_config(q, m, path=path) for m in modes), auto=True)
+
+
+DEFAULT_CHECKPOINT_SECONDS = 60.0
+_OPTIMIZERS: dict[int, Optimizer] = {
+    spec_pb2.OPTIMIZER_UNSPECIFIED: "adamw",
+    spec_pb2.OPTIMIZER_ADAMW: "adamw",
+    spec_pb2.OPTIMIZER_SGD: "sgd",
+}
+_SCHEDULES: dict[int, Schedule] = {
+    spec_pb2.LR_SCHEDULE_UNSPECIFIED: "cosine",
+    spec_pb2.LR_SCHEDULE_COSINE: "cosine",
+    spec_pb2.LR_SCHEDULE_LINEAR: "linear",
+    spec_pb2.LR_SCHEDULE_CONSTANT: "constant",
+}
+_DEVICES: dict[int, Device] = {
+    spec_pb2.DEVICE_UNSPECIFIED: "auto",
+    spec_pb2.DEVICE_CPU: "cpu",
+    spec_pb2.DEVICE_CUDA: "cuda",
+}
+
+
+def finetune_plan(spec: spec_pb2.FinetuneSpec) -> FinetunePlan:
+    """The plan of a ``FinetuneSpec`` with the proto's defaults applied; ``SpecRuleError`` for a bad value."""
+    optimizer = _OPTIMIZERS[spec.optimizer]
+    lr = spec.learning_rate or (1e-2 if optimizer == "sgd" else 1e-3)
+    distill = spec.HasField("distillation")
+    d = spec.distillation
+    try:
+        config = FinetuneConfig(
+            epochs=spec.epochs,
+            steps=spec.steps,
+            max_seconds=spec.max_seconds,
+            batch_size=spec.batch_size or 32,
+            optimizer=optimizer,
+            lr=lr,
+            momentum=spec.momentum or 0.9,
+            weight_decay=spec.weight_decay,
+            schedule=_SCHEDULES[spec.schedule],
+            warmup_steps=spec.warmup_steps,
+            grad_clip=spec.grad_clip,
+            seed=spec.seed,
+            eval_every=spec.eval_every,
+            patience=spec.patience,
+            device=_DEVICES[spec.device],
+            mixed_precision=spec.mixed_precision if spec.HasField("mixed_precision") else True,
+            temperature=d.temperature or 4.0,
+            alpha=d.alpha if d.HasField("alpha") else 0.5,
+        )
+    except ValueError as exc:
+        raise SpecRuleError([FieldViolation("spec.finetune", str(exc))]) from None
+    steps, seconds = spec.checkpoint_every_steps, spec.checkpoint_every_seconds
+    return FinetunePlan(
+        config=config,
+        distill=distill,
+        feature_layers=tuple(d.feature_layers) if distill else (),
+        feature_weight=d.feature_weight or 1.0,
+        checkpoint_every_steps=steps,
+        checkpoint_every_seconds=seconds or (0.0 if steps else DEFAULT_CHECKPOINT_SECONDS),
+        steps_per_round=spec.steps_per_round,
+    )

@@ -11,7 +11,7 @@ from prunekit.v1 import spec_pb2
 
 from ..measure.latency import Device
 from ..measure.quality import DEFAULT_MIN_COSINE_SIMILARITY, DEFAULT_MIN_TOP1_AGREEMENT, QualityRule
-from ..spec_rules import check_spec
+from ..spec_check import check_spec
 from .settings import RunSettings
 
 DEFAULT_BATCH = 1

@@ -34,8 +34,7 @@ from ..quantization import QuantizeContext, QuantizePlan
 from ..report.build import Facts, assemble_report
 from ..report.render import write_report_files
 from ..report.stats import BASELINE, ORIGINAL, PRUNED
-from ..spec_check import prune_config_of, quantize_plan_of
-from ..training.from_spec import finetune_plan
+from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .benchmark import Timings, measure_latency
 from .data import JobData
@@ -136,7 +135,7 @@ def _prune_and_finetune(
         if loaded.train is None or len(loaded.train) == 0:
             raise invalid_spec([FieldViolation("spec.data.train", "fine-tuning needs training samples")])
         teacher = onnx_to_fx(ingested.onnx_model, inputs=inputs)
-        plan = finetune_plan(spec.finetune)
+        plan = finetune_plan_of(spec.finetune)
         batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
         tuner = Tuner(plan, loaded.train, loaded.eval, teacher, checkpoint_dir, progress, model_batch=batch)
         hook = RoundRecovery(tuner, rounds, span("prune")) if rounds > 1 else None

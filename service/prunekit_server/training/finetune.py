@@ -45,9 +45,10 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from prunekit.spec.finetune_configs import FinetuneConfig
+
 from ..measure.accuracy import accuracy_of
 from .checkpoint import CheckpointSink, TrainingState, rng_state, set_rng_state
-from .config import FinetuneConfig
 from .datasets import Batch, Dataset
 from .evaluate import batch_tensors, predict, run_model
 from .losses import FeatureMatch, distillation_loss

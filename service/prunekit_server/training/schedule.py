@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import Device, FinetuneConfig
+from prunekit.spec.finetune_configs import Device, FinetuneConfig
 
 __all__ = ["lr_factor", "resolve_device"]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import onnx
 from torch import fx, nn
 
+from prunekit.spec.finetune_configs import FinetuneConfig, FinetunePlan
 from prunekit.v1 import report_pb2
 
 from ..errors import FieldViolation, invalid_spec
@@ -41,14 +42,12 @@ from ..pruning import PruneContext, PruneResult, apply_tensors
 from ..pruning.structured.export import export_pruned
 from ..report.stats import accuracy_stats, quality_stats
 from .checkpoint import DirectoryCheckpoints, TrainingState
-from .config import FinetuneConfig
 from .datasets import Dataset
 from .evaluate import accuracy, fidelity, predict
 from .finetune import FinetuneEvent, FinetuneResult, finetune, resolve_device
 from .fit import probe_batch, sample_batch, supervision_violations
 from .losses import FeatureMatch
 from .masks import SparsityMasks
-from .plan import FinetunePlan
 from .records import finetune_run, loss_name, metric_name
 from .students import ValueStudent, module_named
 

@@ -1,17 +1,21 @@
-"""The fine-tuning config: budget, optimizer, schedule, losses, device.
+"""The fine-tuning technique's configs: :class:`FinetuneConfig` (a phase) and :class:`FinetunePlan` (a job).
 
-A frozen dataclass whose fields describe themselves and which round-trips
-through JSON (``{"technique": "finetune", <field>: <value>, ...}``) with the
-helpers every technique config shares.
+Frozen dataclasses whose fields describe themselves; the config round-trips through JSON
+(``{"technique": "finetune", <field>: <value>, ...}``) like every technique config. Their checks are the
+rules of :mod:`.finetune`, the same the spec checks run. :func:`.translate.finetune_plan` reads a
+``FinetuneSpec`` into a plan.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..technique_config import config_from_dict, config_to_dict, describe_fields
+from .finetune import config_problems
+from .technique import config_from_dict, config_to_dict, describe_fields
+
+__all__ = ["Device", "FinetuneConfig", "FinetunePlan", "Optimizer", "Schedule"]
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "linear", "constant"]
@@ -59,30 +63,10 @@ class FinetuneConfig:
     alpha: float = field(default=0.5, metadata=_d("Weight of distillation vs the hard loss, in [0, 1]."))
 
     def __post_init__(self) -> None:
-        ints = ("epochs", "steps", "batch_size", "warmup_steps", "seed", "eval_every", "patience")
-        for name in ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.epochs == 0 and self.steps == 0 and not self.max_seconds > 0:
-            raise ValueError("set epochs, steps or max_seconds (> 0)")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        for name in ("max_seconds", "momentum", "weight_decay", "grad_clip"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a finite number >= 0")
-        if not (math.isfinite(self.lr) and self.lr >= 0):
-            raise ValueError("lr must be a finite number >= 0")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError("temperature must be > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError("alpha must be in [0, 1]")
+        problems = config_problems(self)
+        if problems:
+            name, problem = problems[0]
+            raise ValueError(f"{name} {problem}" if name else problem)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"technique": "finetune", <field>: <value>, ...}``."""
@@ -98,3 +82,42 @@ class FinetuneConfig:
     def describe(cls) -> dict[str, str]:
         """Field name -> human description."""
         return describe_fields(cls)
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """A job's fine-tuning: the config of the final phase and everything around it."""
+
+    config: FinetuneConfig
+    distill: bool
+    feature_layers: tuple[str, ...]
+    feature_weight: float
+    checkpoint_every_steps: int
+    checkpoint_every_seconds: float
+    steps_per_round: int
+
+    def round_config(self, rounds: int, train_samples: int, round_index: int) -> FinetuneConfig:
+        """The config of the recovery after round ``round_index`` (1-based) of ``rounds``.
+
+        Seeds differ per round (``seed + round_index``) so the rounds see
+        different batch orders.
+        """
+        c = self.config
+        seed = c.seed + round_index
+        if self.steps_per_round:
+            return dataclasses.replace(c, steps=self.steps_per_round, epochs=0, max_seconds=0.0, seed=seed)
+        return self.share(rounds, train_samples, seed)
+
+    def final_config(self, rounds: int, train_samples: int) -> FinetuneConfig:
+        """The config of the phase after pruning: the whole budget, or its share when rounds split it."""
+        if rounds <= 1 or self.steps_per_round:
+            return self.config
+        return self.share(rounds, train_samples, self.config.seed)
+
+    def share(self, rounds: int, train_samples: int, seed: int) -> FinetuneConfig:
+        """The config with one of ``rounds`` equal parts of the budget (steps and seconds)."""
+        c = self.config
+        per_epoch = train_samples // c.batch_size if train_samples >= c.batch_size else 1
+        budgets = [b for b in (c.steps, c.epochs * per_epoch) if b > 0]
+        steps = max(1, min(budgets) // rounds) if budgets else 0
+        return dataclasses.replace(c, steps=steps, epochs=0, max_seconds=c.max_seconds / rounds, seed=seed)
