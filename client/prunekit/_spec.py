@@ -236,13 +236,33 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_DEPTH = 32
+"""The deepest nesting a spec file may have (a real spec needs 4 levels)."""
+
+
 def _parse(text: str, suffix: str, source: str) -> object:
     as_json = suffix == ".json" or (suffix not in (".yaml", ".yml") and text.lstrip().startswith(("{", "[")))
-    if as_json:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError([(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")], source=source) from exc
+    try:
+        data = _parse_json(text, source) if as_json else _parse_yaml(text, source)
+    except RecursionError:
+        data = None
+        deep = True
+    else:
+        deep = _deeper_than(data, MAX_DEPTH)
+    if deep:
+        problem = f"nested more than {MAX_DEPTH} levels deep; a spec needs a few"
+        raise SpecError([("(file)", problem)], source=source)
+    return data
+
+
+def _parse_json(text: str, source: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")], source=source) from exc
+
+
+def _parse_yaml(text: str, source: str) -> object:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
@@ -250,6 +270,29 @@ def _parse(text: str, suffix: str, source: str) -> object:
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([(where, f"invalid YAML: {problem}")], source=source) from exc
+
+
+def _deeper_than(data: object, limit: int) -> bool:
+    """Whether ``data`` nests mappings and lists more than ``limit`` levels.
+
+    Walked level by level without recursion, each object once (YAML aliases share objects).
+    """
+    seen: set[int] = set()
+    level: list[object] = [data]
+    for _ in range(limit + 1):
+        level = [child for item in level for child in _children(item) if id(child) not in seen]
+        seen.update(id(child) for child in level)
+        if not level:
+            return False
+    return True
+
+
+def _children(item: object) -> list[object]:
+    if isinstance(item, Mapping):
+        return [v for v in item.values() if isinstance(v, Mapping | list)]
+    if isinstance(item, list):
+        return [v for v in item if isinstance(v, Mapping | list)]
+    return []
 
 
 def _read(file: Path) -> tuple[spec_pb2.OptimizationSpec, Problems]:

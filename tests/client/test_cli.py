@@ -122,6 +122,19 @@ def test_spec_problems_are_found_without_a_server(
     _assert_both_problems_once(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_spec_nested_thousands_deep_exits_2(
+    model: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / f"deep{suffix}"
+    deep.write_text('{"prune": ' + "[" * 4000 + "]" * 4000 + "}")
+    argv = ["--server", "127.0.0.1:1", "--timeout", "1", "--retries", "0"]
+    assert cli.main([*argv, "optimize", str(model), "--spec", str(deep)]) == 2
+    err = capsys.readouterr().err
+    assert "nested more than 32 levels deep" in err
+    assert "Traceback" not in err
+
+
 def test_torchscript_models_need_declared_inputs_before_uploading(
     service: FakeService, target: str, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -260,3 +260,28 @@ def test_checked_spec_leaves_out_rules_on_fields_that_could_not_be_read(tmp_path
     with pytest.raises(SpecError) as caught:
         load_checked_spec(path, model_pb2.MODEL_FORMAT_ONNX)
     assert [field for field, _ in caught.value.problems] == ["prune.method", "prune.ratio"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [
+        (".json", '{"prune": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}"),
+        (".json", '{"prune": ' + "[" * 5000 + "]" * 5000 + "}"),
+        (".yaml", "prune: " + "[" * 5000 + "]" * 5000 + "\n"),
+        (".yaml", "prune:\n" + "".join(" " * i + "a:\n" for i in range(1, 400)) + " " * 400 + "b: 1\n"),
+    ],
+)
+def test_a_spec_nested_thousands_deep_is_a_spec_error(tmp_path: Path, suffix: str, text: str) -> None:
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="nested more than 32 levels deep"):
+        load_spec(path)
+
+
+def test_yaml_aliases_are_walked_once(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [1, 2]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 25)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join([*lines, "prune: {method: unstructured, ratio: 0.5}"]) + "\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert [field for field, _ in caught.value.problems] == [f"a{i}" for i in range(25)]
