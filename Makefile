@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install proto lint typecheck test demo bench clean
+.PHONY: install proto lint typecheck test soak demo bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ typecheck: install
 
 test: install lint typecheck
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
+
+# The long runs of what `make test` runs briefly: fuzzing with many random examples.
+soak: install
+	PRUNEKIT_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 demo: install
 	$(PY) scripts/demo.py
