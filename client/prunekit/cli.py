@@ -260,7 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_analyze(commands)
+    _add_optimize(commands)
+    add_upload_dataset(commands)
+    _add_jobs(commands)
+    _add_download_and_report(commands)
+    return parser
 
+
+def _add_analyze(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("analyze", help="upload a model and describe its layers, parameters and MACs")
     p.add_argument("model", type=model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
     p.add_argument(
@@ -285,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.set_defaults(handler=_analyze)
 
+
+def _add_optimize(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("optimize", help="upload a model, run an optimization job and show its report")
     p.add_argument("model", type=model_arg, metavar="MODEL", help="an .onnx or TorchScript (.pt) file")
     p.add_argument("--spec", required=True, type=file_arg, metavar="SPEC", help="spec file (YAML or JSON)")
@@ -299,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     p.set_defaults(handler=_optimize)
 
-    add_upload_dataset(commands)
 
+def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     jobs = commands.add_parser("jobs", help="list, inspect, cancel and watch jobs")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     p = job_commands.add_parser("list", help="the newest jobs")
@@ -317,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="JSON (watch: one line per update)")
         p.set_defaults(handler=handler)
 
+
+def _add_download_and_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("download", help="download the artifacts of a succeeded job")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--out", default=".", metavar="DIR", help="directory to write into (default .)")
@@ -336,7 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=sorted(REPORT_FILES), default="md", help="md (default), html or json")
     p.add_argument("--out", metavar="DIR", help="write report.<format> into DIR instead of printing")
     p.set_defaults(handler=_report)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
