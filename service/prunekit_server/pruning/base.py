@@ -8,7 +8,8 @@ a method registers its handler; nothing here knows which methods exist.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,6 +47,33 @@ class LayerPruneInfo:
     skipped: bool = False
     skip_reason: str = ""
     shared_with: tuple[str, ...] = ()
+
+    @classmethod
+    def zeroed(
+        cls,
+        uses: Sequence[tuple[str, str]],
+        weight_name: str,
+        shape: tuple[int, ...],
+        nonzero: tuple[int, int],
+        skip_reason: str = "",
+    ) -> LayerPruneInfo:
+        """A weight that keeps its shape and had zeros written in: ``uses`` are its nodes' (name, op type),
+        the first one named, the others shared; ``nonzero`` is the count before and after."""
+        params = math.prod(shape)
+        return cls(
+            name=uses[0][0],
+            op_type=uses[0][1],
+            weight_name=weight_name,
+            shape_before=shape,
+            shape_after=shape,
+            parameters_before=params,
+            parameters_after=params,
+            nonzero_before=nonzero[0],
+            nonzero_after=nonzero[1],
+            skipped=bool(skip_reason),
+            skip_reason=skip_reason,
+            shared_with=tuple(name for name, _ in uses[1:]),
+        )
 
     @property
     def sparsity(self) -> float:

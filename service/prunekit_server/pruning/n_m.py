@@ -210,7 +210,6 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
     for w in weights:
         value = numpy_helper.to_array(w.tensor)
         shape = tuple(int(d) for d in w.tensor.dims)
-        params = int(value.size)
         before = int(np.count_nonzero(value))
         reason = _skip_reason(w, config, outputs)
         after = before
@@ -224,22 +223,8 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
                 after = int(np.count_nonzero(new))
         else:
             reasons.append(reason)
-        layers.append(
-            LayerPruneInfo(
-                name=w.uses[0].name,
-                op_type=w.uses[0].op_type,
-                weight_name=w.name,
-                shape_before=shape,
-                shape_after=shape,
-                parameters_before=params,
-                parameters_after=params,
-                nonzero_before=before,
-                nonzero_after=after,
-                skipped=bool(reason),
-                skip_reason=reason,
-                shared_with=tuple(u.name for u in w.uses[1:]),
-            )
-        )
+        uses = [(u.name, u.op_type) for u in w.uses]
+        layers.append(LayerPruneInfo.zeroed(uses, w.name, shape, (before, after), reason))
     pruned = [layer for layer in layers if not layer.skipped]
     if not pruned:
         if weights and all(r.startswith("matches ignore pattern") for r in reasons):

@@ -96,26 +96,13 @@ def _collect(model: onnx.ModelProto, config: UnstructuredConfig) -> tuple[list[_
 
 
 def _info(w: _Weight, new: np.ndarray | None) -> LayerPruneInfo:
-    first = w.layers[0]
     shape = tuple(int(d) for d in w.tensor.dims)
-    params = int(np.prod(shape, dtype=np.int64))
     value = w.value if w.value is not None else numpy_helper.to_array(w.tensor)
     before = int(np.count_nonzero(value))
     after = int(np.count_nonzero(new)) if new is not None else before
-    return LayerPruneInfo(
-        name=first.name,
-        op_type=first.op_type,
-        weight_name=w.name,
-        shape_before=shape,
-        shape_after=shape,
-        parameters_before=params,
-        parameters_after=params,
-        nonzero_before=before,
-        nonzero_after=after,
-        skipped=w.value is None,
-        skip_reason=w.skip_reason,
-        shared_with=tuple(layer.name for layer in w.layers[1:]),
-    )
+    uses = [(layer.name, layer.op_type) for layer in w.layers]
+    skip_reason = w.skip_reason if w.value is None else ""
+    return LayerPruneInfo.zeroed(uses, w.name, shape, (before, after), skip_reason)
 
 
 @register_pruner(UnstructuredConfig)
