@@ -15,9 +15,9 @@ from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.servicer import OptimizerServicer
 from .config import Settings
-from .jobs.executor import JobExecutor
-from .jobs.lease import new_server_id
-from .jobs.store import JobStore
+from .jobs.durable.lease import new_server_id
+from .jobs.durable.store import JobStore
+from .jobs.execution.executor import JobExecutor
 from .storage import open_store
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,11 @@ def worker_pids(job_id: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"prunekit_server.jobs.worker" in command and f"prunekit-{job_id}-" in cwd and state not in "ZX":
+        if (
+            b"prunekit_server.jobs.worker.main" in command
+            and f"prunekit-{job_id}-" in cwd
+            and state not in "ZX"
+        ):
             found.append(int(entry.name))
     return found
 

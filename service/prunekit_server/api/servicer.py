@@ -13,10 +13,10 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
 from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
-from ..jobs import record
-from ..jobs.dataset_store import DatasetStore
-from ..jobs.executor import JobExecutor
-from ..jobs.store import JobStore
+from ..jobs.durable import record
+from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.store import JobStore
+from ..jobs.execution.executor import JobExecutor
 from ..spec_rules import check_spec, input_violations
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload

@@ -20,7 +20,7 @@ from prunekit.cli import main as cli_main
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.dataset_store import DatasetStore
+from prunekit_server.jobs.durable.dataset_store import DatasetStore
 from prunekit_server.server import RunningServer
 
 from ..test_npy_headers import encrypt, huge_header_member, npy, npz_bytes

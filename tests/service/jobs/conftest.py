@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunekit.v1 import model_pb2
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable.store import JobStore
 from prunekit_server.samples import write_sample_model
 from prunekit_server.storage import ObjectStore, open_store
 

@@ -11,7 +11,7 @@ import torch
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable.store import JobStore
 from prunekit_server.sample_digits import SmallCNN, export_onnx, write_shards
 
 from ..api.conftest import upload

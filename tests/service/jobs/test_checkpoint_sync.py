@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from prunekit_server.jobs import checkpoint_sync
+from prunekit_server.jobs.durable import checkpoint_sync
 from prunekit_server.storage import FileStore, ObjectStore
 from prunekit_server.training.checkpoint import DirectoryCheckpoints
 

@@ -12,8 +12,8 @@ import pytest
 
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
-from prunekit_server.jobs import dataset_store
-from prunekit_server.jobs.dataset_store import DatasetStore
+from prunekit_server.jobs.durable import dataset_store
+from prunekit_server.jobs.durable.dataset_store import DatasetStore
 from prunekit_server.storage import ObjectStore, open_store
 
 PREFIX = "tenants/default/datasets/"
@@ -208,7 +208,7 @@ def test_stage_checks_shards_put_by_users(store: ObjectStore, tmp_path: Path) ->
 
 def test_for_jobs_uses_the_job_store_and_settings(tmp_path: Path) -> None:
     from prunekit_server.config import Settings
-    from prunekit_server.jobs.store import JobStore
+    from prunekit_server.jobs.durable.store import JobStore
 
     store = open_store(f"file://{tmp_path}")
     ds = DatasetStore.for_jobs(

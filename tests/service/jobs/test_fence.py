@@ -8,12 +8,12 @@ import sys
 import time
 
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs.faults import is_retryable
-from prunekit_server.jobs.fence import EXIT_FENCED, Heartbeat
+from prunekit_server.jobs.worker.faults import is_retryable
+from prunekit_server.jobs.worker.fence import EXIT_FENCED, Heartbeat
 
 _CHILD = """
 import sys, time
-from prunekit_server.jobs.fence import watch_heartbeats
+from prunekit_server.jobs.worker.fence import watch_heartbeats
 watch_heartbeats(float(sys.argv[1]))
 print("watching", flush=True)
 time.sleep(30)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from prunekit.v1 import job_pb2
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs import lease, record
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable import lease, record
+from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.execution.lease_keeper import LeaseKeeper
 from prunekit_server.storage import ObjectStore
 
 from .conftest import new_job_id
@@ -54,7 +55,7 @@ def test_keeper_renews_then_reports_a_takeover_once(object_store: ObjectStore, t
     jobs = JobStore(object_store, owner="server-a", lease_s=0.6)
     job_id = new_job_id(jobs, tmp_path)
     lost: list[str] = []
-    keeper = lease.LeaseKeeper(jobs, "server-a", 0.6, lost.append)
+    keeper = LeaseKeeper(jobs, "server-a", 0.6, lost.append)
     keeper.hold(job_id)
     keeper.start()
     try:
@@ -84,10 +85,10 @@ def test_keeper_renews_then_reports_a_takeover_once(object_store: ObjectStore, t
 def test_release_ends_the_lease_now_only_for_its_owner(object_store: ObjectStore, tmp_path: Path) -> None:
     jobs = JobStore(object_store, owner="server-a", lease_s=30.0)
     job_id = new_job_id(jobs, tmp_path)
-    other = lease.LeaseKeeper(jobs, "server-b", 30.0, lambda _: None)
+    other = LeaseKeeper(jobs, "server-b", 30.0, lambda _: None)
     assert other.release(job_id) is False
     assert not lease.is_expired(jobs.get(job_id))
-    keeper = lease.LeaseKeeper(jobs, "server-a", 30.0, lambda _: None)
+    keeper = LeaseKeeper(jobs, "server-a", 30.0, lambda _: None)
     keeper.hold(job_id)
     assert keeper.release(job_id) is True
     assert not keeper.holds(job_id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prunekit_server.jobs import record
-from prunekit_server.jobs.progress_sink import ProgressSink
-from prunekit_server.jobs.sandbox import StopRequest
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable import record
+from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.execution.progress_sink import ProgressSink
+from prunekit_server.jobs.execution.sandbox import StopRequest
 from prunekit_server.storage import ObjectStore
 
 from .conftest import new_job_id

@@ -19,8 +19,8 @@ import pytest
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.executor import FAULT_LABEL
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.storage import open_store
 
 from ..api.conftest import new_bucket_uri

@@ -13,9 +13,9 @@ from google.protobuf import json_format
 
 from prunekit.v1 import job_pb2, report_pb2
 from prunekit_server.hashing import sha256_file
-from prunekit_server.jobs import lease, record
-from prunekit_server.jobs.executor import FAULT_LABEL
-from prunekit_server.jobs.store import JobStore
+from prunekit_server.jobs.durable import lease, record
+from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer, start_server
 from prunekit_server.storage import open_store

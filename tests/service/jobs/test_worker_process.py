@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs.faults import is_retryable, parse_fault
+from prunekit_server.jobs.worker.faults import is_retryable, parse_fault
 
 _FAULTY = """
 import io, sys
-from prunekit_server.jobs.worker import ProgressWriter
+from prunekit_server.jobs.worker.main import ProgressWriter
 fault = {"action": "sigkill", "stage": "checkpoint", "attempt": int(sys.argv[1])}
 progress = ProgressWriter(io.StringIO(), fault, attempt=int(sys.argv[2]))
 progress("finetune", 0.5, "step 10", {"finetune": {"step": 10}})
@@ -33,7 +33,7 @@ time.sleep(120)
 
 _CHILD = """
 import os, time
-from prunekit_server.jobs.worker import die_with_parent
+from prunekit_server.jobs.worker.main import die_with_parent
 assert die_with_parent(os.getppid())
 time.sleep(120)
 """

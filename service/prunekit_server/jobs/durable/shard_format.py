@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FieldViolation
-from ..npy_headers import Header, invalid_dataset, read_header
+from ...errors import FieldViolation
+from ...npy_headers import Header, invalid_dataset, read_header
 
 LABEL = "label"
 TARGET = "target"

@@ -14,12 +14,12 @@ from google.protobuf import json_format
 
 from prunekit.v1 import model_pb2
 
-from ..config import Settings
-from ..errors import Code, ServiceError
-from .publish import read_json
+from ...config import Settings
+from ...errors import Code, ServiceError
+from ..durable.publish import read_json
+from ..durable.store import JobStore
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import stage_model
-from .store import JobStore
 
 
 class Analyzer:

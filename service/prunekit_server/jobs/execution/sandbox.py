@@ -1,6 +1,6 @@
 """Run one worker process under limits and watch it.
 
-The worker is ``python -m prunekit_server.jobs.worker TASK`` in a fresh
+The worker is ``python -m prunekit_server.jobs.worker.main TASK`` in a fresh
 session (its own process group), with an empty scratch directory as its
 home, no storage credentials in its environment, resource limits it applies
 to itself before touching any model, and a wall-clock deadline enforced
@@ -28,8 +28,8 @@ from typing import Any
 import prunekit
 import prunekit_server
 
-from ..errors import Code, ServiceError
-from .fence import EXIT_FENCED, Heartbeat
+from ...errors import Code, ServiceError
+from ..worker.fence import EXIT_FENCED, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def run_worker(
 
     ``poll`` is called about every ``poll_interval`` seconds while the worker
     runs (the executor uses it to notice a cancellation made elsewhere). With
-    ``heartbeat`` and ``fence_s`` > 0 the worker is fenced (see :mod:`.fence`):
+    ``heartbeat`` and ``fence_s`` > 0 the worker is fenced (see :mod:`..worker.fence`):
     it stops itself when lease renewals stop reaching it for ``fence_s`` seconds.
     """
     fenced = heartbeat is not None and fence_s > 0
@@ -126,7 +126,7 @@ def run_worker(
                 [
                     sys.executable,
                     "-m",
-                    "prunekit_server.jobs.worker",
+                    "prunekit_server.jobs.worker.main",
                     str(task_path),
                     "--progress-fd",
                     str(write_fd),

@@ -28,8 +28,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..hashing import sha256_file
-from ..storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StorageError
+from ...hashing import sha256_file
+from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 A bounded queue feeds ``workers`` dispatcher threads; each runs one job at a
 time in its own worker process (see :mod:`.sandbox`) and publishes the
-results (see :mod:`.publish`). Analyses run on as many slots of their own,
+results (see :mod:`..durable.publish`). Analyses run on as many slots of their own,
 synchronously for the caller.
 
 Durability: every queued or running job is leased to this server and renewed
-by a :class:`~.lease.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
+by a :class:`~.lease_keeper.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
 jobs whose lease expired. Before each worker start the job's checkpoints are
 restored from storage, and the worker's new ones are uploaded as it
-announces them (:mod:`.checkpoint_sync`). A worker killed by a signal during
+announces them (:mod:`..durable.checkpoint_sync`). A worker killed by a signal during
 stage "finetune" is started again, up to ``max_attempts`` starts in all
 (while shutting down it is released instead); other failures end the job. On
 shutdown, jobs that fine-tune are released (their lease ends now) for another
@@ -30,15 +30,16 @@ from pathlib import Path
 
 from prunekit.v1 import job_pb2, model_pb2
 
-from ..config import Settings
-from ..errors import Code, ServiceError
-from . import lease, record
+from ...config import Settings
+from ...errors import Code, ServiceError
+from ..durable import lease, record
+from ..durable.publish import complete_from_manifest
+from ..durable.store import JobStore
+from ..worker.faults import FAULT_LABEL, is_retryable
 from .analysis import Analyzer
 from .attempt import run_attempt
-from .faults import FAULT_LABEL, is_retryable
-from .publish import complete_from_manifest
+from .lease_keeper import LeaseKeeper
 from .sandbox import StopRequest, WorkerLimits
-from .store import JobStore
 from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class JobExecutor:
         self._inflight: set[str] = set()
         self._lost: set[str] = set()
         self._released: set[str] = set()
-        self._keeper = lease.LeaseKeeper(jobs, self.owner, settings.lease_s, self._lease_lost)
+        self._keeper = LeaseKeeper(jobs, self.owner, settings.lease_s, self._lease_lost)
         self._sweeper = Sweeper(jobs, self, settings.sweep_interval_s)
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)

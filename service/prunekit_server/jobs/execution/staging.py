@@ -9,10 +9,10 @@ from google.protobuf import json_format
 
 from prunekit.v1 import job_pb2, model_pb2
 
-from ..config import Settings
-from .dataset_store import DatasetStore
-from .faults import FAULT_LABEL, parse_fault
-from .store import JobStore, storage_errors
+from ...config import Settings
+from ..durable.dataset_store import DatasetStore
+from ..durable.store import JobStore, storage_errors
+from ..worker.faults import FAULT_LABEL, parse_fault
 
 _MODEL_SUFFIX = {model_pb2.MODEL_FORMAT_ONNX: ".onnx", model_pb2.MODEL_FORMAT_TORCHSCRIPT: ".pt"}
 

@@ -18,8 +18,8 @@ from google.protobuf import timestamp_pb2
 
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 
-from ..errors import Code, ServiceError
-from ..rpc_status import to_status
+from ...errors import Code, ServiceError
+from ...rpc_status import to_status
 
 PENDING = job_pb2.JOB_STATE_PENDING
 RUNNING = job_pb2.JOB_STATE_RUNNING

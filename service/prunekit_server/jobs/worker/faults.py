@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ServiceError
+from ...errors import ServiceError
 from .fence import EXIT_FENCED
 
 #: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE"

@@ -29,8 +29,8 @@ from google.protobuf import json_format
 
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 
-from ..errors import Code, ServiceError
-from ..storage import (
+from ...errors import Code, ServiceError
+from ...storage import (
     ChecksumMismatch,
     InvalidKey,
     ObjectNotFound,

@@ -26,10 +26,10 @@ from google.protobuf import json_format
 
 from prunekit.v1 import model_pb2, spec_pb2
 
-from ..config import Settings
-from ..errors import Code, FieldViolation, ServiceError, invalid_spec
-from ..hashing import sha256_file
-from ..storage import InvalidKey, ObjectNotFound, ObjectStore
+from ...config import Settings
+from ...errors import Code, FieldViolation, ServiceError, invalid_spec
+from ...hashing import sha256_file
+from ...storage import InvalidKey, ObjectNotFound, ObjectStore
 from .shard_format import inspect_shard
 from .store import JobStore, is_sha256, storage_errors
 

@@ -16,9 +16,9 @@ import logging
 import threading
 from typing import Protocol
 
-from ..errors import ServiceError
-from . import lease, record
-from .store import JobStore
+from ...errors import ServiceError
+from ..durable import lease, record
+from ..durable.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from prunekit.v1 import job_pb2
 
-from ..errors import Code, ServiceError
-from . import record
+from ...errors import Code, ServiceError
+from ..durable import record
+from ..durable.store import JobStore
 from .sandbox import StopRequest
-from .store import JobStore
 
 CheckpointFn = Callable[[str, str], None]
 """Called with ``(phase, name)`` for each checkpoint the worker announces."""

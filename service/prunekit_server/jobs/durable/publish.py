@@ -18,8 +18,8 @@ from google.protobuf import json_format
 
 from prunekit.v1 import job_pb2, report_pb2
 
-from ..errors import Code, ServiceError
-from ..hashing import sha256_file
+from ...errors import Code, ServiceError
+from ...hashing import sha256_file
 from . import record
 from .store import JobStore
 

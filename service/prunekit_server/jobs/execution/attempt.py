@@ -2,10 +2,10 @@
 
 :func:`run_attempt` is the part of a job's run that touches one working
 directory: it restores the job's checkpoints from storage, runs the worker
-(heartbeats after each lease renewal, see :mod:`.fence`), uploads the
+(heartbeats after each lease renewal, see :mod:`..worker.fence`), uploads the
 checkpoints the worker announces while this server's lease is fresh
-(:mod:`.checkpoint_sync`), and publishes the results when the worker succeeded
-and the lease still renews (:mod:`.publish`).
+(:mod:`..durable.checkpoint_sync`), and publishes the results when the worker succeeded
+and the lease still renews (:mod:`..durable.publish`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 
 from prunekit.v1 import job_pb2
 
-from ..config import Settings
-from ..errors import ServiceError
-from . import checkpoint_sync
-from .fence import FENCE_SHARE, Heartbeat
-from .lease import LeaseKeeper
+from ...config import Settings
+from ...errors import ServiceError
+from ..durable import checkpoint_sync
+from ..durable.publish import publish
+from ..durable.store import JobStore, storage_errors
+from ..worker.fence import FENCE_SHARE, Heartbeat
+from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
-from .publish import publish
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
-from .store import JobStore, storage_errors
 
 log = logging.getLogger(__name__)
 

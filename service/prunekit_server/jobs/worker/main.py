@@ -1,4 +1,4 @@
-"""Worker process entry point: ``python -m prunekit_server.jobs.worker TASK --progress-fd N``.
+"""Worker process entry point: ``python -m prunekit_server.jobs.worker.main TASK --progress-fd N``.
 
 Applies its resource limits first, then runs one task (an optimization or an
 analysis) through the pipeline inside its working directory, and leaves in
@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import Code, ServiceError
-from ..hashing import sha256_file
+from ...errors import Code, ServiceError
+from ...hashing import sha256_file
 from .fence import watch_heartbeats
 
 if TYPE_CHECKING:
-    from ..pipeline import StagedShard
+    from ...pipeline import StagedShard
 
 EXIT_SERVICE_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
@@ -125,7 +125,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
     model_path = workdir / task["model_path"]
     model_format = int(task["model_format"])
     if task["kind"] == "analyze":
-        from ..pipeline import run_analysis
+        from ...pipeline import run_analysis
 
         progress("analyze", 0.0, "analysing the model")
         inputs = [json_format.ParseDict(item, model_pb2.InputSpec()) for item in task.get("inputs", [])]
@@ -141,7 +141,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
             json_format.MessageToJson(analysis, preserving_proto_field_name=True)
         )
         return
-    from ..pipeline import JobData, run_optimization
+    from ...pipeline import JobData, run_optimization
 
     spec = json_format.ParseDict(task["spec"], spec_pb2.OptimizationSpec())
     data = task.get("data") or {}
@@ -168,7 +168,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
 
 
 def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
-    from ..pipeline import StagedShard
+    from ...pipeline import StagedShard
 
     return StagedShard(
         path=workdir / str(item["path"]),
