@@ -11,7 +11,7 @@ import torch
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.sample_digits import SmallCNN, export_onnx, write_shards
 
 from ..api.conftest import upload
@@ -56,30 +56,30 @@ def finetune_spec(train_uri: str, steps: int = 60, every: int = 20) -> spec_pb2.
     )
 
 
-def single_manifest(jobs: JobStore, job: job_pb2.Job) -> list[job_pb2.Artifact]:
+def single_manifest(stores: TenantStores, job: job_pb2.Job) -> list[job_pb2.Artifact]:
     """The job's one manifest, checked to list exactly the job's artifacts, all from one worker start."""
-    stored = jobs.manifest(job.id)
+    stored = stores.artifacts.manifest(job.id)
     assert stored is not None
     assert stored == list(job.artifacts)
     assert len(artifact_attempts(job)) == 1
     return stored
 
 
-def wait_cleaned(jobs: JobStore, job_id: str, timeout: float = 30) -> list[str]:
+def wait_cleaned(stores: TenantStores, job_id: str, timeout: float = 30) -> list[str]:
     """What is left of an ended job's checkpoints and active-index entry once its server cleaned
     up ([] when it did within ``timeout`` s)."""
     deadline = time.monotonic() + timeout
 
     def left() -> list[str]:
-        return checkpoint_keys(jobs, job_id) + [i for i in jobs.active_job_ids() if i == job_id]
+        return checkpoint_keys(stores, job_id) + [i for i in stores.jobs.active_job_ids() if i == job_id]
 
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
     return left()
 
 
-def checkpoint_keys(jobs: JobStore, job_id: str) -> list[str]:
-    return jobs.store.list_keys(jobs.checkpoint_prefix(job_id))
+def checkpoint_keys(stores: TenantStores, job_id: str) -> list[str]:
+    return stores.store.list_keys(stores.artifacts.checkpoint_prefix(job_id))
 
 
 def artifact_attempts(job: job_pb2.Job) -> set[str]:

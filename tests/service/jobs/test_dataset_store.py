@@ -206,13 +206,13 @@ def test_stage_checks_shards_put_by_users(store: ObjectStore, tmp_path: Path) ->
     assert (error.reason, [v.field for v in error.violations]) == ("INVALID_DATASET", ["bad.npz:label"])
 
 
-def test_for_jobs_uses_the_job_store_and_settings(tmp_path: Path) -> None:
+def test_for_tenant_uses_the_stores_and_settings(tmp_path: Path) -> None:
     from prunekit_server.config import Settings
-    from prunekit_server.jobs.durable.store import JobStore
+    from prunekit_server.jobs.durable.stores import TenantStores
 
     store = open_store(f"file://{tmp_path}")
-    ds = DatasetStore.for_jobs(
-        JobStore(store, "acme"), Settings(max_job_data_bytes=10, max_job_data_shards=2)
+    ds = DatasetStore.for_tenant(
+        TenantStores.open(store, "acme"), Settings(max_job_data_bytes=10, max_job_data_shards=2)
     )
     assert (ds.prefix, ds.max_job_bytes, ds.max_job_shards) == ("tenants/acme/datasets/", 10, 2)
     assert ds.prefix_uri == store.uri_for("tenants/acme/datasets") + "/"

@@ -55,9 +55,9 @@ def test_a_finetune_killed_after_its_first_checkpoint_resumes_from_it(storage: s
         assert run.steps == 60
         assert any(u.progress.finetune.checkpoint_step > 0 for u in updates)
         assert artifact_attempts(done) == {"2"}
-        single_manifest(server.jobs, done)
-        assert wait_cleaned(server.jobs, job.id) == []
-        assert server.jobs.active_job_ids() == []
+        single_manifest(server.stores, done)
+        assert wait_cleaned(server.stores, job.id) == []
+        assert server.stores.jobs.active_job_ids() == []
         print(
             f"resumed from step {run.resumed_from_step} of {run.steps},",
             f"attempts {done.attempt}, {seconds:.1f} s",
@@ -81,7 +81,7 @@ def test_a_crash_while_parsing_the_model_is_not_retried(tmp_path: Path) -> None:
         assert error.reason == "WORKER_CRASHED"
         assert error.metadata["stage"] == "ingest"
         assert done.attempt == 1
-        assert server.jobs.manifest(job.id) is None
+        assert server.stores.artifacts.manifest(job.id) is None
     finally:
         server.stop(grace=2.0)
 
@@ -101,7 +101,7 @@ def test_a_fine_tune_stopped_by_shutdown_is_released_and_resumed_by_the_next_ser
                     break
     finally:
         first.stop(grace=0.5)
-    released = first.jobs.get(job.id)
+    released = first.stores.jobs.get(job.id)
     assert released.state == job_pb2.JOB_STATE_RUNNING
     assert lease.is_expired(released)
     second = start_server(replace(settings, server_id="next"))
@@ -130,8 +130,8 @@ def test_a_fine_tune_whose_worker_dies_while_the_server_drains_is_released_not_f
         server.stop(grace=120.0)
     finally:
         server.stop(grace=2.0)
-    left = server.jobs.get(job.id)
+    left = server.stores.jobs.get(job.id)
     assert left.state == job_pb2.JOB_STATE_RUNNING, left.error
     assert lease.is_expired(left)
     assert left.attempt == 1
-    assert checkpoint_keys(server.jobs, job.id), "the checkpoint to resume from is gone"
+    assert checkpoint_keys(server.stores, job.id), "the checkpoint to resume from is gone"

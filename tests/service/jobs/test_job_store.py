@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.job_store import JobStore
 from prunekit_server.storage import ObjectStore
 
 from ..api.jobflow import quick_spec

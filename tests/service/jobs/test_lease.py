@@ -9,7 +9,7 @@ from pathlib import Path
 from prunekit.v1 import job_pb2
 from prunekit_server.errors import Code, ServiceError
 from prunekit_server.jobs.durable import lease, record
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.job_store import JobStore
 from prunekit_server.jobs.execution.lease_keeper import LeaseKeeper
 from prunekit_server.storage import ObjectStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunekit_server.jobs.durable import record
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.job_store import JobStore
 from prunekit_server.jobs.execution.progress_sink import ProgressSink
 from prunekit_server.jobs.execution.sandbox import StopRequest
 from prunekit_server.storage import ObjectStore

@@ -19,7 +19,7 @@ import pytest
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.storage import open_store
 
@@ -91,16 +91,16 @@ def test_a_server_killed_mid_finetune_finishes_the_job_after_restart(storage: st
     with server_process(storage, extra_env=ENV, log=tmp_path / "second.log") as second, _stub(second) as stub:
         done = wait(stub, job.id)[-1]
         seconds = time.monotonic() - killed_at
-        jobs = JobStore(open_store(storage))
-        assert wait_cleaned(jobs, job.id) == []
-        assert jobs.active_job_ids() == []
+        stores = TenantStores.open(open_store(storage))
+        assert wait_cleaned(stores, job.id) == []
+        assert stores.jobs.active_job_ids() == []
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
     assert done.attempt == 2
     assert done.report.finetune.attempts == 2
     run = done.report.finetune.runs[-1]
     assert run.resumed_from_step == 20
     assert run.steps == 60
-    assert {a.uri.split("/attempts/")[1][0] for a in single_manifest(jobs, done)} == {"2"}
+    assert {a.uri.split("/attempts/")[1][0] for a in single_manifest(stores, done)} == {"2"}
     print(
         f"restart: resumed from step {run.resumed_from_step}, attempts {done.attempt},",
         f"{seconds:.1f} s after the kill",
@@ -109,7 +109,7 @@ def test_a_server_killed_mid_finetune_finishes_the_job_after_restart(storage: st
 
 @pytest.mark.parametrize("storage", ["s3"], indirect=True)
 def test_a_second_server_takes_over_a_job_whose_owner_stopped_renewing(storage: str, tmp_path: Path) -> None:
-    jobs = JobStore(open_store(storage))
+    stores = TenantStores.open(open_store(storage))
     with (
         server_process(storage, extra_env=ENV, log=tmp_path / "a.log") as first,
         server_process(storage, extra_env=ENV, log=tmp_path / "b.log") as second,
@@ -141,9 +141,9 @@ def test_a_second_server_takes_over_a_job_whose_owner_stopped_renewing(storage: 
         final = stub.GetJob(pb.GetJobRequest(job_id=job.id), timeout=10).job
         assert final == done
         assert done.report.finetune.runs[-1].resumed_from_step == 20
-        artifacts = single_manifest(jobs, final)
+        artifacts = single_manifest(stores, final)
         assert all("/attempts/2/" in a.uri for a in artifacts)
-        assert jobs.store.list_keys(f"tenants/default/jobs/{job.id}/attempts/1/") == []
+        assert stores.store.list_keys(f"tenants/default/jobs/{job.id}/attempts/1/") == []
         log_a = (tmp_path / "a.log").read_text()
         assert "lease lost" in log_a
         assert first_owner in log_a

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from prunekit.v1 import job_pb2, report_pb2
 from prunekit_server.hashing import sha256_file
 from prunekit_server.jobs.durable import lease, record
-from prunekit_server.jobs.durable.store import JobStore
+from prunekit_server.jobs.durable.job_store import JobStore
+from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer, start_server
@@ -44,9 +45,9 @@ def running(storage: str, tmp_path: Path, **settings: object) -> Iterator[Runnin
         server.stop(grace=2.0)
 
 
-def _dead_server_jobs(storage: str) -> JobStore:
-    """The store of a server that created jobs and died: its leases last 0.2 s."""
-    return JobStore(open_store(storage), owner="server-a", lease_s=0.2)
+def _dead_server_stores(storage: str) -> TenantStores:
+    """The stores of a server that created jobs and died: its leases last 0.2 s."""
+    return TenantStores.open(open_store(storage), owner="server-a", lease_s=0.2)
 
 
 def _wait_terminal(jobs: JobStore, job_id: str, timeout: float = 120) -> job_pb2.Job:
@@ -60,31 +61,31 @@ def _wait_terminal(jobs: JobStore, job_id: str, timeout: float = 120) -> job_pb2
 
 
 def test_a_job_whose_server_died_before_running_it_is_taken_over(storage: str, tmp_path: Path) -> None:
-    dead = _dead_server_jobs(storage)
-    job_id = new_job_id(dead, tmp_path)
+    dead = _dead_server_stores(storage)
+    job_id = new_job_id(dead.jobs, tmp_path)
     with running(storage, tmp_path) as server:
-        done = _wait_terminal(server.jobs, job_id)
+        done = _wait_terminal(server.stores.jobs, job_id)
     assert done.state == record.SUCCEEDED, done.error
     assert done.attempt == 1
     assert not done.HasField("lease")
-    assert dead.manifest(job_id) is not None
-    assert dead.active_job_ids() == []
+    assert dead.artifacts.manifest(job_id) is not None
+    assert dead.jobs.active_job_ids() == []
 
 
 def test_a_job_left_with_its_manifest_is_completed_from_it(tmp_path: Path) -> None:
     storage = f"file://{tmp_path / 'store'}"
-    dead = _dead_server_jobs(storage)
-    job_id = new_job_id(dead, tmp_path)
-    dead.mutate(job_id, lambda job: record.transition(job, record.RUNNING) or True)
+    dead = _dead_server_stores(storage)
+    job_id = new_job_id(dead.jobs, tmp_path)
+    dead.jobs.mutate(job_id, lambda job: record.transition(job, record.RUNNING) or True)
     report = report_pb2.OptimizationReport(finetune=report_pb2.FinetuneReport(attempts=1))
     path = tmp_path / "report.json"
     path.write_text(json_format.MessageToJson(report))
 
-    artifact = dead.put_artifact(job_id, "report.json", path, sha256_file(path), attempt=1)
-    assert dead.write_manifest(job_id, [artifact]) is True
-    assert dead.write_manifest(job_id, []) is False
+    artifact = dead.artifacts.put(job_id, "report.json", path, sha256_file(path), attempt=1)
+    assert dead.artifacts.write_manifest(job_id, [artifact]) is True
+    assert dead.artifacts.write_manifest(job_id, []) is False
     with running(storage, tmp_path / "scratch") as server:
-        done = _wait_terminal(server.jobs, job_id, timeout=30)
+        done = _wait_terminal(server.stores.jobs, job_id, timeout=30)
     assert done.state == record.SUCCEEDED
     assert done.report == report
     assert list(done.artifacts) == [artifact]
@@ -93,8 +94,8 @@ def test_a_job_left_with_its_manifest_is_completed_from_it(tmp_path: Path) -> No
 
 def test_a_job_lost_too_often_fails(tmp_path: Path) -> None:
     storage = f"file://{tmp_path / 'store'}"
-    dead = _dead_server_jobs(storage)
-    job_id = new_job_id(dead, tmp_path)
+    dead = _dead_server_stores(storage)
+    job_id = new_job_id(dead.jobs, tmp_path)
 
     def crashed_thrice(job: job_pb2.Job) -> bool:
         record.transition(job, record.RUNNING)
@@ -102,9 +103,9 @@ def test_a_job_lost_too_often_fails(tmp_path: Path) -> None:
         lease.expire_now(job)
         return True
 
-    dead.mutate(job_id, crashed_thrice)
+    dead.jobs.mutate(job_id, crashed_thrice)
     with running(storage, tmp_path / "scratch", max_attempts=3) as server:
-        done = _wait_terminal(server.jobs, job_id, timeout=30)
+        done = _wait_terminal(server.stores.jobs, job_id, timeout=30)
     assert done.state == record.FAILED
     error = from_status(done.error)
     assert error.reason == "WORKER_CRASHED"
@@ -117,7 +118,7 @@ def test_a_live_lease_is_left_alone(tmp_path: Path) -> None:
     job_id = new_job_id(alive, tmp_path)
     with running(storage, tmp_path / "scratch") as server:
         time.sleep(1.0)
-        job = server.jobs.get(job_id)
+        job = server.stores.jobs.get(job_id)
     assert job.state == record.PENDING
     assert job.lease.owner == "server-a"
     assert job.attempt == 0
@@ -128,7 +129,7 @@ def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(
     second time while its stale entry is still queued here (two workers on one job)."""
     storage = f"file://{tmp_path / 'store'}"
     with running(storage, tmp_path, lease_s=3.0, workers=2, max_queued_jobs=2) as server:
-        jobs, executor = server.jobs, server.executor
+        jobs, executor = server.stores.jobs, server.executor
         model = stored_model(jobs, tmp_path)
         blockers = [
             jobs.create(model, quick_spec(), f"blocker-{i}", {FAULT_LABEL: "hang@prune"})[0].id

@@ -1,6 +1,6 @@
 """Dataset shards in object storage: stored by UploadDataset, named by a spec's ``data``, staged for a worker.
 
-Layout, per tenant (under the same root as :class:`JobStore`)::
+Layout, per tenant (beside the models and jobs, see :mod:`.keys`)::
 
     tenants/<t>/datasets/<sha256>/data.npz     an uploaded shard (content-addressed)
     tenants/<t>/datasets/<sha256>/meta.json    its DatasetRef, written after the bytes
@@ -30,8 +30,10 @@ from ...config import Settings
 from ...errors import Code, FieldViolation, ServiceError, invalid_spec
 from ...hashing import sha256_file
 from ...storage import InvalidKey, ObjectNotFound, ObjectStore
+from .keys import TenantKeys, is_sha256
 from .shard_format import inspect_shard
-from .store import JobStore, is_sha256, storage_errors
+from .storage_errors import storage_errors
+from .stores import TenantStores
 
 SHARD_SUFFIX = ".npz"
 _LIST_PAGE = 1000
@@ -83,16 +85,16 @@ class DatasetStore:
 
     def __init__(self, store: ObjectStore, tenant: str, *, max_job_bytes: int, max_job_shards: int) -> None:
         self.store = store
-        self.prefix = f"tenants/{tenant}/datasets/"
+        self.prefix = TenantKeys(tenant).datasets_prefix
         self.max_job_bytes = max_job_bytes
         self.max_job_shards = max_job_shards
 
     @classmethod
-    def for_jobs(cls, jobs: JobStore, settings: Settings) -> DatasetStore:
-        """The datasets beside ``jobs`` (same store and tenant), with ``settings``' job data limits."""
+    def for_tenant(cls, stores: TenantStores, settings: Settings) -> DatasetStore:
+        """The datasets beside ``stores`` (same object store and tenant), with ``settings``' job limits."""
         return cls(
-            jobs.store,
-            jobs.tenant,
+            stores.store,
+            stores.jobs.tenant,
             max_job_bytes=settings.max_job_data_bytes,
             max_job_shards=settings.max_job_data_shards,
         )

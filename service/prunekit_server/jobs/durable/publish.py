@@ -21,7 +21,8 @@ from prunekit.v1 import job_pb2, report_pb2
 from ...errors import Code, ServiceError
 from ...hashing import sha256_file
 from . import record
-from .store import JobStore
+from .job_store import JobStore
+from .stores import TenantStores
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _MAX_RESULT_BYTES = 64 << 20
 REPORT_NAME = "report.json"
 
 
-def publish(jobs: JobStore, job_id: str, workdir: Path, *, owner: str, attempt: int) -> bool:
+def publish(stores: TenantStores, job_id: str, workdir: Path, *, owner: str, attempt: int) -> bool:
     """Store what the worker left in ``workdir/out`` and end the job SUCCEEDED.
 
     ``report.finetune.attempts`` is set to ``attempt`` when the report has a
@@ -42,10 +43,11 @@ def publish(jobs: JobStore, job_id: str, workdir: Path, *, owner: str, attempt: 
     )
     if report.HasField("finetune"):
         report.finetune.attempts = attempt
+    outputs = stores.artifacts
     artifacts: list[job_pb2.Artifact] = []
     for name, entry in sorted(result["artifacts"].items()):
         path = inside(workdir, str(entry["path"]))
-        artifacts.append(jobs.put_artifact(job_id, artifact_name(name), path, str(entry["sha256"]), attempt))
+        artifacts.append(outputs.put(job_id, artifact_name(name), path, str(entry["sha256"]), attempt))
     by_name = {a.name: a for a in artifacts}
     for variant in report.variants:
         for file in variant.files:
@@ -55,24 +57,24 @@ def publish(jobs: JobStore, job_id: str, workdir: Path, *, owner: str, attempt: 
                     variant.uri = file.uri
     report_path = workdir / "out" / REPORT_NAME
     report_path.write_text(json_format.MessageToJson(report, preserving_proto_field_name=True))
-    artifacts.append(jobs.put_artifact(job_id, REPORT_NAME, report_path, sha256_file(report_path), attempt))
-    if not jobs.write_manifest(job_id, artifacts):
+    artifacts.append(outputs.put(job_id, REPORT_NAME, report_path, sha256_file(report_path), attempt))
+    if not outputs.write_manifest(job_id, artifacts):
         log.warning("job %s: a manifest exists already; completing the job from it", job_id)
-        return complete_from_manifest(jobs, job_id, owner=owner)
-    return _succeed(jobs, job_id, owner, report, artifacts)
+        return complete_from_manifest(stores, job_id, owner=owner)
+    return _succeed(stores.jobs, job_id, owner, report, artifacts)
 
 
-def complete_from_manifest(jobs: JobStore, job_id: str, *, owner: str) -> bool:
+def complete_from_manifest(stores: TenantStores, job_id: str, *, owner: str) -> bool:
     """End a job SUCCEEDED from its stored manifest and report; False when there is no manifest
     or the job is not leased to ``owner``."""
-    artifacts = jobs.manifest(job_id)
+    artifacts = stores.artifacts.manifest(job_id)
     if artifacts is None:
         return False
     stored = next((a for a in artifacts if a.name == REPORT_NAME), None)
     report = report_pb2.OptimizationReport()
     if stored is not None:
-        json_format.Parse(jobs.artifact_bytes(stored), report, ignore_unknown_fields=True)
-    return _succeed(jobs, job_id, owner, report, artifacts)
+        json_format.Parse(stores.artifacts.read(stored), report, ignore_unknown_fields=True)
+    return _succeed(stores.jobs, job_id, owner, report, artifacts)
 
 
 def _succeed(

@@ -16,8 +16,8 @@ from prunekit.v1 import model_pb2
 
 from ...config import Settings
 from ...errors import Code, ServiceError
+from ..durable.model_store import ModelStore
 from ..durable.publish import read_json
-from ..durable.store import JobStore
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import stage_model
 
@@ -25,8 +25,8 @@ from .staging import stage_model
 class Analyzer:
     """Runs at most ``settings.workers`` analyses at a time."""
 
-    def __init__(self, jobs: JobStore, settings: Settings, limits: WorkerLimits) -> None:
-        self._jobs = jobs
+    def __init__(self, models: ModelStore, settings: Settings, limits: WorkerLimits) -> None:
+        self._models = models
         self._settings = settings
         self._limits = limits
         self._slots = threading.BoundedSemaphore(max(1, settings.workers))
@@ -58,7 +58,7 @@ class Analyzer:
                 "sensitivity": sensitivity,
                 "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
                 "limits": self._limits.to_dict(),
-                **stage_model(self._jobs, model, workdir),
+                **stage_model(self._models, model, workdir),
             }
             remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
             outcome = run_worker(

@@ -19,7 +19,8 @@ from ...config import Settings
 from ...errors import ServiceError
 from ..durable import checkpoint_sync
 from ..durable.publish import publish
-from ..durable.store import JobStore, storage_errors
+from ..durable.storage_errors import storage_errors
+from ..durable.stores import TenantStores
 from ..worker.fence import FENCE_SHARE, Heartbeat
 from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def run_attempt(
-    jobs: JobStore,
+    stores: TenantStores,
     settings: Settings,
     keeper: LeaseKeeper,
     job: job_pb2.Job,
@@ -44,17 +45,17 @@ def run_attempt(
     publishing (the new owner publishes). ``stop`` stops the worker early.
     """
     fence_s = settings.lease_s * FENCE_SHARE
-    prefix = jobs.checkpoint_prefix(job.id)
+    prefix = stores.artifacts.checkpoint_prefix(job.id)
     local = workdir / "checkpoints"
     local.mkdir()
-    task = optimize_task(jobs, settings, job, workdir, local.name, limits.to_dict())
+    task = optimize_task(stores, settings, job, workdir, local.name, limits.to_dict())
     with storage_errors():
-        restored = checkpoint_sync.restore(jobs.store, prefix, local)
+        restored = checkpoint_sync.restore(stores.store, prefix, local)
     if restored:
         log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
     uploaders: list[checkpoint_sync.CheckpointUploader] = []
     sink = ProgressSink(
-        jobs,
+        stores.jobs,
         job.id,
         stop,
         settings.progress_interval_s,
@@ -63,7 +64,7 @@ def run_attempt(
     )
     uploaders.append(
         checkpoint_sync.CheckpointUploader(
-            jobs.store,
+            stores.store,
             prefix,
             local,
             on_uploaded=sink.checkpoint_uploaded,
@@ -86,5 +87,5 @@ def run_attempt(
     if outcome.error is not None:
         return outcome.error
     if keeper.renew(job.id):
-        publish(jobs, job.id, workdir, owner=keeper.owner, attempt=job.attempt)
+        publish(stores, job.id, workdir, owner=keeper.owner, attempt=job.attempt)
     return None

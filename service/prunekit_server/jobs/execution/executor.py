@@ -34,7 +34,7 @@ from ...config import Settings
 from ...errors import Code, ServiceError
 from ..durable import lease, record
 from ..durable.publish import complete_from_manifest
-from ..durable.store import JobStore
+from ..durable.stores import TenantStores
 from ..worker.faults import FAULT_LABEL, is_retryable
 from .analysis import Analyzer
 from .attempt import run_attempt
@@ -60,8 +60,9 @@ def _shutting_down() -> ServiceError:
 class JobExecutor:
     """The worker pool of one server process."""
 
-    def __init__(self, jobs: JobStore, settings: Settings) -> None:
-        self._jobs = jobs
+    def __init__(self, stores: TenantStores, settings: Settings) -> None:
+        self._stores = stores
+        self._jobs = jobs = stores.jobs
         self._settings = settings
         if not jobs.owner:
             jobs.owner = lease.new_server_id(settings.server_id)
@@ -86,7 +87,7 @@ class JobExecutor:
             file_bytes=settings.worker_file_bytes,
             open_files=settings.worker_open_files,
         )
-        self._analyzer = Analyzer(jobs, settings, self._limits)
+        self._analyzer = Analyzer(stores.models, settings, self._limits)
 
     def start(self) -> None:
         """Start the dispatchers, the lease keeper and the sweeper (whose first scan is now)."""
@@ -167,7 +168,7 @@ class JobExecutor:
 
     def cleanup(self, job_id: str) -> None:
         """Drop an ended job's checkpoints and its entry in the index of active jobs."""
-        self._jobs.delete_prefix(self._jobs.checkpoint_prefix(job_id))
+        self._stores.artifacts.delete_prefix(self._stores.artifacts.checkpoint_prefix(job_id))
         self._jobs.forget_active(job_id)
 
     def cancel(self, job_id: str) -> job_pb2.Job:
@@ -221,7 +222,7 @@ class JobExecutor:
             self._end(job_id, _shutting_down())
 
     def _run(self, job_id: str) -> None:
-        if complete_from_manifest(self._jobs, job_id, owner=self.owner):
+        if complete_from_manifest(self._stores, job_id, owner=self.owner):
             self.cleanup(job_id)
             return
         while True:
@@ -294,7 +295,7 @@ class JobExecutor:
             self._running[job.id] = stop
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
         try:
-            return run_attempt(self._jobs, self._settings, self._keeper, job, workdir, stop, self._limits)
+            return run_attempt(self._stores, self._settings, self._keeper, job, workdir, stop, self._limits)
         finally:
             with self._lock:
                 self._running.pop(job.id, None)

@@ -11,8 +11,8 @@ from prunekit.v1 import job_pb2
 
 from ...errors import ServiceError
 from ..durable import record
+from ..durable.job_store import JobStore
 from ..durable.lease import expire_now, stamp
-from ..durable.store import JobStore
 
 log = logging.getLogger(__name__)
 

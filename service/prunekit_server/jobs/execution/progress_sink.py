@@ -11,7 +11,7 @@ from prunekit.v1 import job_pb2
 
 from ...errors import Code, ServiceError
 from ..durable import record
-from ..durable.store import JobStore
+from ..durable.job_store import JobStore
 from .sandbox import StopRequest
 
 CheckpointFn = Callable[[str, str], None]

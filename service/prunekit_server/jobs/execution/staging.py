@@ -11,28 +11,30 @@ from prunekit.v1 import job_pb2, model_pb2
 
 from ...config import Settings
 from ..durable.dataset_store import DatasetStore
-from ..durable.store import JobStore, storage_errors
+from ..durable.model_store import ModelStore
+from ..durable.storage_errors import storage_errors
+from ..durable.stores import TenantStores
 from ..worker.faults import FAULT_LABEL, parse_fault
 
 _MODEL_SUFFIX = {model_pb2.MODEL_FORMAT_ONNX: ".onnx", model_pb2.MODEL_FORMAT_TORCHSCRIPT: ".pt"}
 
 
-def stage_model(jobs: JobStore, model: model_pb2.ModelRef, workdir: Path) -> dict[str, Any]:
+def stage_model(models: ModelStore, model: model_pb2.ModelRef, workdir: Path) -> dict[str, Any]:
     """Download the model to ``workdir/input/model.<ext>``; the task's model_path and model_format."""
     relative = f"input/model{_MODEL_SUFFIX.get(model.format, '.bin')}"
     (workdir / "input").mkdir(exist_ok=True)
     with storage_errors():
-        jobs.store.get_file(jobs.model_key(model.sha256), workdir / relative)
+        models.store.get_file(models.key(model.sha256), workdir / relative)
     return {"model_path": relative, "model_format": int(model.format)}
 
 
-def stage_data(jobs: JobStore, settings: Settings, job: job_pb2.Job, workdir: Path) -> dict[str, Any]:
+def stage_data(stores: TenantStores, settings: Settings, job: job_pb2.Job, workdir: Path) -> dict[str, Any]:
     """Download the job's dataset shards into ``workdir``; the task's ``data`` entry."""
-    return DatasetStore.for_jobs(jobs, settings).stage(job.spec.data, workdir)
+    return DatasetStore.for_tenant(stores, settings).stage(job.spec.data, workdir)
 
 
 def optimize_task(
-    jobs: JobStore,
+    stores: TenantStores,
     settings: Settings,
     job: job_pb2.Job,
     workdir: Path,
@@ -46,9 +48,9 @@ def optimize_task(
     task: dict[str, Any] = {
         "kind": "optimize",
         "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
-        **stage_model(jobs, job.model, workdir),
+        **stage_model(stores.models, job.model, workdir),
         "limits": limits,
-        "data": stage_data(jobs, settings, job, workdir),
+        "data": stage_data(stores, settings, job, workdir),
         "checkpoint_dir": checkpoint_dir,
         "attempt": job.attempt,
     }

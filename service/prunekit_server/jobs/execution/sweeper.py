@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ...errors import ServiceError
 from ..durable import lease, record
-from ..durable.store import JobStore
+from ..durable.job_store import JobStore
 
 log = logging.getLogger(__name__)
 
