@@ -16,7 +16,7 @@ from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 from .api.conftest import new_bucket_uri, upload
 from .api.jobflow import create, run, wait

@@ -10,8 +10,8 @@ import pytest
 from prunekit.v1 import model_pb2
 from prunekit_server.jobs.durable.job_store import JobStore
 from prunekit_server.jobs.durable.model_store import ModelStore
-from prunekit_server.samples import write_sample_model
 from prunekit_server.storage import ObjectStore, open_store
+from tests.samples import write_sample_model
 
 from ..api.conftest import new_bucket_uri
 from ..api.jobflow import quick_spec

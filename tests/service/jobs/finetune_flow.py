@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import torch
+from scripts.digits import SmallCNN, export_onnx, write_shards
 
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.stores import TenantStores
-from prunekit_server.sample_digits import SmallCNN, export_onnx, write_shards
 
 from ..api.conftest import upload
 
@@ -21,7 +21,7 @@ def digits_inputs(tmp_path: Path) -> tuple[Path, Path]:
     """A small, untrained digits CNN as ONNX and one labelled shard of 600 digits."""
     torch.manual_seed(0)
     model = export_onnx(SmallCNN(8, 16, 16), tmp_path / "digits.onnx")
-    from prunekit_server.sample_digits import digits_arrays
+    from scripts.digits import digits_arrays
 
     x, y = digits_arrays()
     (shard,) = write_shards(tmp_path / "shards", x[:600], y[:600], shards=1)

@@ -17,7 +17,7 @@ from prunekit.v1 import spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pruning import NMConfig, PruneConfig, apply_tensors, config_from_spec, prune
 from prunekit_server.pruning.n_m import nm_mask, output_layers
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 from tests.zoo import ZOO, export
 
 

@@ -24,7 +24,7 @@ from prunekit_server.pruning import (
     prune,
     weighted_layers,
 )
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 
 @pytest.fixture(scope="module")

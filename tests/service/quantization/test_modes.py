@@ -24,7 +24,7 @@ from prunekit_server.quantization import (
     spec_modes,
 )
 from prunekit_server.quantization import preprocess as pre
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 SHAPE = [1, 3, 16, 16]
 

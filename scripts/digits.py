@@ -1,8 +1,10 @@
 """The digits task: scikit-learn's bundled 8x8 digits, a small CNN, its ONNX export and npz shards.
 
 Real data shipped inside scikit-learn (``load_digits``: 1797 grey 8x8 images of
-the digits 0-9, no download), used by ``make demo``, the fine-tuning bench and
-the tests. Everything runs on the CPU in seconds.
+the digits 0-9, no download), used by ``make demo`` (``scripts/demo.py``
+imports it from beside itself), the fine-tuning bench and the tests (as
+``scripts.digits``, from the repository root). scikit-learn comes with the
+``dev`` and ``demo`` extras; the server never imports this module. Everything runs on the CPU in seconds.
 
 Contracts:
 
@@ -29,9 +31,8 @@ from torch import nn
 from torch.nn import functional
 
 from prunekit.v1 import model_pb2
-
-from .training.datasets import LABEL, Dataset, load_shards
-from .training.finetune import FinetuneConfig, finetune
+from prunekit_server.training.datasets import LABEL, Dataset, load_shards
+from prunekit_server.training.finetune import FinetuneConfig, finetune
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"

@@ -1,4 +1,5 @@
-"""The digits task in the package: it learns in seconds; its shards and ONNX export are what a job reads."""
+"""The digits task of the demo, benches and tests (scripts/digits.py): it learns in seconds; its
+shards and ONNX export are what a job reads."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-from prunekit_server.modelio import load_onnx_checked
-from prunekit_server.sample_digits import (
+from scripts.digits import (
     INPUT_NAME,
     INPUTS,
     OUTPUT_NAME,
@@ -21,6 +20,8 @@ from prunekit_server.sample_digits import (
     train_digits_cnn,
     write_shards,
 )
+
+from prunekit_server.modelio import load_onnx_checked
 from prunekit_server.training.evaluate import accuracy, predict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""Small sample models made locally (no downloads), for the demo, tests and benches.
+"""Small sample models made locally (no downloads), for the tests and benches (``tests.samples``).
 
 Weights are random but deterministic (seeded), so the same call yields the
 same bytes on the same torch version.
