@@ -23,9 +23,9 @@ from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.storage import open_store
 
-from ..api.conftest import new_bucket_uri
-from ..api.jobflow import create, wait
-from ..server_process import ServerProcess, server_process, worker_pids
+from ...api.conftest import new_bucket_uri
+from ...api.jobflow import create, wait
+from ...server_process import ServerProcess, server_process, worker_pids
 from .finetune_flow import finetune_spec, single_manifest, upload_inputs, wait_cleaned
 
 ENV = {"PRUNEKIT_LEASE_S": "3", "PRUNEKIT_SWEEP_INTERVAL_S": "0.5", "PRUNEKIT_WORKER_MEMORY_BYTES": "0"}

@@ -21,9 +21,9 @@ from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer, start_server
 from prunekit_server.storage import open_store
 
-from ..api.conftest import TEST_SETTINGS, new_bucket_uri
-from ..api.jobflow import quick_spec
-from .conftest import new_job_id, stored_model
+from ...api.conftest import TEST_SETTINGS, new_bucket_uri
+from ...api.jobflow import quick_spec
+from ..conftest import new_job_id, stored_model
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -10,7 +10,7 @@ from prunekit_server.jobs.execution.progress_sink import ProgressSink
 from prunekit_server.jobs.execution.sandbox import StopRequest
 from prunekit_server.storage import ObjectStore
 
-from .conftest import new_job_id
+from ..conftest import new_job_id
 
 
 def _running(object_store: ObjectStore, tmp_path: Path) -> tuple[JobStore, str]:

@@ -14,7 +14,7 @@ from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.stores import TenantStores
 
-from ..api.conftest import upload
+from ...api.conftest import upload
 
 
 def digits_inputs(tmp_path: Path) -> tuple[Path, Path]:

@@ -17,8 +17,8 @@ from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import start_server
 
-from ..api.conftest import TEST_SETTINGS, new_bucket_uri
-from ..api.jobflow import create, wait
+from ...api.conftest import TEST_SETTINGS, new_bucket_uri
+from ...api.jobflow import create, wait
 from .finetune_flow import (
     artifact_attempts,
     checkpoint_keys,

@@ -8,8 +8,8 @@ from pathlib import Path
 from prunekit_server.jobs.durable.job_store import JobStore
 from prunekit_server.storage import ObjectStore
 
-from ..api.jobflow import quick_spec
-from .conftest import stored_model
+from ...api.jobflow import quick_spec
+from ..conftest import stored_model
 
 
 def test_concurrent_creates_with_one_request_id_make_one_job(
