@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import prunekit
 import prunekit_server
@@ -32,6 +32,9 @@ from ...errors import Code, ServiceError
 from ..worker.fence import EXIT_FENCED, Heartbeat
 
 log = logging.getLogger(__name__)
+
+WORKER_MODULE = "prunekit_server.jobs.worker.main"
+"""The worker's entry point: the sandbox starts ``python -m WORKER_MODULE TASK ...``."""
 
 ProgressCallback = Callable[[str, float, str, dict[str, Any] | None], None]
 """Called per progress line: stage, fraction, message and the line's ``details`` (or None)."""
@@ -122,27 +125,7 @@ def run_worker(
     last_stage = ["starting"]
     with open(log_path, "wb") as log_file:
         try:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prunekit_server.jobs.worker.main",
-                    str(task_path),
-                    "--progress-fd",
-                    str(write_fd),
-                    "--parent-pid",
-                    str(os.getpid()),
-                    "--fence-s",
-                    str(fence_s if fenced else 0.0),
-                ],
-                cwd=workdir,
-                env=_worker_env(workdir),
-                stdin=subprocess.PIPE if fenced else subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
+            proc = _spawn(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file)
         finally:
             os.close(write_fd)
     reader = threading.Thread(
@@ -185,6 +168,24 @@ def run_worker(
     if error is not None and error.code is Code.INTERNAL:
         log.warning("worker failed (%s): %s\n%s", proc.returncode, error.message, tail)
     return WorkerOutcome(proc.returncode, error, tail, seconds)
+
+
+def _spawn(
+    workdir: Path, task_path: Path, progress_fd: int, fence_s: float, log_file: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start the worker in a session of its own; with ``fence_s`` > 0 its stdin is the heartbeat pipe."""
+    command = [sys.executable, "-m", WORKER_MODULE, str(task_path), "--progress-fd", str(progress_fd)]
+    command += ["--parent-pid", str(os.getpid()), "--fence-s", str(fence_s)]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=_worker_env(workdir),
+        stdin=subprocess.PIPE if fence_s > 0 else subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        pass_fds=(progress_fd,),
+        start_new_session=True,
+    )
 
 
 def _worker_env(workdir: Path) -> dict[str, str]:
