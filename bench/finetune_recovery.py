@@ -1,6 +1,6 @@
 """Accuracy recovered by fine-tuning after channel pruning to 2x fewer MACs, on the digits task.
 
-For each seed a :class:`~prunekit_server.sample_digits.SmallCNN` is trained on
+For each seed a :class:`~scripts.digits.SmallCNN` is trained on
 the digits' train split (seeded 75/25 split, the same held-out 449 samples
 for every seed and method), exported to ONNX, and pruned to half its MACs
 (channel pruning, L1 importance, global scope, ``round_to`` 8). Methods:
@@ -44,7 +44,13 @@ from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.measure.analysis import analyze
 from prunekit_server.pipeline import run_optimization
 from prunekit_server.pipeline.data import JobData, StagedShard
-from prunekit_server.sample_digits import (
+from prunekit_server.spec_check import finetune_plan_of as finetune_plan
+from prunekit_server.training.datasets import Dataset
+from prunekit_server.training.evaluate import accuracy
+from prunekit_server.training.finetune import FinetuneConfig, finetune
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.digits import (
     INPUTS,
     SmallCNN,
     digits_split,
@@ -52,10 +58,6 @@ from prunekit_server.sample_digits import (
     train_digits_cnn,
     write_shards,
 )
-from prunekit_server.spec_check import finetune_plan_of as finetune_plan
-from prunekit_server.training.datasets import Dataset
-from prunekit_server.training.evaluate import accuracy
-from prunekit_server.training.finetune import FinetuneConfig, finetune
 
 MACS_TARGET = 2.0
 MACS_TOLERANCE = 0.05

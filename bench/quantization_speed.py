@@ -16,6 +16,7 @@ Not run by the tests.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from prunekit_server.measure.benchmark import benchmark, onnx_factory
 from prunekit_server.measure.latency import cpu_model, runtime_name
 from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.pipeline import run_optimization
-from prunekit_server.samples import write_sample_model
 from prunekit_server.spec_check import check_spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.samples import write_sample_model
 
 SIZE = 224
 INT8_TARGET = 2.5

@@ -1,7 +1,7 @@
 """`make demo`: train a small CNN on real digits, prune it to half its MACs and win the accuracy back.
 
-1. Trains :class:`~prunekit_server.sample_digits.SmallCNN` here on scikit-learn's
-   bundled 8x8 digits (train split; no download), exports it to ONNX and writes
+1. Trains :class:`~digits.SmallCNN` (``scripts/digits.py``, beside this script) here on
+   scikit-learn's bundled 8x8 digits (train split; no download), exports it to ONNX and writes
    the train and held-out splits as ``.npz`` shards.
 2. Starts a real ``prunekit-server`` (storage ``./.prunekit-data``), shows the
    model's layer table (``prunekit analyze``), uploads the shards with the SDK
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from digits import digits_split, export_onnx, train_digits_cnn, write_shards
 
 from prunekit import Client, load_spec, render_report
 from prunekit._render import ProgressPrinter
 from prunekit.v1 import job_pb2, report_pb2
-from prunekit_server.sample_digits import digits_split, export_onnx, train_digits_cnn, write_shards
 from prunekit_server.training.datasets import Dataset
 from prunekit_server.training.evaluate import accuracy
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from scripts.digits import digits_arrays, export_onnx, train_digits_cnn, write_shards
 
-from prunekit_server.sample_digits import digits_arrays, export_onnx, train_digits_cnn, write_shards
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 from .service.server_process import ServerProcess, server_process
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 from .service.server_process import ServerProcess, server_process
 

@@ -15,9 +15,9 @@ from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.servicer import OptimizerServicer
 from .config import Settings
-from .jobs.executor import JobExecutor
-from .jobs.lease import new_server_id
-from .jobs.store import JobStore
+from .jobs.durable.lease import new_server_id
+from .jobs.durable.stores import TenantStores
+from .jobs.execution.executor import JobExecutor
 from .storage import open_store
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     settings: Settings
-    jobs: JobStore
+    stores: TenantStores
     executor: JobExecutor
     health: health.HealthServicer
     _stopped: threading.Event
@@ -71,8 +71,9 @@ def start_server(settings: Settings) -> RunningServer:
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.storage)
-    jobs = JobStore(store, DEFAULT_TENANT, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
-    executor = JobExecutor(jobs, settings)
+    owner = new_server_id(settings.server_id)
+    stores = TenantStores.open(store, DEFAULT_TENANT, owner=owner, lease_s=settings.lease_s)
+    executor = JobExecutor(stores, settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
         maximum_concurrent_rpcs=settings.rpc_threads * 4,
@@ -84,7 +85,7 @@ def start_server(settings: Settings) -> RunningServer:
         ],
     )
     optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
-        OptimizerServicer(jobs, executor, settings), server
+        OptimizerServicer(stores, executor, settings), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -106,6 +107,6 @@ def start_server(settings: Settings) -> RunningServer:
         port,
         store.uri,
         settings.workers,
-        jobs.owner,
+        stores.jobs.owner,
     )
-    return RunningServer(server, port, settings, jobs, executor, health_servicer, threading.Event())
+    return RunningServer(server, port, settings, stores, executor, health_servicer, threading.Event())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import prunekit
 from prunekit.v1 import job_pb2
-from prunekit_server.samples import write_sample_model
 from tests.deploy.confined import confined_server
+from tests.samples import write_sample_model
 
 QUICK_SPEC = {
     "prune": {"method": "unstructured", "ratio": 0.5},

@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from prunekit_server.jobs.execution.sandbox import WORKER_MODULE
+
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
@@ -50,7 +52,7 @@ def worker_pids(job_id: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"prunekit_server.jobs.worker" in command and f"prunekit-{job_id}-" in cwd and state not in "ZX":
+        if WORKER_MODULE.encode() in command and f"prunekit-{job_id}-" in cwd and state not in "ZX":
             found.append(int(entry.name))
     return found
 

@@ -18,7 +18,7 @@ import pytest
 
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
-from prunekit_server.jobs.shard_format import inspect_shard
+from prunekit_server.jobs.durable.shard_format import inspect_shard
 from prunekit_server.npy_headers import MAX_HEADER_BYTES
 from prunekit_server.training.datasets import load_shards
 

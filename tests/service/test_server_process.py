@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.executor import FAULT_LABEL
+from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 from .api.conftest import new_bucket_uri, upload
 from .api.jobflow import create, run, wait

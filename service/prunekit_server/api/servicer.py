@@ -14,10 +14,10 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
 from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
-from ..jobs import record
-from ..jobs.dataset_store import DatasetStore
-from ..jobs.executor import JobExecutor
-from ..jobs.store import JobStore
+from ..jobs.durable import record
+from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.stores import TenantStores
+from ..jobs.execution.executor import JobExecutor
 from ..spec_check import check_spec
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload
@@ -62,13 +62,15 @@ def _sensitivity_violations(request: pb.AnalyzeModelRequest) -> list[FieldViolat
 
 
 class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
-    """Thin: validates requests, then delegates to :class:`JobStore` and :class:`JobExecutor`."""
+    """Thin: validates requests, then delegates to the tenant's stores and the :class:`JobExecutor`."""
 
-    def __init__(self, jobs: JobStore, executor: JobExecutor, settings: Settings) -> None:
-        self._jobs = jobs
+    def __init__(self, stores: TenantStores, executor: JobExecutor, settings: Settings) -> None:
+        self._models = stores.models
+        self._jobs = stores.jobs
+        self._artifacts = stores.artifacts
         self._executor = executor
         self._settings = settings
-        self._datasets = DatasetStore.for_jobs(jobs, settings)
+        self._datasets = DatasetStore.for_tenant(stores, settings)
 
     @unary
     def UploadModel(  # noqa: N802
@@ -76,7 +78,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     ) -> pb.UploadModelResponse:
         scratch, cap = self._settings.scratch_path(), self._settings.max_upload_bytes
         with receive_upload(request_iterator, scratch, cap) as (path, ref):
-            stored, deduplicated = self._jobs.put_model(path, ref)
+            stored, deduplicated = self._models.put(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
 
     @unary
@@ -97,7 +99,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             raise ServiceError(
                 Code.INVALID_ARGUMENT, "INVALID_REQUEST", "invalid analysis request", violations
             )
-        model = self._jobs.resolve_model(request.model)
+        model = self._models.resolve(request.model)
         remaining = context.time_remaining()
         timeout = self._settings.analysis_timeout_s if remaining is None else min(remaining, 1e9)
         analysis = self._executor.analyze(
@@ -112,7 +114,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     @unary
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.CreateJobResponse:  # noqa: N802
         self._check_create(request)
-        model = self._jobs.resolve_model(request.model)
+        model = self._models.resolve(request.model)
         check_spec(request.spec, model.format, max_data_shards=self._settings.max_job_data_shards)
         if request.spec.HasField("data"):
             self._datasets.resolve(request.spec.data)
@@ -186,7 +188,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     ) -> Iterator[pb.DownloadArtifactResponse]:
         if not request.name:
             raise _invalid("name is required", name="an artifact name from the job's manifest")
-        artifact, chunks = self._jobs.open_artifact(_require_job_id(request.job_id), request.name)
+        job = self._jobs.get(_require_job_id(request.job_id))
+        artifact, chunks = self._artifacts.open(job, request.name)
         yield pb.DownloadArtifactResponse(info=artifact)
         for chunk in chunks:
             if not context.is_active():

@@ -18,7 +18,7 @@ from typing import TypeAlias
 from prunekit.v1 import model_pb2, optimizer_service_pb2
 
 from ..errors import Code, FieldViolation, ServiceError
-from ..jobs.store import is_sha256
+from ..jobs.durable.keys import is_sha256
 
 MAX_CHUNK_BYTES = 1 << 20
 _FORMATS = {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}

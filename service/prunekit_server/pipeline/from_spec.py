@@ -28,7 +28,7 @@ _DEVICES: dict[int, Device] = {
 
 
 def settings_from_spec(spec: spec_pb2.OptimizationSpec, model_format: int) -> RunSettings:
-    """The settings of ``spec``; ``INVALID_SPEC`` listing every rule it breaks (see ``spec_rules``)."""
+    """The settings of ``spec``; ``INVALID_SPEC`` listing every rule it breaks."""
     check_spec(spec, model_format)
     bench, evaluation = spec.benchmark, spec.evaluation
     sizes = tuple(int(b) for b in bench.batch_sizes) or (bench.batch_size or DEFAULT_BATCH,)

@@ -19,8 +19,8 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.config import Settings
 from prunekit_server.errors import ServiceError
 from prunekit_server.rpc_status import from_status
-from prunekit_server.samples import write_sample_model
 from prunekit_server.server import RunningServer, start_server
+from tests.samples import write_sample_model
 
 TEST_SETTINGS = Settings(
     host="127.0.0.1",

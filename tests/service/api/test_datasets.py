@@ -20,7 +20,7 @@ from prunekit.cli import main as cli_main
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.dataset_store import DatasetStore
+from prunekit_server.jobs.durable.dataset_store import DatasetStore
 from prunekit_server.server import RunningServer
 
 from ..test_npy_headers import encrypt, huge_header_member, npy, npz_bytes
@@ -64,7 +64,7 @@ def server(
 
 @pytest.fixture(scope="module")
 def datasets(server: RunningServer) -> DatasetStore:
-    return DatasetStore.for_jobs(server.jobs, server.settings)
+    return DatasetStore.for_tenant(server.stores, server.settings)
 
 
 def requests_for(
@@ -197,7 +197,7 @@ def test_create_job_resolves_data_before_storing_the_job(
     stub: pb_grpc.OptimizerServiceStub, server: RunningServer, datasets: DatasetStore, models: dict[str, Path]
 ) -> None:
     model = upload(stub, models["mlp.onnx"])
-    jobs_before = len(server.jobs.list_jobs(100, "")[0])
+    jobs_before = len(server.stores.jobs.list_jobs(100, "")[0])
     missing = datasets.store.uri_for(f"tenants/default/datasets/{'cd' * 32}/data.npz")
     code, error = _create_error(stub, model, spec_pb2.DataSpec(train=[missing]))
     assert (code, error.reason, error.metadata["entry"]) == (
@@ -216,7 +216,7 @@ def test_create_job_resolves_data_before_storing_the_job(
     folder = datasets.prefix_uri + "many/"
     code, error = _create_error(stub, model, spec_pb2.DataSpec(train=[folder]))
     assert (code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "DATASET_TOO_LARGE")
-    assert len(server.jobs.list_jobs(100, "")[0]) == jobs_before
+    assert len(server.stores.jobs.list_jobs(100, "")[0]) == jobs_before
     assert datasets.resolve(spec_pb2.DataSpec(eval=[folder + "1.npz"])).eval[0].uri == folder + "1.npz"
     ref = stub.UploadDataset(requests_for(good_shard(seed=7)), timeout=30).dataset
     job = _create(stub, model, spec_pb2.DataSpec(train=[ref.uri], eval=[folder + "1.npz"]))

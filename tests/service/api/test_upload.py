@@ -60,7 +60,7 @@ def test_upload_is_verified_and_content_addressed(
     assert again.deduplicated
     assert again.model.uri == first.model.uri
     prefix = f"tenants/default/models/{first.model.sha256}/"
-    assert len(server.jobs.store.list_keys(prefix)) == 2
+    assert len(server.stores.store.list_keys(prefix)) == 2
 
 
 def test_wrong_sha256_and_size_are_rejected(
@@ -131,5 +131,5 @@ def test_client_going_away_mid_upload_leaves_nothing(
     while list(scratch.glob("prunekit-upload-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not list(scratch.glob("prunekit-upload-*"))
-    assert server.jobs.find_model(hashlib.sha256(data).hexdigest()) is None
+    assert server.stores.models.find(hashlib.sha256(data).hexdigest()) is None
     assert_serving(channel)

@@ -13,7 +13,7 @@ import pytest
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
-from prunekit_server.jobs.executor import FAULT_LABEL
+from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 

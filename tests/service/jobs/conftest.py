@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from prunekit.v1 import model_pb2
-from prunekit_server.jobs.store import JobStore
-from prunekit_server.samples import write_sample_model
+from prunekit_server.jobs.durable.job_store import JobStore
+from prunekit_server.jobs.durable.model_store import ModelStore
 from prunekit_server.storage import ObjectStore, open_store
+from tests.samples import write_sample_model
 
 from ..api.conftest import new_bucket_uri
 from ..api.jobflow import quick_spec
@@ -24,7 +25,7 @@ def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
 
 
 def stored_model(jobs: JobStore, tmp_path: Path) -> model_pb2.ModelRef:
-    """The sample MLP, uploaded into ``jobs``."""
+    """The sample MLP, uploaded beside ``jobs`` (same object store and tenant)."""
     path = tmp_path / "mlp.onnx"
     write_sample_model(path, "onnx", "mlp")
     ref = model_pb2.ModelRef(
@@ -32,7 +33,7 @@ def stored_model(jobs: JobStore, tmp_path: Path) -> model_pb2.ModelRef:
         format=model_pb2.MODEL_FORMAT_ONNX,
         size_bytes=path.stat().st_size,
     )
-    return jobs.put_model(path, ref)[0]
+    return ModelStore(jobs.store, jobs.tenant).put(path, ref)[0]
 
 
 def new_job_id(jobs: JobStore, tmp_path: Path, request_id: str = "r1") -> str:

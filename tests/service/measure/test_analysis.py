@@ -15,7 +15,7 @@ from prunekit.v1 import model_pb2
 from prunekit_server.measure import analyze, count_parameters, layer_table
 from prunekit_server.modelio import ingest, load_onnx_checked
 from prunekit_server.modelio.ingest import graph_inputs
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 from tests.zoo import ZOO, cached
 
 F32 = model_pb2.DATA_TYPE_FLOAT32

@@ -16,7 +16,7 @@ import torch
 
 from prunekit_server.measure import benchmark as bm
 from prunekit_server.measure.benchmark import Timed, benchmark, benchmark_onnx, onnx_factory, torch_factory
-from prunekit_server.samples import sample_module, write_sample_model
+from tests.samples import sample_module, write_sample_model
 
 
 class _Clock:

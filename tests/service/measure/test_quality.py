@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.measure.quality import SYNTHETIC_INT_HIGH, compare_models, synthetic_inputs
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 
 def _scale_model(path: Path, scale: list[float], *, out_shape: list[int] | None = None) -> Path:

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from prunekit_server.measure.size import compressed_size, serialized_size
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 
 def test_serialized_size_is_the_file_size(tmp_path: Path) -> None:

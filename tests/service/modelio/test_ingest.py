@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import Code, ServiceError
 from prunekit_server.modelio import data_type_from_onnx, data_type_to_onnx, ingest
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
 TORCHSCRIPT = model_pb2.MODEL_FORMAT_TORCHSCRIPT

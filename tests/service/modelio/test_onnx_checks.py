@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from prunekit_server.errors import Code, ServiceError
 from prunekit_server.modelio import OnnxLimits, load_onnx_checked
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 
 def _tiny_model(

@@ -22,7 +22,7 @@ from prunekit_server.modelio import (
     torchscript_to_onnx,
     write_torchscript_with_weights,
 )
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 MLP_INPUT = [model_pb2.InputSpec(name="features", shape=[2, 64])]
 CNN_INPUT = [model_pb2.InputSpec(name="image", shape=[1, 3, 16, 16])]

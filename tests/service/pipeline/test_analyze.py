@@ -11,7 +11,7 @@ import torch
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import ProgressFn, run_analysis
-from prunekit_server.samples import sample_module, write_sample_model
+from tests.samples import sample_module, write_sample_model
 
 WIDTH, SIZE = 8, 16
 

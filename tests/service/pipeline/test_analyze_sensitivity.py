@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.pipeline import run_analysis, run_optimization
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
 

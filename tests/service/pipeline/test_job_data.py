@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts.digits import INPUTS, digits_arrays, write_shards
 
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.hashing import sha256_file
 from prunekit_server.pipeline import JobData, StagedShard
 from prunekit_server.pipeline.job_data import data_feeds, describe_feeds, load_job_data
-from prunekit_server.sample_digits import INPUTS, digits_arrays, write_shards
 from tests.service.training.finetune_cases import CHANNEL, digits_data, digits_model, run, spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

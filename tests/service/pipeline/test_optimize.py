@@ -16,7 +16,7 @@ from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.pruning import weighted_layers
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 from tests.service.report_fields import REPORT_EXEMPT, unfilled
 
 RATIO = 0.6

@@ -17,7 +17,7 @@ from prunekit_server.measure import benchmark as bm
 from prunekit_server.measure.quality import Quality, QualityRule
 from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.quantization import Candidate, select_fastest
-from prunekit_server.samples import sample_module, write_sample_model
+from tests.samples import sample_module, write_sample_model
 from tests.service.report_fields import REPORT_EXEMPT, unfilled
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX

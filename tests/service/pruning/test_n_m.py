@@ -17,8 +17,8 @@ from prunekit.v1 import spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pruning import NMConfig, PruneConfig, apply_tensors, prune
 from prunekit_server.pruning.n_m import nm_mask, output_layers
-from prunekit_server.samples import write_sample_model
 from prunekit_server.spec_check import prune_config_of
+from tests.samples import write_sample_model
 from tests.zoo import ZOO, export
 
 

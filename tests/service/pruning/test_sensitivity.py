@@ -23,7 +23,7 @@ from prunekit_server.pruning.sensitivity import (
     graph_sensitivity,
     model_sensitivity,
 )
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 from tests.zoo import ZOO, export
 
 IMAGE = model_pb2.InputSpec(name="image", shape=[2, 3, 8, 8])

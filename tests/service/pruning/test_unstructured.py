@@ -23,8 +23,8 @@ from prunekit_server.pruning import (
     prune,
     weighted_layers,
 )
-from prunekit_server.samples import write_sample_model
 from prunekit_server.spec_check import prune_config_of
+from tests.samples import write_sample_model
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from prunekit_server.quantization import (
     registered_modes,
 )
 from prunekit_server.quantization import preprocess as pre
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 SHAPE = [1, 3, 16, 16]
 

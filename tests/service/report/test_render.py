@@ -17,7 +17,7 @@ from prunekit.text.markdown import render_markdown
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.report.html import render_html
-from prunekit_server.samples import write_sample_model
+from tests.samples import write_sample_model
 
 ALWAYS = ["variants", "speedup", "latency", "stability", "layers"]
 ANALYSED = [

@@ -1,4 +1,4 @@
-"""The digits task for the training tests: a re-export of :mod:`prunekit_server.sample_digits`.
+"""The digits task for the training tests: a re-export of :mod:`scripts.digits`.
 
 Adds the cached splits and the cached teacher (trained once per process;
 tests get fresh copies).
@@ -10,8 +10,7 @@ import copy
 import functools
 
 import torch
-
-from prunekit_server.sample_digits import (
+from scripts.digits import (
     INPUTS,
     SmallCNN,
     digits_arrays,
@@ -22,6 +21,7 @@ from prunekit_server.sample_digits import (
     unlabelled,
     write_shards,
 )
+
 from prunekit_server.training.datasets import Dataset
 
 __all__ = [

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from scripts.digits import export_onnx, train_digits_cnn, write_shards
 
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import JobData, OptimizationResult, StagedShard, run_optimization
 from prunekit_server.progress import ProgressFn, no_progress
-from prunekit_server.sample_digits import export_onnx, train_digits_cnn, write_shards
 
 
 @functools.cache

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scripts.digits import digits_arrays, write_shards
 
 from prunekit.v1 import report_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import JobData, StagedShard
-from prunekit_server.sample_digits import digits_arrays, write_shards
 
 from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, run, spec, variant
 

@@ -1,0 +1,76 @@
+"""Uploaded models in object storage, content-addressed by their SHA-256 (keys: :mod:`.keys`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from prunekit.v1 import model_pb2
+
+from ...errors import Code, ServiceError
+from ...storage import ObjectNotFound, ObjectStore
+from .keys import TenantKeys, is_sha256
+from .storage_errors import storage_errors
+
+
+class ModelStore:
+    """One tenant's uploaded models in an :class:`ObjectStore`. Thread-safe (it keeps no state)."""
+
+    def __init__(self, store: ObjectStore, tenant: str = "default") -> None:
+        self.store = store
+        self.tenant = tenant
+        self._keys = TenantKeys(tenant)
+
+    def key(self, sha256: str) -> str:
+        """The key of the model bytes with this digest."""
+        return self._keys.model(sha256)
+
+    def put(self, path: Path, ref: model_pb2.ModelRef) -> tuple[model_pb2.ModelRef, bool]:
+        """Store verified model bytes once; returns the stored ref and whether they were there already."""
+        existing = self.find(ref.sha256)
+        if existing is not None:
+            if existing.format != ref.format:
+                raise ServiceError(
+                    Code.INVALID_ARGUMENT,
+                    "INVALID_REQUEST",
+                    f"these bytes were uploaded before as {model_pb2.ModelFormat.Name(existing.format)}",
+                )
+            return existing, True
+        key = self.key(ref.sha256)
+        stored = model_pb2.ModelRef()
+        stored.CopyFrom(ref)
+        stored.uri = self.store.uri_for(key)
+        with storage_errors():
+            self.store.put_file(key, path, sha256=ref.sha256)
+            self.store.put_bytes(
+                self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()
+            )
+        return stored, False
+
+    def find(self, sha256: str) -> model_pb2.ModelRef | None:
+        """The stored ref of the model with this digest, or None."""
+        if not is_sha256(sha256):
+            return None
+        with storage_errors():
+            try:
+                data = self.store.get_bytes(self._keys.model_meta(sha256))
+            except ObjectNotFound:
+                return None
+        return json_format.Parse(data, model_pb2.ModelRef())
+
+    def resolve(self, ref: model_pb2.ModelRef) -> model_pb2.ModelRef:
+        """The stored model a client's ref points at (looked up by digest, never by its URI)."""
+        if not is_sha256(ref.sha256):
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "INVALID_REQUEST", "model.sha256 must be 64 lower-case hex digits"
+            )
+        stored = self.find(ref.sha256)
+        if stored is None or (ref.uri and ref.uri != stored.uri):
+            raise ServiceError(
+                Code.NOT_FOUND,
+                "MODEL_NOT_FOUND",
+                f"no model {ref.sha256} here; upload it first",
+                metadata={"sha256": ref.sha256},
+            )
+        return stored

@@ -1,0 +1,73 @@
+"""Model analyses in worker processes, on slots of their own, synchronously for the caller."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from prunekit.v1 import model_pb2
+
+from ...config import Settings
+from ...errors import Code, ServiceError
+from ..durable.model_store import ModelStore
+from ..durable.publish import read_json
+from .sandbox import StopRequest, WorkerLimits, run_worker
+from .staging import stage_model
+
+
+class Analyzer:
+    """Runs at most ``settings.workers`` analyses at a time."""
+
+    def __init__(self, models: ModelStore, settings: Settings, limits: WorkerLimits) -> None:
+        self._models = models
+        self._settings = settings
+        self._limits = limits
+        self._slots = threading.BoundedSemaphore(max(1, settings.workers))
+
+    def analyze(
+        self,
+        model: model_pb2.ModelRef,
+        inputs: Sequence[model_pb2.InputSpec],
+        timeout: float,
+        *,
+        sensitivity: bool = False,
+        sensitivity_ratios: Sequence[float] = (),
+    ) -> model_pb2.ModelAnalysis:
+        """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all.
+
+        ``sensitivity`` adds the sensitivity analysis at ``sensitivity_ratios`` (empty: the default).
+        QUEUE_FULL when no slot frees up within ``min(timeout, 10)`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._slots.acquire(timeout=max(0.0, min(timeout, 10.0))):
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED, "QUEUE_FULL", "every analysis slot is busy; retry later"
+            )
+        workdir = Path(tempfile.mkdtemp(prefix="prunekit-analysis-", dir=self._settings.scratch_path()))
+        try:
+            task: dict[str, Any] = {
+                "kind": "analyze",
+                "inputs": [json_format.MessageToDict(i, preserving_proto_field_name=True) for i in inputs],
+                "sensitivity": sensitivity,
+                "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
+                "limits": self._limits.to_dict(),
+                **stage_model(self._models, model, workdir),
+            }
+            remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
+            outcome = run_worker(
+                workdir, task, timeout=max(1.0, remaining), stop=StopRequest(), on_progress=lambda *_: None
+            )
+            if outcome.error is not None:
+                raise outcome.error
+            data = read_json(workdir / "out" / "analysis.json")
+            return json_format.ParseDict(data, model_pb2.ModelAnalysis(), ignore_unknown_fields=True)
+        finally:
+            self._slots.release()
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,298 @@
+"""Run one worker process under limits and watch it.
+
+The worker is ``python -m prunekit_server.jobs.worker.main TASK`` in a fresh
+session (its own process group), with an empty scratch directory as its
+home, no storage credentials in its environment, resource limits it applies
+to itself before touching any model, and a wall-clock deadline enforced
+here. Progress arrives as JSON lines on a dedicated pipe. The worker dies
+with the thread that started it (``PR_SET_PDEATHSIG``): start workers from
+long-lived threads only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import prunekit
+import prunekit_server
+
+from ...errors import Code, ServiceError
+from ..worker.fence import EXIT_FENCED, Heartbeat
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "prunekit_server.jobs.worker.main"
+"""The worker's entry point: the sandbox starts ``python -m WORKER_MODULE TASK ...``."""
+
+ProgressCallback = Callable[[str, float, str, dict[str, Any] | None], None]
+"""Called per progress line: stage, fraction, message and the line's ``details`` (or None)."""
+
+#: Environment variables a worker inherits; everything else (credentials included) is dropped.
+_INHERITED_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "SYSTEMROOT",
+)
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """Resource limits a worker sets on itself (0 = unlimited)."""
+
+    memory_bytes: int = 0
+    cpu_seconds: int = 0
+    file_bytes: int = 0
+    open_files: int = 1024
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class StopRequest:
+    """Asks a running worker to stop; carries the error the job should end with."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.error: ServiceError | None = None
+
+    def stop(self, error: ServiceError) -> None:
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class WorkerOutcome:
+    """How a worker ended, and the error its job should carry (None on success)."""
+
+    returncode: int
+    error: ServiceError | None
+    log_tail: str
+    seconds: float
+
+
+def run_worker(
+    workdir: Path,
+    task: dict[str, Any],
+    *,
+    timeout: float,
+    stop: StopRequest,
+    on_progress: ProgressCallback,
+    poll: Callable[[], None] | None = None,
+    poll_interval: float = 1.0,
+    heartbeat: Heartbeat | None = None,
+    fence_s: float = 0.0,
+) -> WorkerOutcome:
+    """Run a worker on ``task`` in ``workdir`` until it exits, is stopped or times out.
+
+    ``poll`` is called about every ``poll_interval`` seconds while the worker
+    runs (the executor uses it to notice a cancellation made elsewhere). With
+    ``heartbeat`` and ``fence_s`` > 0 the worker is fenced (see :mod:`..worker.fence`):
+    it stops itself when lease renewals stop reaching it for ``fence_s`` seconds.
+    """
+    fenced = heartbeat is not None and fence_s > 0
+    (workdir / "out").mkdir(exist_ok=True)
+    (workdir / "tmp").mkdir(exist_ok=True)
+    task_path = workdir / "task.json"
+    task_path.write_text(json.dumps(task))
+    read_fd, write_fd = os.pipe()
+    log_path = workdir / "worker.log"
+    started = time.monotonic()
+    last_stage = ["starting"]
+    with open(log_path, "wb") as log_file:
+        try:
+            proc = _spawn(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file)
+        finally:
+            os.close(write_fd)
+    reader = threading.Thread(
+        target=_read_progress, args=(read_fd, on_progress, last_stage), name="worker-progress", daemon=True
+    )
+    reader.start()
+    timed_out = False
+    next_poll = time.monotonic() + poll_interval
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if heartbeat is not None:
+                heartbeat.pulse(proc.stdin)
+            now = time.monotonic()
+            if stop.is_set():
+                _kill_group(proc)
+            elif now - started > timeout:
+                timed_out = True
+                _kill_group(proc)
+            elif poll is not None and now >= next_poll:
+                next_poll = now + poll_interval
+                try:
+                    poll()
+                except Exception:
+                    log.exception("worker poll failed")
+    finally:
+        _kill_group(proc)
+        proc.wait()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        reader.join(timeout=5)
+    seconds = time.monotonic() - started
+    tail = _tail(log_path)
+    error = _outcome_error(proc.returncode, workdir, stop, timed_out, timeout, last_stage[0], tail)
+    if error is not None and error.code is Code.INTERNAL:
+        log.warning("worker failed (%s): %s\n%s", proc.returncode, error.message, tail)
+    return WorkerOutcome(proc.returncode, error, tail, seconds)
+
+
+def _spawn(
+    workdir: Path, task_path: Path, progress_fd: int, fence_s: float, log_file: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start the worker in a session of its own; with ``fence_s`` > 0 its stdin is the heartbeat pipe."""
+    command = [sys.executable, "-m", WORKER_MODULE, str(task_path), "--progress-fd", str(progress_fd)]
+    command += ["--parent-pid", str(os.getpid()), "--fence-s", str(fence_s)]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=_worker_env(workdir),
+        stdin=subprocess.PIPE if fence_s > 0 else subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        pass_fds=(progress_fd,),
+        start_new_session=True,
+    )
+
+
+def _worker_env(workdir: Path) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    roots = {
+        str(Path(prunekit_server.__file__).resolve().parent.parent),
+        str(Path(prunekit.__file__).resolve().parent.parent),
+    }
+    env["PYTHONPATH"] = os.pathsep.join(sorted(roots))
+    env["HOME"] = str(workdir)
+    env["TMPDIR"] = str(workdir / "tmp")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _read_progress(fd: int, on_progress: ProgressCallback, last_stage: list[str]) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        for line in pipe:
+            try:
+                event = json.loads(line)
+                stage, fraction, message = (
+                    str(event["stage"]),
+                    float(event["fraction"]),
+                    str(event["message"]),
+                )
+                details = event.get("details")
+                if not isinstance(details, dict):
+                    details = None
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            last_stage[0] = stage
+            try:
+                on_progress(stage, fraction, message, details)
+            except Exception:
+                log.exception("progress callback failed")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace")
+
+
+def _outcome_error(
+    returncode: int, workdir: Path, stop: StopRequest, timed_out: bool, timeout: float, stage: str, tail: str
+) -> ServiceError | None:
+    if stop.error is not None:
+        return stop.error
+    if timed_out:
+        return ServiceError(
+            Code.DEADLINE_EXCEEDED,
+            "WORKER_TIMEOUT",
+            f"the worker ran past its {timeout:g} s limit during stage {stage!r}",
+            metadata={"stage": stage},
+        )
+    error_file = workdir / "out" / "error.json"
+    if returncode != 0 and error_file.exists():
+        try:
+            return ServiceError.from_dict(json.loads(error_file.read_text()))
+        except (ValueError, TypeError):
+            pass
+    if returncode == 0:
+        return None
+    meta = {"stage": stage, "exit_code": str(returncode)}
+    if returncode == EXIT_FENCED:
+        return ServiceError(
+            Code.INTERNAL,
+            "WORKER_CRASHED",
+            f"the worker stopped itself during stage {stage!r}: its server stopped renewing the job's lease",
+            metadata=meta,
+        )
+    if returncode < 0:
+        signame = signal.Signals(-returncode).name
+        meta["signal"] = signame
+        if -returncode == signal.SIGXCPU:
+            return ServiceError(
+                Code.DEADLINE_EXCEEDED,
+                "WORKER_TIMEOUT",
+                f"the worker used up its CPU-time limit during stage {stage!r}",
+                metadata=meta,
+            )
+        if -returncode == signal.SIGXFSZ:
+            return ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "WORKER_OUT_OF_MEMORY",
+                f"the worker exceeded its file-size limit during stage {stage!r}",
+                metadata=meta,
+            )
+        hint = " (the usual cause is running out of memory)" if -returncode == signal.SIGKILL else ""
+        return ServiceError(
+            Code.INTERNAL,
+            "WORKER_CRASHED",
+            f"the worker died of {signame} during stage {stage!r}{hint}",
+            metadata=meta,
+        )
+    last = tail.strip().splitlines()[-1:] or [""]
+    return ServiceError(
+        Code.INTERNAL,
+        "WORKER_CRASHED",
+        f"the worker exited with code {returncode} during stage {stage!r}: {last[0][:300]}",
+        metadata=meta,
+    )

@@ -1,0 +1,36 @@
+"""Which worker failures are retried, and the fault-injection label of the test suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import ServiceError
+from .fence import EXIT_FENCED
+
+#: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE"
+#: (first worker start only), "ACTION@STAGE#N" (start N only) or "ACTION@STAGE#*" (every start).
+#: STAGE "checkpoint" fires right after the worker announced a checkpoint. Actions: segfault,
+#: exit, hang, memory, sigkill (see ``worker.ProgressWriter``).
+FAULT_LABEL = "prunekit.dev/test-fault"
+_RETRIED_REASONS = frozenset({"WORKER_CRASHED", "WORKER_OUT_OF_MEMORY"})
+
+
+def parse_fault(label: str) -> dict[str, Any] | None:
+    """The fault a FAULT_LABEL value asks for, ``{action, stage, attempt}`` (attempt 0: every
+    start), or None."""
+    if "@" not in label:
+        return None
+    action, rest = label.split("@", 1)
+    stage, _, which = rest.partition("#")
+    attempt = 0 if which == "*" else int(which) if which.isdigit() else 1
+    return {"action": action, "stage": stage, "attempt": attempt}
+
+
+def is_retryable(error: ServiceError) -> bool:
+    """A worker killed by a signal (crash, out of memory) or fenced (it lost contact with
+    its server, see :mod:`.fence`) during stage "finetune": it resumes from its checkpoint. A
+    crash while parsing or pruning the model is the model's doing, a service error (exit 3)
+    is a verdict, and hitting the file-size limit (SIGXFSZ) would happen again: none is retried."""
+    signalled = "signal" in error.metadata and error.metadata["signal"] != "SIGXFSZ"
+    stopped = signalled or error.metadata.get("exit_code") == str(EXIT_FENCED)
+    return error.reason in _RETRIED_REASONS and stopped and error.metadata.get("stage") == "finetune"

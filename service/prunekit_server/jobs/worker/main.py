@@ -1,0 +1,226 @@
+"""Worker process entry point: ``python -m prunekit_server.jobs.worker.main TASK --progress-fd N``.
+
+Applies its resource limits first, then runs one task (an optimization or an
+analysis) through the pipeline inside its working directory, and leaves in
+``out/`` either the result (``result.json`` / ``analysis.json``) or
+``error.json``. Progress goes as JSON lines to the given file descriptor.
+Exit codes: 0 done, 3 a service error (bad model, bad spec...), 4 out of
+memory, 5 a bug. On Linux the worker asks the kernel to SIGKILL it when the
+server thread that started it dies (``PR_SET_PDEATHSIG``), so a worker never
+outlives a killed server and keeps training a job another server resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ...errors import Code, ServiceError
+from ...hashing import sha256_file
+from .fence import watch_heartbeats
+
+if TYPE_CHECKING:
+    from ...pipeline import StagedShard
+
+EXIT_SERVICE_ERROR = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_BUG = 5
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Be SIGKILLed when the parent goes (Linux ``prctl``); exit now if it already went.
+
+    Returns False where prctl is unavailable (not Linux).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(EXIT_BUG)
+    return True
+
+
+def apply_limits(limits: dict[str, int]) -> None:
+    """Set soft and hard rlimits (0 = leave unlimited); the process cannot raise them again."""
+    table = {
+        "memory_bytes": resource.RLIMIT_AS,
+        "cpu_seconds": resource.RLIMIT_CPU,
+        "file_bytes": resource.RLIMIT_FSIZE,
+        "open_files": resource.RLIMIT_NOFILE,
+    }
+    for name, which in table.items():
+        value = int(limits.get(name, 0))
+        if value > 0:
+            _, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
+
+
+class ProgressWriter:
+    """Writes progress events as JSON lines; triggers an injected fault (tests only).
+
+    ``fault`` is ``{action, stage, attempt}``: it fires on the first event of
+    ``stage`` (stage "checkpoint": the first event announcing a checkpoint)
+    when ``attempt`` is 0 or this worker start's number.
+    """
+
+    def __init__(self, stream: IO[str], fault: dict[str, Any] | None, attempt: int = 1) -> None:
+        self._stream = stream
+        wanted = int((fault or {}).get("attempt", 0))
+        self._fault = fault if fault and wanted in (0, attempt) else None
+
+    def __call__(
+        self, stage: str, fraction: float, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        event: dict[str, Any] = {"stage": stage, "fraction": max(0.0, min(1.0, fraction)), "message": message}
+        if details:
+            event["details"] = dict(details)
+        self._stream.write(json.dumps(event) + "\n")
+        self._stream.flush()
+        if self._fault is None:
+            return
+        at = self._fault.get("stage")
+        if at == stage or (at == "checkpoint" and details and "checkpoint" in details):
+            _inject(str(self._fault.get("action", "")))
+
+
+def _inject(action: str) -> None:
+    if action == "segfault":
+        ctypes.string_at(0)
+    elif action == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "exit":
+        os._exit(17)
+    elif action == "hang":
+        while True:
+            time.sleep(1)
+    elif action == "memory":
+        hoard = []
+        while True:
+            hoard.append(bytearray(256 << 20))
+
+
+def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> None:
+    """Run ``task`` and write its result under ``workdir/out``."""
+    from google.protobuf import json_format
+
+    from prunekit.v1 import model_pb2, spec_pb2
+
+    out = workdir / "out"
+    model_path = workdir / task["model_path"]
+    model_format = int(task["model_format"])
+    if task["kind"] == "analyze":
+        from ...pipeline import run_analysis
+
+        progress("analyze", 0.0, "analysing the model")
+        inputs = [json_format.ParseDict(item, model_pb2.InputSpec()) for item in task.get("inputs", [])]
+        analysis = run_analysis(
+            model_path,
+            model_format,
+            inputs,
+            workdir,
+            sensitivity=bool(task.get("sensitivity", False)),
+            sensitivity_ratios=[float(r) for r in task.get("sensitivity_ratios", [])],
+        )
+        (out / "analysis.json").write_text(
+            json_format.MessageToJson(analysis, preserving_proto_field_name=True)
+        )
+        return
+    from ...pipeline import JobData, run_optimization
+
+    spec = json_format.ParseDict(task["spec"], spec_pb2.OptimizationSpec())
+    data = task.get("data") or {}
+    job_data = JobData(
+        train=[_shard(workdir, item) for item in data.get("train", [])],
+        eval=[_shard(workdir, item) for item in data.get("eval", [])],
+    )
+    checkpoints = workdir / str(task.get("checkpoint_dir", "checkpoints"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    result = run_optimization(
+        model_path, model_format, spec, workdir, progress, data=job_data, checkpoint_dir=checkpoints
+    )
+    artifacts = {}
+    for name, path in result.artifacts.items():
+        artifacts[name] = {
+            "path": str(path.resolve().relative_to(workdir.resolve())),
+            "sha256": sha256_file(path),
+        }
+    body = {
+        "report": json_format.MessageToDict(result.report, preserving_proto_field_name=True),
+        "artifacts": artifacts,
+    }
+    (out / "result.json").write_text(json.dumps(body))
+
+
+def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
+    from ...pipeline import StagedShard
+
+    return StagedShard(
+        path=workdir / str(item["path"]),
+        uri=str(item.get("uri", "")),
+        sha256=str(item.get("sha256", "")),
+    )
+
+
+def _write_error(workdir: Path, error: ServiceError) -> None:
+    (workdir / "out" / "error.json").write_text(json.dumps(error.to_dict()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prunekit-worker")
+    parser.add_argument("task", type=Path)
+    parser.add_argument("--progress-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--fence-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent_pid)
+    watch_heartbeats(args.fence_s)
+    task = json.loads(args.task.read_text())
+    workdir = args.task.parent
+    apply_limits(task.get("limits", {}))
+    with os.fdopen(args.progress_fd, "w") as stream:
+        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
+        try:
+            run_task(task, workdir, progress)
+        except ServiceError as exc:
+            _write_error(workdir, exc)
+            return EXIT_SERVICE_ERROR
+        except MemoryError:
+            _write_error(
+                workdir,
+                ServiceError(
+                    Code.RESOURCE_EXHAUSTED,
+                    "WORKER_OUT_OF_MEMORY",
+                    "the worker ran out of memory (raise PRUNEKIT_WORKER_MEMORY_BYTES or use smaller inputs)",
+                ),
+            )
+            return EXIT_OUT_OF_MEMORY
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            _write_error(
+                workdir,
+                ServiceError(
+                    Code.INTERNAL, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
+                ),
+            )
+            return EXIT_BUG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
