@@ -1,9 +1,8 @@
 """Accuracy recovered by fine-tuning after channel pruning to 2x fewer MACs, on the digits task.
 
-For each seed a :class:`~scripts.digits.SmallCNN` is trained on
-the digits' train split (seeded 75/25 split, the same held-out 449 samples
-for every seed and method), exported to ONNX, and pruned to half its MACs
-(channel pruning, L1 importance, global scope, ``round_to`` 8). Methods:
+For each seed a :class:`~scripts.digits.SmallCNN` is trained on the digits' train split (seeded 75/25
+split, the same held-out 449 samples for every seed and method), exported to ONNX, and pruned to half its
+MACs (channel pruning, L1 importance, global scope, ``round_to`` 8). Methods:
 
 - ``none``, ``cross-entropy``, ``distillation`` (labels, alpha 0.5, T 4) and
   ``distillation only (no labels)`` (the train shards without ``label``) run
