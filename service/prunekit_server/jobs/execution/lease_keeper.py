@@ -13,11 +13,12 @@ from ...errors import ServiceError
 from ..durable import record
 from ..durable.job_store import JobStore
 from ..durable.lease import expire_now, stamp
+from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
 
-class LeaseKeeper:
+class LeaseKeeper(BackgroundLoop):
     """Renews the leases of the jobs this server holds, on a thread of its own.
 
     ``on_lost(job_id)`` is called (from that thread, or from :meth:`renew`'s
@@ -27,22 +28,13 @@ class LeaseKeeper:
     """
 
     def __init__(self, jobs: JobStore, owner: str, lease_s: float, on_lost: Callable[[str], None]) -> None:
+        super().__init__("lease-keeper")
         self._jobs = jobs
         self.owner = owner
         self.lease_s = lease_s
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self._held: dict[str, float] = {}
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def hold(self, job_id: str) -> None:
         """Start renewing ``job_id`` (its record already names this owner)."""

@@ -13,12 +13,12 @@ and then its index entry removed.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Protocol
 
 from ...errors import ServiceError
 from ..durable import lease, record
 from ..durable.job_store import JobStore
+from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,14 @@ class Adopter(Protocol):
     def cleanup(self, job_id: str) -> None: ...
 
 
-class Sweeper:
+class Sweeper(BackgroundLoop):
     """Scans for expired leases on a thread of its own: at :meth:`start`, then every ``interval`` s."""
 
     def __init__(self, jobs: JobStore, adopter: Adopter, interval: float) -> None:
+        super().__init__("lease-sweeper")
         self._jobs = jobs
         self._adopter = adopter
         self._interval = max(0.05, interval)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lease-sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def sweep(self) -> list[str]:
         """One scan; returns the ids of the jobs taken over."""
