@@ -111,21 +111,21 @@ class Client:
         """Uploads a model file and returns its reference.
 
         The format comes from the suffix unless given (``ValueError`` when it cannot be told). The file is
-        hashed first, then streamed as a metadata message and chunks of at most 1 MiB; it is never read whole
-        into memory. Retried from the start on transient errors (the store is content-addressed). Raises
-        ``OSError`` when the file cannot be read.
+        streamed as a metadata message and chunks of at most 1 MiB, hashed as it is read (one pass; it is
+        never read whole into memory); the server computes the digest too, and a stored ref whose sha256
+        differs raises ``DATA_LOSS`` / ``CHECKSUM_MISMATCH``. Retried from the start on transient errors
+        (the store is content-addressed). Raises ``OSError`` when the file cannot be read.
         """
         file = Path(path)
         model_format = _transfer.infer_format(file) if format is None else format
-        digest = _transfer.digest_file(file)
+        streamed = _transfer.StreamedFile(file)
         metadata = pb.UploadMetadata(
-            filename=filename or file.name,
-            format=model_format,
-            size_bytes=digest.size_bytes,
-            sha256=digest.sha256,
+            filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes
         )
-        requests = functools.partial(_transfer.upload_requests, file, metadata)
-        return cast(pb.UploadModelResponse, self._upload(self._stub.UploadModel, requests, timeout)).model
+        requests = functools.partial(_transfer.upload_requests, streamed, metadata)
+        model = cast(pb.UploadModelResponse, self._upload(self._stub.UploadModel, requests, timeout)).model
+        streamed.check(model.sha256)
+        return model
 
     def upload_dataset(
         self, source: DatasetLike, filename: str | None = None, *, timeout: float | None = None
@@ -139,11 +139,13 @@ class Client:
         ``INVALID_ARGUMENT`` / ``INVALID_DATASET`` whose violations name ``<filename>:<array>``.
         """
         with _datasets.dataset_file(source, filename) as (file, name):
-            digest = _transfer.digest_file(file)
-            metadata = pb.DatasetMetadata(filename=name, size_bytes=digest.size_bytes, sha256=digest.sha256)
-            requests = functools.partial(_transfer.dataset_requests, file, metadata)
+            streamed = _transfer.StreamedFile(file)
+            metadata = pb.DatasetMetadata(filename=name, size_bytes=streamed.size_bytes)
+            requests = functools.partial(_transfer.dataset_requests, streamed, metadata)
             response = self._upload(self._stub.UploadDataset, requests, timeout)
-        return cast(pb.UploadDatasetResponse, response).dataset
+        dataset = cast(pb.UploadDatasetResponse, response).dataset
+        streamed.check(dataset.sha256)
+        return dataset
 
     def _upload(self, method: Any, requests: Callable[[], Iterator[Message]], timeout: float | None) -> Any:
         """One client-streaming call with the transfer deadline, restarted from the first message on retry."""

@@ -6,7 +6,6 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import grpc
@@ -16,10 +15,9 @@ from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2
 
 __all__ = [
     "CHUNK_SIZE",
-    "FileDigest",
+    "StreamedFile",
     "artifact_path",
     "dataset_requests",
-    "digest_file",
     "infer_format",
     "receive",
     "upload_requests",
@@ -48,27 +46,40 @@ def infer_format(path: Path) -> model_pb2.ModelFormat.ValueType:
         ) from None
 
 
-@dataclass(frozen=True)
-class FileDigest:
-    """Size and lower-case hex SHA-256 of a file."""
+class StreamedFile:
+    """The bytes of one file as upload chunks, hashed as they are read: one pass over the file.
 
-    size_bytes: int
-    sha256: str
+    Each call of :meth:`requests` starts from the beginning (a retry re-reads the file) and resets
+    :attr:`sha256`, which holds the digest of everything sent once the chunks ran out.
+    """
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size_bytes = path.stat().st_size
+        self.sha256 = ""
 
-def digest_file(path: Path) -> FileDigest:
-    """Reads ``path`` once, chunk by chunk, to size and hash it."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_SIZE):
-            sha.update(chunk)
-            size += len(chunk)
-    return FileDigest(size, sha.hexdigest())
+    def chunks(self) -> Iterator[bytes]:
+        self.sha256 = ""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                digest.update(chunk)
+                yield chunk
+        self.sha256 = digest.hexdigest()
+
+    def check(self, stored_sha256: str) -> None:
+        """``DATA_LOSS`` / ``CHECKSUM_MISMATCH`` unless the server stored the bytes that were sent."""
+        if not self.sha256 or stored_sha256.lower() != self.sha256:
+            raise PrunekitError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{self.path.name}: the server stored sha256 {stored_sha256 or '(none)'}, "
+                f"but the bytes sent have {self.sha256 or '(not all sent)'}",
+                reason="CHECKSUM_MISMATCH",
+            )
 
 
 def upload_requests(
-    path: Path, metadata: optimizer_service_pb2.UploadMetadata
+    file: StreamedFile, metadata: optimizer_service_pb2.UploadMetadata
 ) -> Iterator[optimizer_service_pb2.UploadModelRequest]:
     """The ``metadata`` message, then the file in chunks of at most :data:`CHUNK_SIZE` bytes.
 
@@ -76,23 +87,17 @@ def upload_requests(
     new iterator per attempt re-reads the file from the start.
     """
     yield optimizer_service_pb2.UploadModelRequest(metadata=metadata)
-    for chunk in _chunks(path):
+    for chunk in file.chunks():
         yield optimizer_service_pb2.UploadModelRequest(chunk=chunk)
 
 
 def dataset_requests(
-    path: Path, metadata: optimizer_service_pb2.DatasetMetadata
+    file: StreamedFile, metadata: optimizer_service_pb2.DatasetMetadata
 ) -> Iterator[optimizer_service_pb2.UploadDatasetRequest]:
     """Like :func:`upload_requests`, for UploadDataset."""
     yield optimizer_service_pb2.UploadDatasetRequest(metadata=metadata)
-    for chunk in _chunks(path):
+    for chunk in file.chunks():
         yield optimizer_service_pb2.UploadDatasetRequest(chunk=chunk)
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_SIZE):
-            yield chunk
 
 
 def artifact_path(directory: Path, name: str) -> Path:

@@ -188,11 +188,11 @@ class FakeService(optimizer_service_pb2_grpc.OptimizerServiceServicer):
         meta = messages[0].metadata
         data = b"".join(m.chunk for m in messages[1:])
         digest = hashlib.sha256(data).hexdigest()
-        if digest != meta.sha256 or len(data) != meta.size_bytes:
+        if (meta.sha256 and digest != meta.sha256) or len(data) != meta.size_bytes:
             abort(context, make_status(grpc.StatusCode.INVALID_ARGUMENT, "bad digest", "CHECKSUM_MISMATCH"))
         ref = model_pb2.ModelRef(
             uri=f"mem://models/{digest}",
-            sha256=digest,
+            sha256="0" * 64 if self.bad_digest else digest,
             size_bytes=len(data),
             format=meta.format,
             filename=meta.filename,

@@ -36,10 +36,21 @@ def test_upload_streams_metadata_then_bounded_chunks(
     messages = service.uploads[-1]
     assert messages[0].WhichOneof("payload") == "metadata"
     assert messages[0].metadata.filename == "net.onnx"
-    assert messages[0].metadata.sha256 == ref.sha256
+    assert messages[0].metadata.sha256 == ""  # hashed while streaming: the server computes it too
+    assert messages[0].metadata.size_bytes == len(data)
     chunks = messages[1:]
     assert len(chunks) == 3
     assert all(m.WhichOneof("payload") == "chunk" and 0 < len(m.chunk) <= CHUNK_SIZE for m in chunks)
+
+
+def test_upload_refuses_a_stored_digest_that_differs_from_the_bytes_sent(
+    service: FakeService, client: Client, model_file: Path
+) -> None:
+    service.bad_digest = True
+    with pytest.raises(PrunekitError) as caught:
+        client.upload_model(model_file)
+    assert caught.value.code == grpc.StatusCode.DATA_LOSS
+    assert caught.value.reason == "CHECKSUM_MISMATCH"
 
 
 def test_upload_restarts_after_a_broken_stream(

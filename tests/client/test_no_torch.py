@@ -135,11 +135,12 @@ import sys
 from prunekit import _datasets, _transfer
 from prunekit.v1.optimizer_service_pb2 import DatasetMetadata
 with _datasets.dataset_file({str(shard)!r}) as (path, name):
-    digest = _transfer.digest_file(path)
-    meta = DatasetMetadata(filename=name, size_bytes=digest.size_bytes, sha256=digest.sha256)
-    requests = list(_transfer.dataset_requests(path, meta))
+    streamed = _transfer.StreamedFile(path)
+    meta = DatasetMetadata(filename=name, size_bytes=streamed.size_bytes)
+    requests = list(_transfer.dataset_requests(streamed, meta))
 assert len(requests) == 2 and requests[1].chunk == {empty_zip!r}
-assert name == "shard.npz" and digest.size_bytes == 22, (name, digest)
+assert name == "shard.npz" and streamed.size_bytes == 22, (name, streamed.size_bytes)
+assert len(streamed.sha256) == 64
 assert "numpy" not in sys.modules
 print("ok")
 """

@@ -34,7 +34,10 @@ class UploadMetadata(_message.Message):
     size_bytes: _builtins.int
     """Total bytes that follow."""
     sha256: _builtins.str
-    """Lower-case hex SHA-256 of the bytes that follow."""
+    """Lower-case hex SHA-256 of the bytes that follow, checked by the server; or empty: the server computes
+    it as the bytes arrive and returns it in the ref, for the client to compare with its own digest of
+    what it sent (so a client hashes while it streams instead of reading the file twice).
+    """
     def __init__(
         self,
         *,
@@ -111,7 +114,7 @@ class DatasetMetadata(_message.Message):
     size_bytes: _builtins.int
     """Total bytes that follow."""
     sha256: _builtins.str
-    """Lower-case hex SHA-256 of the bytes that follow."""
+    """Lower-case hex SHA-256 of the bytes that follow, or empty (see UploadMetadata.sha256)."""
     def __init__(
         self,
         *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 
@@ -72,12 +73,16 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self._settings = settings
         self._datasets = DatasetStore.for_tenant(stores, settings)
 
+    def _spool_dir(self) -> Path | None:
+        """Where uploads are received: beside the stored objects when the store can move them in."""
+        return self._models.store.spool_dir() or self._settings.scratch_path()
+
     @unary
     def UploadModel(  # noqa: N802
         self, request_iterator: Iterator[pb.UploadModelRequest], context: grpc.ServicerContext
     ) -> pb.UploadModelResponse:
-        scratch, cap = self._settings.scratch_path(), self._settings.max_upload_bytes
-        with receive_upload(request_iterator, scratch, cap) as (path, ref):
+        spool, cap = self._spool_dir(), self._settings.max_upload_bytes
+        with receive_upload(request_iterator, spool, cap) as (path, ref):
             stored, deduplicated = self._models.put(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
 
@@ -85,8 +90,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def UploadDataset(  # noqa: N802
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
     ) -> pb.UploadDatasetResponse:
-        scratch, cap = self._settings.scratch_path(), self._settings.max_dataset_upload_bytes
-        with receive_dataset(request_iterator, scratch, cap) as (path, ref):
+        spool, cap = self._spool_dir(), self._settings.max_dataset_upload_bytes
+        with receive_dataset(request_iterator, spool, cap) as (path, ref):
             stored, deduplicated = self._datasets.put(path, ref)
         return pb.UploadDatasetResponse(dataset=stored, deduplicated=deduplicated)
 

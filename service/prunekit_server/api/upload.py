@@ -1,15 +1,20 @@
 """Receiving upload streams (models and dataset shards): metadata first, then chunks, checked as they arrive.
 
 Both RPCs share one spooling routine: chunks of at most 1 MiB, a running size
-cap, the declared size and sha256 verified before anything is stored. What
-differs is only the metadata message, the size-cap error and the content check.
+cap, the declared size and sha256 (when declared) verified before anything is
+stored. The bytes are hashed and written on a thread of their own while the
+next chunks arrive (hashing and file writes release the GIL), once: the store
+takes the spooled file and its digest as they are. What differs between the
+RPCs is only the metadata message, the size-cap error and the content check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,8 +67,8 @@ def _common_violations(filename: str, size_bytes: int, sha256: str) -> tuple[str
         violations["metadata.filename"] = "a file name of 1 to 255 printable characters"
     if size_bytes <= 0:
         violations["metadata.size_bytes"] = "the total size, > 0"
-    if not is_sha256(sha256.lower()):
-        violations["metadata.sha256"] = "64 hex digits"
+    if sha256 and not is_sha256(sha256.lower()):
+        violations["metadata.sha256"] = "64 hex digits, or empty for the server to compute it"
     return name, violations
 
 
@@ -93,6 +98,41 @@ def check_dataset_metadata(
     return model_pb2.DatasetRef(sha256=meta.sha256.lower(), size_bytes=meta.size_bytes, filename=filename)
 
 
+class _Writer:
+    """Hashes and writes chunks on a thread of its own, in order, a few chunks behind the receiver."""
+
+    def __init__(self, fd: int) -> None:
+        self.digest = hashlib.sha256()
+        self._out = os.fdopen(fd, "wb")
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="upload-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                if self._error is None:
+                    self.digest.update(chunk)
+                    self._out.write(chunk)
+        except BaseException as exc:  # surfaced by close(); keep draining so put() never blocks
+            self._error = exc
+            while self._chunks.get() is not None:
+                pass
+        finally:
+            self._out.close()
+
+    def put(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        """Wait for every chunk to be written; re-raise what the writer hit (e.g. a full disk)."""
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 @contextmanager
 def _spool(
     chunks: Iterator[_Request],
@@ -102,44 +142,58 @@ def _spool(
     spool_dir: Path | None,
     max_bytes: int,
     too_large: Callable[[], ServiceError],
-) -> Iterator[tuple[Path, bytes]]:
+) -> Iterator[tuple[Path, bytes, str]]:
     """Write the chunk messages that follow the metadata to a temporary file, verified.
 
-    Yields the file and its first 8 bytes; the file is removed afterwards, also
-    when the client goes away mid-stream.
+    Yields the file, its first 8 bytes and its sha256 (checked against ``declared_sha256`` unless that is
+    empty); the file is removed afterwards unless it was moved away, also when the client goes away.
     """
     fd, name = tempfile.mkstemp(prefix="prunekit-upload-", dir=spool_dir)
     path = Path(name)
+    writer = _Writer(fd)
     try:
-        digest = hashlib.sha256()
-        received = 0
-        head = b""
-        with os.fdopen(fd, "wb") as out:
-            for message in chunks:
-                if message.WhichOneof("payload") != "chunk":
-                    raise _bad(f"only the first {kind} carries metadata", chunk="expected a chunk")
-                chunk = message.chunk
-                if len(chunk) > MAX_CHUNK_BYTES:
-                    raise _bad(f"chunks must be at most {MAX_CHUNK_BYTES} bytes", chunk=f"{len(chunk)} bytes")
-                received += len(chunk)
-                if received > max_bytes:
-                    raise too_large()
-                if received > declared_size:
-                    raise _bad(f"more than the declared {declared_size} bytes arrived", "SIZE_MISMATCH")
-                if len(head) < 8:
-                    head += chunk[: 8 - len(head)]
-                digest.update(chunk)
-                out.write(chunk)
+        try:
+            received, head = _receive(chunks, kind, declared_size, max_bytes, too_large, writer)
+        finally:
+            writer.close()
         if received != declared_size:
             raise _bad(f"{received} bytes arrived, {declared_size} were declared", "SIZE_MISMATCH")
-        if digest.hexdigest() != declared_sha256:
+        actual = writer.digest.hexdigest()
+        if declared_sha256 and actual != declared_sha256:
             raise _bad(
-                f"the bytes' sha256 is {digest.hexdigest()}, the metadata declared {declared_sha256}",
-                "CHECKSUM_MISMATCH",
+                f"the bytes' sha256 is {actual}, the metadata declared {declared_sha256}", "CHECKSUM_MISMATCH"
             )
-        yield path, head
+        yield path, head, actual
     finally:
         path.unlink(missing_ok=True)
+
+
+def _receive(
+    chunks: Iterator[_Request],
+    kind: str,
+    declared_size: int,
+    max_bytes: int,
+    too_large: Callable[[], ServiceError],
+    writer: _Writer,
+) -> tuple[int, bytes]:
+    """Hand every chunk to ``writer``, checking sizes as they arrive; the byte count and the first 8 bytes."""
+    received = 0
+    head = b""
+    for message in chunks:
+        if message.WhichOneof("payload") != "chunk":
+            raise _bad(f"only the first {kind} carries metadata", chunk="expected a chunk")
+        chunk = message.chunk
+        if len(chunk) > MAX_CHUNK_BYTES:
+            raise _bad(f"chunks must be at most {MAX_CHUNK_BYTES} bytes", chunk=f"{len(chunk)} bytes")
+        received += len(chunk)
+        if received > max_bytes:
+            raise too_large()
+        if received > declared_size:
+            raise _bad(f"more than the declared {declared_size} bytes arrived", "SIZE_MISMATCH")
+        if len(head) < 8:
+            head += chunk[: 8 - len(head)]
+        writer.put(chunk)
+    return received, head
 
 
 def _first(requests: Iterator[_Request], kind: str) -> _Request:
@@ -163,7 +217,8 @@ def receive_upload(
     assert isinstance(first, optimizer_service_pb2.UploadModelRequest)
     ref = check_metadata(first.metadata, max_bytes)
     too_large = _model_too_large(max_bytes)
-    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as (path, head):
+    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as spooled:
+        path, head, ref.sha256 = spooled
         check_magic(head, ref.format, ref.filename)
         yield path, ref
 
@@ -182,7 +237,8 @@ def receive_dataset(
     assert isinstance(first, optimizer_service_pb2.UploadDatasetRequest)
     ref = check_dataset_metadata(first.metadata, max_bytes)
     too_large = _dataset_too_large(max_bytes)
-    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as (path, _):
+    with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as spooled:
+        path, _, ref.sha256 = spooled
         yield path, ref
 
 

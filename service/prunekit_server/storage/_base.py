@@ -104,6 +104,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def spool_dir(self) -> Path | None:
+        """A local directory from which :meth:`adopt_file` moves files in without copying them, or None."""
+        ...
+
+    def adopt_file(self, key: str, path: Path, *, sha256: str, if_absent: bool = False) -> ObjectInfo:
+        """Store the local file ``path`` under ``key`` and consume it (it is gone afterwards, on success).
+
+        ``sha256`` is what the caller computed over exactly these bytes while writing them: the store
+        records it without reading the file again. A file in :meth:`spool_dir` is renamed into place;
+        any other is copied and removed.
+        """
+        ...
+
     def get_bytes(self, key: str) -> bytes:
         """The whole object; :class:`ObjectNotFound` if absent, :class:`ChecksumMismatch` if corrupt."""
         ...

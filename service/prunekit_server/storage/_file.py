@@ -8,6 +8,7 @@ import hashlib
 import os
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,8 +21,19 @@ from ._base import (
     PreconditionFailed,
     StorageUnavailable,
 )
-from ._keys import RootedKeys, check_conditions, check_limit, normalise_sha256, validate_key, validate_prefix
+from ._keys import (
+    RESERVED_PREFIX,
+    RootedKeys,
+    check_conditions,
+    check_limit,
+    normalise_sha256,
+    validate_key,
+    validate_prefix,
+)
 from ._local import write_atomically
+
+SPOOL_MAX_AGE_S = 24 * 3600.0
+"""Files older than this in the spool directory were left by a server that died while receiving them."""
 
 
 class FileStore(RootedKeys):
@@ -54,6 +66,7 @@ class FileStore(RootedKeys):
         uri = "file://" + str(self._root)
         self._root_at(uri, uri.rstrip("/") + "/")
         self._xattrs = use_xattrs
+        self._spool_swept = False
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._root)!r})"
@@ -207,7 +220,6 @@ class FileStore(RootedKeys):
                 os.close(dfd)
                 raise PreconditionFailed(f"{key!r} already exists")
             tmp = _fs.TMP_PREFIX + secrets.token_hex(8)
-            renamed = False
             try:
                 with os.fdopen(os.open(tmp, _fs.TMP_FLAGS, 0o666, dir_fd=dfd), "wb") as out:
                     sha256 = fill(out)
@@ -215,23 +227,61 @@ class FileStore(RootedKeys):
                     size = os.fstat(out.fileno()).st_size
                     etag = self._record(out.fileno(), sha256)
                     os.fsync(out.fileno())
-                with _fs.key_lock(self._root, key):
-                    if if_match is not None:
-                        current = self._head_in(dfd, name, key)
-                        if current is None or current.etag != if_match:
-                            raise PreconditionFailed(f"{key!r} does not have etag {if_match!r}")
-                    if if_absent:
-                        _link_new(dfd, tmp, name, key)
-                    else:
-                        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                        renamed = True
-                    os.fsync(dfd)
+                self._commit(dfd, tmp, name, key, if_absent=if_absent, if_match=if_match)
             finally:
-                if not renamed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp, dir_fd=dfd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
                 os.close(dfd)
         return ObjectInfo(key=key, size=size, sha256=sha256, etag=etag)
+
+    def _commit(
+        self, dfd: int, tmp: str, name: str, key: str, *, if_absent: bool, if_match: str | None
+    ) -> None:
+        """Put the finished temporary file ``tmp`` (in directory ``dfd``) in place of ``name``."""
+        with _fs.key_lock(self._root, key):
+            if if_match is not None:
+                current = self._head_in(dfd, name, key)
+                if current is None or current.etag != if_match:
+                    raise PreconditionFailed(f"{key!r} does not have etag {if_match!r}")
+            if if_absent:
+                _link_new(dfd, tmp, name, key)
+            else:
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+
+    def spool_dir(self) -> Path:
+        spool = self._root / RESERVED_PREFIX / "spool"
+        if not self._spool_swept:
+            spool.mkdir(parents=True, exist_ok=True)
+            _remove_older_than(spool, SPOOL_MAX_AGE_S)
+            self._spool_swept = True
+        return spool
+
+    def adopt_file(self, key: str, path: Path, *, sha256: str, if_absent: bool = False) -> ObjectInfo:
+        expected = normalise_sha256(sha256)
+        assert expected is not None
+        path = Path(path)
+        if path.resolve().parent != self.spool_dir():
+            info = self.put_file(key, path, sha256=expected, if_absent=if_absent)
+            path.unlink()
+            return info
+        validate_key(key)
+        *dirs, name = key.split("/")
+        with _fs.translate(self._root, key, writing=True):
+            dfd = _fs.open_dir(self._root, dirs, create=True)
+            tmp = _fs.TMP_PREFIX + secrets.token_hex(8)
+            try:
+                with open(path, "rb+") as source:
+                    size = os.fstat(source.fileno()).st_size
+                    etag = self._record(source.fileno(), expected)
+                    os.fsync(source.fileno())
+                os.replace(path, tmp, dst_dir_fd=dfd)
+                self._commit(dfd, tmp, name, key, if_absent=if_absent, if_match=None)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
+                os.close(dfd)
+        return ObjectInfo(key=key, size=size, sha256=expected, etag=etag)
 
     def _record(self, fd: int, sha256: str) -> str:
         if self._xattrs:
@@ -240,6 +290,15 @@ class FileStore(RootedKeys):
                 return etag
             self._xattrs = False
         return _fs.content_etag(sha256)
+
+
+def _remove_older_than(directory: Path, seconds: float) -> None:
+    """Remove the files of ``directory`` last changed over ``seconds`` ago (left by a crashed server)."""
+    cutoff = time.time() - seconds
+    for entry in os.scandir(directory):
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
 
 
 def _link_new(dfd: int, tmp: str, name: str, key: str) -> None:

@@ -162,14 +162,28 @@ class S3Store(RootedKeys):
         actual, size = file_sha256(Path(path))
         if expected is not None and actual != expected:
             raise ChecksumMismatch(f"{str(path)!r} has sha256 {actual}, expected {expected}")
+        return self._upload(key, Path(path), actual, size, if_absent=if_absent)
+
+    def spool_dir(self) -> None:
+        return None
+
+    def adopt_file(self, key: str, path: Path, *, sha256: str, if_absent: bool = False) -> ObjectInfo:
+        expected = normalise_sha256(sha256)
+        assert expected is not None
+        validate_key(key)
+        info = self._upload(key, Path(path), expected, Path(path).stat().st_size, if_absent=if_absent)
+        Path(path).unlink()
+        return info
+
+    def _upload(self, key: str, path: Path, sha256: str, size: int, *, if_absent: bool) -> ObjectInfo:
         if size > self._threshold:
-            etag = self._put_multipart(key, Path(path), actual, size, if_absent=if_absent)
+            etag = self._put_multipart(key, path, sha256, size, if_absent=if_absent)
         else:
-            args = self._put_args(key, actual, if_absent=if_absent)
-            args["ChecksumSHA256"] = _b64(bytes.fromhex(actual))
+            args = self._put_args(key, sha256, if_absent=if_absent)
+            args["ChecksumSHA256"] = _b64(bytes.fromhex(sha256))
             with open(path, "rb") as body, self._errors(key):
                 etag = str(self._client.put_object(Body=body, ContentLength=size, **args)["ETag"])
-        return ObjectInfo(key=key, size=size, sha256=actual, etag=etag)
+        return ObjectInfo(key=key, size=size, sha256=sha256, etag=etag)
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))

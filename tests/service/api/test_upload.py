@@ -63,6 +63,19 @@ def test_upload_is_verified_and_content_addressed(
     assert len(server.stores.store.list_keys(prefix)) == 2
 
 
+def test_without_a_declared_sha256_the_server_computes_it(
+    stub: pb_grpc.OptimizerServiceStub, server: RunningServer
+) -> None:
+    data = b"\x08\x07" + os.urandom((1 << 20) + 5)
+    stored = call(stub, upload_requests(data, sha256="")).model
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    key = server.stores.store.key_for_uri(stored.uri)
+    assert server.stores.store.get_bytes(key) == data
+    again = call(stub, upload_requests(data))
+    assert again.deduplicated
+    assert again.model.uri == stored.uri
+
+
 def test_wrong_sha256_and_size_are_rejected(
     stub: pb_grpc.OptimizerServiceStub, channel: grpc.Channel, models: dict[str, Path]
 ) -> None:
@@ -126,10 +139,12 @@ def test_client_going_away_mid_upload_leaves_nothing(
 
     with pytest.raises(grpc.RpcError):
         call(stub, broken())
-    scratch = Path(server.settings.scratch_dir)
+    spool = server.stores.store.spool_dir()
+    assert spool is not None  # a file store: uploads are received beside the objects, then moved in
     deadline = time.monotonic() + 10
-    while list(scratch.glob("prunekit-upload-*")) and time.monotonic() < deadline:
+    while list(spool.glob("prunekit-upload-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not list(scratch.glob("prunekit-upload-*"))
+    assert not list(spool.glob("prunekit-upload-*"))
+    assert not list(Path(server.settings.scratch_dir).glob("prunekit-upload-*"))
     assert server.stores.models.find(hashlib.sha256(data).hexdigest()) is None
     assert_serving(channel)

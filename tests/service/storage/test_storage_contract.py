@@ -284,3 +284,34 @@ def test_uris(store: ObjectStore) -> None:
     for bad in outside:
         with pytest.raises(InvalidKey):
             store.key_for_uri(bad)
+
+
+@pytest.mark.parametrize("in_spool", [True, False])
+def test_adopt_file_takes_the_file_with_the_callers_digest(
+    store: ObjectStore, tmp_path: Path, in_spool: bool
+) -> None:
+    spool = store.spool_dir()
+    folder = spool if in_spool and spool is not None else tmp_path
+    path = folder / "incoming"
+    digest = write_random(path, 2 * MIB + 3)
+    data = path.read_bytes()
+    info = store.adopt_file("a/adopted", path, sha256=digest)
+    assert not path.exists()
+    assert info.sha256 == digest
+    assert info.size == len(data)
+    assert store.get_bytes("a/adopted") == data
+    assert store.head("a/adopted") == info
+    assert "a/adopted" in store.list_keys("a/")
+    again = folder / "again"
+    again.write_bytes(b"other")
+    with pytest.raises(PreconditionFailed):
+        store.adopt_file("a/adopted", again, sha256=sha(b"other"), if_absent=True)
+    assert store.get_bytes("a/adopted") == data
+
+
+def test_spool_dir_is_not_listed(store: ObjectStore) -> None:
+    spool = store.spool_dir()
+    if spool is not None:
+        (spool / "left-over").write_bytes(b"x")
+    store.put_bytes("k", b"v")
+    assert store.list_keys("") == ["k"]

@@ -124,7 +124,10 @@ class DatasetStore:
         return json_format.Parse(data, model_pb2.DatasetRef())
 
     def put(self, path: Path, ref: model_pb2.DatasetRef) -> tuple[model_pb2.DatasetRef, bool]:
-        """Store verified shard bytes once; returns the stored ref and whether they were there already.
+        """Store shard bytes once; returns the stored ref and whether they were there already.
+
+        ``ref.sha256`` must be the digest the caller computed over the bytes: the file is moved in, not
+        re-read.
 
         New bytes are checked first (:func:`inspect_shard`: INVALID_DATASET naming
         ``<filename>:<array>``); the ref, with ``uri``, ``samples`` and ``arrays``
@@ -141,7 +144,7 @@ class DatasetStore:
         stored.samples = summary.samples
         stored.arrays[:] = summary.arrays
         with storage_errors():
-            self.store.put_file(key, path, sha256=ref.sha256)
+            self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(self._meta_key(ref.sha256), json_format.MessageToJson(stored).encode())
         return stored, False
 

@@ -27,7 +27,11 @@ class ModelStore:
         return self._keys.model(sha256)
 
     def put(self, path: Path, ref: model_pb2.ModelRef) -> tuple[model_pb2.ModelRef, bool]:
-        """Store verified model bytes once; returns the stored ref and whether they were there already."""
+        """Store model bytes once; returns the stored ref and whether they were there already.
+
+        ``ref.sha256`` must be the digest of the file's bytes, computed by the caller while it received them
+        (the upload does): the file is moved into the store (:meth:`ObjectStore.adopt_file`), not re-read.
+        """
         existing = self.find(ref.sha256)
         if existing is not None:
             if existing.format != ref.format:
@@ -42,7 +46,7 @@ class ModelStore:
         stored.CopyFrom(ref)
         stored.uri = self.store.uri_for(key)
         with storage_errors():
-            self.store.put_file(key, path, sha256=ref.sha256)
+            self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(
                 self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()
             )
