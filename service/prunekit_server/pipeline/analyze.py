@@ -10,9 +10,9 @@ from prunekit.v1 import model_pb2
 from ..errors import ServiceError
 from ..measure.analysis import analyze
 from ..measure.quality import synthetic_inputs
+from ..measure.settings import synthetic_description
 from ..modelio.ingest import ingest
 from ..pruning.sensitivity import DEFAULT_RATIOS, Sensitivity, model_sensitivity
-from .settings import synthetic_description
 
 SENSITIVITY_SAMPLES = 16
 """Synthetic feeds the sensitivity analysis compares outputs on."""

@@ -1,4 +1,4 @@
-"""The optimization spec read into a run's :class:`.settings.RunSettings` (the pipeline's one reader of it).
+"""The optimization spec read into a run's :class:`~..measure.settings.RunSettings` (its one reader here).
 
 Defaults apply where the spec leaves a value unset (0): batch size 1, 1
 thread, 10 warm-up and 50 timed runs, 30 s per measurement, 32 evaluation
@@ -11,8 +11,8 @@ from prunekit.v1 import spec_pb2
 
 from ..measure.latency import Device
 from ..measure.quality import DEFAULT_MIN_COSINE_SIMILARITY, DEFAULT_MIN_TOP1_AGREEMENT, QualityRule
+from ..measure.settings import RunSettings
 from ..spec_check import check_spec
-from .settings import RunSettings
 
 DEFAULT_BATCH = 1
 DEFAULT_THREADS = 1

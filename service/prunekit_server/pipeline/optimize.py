@@ -25,29 +25,28 @@ from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 from ..errors import FieldViolation, invalid_spec
 from ..measure.analysis import analyze
+from ..measure.evaluation import Evaluation, evaluate_models
 from ..measure.latency import execution_providers
+from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import synthetic_inputs
+from ..measure.settings import RunSettings, synthetic_description
+from ..measure.timings import Timings, measure_latency
 from ..modelio.ingest import IngestedModel, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
 from ..quantization import QuantizeContext, QuantizePlan
-from ..report.build import Facts, assemble_report
+from ..report.build import assemble_report
+from ..report.facts import Facts, Pruned, Variant
 from ..report.render import write_report_files
-from ..report.stats import BASELINE, ORIGINAL, PRUNED
 from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
-from .benchmark import Timings, measure_latency
 from .data import JobData
-from .evaluation import Evaluation, evaluate_models
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
-from .settings import RunSettings, synthetic_description
 from .stages import HALF, at, span
 from .variants import (
     MAX_PRUNE_FEEDS,
     SCRATCH_DIR,
-    Pruned,
-    Variant,
     artifact_dir,
     calibration_samples_needed,
     prune_context,

@@ -10,7 +10,6 @@ under ``workdir/artifacts``; scratch files under ``workdir/scratch``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import onnx
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 from ..hashing import sha256_file
+from ..measure.names import PRUNED
 from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import IngestedModel
 from ..modelio.pruned_torchscript import write_pruned_torchscript
@@ -33,39 +33,15 @@ from ..pruning import (
     apply_tensors,
     prune,
 )
-from ..quantization import QuantizationDetails, QuantizeContext, QuantizePlan, quantize
+from ..quantization import QuantizeContext, QuantizePlan, quantize
 from ..report import stats as rs
-from ..report.stats import PRUNED
+from ..report.facts import Pruned, Variant
 from ..spec_check import prune_config_of
 
 ARTIFACT_DIR = "artifacts"
 SCRATCH_DIR = "scratch"
 MAX_PRUNE_FEEDS = 16
 """At most this many synthetic feeds rank channels (data-driven importance) and refresh BatchNorms."""
-
-
-@dataclass
-class Variant:
-    """A model the job made: its ONNX file (measured), every file of it, and how it was made."""
-
-    name: str
-    source: str
-    onnx_path: Path
-    files: list[report_pb2.ModelFile]
-    torchscript_path: Path | None = None
-    quantization: QuantizationDetails | None = None
-    auto_candidate: bool = False
-
-
-@dataclass
-class Pruned:
-    """The prune stage's outcome; ``warnings`` are the TorchScript write-back's (coded or not)."""
-
-    variant: Variant
-    model: onnx.ModelProto
-    result: PruneResult
-    config: PruneConfig
-    warnings: list[str] = field(default_factory=list)
 
 
 def model_file(fmt: model_pb2.ModelFormat.ValueType, path: Path) -> report_pb2.ModelFile:

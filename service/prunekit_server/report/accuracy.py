@@ -22,8 +22,6 @@ from prunekit.v1 import report_pb2
 from ..measure.accuracy import Accuracy, AccuracyRule
 from .notes import warning
 
-NO_EVAL_DATA = "the job had no labelled eval data"
-
 
 def accuracy_from_stats(stats: report_pb2.ModelStats) -> Accuracy | None:
     """The :class:`Accuracy` in ``stats``, None when it has none."""

@@ -1,4 +1,4 @@
-"""The report stage: a job's measured facts (:class:`Facts`) turned into an ``OptimizationReport``.
+"""The report stage: a job's measured facts (:class:`.facts.Facts`) turned into an ``OptimizationReport``.
 
 :func:`assemble_report` measures what is left to measure (the variants' files,
 the pruned model's MACs), makes AUTO's choice and the warnings, and puts the
@@ -16,89 +16,30 @@ and ``max_accuracy_drop`` > 0, the accuracy rule as well.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import onnx
 
 from prunekit.v1 import model_pb2, report_pb2
 
-from ..measure.accuracy import Accuracy, AccuracyRule
+from ..measure.accuracy import AccuracyRule
 from ..measure.analysis import analyze, count_parameters
+from ..measure.evaluation import NO_EVAL_DATA
 from ..measure.latency import cpu_model, stability_rule
+from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import Quality, QualityRule
 from ..measure.size import compressed_size, serialized_size
-from ..modelio.ingest import IngestedModel
 from ..pruning import UnstructuredConfig
 from ..quantization import SELECTION_RULE, Candidate, select_fastest
 from . import accuracy as ra
 from . import notes
 from . import stats as rs
-from .accuracy import NO_EVAL_DATA, below_accuracy_rule
+from .accuracy import below_accuracy_rule
+from .facts import Facts, Variant
 from .flags import variant_flags, variant_warnings
 from .protocol import benchmark_protocol
-from .stats import BASELINE, ORIGINAL, PRUNED
-
-if TYPE_CHECKING:  # the pipeline's records of its stages; the report reads them, the pipeline makes them
-    from ..pipeline.benchmark import Timings
-    from ..pipeline.evaluation import Evaluation
-    from ..pipeline.settings import RunSettings
-    from ..pipeline.variants import Pruned, Variant
 
 ACCURACY_SELECTION = "; with an accuracy rule, also within max_accuracy_drop of the baseline's top-1"
-
-
-@dataclass(frozen=True)
-class Facts:
-    """Everything the earlier stages found, as the report stage needs it.
-
-    ``evaluation`` (from :func:`.evaluation.evaluate_models`) gives fidelity,
-    accuracy and what they were measured on; without it, ``qualities`` and
-    ``quality_inputs`` (synthetic inputs, no accuracy) are used. ``data`` and
-    ``finetune`` are copied into the report; variants named in ``finetuned``
-    get the ``FINETUNED`` flag; ``max_accuracy_drop`` is the spec's accuracy
-    rule (0: none); ``extra_warnings`` are ``"CODE: message"`` strings of
-    other stages (e.g. ``FINETUNE_DISTILLATION_ONLY``).
-    """
-
-    ingested: IngestedModel
-    base_analysis: model_pb2.ModelAnalysis
-    pruned: Pruned | None
-    variants: Sequence[Variant]
-    timings: Timings
-    settings: RunSettings
-    qualities: Mapping[str, Quality] = field(default_factory=dict)
-    quality_inputs: str = ""
-    calibration_inputs: str = ""
-    quantize_warnings: Sequence[str] = ()
-    auto: bool = False
-    evaluation: Evaluation | None = None
-    data: report_pb2.DataReport | None = None
-    finetune: report_pb2.FinetuneReport | None = None
-    finetuned: Set[str] = frozenset()
-    max_accuracy_drop: float = 0.0
-    extra_warnings: Sequence[str] = ()
-
-    @property
-    def fidelity(self) -> Mapping[str, Quality]:
-        """Variant name -> quality against the original."""
-        return self.evaluation.qualities if self.evaluation is not None else self.qualities
-
-    @property
-    def fidelity_inputs(self) -> str:
-        """What fidelity was measured on, in words."""
-        return self.evaluation.quality_inputs if self.evaluation is not None else self.quality_inputs
-
-    @property
-    def accuracies(self) -> Mapping[str, Accuracy]:
-        """Model name (``BASELINE`` included) -> accuracy; empty when it was not measured."""
-        return self.evaluation.accuracies if self.evaluation is not None else {}
-
-    @property
-    def accuracy_rule(self) -> AccuracyRule:
-        """The spec's accuracy rule."""
-        return AccuracyRule(self.max_accuracy_drop)
 
 
 def _layer_macs(analysis: model_pb2.ModelAnalysis) -> dict[str, int]:

@@ -2,8 +2,7 @@
 a variant (``ModelVariant``, ``ModelFile``) and the per-layer changes.
 
 Every function is pure: :mod:`..measure`'s dataclasses and numbers in, proto
-messages out. The models of a job are named :data:`BASELINE` (the upload),
-:data:`PRUNED` and, as the source of a quantization, :data:`ORIGINAL`.
+messages out. The models of a job are named as in :mod:`..measure.names`.
 """
 
 from __future__ import annotations
@@ -16,10 +15,6 @@ from ..measure.accuracy import Accuracy
 from ..measure.latency import Latency
 from ..measure.quality import Quality
 from ..pruning.base import LayerPruneInfo
-
-BASELINE = "baseline"
-PRUNED = "pruned"
-ORIGINAL = "original"
 
 
 def latency_stats(latency: Latency) -> report_pb2.LatencyStats:

@@ -14,16 +14,17 @@ import pytest
 
 from prunekit.v1 import model_pb2, report_pb2
 from prunekit_server.measure.analysis import analyze
+from prunekit_server.measure.evaluation import evaluate_models
 from prunekit_server.measure.latency import Latency
+from prunekit_server.measure.names import BASELINE, ORIGINAL
 from prunekit_server.measure.quality import QualityRule
+from prunekit_server.measure.timings import Timings
 from prunekit_server.modelio.ingest import ingest
-from prunekit_server.pipeline.benchmark import Timings
-from prunekit_server.pipeline.evaluation import evaluate_models
-from prunekit_server.pipeline.variants import Variant, model_file
-from prunekit_server.report.build import Facts, assemble_report
-from prunekit_server.report.stats import BASELINE, ORIGINAL
+from prunekit_server.pipeline.variants import model_file
+from prunekit_server.report.build import assemble_report
+from prunekit_server.report.facts import Facts, Variant
 from prunekit_server.training.datasets import Dataset
-from tests.service.pipeline.test_evaluation import CLASSES, classifier_models, eval_split, settings
+from tests.service.measure.test_evaluation import CLASSES, classifier_models, eval_split, settings
 from tests.service.report_fields import unfilled
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX

@@ -2,12 +2,13 @@
 
 All models (the original and every variant, quantized ones included) are
 ONNX files run in ONNX Runtime CPU sessions, batched with each model's batch
-size (see :func:`..measure.accuracy.run_batched`). With eval data, fidelity is
+size (see :func:`.accuracy.run_batched`). With eval data, fidelity is
 measured on its inputs, one item per sample, and accuracy on its ``label``
 (top-1, top-5 above 5 classes) or ``target`` (MSE) for the baseline and every
 variant. Without eval data, fidelity is measured on the synthetic feeds
-exactly as :func:`..measure.quality.compare_models` does, and there is no
-accuracy.
+exactly as :func:`.quality.compare_models` does, and there is no
+accuracy. The eval data is anything shaped like :class:`EvalData` (the
+training room's ``Dataset`` is).
 """
 
 from __future__ import annotations
@@ -15,20 +16,41 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from prunekit.v1 import model_pb2
 
-from ..measure.accuracy import Accuracy, Outputs, measure_accuracy, run_batched
-from ..measure.latency import cpu_session
-from ..measure.quality import Quality, compare_outputs, run_feeds
-from ..report.accuracy import NO_EVAL_DATA
-from ..report.stats import BASELINE
-from ..training.datasets import Dataset
+from .accuracy import Accuracy, Outputs, measure_accuracy, run_batched
+from .latency import cpu_session
+from .names import BASELINE
+from .quality import Quality, compare_outputs, run_feeds
 from .settings import RunSettings, synthetic_description
 
+NO_EVAL_DATA = "the job had no labelled eval data"
 NO_SUPERVISION = "the eval data has no label or target arrays"
+
+
+class EvalData(Protocol):
+    """Eval samples: one array per model input (named, in the model's input order), ``label`` or ``target``.
+
+    All arrays share their first dimension, the sample count (``len``).
+    """
+
+    @property
+    def input_names(self) -> Sequence[str]: ...
+
+    @property
+    def inputs(self) -> Sequence[np.ndarray]: ...
+
+    @property
+    def label(self) -> np.ndarray | None: ...
+
+    @property
+    def target(self) -> np.ndarray | None: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,7 @@ def _synthetic(
     return Evaluation(qualities=qualities, quality_inputs=text, synthetic=True)
 
 
-def _accuracy(outputs: Outputs, data: Dataset) -> Accuracy | str:
+def _accuracy(outputs: Outputs, data: EvalData) -> Accuracy | str:
     """The accuracy of ``outputs`` on ``data``, or why it cannot be measured."""
     if data.label is None and data.target is None:
         return NO_SUPERVISION
@@ -84,7 +106,7 @@ def _accuracy(outputs: Outputs, data: Dataset) -> Accuracy | str:
 def evaluate_models(
     original: Path,
     models: Mapping[str, Path],
-    eval_data: Dataset | None,
+    eval_data: EvalData | None,
     synthetic_feeds: Sequence[dict[str, np.ndarray]],
     settings: RunSettings,
 ) -> Evaluation:
@@ -121,4 +143,4 @@ def evaluate_models(
     )
 
 
-__all__ = ["BASELINE", "Evaluation", "evaluate_models"]
+__all__ = ["NO_EVAL_DATA", "NO_SUPERVISION", "EvalData", "Evaluation", "evaluate_models"]

@@ -9,11 +9,10 @@ import pytest
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from prunekit.v1 import model_pb2
+from prunekit_server.measure.evaluation import NO_EVAL_DATA, NO_SUPERVISION, evaluate_models
+from prunekit_server.measure.names import BASELINE
 from prunekit_server.measure.quality import QualityRule, compare_models, synthetic_inputs
-from prunekit_server.pipeline.evaluation import NO_SUPERVISION, evaluate_models
-from prunekit_server.pipeline.settings import RunSettings, synthetic_description
-from prunekit_server.report.accuracy import NO_EVAL_DATA
-from prunekit_server.report.stats import BASELINE
+from prunekit_server.measure.settings import RunSettings, synthetic_description
 from prunekit_server.training.datasets import Dataset
 from tests.service.measure.test_accuracy import linear_model
 

@@ -1,6 +1,7 @@
 """A run's settings (:class:`RunSettings`): the spec's values with their defaults applied.
 
-They are read from the spec by :func:`.from_spec.settings_from_spec`, after the spec rules passed.
+The pipeline reads them from the spec (``pipeline/from_spec.py``) after the spec rules passed; the
+measuring stages (:mod:`.timings`, :mod:`.evaluation`) and the report read them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 
 from prunekit.v1 import model_pb2
 
-from ..measure.latency import Device
-from ..measure.quality import SYNTHETIC_INT_HIGH, QualityRule
+from .latency import Device
+from .quality import SYNTHETIC_INT_HIGH, QualityRule
 
 _FLOATS = frozenset(
     {

@@ -1,7 +1,7 @@
-"""The benchmark stage: every model of the job timed side by side at every batch size.
+"""The benchmark stage's measuring: every model of the job timed side by side at every batch size.
 
 Per batch size (the primary one first), two groups, each under
-:func:`..measure.benchmark.benchmark`'s protocol with its own time budget:
+:func:`.benchmark.benchmark`'s protocol with its own time budget:
 
 1. ONNX Runtime: the baseline and every variant's ONNX file, interleaved.
 2. torch: the TorchScript files (the upload and ``pruned.pt``), interleaved
@@ -27,12 +27,12 @@ import onnx
 
 from prunekit.v1 import model_pb2
 
-from ..measure.benchmark import BenchmarkResult, Factory, benchmark, onnx_factory, torch_factory
-from ..measure.latency import Latency
-from ..measure.quality import synthetic_inputs
 from ..modelio.ingest import graph_inputs
 from ..modelio.torchscript import load_torchscript
 from ..progress import ProgressFn
+from .benchmark import BenchmarkResult, Factory, benchmark, onnx_factory, torch_factory
+from .latency import Latency
+from .quality import synthetic_inputs
 from .settings import RunSettings
 
 
