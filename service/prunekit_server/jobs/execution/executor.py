@@ -124,9 +124,20 @@ class JobExecutor:
             self._outstanding -= 1
 
     def submit(self, job_id: str) -> None:
-        """Queue a stored job leased to this server, on a place taken by :meth:`reserve`."""
+        """Queue a stored job leased to this server, on a place taken by :meth:`reserve`.
+
+        A job created while this server began shutting down is not queued: its lease ends at once, so
+        another server (or this one's next start) takes it over without waiting for the lease to expire.
+        """
         with self._lock:
-            self._inflight.add(job_id)
+            accepting = self._accepting
+            if accepting:
+                self._inflight.add(job_id)
+            else:
+                self._outstanding -= 1
+        if not accepting:
+            self._keeper.release(job_id)
+            return
         self._keeper.hold(job_id)
         self._queue.put(job_id)
 

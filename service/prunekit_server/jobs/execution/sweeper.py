@@ -13,6 +13,7 @@ and then its index entry removed.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from ...errors import ServiceError
@@ -39,6 +40,8 @@ class Sweeper(BackgroundLoop):
     def __init__(self, jobs: JobStore, adopter: Adopter, interval: float) -> None:
         super().__init__("lease-sweeper")
         self._jobs = jobs
+        self._orphans: dict[str, float] = {}
+        self._orphan_grace_s = 2 * jobs.lease_s
         self._adopter = adopter
         self._interval = max(0.05, interval)
 
@@ -57,9 +60,21 @@ class Sweeper(BackgroundLoop):
                 elif lease.is_expired(job) and self._adopter.adopt(job_id):
                     taken.append(job_id)
             except ServiceError as exc:
-                if exc.reason != "JOB_NOT_FOUND":
+                if exc.reason == "JOB_NOT_FOUND":
+                    self._orphan(job_id)
+                else:
                     log.warning("sweep: job %s: %s", job_id, exc)
         return taken
+
+    def _orphan(self, job_id: str) -> None:
+        """An index entry without a record: a create in flight, or one whose server died before the
+        record was written. Removed once it has stayed without a record for two leases."""
+        now = time.monotonic()
+        first = self._orphans.setdefault(job_id, now)
+        if now - first > self._orphan_grace_s:
+            self._jobs.forget_active(job_id)
+            del self._orphans[job_id]
+            log.info("sweep: removed the index entry of job %s, which never got a record", job_id)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -15,6 +15,7 @@ from prunekit.v1 import job_pb2, report_pb2
 from prunekit_server.hashing import sha256_file
 from prunekit_server.jobs.durable import lease, record
 from prunekit_server.jobs.durable.job_store import JobStore
+from prunekit_server.jobs.durable.keys import TenantKeys
 from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
 from prunekit_server.rpc_status import from_status
@@ -155,3 +156,19 @@ def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(
         done = _wait_terminal(jobs, queued.id, timeout=60)
     assert done.state == record.SUCCEEDED, done.error
     assert done.attempt == 1, "the job ran twice at once"
+
+
+def test_an_index_entry_whose_record_was_never_written_is_removed_after_two_leases(tmp_path: Path) -> None:
+    """A server that died between writing a job's active-index entry and its record leaves no leak."""
+    storage = f"file://{tmp_path / 'store'}"
+    dead = _dead_server_stores(storage)
+    orphan = record.new_job_id()
+    dead.store.put_bytes(TenantKeys("default").active(orphan), orphan.encode())
+    live = new_job_id(dead.jobs, tmp_path)
+    with running(storage, tmp_path / "scratch", lease_s=1.0) as server:
+        assert orphan in server.stores.jobs.active_job_ids()
+        deadline = time.monotonic() + 30
+        while orphan in server.stores.jobs.active_job_ids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orphan not in server.stores.jobs.active_job_ids()
+        assert _wait_terminal(server.stores.jobs, live).state == record.SUCCEEDED
