@@ -148,3 +148,21 @@ def test_client_going_away_mid_upload_leaves_nothing(
     assert not list(Path(server.settings.scratch_dir).glob("prunekit-upload-*"))
     assert server.stores.models.find(hashlib.sha256(data).hexdigest()) is None
     assert_serving(channel)
+
+
+def test_an_unreadable_model_metadata_object_is_healed_by_the_next_upload(
+    stub: pb_grpc.OptimizerServiceStub, server: RunningServer, channel: grpc.Channel
+) -> None:
+    data = b"\x08\x07" + os.urandom(4096)
+    first = call(stub, upload_requests(data)).model
+    server.stores.store.put_bytes(f"tenants/default/models/{first.sha256}/meta.json", b"{not json")
+    assert server.stores.models.find(first.sha256) is None
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.AnalyzeModel(pb.AnalyzeModelRequest(model=first), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert status_error(caught.value).reason == "MODEL_NOT_FOUND"
+    again = call(stub, upload_requests(data))
+    assert not again.deduplicated
+    assert again.model == first
+    assert server.stores.models.find(first.sha256) == first
+    assert_serving(channel)

@@ -31,6 +31,7 @@ from ...errors import Code, FieldViolation, ServiceError, invalid_spec
 from ...hashing import sha256_file
 from ...storage import InvalidKey, ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
+from .model_store import parse_meta
 from .shard_format import inspect_shard
 from .storage_errors import storage_errors
 from .stores import TenantStores
@@ -121,7 +122,7 @@ class DatasetStore:
                 data = self.store.get_bytes(self._meta_key(sha256))
             except ObjectNotFound:
                 return None
-        return json_format.Parse(data, model_pb2.DatasetRef())
+        return parse_meta(data, model_pb2.DatasetRef(), sha256)
 
     def put(self, path: Path, ref: model_pb2.DatasetRef) -> tuple[model_pb2.DatasetRef, bool]:
         """Store shard bytes once; returns the stored ref and whether they were there already.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TypeVar
 
 from google.protobuf import json_format
 
@@ -12,6 +14,8 @@ from ...errors import Code, ServiceError
 from ...storage import ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
 from .storage_errors import storage_errors
+
+log = logging.getLogger(__name__)
 
 
 class ModelStore:
@@ -61,7 +65,7 @@ class ModelStore:
                 data = self.store.get_bytes(self._keys.model_meta(sha256))
             except ObjectNotFound:
                 return None
-        return json_format.Parse(data, model_pb2.ModelRef())
+        return parse_meta(data, model_pb2.ModelRef(), sha256)
 
     def resolve(self, ref: model_pb2.ModelRef) -> model_pb2.ModelRef:
         """The stored model a client's ref points at (looked up by digest, never by its URI)."""
@@ -78,3 +82,15 @@ class ModelStore:
                 metadata={"sha256": ref.sha256},
             )
         return stored
+
+
+_M = TypeVar("_M", model_pb2.ModelRef, model_pb2.DatasetRef)
+
+
+def parse_meta(data: bytes, ref: _M, sha256: str) -> _M | None:
+    """A stored ``meta.json``; None (as if absent: the next upload writes it again) when it is unreadable."""
+    try:
+        return json_format.Parse(data, ref)
+    except (json_format.ParseError, UnicodeDecodeError) as exc:
+        log.warning("the metadata of %s in storage is unreadable (%s); treated as absent", sha256, exc)
+        return None
