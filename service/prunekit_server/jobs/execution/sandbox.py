@@ -6,7 +6,11 @@ home, no storage credentials in its environment, resource limits it applies
 to itself before touching any model, and a wall-clock deadline enforced
 here. Progress arrives as JSON lines on a dedicated pipe. The worker dies
 with the thread that started it (``PR_SET_PDEATHSIG``): start workers from
-long-lived threads only.
+long-lived threads only. Its threads match the CPUs it may use (see
+:mod:`..worker.threads`). With a :class:`~.warm.WarmWorkers` the worker is
+forked by the server's zygote instead (the same worker, started without
+importing torch again); it then dies with the zygote, which exits with the
+server process.
 """
 
 from __future__ import annotations
