@@ -9,7 +9,8 @@ busy processes (pure-Python loops, bounded in time, killed at the end), in two s
 - ``before``: the environment workers had before, without thread settings, and torch's defaults
   (its own thread count, GNU OpenMP's spinning waits);
 - ``after``: what the sandbox gives now (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = the CPUs the
-  worker may use, ``OMP_WAIT_POLICY=PASSIVE``) and ``torch.set_num_threads`` to match.
+  worker may use, ``OMP_WAIT_POLICY=PASSIVE``) and ``torch.set_num_threads`` to match;
+- ``after, 1 thread``: the same with ``OMP_NUM_THREADS=1`` (what an operator may set for small models).
 
 Printed: steps/s and the ratio to the same set-up's solo run, per k. Goal: with k competitors the
 ratio is at least 1/(k+1). The machine's own load adds to k: run it on a quiet machine.
@@ -64,16 +65,21 @@ _FINETUNE = textwrap.dedent(
 _BUSY = "import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def _env(after: bool, workdir: Path) -> dict[str, str]:
+SETUPS = ("before", "after", "after, 1 thread")
+
+
+def _env(setup: str, workdir: Path) -> dict[str, str]:
     env = worker_env(workdir)
-    if not after:
+    if setup == "before":
         for name in THREAD_VARS:
             if name not in os.environ:
                 env.pop(name, None)
+    elif setup == "after, 1 thread":
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     return env
 
 
-def run_finetune(after: bool, steps: int, competitors: int, limit: float = 600.0) -> tuple[float, int]:
+def run_finetune(setup: str, steps: int, competitors: int, limit: float = 600.0) -> tuple[float, int]:
     """Seconds of one fine-tune (and the torch threads it used) beside ``competitors`` busy loops."""
     busy = [
         subprocess.Popen([sys.executable, "-c", _BUSY.format(limit=limit)], start_new_session=True)
@@ -84,11 +90,11 @@ def run_finetune(after: bool, steps: int, competitors: int, limit: float = 600.0
             workdir = Path(tmp)
             (workdir / "tmp").mkdir()
             paths = [str(ROOT), str(ROOT / "service"), str(ROOT / "client")]
-            code = _FINETUNE.format(paths=paths, after=after, steps=steps)
+            code = _FINETUNE.format(paths=paths, after=setup != "before", steps=steps)
             done = subprocess.run(
                 [sys.executable, "-c", code],
                 cwd=workdir,
-                env=_env(after, workdir),
+                env=_env(setup, workdir),
                 capture_output=True,
                 text=True,
                 timeout=limit,
@@ -115,21 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[tuple[str, int], float] = {}
     threads: dict[str, int] = {}
     for k in ks:
-        for label in ("before", "after"):
-            runs = [run_finetune(label == "after", args.steps, k) for _ in range(args.repeats)]
-            seconds = min(s for s, _ in runs)
-            threads[label] = runs[0][1]
-            rates[(label, k)] = args.steps / seconds
-    heads = [f"{label} ({threads[label]} threads)" for label in ("before", "after")]
-    print(f"\n| competitors | goal | {heads[0]} | {heads[1]} |")
-    print("|---|---|---|---|")
+        for setup in SETUPS:
+            runs = [run_finetune(setup, args.steps, k) for _ in range(args.repeats)]
+            threads[setup] = runs[0][1]
+            rates[(setup, k)] = args.steps / min(s for s, _ in runs)
+            print(f"  k={k} {setup}: {rates[(setup, k)]:.1f} steps/s", flush=True)
+    heads = " | ".join(f"{setup} ({threads[setup]} threads)" for setup in SETUPS)
+    print(f"\n| competitors | goal | {heads} |")
+    print("|---|---|" + "---|" * len(SETUPS))
     for k in ks:
-        cells = []
-        for label in ("before", "after"):
-            rate = rates[(label, k)]
-            cells.append(f"{rate:7.1f} steps/s ({rate / rates[(label, 0)]:.2f}x solo)")
+        cells = [f"{rates[(s, k)]:6.1f} steps/s ({rates[(s, k)] / rates[(s, 0)]:.2f}x solo)" for s in SETUPS]
         goal = "-" if k == 0 else f">= {1 / (k + 1):.2f}x"
-        print(f"| {k} | {goal} | {cells[0]} | {cells[1]} |")
+        print(f"| {k} | {goal} | {' | '.join(cells)} |")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

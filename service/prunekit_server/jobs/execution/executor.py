@@ -91,6 +91,11 @@ class JobExecutor:
         self._warm = WarmWorkers(worker_env, settings.scratch_path()) if settings.warm_workers else None
         self._analyzer = Analyzer(stores.models, settings, self._limits, self._warm)
 
+    @property
+    def warm_workers(self) -> WarmWorkers | None:
+        """The zygote that forks this server's workers; None with ``warm_workers`` off."""
+        return self._warm
+
     def start(self) -> None:
         """Start the warm worker, the dispatchers, the lease keeper and the sweeper (first scan now)."""
         if self._warm is not None:

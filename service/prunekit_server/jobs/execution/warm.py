@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,36 +120,45 @@ class WarmWorkers:
         for _ in range(2):
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             with ours, theirs:
-                if not self._send(json.dumps(request).encode(), [theirs.fileno(), *fds]):
+                zygote = self._send(json.dumps(request).encode(), [theirs.fileno(), *fds])
+                if zygote is None:
                     return None
                 theirs.close()
                 answer = _await_answer(ours, start_timeout)
                 if isinstance(answer.get("pid"), int):
                     with self._lock:
                         self._failures = 0
-                    return WarmProcess(int(answer["pid"]), ours.dup(), None, self._lost)
-            self._lost(fork_safe=answer.get("error") != "not fork-safe")
+                    on_lost = partial(self._lost, zygote, died=True)
+                    return WarmProcess(int(answer["pid"]), ours.dup(), None, on_lost)
+            died = answer.get("eof") is True
+            self._lost(zygote, fork_safe=answer.get("error") != "not fork-safe", died=died)
             if self.pid is not None:  # alive but unable (or too slow) to start it: a fresh worker instead
                 return None
         return None
 
-    def _send(self, message: bytes, fds: list[int]) -> bool:
+    def _send(self, message: bytes, fds: list[int]) -> int | None:
+        """Send a request to the zygote (started if none runs); its pid, or None when it cannot take it."""
         with self._lock:
             control = self._ensure()
-            if control is None:
-                return False
+            if control is None or self._proc is None:
+                return None
             try:
                 socket.send_fds(control, [message], fds)
-                return True
+                return self._proc.pid
             except OSError:
                 self._stop_locked()
-                return False
+                return None
 
-    def _lost(self, fork_safe: bool = True) -> None:
-        """A task the zygote could not start, or a zygote that died: count it; replace a dead one."""
+    def _lost(self, zygote: int, fork_safe: bool = True, died: bool = False) -> None:
+        """Zygote ``zygote`` could not start a task, or ``died``: count it; replace it when dead."""
         with self._lock:
+            if self._proc is None or self._proc.pid != zygote:
+                return  # already replaced (its other workers saw it die too)
             self._failures += 1
-            dead = self._proc is None or self._proc.poll() is not None
+            if died:  # its sockets close before it can be reaped
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=5)
+            dead = self._proc.poll() is not None
             if not fork_safe or (self._proc is not None and self._proc.poll() == _EXIT_NOT_FORK_SAFE):
                 log.warning("the warm worker cannot fork safely; a fresh worker per task from now on")
                 self.enabled = False
@@ -212,11 +222,12 @@ class WarmWorkers:
 
 
 def _await_answer(reply: socket.socket, timeout: float) -> dict[str, Any]:
-    """The zygote's first answer (``{"pid": P}`` or ``{"error": ...}``); empty on EOF or timeout."""
+    """The zygote's first answer (``{"pid": P}`` or ``{"error": ...}``); ``{"eof": True}`` when it
+    died, empty on a timeout."""
     if not select.select([reply], [], [], timeout)[0]:
         return {}
     try:
-        body = json.loads(reply.recv(4096) or b"{}")
+        body = json.loads(reply.recv(4096) or b'{"eof": true}')
     except (OSError, ValueError):
-        return {}
+        return {"eof": True}
     return body if isinstance(body, dict) else {}

@@ -162,22 +162,26 @@ def test_a_dead_zygote_takes_its_workers_and_is_replaced(tmp_path: Path) -> None
     warm = WarmWorkers(worker_env, tmp_path / "zygote-home")
     (tmp_path / "zygote-home").mkdir()
     try:
-        (tmp_path / "a").mkdir()
-        proc, progress = _launch(
-            warm, tmp_path / "a", _task(tmp_path / "a", {"action": "hang", "stage": "analyze"})
-        )
-        _wait_for_stage(progress, "analyze")
+        running = []
+        for name in ("a", "b", "c"):
+            (tmp_path / name).mkdir()
+            task = _task(tmp_path / name, {"action": "hang", "stage": "analyze"})
+            proc, progress = _launch(warm, tmp_path / name, task)
+            _wait_for_stage(progress, "analyze")
+            running.append(proc)
         zygote = warm.pid
         assert zygote is not None
         os.kill(zygote, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
+        for proc in running:
+            assert proc.wait(timeout=30) == -signal.SIGKILL
         deadline = time.monotonic() + 10
-        while _alive(proc.pid) and time.monotonic() < deadline:
+        while any(_alive(proc.pid) for proc in running) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(proc.pid), "the worker outlived its zygote"
-        (tmp_path / "b").mkdir()
-        outcome = _run(warm, tmp_path / "b", _task(tmp_path / "b"))
+        assert not any(_alive(proc.pid) for proc in running), "a worker outlived its zygote"
+        (tmp_path / "d").mkdir()
+        outcome = _run(warm, tmp_path / "d", _task(tmp_path / "d"))
         assert outcome.error is None, outcome.log_tail
+        assert warm.enabled, "one zygote's death counted once, not once per worker"
         assert warm.pid not in (None, zygote)
     finally:
         warm.close()
