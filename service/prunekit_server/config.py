@@ -64,6 +64,9 @@ class Settings:
     lease_s: float = 30.0
     #: Seconds between two scans for jobs whose lease expired (their server is gone).
     sweep_interval_s: float = 10.0
+    #: Fork each worker from a pre-started one that imported the model libraries once (faster
+    #: starts); false = a fresh process per job and analysis.
+    warm_workers: bool = True
     #: Worker starts per job: a worker killed while fine-tuning is retried from its checkpoint.
     max_attempts: int = 3
     #: Enables fault-injection hooks for the test suite. Never in production.

@@ -20,13 +20,17 @@ from ..durable.model_store import ModelStore
 from ..durable.publish import read_json
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import stage_model
+from .warm import WarmWorkers
 
 
 class Analyzer:
     """Runs at most ``settings.workers`` analyses at a time."""
 
-    def __init__(self, models: ModelStore, settings: Settings, limits: WorkerLimits) -> None:
+    def __init__(
+        self, models: ModelStore, settings: Settings, limits: WorkerLimits, warm: WarmWorkers | None = None
+    ) -> None:
         self._models = models
+        self._warm = warm
         self._settings = settings
         self._limits = limits
         self._slots = threading.BoundedSemaphore(max(1, settings.workers))
@@ -62,7 +66,12 @@ class Analyzer:
             }
             remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
             outcome = run_worker(
-                workdir, task, timeout=max(1.0, remaining), stop=StopRequest(), on_progress=lambda *_: None
+                workdir,
+                task,
+                timeout=max(1.0, remaining),
+                stop=StopRequest(),
+                on_progress=lambda *_: None,
+                warm=self._warm,
             )
             if outcome.error is not None:
                 raise outcome.error

@@ -26,6 +26,7 @@ from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
+from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ def run_attempt(
     workdir: Path,
     stop: StopRequest,
     limits: WorkerLimits,
+    warm: WarmWorkers | None = None,
 ) -> ServiceError | None:
     """Run ``job``'s worker once in the empty ``workdir``; the error it ended with, or None.
 
     None also when the worker succeeded but the lease was lost before
-    publishing (the new owner publishes). ``stop`` stops the worker early.
+    publishing (the new owner publishes). ``stop`` stops the worker early; ``warm`` forks it
+    from the server's zygote.
     """
     fence_s = settings.lease_s * FENCE_SHARE
     prefix = stores.artifacts.checkpoint_prefix(job.id)
@@ -81,6 +84,7 @@ def run_attempt(
             poll=sink.check_cancelled,
             heartbeat=Heartbeat(lambda: keeper.renewed_at(job.id)),
             fence_s=fence_s,
+            warm=warm,
         )
     finally:
         uploaders[0].finish()

@@ -39,8 +39,9 @@ from ..worker.faults import FAULT_LABEL, is_retryable
 from .analysis import Analyzer
 from .attempt import run_attempt
 from .lease_keeper import LeaseKeeper
-from .sandbox import StopRequest, WorkerLimits
+from .sandbox import StopRequest, WorkerLimits, worker_env
 from .sweeper import Sweeper
+from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,18 @@ class JobExecutor:
             file_bytes=settings.worker_file_bytes,
             open_files=settings.worker_open_files,
         )
-        self._analyzer = Analyzer(stores.models, settings, self._limits)
+        self._warm = WarmWorkers(worker_env, settings.scratch_path()) if settings.warm_workers else None
+        self._analyzer = Analyzer(stores.models, settings, self._limits, self._warm)
+
+    @property
+    def warm_workers(self) -> WarmWorkers | None:
+        """The zygote that forks this server's workers; None with ``warm_workers`` off."""
+        return self._warm
 
     def start(self) -> None:
-        """Start the dispatchers, the lease keeper and the sweeper (whose first scan is now)."""
+        """Start the warm worker, the dispatchers, the lease keeper and the sweeper (first scan now)."""
+        if self._warm is not None:
+            self._warm.start()
         for thread in self._threads:
             thread.start()
         self._keeper.start()
@@ -306,7 +315,9 @@ class JobExecutor:
             self._running[job.id] = stop
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
         try:
-            return run_attempt(self._stores, self._settings, self._keeper, job, workdir, stop, self._limits)
+            return run_attempt(
+                self._stores, self._settings, self._keeper, job, workdir, stop, self._limits, self._warm
+            )
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
@@ -376,3 +387,5 @@ class JobExecutor:
         for thread in self._threads:
             thread.join(timeout=30)
         self._keeper.stop()
+        if self._warm is not None:
+            self._warm.close()

@@ -6,7 +6,11 @@ home, no storage credentials in its environment, resource limits it applies
 to itself before touching any model, and a wall-clock deadline enforced
 here. Progress arrives as JSON lines on a dedicated pipe. The worker dies
 with the thread that started it (``PR_SET_PDEATHSIG``): start workers from
-long-lived threads only.
+long-lived threads only. Its threads match the CPUs it may use (see
+:mod:`..worker.threads`). With a :class:`~.warm.WarmWorkers` the worker is
+forked by the server's zygote instead (the same worker, started without
+importing torch again); it then dies with the zygote, which exits with the
+server process.
 """
 
 from __future__ import annotations
@@ -30,11 +34,20 @@ import prunekit_server
 
 from ...errors import Code, ServiceError
 from ..worker.fence import EXIT_FENCED, Heartbeat
+from ..worker.threads import thread_env
+from .warm import WORKER_MODULE, WarmProcess, WarmWorkers
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "prunekit_server.jobs.worker.main"
-"""The worker's entry point: the sandbox starts ``python -m WORKER_MODULE TASK ...``."""
+__all__ = [
+    "WORKER_MODULE",
+    "StopRequest",
+    "WarmWorkers",
+    "WorkerLimits",
+    "WorkerOutcome",
+    "run_worker",
+    "worker_env",
+]
 
 ProgressCallback = Callable[[str, float, str, dict[str, Any] | None], None]
 """Called per progress line: stage, fraction, message and the line's ``details`` (or None)."""
@@ -50,6 +63,7 @@ _INHERITED_ENV = (
     "NVIDIA_VISIBLE_DEVICES",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
     "SYSTEMROOT",
@@ -106,6 +120,7 @@ def run_worker(
     poll_interval: float = 1.0,
     heartbeat: Heartbeat | None = None,
     fence_s: float = 0.0,
+    warm: WarmWorkers | None = None,
 ) -> WorkerOutcome:
     """Run a worker on ``task`` in ``workdir`` until it exits, is stopped or times out.
 
@@ -113,6 +128,7 @@ def run_worker(
     runs (the executor uses it to notice a cancellation made elsewhere). With
     ``heartbeat`` and ``fence_s`` > 0 the worker is fenced (see :mod:`..worker.fence`):
     it stops itself when lease renewals stop reaching it for ``fence_s`` seconds.
+    With ``warm`` the worker is forked by its zygote (see :mod:`.warm`) when it can be.
     """
     fenced = heartbeat is not None and fence_s > 0
     (workdir / "out").mkdir(exist_ok=True)
@@ -125,7 +141,7 @@ def run_worker(
     last_stage = ["starting"]
     with open(log_path, "wb") as log_file:
         try:
-            proc = _spawn(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file)
+            proc = _start(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file, warm)
         finally:
             os.close(write_fd)
     reader = threading.Thread(
@@ -157,17 +173,43 @@ def run_worker(
                     log.exception("worker poll failed")
     finally:
         _kill_group(proc)
-        proc.wait()
+        returncode = proc.wait()
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     tail = _tail(log_path)
-    error = _outcome_error(proc.returncode, workdir, stop, timed_out, timeout, last_stage[0], tail)
+    error = _outcome_error(returncode, workdir, stop, timed_out, timeout, last_stage[0], tail)
     if error is not None and error.code is Code.INTERNAL:
-        log.warning("worker failed (%s): %s\n%s", proc.returncode, error.message, tail)
-    return WorkerOutcome(proc.returncode, error, tail, seconds)
+        log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
+    return WorkerOutcome(returncode, error, tail, seconds)
+
+
+def _start(
+    workdir: Path,
+    task_path: Path,
+    progress_fd: int,
+    fence_s: float,
+    log_file: IO[bytes],
+    warm: WarmWorkers | None,
+) -> subprocess.Popen[bytes] | WarmProcess:
+    """The worker, forked by the zygote when there is one that can, else a fresh process."""
+    if warm is None or not warm.enabled:
+        return _spawn(workdir, task_path, progress_fd, fence_s, log_file)
+    stdin_r, stdin_w = os.pipe() if fence_s > 0 else (os.open(os.devnull, os.O_RDONLY), -1)
+    try:
+        fds = (progress_fd, stdin_r, log_file.fileno())
+        proc = warm.launch(workdir, task_path, worker_env(workdir), fds, fence_s)
+    finally:
+        os.close(stdin_r)
+    if proc is None:
+        if stdin_w >= 0:
+            os.close(stdin_w)
+        return _spawn(workdir, task_path, progress_fd, fence_s, log_file)
+    if stdin_w >= 0:
+        proc.stdin = os.fdopen(stdin_w, "wb")
+    return proc
 
 
 def _spawn(
@@ -179,7 +221,7 @@ def _spawn(
     return subprocess.Popen(
         command,
         cwd=workdir,
-        env=_worker_env(workdir),
+        env=worker_env(workdir),
         stdin=subprocess.PIPE if fence_s > 0 else subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -188,7 +230,8 @@ def _spawn(
     )
 
 
-def _worker_env(workdir: Path) -> dict[str, str]:
+def worker_env(workdir: Path) -> dict[str, str]:
+    """A worker's environment: the allow-list, its paths and thread settings (:mod:`..worker.threads`)."""
     env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
     roots = {
         str(Path(prunekit_server.__file__).resolve().parent.parent),
@@ -199,6 +242,7 @@ def _worker_env(workdir: Path) -> dict[str, str]:
     env["TMPDIR"] = str(workdir / "tmp")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(thread_env(os.environ))
     return env
 
 
@@ -224,7 +268,10 @@ def _read_progress(fd: int, on_progress: ProgressCallback, last_stage: list[str]
                 log.exception("progress callback failed")
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes] | WarmProcess) -> None:
+    if isinstance(proc, WarmProcess):
+        proc.kill()
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 

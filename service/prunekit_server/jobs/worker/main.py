@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ...errors import Code, ServiceError
 from ...hashing import sha256_file
 from .fence import watch_heartbeats
+from .threads import configure_torch, worker_threads
 
 if TYPE_CHECKING:
     from ...pipeline import StagedShard
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
     apply_limits(task.get("limits", {}))
+    configure_torch(worker_threads())
     with os.fdopen(args.progress_fd, "w") as stream:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
         try:
