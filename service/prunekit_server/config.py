@@ -69,6 +69,8 @@ class Settings:
     warm_workers: bool = True
     #: Worker starts per job: a worker killed while fine-tuning is retried from its checkpoint.
     max_attempts: int = 3
+    #: Seconds a job start waits out an object-storage outage while staging its inputs, before failing.
+    storage_retry_s: float = 60.0
     #: Enables fault-injection hooks for the test suite. Never in production.
     enable_test_hooks: bool = False
 

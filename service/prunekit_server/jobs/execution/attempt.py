@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from prunekit.v1 import job_pb2
 
@@ -19,7 +20,7 @@ from ...config import Settings
 from ...errors import ServiceError
 from ..durable import checkpoint_sync
 from ..durable.publish import publish
-from ..durable.storage_errors import storage_errors
+from ..durable.storage_errors import retrying, storage_errors
 from ..durable.stores import TenantStores
 from ..worker.fence import FENCE_SHARE, Heartbeat
 from .lease_keeper import LeaseKeeper
@@ -51,9 +52,13 @@ def run_attempt(
     prefix = stores.artifacts.checkpoint_prefix(job.id)
     local = workdir / "checkpoints"
     local.mkdir()
-    task = optimize_task(stores, settings, job, workdir, local.name, limits.to_dict())
-    with storage_errors():
-        restored = checkpoint_sync.restore(stores.store, prefix, local)
+
+    def stage() -> tuple[dict[str, Any], dict[str, int]]:
+        task = optimize_task(stores, settings, job, workdir, local.name, limits.to_dict())
+        with storage_errors():
+            return task, checkpoint_sync.restore(stores.store, prefix, local)
+
+    task, restored = retrying(stage, budget_s=settings.storage_retry_s, stopped=stop.is_set)
     if restored:
         log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
     uploaders: list[checkpoint_sync.CheckpointUploader] = []
