@@ -15,7 +15,8 @@ thread counts, the task, the exit code) of ``M``, :mod:`.main`. The zygote answe
 on the reply socket, then ``{"exit": CODE}`` once it has reaped the child
 (``CODE`` as :attr:`subprocess.Popen.returncode`: negative for a signal).
 EOF on the control socket means the server is gone: the zygote kills its
-children's process groups and exits. Its children die with it (``PR_SET_PDEATHSIG``).
+children's process groups, removes its scratch home and exits. Its
+children die with it (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -239,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     if thread_count() != 1:
         print(f"prunekit zygote: {thread_count()} threads after imports; not forking", file=sys.stderr)
         return EXIT_NOT_FORK_SAFE
-    return Zygote(control, args.worker_module).serve()
+    code = Zygote(control, args.worker_module).serve()
+    home = os.getcwd()
+    if os.path.basename(home).startswith("prunekit-zygote-"):  # its server is gone: nobody else will
+        shutil.rmtree(home, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":
