@@ -40,6 +40,9 @@ class Settings:
     worker_cpu_seconds: int = 4 * 3600
     #: Largest file a worker may write (RLIMIT_FSIZE), bytes; 0 = none.
     worker_file_bytes: int = 16 * _GIB
+    #: Intra-op threads of each worker's torch; 0 = the CPUs this server may use divided by ``workers``,
+    #: so concurrent jobs do not oversubscribe the node.
+    worker_threads: int = 0
     #: Open-file limit of a worker (RLIMIT_NOFILE).
     worker_open_files: int = 1024
     #: Where workers get their scratch directories; "" = the system temp directory.

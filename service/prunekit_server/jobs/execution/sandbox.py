@@ -78,6 +78,8 @@ class WorkerLimits:
     cpu_seconds: int = 0
     file_bytes: int = 0
     open_files: int = 1024
+    #: Intra-op threads of the worker's torch (0: every CPU it may use).
+    threads: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
     apply_limits(task.get("limits", {}))
-    configure_torch(worker_threads())
+    configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())
     with os.fdopen(args.progress_fd, "w") as stream:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
         try:
