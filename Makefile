@@ -42,6 +42,8 @@ bench: install
 	$(PY) bench/upload_throughput.py
 	$(PY) bench/quantization_speed.py
 	$(PY) bench/finetune_recovery.py
+	$(PY) bench/contention.py
+	$(PY) bench/service_load.py
 
 clean:
 	rm -rf $(VENV) .prunekit-data demo-out .pytest_cache .mypy_cache .ruff_cache
