@@ -33,6 +33,8 @@ from .threads import configure_torch, worker_threads
 if TYPE_CHECKING:
     from ...pipeline import StagedShard
 
+WORKER_NICENESS = 10
+"""Workers yield the CPU to their server: RPCs (GetJob, WatchJob, health) stay quick while jobs run."""
 EXIT_SERVICE_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
 EXIT_BUG = 5
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
     apply_limits(task.get("limits", {}))
+    os.nice(WORKER_NICENESS)
     configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())
     with os.fdopen(args.progress_fd, "w") as stream:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))

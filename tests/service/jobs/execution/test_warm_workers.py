@@ -102,6 +102,7 @@ def test_the_child_is_a_sandboxed_worker(
         )
         assert any(line.startswith("Max cpu time") and "600" in line for line in limits.splitlines())
         assert os.getsid(proc.pid) == proc.pid
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
         assert int(_status(proc.pid)["PPid"]) == warm.pid
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")  # as the zygote started
         assert not any(item.startswith(b"AWS_SECRET_ACCESS_KEY=") for item in environ)
