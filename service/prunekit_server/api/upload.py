@@ -10,6 +10,7 @@ RPCs is only the metadata message, the size-cap error and the content check.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -110,25 +111,31 @@ class _Writer:
         self._thread.start()
 
     def _run(self) -> None:
+        chunk: bytes | None = b""
         try:
             while (chunk := self._chunks.get()) is not None:
-                if self._error is None:
-                    self.digest.update(chunk)
-                    self._out.write(chunk)
+                self.digest.update(chunk)
+                self._out.write(chunk)
+            self._out.close()  # the last flush can fail too (ENOSPC, EDQUOT, EIO): it counts
         except BaseException as exc:  # surfaced by close(); keep draining so put() never blocks
             self._error = exc
-            while self._chunks.get() is not None:
-                pass
+            while chunk is not None:
+                chunk = self._chunks.get()
         finally:
-            self._out.close()
+            with contextlib.suppress(OSError):
+                self._out.close()
 
     def put(self, chunk: bytes) -> None:
         self._chunks.put(chunk)
 
     def close(self) -> None:
-        """Wait for every chunk to be written; re-raise what the writer hit (e.g. a full disk)."""
+        """Wait for every chunk to be written. A full or failing disk is STORAGE_UNAVAILABLE (retryable)."""
         self._chunks.put(None)
         self._thread.join()
+        if isinstance(self._error, OSError):
+            raise ServiceError(
+                Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"the upload could not be written: {self._error}"
+            ) from self._error
         if self._error is not None:
             raise self._error
 
@@ -148,7 +155,12 @@ def _spool(
     Yields the file, its first 8 bytes and its sha256 (checked against ``declared_sha256`` unless that is
     empty); the file is removed afterwards unless it was moved away, also when the client goes away.
     """
-    fd, name = tempfile.mkstemp(prefix="prunekit-upload-", dir=spool_dir)
+    try:
+        fd, name = tempfile.mkstemp(prefix="prunekit-upload-", dir=spool_dir)
+    except OSError as exc:
+        raise ServiceError(
+            Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"no room to receive the upload: {exc}"
+        ) from exc
     path = Path(name)
     writer = _Writer(fd)
     try:

@@ -32,6 +32,8 @@ from ._keys import (
 )
 from ._local import write_atomically
 
+ADOPTED_MODE = 0o644
+"""The mode of a file moved into the store: what ``put_file`` gives under the usual umask 022."""
 SPOOL_MAX_AGE_S = 24 * 3600.0
 """Files older than this in the spool directory were left by a server that died while receiving them."""
 
@@ -272,6 +274,7 @@ class FileStore(RootedKeys):
             tmp = _fs.TMP_PREFIX + secrets.token_hex(8)
             try:
                 with open(path, "rb+") as source:
+                    os.fchmod(source.fileno(), ADOPTED_MODE)  # received as 0600 (mkstemp)
                     size = os.fstat(source.fileno()).st_size
                     etag = self._record(source.fileno(), expected)
                     os.fsync(source.fileno())

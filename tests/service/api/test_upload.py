@@ -15,6 +15,8 @@ import pytest
 from prunekit.v1 import model_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.api.upload import _Writer
+from prunekit_server.errors import ServiceError
 from prunekit_server.server import RunningServer
 
 from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload_requests
@@ -166,3 +168,14 @@ def test_an_unreadable_model_metadata_object_is_healed_by_the_next_upload(
     assert again.model == first
     assert server.stores.models.find(first.sha256) == first
     assert_serving(channel)
+
+
+@pytest.mark.parametrize("size", [100, 3 << 20])
+def test_a_disk_full_while_receiving_is_storage_unavailable_even_on_the_last_flush(size: int) -> None:
+    """Small uploads fail only when the buffered bytes are flushed: that error must not be lost."""
+    writer = _Writer(os.open("/dev/full", os.O_WRONLY))
+    for offset in range(0, size, 1 << 20):
+        writer.put(b"x" * min(1 << 20, size - offset))
+    with pytest.raises(ServiceError) as caught:
+        writer.close()
+    assert caught.value.reason == "STORAGE_UNAVAILABLE"

@@ -140,17 +140,16 @@ class JobExecutor:
         A job created while this server began shutting down is not queued: its lease ends at once, so
         another server (or this one's next start) takes it over without waiting for the lease to expire.
         """
-        with self._lock:
+        with self._lock:  # shutdown puts its stop markers under this lock: a job is queued before them
             accepting = self._accepting
             if accepting:
                 self._inflight.add(job_id)
+                self._keeper.hold(job_id)
+                self._queue.put(job_id)
             else:
                 self._outstanding -= 1
         if not accepting:
             self._keeper.release(job_id)
-            return
-        self._keeper.hold(job_id)
-        self._queue.put(job_id)
 
     def adopt(self, job_id: str) -> bool:
         """Take over a job whose lease expired if a place is free; True when it was queued here.
@@ -365,9 +364,9 @@ class JobExecutor:
         """
         with self._lock:
             self._accepting = False
+            for _ in self._threads:
+                self._queue.put(None)
         self._sweeper.stop()
-        for _ in self._threads:
-            self._queue.put(None)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self._lock:

@@ -77,6 +77,7 @@ class LeaseKeeper(BackgroundLoop):
             stamp(job, self.owner, self.lease_s)
             return True
 
+        renewed = time.monotonic()  # before the write: the lease runs from no later than this
         try:
             self._jobs.mutate(job_id, extend)
         except ServiceError as exc:
@@ -96,7 +97,7 @@ class LeaseKeeper(BackgroundLoop):
             return False
         with self._lock:
             if job_id in self._held:
-                self._held[job_id] = time.monotonic()
+                self._held[job_id] = renewed
         return True
 
     def release(self, job_id: str) -> bool:

@@ -48,7 +48,10 @@ class Sweeper(BackgroundLoop):
     def sweep(self) -> list[str]:
         """One scan; returns the ids of the jobs taken over."""
         taken: list[str] = []
-        for job_id in self._jobs.active_job_ids():
+        active = self._jobs.active_job_ids()
+        listed = set(active)
+        self._orphans = {k: v for k, v in self._orphans.items() if k in listed}
+        for job_id in active:
             if self._stopping.is_set():
                 break
             if self._adopter.holds(job_id):
@@ -72,7 +75,11 @@ class Sweeper(BackgroundLoop):
         now = time.monotonic()
         first = self._orphans.setdefault(job_id, now)
         if now - first > self._orphan_grace_s:
-            self._jobs.forget_active(job_id)
+            try:
+                self._jobs.forget_active(job_id)
+            except ServiceError as exc:
+                log.warning("sweep: index entry of job %s: %s", job_id, exc)
+                return
             del self._orphans[job_id]
             log.info("sweep: removed the index entry of job %s, which never got a record", job_id)
 

@@ -73,9 +73,15 @@ class WarmProcess:
         return self.returncode
 
     def kill(self) -> None:
-        """SIGKILL the worker's process group (it leads a session of its own)."""
+        """SIGKILL the worker's process group (it leads a session of its own), or the worker itself when it
+        has not called ``setsid`` yet; nothing once its exit was reported (its pid may be reused)."""
+        if self.returncode is not None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
 
 
 class WarmWorkers:

@@ -62,7 +62,8 @@ def watch_heartbeats(fence_s: float, fd: int = 0, log: IO[str] | None = None) ->
     Starts one daemon thread that waits on file descriptor ``fd`` (default
     stdin) with ``select`` and reads it raw (a daemon thread blocked inside a
     buffered reader would abort the interpreter at exit). Until the first
-    heartbeat the fence counts from this call. EOF means the server closed the
+    heartbeat the fence counts from this call; from then on from the renewals'
+    own times (an old first renewal counts as old). EOF means the server closed the
     pipe or died: exit at once. ``fence_s`` <= 0 disables fencing.
     """
     if fence_s <= 0:
@@ -77,7 +78,8 @@ def watch_heartbeats(fence_s: float, fd: int = 0, log: IO[str] | None = None) ->
         os._exit(EXIT_FENCED)
 
     def watch() -> None:
-        newest = time.monotonic()
+        newest: float | None = None  # the newest renewal heard of; until one, the fence counts from now
+        started = time.monotonic()
         pending = b""
         while True:
             try:
@@ -89,10 +91,12 @@ def watch_heartbeats(fence_s: float, fd: int = 0, log: IO[str] | None = None) ->
                 stop("the server closed the heartbeat pipe")
             if chunk:
                 *lines, pending = (pending + chunk).split(b"\n")
-                newest = max([newest, *_stamps(lines)])
+                stamps = _stamps(lines)
+                if stamps:
+                    newest = max(stamps) if newest is None else max(newest, *stamps)
                 if select.select([fd], [], [], 0)[0]:
                     continue  # drain what waited before judging
-            if time.monotonic() - newest > fence_s:
+            if time.monotonic() - (started if newest is None else newest) > fence_s:
                 stop(f"no lease renewal from the server for {fence_s:.1f} s")
 
     threading.Thread(target=watch, name="fence-watchdog", daemon=True).start()
