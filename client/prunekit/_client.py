@@ -123,7 +123,8 @@ class Client:
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes
         )
         requests = functools.partial(_transfer.upload_requests, streamed, metadata)
-        model = cast(pb.UploadModelResponse, self._upload(self._stub.UploadModel, requests, timeout)).model
+        response = self._upload_file(self._stub.UploadModel, requests, streamed, metadata, timeout)
+        model = cast(pb.UploadModelResponse, response).model
         streamed.check(model.sha256)
         return model
 
@@ -142,7 +143,7 @@ class Client:
             streamed = _transfer.StreamedFile(file)
             metadata = pb.DatasetMetadata(filename=name, size_bytes=streamed.size_bytes)
             requests = functools.partial(_transfer.dataset_requests, streamed, metadata)
-            response = self._upload(self._stub.UploadDataset, requests, timeout)
+            response = self._upload_file(self._stub.UploadDataset, requests, streamed, metadata, timeout)
         dataset = cast(pb.UploadDatasetResponse, response).dataset
         streamed.check(dataset.sha256)
         return dataset
@@ -151,6 +152,25 @@ class Client:
         """One client-streaming call with the transfer deadline, restarted from the first message on retry."""
         deadline = self.transfer_timeout if timeout is None else timeout
         return self._retry.call(lambda _retry: method(requests(), timeout=deadline))
+
+    def _upload_file(
+        self,
+        method: Any,
+        requests: Callable[[], Iterator[Message]],
+        streamed: _transfer.StreamedFile,
+        metadata: pb.UploadMetadata | pb.DatasetMetadata,
+        timeout: float | None,
+    ) -> Any:
+        """:meth:`_upload`, declaring no sha256 (hashed while streaming); once more with it declared when the
+        server is one that requires it up front (INVALID_ARGUMENT on ``metadata.sha256``)."""
+        try:
+            return self._upload(method, requests, timeout)
+        except PrunekitError as exc:
+            needs_digest = any(field == "metadata.sha256" for field, _ in exc.violations)
+            if exc.code != grpc.StatusCode.INVALID_ARGUMENT or not needs_digest or metadata.sha256:
+                raise
+        metadata.sha256 = streamed.digest()
+        return self._upload(method, requests, timeout)
 
     def _model_ref(self, model: ModelLike) -> model_pb2.ModelRef:
         if isinstance(model, model_pb2.ModelRef):

@@ -67,6 +67,14 @@ class StreamedFile:
                 yield chunk
         self.sha256 = digest.hexdigest()
 
+    def digest(self) -> str:
+        """The file's sha256 from a pass of its own (for servers that need it before the bytes)."""
+        sha = hashlib.sha256()
+        with self.path.open("rb") as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                sha.update(chunk)
+        return sha.hexdigest()
+
     def check(self, stored_sha256: str) -> None:
         """``DATA_LOSS`` / ``CHECKSUM_MISMATCH`` unless the server stored the bytes that were sent."""
         if not self.sha256 or stored_sha256.lower() != self.sha256:

@@ -159,6 +159,8 @@ class FakeService(optimizer_service_pb2_grpc.OptimizerServiceServicer):
         self.watch_scripts: dict[str, list[list[job_pb2.Job | status_pb2.Status]]] = {}
         self.artifacts: dict[tuple[str, str], bytes] = {}
         self.bad_digest = False
+        #: Behave like a server older than optional upload digests: refuse an empty metadata.sha256.
+        self.require_sha256 = False
         self.outcome = "succeeded"
         self.lose_cancel_response = False
 
@@ -186,6 +188,12 @@ class FakeService(optimizer_service_pb2_grpc.OptimizerServiceServicer):
                 self.upload_break_after = None
                 abort(context, unavailable())
         meta = messages[0].metadata
+        if self.require_sha256 and not meta.sha256:
+            violation = [("metadata.sha256", "64 hex digits")]
+            abort(
+                context,
+                make_status(grpc.StatusCode.INVALID_ARGUMENT, "bad metadata", "INVALID_REQUEST", violation),
+            )
         data = b"".join(m.chunk for m in messages[1:])
         digest = hashlib.sha256(data).hexdigest()
         if (meta.sha256 and digest != meta.sha256) or len(data) != meta.size_bytes:

@@ -43,6 +43,17 @@ def test_upload_streams_metadata_then_bounded_chunks(
     assert all(m.WhichOneof("payload") == "chunk" and 0 < len(m.chunk) <= CHUNK_SIZE for m in chunks)
 
 
+def test_upload_to_a_server_that_needs_the_digest_first_declares_it(
+    service: FakeService, client: Client, model_file: Path
+) -> None:
+    service.require_sha256 = True
+    ref = client.upload_model(model_file)
+    assert ref.sha256 == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    first, second = service.uploads[-2:]
+    assert first[0].metadata.sha256 == ""
+    assert second[0].metadata.sha256 == ref.sha256
+
+
 def test_upload_refuses_a_stored_digest_that_differs_from_the_bytes_sent(
     service: FakeService, client: Client, model_file: Path
 ) -> None:
