@@ -11,13 +11,14 @@ from prunekit.spec.data import MAX_DATA_SHARDS
 from prunekit.spec.finetune_configs import FinetunePlan
 from prunekit.spec.prune_configs import PruneConfig
 from prunekit.spec.quantize_configs import QuantizePlan
+from prunekit.spec.target import TargetConfig, target_config
 from prunekit.spec.translate import finetune_plan, prune_config, quantize_plan
 from prunekit.spec.violation import SpecRuleError
 from prunekit.v1 import spec_pb2
 
 from .errors import invalid_spec
 
-__all__ = ["check_spec", "finetune_plan_of", "prune_config_of", "quantize_plan_of"]
+__all__ = ["check_spec", "finetune_plan_of", "prune_config_of", "quantize_plan_of", "target_config_of"]
 
 
 def check_spec(
@@ -53,5 +54,13 @@ def finetune_plan_of(ft: spec_pb2.FinetuneSpec) -> FinetunePlan:
     """The fine-tuning plan ``ft`` asks for (``prunekit.spec.translate``); ``INVALID_SPEC`` if it fails."""
     try:
         return finetune_plan(ft)
+    except SpecRuleError as exc:
+        raise invalid_spec(exc.violations) from None
+
+
+def target_config_of(spec: spec_pb2.OptimizationSpec) -> TargetConfig:
+    """The config of ``spec.target``; ``INVALID_SPEC`` listing every rule it breaks."""
+    try:
+        return target_config(spec)
     except SpecRuleError as exc:
         raise invalid_spec(exc.violations) from None

@@ -15,6 +15,7 @@ from .measure import benchmark_violations, evaluation_violations
 from .messages import undefined_enums, unknown_field_numbers
 from .prune import prune_violations
 from .quantize import quantize_violations
+from .target import target_violations
 from .violation import FieldViolation
 
 __all__ = ["spec_violations"]
@@ -43,15 +44,21 @@ def spec_violations(
             )
         )
     quantizes = spec.HasField("quantize") and spec.quantize.mode != spec_pb2.QUANTIZE_MODE_NONE
+    targets = spec.HasField("target")
     if spec.HasField("prune"):
-        prune_violations(spec.prune, f"{prefix}.prune", found)
-    elif not quantizes:
+        rules: list[FieldViolation] = []
+        prune_violations(spec.prune, f"{prefix}.prune", rules)
+        unset_ratio = targets and not spec.prune.ratio
+        found += [v for v in rules if not (unset_ratio and v.field == f"{prefix}.prune.ratio")]
+    if targets:
+        target_violations(spec, f"{prefix}.target", found)
+    if not (targets or quantizes or spec.HasField("prune")):
         found.append(
             FieldViolation(
-                f"{prefix}.prune", "request prune or quantize (or both); this spec asks for neither"
+                f"{prefix}.prune", "request prune, quantize or target; this spec asks for none of them"
             )
         )
-    if spec.HasField("quantize"):
+    if spec.HasField("quantize") and not targets:
         quantize_violations(spec, f"{prefix}.quantize", found)
     benchmark_violations(spec.benchmark, f"{prefix}.benchmark", found)
     evaluation_violations(spec.evaluation, f"{prefix}.evaluation", found)

@@ -142,8 +142,8 @@ def _distillation(d: spec_pb2.DistillationSpec, path: str, found: list[FieldViol
 def finetune_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
     """Rules of ``spec.finetune`` (see the module docstring); ``path`` is the finetune field's path."""
     ft = spec.finetune
-    if not spec.HasField("prune"):
-        found.append(FieldViolation(path, "needs prune: fine-tuning recovers a pruned model"))
+    if not (spec.HasField("prune") or spec.HasField("target")):
+        found.append(FieldViolation(path, "needs prune or target: fine-tuning recovers a pruned model"))
     if not spec.data.train:
         found.append(FieldViolation(path, "needs data.train: the shards to fine-tune on"))
     if not _has_budget(ft.epochs, ft.steps, ft.max_seconds):

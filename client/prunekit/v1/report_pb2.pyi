@@ -35,7 +35,9 @@ class _VariantFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VariantFl
     VARIANT_FLAG_BELOW_QUALITY_RULE: _VariantFlag.ValueType  # 3
     """Its quality misses the rule."""
     VARIANT_FLAG_SELECTED: _VariantFlag.ValueType  # 4
-    """AUTO quantization kept it: the fastest candidate meeting the rule."""
+    """AUTO quantization kept it (the fastest candidate meeting the rule), or
+    the latency-target search chose it.
+    """
     VARIANT_FLAG_NOT_SELECTED: _VariantFlag.ValueType  # 5
     """An AUTO candidate that was measured and not kept."""
     VARIANT_FLAG_LATENCY_UNSTABLE: _VariantFlag.ValueType  # 6
@@ -46,6 +48,10 @@ class _VariantFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VariantFl
     """Its top-1 accuracy dropped by more than evaluation.max_accuracy_drop."""
     VARIANT_FLAG_FINETUNED: _VariantFlag.ValueType  # 9
     """Fine-tuned after pruning."""
+    VARIANT_FLAG_MEETS_TARGET: _VariantFlag.ValueType  # 10
+    """Its p50 reaches the spec's latency target (within the search's tolerance)."""
+    VARIANT_FLAG_MISSES_TARGET: _VariantFlag.ValueType  # 11
+    """Its p50 misses the spec's latency target."""
 
 class VariantFlag(_VariantFlag, metaclass=_VariantFlagEnumTypeWrapper):
     """Facts a reader must see next to a variant's numbers."""
@@ -58,7 +64,9 @@ VARIANT_FLAG_MEETS_QUALITY_RULE: VariantFlag.ValueType  # 2
 VARIANT_FLAG_BELOW_QUALITY_RULE: VariantFlag.ValueType  # 3
 """Its quality misses the rule."""
 VARIANT_FLAG_SELECTED: VariantFlag.ValueType  # 4
-"""AUTO quantization kept it: the fastest candidate meeting the rule."""
+"""AUTO quantization kept it (the fastest candidate meeting the rule), or
+the latency-target search chose it.
+"""
 VARIANT_FLAG_NOT_SELECTED: VariantFlag.ValueType  # 5
 """An AUTO candidate that was measured and not kept."""
 VARIANT_FLAG_LATENCY_UNSTABLE: VariantFlag.ValueType  # 6
@@ -69,6 +77,10 @@ VARIANT_FLAG_BELOW_ACCURACY_RULE: VariantFlag.ValueType  # 8
 """Its top-1 accuracy dropped by more than evaluation.max_accuracy_drop."""
 VARIANT_FLAG_FINETUNED: VariantFlag.ValueType  # 9
 """Fine-tuned after pruning."""
+VARIANT_FLAG_MEETS_TARGET: VariantFlag.ValueType  # 10
+"""Its p50 reaches the spec's latency target (within the search's tolerance)."""
+VARIANT_FLAG_MISSES_TARGET: VariantFlag.ValueType  # 11
+"""Its p50 misses the spec's latency target."""
 Global___VariantFlag: _TypeAlias = VariantFlag  # noqa: Y015
 
 @_typing.final
@@ -952,6 +964,7 @@ class OptimizationReport(_message.Message):
     SCHEDULE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     FINETUNE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
     input_format: _model_pb2.ModelFormat.ValueType
     @_builtins.property
     def baseline(self) -> Global___ModelStats: ...
@@ -977,6 +990,10 @@ class OptimizationReport(_message.Message):
     def finetune(self) -> Global___FinetuneReport:
         """Set when the job fine-tuned."""
 
+    @_builtins.property
+    def search(self) -> Global___SearchReport:
+        """Set when the spec had a `target`."""
+
     def __init__(
         self,
         *,
@@ -990,11 +1007,223 @@ class OptimizationReport(_message.Message):
         schedule: _abc.Iterable[Global___ScheduleStep] | None = ...,
         data: Global___DataReport | None = ...,
         finetune: Global___FinetuneReport | None = ...,
+        search: Global___SearchReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "search", b"search", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptimizationReport: _TypeAlias = OptimizationReport  # noqa: Y015
+
+@_typing.final
+class LayerWidth(_message.Message):
+    """One prunable group's width in a search candidate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAYER_FIELD_NUMBER: _builtins.int
+    WIDTH_BEFORE_FIELD_NUMBER: _builtins.int
+    WIDTH_AFTER_FIELD_NUMBER: _builtins.int
+    layer: _builtins.str
+    """The group's root layer (its ONNX node name)."""
+    width_before: _builtins.int
+    width_after: _builtins.int
+    def __init__(
+        self,
+        *,
+        layer: _builtins.str = ...,
+        width_before: _builtins.int = ...,
+        width_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["layer", b"layer", "width_after", b"width_after", "width_before", b"width_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LayerWidth: _TypeAlias = LayerWidth  # noqa: Y015
+
+@_typing.final
+class SearchCandidate(_message.Message):
+    """One model the latency-target search assembled and timed end to end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    QUANTIZATION_FIELD_NUMBER: _builtins.int
+    PREDICTED_P50_MS_FIELD_NUMBER: _builtins.int
+    MEASURED_P50_MS_FIELD_NUMBER: _builtins.int
+    PREDICTION_ERROR_FIELD_NUMBER: _builtins.int
+    MACS_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    WIDTHS_FIELD_NUMBER: _builtins.int
+    MEETS_TARGET_FIELD_NUMBER: _builtins.int
+    PARETO_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    MEASURED_SPEEDUP_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"c01", "c02"... in the order they were built."""
+    quantization: _builtins.str
+    """"none", "static_int8", "dynamic_int8" or "fp16"."""
+    predicted_p50_ms: _builtins.float
+    """What the latency tables predicted for the assembled model."""
+    measured_p50_ms: _builtins.float
+    """What the runtime measured for it (the search's shorter protocol)."""
+    prediction_error: _builtins.float
+    """(predicted - measured) / measured."""
+    macs: _builtins.int
+    size_bytes: _builtins.int
+    meets_target: _builtins.bool
+    """Its measured p50 reaches the target (within the tolerance)."""
+    pareto: _builtins.bool
+    """No other candidate is both faster and of better quality."""
+    selected: _builtins.bool
+    """The one the job went on with (fine-tuned, evaluated, benchmarked)."""
+    measured_speedup: _builtins.float
+    """The original's p50 over this one's, timed in turns in the same run."""
+    @_builtins.property
+    def quality(self) -> Global___QualityStats:
+        """Against the original on the search's inputs."""
+
+    @_builtins.property
+    def accuracy(self) -> Global___AccuracyStats:
+        """Set when the eval split has labels and the candidate was evaluated on them."""
+
+    @_builtins.property
+    def widths(self) -> _containers.RepeatedCompositeFieldContainer[Global___LayerWidth]:
+        """The width of every group that was narrowed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        quantization: _builtins.str = ...,
+        predicted_p50_ms: _builtins.float = ...,
+        measured_p50_ms: _builtins.float = ...,
+        prediction_error: _builtins.float = ...,
+        macs: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        quality: Global___QualityStats | None = ...,
+        accuracy: Global___AccuracyStats | None = ...,
+        widths: _abc.Iterable[Global___LayerWidth] | None = ...,
+        meets_target: _builtins.bool = ...,
+        pareto: _builtins.bool = ...,
+        selected: _builtins.bool = ...,
+        measured_speedup: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "macs", b"macs", "measured_p50_ms", b"measured_p50_ms", "measured_speedup", b"measured_speedup", "meets_target", b"meets_target", "name", b"name", "pareto", b"pareto", "predicted_p50_ms", b"predicted_p50_ms", "prediction_error", b"prediction_error", "quality", b"quality", "quantization", b"quantization", "selected", b"selected", "size_bytes", b"size_bytes", "widths", b"widths"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchCandidate: _TypeAlias = SearchCandidate  # noqa: Y015
+
+@_typing.final
+class LatencyTableUse(_message.Message):
+    """A per-layer latency table the search used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REUSED_FIELD_NUMBER: _builtins.int
+    ENTRIES_USED_FIELD_NUMBER: _builtins.int
+    ENTRIES_TIMED_FIELD_NUMBER: _builtins.int
+    TIMING_SECONDS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The node-type key: sha256 of runtime, version, execution provider,
+    device, CPU model, threads and batch size (first 16 hex digits).
+    """
+    description: _builtins.str
+    """The same in words."""
+    reused: _builtins.bool
+    """True when the table came from storage (an earlier job on this kind of node)."""
+    entries_used: _builtins.int
+    """Entries looked up, and of those timed by this job (missing before)."""
+    entries_timed: _builtins.int
+    timing_seconds: _builtins.float
+    """Seconds spent timing layers."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        description: _builtins.str = ...,
+        reused: _builtins.bool = ...,
+        entries_used: _builtins.int = ...,
+        entries_timed: _builtins.int = ...,
+        timing_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "entries_timed", b"entries_timed", "entries_used", b"entries_used", "key", b"key", "reused", b"reused", "timing_seconds", b"timing_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatencyTableUse: _TypeAlias = LatencyTableUse  # noqa: Y015
+
+@_typing.final
+class SearchReport(_message.Message):
+    """How the latency-target search went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_P50_MS_FIELD_NUMBER: _builtins.int
+    TARGET_SPEEDUP_FIELD_NUMBER: _builtins.int
+    BASELINE_P50_MS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    TABLES_FIELD_NUMBER: _builtins.int
+    MET_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    MEDIAN_PREDICTION_ERROR_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    TECHNIQUES_FIELD_NUMBER: _builtins.int
+    TOLERANCE_FIELD_NUMBER: _builtins.int
+    target_p50_ms: _builtins.float
+    target_speedup: _builtins.float
+    """The speed-up asked for (baseline p50 / target p50)."""
+    baseline_p50_ms: _builtins.float
+    """The original's p50 as the search measured it."""
+    met: _builtins.bool
+    """A candidate reached the target within the quality bound."""
+    seconds: _builtins.float
+    median_prediction_error: _builtins.float
+    """Median of |prediction_error| over the candidates."""
+    selected: _builtins.str
+    """The selected candidate's name."""
+    tolerance: _builtins.float
+    """A measured p50 within this fraction above the target counts as meeting it."""
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchCandidate]: ...
+    @_builtins.property
+    def tables(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyTableUse]: ...
+    @_builtins.property
+    def techniques(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The techniques the search could use."""
+
+    def __init__(
+        self,
+        *,
+        target_p50_ms: _builtins.float = ...,
+        target_speedup: _builtins.float = ...,
+        baseline_p50_ms: _builtins.float = ...,
+        candidates: _abc.Iterable[Global___SearchCandidate] | None = ...,
+        tables: _abc.Iterable[Global___LatencyTableUse] | None = ...,
+        met: _builtins.bool = ...,
+        seconds: _builtins.float = ...,
+        median_prediction_error: _builtins.float = ...,
+        selected: _builtins.str = ...,
+        techniques: _abc.Iterable[_builtins.str] | None = ...,
+        tolerance: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_p50_ms", b"baseline_p50_ms", "candidates", b"candidates", "median_prediction_error", b"median_prediction_error", "met", b"met", "seconds", b"seconds", "selected", b"selected", "tables", b"tables", "target_p50_ms", b"target_p50_ms", "target_speedup", b"target_speedup", "techniques", b"techniques", "tolerance", b"tolerance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchReport: _TypeAlias = SearchReport  # noqa: Y015

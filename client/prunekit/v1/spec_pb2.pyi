@@ -790,6 +790,66 @@ class QuantizeSpec(_message.Message):
 Global___QuantizeSpec: _TypeAlias = QuantizeSpec  # noqa: Y015
 
 @_typing.final
+class TargetSpec(_message.Message):
+    """A measured latency goal: the service searches per-layer widths (and a
+    quantization mode when allowed) whose model reaches it on the benchmark's
+    runtime, device, threads and batch size, losing the least quality. Set
+    exactly one of `latency_speedup` and `latency_ms`. A spec with `target`
+    needs no `prune.ratio`; `prune`, when present, gives the method's other
+    settings (ignore patterns, importance, max_layer_ratio).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATENCY_SPEEDUP_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _builtins.int
+    TECHNIQUES_FIELD_NUMBER: _builtins.int
+    BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    latency_speedup: _builtins.float
+    """The original's p50 over the chosen model's p50, e.g. 2.0; above 1, at
+    most 20.
+    """
+    latency_ms: _builtins.float
+    """The chosen model's p50 at most this many milliseconds."""
+    max_accuracy_drop: _builtins.float
+    """The quality bound, in the unit of `evaluation.max_accuracy_drop` (0.01 =
+    one point of top-1) on the eval split when data is given; 0 leaves the
+    evaluation's rules (fidelity floors) to bound quality.
+    """
+    budget_seconds: _builtins.float
+    """Seconds the search may spend timing and choosing (0: 600); at least 10."""
+    required: _builtins.bool
+    """Fail the job (TARGET_NOT_MET) when no candidate reaches the target;
+    otherwise it succeeds with the best point and a TARGET_NOT_MET warning.
+    """
+    @_builtins.property
+    def techniques(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the search may use: "channel", "neuron" (structured pruning) and
+        "static_int8", "dynamic_int8", "fp16" (quantization). Empty: every
+        pruning method that applies and the INT8 modes (FP16 on CUDA only).
+        """
+
+    def __init__(
+        self,
+        *,
+        latency_speedup: _builtins.float = ...,
+        latency_ms: _builtins.float = ...,
+        max_accuracy_drop: _builtins.float = ...,
+        techniques: _abc.Iterable[_builtins.str] | None = ...,
+        budget_seconds: _builtins.float = ...,
+        required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_seconds", b"budget_seconds", "latency_ms", b"latency_ms", "latency_speedup", b"latency_speedup", "max_accuracy_drop", b"max_accuracy_drop", "required", b"required", "techniques", b"techniques"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TargetSpec: _TypeAlias = TargetSpec  # noqa: Y015
+
+@_typing.final
 class OptimizationSpec(_message.Message):
     """What to do with a model. Field names are the keys of a spec file."""
 
@@ -802,6 +862,7 @@ class OptimizationSpec(_message.Message):
     FINETUNE_FIELD_NUMBER: _builtins.int
     QUANTIZE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.InputSpec]:
         """Inputs with concrete shapes. Required for TorchScript models; optional
@@ -824,6 +885,10 @@ class OptimizationSpec(_message.Message):
     def quantize(self) -> Global___QuantizeSpec: ...
     @_builtins.property
     def data(self) -> Global___DataSpec: ...
+    @_builtins.property
+    def target(self) -> Global___TargetSpec:
+        """Search for the model that reaches a measured latency (see TargetSpec)."""
+
     def __init__(
         self,
         *,
@@ -834,10 +899,11 @@ class OptimizationSpec(_message.Message):
         finetune: Global___FinetuneSpec | None = ...,
         quantize: Global___QuantizeSpec | None = ...,
         data: Global___DataSpec | None = ...,
+        target: Global___TargetSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "prune", b"prune", "quantize", b"quantize", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

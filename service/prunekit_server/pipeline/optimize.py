@@ -38,12 +38,15 @@ from ..quantization import QuantizeContext, QuantizePlan
 from ..report.build import assemble_report
 from ..report.facts import Facts, Pruned, Variant
 from ..report.render import write_report_files
+from ..report.search import meets
+from ..search.outcome import SearchOutcome
 from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .data import JobData
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
 from .stages import HALF, at, span
+from .target import mode_plan, not_met, search_prune
 from .variants import (
     MAX_PRUNE_FEEDS,
     SCRATCH_DIR,
@@ -71,8 +74,22 @@ def _check_device(settings: RunSettings) -> None:
         raise invalid_spec([FieldViolation("spec.benchmark.device", str(exc))]) from None
 
 
+def _calibration(
+    loaded: LoadedData, inputs: list[model_pb2.InputSpec], needed: int, settings: RunSettings, workdir: Path
+) -> tuple[QuantizeContext, str]:
+    """The calibration context (``needed`` feeds of the train split, else synthetic ones) and, when
+    synthetic, what they are in words ("" for the train split or when nothing calibrates)."""
+    if needed and loaded.train is not None and len(loaded.train):
+        calibration = data_feeds(loaded.train, inputs, needed)
+        return QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train")), ""
+    feeds = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
+    synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
+    return QuantizeContext(workdir / SCRATCH_DIR, feeds, synthetic), synthetic
+
+
 def _quantize(
     spec: spec_pb2.OptimizationSpec,
+    plan: QuantizePlan,
     settings: RunSettings,
     inputs: list[model_pb2.InputSpec],
     original: Path,
@@ -83,7 +100,6 @@ def _quantize(
 ) -> tuple[list[Variant], list[str], str, bool]:
     """The quantized variants, their warnings, what synthetic inputs they calibrated on ("" for the
     job's train split, or when nothing calibrates), and whether it was AUTO."""
-    plan = quantize_plan_of(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
     if not plan.configs:
         return [], [], "", False
     sources: list[tuple[str, Path]] = []
@@ -91,15 +107,7 @@ def _quantize(
         sources.append((PRUNED, pruned.variant.onnx_path))
     if pruned is None or spec.quantize.include_original:
         sources.append((ORIGINAL, original))
-    needed = calibration_samples_needed(plan)
-    if needed and loaded.train is not None and len(loaded.train):
-        calibration = data_feeds(loaded.train, inputs, needed)
-        context = QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train"))
-        synthetic = ""
-    else:
-        calibration = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
-        synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
-        context = QuantizeContext(workdir / SCRATCH_DIR, calibration, synthetic)
+    context, synthetic = _calibration(loaded, inputs, calibration_samples_needed(plan), settings, workdir)
     start, end = span("quantize")
     variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=start, end=end)
     return variants, warnings, synthetic, plan.auto
@@ -110,6 +118,7 @@ class _PruneOutcome:
     pruned: Pruned
     finetune: report_pb2.FinetuneReport | None
     warnings: list[str]
+    search: SearchOutcome | None = None
 
 
 def _prune_and_finetune(
@@ -120,6 +129,7 @@ def _prune_and_finetune(
     workdir: Path,
     checkpoint_dir: Path,
     progress: ProgressFn,
+    tables_dir: Path | None,
 ) -> _PruneOutcome:
     """Prune (fine-tuning between iterative rounds when asked), fine-tune, write ``pruned.*``.
 
@@ -129,7 +139,8 @@ def _prune_and_finetune(
     feeds = data_feeds(loaded.train, inputs, MAX_PRUNE_FEEDS) if loaded.train is not None else []
     progress("prune", at("prune"), "pruning" + (f" ({describe_feeds(feeds, 'train')})" if feeds else ""))
     tuner = hook = None
-    rounds = int(getattr(prune_config_of(spec.prune), "steps", 1))
+    targets = spec.HasField("target")
+    rounds = 1 if targets else int(getattr(prune_config_of(spec.prune), "steps", 1))
     if spec.HasField("finetune"):
         if loaded.train is None or len(loaded.train) == 0:
             raise invalid_spec([FieldViolation("spec.data.train", "fine-tuning needs training samples")])
@@ -139,14 +150,33 @@ def _prune_and_finetune(
         tuner = Tuner(plan, loaded.train, loaded.eval, teacher, checkpoint_dir, progress, model_batch=batch)
         hook = RoundRecovery(tuner, rounds, span("prune")) if rounds > 1 else None
     context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
-    config, result, model = run_prune(ingested, spec.prune, context)
+    search = None
+    if targets:
+        needed = calibration_samples_needed(mode_plan("static_int8"))
+        calibration, _ = _calibration(loaded, inputs, needed, settings, workdir)
+        quality = data_feeds(loaded.eval, inputs, settings.samples) if loaded.eval else []
+        config, result, search = search_prune(
+            spec,
+            settings,
+            ingested,
+            context,
+            quality,
+            calibration,
+            workdir,
+            tables_dir,
+            lambda message: progress("prune", at("prune"), f"latency target: {message}"),
+        )
+        assert result.model is not None
+        model = result.model
+    else:
+        config, result, model = run_prune(ingested, spec.prune, context)
     report = None
     if tuner is not None:
         final = span("prune", Fraction(rounds - 1, rounds))
         tuned = finetune_pruned(ingested.onnx_model, model, result, context, tuner, rounds=rounds, span=final)
         model, result, report = tuned.model, tuned.result, tuned.report
     pruned = write_pruned(ingested, config, result, model, workdir, progress, fraction=at("prune", 1))
-    return _PruneOutcome(pruned, report, tuner.warnings if tuner is not None else [])
+    return _PruneOutcome(pruned, report, tuner.warnings if tuner is not None else [], search)
 
 
 def run_optimization(
@@ -158,6 +188,7 @@ def run_optimization(
     *,
     data: JobData | None = None,
     checkpoint_dir: Path | None = None,
+    latency_tables: Path | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
@@ -188,13 +219,20 @@ def run_optimization(
 
     variants: list[Variant] = []
     outcome = None
-    if spec.HasField("prune"):
+    if spec.HasField("prune") or spec.HasField("target"):
         checkpoints = checkpoint_dir if checkpoint_dir is not None else workdir / "checkpoints"
-        outcome = _prune_and_finetune(spec, settings, ingested, loaded, workdir, checkpoints, progress)
+        outcome = _prune_and_finetune(
+            spec, settings, ingested, loaded, workdir, checkpoints, progress, latency_tables
+        )
         variants.append(outcome.pruned.variant)
     pruned = outcome.pruned if outcome is not None else None
+    search = outcome.search if outcome is not None else None
+    if search is not None:
+        plan = mode_plan(search.quantization)
+    else:
+        plan = quantize_plan_of(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
     quantized, quantize_warnings, calibration_inputs, auto = _quantize(
-        spec, settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
+        spec, plan, settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
     )
     variants += quantized
     evaluation, feeds = _evaluate(ingested, variants, loaded, settings, progress)
@@ -218,11 +256,26 @@ def run_optimization(
             finetuned=frozenset(
                 v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
             ),
-            max_accuracy_drop=spec.evaluation.max_accuracy_drop,
+            max_accuracy_drop=spec.evaluation.max_accuracy_drop or spec.target.max_accuracy_drop,
             extra_warnings=outcome.warnings if outcome is not None else (),
+            search=search,
+            selected=_selected(search, quantized),
         )
     )
+    if search is not None and spec.target.required:
+        chosen = next(v for v in report.variants if v.name == _selected(search, quantized))
+        if not meets(chosen, search):
+            raise not_met(search, chosen.latency_speedup)
     return OptimizationResult(report=report, artifacts=_write_artifacts(report, variants, workdir, progress))
+
+
+def _selected(search: SearchOutcome | None, quantized: list[Variant]) -> str:
+    """The variant the search chose: ``pruned``, or its quantized form."""
+    if search is None:
+        return ""
+    if search.quantization == "none":
+        return PRUNED
+    return next((v.name for v in quantized if v.source == PRUNED), PRUNED)
 
 
 def _evaluate(

@@ -38,6 +38,7 @@ from .accuracy import below_accuracy_rule
 from .facts import Facts, Variant
 from .flags import variant_flags, variant_warnings
 from .protocol import benchmark_protocol
+from .search import mark_selected, search_report
 
 ACCURACY_SELECTION = "; with an accuracy rule, also within max_accuracy_drop of the baseline's top-1"
 
@@ -156,18 +157,23 @@ def assemble_report(facts: Facts) -> report_pb2.OptimizationReport:
         layers = rs.layer_changes(
             pruned.result.layers, _layer_macs(facts.base_analysis), _layer_macs(pruned_analysis)
         )
+    warnings = _warnings(facts, auto_warnings)
+    if facts.search is not None:
+        warnings += mark_selected(variants, facts.selected, facts.search)
     report = build_report(
         input_format=model_pb2.ModelFormat.ValueType(ingested.source_format),
         baseline=baseline,
         variants=variants,
         layers=layers,
         protocol=_protocol(facts),
-        warnings=_warnings(facts, auto_warnings),
+        warnings=warnings,
         rule=settings.rule,
         accuracy_rule=facts.accuracy_rule,
         data=facts.data,
         finetune=facts.finetune,
     )
+    if facts.search is not None:
+        report.search.CopyFrom(search_report(facts.search))
     if pruned is not None:  # the curves of a sensitivity analysis the pruning ran (auto_ratios)
         report.sensitivity.extend(
             report_pb2.SensitivityCurve(

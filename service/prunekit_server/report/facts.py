@@ -23,6 +23,7 @@ from ..measure.timings import Timings
 from ..modelio.ingest import IngestedModel
 from ..pruning import PruneConfig, PruneResult
 from ..quantization import QuantizationDetails
+from ..search.outcome import SearchOutcome
 
 
 @dataclass
@@ -79,6 +80,9 @@ class Facts:
     finetuned: Set[str] = frozenset()
     max_accuracy_drop: float = 0.0
     extra_warnings: Sequence[str] = ()
+    search: SearchOutcome | None = None
+    selected: str = ""
+    """The variant a latency-target search chose (``search`` set)."""
 
     @property
     def fidelity(self) -> Mapping[str, Quality]:

@@ -256,7 +256,7 @@ def test_finetune_needs_prune_data_and_a_budget() -> None:
     spec = spec_pb2.OptimizationSpec(quantize=quantize, finetune=spec_pb2.FinetuneSpec(batch_size=8))
     assert _violations(spec) == {
         "spec.finetune": [
-            "needs prune: fine-tuning recovers a pruned model",
+            "needs prune or target: fine-tuning recovers a pruned model",
             "needs data.train: the shards to fine-tune on",
             "set a budget: epochs, steps or max_seconds (> 0)",
         ]

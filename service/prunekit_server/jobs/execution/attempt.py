@@ -19,6 +19,7 @@ from prunekit.v1 import job_pb2
 from ...config import Settings
 from ...errors import ServiceError
 from ..durable import checkpoint_sync
+from ..durable.latency_tables import save_tables
 from ..durable.publish import publish
 from ..durable.storage_errors import retrying, storage_errors
 from ..durable.stores import TenantStores
@@ -93,6 +94,8 @@ def run_attempt(
         )
     finally:
         uploaders[0].finish()
+    if job.spec.HasField("target"):
+        save_tables(stores.store, workdir)
     if outcome.error is not None:
         return outcome.error
     if keeper.renew(job.id):

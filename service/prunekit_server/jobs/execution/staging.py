@@ -11,6 +11,7 @@ from prunekit.v1 import job_pb2, model_pb2
 
 from ...config import Settings
 from ..durable.dataset_store import DatasetStore
+from ..durable.latency_tables import stage_tables
 from ..durable.model_store import ModelStore
 from ..durable.storage_errors import storage_errors
 from ..durable.stores import TenantStores
@@ -54,6 +55,8 @@ def optimize_task(
         "checkpoint_dir": checkpoint_dir,
         "attempt": job.attempt,
     }
+    if job.spec.HasField("target"):
+        task["latency_tables_dir"] = stage_tables(stores.store, workdir)
     fault = parse_fault(job.labels.get(FAULT_LABEL, ""))
     if settings.enable_test_hooks and fault is not None:
         task["fault"] = fault

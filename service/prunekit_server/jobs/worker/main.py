@@ -154,8 +154,16 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
     )
     checkpoints = workdir / str(task.get("checkpoint_dir", "checkpoints"))
     checkpoints.mkdir(parents=True, exist_ok=True)
+    tables = task.get("latency_tables_dir")
     result = run_optimization(
-        model_path, model_format, spec, workdir, progress, data=job_data, checkpoint_dir=checkpoints
+        model_path,
+        model_format,
+        spec,
+        workdir,
+        progress,
+        data=job_data,
+        checkpoint_dir=checkpoints,
+        latency_tables=workdir / str(tables) if tables else None,
     )
     artifacts = {}
     for name, path in result.artifacts.items():

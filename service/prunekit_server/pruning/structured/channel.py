@@ -17,7 +17,7 @@ from .groups import CHANNEL_ROOTS
 
 __all__ = ["ChannelConfig", "prune_channels"]
 
-_METHOD = Method(
+METHOD = Method(
     name="CHANNEL",
     roots=CHANNEL_ROOTS,
     linear_only=False,
@@ -33,4 +33,4 @@ def prune_channels(model: onnx.ModelProto, config: ChannelConfig, context: Prune
     Raises ``UNSUPPORTED_MODEL`` when no group can be pruned and ``INVALID_SPEC``
     when the ignore patterns leave none.
     """
-    return run(model, config, context, _METHOD)
+    return run(model, config, context, METHOD)

@@ -51,7 +51,7 @@ class _Weight:
     """Output channels (features)."""
 
 
-def _weights(gm: fx.GraphModule) -> dict[str, _Weight]:
+def weights_of(gm: fx.GraphModule) -> dict[str, _Weight]:
     found: dict[str, _Weight] = {}
     for path, module in gm.named_modules():
         weight = getattr(module, "weight", None)
@@ -66,11 +66,11 @@ def _chunk_scores(scores: torch.Tensor, group: Group) -> torch.Tensor:
     return scores.reshape(group.chunks, group.chunk_width).mean(0)
 
 
-class _Run:
+class Run:
     def __init__(
         self, model: onnx.ModelProto, config: StructuredConfig, context: PruneContext, method: Method
     ):
-        self.config, self.context, self.method = config, context, method
+        self.model, self.config, self.context, self.method = model, config, context, method
         self.gm = to_graph(model, context)
         self.args = example_inputs(context)
         self.batches = feed_batches(context) or [self.args]
@@ -222,10 +222,10 @@ class _Run:
                 self.warnings.append(note)
 
 
-def _layer_infos(
+def layer_infos(
     gm: fx.GraphModule, before: dict[str, _Weight], skipped: dict[str, str]
 ) -> list[LayerPruneInfo]:
-    after = _weights(gm)
+    after = weights_of(gm)
     infos: list[LayerPruneInfo] = []
     for path, old in before.items():
         new = after.get(path, old)
@@ -257,17 +257,17 @@ def run(
         raise invalid_spec(
             [FieldViolation("spec.inputs", f"{method.name} pruning needs the model's input shapes")]
         )
-    job = _Run(model, config, context, method)
+    job = Run(model, config, context, method)
     if (config.data_driven or config.auto_ratios) and (context.synthetic or not context.feeds):
         what = "sensitivity analysis" if config.auto_ratios else f"{config.importance} importance"
         job.warnings.append(
             f"SYNTHETIC_IMPORTANCE: {what} was measured on synthetic inputs, not the model's data; "
             "the ranking reflects how the model responds to noise"
         )
-    before = _weights(job.gm)
+    before = weights_of(job.gm)
     base_macs, after_macs = job.execute()
     exported = export_pruned(job.gm, model, context)
-    layers = _layer_infos(job.gm, before, job.skipped)
+    layers = layer_infos(job.gm, before, job.skipped)
     if after_macs >= base_macs:
         job.warnings.append(
             f"NOTHING_PRUNED: no channel could be removed under these settings "

@@ -17,7 +17,7 @@ from .groups import NEURON_ROOTS
 
 __all__ = ["NeuronConfig", "prune_neurons"]
 
-_METHOD = Method(
+METHOD = Method(
     name="NEURON",
     roots=NEURON_ROOTS,
     linear_only=True,
@@ -32,4 +32,4 @@ def prune_neurons(model: onnx.ModelProto, config: NeuronConfig, context: PruneCo
 
     Raises ``UNSUPPORTED_MODEL`` when the model has no Linear chain to prune.
     """
-    return run(model, config, context, _METHOD)
+    return run(model, config, context, METHOD)

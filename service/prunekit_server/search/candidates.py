@@ -1,0 +1,116 @@
+"""Assembling a candidate from kept widths, and timing and comparing it against the original."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from torch import fx
+
+from ..measure.latency import Device
+from ..measure.quality import compare_models
+from ..pruning.base import PruneContext
+from ..pruning.structured.engine import Run
+from ..pruning.structured.export import export_pruned
+from ..pruning.structured.groups import Group, dependency_graph
+from ..pruning.structured.targets import apply, count_macs, plan
+from .layers import layers_of
+from .outcome import CandidateRecord, LayerWidth
+from .space import Space
+from .timing import time_models
+
+Quantizer = Callable[[Path, str], Path]
+"""(float ONNX path, mode) -> the quantized model's path."""
+
+
+@dataclass
+class Assembled:
+    gm: fx.GraphModule
+    model: onnx.ModelProto
+    widths: dict[str, int]
+
+
+@dataclass
+class Bench:
+    """Everything a candidate is assembled and measured with."""
+
+    run: Run
+    groups: Sequence[Group]
+    scores: Mapping[str, object]
+    space: Space
+    original: Path
+    context: PruneContext
+    quality_feeds: Sequence[dict[str, np.ndarray]]
+    timing_feed: dict[str, np.ndarray]
+    threads: int
+    device: Device
+    scratch: Path
+    quantize: Quantizer
+    target_speedup: float
+    tolerance: float
+
+    def assemble(self, widths: Mapping[str, int]) -> Assembled:
+        """The model with these kept chunk widths (a copy; the bench's graph is not changed)."""
+        work = copy.deepcopy(self.run.gm)
+        graph = dependency_graph(work, self.run.args)
+        original = {g.key: g.chunk_width for g in self.groups}
+        own = {k: (original[k] - w) / original[k] for k, w in widths.items() if w < original.get(k, w)}
+        chosen = plan(
+            self.groups,
+            self.scores,  # type: ignore[arg-type]
+            original,
+            0.0,
+            scope="per_layer",
+            round_to=1,
+            max_layer_ratio=self.run.config.max_layer_ratio,
+            own_ratios=own,
+        )
+        if not chosen.empty:
+            apply(work, graph, chosen)
+        return Assembled(work, export_pruned(work, self.run.model, self.context), dict(widths))
+
+    def speedup_of(self, path: Path) -> tuple[float, float]:
+        """(candidate p50 ms, baseline p50 / candidate p50), timed in turns with the original."""
+        timed = time_models(
+            {"baseline": self.original, "candidate": path},
+            self.timing_feed,
+            threads=self.threads,
+            device=self.device,
+        )
+        return timed["candidate"], timed["baseline"] / timed["candidate"]
+
+    def measure(
+        self, name: str, widths: Mapping[str, int], quantization: str, factor: float
+    ) -> CandidateRecord:
+        """Assemble, quantize (unless "none"), time and compare a candidate (``factor``: mode speed-up)."""
+        built = self.assemble(widths)
+        path = self.scratch / f"{name}.onnx"
+        path.write_bytes(built.model.SerializeToString())
+        float_ms = self.space.exact(layers_of(built.gm, self.run.args))
+        macs = count_macs(built.gm, self.run.args)
+        if quantization != "none":
+            path = self.quantize(path, quantization)
+        measured, speedup = self.speedup_of(path)
+        quality = compare_models(self.original, path, self.quality_feeds) if self.quality_feeds else None
+        spaces = {g.key: g for g in self.space.groups}
+        return CandidateRecord(
+            name=name,
+            quantization=quantization,
+            predicted_ms=float_ms / factor,
+            measured_ms=measured,
+            measured_speedup=speedup,
+            macs=macs,
+            size_bytes=path.stat().st_size,
+            quality=quality,
+            widths=tuple(
+                LayerWidth(spaces[k].name, spaces[k].width * spaces[k].chunks, w * spaces[k].chunks)
+                for k, w in sorted(widths.items())
+                if k in spaces and w < spaces[k].width
+            ),
+            meets_target=speedup >= self.target_speedup / (1.0 + self.tolerance),
+            kept=dict(widths),
+        )

@@ -1,0 +1,80 @@
+"""What a latency-target search found: its candidates, the tables it used, the one it chose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..measure.quality import Quality
+from ..pruning.base import PruneResult
+
+TOLERANCE = 0.07
+"""A candidate meets the target when its measured speed-up is at least target / (1 + TOLERANCE)."""
+
+
+@dataclass(frozen=True)
+class LayerWidth:
+    layer: str
+    before: int
+    after: int
+
+
+@dataclass
+class CandidateRecord:
+    """One assembled, timed candidate (see ``SearchCandidate`` in the report)."""
+
+    name: str
+    quantization: str
+    predicted_ms: float
+    measured_ms: float
+    measured_speedup: float
+    macs: int
+    size_bytes: int
+    quality: Quality | None
+    widths: tuple[LayerWidth, ...]
+    meets_target: bool = False
+    pareto: bool = False
+    selected: bool = False
+    kept: dict[str, int] = field(default_factory=dict)
+    """Group key -> kept chunk width (what :meth:`~.candidates.Bench.assemble` takes)."""
+
+    @property
+    def prediction_error(self) -> float:
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else 0.0
+
+    @property
+    def cosine(self) -> float:
+        return self.quality.cosine_similarity if self.quality is not None else 0.0
+
+
+@dataclass(frozen=True)
+class TableUse:
+    key: str
+    description: str
+    reused: bool
+    entries_used: int
+    entries_timed: int
+    seconds: float
+
+
+@dataclass
+class SearchOutcome:
+    """The search's account, and the chosen model: pruned (``result``) then quantized by ``quantization``."""
+
+    target_ms: float
+    target_speedup: float
+    baseline_ms: float
+    techniques: tuple[str, ...]
+    candidates: list[CandidateRecord] = field(default_factory=list)
+    tables: list[TableUse] = field(default_factory=list)
+    met: bool = False
+    seconds: float = 0.0
+    selected: str = ""
+    quantization: str = "none"
+    result: PruneResult | None = None
+    model: onnx.ModelProto | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def chosen(self) -> CandidateRecord | None:
+        return next((c for c in self.candidates if c.name == self.selected), None)
