@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from prunekit.text.format import enum_name, size
 from prunekit.text.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.search_tables import search_rows, search_summary
 from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import model_pb2, report_pb2
 
@@ -85,6 +86,10 @@ def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prun
     if report.layers:
         layer_headers, layers, _ = layer_rows(report, len(report.layers))
         parts += ["## Layers", markdown_table(layer_headers, layers, "lllrrr")]
+    if report.HasField("search"):
+        headers, rows = search_rows(report)
+        summary = "\n".join(f"- {line}" for line in search_summary(report))
+        parts += ["## Latency-target search", summary, markdown_table(headers, rows, "ll" + "r" * 8 + "l")]
     if report.sensitivity:
         parts += ["## Sensitivity", _sensitivity(report)]
     if report.schedule:

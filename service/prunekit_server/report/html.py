@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from html import escape
 
 from prunekit.text.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.search_tables import search_rows, search_summary
 from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import report_pb2
 
 from .plots import Plot, plots
+from .search_plot import pareto_plot
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;background:#fff;color:#222}
@@ -148,6 +150,9 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
             f'<div class="warn"><b>{escape(w.code)}</b>: {escape(w.message)}</div>' for w in report.warnings
         ]
     figures = plots(report)
+    search = pareto_plot(report)
+    if search is not None:
+        figures.insert(0, search)
     if figures:
         parts.append('<h2>Plots</h2><div class="plots">' + "".join(_figure(p) for p in figures) + "</div>")
     headers, rows = variant_rows(report)
@@ -155,6 +160,9 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
     lat_headers, lat_rows = latency_rows(report)
     if lat_rows:
         parts += ["<h2>Latency by runtime and batch size</h2>", _table(lat_headers, lat_rows)]
+    if report.HasField("search"):
+        headers, rows = search_rows(report)
+        parts += ["<h2>Latency-target search</h2>", _items(search_summary(report)), _table(headers, rows)]
     parts += _training_sections(report)
     if report.layers:
         layer_headers, layers, _ = layer_rows(report, len(report.layers))

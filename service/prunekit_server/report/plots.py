@@ -47,7 +47,7 @@ class Plot:
     wide: bool = False
 
 
-def _png(fig: Figure) -> str:
+def to_png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -113,7 +113,7 @@ def layers_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.set_title(title, fontsize=10)
     hidden = len(report.layers) - len(layers)
     caption = f"{len(layers)} layers" + (f" shown, {hidden} more in the tables" if hidden > 0 else "")
-    return Plot("layers", title, caption + "; skipped layers keep their weights.", _png(fig), wide=True)
+    return Plot("layers", title, caption + "; skipped layers keep their weights.", to_png(fig), wide=True)
 
 
 def variants_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -157,7 +157,7 @@ def variants_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     caption = "Hatched red bars: slower than the baseline (not an improvement). * marks AUTO's choice."
-    return Plot("variants", "Every variant side by side", caption, _png(fig), wide=True)
+    return Plot("variants", "Every variant side by side", caption, to_png(fig), wide=True)
 
 
 def accuracy_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -201,7 +201,7 @@ def accuracy_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.set_xticks(xs, labels, rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)
-    return Plot("accuracy", title, f"{caption} {models[0][1].samples} eval samples.", _png(fig))
+    return Plot("accuracy", title, f"{caption} {models[0][1].samples} eval samples.", to_png(fig))
 
 
 def finetune_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -225,7 +225,7 @@ def finetune_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.grid(alpha=0.3)
     ax.set_title("Fine-tuning loss", fontsize=10)
     caption = "Training loss per run; a dotted line marks the step a run resumed at from a checkpoint."
-    return Plot("finetune", "Fine-tuning loss", caption, _png(fig))
+    return Plot("finetune", "Fine-tuning loss", caption, to_png(fig))
 
 
 def speedup_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -252,7 +252,7 @@ def speedup_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     caption = (
         "Below the dashed line the runtime gains less than the arithmetic saved; below 1.0 it is slower."
     )
-    return Plot("speedup", "Speed-up against MACs reduction", caption, _png(fig))
+    return Plot("speedup", "Speed-up against MACs reduction", caption, to_png(fig))
 
 
 def latency_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -292,7 +292,7 @@ def latency_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
-    return Plot("latency", title, "Measured, never estimated: see the protocol below.", _png(fig))
+    return Plot("latency", title, "Measured, never estimated: see the protocol below.", to_png(fig))
 
 
 def stability_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -321,7 +321,7 @@ def stability_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     ax.grid(alpha=0.3)
     ax.set_title("Latency windows (shaded: the stability band)", fontsize=10)
     caption = f"Stable: the last windows' p50 within {tolerance:.0%} of their mean."
-    return Plot("stability", "Latency windows", caption, _png(fig))
+    return Plot("stability", "Latency windows", caption, to_png(fig))
 
 
 def sensitivity_plot(report: report_pb2.OptimizationReport) -> Plot | None:
@@ -348,7 +348,7 @@ def sensitivity_plot(report: report_pb2.OptimizationReport) -> Plot | None:
         "sensitivity",
         "Sensitivity per layer",
         "Layers whose curve falls early deserve a lower ratio.",
-        _png(fig),
+        to_png(fig),
     )
 
 
@@ -371,7 +371,9 @@ def schedule_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     twin.set_ylabel("MACs (millions)")
     ax.grid(alpha=0.3)
     ax.set_title("Per-step quality of the schedule", fontsize=10)
-    return Plot("schedule", "Per-step quality", "Solid: the metric; dashed: MACs after the step.", _png(fig))
+    return Plot(
+        "schedule", "Per-step quality", "Solid: the metric; dashed: MACs after the step.", to_png(fig)
+    )
 
 
 PLOTTERS: list[Callable[[report_pb2.OptimizationReport], Plot | None]] = [

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from prunekit.v1 import job_pb2, model_pb2, report_pb2, spec_pb2
+from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
@@ -63,6 +64,14 @@ def _succeeded(
 ) -> report_pb2.OptimizationReport:
     final = run(stub, model, _spec(latency_speedup=1.6))
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(final.error)
+    pages = {}
+    for name in ("report.md", "report.html"):
+        chunks = stub.DownloadArtifact(pb.DownloadArtifactRequest(job_id=final.id, name=name), timeout=60)
+        pages[name] = b"".join(c.chunk for c in chunks).decode()
+    assert "## Latency-target search" in pages["report.md"]
+    assert final.report.search.selected in pages["report.md"]
+    assert "<h2>Latency-target search</h2>" in pages["report.html"]
+    assert 'id="plot-search"' in pages["report.html"]
     return final.report
 
 
