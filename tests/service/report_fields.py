@@ -25,6 +25,7 @@ ALWAYS_EXEMPT = frozenset(
         "QuantizationInfo.excluded_nodes",
         "OptimizationReport.sensitivity",  # filled by analyses that ran
         "OptimizationReport.schedule",
+        "OptimizationReport.search",  # jobs with a latency target only
         "AccuracyStats.top5",  # more than 5 classes only
         "AccuracyStats.mse",  # targets only
         "QualityRule.max_accuracy_drop",  # 0: no accuracy rule
