@@ -108,6 +108,7 @@ def search_prune(
             tables_dir=tables_dir,
             scratch=scratch,
             quantize=_quantizer(scratch, calibration),
+            rule=None if spec.HasField("finetune") else settings.rule,
         ),
         target,
         progress,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import onnx
 from torch import fx
 
 from ..measure.latency import Device
-from ..measure.quality import compare_models
+from ..measure.quality import QualityRule, compare_models
 from ..pruning.base import PruneContext
 from ..pruning.structured.engine import Run
 from ..pruning.structured.export import export_pruned
@@ -52,6 +53,15 @@ class Bench:
     quantize: Quantizer
     target_speedup: float
     tolerance: float
+    rule: QualityRule | None = None
+    """The fidelity floors a candidate must reach (None: fine-tuning follows, the final evaluation judges)."""
+    history: dict[str, list[float]] = field(default_factory=dict)
+    """Per quantization mode: measured / table-predicted p50 of the candidates measured so far."""
+
+    def _corrected(self, mode: str, predicted: float) -> float:
+        """``predicted`` times the median ratio measured/predicted of this mode's earlier candidates."""
+        seen = self.history.get(mode)
+        return predicted * statistics.median(seen) if seen else predicted
 
     def assemble(self, widths: Mapping[str, int]) -> Assembled:
         """The model with these kept chunk widths (a copy; the bench's graph is not changed)."""
@@ -90,17 +100,19 @@ class Bench:
         built = self.assemble(widths)
         path = self.scratch / f"{name}.onnx"
         path.write_bytes(built.model.SerializeToString())
-        float_ms = self.space.exact(layers_of(built.gm, self.run.args))
+        raw = self.space.exact(layers_of(built.gm, self.run.args)) / factor
+        predicted = self._corrected(quantization, raw)
         macs = count_macs(built.gm, self.run.args)
         if quantization != "none":
             path = self.quantize(path, quantization)
         measured, speedup = self.speedup_of(path)
+        self.history.setdefault(quantization, []).append(measured / raw if raw > 0 else 1.0)
         quality = compare_models(self.original, path, self.quality_feeds) if self.quality_feeds else None
         spaces = {g.key: g for g in self.space.groups}
         return CandidateRecord(
             name=name,
             quantization=quantization,
-            predicted_ms=float_ms / factor,
+            predicted_ms=predicted,
             measured_ms=measured,
             measured_speedup=speedup,
             macs=macs,
@@ -112,5 +124,6 @@ class Bench:
                 if k in spaces and w < spaces[k].width
             ),
             meets_target=speedup >= self.target_speedup / (1.0 + self.tolerance),
+            faithful=self.rule is None or quality is None or self.rule.met_by(quality),
             kept=dict(widths),
         )

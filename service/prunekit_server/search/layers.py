@@ -51,10 +51,24 @@ class LayerShape:
             f"g{self.groups}|b{int(self.bias)}"
         )
 
+    @property
+    def depthwise(self) -> bool:
+        """One group per input channel (its output channels follow the input's)."""
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_ch
+
     def resized(self, in_ch: int, out_ch: int) -> LayerShape:
-        """The same layer with other widths (a depthwise layer stays depthwise)."""
-        depthwise = self.groups > 1 and self.groups == self.in_ch
-        return replace(self, in_ch=in_ch, out_ch=out_ch, groups=in_ch if depthwise else self.groups)
+        """The same layer with other widths; a depthwise layer stays depthwise (``in_ch`` rules)."""
+        if self.depthwise:
+            multiplier = max(1, self.out_ch // self.in_ch)
+            return replace(self, in_ch=in_ch, out_ch=in_ch * multiplier, groups=in_ch)
+        return replace(self, in_ch=in_ch, out_ch=out_ch)
+
+    def macs(self) -> int:
+        """Multiply-accumulates of one run (the fallback's measure when a shape cannot be timed)."""
+        if self.kind == "linear":
+            return self.rows * self.in_ch * self.out_ch
+        per_output = (self.in_ch // max(1, self.groups)) * math.prod(self.kernel)
+        return self.output_elements() * per_output
 
     def output_elements(self) -> int:
         """Elements of the output (ignoring stride rounding): what element-wise layers after it touch."""

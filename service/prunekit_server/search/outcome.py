@@ -34,6 +34,8 @@ class CandidateRecord:
     quality: Quality | None
     widths: tuple[LayerWidth, ...]
     meets_target: bool = False
+    faithful: bool = True
+    """Its quality meets the search's quality rule (always, when the job fine-tunes afterwards)."""
     pareto: bool = False
     selected: bool = False
     kept: dict[str, int] = field(default_factory=dict)

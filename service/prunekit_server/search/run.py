@@ -10,8 +10,14 @@
    the path predicted to reach the target is assembled, timed against the original and compared with it;
    a miss moves further along the path by the measured shortfall, a hit tries a lighter point between,
    while the budget lasts.
-5. Of the candidates meeting the target the most faithful (cosine, then speed-up) is selected; when none
-   does, the fastest, and the outcome says the target was not met.
+5. Of the candidates meeting the target and the quality rule (the evaluation's fidelity floors; none when
+   fine-tuning follows, which the final evaluation judges) the most faithful is selected, the lightest on
+   ties; when none does, the fastest faithful one (else the most faithful) and the outcome says the
+   target was not met.
+
+Predictions are made before each candidate is timed: the tables' sum (:meth:`~.space.Space.exact`),
+divided by the mode's speed-up on the original, times the median measured/predicted ratio of the mode's
+earlier candidates in this search (a per-job calibration; the first candidate has none).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from prunekit.spec.structured_configs import StructuredConfig
 from prunekit.spec.target import TargetConfig
 
 from ..measure.latency import Device, cpu_model, runtime_name
+from ..measure.quality import QualityRule
 from ..pruning.base import PruneContext, PruneResult
 from ..pruning.structured.engine import Method, Run, layer_infos, weights_of
 from ..pruning.structured.groups import dependency_graph
@@ -61,6 +68,8 @@ class SearchInputs:
     tables_dir: Path | None
     scratch: Path
     quantize: Quantizer
+    rule: QualityRule | None = None
+    """The fidelity floors candidates must reach; None when fine-tuning follows (it judges later)."""
 
 
 def node_kind(threads: int, device: Device, batch: int) -> NodeKind:
@@ -182,6 +191,7 @@ def search_target(
         inputs.quantize,
         outcome.target_speedup,
         TOLERANCE,
+        inputs.rule,
     )
     counter = iter(range(1, 10_000))
 

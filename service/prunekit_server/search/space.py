@@ -95,6 +95,7 @@ class Space:
         self.layers = list(layers)
         self.table = table
         self.threads, self.device = threads, device
+        self._base = {layer.path: layer for layer in self.layers}
         self._elements = sum(layer.output_elements() for layer in self.layers) or 1
         tabled = sum(self.layer_ms(layer) for layer in self.layers)
         self.rest_ms = max(0.0, baseline_ms - tabled)
@@ -104,10 +105,20 @@ class Space:
                 self._by_layer.setdefault(effect.layer, []).append((group, effect))
 
     def layer_ms(self, shape: LayerShape) -> float:
-        """The tabled p50 of ``shape`` (timed now when the table lacks it)."""
-        return self.table.lookup(
-            shape.signature(), lambda: time_layer(shape, threads=self.threads, device=self.device)
-        )
+        """The tabled p50 of ``shape`` (timed now when the table lacks it).
+
+        A shape the runtime refuses to run alone (never stored) is scaled from its layer's baseline
+        time by MACs.
+        """
+        try:
+            return self.table.lookup(
+                shape.signature(), lambda: time_layer(shape, threads=self.threads, device=self.device)
+            )
+        except Exception:
+            base = self._base.get(shape.path)
+            if base is None or base == shape:
+                raise
+            return self.layer_ms(base) * shape.macs() / max(1, base.macs())
 
     def _widths_of(self, layer: LayerShape, widths: Mapping[str, int]) -> tuple[int, int]:
         in_ch, out_ch = layer.in_ch, layer.out_ch
@@ -124,6 +135,8 @@ class Space:
         base = self.layer_ms(layer)
         if (in_ch, out_ch) == (layer.in_ch, layer.out_ch):
             return base
+        if layer.depthwise:
+            return self.layer_ms(layer.resized(min(in_ch, out_ch), out_ch))
         if in_ch == layer.in_ch or out_ch == layer.out_ch:
             return self.layer_ms(layer.resized(in_ch, out_ch))
         by_in = self.layer_ms(layer.resized(in_ch, layer.out_ch))
