@@ -31,6 +31,7 @@ from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings, synthetic_description
 from ..measure.timings import Timings, measure_latency
+from ..model_caps import ModelCaps
 from ..modelio.ingest import IngestedModel, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
@@ -158,6 +159,7 @@ def run_optimization(
     *,
     data: JobData | None = None,
     checkpoint_dir: Path | None = None,
+    caps: ModelCaps | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
@@ -168,13 +170,16 @@ def run_optimization(
     inputs); ``checkpoint_dir`` (default ``workdir/checkpoints``) holds the
     fine-tuning checkpoints, and a phase whose checkpoint is there resumes
     from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
-    ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data.
+    ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data, and
+    ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``.
     """
     settings = settings_from_spec(spec, model_format)
     _check_device(settings)
 
     progress("ingest", at("ingest"), "reading and validating the model")
-    ingested = ingest(model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size)
+    ingested = ingest(
+        model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size, caps=caps
+    )
     inputs = list(ingested.inputs)
 
     progress("analyze", at("analyze"), "counting parameters and MACs")

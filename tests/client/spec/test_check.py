@@ -7,6 +7,7 @@ import math
 import pytest
 
 from prunekit.spec import spec_violations
+from prunekit.spec.limits import ANY_SERVER, SpecLimits
 from prunekit.v1 import model_pb2, spec_pb2
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
@@ -199,9 +200,9 @@ ITERATIVE = spec_pb2.PruneSpec(
 )
 
 
-def _violations(spec: spec_pb2.OptimizationSpec, **kwargs: int) -> dict[str, list[str]]:
+def _violations(spec: spec_pb2.OptimizationSpec, limits: SpecLimits = ANY_SERVER) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for v in spec_violations(spec, ONNX, **kwargs):
+    for v in spec_violations(spec, ONNX, limits=limits):
         found.setdefault(v.field, []).append(v.description)
     return found
 
@@ -330,7 +331,7 @@ def test_data_rules() -> None:
         eval=["s3://b/x.npz", "s3://b/y.npz"],
         eval_fraction=1.0,
     )
-    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=data), max_data_shards=6)
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=data), SpecLimits(max_data_shards=6))
     assert found == {
         "spec.data.train[0]": ["a URI of 1 to 2048 printable characters"],
         "spec.data.train[1]": ["'train.npz' is not a URI: use the uri UploadDataset returned"],
