@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
 DEFAULT_TENANT = "default"
-PROBE_KEY = "health/probe"
-"""The key the storage probe asks for: it is never written, answering "absent" is reachable."""
+PROBE_PREFIX = "health/"
+"""The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
+reachable; a missing bucket or a store that does not answer is not."""
 
 
 @dataclass
@@ -115,7 +116,7 @@ def start_server(settings: Settings) -> RunningServer:
     health_pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="health")
     health_servicer = add_health(server, health_pool)
     probe = StorageProbe(
-        lambda: store.head(PROBE_KEY), health_servicer, SERVICE_NAME, settings.health_probe_s
+        lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
     reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     address = f"[{settings.host}]" if ":" in settings.host else settings.host
