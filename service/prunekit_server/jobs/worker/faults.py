@@ -49,21 +49,25 @@ _OUT_OF_MEMORY_TEXT = (
 )
 
 
-def is_out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc``, or an exception it was raised from, is an allocation that failed.
+def allocation_failure(exc: BaseException | None) -> str | None:
+    """What failed to allocate when ``exc``, or an exception it was raised from, is an allocation that
+    failed ("" when nothing more is known); None when it is not.
 
     Native runtimes do not raise MemoryError: ONNX Runtime raises its RuntimeException ("Failed to
-    allocate memory for requested buffer..."), torch a RuntimeError; they are told by their messages.
+    allocate memory for requested buffer of size N"), torch a RuntimeError; they are told by their messages.
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
-            return True
-        if not isinstance(exc, ServiceError) and any(t in str(exc).lower() for t in _OUT_OF_MEMORY_TEXT):
-            return True
+            return ""
+        text = " ".join(str(exc).split())
+        found = [text.lower().find(t) for t in _OUT_OF_MEMORY_TEXT]
+        at = min((i for i in found if i >= 0), default=-1)
+        if at >= 0 and not isinstance(exc, ServiceError):
+            return text[at : at + 160]
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 def out_of_memory(detail: str = "") -> ServiceError:

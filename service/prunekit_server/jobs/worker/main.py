@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ...errors import Code, ServiceError
 from ...hashing import sha256_file
 from ...model_caps import ModelCaps
-from .faults import is_out_of_memory, out_of_memory
+from .faults import allocation_failure, out_of_memory
 from .fence import watch_heartbeats
 from .threads import configure_torch, worker_threads
 
@@ -187,22 +187,17 @@ def task_caps(task: dict[str, Any]) -> ModelCaps:
     return ModelCaps(memory_bytes=budget) if budget > 0 else ModelCaps()
 
 
-def _failure(exc: BaseException) -> tuple[ServiceError, int]:
+def task_failure(exc: BaseException) -> tuple[ServiceError, int]:
     """The error a task that raised ``exc`` ends with, and the worker's exit code."""
-    if isinstance(exc, ServiceError):
-        if not is_out_of_memory(exc.__cause__):
-            return exc, EXIT_SERVICE_ERROR
-        return out_of_memory(exc.message[:300]), EXIT_OUT_OF_MEMORY
-    if is_out_of_memory(exc):
-        detail = "" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {_first_line(exc)}"
+    cause = exc.__cause__ if isinstance(exc, ServiceError) else exc
+    detail = allocation_failure(cause)
+    if detail is not None:
         return out_of_memory(detail), EXIT_OUT_OF_MEMORY
+    if isinstance(exc, ServiceError):
+        return exc, EXIT_SERVICE_ERROR
     traceback.print_exc(file=sys.stderr)
     message = f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
     return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", message), EXIT_BUG
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:300]
 
 
 def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
@@ -238,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_task(task, workdir, progress)
         except Exception as exc:
-            error, code = _failure(exc)
+            error, code = task_failure(exc)
             _write_error(workdir, error)
             return code
     return 0
