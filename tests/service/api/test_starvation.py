@@ -25,7 +25,9 @@ from prunekit import Client
 from prunekit.v1 import job_pb2, model_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.config import Settings
 from prunekit_server.jobs.execution.executor import FAULT_LABEL
+from prunekit_server.server import check_stream_caps
 
 from ..server_process import ServerProcess, server_process
 from .conftest import status_error, upload
@@ -165,3 +167,11 @@ def test_stalled_streams_starve_nothing(server: tuple[ServerProcess, Path], mode
         release.set()
         for channel in channels:
             channel.close()
+
+
+def test_stream_caps_must_leave_threads_for_unary_calls() -> None:
+    check_stream_caps(Settings())
+    with pytest.raises(ValueError, match="below rpc_threads"):
+        check_stream_caps(Settings(rpc_threads=48))
+    with pytest.raises(ValueError, match=">= 1"):
+        check_stream_caps(Settings(max_concurrent_watches=0))

@@ -87,6 +87,7 @@ class JobExecutor:
         ]
         address_space, budget = worker_memory_limits(settings.worker_memory_bytes, settings.workers)
         self.model_caps = ModelCaps(memory_bytes=budget)
+        log.info("worker memory %d MiB, RLIMIT_AS %d MiB (0: none)", budget >> 20, address_space >> 20)
         self._limits = WorkerLimits(
             memory_bytes=address_space,
             budget_bytes=budget,

@@ -3,8 +3,8 @@
 :func:`usable_memory` is the memory this process may use: the machine's RAM (``/proc/meminfo``), capped
 by its cgroup's limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``). :func:`worker_memory` shares it,
 less :data:`SERVER_RESERVE_BYTES` for the server and its zygote, among the workers that may run at once
-(``workers`` jobs and as many analyses); never below :data:`MIN_WORKER_BYTES`, which a worker needs to
-import its libraries. Importing this module loads no model library.
+(``workers`` jobs and as many analyses); never below :data:`MIN_WORKER_BYTES` (1.5 GiB), the address space a
+worker needs to import its libraries and run a small model. Importing this module loads no model library.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from .threads import CGROUP_ROOT, cgroup_dirs
 
 SERVER_RESERVE_BYTES = 1 << 30
-MIN_WORKER_BYTES = 2 << 30
+MIN_WORKER_BYTES = 3 << 29
 FALLBACK_BYTES = 16 << 30
 """Assumed when neither the cgroup nor ``/proc/meminfo`` says (not Linux)."""
 _UNLIMITED = 1 << 60
