@@ -2,7 +2,7 @@
 
 - :func:`inlining_bomb`: local functions that each call the next one twice, ``levels`` deep; about 2 KB
   that inline to ``2 ** (levels - 1)`` nodes.
-- :func:`huge_input_model`: one Identity node whose input is a static ``[1, elements]`` float32.
+- :func:`huge_input_model`: one Identity node whose input is a ``[batch, elements]`` float32.
 - :func:`write_deflate_bomb`: a zip (a ``.pt`` by its name) with one deflated entry of ``size`` zero
   bytes, written as real deflate blocks (a 64 MiB block repeated), ZIP64 sizes and the true CRC.
 """
@@ -44,13 +44,13 @@ def inlining_bomb(levels: int = 31) -> onnx.ModelProto:
     return helper.make_model(graph, functions=functions, opset_imports=opsets)
 
 
-def huge_input_model(elements: int = 10**9) -> onnx.ModelProto:
-    """Identity of a static ``[1, elements]`` float32 input: a 100-byte model asking for 4 GB inputs."""
+def huge_input_model(elements: int = 10**9, batch: int | str = 1) -> onnx.ModelProto:
+    """Identity of a ``[batch, elements]`` float32 input: a 100-byte model asking for 4 GB inputs."""
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, elements])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, elements])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, elements])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, elements])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

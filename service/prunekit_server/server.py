@@ -71,7 +71,8 @@ class RunningServer:
 
 
 def check_stream_caps(settings: Settings) -> None:
-    """ValueError unless the stream caps are positive and leave unary calls some of ``rpc_threads``."""
+    """ValueError unless the stream caps are positive and leave unary calls some of ``rpc_threads``, and
+    the stream timeouts are positive."""
     caps = (
         settings.max_concurrent_uploads,
         settings.max_concurrent_watches,
@@ -82,6 +83,8 @@ def check_stream_caps(settings: Settings) -> None:
             f"max_concurrent_uploads, _watches and _downloads ({', '.join(map(str, caps))}) must each be "
             f">= 1 and together below rpc_threads ({settings.rpc_threads}), which unary calls need too"
         )
+    if not min(settings.upload_chunk_timeout_s, settings.upload_timeout_s, settings.watch_max_s) > 0:
+        raise ValueError("upload_chunk_timeout_s, upload_timeout_s and watch_max_s must be > 0")
 
 
 def start_server(settings: Settings) -> RunningServer:

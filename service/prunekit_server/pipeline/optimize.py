@@ -30,9 +30,9 @@ from ..measure.latency import execution_providers
 from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings, synthetic_description
-from ..measure.timings import Timings, measure_latency
+from ..measure.timings import Timings, batchable, measure_latency, with_batch
 from ..model_caps import ModelCaps
-from ..modelio.ingest import IngestedModel, ingest
+from ..modelio.ingest import IngestedModel, check_input_bytes, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
 from ..quantization import QuantizeContext, QuantizePlan
@@ -181,6 +181,8 @@ def run_optimization(
         model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size, caps=caps
     )
     inputs = list(ingested.inputs)
+    if batchable(ingested.onnx_model):  # the benchmark's largest batch is within the input cap too
+        check_input_bytes(with_batch(inputs, max(settings.batch_sizes)), caps or ModelCaps())
 
     progress("analyze", at("analyze"), "counting parameters and MACs")
     base_analysis = analyze(

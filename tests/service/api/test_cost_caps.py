@@ -41,6 +41,7 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bombs")
     (root / "inlining.onnx").write_bytes(inlining_bomb(31).SerializeToString())
     (root / "wide.onnx").write_bytes(huge_input_model(10**9).SerializeToString())
+    (root / "batched.onnx").write_bytes(huge_input_model(1 << 20, batch="batch").SerializeToString())
     write_deflate_bomb(root / "deflate.pt")
     return {p.name: p for p in root.iterdir()}
 
@@ -79,6 +80,14 @@ def test_the_bombs_are_refused_in_seconds(
     final = wait(stub, job.id, timeout=120)[-1]
     assert final.state == job_pb2.JOB_STATE_FAILED
     assert from_status(final.error).reason == "MODEL_TOO_LARGE"
+
+    spec = quick_spec()
+    spec.benchmark.batch_sizes.extend([1, 4096])
+    job = create(stub, upload(stub, bombs["batched.onnx"]), spec)
+    final = wait(stub, job.id, timeout=120)[-1]
+    error = from_status(final.error)
+    assert (final.state, error.reason) == (job_pb2.JOB_STATE_FAILED, "MODEL_TOO_LARGE")
+    assert error.metadata["max_input_bytes"] == str(MEMORY // 16)
 
 
 def test_create_job_applies_the_servers_caps(

@@ -175,3 +175,5 @@ def test_stream_caps_must_leave_threads_for_unary_calls() -> None:
         check_stream_caps(Settings(rpc_threads=48))
     with pytest.raises(ValueError, match=">= 1"):
         check_stream_caps(Settings(max_concurrent_watches=0))
+    with pytest.raises(ValueError, match="> 0"):
+        check_stream_caps(Settings(upload_chunk_timeout_s=0))

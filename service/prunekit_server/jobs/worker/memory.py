@@ -10,6 +10,7 @@ worker needs to import its libraries and run a small model. Importing this modul
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 from .threads import CGROUP_ROOT, cgroup_dirs
@@ -19,6 +20,8 @@ MIN_WORKER_BYTES = 3 << 29
 FALLBACK_BYTES = 16 << 30
 """Assumed when neither the cgroup nor ``/proc/meminfo`` says (not Linux)."""
 _UNLIMITED = 1 << 60
+
+log = logging.getLogger(__name__)
 
 
 def usable_memory(
@@ -40,7 +43,16 @@ def worker_memory(workers: int, usable: int | None = None) -> int:
     """Each worker's share when ``workers`` jobs and as many analyses run at once."""
     total = usable_memory() if usable is None else usable
     concurrent = 2 * max(1, workers)
-    return max(MIN_WORKER_BYTES, (total - SERVER_RESERVE_BYTES) // concurrent)
+    share = (total - SERVER_RESERVE_BYTES) // concurrent
+    if share < MIN_WORKER_BYTES:
+        log.warning(
+            "%d MiB of memory is too little for %d workers at once: each gets %d MiB, together more than "
+            "there is (lower PRUNEKIT_WORKERS or raise the memory limit)",
+            total >> 20,
+            concurrent,
+            MIN_WORKER_BYTES >> 20,
+        )
+    return max(MIN_WORKER_BYTES, share)
 
 
 def _mem_total(meminfo: Path) -> int | None:
