@@ -50,8 +50,10 @@ class Client:
 
     Calls that are safe to repeat (all of them: uploads are content-addressed, CreateJob carries a
     ``request_id``, CancelJob of a cancelled job is recognised) are retried up to ``retries`` times on
-    ``UNAVAILABLE`` and on ``RESOURCE_EXHAUSTED`` with reason ``QUEUE_FULL``, with exponential backoff from
-    ``backoff`` seconds (capped at 10 s) and jitter. Failures raise :class:`PrunekitError`.
+    ``UNAVAILABLE`` and on ``RESOURCE_EXHAUSTED`` with reason ``QUEUE_FULL`` or ``TOO_MANY_STREAMS``, with
+    exponential backoff from ``backoff`` seconds (capped at 10 s) and jitter, or the server's RetryInfo
+    delay when longer. Failures raise :class:`PrunekitError`. A watch that the server ends (it bounds
+    each stream's length) is re-opened.
 
     Use as a context manager, or call :meth:`close`.
     """

@@ -16,16 +16,17 @@ __all__ = ["RetryPolicy", "is_retryable"]
 
 T = TypeVar("T")
 
-RETRYABLE_EXHAUSTED_REASONS = frozenset({"QUEUE_FULL"})
+RETRYABLE_EXHAUSTED_REASONS = frozenset({"QUEUE_FULL", "TOO_MANY_STREAMS"})
 
 
 def is_retryable(err: PrunekitError) -> bool:
     """Whether repeating the same idempotent call may succeed.
 
     ``UNAVAILABLE`` always is (a restarting or shutting-down replica, a dropped connection, storage briefly
-    away). ``RESOURCE_EXHAUSTED`` is only when the reason is ``QUEUE_FULL``, which the API documents as
-    "retry later"; other exhaustion (``MODEL_TOO_LARGE``, ``WORKER_OUT_OF_MEMORY``) would fail the same way
-    again. ``DEADLINE_EXCEEDED`` is not retried: the deadline is the caller's budget, spent.
+    away). ``RESOURCE_EXHAUSTED`` is only when the reason is ``QUEUE_FULL`` or ``TOO_MANY_STREAMS``, which
+    the API documents as "retry later"; other exhaustion (``MODEL_TOO_LARGE``, ``WORKER_OUT_OF_MEMORY``)
+    would fail the same way again. ``DEADLINE_EXCEEDED`` is not retried: the deadline is the caller's
+    budget, spent.
     """
     if err.code == grpc.StatusCode.UNAVAILABLE:
         return True

@@ -23,12 +23,16 @@ from google.protobuf.message import Message
 
 from prunekit._errors import SpecError
 from prunekit.spec.check import spec_violations
+from prunekit.spec.limits import SpecLimits
 from prunekit.spec.names import ALIASES, enum_prefix, enum_short_name
 from prunekit.v1 import spec_pb2
 
 __all__ = ["enum_short_name", "load_checked_spec", "load_spec", "spec_from_dict", "spec_to_dict"]
 
 Problems = list[tuple[str, str]]
+
+_CLIENT_LIMITS = SpecLimits(max_data_shards=sys.maxsize)
+"""The data-shard cap is the server's to apply (it is configurable there); so are the others."""
 
 _INT_RANGES = {
     _d.FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
@@ -351,7 +355,7 @@ def load_checked_spec(
     probe.data.eval.extend(f"upload://{shard}" for shard in eval)
     if not probe.data.train and not probe.data.eval and not spec.HasField("data"):
         probe.ClearField("data")
-    for violation in spec_violations(probe, model_format, max_data_shards=sys.maxsize):
+    for violation in spec_violations(probe, model_format, limits=_CLIENT_LIMITS):
         where = _file_path(violation.field)
         if not any(_related(where, seen) for seen, _ in problems):
             problems.append((where, violation.description))

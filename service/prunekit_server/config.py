@@ -33,9 +33,12 @@ class Settings:
     job_timeout_s: float = 3600.0
     #: Wall-clock limit of one analysis worker, in seconds.
     analysis_timeout_s: float = 300.0
-    #: Address-space limit of a worker (RLIMIT_AS), bytes; 0 = none.
-    #: Use 0 with CUDA (it reserves huge address ranges) and rely on the pod's memory limit.
-    worker_memory_bytes: int = 16 * _GIB
+    #: Memory of one worker, bytes: its address-space limit (RLIMIT_AS), and the budget a model's cost
+    #: caps are derived from (see :mod:`.model_caps`). -1 = derived: the memory this server may use
+    #: (its cgroup's limit, else the machine's RAM) less a reserve, shared by every worker that may run
+    #: at once (``workers`` jobs and as many analyses). 0 = no address-space limit (use 0 with CUDA,
+    #: which reserves huge address ranges, and rely on the pod's limit); the caps are derived as for -1.
+    worker_memory_bytes: int = -1
     #: CPU-time limit of a worker (RLIMIT_CPU), seconds; 0 = none.
     worker_cpu_seconds: int = 4 * 3600
     #: Largest file a worker may write (RLIMIT_FSIZE), bytes; 0 = none.
@@ -53,8 +56,28 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Seconds between two reads of a watched job's record from storage.
     watch_poll_s: float = 0.5
-    #: Threads serving RPCs (each WatchJob stream holds one).
+    #: Threads serving RPCs. Each upload, watch and download stream holds one while it lasts; their caps
+    #: below must leave some for the unary calls (the server refuses to start otherwise).
     rpc_threads: int = 64
+    #: UploadModel and UploadDataset streams received at once; beyond, RESOURCE_EXHAUSTED TOO_MANY_STREAMS.
+    max_concurrent_uploads: int = 16
+    #: WatchJob streams served at once; beyond, RESOURCE_EXHAUSTED TOO_MANY_STREAMS.
+    max_concurrent_watches: int = 24
+    #: DownloadArtifact streams served at once; beyond, RESOURCE_EXHAUSTED TOO_MANY_STREAMS.
+    max_concurrent_downloads: int = 8
+    #: Seconds an upload may go without a message before it is cut (DEADLINE_EXCEEDED UPLOAD_STALLED).
+    upload_chunk_timeout_s: float = 60.0
+    #: Seconds one upload stream may last in all before it is cut (UPLOAD_STALLED).
+    upload_timeout_s: float = 3600.0
+    #: Seconds a WatchJob stream lasts at most; then it ends cleanly and the SDK subscribes again.
+    watch_max_s: float = 300.0
+    #: Seconds between two probes of storage by the health service; a probe that fails or is not answered
+    #: within that time makes ``prunekit.v1.OptimizerService`` NOT_SERVING until one succeeds. 0 = no probe.
+    health_probe_s: float = 5.0
+    #: Caps on a job's ``finetune`` budget (and ``steps_per_round``); beyond, INVALID_SPEC naming the field.
+    max_finetune_epochs: int = 1000
+    max_finetune_steps: int = 1_000_000
+    max_finetune_seconds: float = 86400.0
     #: Largest dataset shard UploadDataset accepts, bytes.
     max_dataset_upload_bytes: int = 2 * _GIB
     #: Largest total of the shards one job's ``data`` names, bytes (decoded arrays are capped alike).

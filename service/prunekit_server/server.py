@@ -1,4 +1,8 @@
-"""Assembling and running the gRPC server: service, health, reflection, graceful stop."""
+"""Assembling and running the gRPC server: service, health, reflection, graceful stop.
+
+The stream caps (``max_concurrent_uploads``, ``..._watches``, ``..._downloads``) must leave some of the
+``rpc_threads`` to the unary calls; health has threads of its own (:mod:`.api.health`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
+from .api.health import HEALTH_SERVICE, HEALTH_THREADS, StorageProbe, add_health
 from .api.servicer import OptimizerServicer
 from .config import Settings
 from .jobs.durable.lease import new_server_id
@@ -24,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
 DEFAULT_TENANT = "default"
+PROBE_PREFIX = "health/"
+"""The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
+reachable; a missing bucket or a store that does not answer is not."""
 
 
 @dataclass
@@ -36,6 +44,7 @@ class RunningServer:
     stores: TenantStores
     executor: JobExecutor
     health: health.HealthServicer
+    probe: StorageProbe
     _stopped: threading.Event
 
     @property
@@ -50,6 +59,7 @@ class RunningServer:
         self._stopped.set()
         grace = self.settings.shutdown_grace_s if grace is None else grace
         log.info("stopping: health NOT_SERVING, draining jobs for up to %.0f s", grace)
+        self.probe.stop()
         self.health.enter_graceful_shutdown()
         self.executor.shutdown(grace)
         self.server.stop(grace=2.0).wait()
@@ -60,13 +70,32 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
+def check_stream_caps(settings: Settings) -> None:
+    """ValueError unless the stream caps are positive and leave unary calls some of ``rpc_threads``, and
+    the stream timeouts are positive."""
+    caps = (
+        settings.max_concurrent_uploads,
+        settings.max_concurrent_watches,
+        settings.max_concurrent_downloads,
+    )
+    if min(caps) < 1 or sum(caps) >= settings.rpc_threads:
+        raise ValueError(
+            f"max_concurrent_uploads, _watches and _downloads ({', '.join(map(str, caps))}) must each be "
+            f">= 1 and together below rpc_threads ({settings.rpc_threads}), which unary calls need too"
+        )
+    if not min(settings.upload_chunk_timeout_s, settings.upload_timeout_s, settings.watch_max_s) > 0:
+        raise ValueError("upload_chunk_timeout_s, upload_timeout_s and watch_max_s must be > 0")
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
     The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
     generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
-    A ``scratch_dir`` that does not exist is created.
+    A ``scratch_dir`` that does not exist is created. ValueError for stream caps that
+    :func:`check_stream_caps` refuses.
     """
+    check_stream_caps(settings)
     scratch = settings.scratch_path()
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
@@ -87,12 +116,12 @@ def start_server(settings: Settings) -> RunningServer:
     optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
         OptimizerServicer(stores, executor, settings), server
     )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
+    health_pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="health")
+    health_servicer = add_health(server, health_pool)
+    probe = StorageProbe(
+        lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
+    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     address = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = server.add_insecure_port(f"{address}:{settings.port}")
     if port == 0:
@@ -101,6 +130,7 @@ def start_server(settings: Settings) -> RunningServer:
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    probe.start()
     log.info(
         "listening on %s:%d, storage %s, %d workers, server id %s",
         settings.host,
@@ -109,4 +139,4 @@ def start_server(settings: Settings) -> RunningServer:
         settings.workers,
         stores.jobs.owner,
     )
-    return RunningServer(server, port, settings, stores, executor, health_servicer, threading.Event())
+    return RunningServer(server, port, settings, stores, executor, health_servicer, probe, threading.Event())

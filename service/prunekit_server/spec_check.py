@@ -7,8 +7,8 @@ anything); the server runs them again at CreateJob and in the worker, since clie
 from __future__ import annotations
 
 from prunekit.spec.check import spec_violations
-from prunekit.spec.data import MAX_DATA_SHARDS
 from prunekit.spec.finetune_configs import FinetunePlan
+from prunekit.spec.limits import ANY_SERVER, SpecLimits
 from prunekit.spec.prune_configs import PruneConfig
 from prunekit.spec.quantize_configs import QuantizePlan
 from prunekit.spec.target import TargetConfig, target_config
@@ -26,10 +26,10 @@ def check_spec(
     model_format: int,
     *,
     prefix: str = "spec",
-    max_data_shards: int = MAX_DATA_SHARDS,
+    limits: SpecLimits = ANY_SERVER,
 ) -> None:
-    """Raise ``INVALID_ARGUMENT``/``INVALID_SPEC`` listing every rule ``spec`` breaks."""
-    violations = spec_violations(spec, model_format, prefix=prefix, max_data_shards=max_data_shards)
+    """Raise ``INVALID_ARGUMENT``/``INVALID_SPEC`` listing every rule ``spec`` breaks under ``limits``."""
+    violations = spec_violations(spec, model_format, prefix=prefix, limits=limits)
     if violations:
         raise invalid_spec(violations)
 

@@ -95,7 +95,7 @@ def test_gpu_resources_and_scheduling(objects: list[Obj], shape: Shape) -> None:
         assert GPU_RESOURCE not in limits
         assert GPU_RESOURCE not in tolerated
         assert not any("nvidia" in key for key in spec.get("nodeSelector", {}))
-        assert settings(objects).worker_memory_bytes > 0
+        assert settings(objects).worker_memory_bytes != 0, "CPU workers keep RLIMIT_AS (-1: derived)"
 
 
 def test_headless_and_cluster_ip_services(objects: list[Obj]) -> None:

@@ -8,6 +8,7 @@ breaks; :mod:`.translate` turns spec messages into the configs the engines take.
 from __future__ import annotations
 
 from .check import spec_violations
+from .limits import SpecLimits
 from .violation import FieldViolation, SpecRuleError
 
-__all__ = ["FieldViolation", "SpecRuleError", "spec_violations"]
+__all__ = ["FieldViolation", "SpecLimits", "SpecRuleError", "spec_violations"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from prunekit.v1 import model_pb2, spec_pb2
 
-from .data import MAX_DATA_SHARDS, accuracy_rule_violations, data_violations
+from .data import accuracy_rule_violations, data_violations
 from .finetune import finetune_violations
 from .inputs import input_violations
+from .limits import ANY_SERVER, SpecLimits
 from .measure import benchmark_violations, evaluation_violations
 from .messages import undefined_enums, unknown_field_numbers
 from .prune import prune_violations
@@ -26,17 +27,17 @@ def spec_violations(
     model_format: int,
     *,
     prefix: str = "spec",
-    max_data_shards: int = MAX_DATA_SHARDS,
+    limits: SpecLimits = ANY_SERVER,
 ) -> list[FieldViolation]:
     """Every rule ``spec`` breaks, as field violations with paths under ``prefix``.
 
-    ``model_format`` is a ``ModelFormat`` value (TorchScript models need declared inputs);
-    ``max_data_shards`` caps the entries of ``data`` (the server's ``max_job_data_shards``).
+    ``model_format`` is a ``ModelFormat`` value (TorchScript models need declared inputs); ``limits``
+    are the server's caps (see :class:`~.limits.SpecLimits`).
     """
     found: list[FieldViolation] = []
     unknown_field_numbers(spec, prefix, found)
     undefined_enums(spec, prefix, found)
-    found += input_violations(spec.inputs, f"{prefix}.inputs")
+    found += input_violations(spec.inputs, f"{prefix}.inputs", max_bytes=limits.max_input_bytes)
     if model_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT and not spec.inputs:
         found.append(
             FieldViolation(
@@ -64,7 +65,7 @@ def spec_violations(
     evaluation_violations(spec.evaluation, f"{prefix}.evaluation", found)
     accuracy_rule_violations(spec, f"{prefix}.evaluation", found)
     if spec.HasField("data"):
-        data_violations(spec.data, f"{prefix}.data", found, max_shards=max_data_shards)
+        data_violations(spec.data, f"{prefix}.data", found, max_shards=limits.max_data_shards)
     if spec.HasField("finetune"):
-        finetune_violations(spec, f"{prefix}.finetune", found)
+        finetune_violations(spec, f"{prefix}.finetune", found, limits)
     return found

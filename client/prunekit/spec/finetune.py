@@ -1,10 +1,11 @@
 """The rules of a spec's ``finetune``.
 
-Needs ``prune`` and ``data.train``; a budget (``epochs``, ``steps`` or ``max_seconds`` > 0); every number
-finite and >= 0; ``batch_size`` <= 4096; ``learning_rate`` <= 10; ``momentum`` < 1 and only for SGD;
-``steps_per_round`` only with an ITERATIVE prune schedule; ``distillation``: ``temperature`` >= 0,
-``alpha`` in [0, 1] when set, ``feature_weight`` >= 0, ``feature_layers`` at most 256 non-empty printable
-names.
+Needs ``prune`` and ``data.train``; a budget (``epochs``, ``steps`` or ``max_seconds`` > 0) within the
+server's caps (``max_finetune_epochs``, ``max_finetune_steps``, which ``steps_per_round`` obeys too, and
+``max_finetune_seconds``); every number finite and >= 0; ``batch_size`` <= 4096; ``learning_rate`` <= 10;
+``momentum`` < 1 and only for SGD; ``steps_per_round`` only with an ITERATIVE prune schedule;
+``distillation``: ``temperature`` >= 0, ``alpha`` in [0, 1] when set, ``feature_weight`` >= 0,
+``feature_layers`` at most 256 non-empty printable names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from prunekit.v1 import spec_pb2
 
+from .limits import ANY_SERVER, SpecLimits
 from .violation import FieldViolation
 
 __all__ = [
@@ -139,7 +141,23 @@ def _distillation(d: spec_pb2.DistillationSpec, path: str, found: list[FieldViol
         found.append(FieldViolation(f"{path}.feature_weight", "only with feature_layers"))
 
 
-def finetune_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
+def _budget_caps(
+    ft: spec_pb2.FinetuneSpec, path: str, found: list[FieldViolation], limits: SpecLimits
+) -> None:
+    caps = (
+        ("epochs", ft.epochs, limits.max_finetune_epochs, "max_finetune_epochs"),
+        ("steps", ft.steps, limits.max_finetune_steps, "max_finetune_steps"),
+        ("steps_per_round", ft.steps_per_round, limits.max_finetune_steps, "max_finetune_steps"),
+        ("max_seconds", ft.max_seconds, limits.max_finetune_seconds, "max_finetune_seconds"),
+    )
+    for name, value, cap, setting in caps:
+        if cap > 0 and math.isfinite(value) and value > cap:
+            found.append(FieldViolation(f"{path}.{name}", f"at most {cap:g} on this server ({setting})"))
+
+
+def finetune_violations(
+    spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation], limits: SpecLimits = ANY_SERVER
+) -> None:
     """Rules of ``spec.finetune`` (see the module docstring); ``path`` is the finetune field's path."""
     ft = spec.finetune
     if not (spec.HasField("prune") or spec.HasField("target")):
@@ -149,6 +167,7 @@ def finetune_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[
     if not _has_budget(ft.epochs, ft.steps, ft.max_seconds):
         found.append(FieldViolation(path, BUDGET))
     _numbers(ft, path, found)
+    _budget_caps(ft, path, found, limits)
     iterative = spec.HasField("prune") and spec.prune.schedule == spec_pb2.PRUNE_SCHEDULE_ITERATIVE
     if ft.steps_per_round and not iterative:
         found.append(FieldViolation(f"{path}.steps_per_round", "only with prune.schedule ITERATIVE"))

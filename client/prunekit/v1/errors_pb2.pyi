@@ -34,7 +34,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (an op, an opset, external data...).
     """
     MODEL_TOO_LARGE: _ErrorReason.ValueType  # 5
-    """RESOURCE_EXHAUSTED: the upload is over the server's size cap."""
+    """RESOURCE_EXHAUSTED: the model is over one of the server's caps: the
+    upload's bytes, its node count once local functions are inlined, its
+    tensors' total bytes, an input's bytes, or a TorchScript archive's
+    unpacked size. ErrorInfo.metadata names the cap and its value.
+    """
     CHECKSUM_MISMATCH: _ErrorReason.ValueType  # 6
     """INVALID_ARGUMENT: the received bytes do not match the declared sha256."""
     SIZE_MISMATCH: _ErrorReason.ValueType  # 7
@@ -80,6 +84,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
     DATASET_OUTSIDE_PREFIX: _ErrorReason.ValueType  # 26
     """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+    TOO_MANY_STREAMS: _ErrorReason.ValueType  # 27
+    """RESOURCE_EXHAUSTED: the server already holds as many uploads, watches or
+    downloads at once as it allows; RetryInfo says when to try again and
+    ErrorInfo.metadata names the cap.
+    """
+    UPLOAD_STALLED: _ErrorReason.ValueType  # 28
+    """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
+    or ran past its stream timeout; nothing was stored. The metadata names it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -100,7 +113,11 @@ UNSUPPORTED_MODEL: ErrorReason.ValueType  # 4
 (an op, an opset, external data...).
 """
 MODEL_TOO_LARGE: ErrorReason.ValueType  # 5
-"""RESOURCE_EXHAUSTED: the upload is over the server's size cap."""
+"""RESOURCE_EXHAUSTED: the model is over one of the server's caps: the
+upload's bytes, its node count once local functions are inlined, its
+tensors' total bytes, an input's bytes, or a TorchScript archive's
+unpacked size. ErrorInfo.metadata names the cap and its value.
+"""
 CHECKSUM_MISMATCH: ErrorReason.ValueType  # 6
 """INVALID_ARGUMENT: the received bytes do not match the declared sha256."""
 SIZE_MISMATCH: ErrorReason.ValueType  # 7
@@ -146,4 +163,13 @@ DATASET_TOO_LARGE: ErrorReason.ValueType  # 25
 """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
 DATASET_OUTSIDE_PREFIX: ErrorReason.ValueType  # 26
 """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+TOO_MANY_STREAMS: ErrorReason.ValueType  # 27
+"""RESOURCE_EXHAUSTED: the server already holds as many uploads, watches or
+downloads at once as it allows; RetryInfo says when to try again and
+ErrorInfo.metadata names the cap.
+"""
+UPLOAD_STALLED: ErrorReason.ValueType  # 28
+"""DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
+or ran past its stream timeout; nothing was stored. The metadata names it.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

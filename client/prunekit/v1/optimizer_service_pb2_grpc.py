@@ -91,7 +91,9 @@ class OptimizerServiceServicer:
     def UploadModel(self, request_iterator, context):
         """Streams a model in: the first message carries `metadata`, every later
         one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
-        stored once.
+        stored once. A stream that stalls is cut (DEADLINE_EXCEEDED,
+        UPLOAD_STALLED); beyond the server's concurrent uploads,
+        RESOURCE_EXHAUSTED TOO_MANY_STREAMS with a RetryInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +143,8 @@ class OptimizerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Sends the job at once, then on every change; ends when the job ends.
+        """Sends the job at once, then on every change; ends when the job ends, or
+        cleanly (OK) after the server's longest watch: subscribe again then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

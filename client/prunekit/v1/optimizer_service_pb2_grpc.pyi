@@ -38,7 +38,9 @@ class OptimizerServiceStub:
     UploadModel: _grpc.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadModelRequest, _optimizer_service_pb2.UploadModelResponse]
     """Streams a model in: the first message carries `metadata`, every later
     one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
-    stored once.
+    stored once. A stream that stalls is cut (DEADLINE_EXCEEDED,
+    UPLOAD_STALLED); beyond the server's concurrent uploads,
+    RESOURCE_EXHAUSTED TOO_MANY_STREAMS with a RetryInfo.
     """
     UploadDataset: _grpc.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadDatasetRequest, _optimizer_service_pb2.UploadDatasetResponse]
     """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
@@ -55,7 +57,9 @@ class OptimizerServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_optimizer_service_pb2.CancelJobRequest, _optimizer_service_pb2.CancelJobResponse]
     """FAILED_PRECONDITION (JOB_ALREADY_FINISHED) when the job has ended."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_optimizer_service_pb2.WatchJobRequest, _optimizer_service_pb2.WatchJobResponse]
-    """Sends the job at once, then on every change; ends when the job ends."""
+    """Sends the job at once, then on every change; ends when the job ends, or
+    cleanly (OK) after the server's longest watch: subscribe again then.
+    """
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_optimizer_service_pb2.DownloadArtifactRequest, _optimizer_service_pb2.DownloadArtifactResponse]
     """Streams one artifact of a succeeded job: `info` first, then chunks."""
 
@@ -69,7 +73,9 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     UploadModel: _aio.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadModelRequest, _optimizer_service_pb2.UploadModelResponse]  # type: ignore[assignment]
     """Streams a model in: the first message carries `metadata`, every later
     one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
-    stored once.
+    stored once. A stream that stalls is cut (DEADLINE_EXCEEDED,
+    UPLOAD_STALLED); beyond the server's concurrent uploads,
+    RESOURCE_EXHAUSTED TOO_MANY_STREAMS with a RetryInfo.
     """
     UploadDataset: _aio.StreamUnaryMultiCallable[_optimizer_service_pb2.UploadDatasetRequest, _optimizer_service_pb2.UploadDatasetResponse]  # type: ignore[assignment]
     """Streams a dataset shard (`.npz`) in, like UploadModel: `metadata`
@@ -86,7 +92,9 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_optimizer_service_pb2.CancelJobRequest, _optimizer_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """FAILED_PRECONDITION (JOB_ALREADY_FINISHED) when the job has ended."""
     WatchJob: _aio.UnaryStreamMultiCallable[_optimizer_service_pb2.WatchJobRequest, _optimizer_service_pb2.WatchJobResponse]  # type: ignore[assignment]
-    """Sends the job at once, then on every change; ends when the job ends."""
+    """Sends the job at once, then on every change; ends when the job ends, or
+    cleanly (OK) after the server's longest watch: subscribe again then.
+    """
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_optimizer_service_pb2.DownloadArtifactRequest, _optimizer_service_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
     """Streams one artifact of a succeeded job: `info` first, then chunks."""
 
@@ -103,7 +111,9 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_optimizer_service_pb2.UploadModelResponse, _abc.Awaitable[_optimizer_service_pb2.UploadModelResponse]]:
         """Streams a model in: the first message carries `metadata`, every later
         one a `chunk` of at most 1 MiB. Content-addressed: the same bytes are
-        stored once.
+        stored once. A stream that stalls is cut (DEADLINE_EXCEEDED,
+        UPLOAD_STALLED); beyond the server's concurrent uploads,
+        RESOURCE_EXHAUSTED TOO_MANY_STREAMS with a RetryInfo.
         """
 
     @_abc_1.abstractmethod
@@ -162,7 +172,9 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _optimizer_service_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_optimizer_service_pb2.WatchJobResponse], _abc.AsyncIterator[_optimizer_service_pb2.WatchJobResponse]]:
-        """Sends the job at once, then on every change; ends when the job ends."""
+        """Sends the job at once, then on every change; ends when the job ends, or
+        cleanly (OK) after the server's longest watch: subscribe again then.
+        """
 
     @_abc_1.abstractmethod
     def DownloadArtifact(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
 from prunekit.spec.inputs import input_violations
+from prunekit.spec.limits import SpecLimits
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
@@ -20,6 +23,7 @@ from ..jobs.durable.dataset_store import DatasetStore
 from ..jobs.durable.stores import TenantStores
 from ..jobs.execution.executor import JobExecutor
 from ..spec_check import check_spec
+from .admission import Paced, StreamCap
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload
 
@@ -29,6 +33,8 @@ MAX_LABELS = 64
 MAX_REQUEST_ID = 128
 DOWNLOAD_CHUNK = 1 << 20
 MAX_SENSITIVITY_RATIOS = 16
+
+T = TypeVar("T")
 
 
 def _invalid(message: str, **violations: str) -> ServiceError:
@@ -72,17 +78,37 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self._executor = executor
         self._settings = settings
         self._datasets = DatasetStore.for_tenant(stores, settings)
+        self._uploads = StreamCap("uploads", "max_concurrent_uploads", settings.max_concurrent_uploads)
+        self._watches = StreamCap("watches", "max_concurrent_watches", settings.max_concurrent_watches)
+        self._downloads = StreamCap(
+            "downloads", "max_concurrent_downloads", settings.max_concurrent_downloads
+        )
+        self._spec_limits = SpecLimits(
+            max_data_shards=settings.max_job_data_shards,
+            max_input_bytes=executor.model_caps.max_input_bytes,
+            max_finetune_epochs=settings.max_finetune_epochs,
+            max_finetune_steps=settings.max_finetune_steps,
+            max_finetune_seconds=settings.max_finetune_seconds,
+        )
 
     def _spool_dir(self) -> Path | None:
         """Where uploads are received: beside the stored objects when the store can move them in."""
         return self._models.store.spool_dir() or self._settings.scratch_path()
+
+    def _paced(self, requests: Iterator[T]) -> Paced[T]:
+        settings = self._settings
+        return Paced(requests, settings.upload_chunk_timeout_s, settings.upload_timeout_s)
 
     @unary
     def UploadModel(  # noqa: N802
         self, request_iterator: Iterator[pb.UploadModelRequest], context: grpc.ServicerContext
     ) -> pb.UploadModelResponse:
         spool, cap = self._spool_dir(), self._settings.max_upload_bytes
-        with receive_upload(request_iterator, spool, cap) as (path, ref):
+        with (
+            self._uploads.hold(),
+            self._paced(request_iterator) as requests,
+            receive_upload(requests, spool, cap) as (path, ref),
+        ):
             stored, deduplicated = self._models.put(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
 
@@ -91,7 +117,11 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
     ) -> pb.UploadDatasetResponse:
         spool, cap = self._spool_dir(), self._settings.max_dataset_upload_bytes
-        with receive_dataset(request_iterator, spool, cap) as (path, ref):
+        with (
+            self._uploads.hold(),
+            self._paced(request_iterator) as requests,
+            receive_dataset(requests, spool, cap) as (path, ref),
+        ):
             stored, deduplicated = self._datasets.put(path, ref)
         return pb.UploadDatasetResponse(dataset=stored, deduplicated=deduplicated)
 
@@ -99,7 +129,9 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def AnalyzeModel(  # noqa: N802
         self, request: pb.AnalyzeModelRequest, context: grpc.ServicerContext
     ) -> pb.AnalyzeModelResponse:
-        violations = input_violations(request.inputs, "inputs") + _sensitivity_violations(request)
+        max_bytes = self._spec_limits.max_input_bytes
+        violations = input_violations(request.inputs, "inputs", max_bytes=max_bytes)
+        violations += _sensitivity_violations(request)
         if violations:
             raise ServiceError(
                 Code.INVALID_ARGUMENT, "INVALID_REQUEST", "invalid analysis request", violations
@@ -120,7 +152,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.CreateJobResponse:  # noqa: N802
         self._check_create(request)
         model = self._models.resolve(request.model)
-        check_spec(request.spec, model.format, max_data_shards=self._settings.max_job_data_shards)
+        check_spec(request.spec, model.format, limits=self._spec_limits)
         if request.spec.HasField("data"):
             self._datasets.resolve(request.spec.data)
         request_id = request.request_id or uuid.uuid4().hex
@@ -176,16 +208,23 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchJobResponse]:
         job_id = _require_job_id(request.job_id)
+        with self._watches.hold():
+            yield from self._watch(job_id, context)
+
+    def _watch(self, job_id: str, context: grpc.ServicerContext) -> Iterator[pb.WatchJobResponse]:
+        """Every change of the job until it ends or ``watch_max_s`` passed (the client subscribes again)."""
         last = b""
+        ends = time.monotonic() + self._settings.watch_max_s
         while context.is_active():
             job = self._jobs.get(job_id)
             data = job.SerializeToString(deterministic=True)
             if data != last:
                 last = data
                 yield pb.WatchJobResponse(job=job)
-            if record.is_terminal(job.state):
+            left = ends - time.monotonic()
+            if record.is_terminal(job.state) or left <= 0:
                 return
-            self._jobs.wait_for_change(self._settings.watch_poll_s)
+            self._jobs.wait_for_change(min(self._settings.watch_poll_s, left))
 
     @streaming
     def DownloadArtifact(  # noqa: N802
@@ -193,6 +232,12 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     ) -> Iterator[pb.DownloadArtifactResponse]:
         if not request.name:
             raise _invalid("name is required", name="an artifact name from the job's manifest")
+        with self._downloads.hold():
+            yield from self._download(request, context)
+
+    def _download(
+        self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadArtifactResponse]:
         job = self._jobs.get(_require_job_id(request.job_id))
         artifact, chunks = self._artifacts.open(job, request.name)
         yield pb.DownloadArtifactResponse(info=artifact)

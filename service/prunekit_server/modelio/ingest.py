@@ -17,10 +17,12 @@ import onnx
 import onnx.inliner
 from onnx import TensorProto
 
+from prunekit.spec.inputs import inputs_size
 from prunekit.v1 import model_pb2
 
 from ..errors import Code, FieldViolation, ServiceError, invalid_spec, unsupported_model
-from .onnx_checks import load_onnx_checked
+from ..model_caps import ModelCaps
+from .onnx_checks import OnnxLimits, load_onnx_checked
 from .torchscript import load_torchscript, torchscript_to_onnx
 
 _ONNX_TO_DATA_TYPE: dict[int, model_pb2.DataType.ValueType] = {
@@ -78,19 +80,23 @@ def ingest(
     workdir: Path,
     *,
     batch_size: int = 1,
+    caps: ModelCaps | None = None,
 ) -> IngestedModel:
-    """Validate ``model_path`` and resolve its inputs.
+    """Validate ``model_path`` and resolve its inputs, within the worker's ``caps``.
 
     ``onnx_path`` is the upload itself for ONNX (or, when the model has local
     functions, an inlined copy in ``workdir``) and the export in ``workdir`` for
     TorchScript. Raises ServiceError: INVALID_MODEL / UNSUPPORTED_MODEL for the
-    model, INVALID_SPEC for inputs, INVALID_REQUEST for an unknown format.
+    model, MODEL_TOO_LARGE for a model or inputs over a cap (checked before they
+    are inlined, unpacked or allocated), INVALID_SPEC for inputs, INVALID_REQUEST
+    for an unknown format.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    caps = caps or ModelCaps()
     warnings: list[str] = []
     if model_format == model_pb2.MODEL_FORMAT_ONNX:
-        model = load_onnx_checked(model_path)
+        model = load_onnx_checked(model_path, OnnxLimits(caps=caps))
         onnx_path = model_path
         if len(model.functions):
             count = len(model.functions)
@@ -101,10 +107,11 @@ def ingest(
             warnings.append(f"FUNCTIONS_INLINED: {count} model-local function(s) were inlined")
     elif model_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
         declared = _torchscript_inputs(declared_inputs)
-        module = load_torchscript(model_path)
+        check_input_bytes(declared, caps)
+        module = load_torchscript(model_path, caps)
         declared = _match_forward(module, declared)
         onnx_path = _free_path(workdir / "model.onnx", model_path)
-        model = torchscript_to_onnx(module, declared, onnx_path)
+        model = torchscript_to_onnx(module, declared, onnx_path, caps=caps)
         declared_inputs = declared
     else:
         label = _enum_name(model_pb2.ModelFormat.keys(), model_pb2.ModelFormat.values(), model_format)
@@ -115,7 +122,15 @@ def ingest(
             [FieldViolation("model.format", "must be MODEL_FORMAT_ONNX or MODEL_FORMAT_TORCHSCRIPT")],
         )
     inputs = resolve_inputs(model, declared_inputs, batch_size=batch_size)
+    check_input_bytes(inputs, caps)
     return IngestedModel(model, onnx_path, model_format, model_path, inputs, warnings)
+
+
+def check_input_bytes(inputs: Sequence[model_pb2.InputSpec], caps: ModelCaps) -> None:
+    """MODEL_TOO_LARGE when one batch of ``inputs`` is over ``caps.max_input_bytes``."""
+    total, phrase = inputs_size(inputs)
+    if total > caps.max_input_bytes:
+        raise caps.too_large("max_input_bytes", phrase)
 
 
 def _free_path(wanted: Path, taken: Path) -> Path:

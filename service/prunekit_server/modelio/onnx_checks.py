@@ -8,8 +8,11 @@ passes does it hand the model to ``onnx.checker``.
 
 Codes: bytes that are not a well-formed ONNX model are ``INVALID_MODEL``
 (INVALID_ARGUMENT); a well-formed model this service will not process (external
-data, an op domain or opset outside the allow-list, a limit exceeded, sparse
-tensors) is ``UNSUPPORTED_MODEL`` (FAILED_PRECONDITION).
+data, an op domain or opset outside the allow-list, a rank or nesting limit
+exceeded, sparse tensors) is ``UNSUPPORTED_MODEL`` (FAILED_PRECONDITION); one over
+a cost cap of :class:`~prunekit_server.model_caps.ModelCaps` (nodes once local
+functions are inlined, tensor bytes) is ``MODEL_TOO_LARGE`` (RESOURCE_EXHAUSTED),
+found before the checker or anything else expands the model.
 
 Allowed op domains default to the standard ones, ``""``/``ai.onnx`` and
 ``ai.onnx.ml``. ``com.microsoft`` (ONNX Runtime contrib ops) is left out on
@@ -29,6 +32,8 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, TensorProto
 
 from ..errors import invalid_model, unsupported_model
+from ..model_caps import ModelCaps
+from .onnx_calls import inlined_node_count
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 _DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
@@ -70,15 +75,15 @@ _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "doubl
 class OnnxLimits:
     """Caps applied by :func:`load_onnx_checked`.
 
-    ``max_nodes`` counts nodes in the main graph, subgraphs and local functions;
-    ``max_initializer_bytes`` is the total payload of all tensors (initializers and
+    ``caps.max_nodes`` bounds the nodes in the main graph, subgraphs and local functions
+    as written, and again once every local function call is inlined;
+    ``caps.max_tensor_bytes`` is the total payload of all tensors (initializers and
     tensor attributes); ``max_rank`` applies to tensors and declared value shapes;
     ``max_subgraph_depth`` is how deep ``If``/``Loop``/``Scan`` bodies may nest.
     ``min_opset``/``max_opset`` bound the default-domain opset.
     """
 
-    max_nodes: int = 200_000
-    max_initializer_bytes: int = 4 << 30
+    caps: ModelCaps = field(default_factory=ModelCaps)
     max_rank: int = 8
     max_subgraph_depth: int = 4
     min_opset: int = 7
@@ -108,6 +113,11 @@ def load_onnx_checked(path: Path, limits: OnnxLimits = OnnxLimits()) -> onnx.Mod
         what = "it has no graph" if not model.HasField("graph") else "its graph has no nodes"
         raise invalid_model(f"{name} is not an ONNX model: {what}")
     _Walker(name, limits).check_model(model)
+    caps = limits.caps
+    if len(model.functions) and inlined_node_count(model, caps.max_nodes, name) > caps.max_nodes:
+        raise caps.too_large(
+            "max_nodes", f"{name}: more than {caps.max_nodes} nodes once its local functions are inlined"
+        )
     try:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
@@ -188,8 +198,10 @@ class _Walker:
     def _check_nodes(self, nodes: Iterable[onnx.NodeProto], depth: int) -> None:
         for node in nodes:
             self.nodes += 1
-            if self.nodes > self.limits.max_nodes:
-                raise unsupported_model(f"{self.name}: more than {self.limits.max_nodes} nodes")
+            if self.nodes > self.limits.caps.max_nodes:
+                raise self.limits.caps.too_large(
+                    "max_nodes", f"{self.name}: more than {self.nodes - 1} nodes"
+                )
             if (
                 node.domain not in self.limits.allowed_domains
                 and (node.domain, node.op_type) not in self.functions
@@ -242,7 +254,7 @@ class _Walker:
             raise unsupported_model(
                 f"{self.name}: {where} has element type {type_name}, which is not supported"
             )
-        limit = self.limits.max_initializer_bytes * 8 // bits + 1
+        limit = self.limits.caps.max_tensor_bytes * 8 // bits + 1
         count = _element_count(tensor.dims, limit, self, where)
         nbytes = (count * bits + 7) // 8
         if tensor.HasField("raw_data"):
@@ -278,9 +290,9 @@ class _Walker:
 
     def _add_bytes(self, nbytes: int, where: str) -> None:
         self.bytes += nbytes
-        if self.bytes > self.limits.max_initializer_bytes:
-            raise unsupported_model(
-                f"{self.name}: tensors exceed {self.limits.max_initializer_bytes} bytes in total (at {where})"
+        if self.bytes > self.limits.caps.max_tensor_bytes:
+            raise self.limits.caps.too_large(
+                "max_tensor_bytes", f"{self.name}: its tensors take at least {self.bytes} bytes (at {where})"
             )
 
 
@@ -293,5 +305,7 @@ def _element_count(dims: Iterable[int], limit: int, walker: _Walker, where: str)
     for dim in shape:
         count *= dim
         if count > limit:
-            raise unsupported_model(f"{walker.name}: {where} is too large (shape {shape})")
+            raise walker.limits.caps.too_large(
+                "max_tensor_bytes", f"{walker.name}: {where} is too large (shape {shape})"
+            )
     return count

@@ -34,7 +34,8 @@ from onnx import numpy_helper
 from prunekit.v1 import model_pb2
 
 from ..errors import FieldViolation, invalid_model, invalid_spec, unsupported_model
-from .onnx_checks import load_onnx_checked
+from ..model_caps import ModelCaps
+from .onnx_checks import OnnxLimits, load_onnx_checked
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -59,15 +60,17 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def prescan_torchscript_archive(
-    path: Path, *, max_entries: int = 10_000, max_uncompressed: int = 8 << 30
+    path: Path, *, max_entries: int = 10_000, caps: ModelCaps | None = None
 ) -> None:
     """Reject ``path`` (INVALID_MODEL) unless it is a plain, bounded zip archive.
 
     Checked: it is a zip; at most ``max_entries`` entries; their declared
-    uncompressed sizes sum to at most ``max_uncompressed``; no absolute, drive or
-    ``..`` entry names; no duplicate names; every entry's local header is where the
-    central directory says and no two entries' data overlap or leave the file.
+    uncompressed sizes sum to at most ``caps.max_tensor_bytes`` (else MODEL_TOO_LARGE,
+    before anything is inflated); no absolute, drive or ``..`` entry names; no
+    duplicate names; every entry's local header is where the central directory says
+    and no two entries' data overlap or leave the file.
     """
+    caps = caps or ModelCaps()
     name = path.name
     try:
         size = path.stat().st_size
@@ -82,8 +85,8 @@ def prescan_torchscript_archive(
     if len(infos) > max_entries:
         raise invalid_model(f"{name} has {len(infos)} archive entries; at most {max_entries} are allowed")
     total = sum(info.file_size for info in infos)
-    if total > max_uncompressed:
-        raise invalid_model(f"{name} would unpack to {total} bytes; at most {max_uncompressed} are allowed")
+    if total > caps.max_tensor_bytes:
+        raise caps.too_large("max_tensor_bytes", f"{name} would unpack to {total} bytes")
     seen: set[str] = set()
     for info in infos:
         entry = info.filename
@@ -119,8 +122,8 @@ def prescan_torchscript_archive(
             raise invalid_model(f"{name}: archive entries {first[:100]!r} and {second[:100]!r} overlap")
 
 
-def _load(path: Path) -> torch.jit.ScriptModule:
-    prescan_torchscript_archive(path)
+def _load(path: Path, caps: ModelCaps | None = None) -> torch.jit.ScriptModule:
+    prescan_torchscript_archive(path, caps=caps)
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
@@ -130,9 +133,10 @@ def _load(path: Path) -> torch.jit.ScriptModule:
     return module
 
 
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    """Pre-scan, then load ``path`` on the CPU and put it in eval mode (errors: INVALID_MODEL)."""
-    module = _load(path)
+def load_torchscript(path: Path, caps: ModelCaps | None = None) -> torch.jit.ScriptModule:
+    """Pre-scan under ``caps``, then load ``path`` on the CPU and put it in eval mode (errors: INVALID_MODEL,
+    MODEL_TOO_LARGE)."""
+    module = _load(path, caps)
     module.eval()
     return module
 
@@ -156,6 +160,7 @@ def torchscript_to_onnx(
     out_path: Path,
     *,
     opset: int = 17,
+    caps: ModelCaps | None = None,
 ) -> onnx.ModelProto:
     """Export ``module`` to ``out_path`` with the legacy exporter and return the checked model.
 
@@ -163,7 +168,8 @@ def torchscript_to_onnx(
     outputs are ``output`` (or ``output_0``, ``output_1``...). Dimension 0 of every
     input and output is symbolic (``batch``). The module is first run once on those
     tensors: a failure there is INVALID_SPEC (the declared shapes do not fit); an
-    exporter failure is UNSUPPORTED_MODEL with the exporter's message.
+    exporter failure is UNSUPPORTED_MODEL with the exporter's message. The export is
+    checked under ``caps`` like an uploaded ONNX model.
     """
     generator = torch.Generator().manual_seed(0)
     args = tuple(random_input(spec, generator) for spec in inputs)
@@ -204,7 +210,7 @@ def torchscript_to_onnx(
     exported = onnx.load(str(out_path), load_external_data=False)
     if _split_value_aliases(exported, module):
         onnx.save(exported, str(out_path))
-    return load_onnx_checked(out_path)
+    return load_onnx_checked(out_path, OnnxLimits(caps=caps or ModelCaps()))
 
 
 def _flatten(result: object) -> list[torch.Tensor]:

@@ -11,6 +11,7 @@ from ..errors import ServiceError
 from ..measure.analysis import analyze
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import synthetic_description
+from ..model_caps import ModelCaps
 from ..modelio.ingest import ingest
 from ..pruning.sensitivity import DEFAULT_RATIOS, Sensitivity, model_sensitivity
 
@@ -29,6 +30,7 @@ def run_analysis(
     *,
     sensitivity: bool = False,
     sensitivity_ratios: Sequence[float] = (),
+    caps: ModelCaps | None = None,
 ) -> model_pb2.ModelAnalysis:
     """Validate the model at ``model_path`` and return its analysis.
 
@@ -37,9 +39,9 @@ def run_analysis(
     prunable layer group (see :mod:`~prunekit_server.pruning.sensitivity`), measured
     on synthetic inputs at ``sensitivity_ratios`` (default 0.1, 0.2, 0.3, 0.5, 0.7);
     groups that could not be measured are named in a ``SENSITIVITY_SKIPPED`` warning.
-    Raises ServiceError as :func:`~prunekit_server.modelio.ingest.ingest` does.
+    Raises ServiceError as :func:`~prunekit_server.modelio.ingest.ingest` does (under ``caps``).
     """
-    ingested = ingest(model_path, model_format, inputs, workdir)
+    ingested = ingest(model_path, model_format, inputs, workdir, caps=caps)
     analysis = analyze(
         ingested.onnx_model,
         ingested.inputs,

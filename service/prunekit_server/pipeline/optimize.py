@@ -30,8 +30,9 @@ from ..measure.latency import execution_providers
 from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings, synthetic_description
-from ..measure.timings import Timings, measure_latency
-from ..modelio.ingest import IngestedModel, ingest
+from ..measure.timings import Timings, batchable, measure_latency, with_batch
+from ..model_caps import ModelCaps
+from ..modelio.ingest import IngestedModel, check_input_bytes, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
 from ..quantization import QuantizeContext, QuantizePlan
@@ -189,6 +190,7 @@ def run_optimization(
     data: JobData | None = None,
     checkpoint_dir: Path | None = None,
     latency_tables: Path | None = None,
+    caps: ModelCaps | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
@@ -199,14 +201,19 @@ def run_optimization(
     inputs); ``checkpoint_dir`` (default ``workdir/checkpoints``) holds the
     fine-tuning checkpoints, and a phase whose checkpoint is there resumes
     from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
-    ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data.
+    ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data, and
+    ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``.
     """
     settings = settings_from_spec(spec, model_format)
     _check_device(settings)
 
     progress("ingest", at("ingest"), "reading and validating the model")
-    ingested = ingest(model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size)
+    ingested = ingest(
+        model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size, caps=caps
+    )
     inputs = list(ingested.inputs)
+    if batchable(ingested.onnx_model):  # the benchmark's largest batch is within the input cap too
+        check_input_bytes(with_batch(inputs, max(settings.batch_sizes)), caps or ModelCaps())
 
     progress("analyze", at("analyze"), "counting parameters and MACs")
     base_analysis = analyze(

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from prunekit.spec import spec_violations
+from prunekit.spec.limits import ANY_SERVER, SpecLimits
 from prunekit.v1 import model_pb2, spec_pb2
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
@@ -199,9 +200,9 @@ ITERATIVE = spec_pb2.PruneSpec(
 )
 
 
-def _violations(spec: spec_pb2.OptimizationSpec, **kwargs: int) -> dict[str, list[str]]:
+def _violations(spec: spec_pb2.OptimizationSpec, limits: SpecLimits = ANY_SERVER) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for v in spec_violations(spec, ONNX, **kwargs):
+    for v in spec_violations(spec, ONNX, limits=limits):
         found.setdefault(v.field, []).append(v.description)
     return found
 
@@ -330,7 +331,7 @@ def test_data_rules() -> None:
         eval=["s3://b/x.npz", "s3://b/y.npz"],
         eval_fraction=1.0,
     )
-    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=data), max_data_shards=6)
+    found = _violations(spec_pb2.OptimizationSpec(prune=PRUNE, data=data), SpecLimits(max_data_shards=6))
     assert found == {
         "spec.data.train[0]": ["a URI of 1 to 2048 printable characters"],
         "spec.data.train[1]": ["'train.npz' is not a URI: use the uri UploadDataset returned"],
@@ -358,4 +359,35 @@ def test_max_accuracy_drop_needs_data() -> None:
     spec = spec_pb2.OptimizationSpec(prune=PRUNE, evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.02))
     assert _violations(spec) == {
         "spec.evaluation.max_accuracy_drop": ["needs data: labelled eval (or train) shards"]
+    }
+
+
+def test_a_servers_budget_caps_name_the_field() -> None:
+    budget = spec_pb2.FinetuneSpec(epochs=2147483647, steps=101, max_seconds=61.0, steps_per_round=101)
+    spec = spec_pb2.OptimizationSpec(prune=ITERATIVE, data=DATA, finetune=budget)
+    assert _violations(spec) == {}
+    caps = SpecLimits(max_finetune_epochs=10, max_finetune_steps=100, max_finetune_seconds=60.0)
+    assert _violations(spec, caps) == {
+        "spec.finetune.epochs": ["at most 10 on this server (max_finetune_epochs)"],
+        "spec.finetune.steps": ["at most 100 on this server (max_finetune_steps)"],
+        "spec.finetune.steps_per_round": ["at most 100 on this server (max_finetune_steps)"],
+        "spec.finetune.max_seconds": ["at most 60 on this server (max_finetune_seconds)"],
+    }
+    spec.finetune.CopyFrom(spec_pb2.FinetuneSpec(epochs=10, steps=100, max_seconds=60.0, steps_per_round=100))
+    assert _violations(spec, caps) == {}
+
+
+def test_a_servers_input_bytes_cap() -> None:
+    inputs = [
+        model_pb2.InputSpec(name="image", shape=[8, 3, 224, 224]),
+        model_pb2.InputSpec(name="mask", shape=[8, 224, 224], dtype=model_pb2.DATA_TYPE_UINT8),
+    ]
+    spec = spec_pb2.OptimizationSpec(prune=PRUNE, inputs=inputs)
+    total = 8 * 3 * 224 * 224 * 4 + 8 * 224 * 224
+    assert _violations(spec, SpecLimits(max_input_bytes=total)) == {}
+    assert _violations(spec, SpecLimits(max_input_bytes=total - 1)) == {
+        "spec.inputs": [
+            f"one batch of the inputs takes {total} bytes ('image': 1204224 elements); "
+            f"this server allows at most {total - 1} (max_input_bytes)"
+        ]
     }

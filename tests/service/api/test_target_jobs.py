@@ -91,7 +91,6 @@ def test_a_target_job_reports_its_search_and_flags_the_chosen_model(
         assert candidate.quality.samples > 0
     (chosen,) = [c for c in search.candidates if c.selected]
     assert chosen.name == search.selected
-    assert chosen.pareto or not chosen.meets_target
     assert search.met == any(c.meets_target for c in search.candidates)
     (table,) = search.tables
     assert not table.reused

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from prunekit_server.errors import Code, ServiceError
+from prunekit_server.model_caps import ModelCaps
 from prunekit_server.modelio import OnnxLimits, load_onnx_checked
 from tests.samples import write_sample_model
 
@@ -52,6 +53,10 @@ def _invalid(path: Path, limits: OnnxLimits | None = None) -> ServiceError:
 
 def _unsupported(path: Path, limits: OnnxLimits | None = None) -> ServiceError:
     return _reject(path, Code.FAILED_PRECONDITION, "UNSUPPORTED_MODEL", limits)
+
+
+def _too_large(path: Path, limits: OnnxLimits | None = None) -> ServiceError:
+    return _reject(path, Code.RESOURCE_EXHAUSTED, "MODEL_TOO_LARGE", limits)
 
 
 def test_good_models_load(tmp_path: Path) -> None:
@@ -124,12 +129,15 @@ def test_data_in_the_wrong_field(tmp_path: Path) -> None:
 
 def test_huge_dims_do_not_overflow(tmp_path: Path) -> None:
     weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**62, 2**62, 4], raw_data=b"")
-    assert "too large" in _unsupported(_save(_tiny_model(weight=weight), tmp_path / "m.onnx")).message
+    error = _too_large(_save(_tiny_model(weight=weight), tmp_path / "m.onnx"))
+    assert "too large" in error.message
+    assert error.metadata["max_tensor_bytes"] == str(4 << 30)
 
 
 def test_total_bytes_cap(tmp_path: Path) -> None:
     path = _save(_tiny_model(), tmp_path / "m.onnx")
-    _unsupported(path, OnnxLimits(max_initializer_bytes=16))
+    error = _too_large(path, OnnxLimits(caps=ModelCaps(memory_bytes=64)))
+    assert (error.metadata["max_tensor_bytes"], error.metadata["worker_memory_bytes"]) == ("16", "64")
 
 
 def test_lying_constant_attribute(tmp_path: Path) -> None:
@@ -221,8 +229,8 @@ def test_opset_out_of_range(tmp_path: Path, opset: int) -> None:
 
 def test_node_count_cap(tmp_path: Path) -> None:
     path = _save(_tiny_model(extra_nodes=3), tmp_path / "m.onnx")
-    assert "nodes" in _unsupported(path, OnnxLimits(max_nodes=3)).message
-    load_onnx_checked(path, OnnxLimits(max_nodes=4))
+    assert "nodes" in _too_large(path, OnnxLimits(caps=ModelCaps(max_nodes=3))).message
+    load_onnx_checked(path, OnnxLimits(caps=ModelCaps(max_nodes=4)))
 
 
 def test_rank_cap(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import Code, ServiceError
+from prunekit_server.model_caps import ModelCaps
 from prunekit_server.modelio import (
     load_torchscript,
     prescan_torchscript_archive,
@@ -91,8 +92,9 @@ def test_too_many_entries(tmp_path: Path) -> None:
 def test_zip_bomb(tmp_path: Path) -> None:
     path = _zip(tmp_path / "model.pt", {"archive/data.pkl": b"\0" * (4 << 20)}, compress=True)
     assert path.stat().st_size < 64 << 10
-    with _invalid("unpack"):
-        prescan_torchscript_archive(path, max_uncompressed=1 << 20)
+    with _expect(Code.RESOURCE_EXHAUSTED, "MODEL_TOO_LARGE", "unpack") as info:
+        prescan_torchscript_archive(path, caps=ModelCaps(memory_bytes=4 << 20))
+    assert info.value.metadata["max_tensor_bytes"] == str(1 << 20)
 
 
 def test_duplicate_entries(tmp_path: Path) -> None:

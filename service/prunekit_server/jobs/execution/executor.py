@@ -32,10 +32,12 @@ from prunekit.v1 import job_pb2, model_pb2
 
 from ...config import Settings
 from ...errors import Code, ServiceError
+from ...model_caps import ModelCaps
 from ..durable import lease, record
 from ..durable.publish import complete_from_manifest
 from ..durable.stores import TenantStores
 from ..worker.faults import FAULT_LABEL, is_retryable
+from ..worker.memory import worker_memory_limits
 from ..worker.threads import usable_cpus
 from .analysis import Analyzer
 from .attempt import run_attempt
@@ -83,8 +85,12 @@ class JobExecutor:
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))
         ]
+        address_space, budget = worker_memory_limits(settings.worker_memory_bytes, settings.workers)
+        self.model_caps = ModelCaps(memory_bytes=budget)
+        log.info("worker memory %d MiB, RLIMIT_AS %d MiB (0: none)", budget >> 20, address_space >> 20)
         self._limits = WorkerLimits(
-            memory_bytes=settings.worker_memory_bytes,
+            memory_bytes=address_space,
+            budget_bytes=budget,
             cpu_seconds=settings.worker_cpu_seconds,
             file_bytes=settings.worker_file_bytes,
             open_files=settings.worker_open_files,

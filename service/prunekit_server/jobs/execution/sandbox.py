@@ -72,9 +72,11 @@ _INHERITED_ENV = (
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """Resource limits a worker sets on itself (0 = unlimited)."""
+    """Resource limits a worker sets on itself (0 = unlimited), and the memory its model caps come from."""
 
     memory_bytes: int = 0
+    #: The worker's memory budget: its model caps are derived from it (:mod:`...model_caps`); 0 = defaults.
+    budget_bytes: int = 0
     cpu_seconds: int = 0
     file_bytes: int = 0
     open_files: int = 1024

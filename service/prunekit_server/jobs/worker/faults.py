@@ -1,10 +1,12 @@
-"""Which worker failures are retried, and the fault-injection label of the test suite."""
+"""Which worker failures are retried, which are the memory running out, and the fault-injection label
+of the test suite."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
-from ...errors import ServiceError
+from ...errors import Code, ServiceError
 from .fence import EXIT_FENCED
 
 #: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE"
@@ -34,3 +36,45 @@ def is_retryable(error: ServiceError) -> bool:
     signalled = "signal" in error.metadata and error.metadata["signal"] != "SIGXFSZ"
     stopped = signalled or error.metadata.get("exit_code") == str(EXIT_FENCED)
     return error.reason in _RETRIED_REASONS and stopped and error.metadata.get("stage") == "finetune"
+
+
+_OUT_OF_MEMORY_TEXT = (
+    "failed to allocate memory",  # ONNX Runtime's allocators and arenas
+    "bad_alloc",
+    "out of memory",  # CUDA, cuBLAS, cuDNN
+    "alloc_failed",
+    "can't allocate memory",  # torch's CPU allocator
+    "cannot allocate memory",
+    "not enough memory",
+)
+
+
+def allocation_failure(exc: BaseException | None) -> str | None:
+    """What failed to allocate when ``exc``, or an exception it was raised from, is an allocation that
+    failed ("" when nothing more is known); None when it is not.
+
+    Native runtimes do not raise MemoryError: ONNX Runtime raises its RuntimeException ("Failed to
+    allocate memory for requested buffer of size N"), torch a RuntimeError; they are told by their messages.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+            return ""
+        text = " ".join(str(exc).split())
+        found = [text.lower().find(t) for t in _OUT_OF_MEMORY_TEXT]
+        at = min((i for i in found if i >= 0), default=-1)
+        if at >= 0 and not isinstance(exc, ServiceError):
+            return text[at : at + 160]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def out_of_memory(detail: str = "") -> ServiceError:
+    """WORKER_OUT_OF_MEMORY, with what failed to allocate when known."""
+    hint = "raise PRUNEKIT_WORKER_MEMORY_BYTES or use smaller inputs"
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED,
+        "WORKER_OUT_OF_MEMORY",
+        f"the worker ran out of memory{f' ({detail})' if detail else ''}; {hint}",
+    )

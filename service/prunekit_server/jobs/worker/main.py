@@ -27,6 +27,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ...errors import Code, ServiceError
 from ...hashing import sha256_file
+from ...model_caps import ModelCaps
+from .faults import allocation_failure, out_of_memory
 from .fence import watch_heartbeats
 from .threads import configure_torch, worker_threads
 
@@ -127,6 +129,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
     out = workdir / "out"
     model_path = workdir / task["model_path"]
     model_format = int(task["model_format"])
+    caps = task_caps(task)
     if task["kind"] == "analyze":
         from ...pipeline import run_analysis
 
@@ -139,6 +142,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
             workdir,
             sensitivity=bool(task.get("sensitivity", False)),
             sensitivity_ratios=[float(r) for r in task.get("sensitivity_ratios", [])],
+            caps=caps,
         )
         (out / "analysis.json").write_text(
             json_format.MessageToJson(analysis, preserving_proto_field_name=True)
@@ -164,6 +168,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         data=job_data,
         checkpoint_dir=checkpoints,
         latency_tables=workdir / str(tables) if tables else None,
+        caps=caps,
     )
     artifacts = {}
     for name, path in result.artifacts.items():
@@ -176,6 +181,25 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         "artifacts": artifacts,
     }
     (out / "result.json").write_text(json.dumps(body))
+
+
+def task_caps(task: dict[str, Any]) -> ModelCaps:
+    """The model caps of the memory the server gave this worker (``limits.budget_bytes``)."""
+    budget = int(task.get("limits", {}).get("budget_bytes", 0))
+    return ModelCaps(memory_bytes=budget) if budget > 0 else ModelCaps()
+
+
+def task_failure(exc: BaseException) -> tuple[ServiceError, int]:
+    """The error a task that raised ``exc`` ends with, and the worker's exit code."""
+    cause = exc.__cause__ if isinstance(exc, ServiceError) else exc
+    detail = allocation_failure(cause)
+    if detail is not None:
+        return out_of_memory(detail), EXIT_OUT_OF_MEMORY
+    if isinstance(exc, ServiceError):
+        return exc, EXIT_SERVICE_ERROR
+    traceback.print_exc(file=sys.stderr)
+    message = f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
+    return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", message), EXIT_BUG
 
 
 def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
@@ -210,28 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
         try:
             run_task(task, workdir, progress)
-        except ServiceError as exc:
-            _write_error(workdir, exc)
-            return EXIT_SERVICE_ERROR
-        except MemoryError:
-            _write_error(
-                workdir,
-                ServiceError(
-                    Code.RESOURCE_EXHAUSTED,
-                    "WORKER_OUT_OF_MEMORY",
-                    "the worker ran out of memory (raise PRUNEKIT_WORKER_MEMORY_BYTES or use smaller inputs)",
-                ),
-            )
-            return EXIT_OUT_OF_MEMORY
         except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            _write_error(
-                workdir,
-                ServiceError(
-                    Code.INTERNAL, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
-                ),
-            )
-            return EXIT_BUG
+            error, code = task_failure(exc)
+            _write_error(workdir, error)
+            return code
     return 0
 
 

@@ -42,7 +42,7 @@ def cgroup_cpu_quota(
 ) -> float | None:
     """The tightest CPU quota (in CPUs) of this process's cgroup and the root one; None when unlimited."""
     found: list[float] = []
-    for directory in _cgroup_dirs(cgroup_root, proc_cgroup):
+    for directory in cgroup_dirs(cgroup_root, proc_cgroup, "cpu", "cpu,cpuacct"):
         quota = _v2_quota(directory / "cpu.max")
         if quota is None:
             quota = _v1_quota(directory)
@@ -51,8 +51,10 @@ def cgroup_cpu_quota(
     return min(found) if found else None
 
 
-def _cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
-    dirs = [root, root / "cpu", root / "cpu,cpuacct"]
+def cgroup_dirs(root: Path, proc_cgroup: Path, *v1_mounts: str) -> list[Path]:
+    """The cgroup directories of this process (v2, and v1 under ``v1_mounts``), root ones first."""
+    dirs = [root, *(root / mount for mount in v1_mounts)]
+    controller = v1_mounts[0] if v1_mounts else ""
     with contextlib.suppress(OSError):
         for line in proc_cgroup.read_text().splitlines():
             hierarchy, _, rest = line.partition(":")
@@ -62,8 +64,8 @@ def _cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
                 continue
             if hierarchy == "0" and not controllers:
                 dirs.append(root / relative)
-            elif "cpu" in controllers.split(","):
-                dirs += [root / "cpu" / relative, root / "cpu,cpuacct" / relative]
+            elif controller in controllers.split(","):
+                dirs += [root / mount / relative for mount in v1_mounts]
     return dirs
 
 
