@@ -51,7 +51,12 @@ def local_copy(source: Path, target: Path) -> None:
 @contextmanager
 def server_process(store: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "prunekit_server.main", "--port", "0", "--storage", f"file://{store}"]
-    env = dict(os.environ, PRUNEKIT_MAX_UPLOAD_BYTES=str(8 << 30), PRUNEKIT_WORKER_MEMORY_BYTES="0")
+    env = dict(
+        os.environ,
+        PRUNEKIT_MAX_UPLOAD_BYTES=str(8 << 30),
+        PRUNEKIT_WORKER_MEMORY_BYTES="0",
+        PRUNEKIT_AUTH="none",
+    )
     proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

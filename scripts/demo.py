@@ -89,6 +89,7 @@ def start_server() -> tuple[subprocess.Popen[str], str] | None:
     server = subprocess.Popen(
         [str(BIN / "prunekit-server"), "--port", "0", "--log-level", "WARNING"],
         cwd=ROOT,
+        env={**os.environ, "PRUNEKIT_AUTH": os.environ.get("PRUNEKIT_AUTH", "none")},  # local, one user
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -97,6 +97,27 @@ class Settings:
     max_attempts: int = 3
     #: Seconds a job start waits out an object-storage outage while staging its inputs, before failing.
     storage_retry_s: float = 60.0
+    #: "required" (default): every call needs a credential from the tokens file, the JWKS or a client
+    #: certificate, and the server refuses to start with none configured. "none": no authentication,
+    #: every caller is tenant "default" (a loud warning at start).
+    auth: str = "required"
+    #: YAML ``tokens: [{sha256: <hex>, tenant: <name>, role: user|admin}]``: static bearer tokens by digest.
+    auth_tokens_file: str = ""
+    #: A JWKS (JSON Web Key Set) file: bearer JWTs signed (RS256/ES256) by one of its keys are accepted.
+    auth_jwks_file: str = ""
+    #: The ``iss`` and ``aud`` every JWT must carry (both required with ``auth_jwks_file``).
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    #: The JWT claims naming the caller's tenant and role (role defaults to "user" when absent).
+    auth_jwt_tenant_claim: str = "tenant"
+    auth_jwt_role_claim: str = "role"
+    #: PEM certificate chain and key of the server; set both to serve TLS only. Re-read when they change.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: PEM CA bundle: clients must present a certificate it signed (mTLS); its subject CN is the tenant.
+    tls_client_ca_file: str = ""
+    #: A second, plaintext port serving only grpc.health.v1 (for kubelet probes of a TLS server); -1 = none.
+    health_port: int = -1
     #: Enables fault-injection hooks for the test suite. Never in production.
     enable_test_hooks: bool = False
 

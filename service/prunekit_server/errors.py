@@ -39,6 +39,7 @@ class Code(enum.Enum):
     INTERNAL = 13
     UNAVAILABLE = 14
     CANCELLED = 1
+    UNAUTHENTICATED = 16
 
 
 @dataclass

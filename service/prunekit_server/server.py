@@ -10,6 +10,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -19,16 +20,20 @@ from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.health import HEALTH_SERVICE, HEALTH_THREADS, StorageProbe, add_health
 from .api.servicer import OptimizerServicer
+from .auth.authenticator import Authenticator
+from .auth.interceptor import AuthInterceptor
+from .auth.tls import server_credentials
 from .config import Settings
+from .jobs.durable.keys import DEFAULT_TENANT
 from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
+from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
 from .storage import open_store
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
-DEFAULT_TENANT = "default"
 PROBE_PREFIX = "health/"
 """The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
 reachable; a missing bucket or a store that does not answer is not."""
@@ -41,10 +46,13 @@ class RunningServer:
     server: grpc.Server
     port: int
     settings: Settings
+    #: The stores of tenant "default" (every caller's when authentication is off).
     stores: TenantStores
+    tenants: Tenants
     executor: JobExecutor
     health: health.HealthServicer
     probe: StorageProbe
+    health_server: grpc.Server | None
     _stopped: threading.Event
 
     @property
@@ -63,6 +71,8 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.executor.shutdown(grace)
         self.server.stop(grace=2.0).wait()
+        if self.health_server is not None:
+            self.health_server.stop(grace=None)
         log.info("stopped")
 
     def wait(self) -> None:
@@ -87,25 +97,22 @@ def check_stream_caps(settings: Settings) -> None:
         raise ValueError("upload_chunk_timeout_s, upload_timeout_s and watch_max_s must be > 0")
 
 
-def start_server(settings: Settings) -> RunningServer:
-    """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
+def _listen(server: grpc.Server, settings: Settings, port: int, credentials: Any) -> int:
+    address = f"[{settings.host}]" if ":" in settings.host else settings.host
+    if credentials is None:
+        bound = server.add_insecure_port(f"{address}:{port}")
+    else:
+        bound = server.add_secure_port(f"{address}:{port}", credentials)
+    if bound == 0:
+        raise OSError(f"cannot listen on {settings.host}:{port}")
+    return int(bound)
 
-    The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
-    generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
-    A ``scratch_dir`` that does not exist is created. ValueError for stream caps that
-    :func:`check_stream_caps` refuses.
-    """
-    check_stream_caps(settings)
-    scratch = settings.scratch_path()
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings.storage)
-    owner = new_server_id(settings.server_id)
-    stores = TenantStores.open(store, DEFAULT_TENANT, owner=owner, lease_s=settings.lease_s)
-    executor = JobExecutor(stores, settings)
-    server = grpc.server(
+
+def _grpc_server(settings: Settings, interceptors: list[grpc.ServerInterceptor]) -> grpc.Server:
+    return grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
         maximum_concurrent_rpcs=settings.rpc_threads * 4,
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", 4 << 20),
             ("grpc.keepalive_time_ms", 60_000),
@@ -113,30 +120,64 @@ def start_server(settings: Settings) -> RunningServer:
             ("grpc.max_connection_age_grace_ms", 60_000),
         ],
     )
+
+
+def _identity(settings: Settings) -> tuple[Any, list[grpc.ServerInterceptor]]:
+    """The TLS credentials (None: plaintext) and the interceptors of authentication."""
+    credentials = server_credentials(settings)
+    authenticator = Authenticator.from_settings(settings)
+    if authenticator is not None and credentials is None:
+        log.warning("bearer tokens travel in clear text: set PRUNEKIT_TLS_CERT_FILE and _KEY_FILE")
+    return credentials, [] if authenticator is None else [AuthInterceptor(authenticator)]
+
+
+def start_server(settings: Settings) -> RunningServer:
+    """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
+
+    The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
+    generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
+    A ``scratch_dir`` that does not exist is created. Calls run as the caller's identity
+    (:mod:`.auth`), on the stores of its tenant; TLS when the settings name a certificate.
+    ValueError for stream caps that :func:`check_stream_caps` refuses, or authentication or
+    TLS settings that do not hold together.
+    """
+    check_stream_caps(settings)
+    credentials, interceptors = _identity(settings)
+    scratch = settings.scratch_path()
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.storage)
+    tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
+    executor = JobExecutor(tenants, settings)
+    server = _grpc_server(settings, interceptors)
     optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
-        OptimizerServicer(stores, executor, settings), server
+        OptimizerServicer(tenants, executor, settings), server
     )
     health_pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="health")
-    health_servicer = add_health(server, health_pool)
+    health_server = None if settings.health_port < 0 else grpc.server(health_pool, maximum_concurrent_rpcs=64)
+    health_servicer = add_health([server] if health_server is None else [server, health_server], health_pool)
     probe = StorageProbe(
         lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
     reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    address = f"[{settings.host}]" if ":" in settings.host else settings.host
-    port = server.add_insecure_port(f"{address}:{settings.port}")
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    port = _listen(server, settings, settings.port, credentials)
+    if health_server is not None:
+        _listen(health_server, settings, settings.health_port, None)
+        health_server.start()
     executor.start()
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     probe.start()
     log.info(
-        "listening on %s:%d, storage %s, %d workers, server id %s",
+        "listening on %s:%d (%s), storage %s, %d workers, server id %s",
         settings.host,
         port,
+        "plaintext" if credentials is None else "TLS",
         store.uri,
         settings.workers,
-        stores.jobs.owner,
+        tenants.owner,
     )
-    return RunningServer(server, port, settings, stores, executor, health_servicer, probe, threading.Event())
+    default = tenants.stores(DEFAULT_TENANT)
+    parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
+    return RunningServer(*parts, threading.Event())

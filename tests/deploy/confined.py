@@ -83,6 +83,7 @@ def confined_server(env: dict[str, str], log: Path) -> Iterator[Confined]:
         "PRUNEKIT_PORT": "0",
         "PRUNEKIT_SCRATCH_DIR": str(scratch),
         "PRUNEKIT_STORAGE": f"file://{scratch}/data",
+        "PRUNEKIT_AUTH": "none",
         **env,
     }
     unprivileged = usable_by_others(Path(sys.executable)) and usable_by_others(ROOT / "service")

@@ -17,7 +17,9 @@ ROUND_ROBIN = [("grpc.lb_policy_name", "round_robin")]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
-    settings = Settings(host="127.0.0.1", port=0, storage=f"file://{tmp_path}", shutdown_grace_s=0)
+    settings = Settings(
+        host="127.0.0.1", port=0, storage=f"file://{tmp_path}", shutdown_grace_s=0, auth="none"
+    )
     running = start_server(settings)
     yield running
     running.stop(grace=0)

@@ -69,7 +69,7 @@ def server_process(
 
     Its log (stderr) goes to ``log`` when given, else nowhere.
     """
-    env = {**os.environ, "PRUNEKIT_ENABLE_TEST_HOOKS": "1", **(extra_env or {})}
+    env = {**os.environ, "PRUNEKIT_ENABLE_TEST_HOOKS": "1", "PRUNEKIT_AUTH": "none", **(extra_env or {})}
     command = [
         sys.executable,
         "-m",

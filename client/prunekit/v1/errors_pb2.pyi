@@ -83,7 +83,7 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     DATASET_TOO_LARGE: _ErrorReason.ValueType  # 25
     """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
     DATASET_OUTSIDE_PREFIX: _ErrorReason.ValueType  # 26
-    """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+    """PERMISSION_DENIED: a `data` URI is outside the caller's dataset prefix."""
     TOO_MANY_STREAMS: _ErrorReason.ValueType  # 27
     """RESOURCE_EXHAUSTED: the server already holds as many uploads, watches or
     downloads at once as it allows; RetryInfo says when to try again and
@@ -92,6 +92,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     UPLOAD_STALLED: _ErrorReason.ValueType  # 28
     """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
     or ran past its stream timeout; nothing was stored. The metadata names it.
+    """
+    AUTH_REQUIRED: _ErrorReason.ValueType  # 29
+    """UNAUTHENTICATED: the call carried no credential (no bearer token and no
+    client certificate) and the server requires one.
+    """
+    AUTH_INVALID: _ErrorReason.ValueType  # 30
+    """UNAUTHENTICATED: the bearer token or client certificate was not accepted
+    (unknown, expired, wrong issuer or audience, bad signature, no tenant).
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -162,7 +170,7 @@ DATASET_NOT_FOUND: ErrorReason.ValueType  # 24
 DATASET_TOO_LARGE: ErrorReason.ValueType  # 25
 """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
 DATASET_OUTSIDE_PREFIX: ErrorReason.ValueType  # 26
-"""PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+"""PERMISSION_DENIED: a `data` URI is outside the caller's dataset prefix."""
 TOO_MANY_STREAMS: ErrorReason.ValueType  # 27
 """RESOURCE_EXHAUSTED: the server already holds as many uploads, watches or
 downloads at once as it allows; RetryInfo says when to try again and
@@ -171,5 +179,13 @@ ErrorInfo.metadata names the cap.
 UPLOAD_STALLED: ErrorReason.ValueType  # 28
 """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
 or ran past its stream timeout; nothing was stored. The metadata names it.
+"""
+AUTH_REQUIRED: ErrorReason.ValueType  # 29
+"""UNAUTHENTICATED: the call carried no credential (no bearer token and no
+client certificate) and the server requires one.
+"""
+AUTH_INVALID: ErrorReason.ValueType  # 30
+"""UNAUTHENTICATED: the bearer token or client certificate was not accepted
+(unknown, expired, wrong issuer or audience, bad signature, no tenant).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -37,8 +37,8 @@ def _on_pool(behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> 
     return run
 
 
-def add_health(server: grpc.Server, pool: futures.ThreadPoolExecutor) -> health.HealthServicer:
-    """Serve the health service on ``server`` with its calls run on ``pool``; returns its servicer."""
+def add_health(servers: Sequence[grpc.Server], pool: futures.ThreadPoolExecutor) -> health.HealthServicer:
+    """Serve one health service on each of ``servers``, its calls run on ``pool``; returns its servicer."""
     servicer = health.HealthServicer(experimental_non_blocking=True, experimental_thread_pool=pool)
     request, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
     handlers = {
@@ -53,7 +53,8 @@ def add_health(server: grpc.Server, pool: futures.ThreadPoolExecutor) -> health.
             response_serializer=response.SerializeToString,
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(HEALTH_SERVICE, handlers),))
+    for server in servers:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(HEALTH_SERVICE, handlers),))
     return servicer
 
 

@@ -1,4 +1,8 @@
-"""``prunekit.v1.OptimizerService``: converts requests to calls of the job store and executor."""
+"""``prunekit.v1.OptimizerService``: converts requests to calls of the job store and executor.
+
+Every call works on the stores of the caller's tenant (:func:`..auth.identity.current`), never on a
+tenant named by the request: another tenant's jobs, models and datasets are NOT_FOUND, request ids and
+content addresses are per tenant. The admin role has no reach beyond its own tenant in this API."""
 
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ from prunekit.spec.limits import SpecLimits
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
+from ..auth import identity
 from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs.durable import record
 from ..jobs.durable.dataset_store import DatasetStore
 from ..jobs.durable.stores import TenantStores
+from ..jobs.durable.tenants import Tenants
 from ..jobs.execution.executor import JobExecutor
 from ..spec_check import check_spec
 from .admission import Paced, StreamCap
@@ -69,15 +75,12 @@ def _sensitivity_violations(request: pb.AnalyzeModelRequest) -> list[FieldViolat
 
 
 class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
-    """Thin: validates requests, then delegates to the tenant's stores and the :class:`JobExecutor`."""
+    """Thin: validates requests, then delegates to the caller's stores and the :class:`JobExecutor`."""
 
-    def __init__(self, stores: TenantStores, executor: JobExecutor, settings: Settings) -> None:
-        self._models = stores.models
-        self._jobs = stores.jobs
-        self._artifacts = stores.artifacts
+    def __init__(self, tenants: Tenants, executor: JobExecutor, settings: Settings) -> None:
+        self._tenants = tenants
         self._executor = executor
         self._settings = settings
-        self._datasets = DatasetStore.for_tenant(stores, settings)
         self._uploads = StreamCap("uploads", "max_concurrent_uploads", settings.max_concurrent_uploads)
         self._watches = StreamCap("watches", "max_concurrent_watches", settings.max_concurrent_watches)
         self._downloads = StreamCap(
@@ -91,9 +94,16 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             max_finetune_seconds=settings.max_finetune_seconds,
         )
 
+    def _stores(self) -> TenantStores:
+        """The stores of the caller's tenant."""
+        return self._tenants.stores(identity.current().tenant)
+
+    def _datasets(self) -> DatasetStore:
+        return DatasetStore.for_tenant(self._stores(), self._settings)
+
     def _spool_dir(self) -> Path | None:
         """Where uploads are received: beside the stored objects when the store can move them in."""
-        return self._models.store.spool_dir() or self._settings.scratch_path()
+        return self._tenants.store.spool_dir() or self._settings.scratch_path()
 
     def _paced(self, requests: Iterator[T]) -> Paced[T]:
         settings = self._settings
@@ -109,7 +119,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             self._paced(request_iterator) as requests,
             receive_upload(requests, spool, cap) as (path, ref),
         ):
-            stored, deduplicated = self._models.put(path, ref)
+            stored, deduplicated = self._stores().models.put(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
 
     @unary
@@ -122,7 +132,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             self._paced(request_iterator) as requests,
             receive_dataset(requests, spool, cap) as (path, ref),
         ):
-            stored, deduplicated = self._datasets.put(path, ref)
+            stored, deduplicated = self._datasets().put(path, ref)
         return pb.UploadDatasetResponse(dataset=stored, deduplicated=deduplicated)
 
     @unary
@@ -136,10 +146,12 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             raise ServiceError(
                 Code.INVALID_ARGUMENT, "INVALID_REQUEST", "invalid analysis request", violations
             )
-        model = self._models.resolve(request.model)
+        models = self._stores().models
+        model = models.resolve(request.model)
         remaining = context.time_remaining()
         timeout = self._settings.analysis_timeout_s if remaining is None else min(remaining, 1e9)
         analysis = self._executor.analyze(
+            models,
             model,
             request.inputs,
             timeout,
@@ -151,19 +163,20 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     @unary
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.CreateJobResponse:  # noqa: N802
         self._check_create(request)
-        model = self._models.resolve(request.model)
+        stores = self._stores()
+        model = stores.models.resolve(request.model)
         check_spec(request.spec, model.format, limits=self._spec_limits)
         if request.spec.HasField("data"):
-            self._datasets.resolve(request.spec.data)
+            DatasetStore.for_tenant(stores, self._settings).resolve(request.spec.data)
         request_id = request.request_id or uuid.uuid4().hex
         self._executor.reserve()
         try:
-            job, created = self._jobs.create(model, request.spec, request_id, dict(request.labels))
+            job, created = stores.jobs.create(model, request.spec, request_id, dict(request.labels))
         except BaseException:
             self._executor.release()
             raise
         if created:
-            self._executor.submit(job.id)
+            self._executor.submit(job.id, stores.jobs.tenant)
         else:
             self._executor.release()
         return pb.CreateJobResponse(job=job)
@@ -189,19 +202,20 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
 
     @unary
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:  # noqa: N802
-        return pb.GetJobResponse(job=self._jobs.get(_require_job_id(request.job_id)))
+        return pb.GetJobResponse(job=self._stores().jobs.get(_require_job_id(request.job_id)))
 
     @unary
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:  # noqa: N802
         if request.page_size < 0:
             raise _invalid("page_size must not be negative", page_size=">= 0")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        jobs, token = self._jobs.list_jobs(size, request.page_token)
+        jobs, token = self._stores().jobs.list_jobs(size, request.page_token)
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     @unary
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:  # noqa: N802
-        return pb.CancelJobResponse(job=self._executor.cancel(_require_job_id(request.job_id)))
+        job_id = _require_job_id(request.job_id)
+        return pb.CancelJobResponse(job=self._executor.cancel(job_id, identity.current().tenant))
 
     @streaming
     def WatchJob(  # noqa: N802
@@ -214,9 +228,10 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def _watch(self, job_id: str, context: grpc.ServicerContext) -> Iterator[pb.WatchJobResponse]:
         """Every change of the job until it ends or ``watch_max_s`` passed (the client subscribes again)."""
         last = b""
+        jobs = self._stores().jobs
         ends = time.monotonic() + self._settings.watch_max_s
         while context.is_active():
-            job = self._jobs.get(job_id)
+            job = jobs.get(job_id)
             data = job.SerializeToString(deterministic=True)
             if data != last:
                 last = data
@@ -224,7 +239,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             left = ends - time.monotonic()
             if record.is_terminal(job.state) or left <= 0:
                 return
-            self._jobs.wait_for_change(min(self._settings.watch_poll_s, left))
+            jobs.wait_for_change(min(self._settings.watch_poll_s, left))
 
     @streaming
     def DownloadArtifact(  # noqa: N802
@@ -238,8 +253,9 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def _download(
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactResponse]:
-        job = self._jobs.get(_require_job_id(request.job_id))
-        artifact, chunks = self._artifacts.open(job, request.name)
+        stores = self._stores()
+        job = stores.jobs.get(_require_job_id(request.job_id))
+        artifact, chunks = stores.artifacts.open(job, request.name)
         yield pb.DownloadArtifactResponse(info=artifact)
         for chunk in chunks:
             if not context.is_active():

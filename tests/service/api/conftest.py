@@ -32,6 +32,7 @@ TEST_SETTINGS = Settings(
     progress_interval_s=0.1,
     watch_poll_s=0.1,
     worker_memory_bytes=0,
+    auth="none",
 )
 
 

@@ -20,6 +20,9 @@ import hashlib
 from dataclasses import dataclass
 
 _MAX_MS = 10**13 - 1
+TENANTS_PREFIX = "tenants/"
+DEFAULT_TENANT = "default"
+"""The tenant of every caller when authentication is off."""
 
 
 def is_sha256(text: str) -> bool:
@@ -35,7 +38,7 @@ class TenantKeys:
 
     @property
     def _root(self) -> str:
-        return f"tenants/{self.tenant}"
+        return f"{TENANTS_PREFIX}{self.tenant}"
 
     def model(self, sha256: str) -> str:
         return f"{self._root}/models/{sha256}/model"

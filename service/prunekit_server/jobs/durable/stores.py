@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ...storage import ObjectStore
 from .artifact_store import ArtifactStore
 from .job_store import JobStore
+from .keys import DEFAULT_TENANT
 from .model_store import ModelStore
 
 
@@ -20,7 +21,7 @@ class TenantStores:
 
     @classmethod
     def open(
-        cls, store: ObjectStore, tenant: str = "default", *, owner: str = "", lease_s: float = 30.0
+        cls, store: ObjectStore, tenant: str = DEFAULT_TENANT, *, owner: str = "", lease_s: float = 30.0
     ) -> TenantStores:
         """The stores of ``tenant``; new jobs are leased to ``owner`` (if any) for ``lease_s`` seconds."""
         return cls(

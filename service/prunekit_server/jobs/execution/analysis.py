@@ -26,10 +26,7 @@ from .warm import WarmWorkers
 class Analyzer:
     """Runs at most ``settings.workers`` analyses at a time."""
 
-    def __init__(
-        self, models: ModelStore, settings: Settings, limits: WorkerLimits, warm: WarmWorkers | None = None
-    ) -> None:
-        self._models = models
+    def __init__(self, settings: Settings, limits: WorkerLimits, warm: WarmWorkers | None = None) -> None:
         self._warm = warm
         self._settings = settings
         self._limits = limits
@@ -37,6 +34,7 @@ class Analyzer:
 
     def analyze(
         self,
+        models: ModelStore,
         model: model_pb2.ModelRef,
         inputs: Sequence[model_pb2.InputSpec],
         timeout: float,
@@ -44,7 +42,7 @@ class Analyzer:
         sensitivity: bool = False,
         sensitivity_ratios: Sequence[float] = (),
     ) -> model_pb2.ModelAnalysis:
-        """Analyse a stored model in a worker; waits at most ``timeout`` seconds in all.
+        """Analyse a model of ``models`` in a worker; waits at most ``timeout`` seconds in all.
 
         ``sensitivity`` adds the sensitivity analysis at ``sensitivity_ratios`` (empty: the default).
         QUEUE_FULL when no slot frees up within ``min(timeout, 10)`` seconds.
@@ -62,7 +60,7 @@ class Analyzer:
                 "sensitivity": sensitivity,
                 "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
                 "limits": self._limits.to_dict(),
-                **stage_model(self._models, model, workdir),
+                **stage_model(models, model, workdir),
             }
             remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
             outcome = run_worker(

@@ -1,6 +1,8 @@
 """Runs jobs and analyses in sandboxed worker processes.
 
-A bounded queue feeds ``workers`` dispatcher threads; each runs one job at a
+Jobs of every tenant share the workers; a job is addressed by its id (random across tenants) and
+runs on its tenant's stores (:class:`~..durable.tenants.Tenants`). A bounded queue feeds ``workers``
+dispatcher threads; each runs one job at a
 time in its own worker process (see :mod:`.sandbox`) and publishes the
 results (see :mod:`..durable.publish`). Analyses run on as many slots of their own,
 synchronously for the caller.
@@ -34,8 +36,10 @@ from ...config import Settings
 from ...errors import Code, ServiceError
 from ...model_caps import ModelCaps
 from ..durable import lease, record
+from ..durable.keys import DEFAULT_TENANT
+from ..durable.model_store import ModelStore
 from ..durable.publish import complete_from_manifest
-from ..durable.stores import TenantStores
+from ..durable.tenants import Tenants
 from ..worker.faults import FAULT_LABEL, is_retryable
 from ..worker.memory import worker_memory_limits
 from ..worker.threads import usable_cpus
@@ -64,13 +68,12 @@ def _shutting_down() -> ServiceError:
 class JobExecutor:
     """The worker pool of one server process."""
 
-    def __init__(self, stores: TenantStores, settings: Settings) -> None:
-        self._stores = stores
-        self._jobs = jobs = stores.jobs
+    def __init__(self, tenants: Tenants, settings: Settings) -> None:
+        self._tenants = self._jobs = tenants
         self._settings = settings
-        if not jobs.owner:
-            jobs.owner = lease.new_server_id(settings.server_id)
-        self.owner = jobs.owner
+        if not tenants.owner:
+            tenants.owner = lease.new_server_id(settings.server_id)
+        self.owner = tenants.owner
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -79,8 +82,8 @@ class JobExecutor:
         self._inflight: set[str] = set()
         self._lost: set[str] = set()
         self._released: set[str] = set()
-        self._keeper = LeaseKeeper(jobs, self.owner, settings.lease_s, self._lease_lost)
-        self._sweeper = Sweeper(jobs, self, settings.sweep_interval_s)
+        self._keeper = LeaseKeeper(tenants, self.owner, settings.lease_s, self._lease_lost)
+        self._sweeper = Sweeper(tenants, self, settings.sweep_interval_s)
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))
@@ -97,7 +100,7 @@ class JobExecutor:
             threads=settings.worker_threads or max(1, usable_cpus() // max(1, settings.workers)),
         )
         self._warm = WarmWorkers(worker_env, settings.scratch_path()) if settings.warm_workers else None
-        self._analyzer = Analyzer(stores.models, settings, self._limits, self._warm)
+        self._analyzer = Analyzer(settings, self._limits, self._warm)
 
     @property
     def warm_workers(self) -> WarmWorkers | None:
@@ -140,12 +143,13 @@ class JobExecutor:
         with self._lock:
             self._outstanding -= 1
 
-    def submit(self, job_id: str) -> None:
-        """Queue a stored job leased to this server, on a place taken by :meth:`reserve`.
+    def submit(self, job_id: str, tenant: str = DEFAULT_TENANT) -> None:
+        """Queue a stored job of ``tenant`` leased to this server, on a place taken by :meth:`reserve`.
 
         A job created while this server began shutting down is not queued: its lease ends at once, so
         another server (or this one's next start) takes it over without waiting for the lease to expire.
         """
+        self._tenants.hold(job_id, tenant)
         with self._lock:  # shutdown puts its stop markers under this lock: a job is queued before them
             accepting = self._accepting
             if accepting:
@@ -156,6 +160,7 @@ class JobExecutor:
                 self._outstanding -= 1
         if not accepting:
             self._keeper.release(job_id)
+            self._tenants.drop(job_id)
 
     def adopt(self, job_id: str) -> bool:
         """Take over a job whose lease expired if a place is free; True when it was queued here.
@@ -183,7 +188,7 @@ class JobExecutor:
             self.release()
             return False
         log.info("job %s: taken over after %d worker starts", job_id, job.attempt)
-        self.submit(job_id)
+        self.submit(job_id, self._tenants.of_job(job_id).jobs.tenant)
         return True
 
     def holds(self, job_id: str) -> bool:
@@ -195,17 +200,19 @@ class JobExecutor:
 
     def cleanup(self, job_id: str) -> None:
         """Drop an ended job's checkpoints and its entry in the index of active jobs."""
-        self._stores.artifacts.delete_prefix(self._stores.artifacts.checkpoint_prefix(job_id))
+        artifacts = self._tenants.of_job(job_id).artifacts
+        artifacts.delete_prefix(artifacts.checkpoint_prefix(job_id))
         self._jobs.forget_active(job_id)
 
-    def cancel(self, job_id: str) -> job_pb2.Job:
-        """Mark the job CANCELLED and stop its worker if it runs here."""
+    def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> job_pb2.Job:
+        """Mark the job of ``tenant`` CANCELLED and stop its worker if it runs here; JOB_NOT_FOUND when
+        ``tenant`` has no such job."""
 
         def to_cancelled(job: job_pb2.Job) -> bool:
             record.fail(job, ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))
             return True
 
-        job = self._jobs.mutate(job_id, to_cancelled)
+        job = self._tenants.stores(tenant).jobs.mutate(job_id, to_cancelled)
         with self._lock:
             stop = self._running.get(job_id)
         if stop is not None:
@@ -235,6 +242,7 @@ class JobExecutor:
                 log.exception("job %s: executor error", job_id)
             finally:
                 self._keeper.drop(job_id)
+                self._tenants.drop(job_id)
                 with self._lock:
                     self._outstanding -= 1
                     self._inflight.discard(job_id)
@@ -249,7 +257,7 @@ class JobExecutor:
             self._end(job_id, _shutting_down())
 
     def _run(self, job_id: str) -> None:
-        if complete_from_manifest(self._stores, job_id, owner=self.owner):
+        if complete_from_manifest(self._tenants.of_job(job_id), job_id, owner=self.owner):
             self.cleanup(job_id)
             return
         while True:
@@ -322,8 +330,9 @@ class JobExecutor:
             self._running[job.id] = stop
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
         try:
+            stores = self._tenants.of_job(job.id)
             return run_attempt(
-                self._stores, self._settings, self._keeper, job, workdir, stop, self._limits, self._warm
+                stores, self._settings, self._keeper, job, workdir, stop, self._limits, self._warm
             )
         finally:
             with self._lock:
@@ -346,6 +355,7 @@ class JobExecutor:
 
     def analyze(
         self,
+        models: ModelStore,
         model: model_pb2.ModelRef,
         inputs: Sequence[model_pb2.InputSpec],
         timeout: float,
@@ -353,11 +363,11 @@ class JobExecutor:
         sensitivity: bool = False,
         sensitivity_ratios: Sequence[float] = (),
     ) -> model_pb2.ModelAnalysis:
-        """Analyse a stored model in a worker (see :meth:`Analyzer.analyze`)."""
+        """Analyse a model of ``models`` in a worker (see :meth:`Analyzer.analyze`)."""
         if not self._accepting:
             raise _shutting_down()
         return self._analyzer.analyze(
-            model, inputs, timeout, sensitivity=sensitivity, sensitivity_ratios=sensitivity_ratios
+            models, model, inputs, timeout, sensitivity=sensitivity, sensitivity_ratios=sensitivity_ratios
         )
 
     # -- shutdown -------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from prunekit.v1 import job_pb2
 
 from ...errors import ServiceError
 from ..durable import record
-from ..durable.job_store import JobStore
 from ..durable.lease import expire_now, stamp
+from ..durable.tenants import JobRecords
 from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class LeaseKeeper(BackgroundLoop):
     silently (a cancellation is noticed by the executor's poll).
     """
 
-    def __init__(self, jobs: JobStore, owner: str, lease_s: float, on_lost: Callable[[str], None]) -> None:
+    def __init__(self, jobs: JobRecords, owner: str, lease_s: float, on_lost: Callable[[str], None]) -> None:
         super().__init__("lease-keeper")
         self._jobs = jobs
         self.owner = owner

@@ -1,6 +1,6 @@
 """The sweeper: finds jobs whose server is gone and takes them over.
 
-It scans the index of active jobs (``tenants/<t>/active/``, written at
+It scans the indexes of active jobs of every tenant (``tenants/<t>/active/``, written at
 create and removed once an ended job's checkpoints are deleted, so a scan
 costs one listing and one read per unfinished job) when the server starts and every ``interval`` seconds.
 A job whose lease expired is offered to the executor, which claims it with a
@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ...errors import ServiceError
 from ..durable import lease, record
-from ..durable.job_store import JobStore
+from ..durable.tenants import JobRecords
 from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Adopter(Protocol):
 class Sweeper(BackgroundLoop):
     """Scans for expired leases on a thread of its own: at :meth:`start`, then every ``interval`` s."""
 
-    def __init__(self, jobs: JobStore, adopter: Adopter, interval: float) -> None:
+    def __init__(self, jobs: JobRecords, adopter: Adopter, interval: float) -> None:
         super().__init__("lease-sweeper")
         self._jobs = jobs
         self._orphans: dict[str, float] = {}
