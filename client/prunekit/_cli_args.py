@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from prunekit._transfer import infer_format
 from prunekit.v1 import model_pb2
 
-__all__ = ["file_arg", "input_arg", "label_arg", "model_arg", "ratios_arg"]
+__all__ = [
+    "add_security_args",
+    "file_arg",
+    "input_arg",
+    "label_arg",
+    "model_arg",
+    "ratios_arg",
+    "security_kwargs",
+]
 
 
 def input_arg(text: str) -> model_pb2.InputSpec:
@@ -50,3 +59,38 @@ def ratios_arg(text: str) -> list[float]:
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise argparse.ArgumentTypeError("every ratio must satisfy 0 < ratio < 1")
     return ratios
+
+
+def add_security_args(parser: argparse.ArgumentParser) -> None:
+    """``--ca-file``, ``--cert``, ``--key`` and ``--token``, defaulting to their PRUNEKIT_* variables."""
+    env = os.environ.get
+    parser.add_argument(
+        "--ca-file",
+        default=env("PRUNEKIT_CA_FILE") or None,
+        metavar="PEM",
+        help="connect with TLS, trusting this CA bundle (default: $PRUNEKIT_CA_FILE; none: plaintext)",
+    )
+    parser.add_argument(
+        "--cert",
+        default=env("PRUNEKIT_CERT_FILE") or None,
+        metavar="PEM",
+        help="client certificate for mTLS, with --key (default: $PRUNEKIT_CERT_FILE)",
+    )
+    parser.add_argument(
+        "--key",
+        default=env("PRUNEKIT_KEY_FILE") or None,
+        metavar="PEM",
+        help="the client certificate's private key (default: $PRUNEKIT_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--token",
+        default=env("PRUNEKIT_TOKEN") or None,
+        metavar="TOKEN",
+        help="bearer token sent on every call (default: $PRUNEKIT_TOKEN; prefer the variable: "
+        "arguments show in process listings)",
+    )
+
+
+def security_kwargs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The :class:`prunekit.Client` arguments of :func:`add_security_args`' options."""
+    return {"token": args.token, "ca_file": args.ca_file, "cert_file": args.cert, "key_file": args.key}

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from prunekit import _datasets, _transfer
+from prunekit._auth import BearerToken, tls_credentials
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._retry import RetryPolicy, is_retryable
@@ -55,6 +56,10 @@ class Client:
     delay when longer. Failures raise :class:`PrunekitError`. A watch that the server ends (it bounds
     each stream's length) is re-opened.
 
+    Security: ``ca_file`` (a PEM bundle) makes the channel TLS, trusting that CA; ``cert_file`` and
+    ``key_file`` add a client certificate (mTLS); ``credentials`` gives channel credentials of your own
+    instead. ``token`` is sent as ``authorization: Bearer <token>`` on every call.
+
     Use as a context manager, or call :meth:`close`.
     """
 
@@ -69,6 +74,10 @@ class Client:
         transfer_timeout: float = 600.0,
         watch_timeout: float = 300.0,
         backoff: float = 0.25,
+        token: str | None = None,
+        ca_file: str | PathLike[str] | None = None,
+        cert_file: str | PathLike[str] | None = None,
+        key_file: str | PathLike[str] | None = None,
     ) -> None:
         if timeout <= 0 or transfer_timeout <= 0 or watch_timeout <= 0:
             raise ValueError("timeouts must be positive")
@@ -80,10 +89,13 @@ class Client:
         self.watch_timeout = watch_timeout
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
         options = [("grpc.primary_user_agent", f"prunekit-python/{__version__}"), *(channel_options or ())]
+        credentials = credentials or tls_credentials(ca_file, cert_file, key_file)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
             self._channel = grpc.secure_channel(target, credentials, options=options)
+        if token is not None:
+            self._channel = grpc.intercept_channel(self._channel, BearerToken(token))
         self._stub = optimizer_service_pb2_grpc.OptimizerServiceStub(self._channel)
 
     def __enter__(self) -> Client:

@@ -19,7 +19,14 @@ from pathlib import Path
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from prunekit._cli_args import file_arg, input_arg, label_arg, model_arg, ratios_arg
+from prunekit._cli_args import (
+    add_security_args,
+    file_arg,
+    input_arg,
+    label_arg,
+    model_arg,
+    ratios_arg,
+)
 from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
@@ -258,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="repeats of a call after a transient error (default 4)",
     )
+    add_security_args(parser)
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_analyze(commands)
@@ -360,9 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--retries must be >= 0")
     if getattr(args, "limit", 1) <= 0:
         parser.error("--limit must be positive")
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
     handler: Handler = args.handler
     try:
-        with Client(args.server, timeout=args.timeout, retries=args.retries) as client:
+        security = {
+            "token": args.token,
+            "ca_file": args.ca_file,
+            "cert_file": args.cert,
+            "key_file": args.key,
+        }
+        with Client(args.server, timeout=args.timeout, retries=args.retries, **security) as client:
             return handler(client, args)
     except SpecError as err:
         _note(format_error(err))
