@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ..config import Settings
 from .watched import Watched
@@ -14,9 +16,18 @@ log = logging.getLogger(__name__)
 
 
 def _configuration(paths: tuple[Path, ...]) -> grpc.ServerCertificateConfiguration:
+    """The files' configuration; ValueError unless they are PEM and the key is the certificate's (a
+    rotation caught between its two files)."""
     cert, key, *ca = (path.read_bytes() for path in paths)
-    if b"-----BEGIN" not in cert or b"-----BEGIN" not in key or (ca and b"-----BEGIN" not in ca[0]):
-        raise ValueError("TLS files must be PEM")
+    if ca and b"-----BEGIN" not in ca[0]:
+        raise ValueError("the client CA file must be PEM")
+    public = serialization.load_pem_private_key(key, password=None).public_key()
+    leaf = x509.load_pem_x509_certificate(cert).public_key()
+    raw = serialization.PublicFormat.SubjectPublicKeyInfo
+    if public.public_bytes(serialization.Encoding.PEM, raw) != leaf.public_bytes(
+        serialization.Encoding.PEM, raw
+    ):
+        raise ValueError("the TLS key does not belong to the certificate")
     return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca[0] if ca else None)
 
 
