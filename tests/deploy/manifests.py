@@ -20,7 +20,7 @@ NAMESPACE = "prunekit"
 SERVER_LABELS = {"app.kubernetes.io/name": "prunekit", "app.kubernetes.io/component": "server"}
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Secrets the manifests read but never create: the user creates them (README, "Deploy on Kubernetes").
-EXTERNAL_SECRETS = frozenset({"prunekit-s3"})
+EXTERNAL_SECRETS = frozenset({"prunekit-s3", "prunekit-tls", "prunekit-auth"})
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"})
 
 Obj = dict[str, Any]

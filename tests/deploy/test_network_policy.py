@@ -45,9 +45,15 @@ def test_minio_reaches_nothing_and_only_prunekit_reaches_it(objects: list[Obj], 
     assert sources == {"prunekit", "minio"}  # the servers and the bucket Job
 
 
-def test_server_ingress_is_grpc_only(objects: list[Obj]) -> None:
+def test_server_ingress_is_grpc_from_labelled_callers_only(objects: list[Obj]) -> None:
     (rule,) = named(objects, "NetworkPolicy", "prunekit")["spec"]["ingress"]
     assert ports(rule) == {("TCP", 50051)}
+    assert rule["from"], "gRPC from anywhere"
+    for peer in rule["from"]:
+        assert "ipBlock" not in peer
+        assert peer["podSelector"]["matchLabels"] == {"prunekit.dev/client": "true"}
+        namespaces = peer.get("namespaceSelector")
+        assert namespaces is None or namespaces["matchLabels"] == {"prunekit.dev/clients": "allowed"}
 
 
 def test_server_egress_is_dns_and_the_object_store_only(objects: list[Obj], shape: Shape) -> None:

@@ -84,6 +84,8 @@ def test_pod_references_resolve(objects: list[Obj]) -> None:
         for volume in volumes.values():
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps, where
+            if "secret" in volume:
+                assert secret_ok({"name": volume["secret"]["secretName"], **volume["secret"]}), where
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, where
         for container in containers(spec):

@@ -32,8 +32,8 @@ def settings(objects: list[Obj]) -> Settings:
     return Settings.from_env(config)  # raises on a value that does not parse
 
 
-def grpc_port(container: Obj) -> int:
-    (port,) = (p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+def grpc_port(container: Obj, name: str = "grpc") -> int:
+    (port,) = (p["containerPort"] for p in container["ports"] if p["name"] == name)
     assert isinstance(port, int)
     return port
 
@@ -49,9 +49,10 @@ def test_settings_parse_and_point_at_object_storage(objects: list[Obj], shape: S
     assert (endpoint == "http://prunekit-minio:9000") == (shape.object_store == "minio")
 
 
-def test_native_grpc_probes_on_the_server_port(objects: list[Obj]) -> None:
+def test_native_grpc_probes_on_the_plaintext_health_port(objects: list[Obj]) -> None:
     _, container = server(objects)
-    port = grpc_port(container)
+    port = grpc_port(container, "health")
+    assert settings(objects).health_port == port != grpc_port(container)
     probes = {kind: container[f"{kind}Probe"] for kind in ("startup", "liveness", "readiness")}
     for kind, probe in probes.items():
         assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, kind
@@ -96,6 +97,21 @@ def test_gpu_resources_and_scheduling(objects: list[Obj], shape: Shape) -> None:
         assert GPU_RESOURCE not in tolerated
         assert not any("nvidia" in key for key in spec.get("nodeSelector", {}))
         assert settings(objects).worker_memory_bytes != 0, "CPU workers keep RLIMIT_AS (-1: derived)"
+
+
+def test_tls_and_tokens_come_from_mounted_secrets(objects: list[Obj]) -> None:
+    deployment, container = server(objects)
+    values = settings(objects)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {PurePosixPath(m["mountPath"]): m for m in container["volumeMounts"]}
+    secrets = {}
+    for path in (values.tls_cert_file, values.tls_key_file, values.auth_tokens_file):
+        mount = mounts[PurePosixPath(path).parent]
+        assert mount.get("readOnly") is True
+        assert "subPath" not in mount, "a subPath mount never sees a renewed Secret"
+        secrets[path] = volumes[mount["name"]]["secret"]["secretName"]
+    assert set(secrets.values()) == {"prunekit-tls", "prunekit-auth"}
+    assert values.auth == "required"
 
 
 def test_headless_and_cluster_ip_services(objects: list[Obj]) -> None:

@@ -70,8 +70,8 @@ class LeaseKeeper(BackgroundLoop):
 
         def extend(job: job_pb2.Job) -> bool:
             nonlocal lost, ended
-            lost = job.lease.owner != self.owner
             ended = record.is_terminal(job.state)
+            lost = not ended and job.lease.owner != self.owner  # publishing clears the lease
             if lost or ended:
                 return False
             stamp(job, self.owner, self.lease_s)
