@@ -53,6 +53,8 @@ class RunningServer:
     health: health.HealthServicer
     probe: StorageProbe
     health_server: grpc.Server | None
+    #: The plaintext health-only port (``health_port``), None without one.
+    health_port: int | None
     _stopped: threading.Event
 
     @property
@@ -161,8 +163,9 @@ def start_server(settings: Settings) -> RunningServer:
     )
     reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     port = _listen(server, settings, settings.port, credentials)
+    health_port = None
     if health_server is not None:
-        _listen(health_server, settings, settings.health_port, None)
+        health_port = _listen(health_server, settings, settings.health_port, None)
         health_server.start()
     executor.start()
     server.start()
@@ -180,4 +183,4 @@ def start_server(settings: Settings) -> RunningServer:
     )
     default = tenants.stores(DEFAULT_TENANT)
     parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
-    return RunningServer(*parts, threading.Event())
+    return RunningServer(*parts, health_port, threading.Event())

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import prunekit
+from prunekit.v1 import optimizer_service_pb2 as pb
+from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.server import RunningServer, start_server
 from tests.service.auth.material import Authority
 
@@ -46,6 +49,7 @@ def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mutual]:
         tls_cert_file=str(cert),
         tls_key_file=str(key),
         tls_client_ca_file=str(authority.ca_file),
+        health_port=0,
     )
     running = start_server(settings)
     yield Mutual(running, authority, cert, key)
@@ -99,3 +103,14 @@ def test_a_rotated_server_certificate_is_used_by_new_connections(mutual: Mutual,
     with stale, pytest.raises(prunekit.PrunekitError) as caught:
         stale.list_jobs()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_health_port_answers_probes_in_plaintext_and_nothing_else(mutual: Mutual) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{mutual.server.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "prunekit.v1.OptimizerService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.OptimizerServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
