@@ -6,6 +6,8 @@
 # Runs as uid 10001 with a read-only root filesystem: it writes only to /tmp (scratch, HOME) and to
 # /data (file storage when PRUNEKIT_STORAGE is not s3://). `docker stop` must wait for the drain:
 #   docker run --stop-timeout 45 ...  (PRUNEKIT_SHUTDOWN_GRACE_S=30, then a 2 s gRPC stop).
+# It starts only with credentials configured (README, "Security": PRUNEKIT_TLS_*, PRUNEKIT_AUTH_*),
+# or with -e PRUNEKIT_AUTH=none on a trusted machine.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG VARIANT=gpu
 
