@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from ..api.status import abort
 from ..errors import ServiceError
 from .authenticator import Authenticator
 from .identity import bind, unbind
+
+log = logging.getLogger(__name__)
 
 #: Services any caller may use without a credential (probes, tooling).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -57,6 +60,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         try:
             identity = self._authenticator.identify(metadata, context.auth_context())
         except ServiceError as exc:
+            log.info("refused a call from %s: %s", context.peer(), exc.reason)
             abort(context, exc)
         return bind(identity)
 
