@@ -93,6 +93,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
     or ran past its stream timeout; nothing was stored. The metadata names it.
     """
+    TARGET_NOT_MET: _ErrorReason.ValueType  # 29
+    """FAILED_PRECONDITION: a `target` with `required: true` was not reached;
+    metadata gives target_speedup and reached_speedup.
+    """
+    RUNTIME_UNAVAILABLE: _ErrorReason.ValueType  # 30
+    """FAILED_PRECONDITION: the spec's device or runtime is not on this
+    server's node (e.g. benchmark.device CUDA without ONNX Runtime's CUDA
+    execution provider); BadRequest names the field.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -171,5 +180,14 @@ ErrorInfo.metadata names the cap.
 UPLOAD_STALLED: ErrorReason.ValueType  # 28
 """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
 or ran past its stream timeout; nothing was stored. The metadata names it.
+"""
+TARGET_NOT_MET: ErrorReason.ValueType  # 29
+"""FAILED_PRECONDITION: a `target` with `required: true` was not reached;
+metadata gives target_speedup and reached_speedup.
+"""
+RUNTIME_UNAVAILABLE: ErrorReason.ValueType  # 30
+"""FAILED_PRECONDITION: the spec's device or runtime is not on this
+server's node (e.g. benchmark.device CUDA without ONNX Runtime's CUDA
+execution provider); BadRequest names the field.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
