@@ -6,6 +6,9 @@ anything); the server runs them again at CreateJob and in the worker, since clie
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 from prunekit.spec.check import spec_violations
 from prunekit.spec.finetune_configs import FinetunePlan
 from prunekit.spec.limits import ANY_SERVER, SpecLimits
@@ -16,9 +19,16 @@ from prunekit.spec.translate import finetune_plan, prune_config, quantize_plan
 from prunekit.spec.violation import SpecRuleError
 from prunekit.v1 import spec_pb2
 
-from .errors import invalid_spec
+from .errors import Code, FieldViolation, ServiceError, invalid_spec
 
-__all__ = ["check_spec", "finetune_plan_of", "prune_config_of", "quantize_plan_of", "target_config_of"]
+__all__ = [
+    "check_runtime",
+    "check_spec",
+    "finetune_plan_of",
+    "prune_config_of",
+    "quantize_plan_of",
+    "target_config_of",
+]
 
 
 def check_spec(
@@ -64,3 +74,36 @@ def target_config_of(spec: spec_pb2.OptimizationSpec) -> TargetConfig:
         return target_config(spec)
     except SpecRuleError as exc:
         raise invalid_spec(exc.violations) from None
+
+
+_CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+@functools.cache
+def _providers() -> tuple[str, ...]:
+    """The execution providers this node's ONNX Runtime offers (imported once, on first need)."""
+    import onnxruntime
+
+    return tuple(onnxruntime.get_available_providers())
+
+
+def check_runtime(spec: spec_pb2.OptimizationSpec, providers: Sequence[str] | None = None) -> None:
+    """``FAILED_PRECONDITION``/``RUNTIME_UNAVAILABLE`` when the spec's device has no runtime on this node.
+
+    Workers run on the server's node, so what this server's ONNX Runtime offers is what they get.
+    """
+    if spec.benchmark.device != spec_pb2.DEVICE_CUDA:
+        return
+    have = tuple(providers) if providers is not None else _providers()
+    if _CUDA_PROVIDER in have:
+        return
+    message = (
+        f"benchmark.device CUDA needs ONNX Runtime's {_CUDA_PROVIDER} on the server's node; "
+        f"this one has {', '.join(have) or 'none'}"
+    )
+    raise ServiceError(
+        Code.FAILED_PRECONDITION,
+        "RUNTIME_UNAVAILABLE",
+        message,
+        [FieldViolation("spec.benchmark.device", message)],
+    )

@@ -8,7 +8,7 @@ from prunekit.spec import FieldViolation
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server import errors
 from prunekit_server.errors import ServiceError
-from prunekit_server.spec_check import check_spec, prune_config_of, quantize_plan_of
+from prunekit_server.spec_check import check_runtime, check_spec, prune_config_of, quantize_plan_of
 
 ONNX = model_pb2.MODEL_FORMAT_ONNX
 
@@ -47,3 +47,17 @@ def test_translations_fail_with_invalid_spec() -> None:
         quantize_plan_of(spec_pb2.QuantizeSpec(mode=spec_pb2.QUANTIZE_MODE_STATIC_INT8, percentile=50.0))
     assert err.value.reason == "INVALID_SPEC"
     assert [v.field for v in err.value.violations] == ["spec.quantize"]
+
+
+def test_a_device_without_its_runtime_on_this_node_is_refused_before_any_worker() -> None:
+    cuda = spec_pb2.OptimizationSpec(
+        target=spec_pb2.TargetSpec(latency_speedup=2.0),
+        benchmark=spec_pb2.BenchmarkSpec(device=spec_pb2.DEVICE_CUDA),
+    )
+    with pytest.raises(ServiceError) as err:
+        check_runtime(cuda, providers=["CPUExecutionProvider"])
+    assert err.value.code == errors.Code.FAILED_PRECONDITION
+    assert err.value.reason == "RUNTIME_UNAVAILABLE"
+    assert [v.field for v in err.value.violations] == ["spec.benchmark.device"]
+    check_runtime(cuda, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    check_runtime(spec_pb2.OptimizationSpec(target=spec_pb2.TargetSpec(latency_speedup=2.0)), providers=[])

@@ -49,8 +49,10 @@ def spec_violations(
     if spec.HasField("prune"):
         rules: list[FieldViolation] = []
         prune_violations(spec.prune, f"{prefix}.prune", rules)
-        unset_ratio = targets and not spec.prune.ratio
-        found += [v for v in rules if not (unset_ratio and v.field == f"{prefix}.prune.ratio")]
+        decided = {f"{prefix}.prune.ratio"} if targets and not spec.prune.ratio else set()
+        if targets and not spec.prune.method:  # the target's techniques choose the method
+            decided.add(f"{prefix}.prune.method")
+        found += [v for v in rules if v.field not in decided]
     if targets:
         target_violations(spec, f"{prefix}.target", found)
     if not (targets or quantizes or spec.HasField("prune")):

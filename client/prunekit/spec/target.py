@@ -82,7 +82,7 @@ def _goal(target: spec_pb2.TargetSpec, path: str, found: list[FieldViolation]) -
 
 
 def _techniques(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
-    names = list(spec.target.techniques)
+    names = [name.lower() for name in spec.target.techniques]
     for i, name in enumerate(names):
         if name not in TECHNIQUES:
             found.append(
@@ -132,9 +132,8 @@ def target_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[Fi
         _number_problem(budget, MIN_BUDGET_SECONDS, MAX_BUDGET_SECONDS, low_open=False) if budget else None
     )
     if problem:
-        found.append(
-            FieldViolation(f"{path}.budget_seconds", f"{problem} (too little to time one candidate)")
-        )
+        why = " (too little to time one candidate)" if budget < MIN_BUDGET_SECONDS else ""
+        found.append(FieldViolation(f"{path}.budget_seconds", problem + why))
     root = path.rsplit(".", 1)[0]
     if spec.HasField("prune"):
         _prune(spec.prune, f"{root}.prune", found)
@@ -153,7 +152,7 @@ def target_config(spec: spec_pb2.OptimizationSpec) -> TargetConfig:
     if found:
         raise SpecRuleError(found)
     target = spec.target
-    names = list(target.techniques)
+    names = [name.lower() for name in target.techniques]
     if spec.HasField("prune") and spec.prune.method:
         default_pruning = (enum_short_name(_P.PruneMethod.DESCRIPTOR, spec.prune.method),)
     else:

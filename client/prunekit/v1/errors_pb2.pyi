@@ -93,11 +93,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
     or ran past its stream timeout; nothing was stored. The metadata names it.
     """
-    AUTH_REQUIRED: _ErrorReason.ValueType  # 29
+    TARGET_NOT_MET: _ErrorReason.ValueType  # 29
+    """FAILED_PRECONDITION: a `target` with `required: true` was not reached;
+    metadata gives target_speedup and reached_speedup.
+    """
+    RUNTIME_UNAVAILABLE: _ErrorReason.ValueType  # 30
+    """FAILED_PRECONDITION: the spec's device or runtime is not on this
+    server's node (e.g. benchmark.device CUDA without ONNX Runtime's CUDA
+    execution provider); BadRequest names the field.
+    """
+    AUTH_REQUIRED: _ErrorReason.ValueType  # 31
     """UNAUTHENTICATED: the call carried no credential (no bearer token and no
     client certificate) and the server requires one.
     """
-    AUTH_INVALID: _ErrorReason.ValueType  # 30
+    AUTH_INVALID: _ErrorReason.ValueType  # 32
     """UNAUTHENTICATED: the bearer token or client certificate was not accepted
     (unknown, expired, wrong issuer or audience, bad signature, no tenant).
     """
@@ -180,11 +189,20 @@ UPLOAD_STALLED: ErrorReason.ValueType  # 28
 """DEADLINE_EXCEEDED: an upload sent nothing for the server's chunk timeout,
 or ran past its stream timeout; nothing was stored. The metadata names it.
 """
-AUTH_REQUIRED: ErrorReason.ValueType  # 29
+TARGET_NOT_MET: ErrorReason.ValueType  # 29
+"""FAILED_PRECONDITION: a `target` with `required: true` was not reached;
+metadata gives target_speedup and reached_speedup.
+"""
+RUNTIME_UNAVAILABLE: ErrorReason.ValueType  # 30
+"""FAILED_PRECONDITION: the spec's device or runtime is not on this
+server's node (e.g. benchmark.device CUDA without ONNX Runtime's CUDA
+execution provider); BadRequest names the field.
+"""
+AUTH_REQUIRED: ErrorReason.ValueType  # 31
 """UNAUTHENTICATED: the call carried no credential (no bearer token and no
 client certificate) and the server requires one.
 """
-AUTH_INVALID: ErrorReason.ValueType  # 30
+AUTH_INVALID: ErrorReason.ValueType  # 32
 """UNAUTHENTICATED: the bearer token or client certificate was not accepted
 (unknown, expired, wrong issuer or audience, bad signature, no tenant).
 """

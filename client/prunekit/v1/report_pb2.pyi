@@ -1065,12 +1065,18 @@ class SearchCandidate(_message.Message):
     PARETO_FIELD_NUMBER: _builtins.int
     SELECTED_FIELD_NUMBER: _builtins.int
     MEASURED_SPEEDUP_FIELD_NUMBER: _builtins.int
+    TABLE_P50_MS_FIELD_NUMBER: _builtins.int
+    TABLE_ERROR_FIELD_NUMBER: _builtins.int
+    FAITHFUL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"c01", "c02"... in the order they were built."""
     quantization: _builtins.str
     """"none", "static_int8", "dynamic_int8" or "fp16"."""
     predicted_p50_ms: _builtins.float
-    """What the latency tables predicted for the assembled model."""
+    """The search's prediction for the assembled model, made before timing it:
+    `table_p50_ms` times the median measured/table ratio of the mode's
+    earlier candidates in this job (none for the first).
+    """
     measured_p50_ms: _builtins.float
     """What the runtime measured for it (the search's shorter protocol)."""
     prediction_error: _builtins.float
@@ -1085,6 +1091,18 @@ class SearchCandidate(_message.Message):
     """The one the job went on with (fine-tuned, evaluated, benchmarked)."""
     measured_speedup: _builtins.float
     """The original's p50 over this one's, timed in turns in the same run."""
+    table_p50_ms: _builtins.float
+    """What the latency tables alone predicted: the tabled layers at the
+    candidate's exact shapes (scaled once so the original's prediction is its
+    measured p50) plus the untabled rest, divided by the quantization mode's
+    measured speed-up on the original.
+    """
+    table_error: _builtins.float
+    """(table_p50_ms - measured) / measured."""
+    faithful: _builtins.bool
+    """Its quality meets the evaluation's fidelity floors (always true when
+    fine-tuning follows: the final evaluation judges then).
+    """
     @_builtins.property
     def quality(self) -> Global___QualityStats:
         """Against the original on the search's inputs."""
@@ -1114,10 +1132,13 @@ class SearchCandidate(_message.Message):
         pareto: _builtins.bool = ...,
         selected: _builtins.bool = ...,
         measured_speedup: _builtins.float = ...,
+        table_p50_ms: _builtins.float = ...,
+        table_error: _builtins.float = ...,
+        faithful: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "macs", b"macs", "measured_p50_ms", b"measured_p50_ms", "measured_speedup", b"measured_speedup", "meets_target", b"meets_target", "name", b"name", "pareto", b"pareto", "predicted_p50_ms", b"predicted_p50_ms", "prediction_error", b"prediction_error", "quality", b"quality", "quantization", b"quantization", "selected", b"selected", "size_bytes", b"size_bytes", "widths", b"widths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "faithful", b"faithful", "macs", b"macs", "measured_p50_ms", b"measured_p50_ms", "measured_speedup", b"measured_speedup", "meets_target", b"meets_target", "name", b"name", "pareto", b"pareto", "predicted_p50_ms", b"predicted_p50_ms", "prediction_error", b"prediction_error", "quality", b"quality", "quantization", b"quantization", "selected", b"selected", "size_bytes", b"size_bytes", "table_error", b"table_error", "table_p50_ms", b"table_p50_ms", "widths", b"widths"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1183,13 +1204,17 @@ class SearchReport(_message.Message):
     SELECTED_FIELD_NUMBER: _builtins.int
     TECHNIQUES_FIELD_NUMBER: _builtins.int
     TOLERANCE_FIELD_NUMBER: _builtins.int
+    MEDIAN_TABLE_ERROR_FIELD_NUMBER: _builtins.int
     target_p50_ms: _builtins.float
     target_speedup: _builtins.float
     """The speed-up asked for (baseline p50 / target p50)."""
     baseline_p50_ms: _builtins.float
     """The original's p50 as the search measured it."""
     met: _builtins.bool
-    """A candidate reached the target within the quality bound."""
+    """A candidate reached the target (search timing) within the quality
+    bound; the chosen variant's MEETS_TARGET / MISSES_TARGET flag is the final
+    benchmark's verdict.
+    """
     seconds: _builtins.float
     median_prediction_error: _builtins.float
     """Median of |prediction_error| over the candidates."""
@@ -1197,6 +1222,8 @@ class SearchReport(_message.Message):
     """The selected candidate's name."""
     tolerance: _builtins.float
     """A measured p50 within this fraction above the target counts as meeting it."""
+    median_table_error: _builtins.float
+    """Median of |table_error|: the tables' own accuracy, before calibration."""
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchCandidate]: ...
     @_builtins.property
@@ -1219,10 +1246,11 @@ class SearchReport(_message.Message):
         selected: _builtins.str = ...,
         techniques: _abc.Iterable[_builtins.str] | None = ...,
         tolerance: _builtins.float = ...,
+        median_table_error: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_p50_ms", b"baseline_p50_ms", "candidates", b"candidates", "median_prediction_error", b"median_prediction_error", "met", b"met", "seconds", b"seconds", "selected", b"selected", "tables", b"tables", "target_p50_ms", b"target_p50_ms", "target_speedup", b"target_speedup", "techniques", b"techniques", "tolerance", b"tolerance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_p50_ms", b"baseline_p50_ms", "candidates", b"candidates", "median_prediction_error", b"median_prediction_error", "median_table_error", b"median_table_error", "met", b"met", "seconds", b"seconds", "selected", b"selected", "tables", b"tables", "target_p50_ms", b"target_p50_ms", "target_speedup", b"target_speedup", "techniques", b"techniques", "tolerance", b"tolerance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from ..jobs.durable.dataset_store import DatasetStore
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
 from ..jobs.execution.executor import JobExecutor
-from ..spec_check import check_spec
+from ..spec_check import check_runtime, check_spec
 from .admission import Paced, StreamCap
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload
@@ -166,6 +166,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         stores = self._stores()
         model = stores.models.resolve(request.model)
         check_spec(request.spec, model.format, limits=self._spec_limits)
+        check_runtime(request.spec)
         if request.spec.HasField("data"):
             DatasetStore.for_tenant(stores, self._settings).resolve(request.spec.data)
         request_id = request.request_id or uuid.uuid4().hex

@@ -29,17 +29,16 @@ from ..measure.evaluation import Evaluation, evaluate_models
 from ..measure.latency import execution_providers
 from ..measure.names import BASELINE, ORIGINAL, PRUNED
 from ..measure.quality import synthetic_inputs
-from ..measure.settings import RunSettings, synthetic_description
+from ..measure.settings import RunSettings
 from ..measure.timings import Timings, batchable, measure_latency, with_batch
 from ..model_caps import ModelCaps
 from ..modelio.ingest import IngestedModel, check_input_bytes, ingest
 from ..modelio.onnx_to_fx import onnx_to_fx
 from ..progress import ProgressFn
-from ..quantization import QuantizeContext, QuantizePlan
+from ..quantization import QuantizePlan
 from ..report.build import assemble_report
 from ..report.facts import Facts, Pruned, Variant
 from ..report.render import write_report_files
-from ..report.search import meets
 from ..search.outcome import SearchOutcome
 from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
@@ -47,11 +46,11 @@ from .data import JobData
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
 from .stages import HALF, at, span
-from .target import mode_plan, not_met, search_prune
+from .target import check_required, mode_plan, search_prune, selected_variant
 from .variants import (
     MAX_PRUNE_FEEDS,
-    SCRATCH_DIR,
     artifact_dir,
+    calibration_context,
     calibration_samples_needed,
     prune_context,
     quantized_variants,
@@ -75,19 +74,6 @@ def _check_device(settings: RunSettings) -> None:
         raise invalid_spec([FieldViolation("spec.benchmark.device", str(exc))]) from None
 
 
-def _calibration(
-    loaded: LoadedData, inputs: list[model_pb2.InputSpec], needed: int, settings: RunSettings, workdir: Path
-) -> tuple[QuantizeContext, str]:
-    """The calibration context (``needed`` feeds of the train split, else synthetic ones) and, when
-    synthetic, what they are in words ("" for the train split or when nothing calibrates)."""
-    if needed and loaded.train is not None and len(loaded.train):
-        calibration = data_feeds(loaded.train, inputs, needed)
-        return QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train")), ""
-    feeds = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
-    synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
-    return QuantizeContext(workdir / SCRATCH_DIR, feeds, synthetic), synthetic
-
-
 def _quantize(
     spec: spec_pb2.OptimizationSpec,
     plan: QuantizePlan,
@@ -108,7 +94,9 @@ def _quantize(
         sources.append((PRUNED, pruned.variant.onnx_path))
     if pruned is None or spec.quantize.include_original:
         sources.append((ORIGINAL, original))
-    context, synthetic = _calibration(loaded, inputs, calibration_samples_needed(plan), settings, workdir)
+    context, synthetic = calibration_context(
+        loaded, inputs, calibration_samples_needed(plan), settings, workdir
+    )
     start, end = span("quantize")
     variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=start, end=end)
     return variants, warnings, synthetic, plan.auto
@@ -153,22 +141,16 @@ def _prune_and_finetune(
     context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
     search = None
     if targets:
-        needed = calibration_samples_needed(mode_plan("static_int8"))
-        calibration, _ = _calibration(loaded, inputs, needed, settings, workdir)
-        quality = data_feeds(loaded.eval, inputs, settings.samples) if loaded.eval else []
-        config, result, search = search_prune(
+        config, result, model, search = search_prune(
             spec,
             settings,
             ingested,
+            loaded,
             context,
-            quality,
-            calibration,
             workdir,
             tables_dir,
             lambda message: progress("prune", at("prune"), f"latency target: {message}"),
         )
-        assert result.model is not None
-        model = result.model
     else:
         config, result, model = run_prune(ingested, spec.prune, context)
     report = None
@@ -178,6 +160,35 @@ def _prune_and_finetune(
         model, result, report = tuned.model, tuned.result, tuned.report
     pruned = write_pruned(ingested, config, result, model, workdir, progress, fraction=at("prune", 1))
     return _PruneOutcome(pruned, report, tuner.warnings if tuner is not None else [], search)
+
+
+def _intake(
+    model_path: Path,
+    model_format: int,
+    spec: spec_pb2.OptimizationSpec,
+    workdir: Path,
+    progress: ProgressFn,
+    job_data: JobData,
+    caps: ModelCaps | None,
+) -> tuple[RunSettings, IngestedModel, model_pb2.ModelAnalysis, LoadedData]:
+    """The ingest and analyze stages: settings, the checked model, its analysis, the job's data."""
+    settings = settings_from_spec(spec, model_format)
+    _check_device(settings)
+    progress("ingest", at("ingest"), "reading and validating the model")
+    ingested = ingest(
+        model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size, caps=caps
+    )
+    inputs = list(ingested.inputs)
+    if batchable(ingested.onnx_model):  # the benchmark's largest batch is within the input cap too
+        check_input_bytes(with_batch(inputs, max(settings.batch_sizes)), caps or ModelCaps())
+    progress("analyze", at("analyze"), "counting parameters and MACs")
+    base_analysis = analyze(
+        ingested.onnx_model, inputs, source_format=model_format, size_bytes=model_path.stat().st_size
+    )
+    if not job_data.empty:
+        progress("analyze", at("analyze", HALF), "loading and checking the job's data")
+    loaded = load_job_data(job_data, inputs, spec.data.eval_fraction, settings.seed)
+    return settings, ingested, base_analysis, loaded
 
 
 def run_optimization(
@@ -204,26 +215,10 @@ def run_optimization(
     ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data, and
     ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``.
     """
-    settings = settings_from_spec(spec, model_format)
-    _check_device(settings)
-
-    progress("ingest", at("ingest"), "reading and validating the model")
-    ingested = ingest(
-        model_path, model_format, list(spec.inputs), workdir, batch_size=settings.batch_size, caps=caps
+    settings, ingested, base_analysis, loaded = _intake(
+        model_path, model_format, spec, workdir, progress, data or JobData(), caps
     )
     inputs = list(ingested.inputs)
-    if batchable(ingested.onnx_model):  # the benchmark's largest batch is within the input cap too
-        check_input_bytes(with_batch(inputs, max(settings.batch_sizes)), caps or ModelCaps())
-
-    progress("analyze", at("analyze"), "counting parameters and MACs")
-    base_analysis = analyze(
-        ingested.onnx_model, inputs, source_format=model_format, size_bytes=model_path.stat().st_size
-    )
-    job_data = data or JobData()
-    if not job_data.empty:
-        progress("analyze", at("analyze", HALF), "loading and checking the job's data")
-    loaded = load_job_data(job_data, inputs, spec.data.eval_fraction, settings.seed)
-
     variants: list[Variant] = []
     outcome = None
     if spec.HasField("prune") or spec.HasField("target"):
@@ -246,43 +241,31 @@ def run_optimization(
     timings = _benchmark(ingested, model_format, variants, feeds[0], settings, progress)
 
     progress("report", at("report"), "building the report")
-    report = assemble_report(
-        Facts(
-            ingested=ingested,
-            base_analysis=base_analysis,
-            pruned=pruned,
-            variants=variants,
-            timings=timings,
-            settings=settings,
-            calibration_inputs=calibration_inputs,
-            quantize_warnings=quantize_warnings,
-            auto=auto,
-            evaluation=evaluation,
-            data=None if loaded.empty else loaded.report,
-            finetune=outcome.finetune if outcome is not None else None,
-            finetuned=frozenset(
-                v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
-            ),
-            max_accuracy_drop=spec.evaluation.max_accuracy_drop or spec.target.max_accuracy_drop,
-            extra_warnings=outcome.warnings if outcome is not None else (),
-            search=search,
-            selected=_selected(search, quantized),
-        )
+    facts = Facts(
+        ingested=ingested,
+        base_analysis=base_analysis,
+        pruned=pruned,
+        variants=variants,
+        timings=timings,
+        settings=settings,
+        calibration_inputs=calibration_inputs,
+        quantize_warnings=quantize_warnings,
+        auto=auto,
+        evaluation=evaluation,
+        data=None if loaded.empty else loaded.report,
+        finetune=outcome.finetune if outcome is not None else None,
+        finetuned=frozenset(
+            v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
+        ),
+        max_accuracy_drop=spec.target.max_accuracy_drop or spec.evaluation.max_accuracy_drop,
+        extra_warnings=outcome.warnings if outcome is not None else (),
+        search=search,
+        selected=selected_variant(search, quantized),
     )
+    report = assemble_report(facts)
     if search is not None and spec.target.required:
-        chosen = next(v for v in report.variants if v.name == _selected(search, quantized))
-        if not meets(chosen, search):
-            raise not_met(search, chosen.latency_speedup)
+        check_required(report, facts.selected, search)
     return OptimizationResult(report=report, artifacts=_write_artifacts(report, variants, workdir, progress))
-
-
-def _selected(search: SearchOutcome | None, quantized: list[Variant]) -> str:
-    """The variant the search chose: ``pruned``, or its quantized form."""
-    if search is None:
-        return ""
-    if search.quantization == "none":
-        return PRUNED
-    return next((v.name for v in quantized if v.source == PRUNED), PRUNED)
 
 
 def _evaluate(

@@ -10,24 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
+import onnx
 
 from prunekit.spec.prune_configs import PruneConfig
 from prunekit.spec.quantize_configs import QuantizePlan
 from prunekit.spec.structured_configs import StructuredConfig
-from prunekit.v1 import spec_pb2
+from prunekit.v1 import report_pb2, spec_pb2
 
 from ..errors import Code, ServiceError
+from ..measure.names import PRUNED
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings
 from ..modelio.ingest import IngestedModel
 from ..pruning.base import PruneContext, PruneResult
 from ..pruning.structured import channel, neuron
 from ..quantization import QuantizeContext, quantize
+from ..report.facts import Variant
+from ..report.search import meets, within_bound
 from ..search.outcome import SearchOutcome
 from ..search.run import SearchInputs, search_target
 from ..spec_check import prune_config_of, quantize_plan_of, target_config_of
-from .variants import SCRATCH_DIR
+from .job_data import LoadedData, data_feeds
+from .variants import SCRATCH_DIR, calibration_context, calibration_samples_needed
 
 _MODES = {
     "static_int8": spec_pb2.QUANTIZE_MODE_STATIC_INT8,
@@ -44,10 +48,13 @@ def mode_plan(mode: str) -> QuantizePlan:
 
 
 def _structured(spec: spec_pb2.OptimizationSpec, pruning: Sequence[str]) -> StructuredConfig:
+    """The structured config the search prunes with: the spec's ``prune`` settings, a method from the
+    techniques (CHANNEL unless only NEURON is allowed), a placeholder ratio (the search sets widths)."""
     prune = spec_pb2.PruneSpec()
     prune.CopyFrom(spec.prune)
     if not prune.method:
-        prune.method = spec_pb2.PRUNE_METHOD_CHANNEL if "channel" in pruning else spec_pb2.PRUNE_METHOD_NEURON
+        only_neuron = tuple(pruning) == ("neuron",)
+        prune.method = spec_pb2.PRUNE_METHOD_NEURON if only_neuron else spec_pb2.PRUNE_METHOD_CHANNEL
     prune.ratio = 0.5
     config = prune_config_of(prune)
     assert isinstance(config, StructuredConfig)
@@ -63,36 +70,59 @@ def _quantizer(workdir: Path, calibration: QuantizeContext) -> Callable[[Path, s
     return run
 
 
-def not_met(outcome: SearchOutcome, reached: float) -> ServiceError:
+def not_met(outcome: SearchOutcome, reached: float, why: str = "") -> ServiceError:
     """The error of a required target that was not met."""
     return ServiceError(
         Code.FAILED_PRECONDITION,
         "TARGET_NOT_MET",
         f"the target of {outcome.target_speedup:.2f}x (p50 <= {outcome.target_ms:.3g} ms) was not met: "
-        f"the best point reached {reached:.2f}x",
+        f"the best point reached {reached:.2f}x" + (f" ({why})" if why else ""),
         metadata={"target_speedup": f"{outcome.target_speedup:.4g}", "reached_speedup": f"{reached:.4g}"},
     )
+
+
+def selected_variant(search: SearchOutcome | None, quantized: Sequence[Variant]) -> str:
+    """The variant the search chose: ``pruned``, or its quantized form ("" without a search)."""
+    if search is None:
+        return ""
+    if search.quantization == "none":
+        return PRUNED
+    return next((v.name for v in quantized if v.source == PRUNED), PRUNED)
+
+
+def check_required(report: report_pb2.OptimizationReport, selected: str, search: SearchOutcome) -> None:
+    """``TARGET_NOT_MET`` unless the selected variant met the target's latency and accuracy bound."""
+    chosen = next(v for v in report.variants if v.name == selected)
+    if not meets(chosen, search):
+        raise not_met(search, chosen.latency_speedup, "latency")
+    if not within_bound(chosen):
+        raise not_met(search, chosen.latency_speedup, "accuracy rule broken after fine-tuning")
 
 
 def search_prune(
     spec: spec_pb2.OptimizationSpec,
     settings: RunSettings,
     ingested: IngestedModel,
+    loaded: LoadedData,
     context: PruneContext,
-    quality_feeds: Sequence[dict[str, np.ndarray]],
-    calibration: QuantizeContext,
     workdir: Path,
     tables_dir: Path | None,
     progress: Callable[[str], None],
-) -> tuple[PruneConfig, PruneResult, SearchOutcome]:
-    """Search the widths for ``spec.target``; the structured config, the chosen pruning and the outcome."""
+) -> tuple[PruneConfig, PruneResult, onnx.ModelProto, SearchOutcome]:
+    """Search the widths for ``spec.target``: the config, the chosen pruning, its model, the outcome.
+
+    Candidates are compared with the original on the eval split (synthetic inputs without one) and
+    calibrate static INT8 on the train split (synthetic without one).
+    """
     target = target_config_of(spec)
     structured = _structured(spec, target.pruning)
-    method = channel.METHOD if structured.method == "channel" else neuron.METHOD
+    method = neuron.METHOD if structured.method == "neuron" else channel.METHOD
     inputs = list(ingested.inputs)
     scratch = workdir / SCRATCH_DIR / "search"
     scratch.mkdir(parents=True, exist_ok=True)
-    feeds = list(quality_feeds) or synthetic_inputs(inputs, settings.samples, settings.seed)
+    needed = calibration_samples_needed(mode_plan("static_int8"))
+    calibration, _ = calibration_context(loaded, inputs, needed, settings, workdir)
+    feeds = data_feeds(loaded.eval, inputs, settings.samples) if loaded.eval else []
     outcome = search_target(
         SearchInputs(
             model=ingested.onnx_model,
@@ -100,7 +130,7 @@ def search_prune(
             structured=structured,
             method=method,
             context=context,
-            quality_feeds=feeds,
+            quality_feeds=feeds or synthetic_inputs(inputs, settings.samples, settings.seed),
             timing_feed=synthetic_inputs(inputs, 1, settings.seed)[0],
             threads=settings.threads,
             device=settings.device,
@@ -114,7 +144,8 @@ def search_prune(
         progress,
     )
     chosen = outcome.chosen()
+    if chosen is None or outcome.result is None or outcome.model is None:
+        raise ServiceError(Code.INTERNAL, "INTERNAL", "the latency-target search chose no candidate")
     if target.required and not outcome.met:
-        raise not_met(outcome, chosen.measured_speedup if chosen is not None else 1.0)
-    assert outcome.result is not None
-    return structured, outcome.result, outcome
+        raise not_met(outcome, chosen.measured_speedup)
+    return structured, outcome.result, outcome.model, outcome

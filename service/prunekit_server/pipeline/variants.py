@@ -21,6 +21,7 @@ from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from ..hashing import sha256_file
 from ..measure.names import PRUNED
 from ..measure.quality import synthetic_inputs
+from ..measure.settings import RunSettings, synthetic_description
 from ..modelio.ingest import IngestedModel
 from ..modelio.pruned_torchscript import write_pruned_torchscript
 from ..modelio.torchscript import write_torchscript_with_weights
@@ -37,6 +38,7 @@ from ..quantization import QuantizeContext, QuantizePlan, quantize
 from ..report import stats as rs
 from ..report.facts import Pruned, Variant
 from ..spec_check import prune_config_of
+from .job_data import LoadedData, data_feeds, describe_feeds
 
 ARTIFACT_DIR = "artifacts"
 SCRATCH_DIR = "scratch"
@@ -187,3 +189,16 @@ def quantized_variants(
             )
         )
     return variants, warnings
+
+
+def calibration_context(
+    loaded: LoadedData, inputs: list[model_pb2.InputSpec], needed: int, settings: RunSettings, workdir: Path
+) -> tuple[QuantizeContext, str]:
+    """The calibration context (``needed`` feeds of the train split, else synthetic ones) and, when
+    synthetic, what they are in words ("" for the train split or when nothing calibrates)."""
+    if needed and loaded.train is not None and len(loaded.train):
+        calibration = data_feeds(loaded.train, inputs, needed)
+        return QuantizeContext(workdir / SCRATCH_DIR, calibration, describe_feeds(calibration, "train")), ""
+    feeds = synthetic_inputs(inputs, needed, settings.calibration_seed) if needed else []
+    synthetic = synthetic_description(inputs, needed, settings.calibration_seed) if needed else ""
+    return QuantizeContext(workdir / SCRATCH_DIR, feeds, synthetic), synthetic

@@ -18,6 +18,9 @@ def _candidate(record: CandidateRecord) -> report_pb2.SearchCandidate:
         measured_p50_ms=record.measured_ms,
         prediction_error=record.prediction_error,
         measured_speedup=record.measured_speedup,
+        table_p50_ms=record.table_ms,
+        table_error=record.table_error,
+        faithful=record.faithful,
         macs=record.macs,
         size_bytes=record.size_bytes,
         meets_target=record.meets_target,
@@ -36,6 +39,7 @@ def _candidate(record: CandidateRecord) -> report_pb2.SearchCandidate:
 def search_report(outcome: SearchOutcome) -> report_pb2.SearchReport:
     """The search as the report gives it (see ``SearchReport``)."""
     errors = [abs(c.prediction_error) for c in outcome.candidates]
+    table_errors = [abs(c.table_error) for c in outcome.candidates]
     report = report_pb2.SearchReport(
         target_p50_ms=outcome.target_ms,
         target_speedup=outcome.target_speedup,
@@ -46,6 +50,7 @@ def search_report(outcome: SearchOutcome) -> report_pb2.SearchReport:
         selected=outcome.selected,
         techniques=list(outcome.techniques),
         tolerance=TOLERANCE,
+        median_table_error=statistics.median(table_errors) if table_errors else 0.0,
     )
     report.candidates.extend(_candidate(c) for c in outcome.candidates)
     report.tables.extend(
@@ -63,14 +68,41 @@ def search_report(outcome: SearchOutcome) -> report_pb2.SearchReport:
 
 
 def meets(variant: report_pb2.ModelVariant, outcome: SearchOutcome) -> bool:
-    """Whether the variant's benchmarked speed-up reaches the target within the tolerance."""
+    """Whether the variant's benchmark reaches the target within the tolerance: its p50 for a
+    ``latency_ms`` target, its speed-up over the baseline (timed alongside) for a speed-up target."""
+    if outcome.absolute:
+        return variant.stats.latency.p50_ms <= outcome.target_ms * (1.0 + TOLERANCE)
     return variant.latency_speedup >= outcome.target_speedup / (1.0 + TOLERANCE)
+
+
+def within_bound(variant: report_pb2.ModelVariant) -> bool:
+    """Whether the variant keeps the accuracy rule (when one could judge it)."""
+    return report_pb2.VARIANT_FLAG_BELOW_ACCURACY_RULE not in variant.flags
+
+
+def _shortfall(variant: report_pb2.ModelVariant, outcome: SearchOutcome, met: bool) -> str:
+    """Why the selected variant does not meet the target, in words ("" when it does)."""
+    p50 = variant.stats.latency.p50_ms
+    asked = f"asked for {outcome.target_speedup:.2f}x (p50 <= {outcome.target_ms:.3g} ms)"
+    if not met:
+        return (
+            f"{asked}; the best point found, {variant.name}, is {variant.latency_speedup:.2f}x "
+            f"({p50:.3g} ms), {p50 / outcome.target_ms - 1.0:.0%} slower than the target"
+        )
+    if not within_bound(variant):
+        speed = f"{variant.latency_speedup:.2f}x"
+        return f"{asked}; {variant.name} reaches it ({speed}) but breaks the accuracy rule"
+    if not outcome.met:
+        best = f"{variant.name} is the best point found"
+        return f"{asked}; no candidate reached it within the quality rule: {best}"
+    return ""
 
 
 def mark_selected(
     variants: list[report_pb2.ModelVariant], name: str, outcome: SearchOutcome
 ) -> list[report_pb2.ReportWarning]:
-    """Flag the variant ``name`` SELECTED and MEETS_TARGET or MISSES_TARGET; the TARGET_NOT_MET warning."""
+    """Flag the variant ``name`` SELECTED and MEETS_TARGET or MISSES_TARGET (latency, by the final
+    benchmark); a TARGET_NOT_MET warning when it misses the latency or the quality bound."""
     for variant in variants:
         if variant.name != name:
             continue
@@ -79,17 +111,6 @@ def mark_selected(
         variant.flags.append(
             report_pb2.VARIANT_FLAG_MEETS_TARGET if met else report_pb2.VARIANT_FLAG_MISSES_TARGET
         )
-        if met:
-            return []
-        p50 = variant.stats.latency.p50_ms
-        return [
-            report_pb2.ReportWarning(
-                code="TARGET_NOT_MET",
-                message=(
-                    f"asked for {outcome.target_speedup:.2f}x (p50 <= {outcome.target_ms:.3g} ms); "
-                    f"the best point found, {name}, is {variant.latency_speedup:.2f}x ({p50:.3g} ms), "
-                    f"{p50 / outcome.target_ms - 1.0:.0%} slower than the target"
-                ),
-            )
-        ]
+        why = _shortfall(variant, outcome, met)
+        return [report_pb2.ReportWarning(code="TARGET_NOT_MET", message=why)] if why else []
     return []

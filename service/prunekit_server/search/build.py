@@ -44,22 +44,29 @@ def group_spaces(
     ignore: Sequence[str],
     max_layer_ratio: float,
     budget_s: float,
-) -> list[GroupSpace]:
-    """The space of each group (levels not yet filled); groups without a loss curve lose nothing (ratio 0)."""
+) -> tuple[list[GroupSpace], list[str]]:
+    """The space of each group with a loss curve (levels not yet filled), and why the others are left out.
+
+    A group the sensitivity analysis could not measure (an error, the time budget) is not narrowed:
+    its cost would be unknown.
+    """
+    if not groups:
+        return [], []
     ratios = tuple(r for r in SENSITIVITY_RATIOS if r <= max_layer_ratio) or (max_layer_ratio,)
     analysis = graph_sensitivity(
         gm, list(batches)[:MAX_SENSITIVITY_BATCHES], ratios, ignore=ignore, budget_s=budget_s
     )
     curves = {curve.module: curve for curve in analysis.curves}
     spaces: list[GroupSpace] = []
+    skipped = list(analysis.skipped)
     for group in groups:
         curve = curves.get(group.key)
-        losses: tuple[float, ...] = ()
-        if curve is not None:
-            losses = tuple(
-                (1.0 - c) + (1.0 - t) / 2.0
-                for c, t in zip(curve.cosine_similarity, curve.top1_agreement, strict=True)
-            )
+        if curve is None:
+            continue
+        losses = tuple(
+            (1.0 - c) + (1.0 - t) / 2.0
+            for c, t in zip(curve.cosine_similarity, curve.top1_agreement, strict=True)
+        )
         width = group.chunk_width
         spaces.append(
             GroupSpace(
@@ -68,9 +75,9 @@ def group_spaces(
                 chunks=group.chunks,
                 width=width,
                 effects=_effects(gm, graph, group),
-                loss_ratios=curve.ratios if curve is not None else (),
+                loss_ratios=curve.ratios,
                 losses=losses,
                 floor=min(width, max(1, math.ceil(width * (1.0 - max_layer_ratio) - 1e-9))),
             )
         )
-    return [s for s in spaces if s.effects]
+    return [s for s in spaces if s.effects], skipped

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from torch import fx
 
 from ..measure.latency import Device
@@ -41,7 +42,7 @@ class Bench:
 
     run: Run
     groups: Sequence[Group]
-    scores: Mapping[str, object]
+    scores: Mapping[str, torch.Tensor]
     space: Space
     original: Path
     context: PruneContext
@@ -57,6 +58,15 @@ class Bench:
     """The fidelity floors a candidate must reach (None: fine-tuning follows, the final evaluation judges)."""
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per quantization mode: measured / table-predicted p50 of the candidates measured so far."""
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    """Candidate name -> the files it wrote in ``scratch``."""
+
+    def discard(self, *, keep: str) -> None:
+        """Delete every candidate's files but ``keep``'s (scratch space is the worker's to spend)."""
+        for name, paths in self.files.items():
+            if name != keep:
+                for path in paths:
+                    path.unlink(missing_ok=True)
 
     def _corrected(self, mode: str, predicted: float) -> float:
         """``predicted`` times the median ratio measured/predicted of this mode's earlier candidates."""
@@ -71,7 +81,7 @@ class Bench:
         own = {k: (original[k] - w) / original[k] for k, w in widths.items() if w < original.get(k, w)}
         chosen = plan(
             self.groups,
-            self.scores,  # type: ignore[arg-type]
+            self.scores,
             original,
             0.0,
             scope="per_layer",
@@ -103,8 +113,10 @@ class Bench:
         raw = self.space.exact(layers_of(built.gm, self.run.args)) / factor
         predicted = self._corrected(quantization, raw)
         macs = count_macs(built.gm, self.run.args)
+        self.files[name] = [path]
         if quantization != "none":
             path = self.quantize(path, quantization)
+            self.files[name].append(path)
         measured, speedup = self.speedup_of(path)
         self.history.setdefault(quantization, []).append(measured / raw if raw > 0 else 1.0)
         quality = compare_models(self.original, path, self.quality_feeds) if self.quality_feeds else None
@@ -113,6 +125,7 @@ class Bench:
             name=name,
             quantization=quantization,
             predicted_ms=predicted,
+            table_ms=raw,
             measured_ms=measured,
             measured_speedup=speedup,
             macs=macs,

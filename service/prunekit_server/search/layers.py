@@ -60,7 +60,8 @@ class LayerShape:
         """The same layer with other widths; a depthwise layer stays depthwise (``in_ch`` rules)."""
         if self.depthwise:
             multiplier = max(1, self.out_ch // self.in_ch)
-            return replace(self, in_ch=in_ch, out_ch=in_ch * multiplier, groups=in_ch)
+            kept_out = out_ch if out_ch % in_ch == 0 and out_ch < self.out_ch else in_ch * multiplier
+            return replace(self, in_ch=in_ch, out_ch=kept_out, groups=in_ch)
         return replace(self, in_ch=in_ch, out_ch=out_ch)
 
     def macs(self) -> int:

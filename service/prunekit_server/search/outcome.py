@@ -8,6 +8,7 @@ import onnx
 
 from ..measure.quality import Quality
 from ..pruning.base import PruneResult
+from .table import LatencyTable
 
 TOLERANCE = 0.07
 """A candidate meets the target when its measured speed-up is at least target / (1 + TOLERANCE)."""
@@ -27,6 +28,8 @@ class CandidateRecord:
     name: str
     quantization: str
     predicted_ms: float
+    table_ms: float
+    """The tables' prediction alone, before the search's calibration (see ``predicted_ms``)."""
     measured_ms: float
     measured_speedup: float
     macs: int
@@ -44,6 +47,10 @@ class CandidateRecord:
     @property
     def prediction_error(self) -> float:
         return (self.predicted_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else 0.0
+
+    @property
+    def table_error(self) -> float:
+        return (self.table_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else 0.0
 
     @property
     def cosine(self) -> float:
@@ -68,8 +75,10 @@ class SearchOutcome:
     target_speedup: float
     baseline_ms: float
     techniques: tuple[str, ...]
+    absolute: bool = False
+    """The target was given in milliseconds (``latency_ms``): judged on p50, not on the speed-up."""
     candidates: list[CandidateRecord] = field(default_factory=list)
-    tables: list[TableUse] = field(default_factory=list)
+    table: LatencyTable | None = None
     met: bool = False
     seconds: float = 0.0
     selected: str = ""
@@ -80,3 +89,11 @@ class SearchOutcome:
 
     def chosen(self) -> CandidateRecord | None:
         return next((c for c in self.candidates if c.name == self.selected), None)
+
+    @property
+    def tables(self) -> list[TableUse]:
+        """How the search used its node kind's table."""
+        t = self.table
+        if t is None:
+            return []
+        return [TableUse(t.kind.key, t.kind.describe(), t.reused, len(t.used), len(t.timed), t.seconds)]

@@ -41,7 +41,7 @@ from ..pruning.structured.groups import dependency_graph
 from .build import group_spaces
 from .candidates import Bench, Quantizer
 from .layers import layers_of
-from .outcome import TOLERANCE, CandidateRecord, SearchOutcome, TableUse
+from .outcome import TOLERANCE, CandidateRecord, SearchOutcome
 from .space import Space, State, greedy_path
 from .table import NodeKind, load_table
 from .timing import time_models
@@ -49,6 +49,8 @@ from .timing import time_models
 MAX_TRIES_PER_MODE = 4
 SENSITIVITY_SHARE = 0.3
 """At most this share of the budget goes to the sensitivity analysis."""
+TABLE_SHARE = 0.3
+"""Layers are timed until this share of the budget is spent; later shapes are scaled by MACs."""
 
 
 @dataclass(frozen=True)
@@ -82,31 +84,42 @@ def _index_for(path: Sequence[State], goal_ms: float) -> int:
     return next((i for i, s in enumerate(path) if s.predicted_ms <= goal_ms), len(path) - 1)
 
 
+def _next_index(
+    found: dict[int, CandidateRecord], index: int, path_len: int, bench: Bench, path: Sequence[State]
+) -> int | None:
+    """Where the walk goes after measuring ``found[index]``; None when it is done."""
+    record = found[index]
+    if record.meets_target:
+        below = max((i for i, r in found.items() if not r.meets_target and i < index), default=-1)
+        return None if index - below <= 1 else (below + index + 1) // 2
+    if index == path_len - 1:
+        return None
+    shortfall = bench.target_speedup / max(record.measured_speedup, 1e-9)
+    step = _index_for(path, path[index].predicted_ms / shortfall)
+    ceiling = min((i for i, r in found.items() if r.meets_target and i > index), default=path_len)
+    following = max(index + 1, min(step, ceiling - 1))
+    return following if following < ceiling else None
+
+
 def _walk(
-    bench: Bench, path: Sequence[State], mode: str, factor: float, names: Callable[[], str], deadline: float
+    bench: Bench,
+    path: Sequence[State],
+    mode: str,
+    factor: float,
+    names: Callable[[], str],
+    deadline: float,
 ) -> list[CandidateRecord]:
-    """Candidates along ``path`` for one quantization mode (see the module doc, step 4)."""
+    """Candidates along ``path`` for one quantization mode (see the module doc, step 4).
+
+    The first candidate is measured even past the deadline: every mode tried gets one point.
+    """
     found: dict[int, CandidateRecord] = {}
-    index = _index_for(path, path[0].predicted_ms * factor / bench.target_speedup)
-    for _ in range(MAX_TRIES_PER_MODE):
-        if time.monotonic() > deadline or index in found:
+    index: int | None = _index_for(path, path[0].predicted_ms * factor / bench.target_speedup)
+    while index is not None and index not in found and len(found) < MAX_TRIES_PER_MODE:
+        if found and time.monotonic() > deadline:
             break
-        record = bench.measure(names(), path[index].widths, mode, factor)
-        found[index] = record
-        misses = [i for i, r in found.items() if not r.meets_target]
-        hits = [i for i, r in found.items() if r.meets_target]
-        if record.meets_target:
-            below = max((i for i in misses if i < index), default=-1)
-            if index - below <= 1 or index == 0:
-                break
-            index = (below + index + 1) // 2
-            continue
-        if index == len(path) - 1:
-            break
-        shortfall = bench.target_speedup / max(record.measured_speedup, 1e-9)
-        step = _index_for(path, path[index].predicted_ms / shortfall)
-        ceiling = min((i for i in hits if i > index), default=len(path))
-        index = max(index + 1, min(step, ceiling - 1))
+        found[index] = bench.measure(names(), path[index].widths, mode, factor)
+        index = _next_index(found, index, len(path), bench, path)
     return list(found.values())
 
 
@@ -114,11 +127,13 @@ def _mode_factor(bench: Bench, mode: str) -> float:
     if mode == "none":
         return 1.0
     quantized = bench.quantize(bench.original, mode)
-    return bench.speedup_of(quantized)[1]
+    factor = bench.speedup_of(quantized)[1]
+    quantized.unlink(missing_ok=True)
+    return factor
 
 
-def _choose(outcome: SearchOutcome) -> None:
-    candidates = outcome.candidates
+def choose(candidates: Sequence[CandidateRecord]) -> tuple[CandidateRecord, bool]:
+    """Mark the Pareto front and the selected candidate (see the module doc, step 5); (it, target met)."""
     for c in candidates:
         c.pareto = not any(
             o is not c
@@ -127,39 +142,33 @@ def _choose(outcome: SearchOutcome) -> None:
             and (o.measured_speedup > c.measured_speedup or o.cosine > c.cosine)
             for o in candidates
         )
-    meeting = [c for c in candidates if c.meets_target]
-    pool = meeting or candidates
-    key = (
-        (lambda c: (c.cosine, c.measured_speedup)) if meeting else (lambda c: (c.measured_speedup, c.cosine))
-    )
-    best = max(pool, key=key)
+    good = [c for c in candidates if c.meets_target and c.faithful]
+    faithful = [c for c in candidates if c.faithful]
+    if good:
+        best = max(good, key=lambda c: (c.cosine, -c.measured_speedup))
+    elif faithful:
+        best = max(faithful, key=lambda c: (c.measured_speedup, c.cosine))
+    else:
+        best = max(candidates, key=lambda c: (c.cosine, c.measured_speedup))
     best.selected = True
-    outcome.met, outcome.selected, outcome.quantization = bool(meeting), best.name, best.quantization
+    return best, bool(good)
 
 
-def search_target(
-    inputs: SearchInputs, target: TargetConfig, progress: Callable[[str], None]
-) -> SearchOutcome:
-    """Search as the module doc says; the outcome holds the chosen pruned model (not yet quantized)."""
-    started = time.monotonic()
-    deadline = started + target.budget_seconds
-    progress("timing the original")
-    baseline_ms = time_models(
-        {"baseline": inputs.model_path}, inputs.timing_feed, threads=inputs.threads, device=inputs.device
-    )["baseline"]
-    target_ms = target.latency_ms or baseline_ms / target.speedup
-    outcome = SearchOutcome(
-        target_ms=target_ms,
-        target_speedup=baseline_ms / target_ms,
-        baseline_ms=baseline_ms,
-        techniques=(*target.pruning, *target.quantization),
-    )
+def _bench(
+    inputs: SearchInputs,
+    target: TargetConfig,
+    outcome: SearchOutcome,
+    deadline: float,
+    progress: Callable[[str], None],
+) -> tuple[Bench, list[State]]:
+    """Convert and analyse the model, build the space on the node's table, and the greedy path."""
     run = Run(inputs.model, inputs.structured, inputs.context, inputs.method)
-    groups = run.groups()
+    prunes = bool(target.pruning)
+    groups = run.groups() if prunes else []
     graph = dependency_graph(run.gm, run.args)
-    scores = run.scores(groups, graph)
+    scores = run.scores(groups, graph) if groups else {}
     progress(f"measuring the sensitivity of {len(groups)} group(s)")
-    spaces = group_spaces(
+    spaces, skipped = group_spaces(
         run.gm,
         graph,
         groups,
@@ -168,10 +177,18 @@ def search_target(
         max_layer_ratio=inputs.structured.max_layer_ratio,
         budget_s=target.budget_seconds * SENSITIVITY_SHARE,
     )
+    outcome.warnings += [f"GROUP_NOT_SEARCHED: {reason}" for reason in skipped]
     table = load_table(inputs.tables_dir, node_kind(inputs.threads, inputs.device, inputs.batch))
+    outcome.table = table
     progress(f"latency table {table.kind.key}: {'reused' if table.reused else 'new'}, timing layers")
     space = Space(
-        spaces, layers_of(run.gm, run.args), table, baseline_ms, threads=inputs.threads, device=inputs.device
+        spaces,
+        layers_of(run.gm, run.args),
+        table,
+        outcome.baseline_ms,
+        threads=inputs.threads,
+        device=inputs.device,
+        timing_until=time.monotonic() + target.budget_seconds * TABLE_SHARE,
     )
     space.fill_levels()
     path = greedy_path(space)
@@ -193,13 +210,25 @@ def search_target(
         TOLERANCE,
         inputs.rule,
     )
+    return bench, path
+
+
+def _candidates(
+    bench: Bench,
+    path: Sequence[State],
+    target: TargetConfig,
+    outcome: SearchOutcome,
+    deadline: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Walk the path for no quantization and each allowed mode, while the budget lasts."""
     counter = iter(range(1, 10_000))
 
     def names() -> str:
         return f"c{next(counter):02d}"
 
     for mode in ("none", *target.quantization):
-        if time.monotonic() > deadline:
+        if outcome.candidates and time.monotonic() > deadline:
             outcome.warnings.append(f"SEARCH_BUDGET_SPENT: {target.budget_seconds:g} s ran out before {mode}")
             break
         progress("candidates without quantization" if mode == "none" else f"candidates with {mode}")
@@ -210,32 +239,41 @@ def search_target(
             )
             continue
         outcome.candidates += _walk(bench, path, mode, factor, names, deadline)
-    if not outcome.candidates:
-        outcome.candidates.append(bench.measure(names(), path[0].widths, "none", 1.0))
-    _choose(outcome)
-    chosen = outcome.chosen()
-    assert chosen is not None
-    before = weights_of(run.gm)
+
+
+def search_target(
+    inputs: SearchInputs, target: TargetConfig, progress: Callable[[str], None]
+) -> SearchOutcome:
+    """Search as the module doc says; the outcome holds the chosen pruned model (not yet quantized)."""
+    started = time.monotonic()
+    deadline = started + target.budget_seconds
+    progress("timing the original")
+    baseline_ms = time_models(
+        {"baseline": inputs.model_path}, inputs.timing_feed, threads=inputs.threads, device=inputs.device
+    )["baseline"]
+    target_ms = target.latency_ms or baseline_ms / target.speedup
+    outcome = SearchOutcome(
+        target_ms=target_ms,
+        target_speedup=baseline_ms / target_ms,
+        baseline_ms=baseline_ms,
+        techniques=(*target.pruning, *target.quantization),
+        absolute=bool(target.latency_ms),
+    )
+    bench, path = _bench(inputs, target, outcome, deadline, progress)
+    _candidates(bench, path, target, outcome, deadline, progress)
+    chosen, outcome.met = choose(outcome.candidates)
+    outcome.selected, outcome.quantization = chosen.name, chosen.quantization
+    bench.discard(keep=chosen.name)
     built = bench.assemble(chosen.kept)
     outcome.result = PruneResult(
         tensors={},
-        layers=layer_infos(built.gm, before, run.skipped),
-        warnings=run.warnings + outcome.warnings,
+        layers=layer_infos(built.gm, weights_of(bench.run.gm), bench.run.skipped),
+        warnings=bench.run.warnings + outcome.warnings,
         model=built.model,
         module=built.gm,
     )
     outcome.model = built.model
-    outcome.tables = [
-        TableUse(
-            table.kind.key,
-            table.kind.describe(),
-            table.reused,
-            len(table.used),
-            len(table.timed),
-            table.seconds,
-        )
-    ]
-    if inputs.tables_dir is not None:
-        table.save(inputs.tables_dir)
+    if inputs.tables_dir is not None and outcome.table is not None:
+        outcome.table.save(inputs.tables_dir)
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -17,15 +17,17 @@ is the measured baseline minus the tabled layers, scaled by the layers' output s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import unsupported_model
 from ..measure.latency import Device
 from .layers import LayerShape
 from .table import LatencyTable
-from .timing import time_layer
+from .timing import ORT_ERRORS, time_layer
 
 FRACTIONS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)
 STEP_GAIN = 0.015
@@ -90,15 +92,21 @@ class Space:
         *,
         threads: int,
         device: Device,
+        timing_until: float = math.inf,
     ) -> None:
         self.groups = list(groups)
         self.layers = list(layers)
         self.table = table
         self.threads, self.device = threads, device
+        self.timing_until = timing_until
         self._base = {layer.path: layer for layer in self.layers}
+        self._refused: set[str] = set()
         self._elements = sum(layer.output_elements() for layer in self.layers) or 1
+        self.scale = 1.0
         tabled = sum(self.layer_ms(layer) for layer in self.layers)
-        self.rest_ms = max(0.0, baseline_ms - tabled)
+        if tabled > baseline_ms > 0:
+            self.scale = baseline_ms / tabled
+        self.rest_ms = max(0.0, baseline_ms - tabled * self.scale)
         self._by_layer: dict[str, list[tuple[GroupSpace, Effect]]] = {}
         for group in self.groups:
             for effect in group.effects:
@@ -107,18 +115,28 @@ class Space:
     def layer_ms(self, shape: LayerShape) -> float:
         """The tabled p50 of ``shape`` (timed now when the table lacks it).
 
-        A shape the runtime refuses to run alone (never stored) is scaled from its layer's baseline
-        time by MACs.
+        A shape the runtime refuses to run alone, or one missing once the timing time is spent, is
+        scaled from its layer's baseline time by MACs (and never stored).
         """
+        signature = shape.signature()
+        base = self._base.get(shape.path)
+        fallback = base is not None and base != shape
+        late = signature in self._refused or time.monotonic() > self.timing_until
+        if fallback and late and signature not in self.table.entries:
+            return self._scaled(shape)
         try:
             return self.table.lookup(
-                shape.signature(), lambda: time_layer(shape, threads=self.threads, device=self.device)
+                signature, lambda: time_layer(shape, threads=self.threads, device=self.device)
             )
-        except Exception:
-            base = self._base.get(shape.path)
-            if base is None or base == shape:
-                raise
-            return self.layer_ms(base) * shape.macs() / max(1, base.macs())
+        except ORT_ERRORS as exc:
+            if not fallback:
+                raise unsupported_model(f"layer {shape.path} cannot be timed alone: {exc}"[:400]) from None
+            self._refused.add(signature)
+            return self._scaled(shape)
+
+    def _scaled(self, shape: LayerShape) -> float:
+        base = self._base[shape.path]
+        return self.layer_ms(base) * shape.macs() / max(1, base.macs())
 
     def _widths_of(self, layer: LayerShape, widths: Mapping[str, int]) -> tuple[int, int]:
         in_ch, out_ch = layer.in_ch, layer.out_ch
@@ -136,7 +154,7 @@ class Space:
         if (in_ch, out_ch) == (layer.in_ch, layer.out_ch):
             return base
         if layer.depthwise:
-            return self.layer_ms(layer.resized(min(in_ch, out_ch), out_ch))
+            return self.layer_ms(layer.resized(in_ch, out_ch))
         if in_ch == layer.in_ch or out_ch == layer.out_ch:
             return self.layer_ms(layer.resized(in_ch, out_ch))
         by_in = self.layer_ms(layer.resized(in_ch, layer.out_ch))
@@ -151,13 +169,22 @@ class Space:
             in_ch, out_ch = self._widths_of(layer, widths)
             total += self._separable(layer, in_ch, out_ch)
             elements += layer.resized(in_ch, out_ch).output_elements()
-        return total + self.rest_ms * elements / self._elements
+        return total * self.scale + self.rest_ms * elements / self._elements
+
+    def group_cost(self, group: GroupSpace, width: int) -> float:
+        """Predicted p50 (ms) of the layers that follow ``group`` when only it keeps ``width``."""
+        paths = {effect.layer for effect in group.effects}
+        total = 0.0
+        for layer in self.layers:
+            if layer.path in paths:
+                total += self._separable(layer, *self._widths_of(layer, {group.key: width}))
+        return total * self.scale
 
     def exact(self, shapes: Sequence[LayerShape]) -> float:
         """Predicted p50 (ms) of an assembled model whose Conv/Linear layers are ``shapes``."""
         total = sum(self.layer_ms(shape) for shape in shapes)
         elements = sum(shape.output_elements() for shape in shapes)
-        return total + self.rest_ms * elements / self._elements
+        return total * self.scale + self.rest_ms * elements / self._elements
 
     def fill_levels(self) -> None:
         """Keep, per group, the widths where the tabled latency of its layers drops (see the module doc)."""
@@ -165,7 +192,7 @@ class Space:
             kept: list[int] = []
             last = math.inf
             for width in group.candidates():
-                cost = self.estimate({group.key: width})
+                cost = self.group_cost(group, width)
                 if not kept or cost <= last * (1.0 - STEP_GAIN):
                     kept.append(width)
                     last = cost

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,11 @@ TABLE_FORMAT = 1
 MAX_AGE_S = 30 * 86_400.0
 MAX_ENTRIES = 20_000
 MAX_FILE_BYTES = 8 << 20
+MAX_P50_MS = 3_600_000.0
+FILE_NAME = re.compile(r"^[0-9a-f]{16}\.json$")
+"""A table file's name: its node kind's key."""
+SIGNATURE = re.compile(r"^[a-z0-9|>x.\-]{1,200}$")
+"""What a layer signature may contain (see :meth:`~.layers.LayerShape.signature`)."""
 
 
 @dataclass(frozen=True)
@@ -91,22 +98,47 @@ class LatencyTable:
         return path
 
 
-def parse_entries(data: object, kind: NodeKind | None = None) -> dict[str, tuple[float, float]] | None:
-    """The entries of a parsed table file; None when it is malformed, of another format or of another kind."""
-    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+def kind_of(data: object) -> NodeKind | None:
+    """The node kind a parsed table file names, when it is one."""
+    raw = data.get("kind") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
         return None
-    if kind is not None and data.get("kind") != asdict(kind):
+    try:
+        kind = NodeKind(**raw)
+    except TypeError:
+        return None
+    fields_ok = all(isinstance(getattr(kind, f), str) for f in ("runtime", "provider", "device", "cpu"))
+    numbers_ok = all(type(getattr(kind, f)) is int for f in ("threads", "batch", "format"))
+    return kind if fields_ok and numbers_ok else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def parse_entries(data: object, kind: NodeKind | None = None) -> dict[str, tuple[float, float]] | None:
+    """The valid entries of a parsed table file; None when it is malformed, of another format or kind.
+
+    An entry needs a signature of :data:`SIGNATURE`'s form, a finite p50 in (0, 1 h] and a finite time
+    of measurement, clamped to now (a table cannot claim entries from the future).
+    """
+    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or kind_of(data) is None:
+        return None
+    if kind is not None and kind_of(data) != kind:
         return None
     raw = data.get("entries")
     if not isinstance(raw, dict):
         return None
+    now = time.time()
     entries: dict[str, tuple[float, float]] = {}
-    for signature, value in raw.items():
-        if not isinstance(value, dict):
+    for signature, value in list(raw.items())[:MAX_ENTRIES]:
+        if not isinstance(value, dict) or not SIGNATURE.match(str(signature)):
             continue
-        p50, at = value.get("p50_ms"), value.get("at")
-        if isinstance(p50, int | float) and isinstance(at, int | float) and p50 > 0:
-            entries[str(signature)] = (float(p50), float(at))
+        p50, at = _number(value.get("p50_ms")), _number(value.get("at"))
+        if p50 is not None and at is not None and 0 < p50 <= MAX_P50_MS:
+            entries[str(signature)] = (p50, min(at, now))
     return entries
 
 
@@ -124,20 +156,18 @@ def load_table(directory: Path | None, kind: NodeKind) -> LatencyTable:
     return LatencyTable(kind, entries=entries, reused=True)
 
 
-def merge_tables(stored: object, fresh: object) -> dict[str, Any] | None:
-    """``fresh`` (a table file's JSON) plus ``stored``'s newer entries; None when ``fresh`` is bad."""
-    if parse_entries(fresh) is None or not isinstance(fresh, dict):
+def merge_tables(stored: object, fresh: object, key: str) -> dict[str, Any] | None:
+    """``fresh`` (a table file's JSON) plus ``stored``'s newer entries, as the table ``key``.
+
+    None when ``fresh`` is bad or is not the table of the kind ``key`` names; a ``stored`` table that
+    is bad or of another kind counts as empty.
+    """
+    kind = kind_of(fresh)
+    fresh_entries = parse_entries(fresh)
+    if kind is None or fresh_entries is None or kind.key != key:
         return None
-    kind = fresh.get("kind")
-    merged = (
-        dict(parse_entries(stored) or {}) if isinstance(stored, dict) and stored.get("kind") == kind else {}
-    )
-    for signature, value in (parse_entries(fresh) or {}).items():
+    merged = dict(parse_entries(stored, kind) or {})
+    for signature, value in fresh_entries.items():
         if signature not in merged or merged[signature][1] < value[1]:
             merged[signature] = value
-    newest = sorted(merged.items(), key=lambda item: -item[1][1])[:MAX_ENTRIES]
-    return {
-        "format": TABLE_FORMAT,
-        "kind": kind,
-        "entries": {k: {"p50_ms": v[0], "at": v[1]} for k, v in sorted(newest)},
-    }
+    return LatencyTable(kind, entries=merged).to_json()

@@ -17,10 +17,20 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from ..measure.latency import Device, execution_providers, session_options
 from .layers import LayerShape
 
+__all__ = ["ORT_ERRORS", "time_layer", "time_models"]
+
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    _state.Fail,
+    _state.InvalidArgument,
+    _state.InvalidGraph,
+    _state.RuntimeException,
+)
+"""What ONNX Runtime raises for a model or shape it refuses."""
 MIN_RUNS = 9
 MAX_RUNS = 200
 MIN_SECONDS = 0.12

@@ -135,3 +135,16 @@ def test_a_contradictory_target_is_refused_before_any_worker(
         create(stub, model, _spec(latency_speedup=2.0, latency_ms=1.0))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.target.latency_ms" in {v.field for v in status_error(caught.value).violations}
+
+
+def test_a_device_this_node_lacks_is_refused_before_any_worker(
+    stub: pb_grpc.OptimizerServiceStub, model: model_pb2.ModelRef
+) -> None:
+    spec = _spec(latency_speedup=2.0)
+    spec.benchmark.device = spec_pb2.DEVICE_CUDA
+    with pytest.raises(grpc.RpcError) as caught:
+        create(stub, model, spec)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    error = status_error(caught.value)
+    assert error.reason == "RUNTIME_UNAVAILABLE"
+    assert [v.field for v in error.violations] == ["spec.benchmark.device"]

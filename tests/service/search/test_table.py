@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from prunekit_server.search.table import MAX_AGE_S, NodeKind, load_table, merge_tables
+from prunekit_server.search.table import MAX_AGE_S, NodeKind, load_table, merge_tables, parse_entries
 
 KIND = NodeKind("onnxruntime 1.0", "CPUExecutionProvider", "cpu", "Some CPU", threads=1, batch=1)
 
@@ -59,13 +59,37 @@ def test_merging_keeps_the_newer_entry_of_each_signature(tmp_path: Path) -> None
     old.entries = {"a": (1.0, 100.0), "b": (2.0, 300.0)}
     new = load_table(tmp_path, KIND)
     new.entries = {"a": (1.5, 200.0), "c": (3.0, 200.0)}
-    merged = merge_tables(old.to_json(), new.to_json())
+    merged = merge_tables(old.to_json(), new.to_json(), KIND.key)
     assert merged is not None
     entries = {k: v["p50_ms"] for k, v in merged["entries"].items()}
     assert entries == {"a": 1.5, "b": 2.0, "c": 3.0}
-    assert merge_tables(old.to_json(), {"format": 99}) is None
+    assert merge_tables(old.to_json(), {"format": 99}, KIND.key) is None
     foreign = json.loads(json.dumps(old.to_json()))
     foreign["kind"]["threads"] = 8
-    merged = merge_tables(foreign, new.to_json())
+    merged = merge_tables(foreign, new.to_json(), KIND.key)
     assert merged is not None
     assert set(merged["entries"]) == {"a", "c"}
+
+
+def test_a_table_is_only_merged_under_its_own_kinds_key(tmp_path: Path) -> None:
+    fresh = load_table(tmp_path, KIND)
+    fresh.entries = {"a": (1.0, 100.0)}
+    other = replace(KIND, threads=8)
+    assert merge_tables(None, fresh.to_json(), other.key) is None
+
+
+def test_entries_from_the_future_infinite_or_odd_are_clamped_or_dropped(tmp_path: Path) -> None:
+    table = load_table(tmp_path, KIND).to_json()
+    table["entries"] = {
+        "conv|ok": {"p50_ms": 1.0, "at": 100.0},
+        "conv|future": {"p50_ms": 1.0, "at": time.time() + 10 * MAX_AGE_S},
+        "conv|inf": {"p50_ms": float("inf"), "at": 100.0},
+        "conv|bool": {"p50_ms": True, "at": 100.0},
+        "conv|negative": {"p50_ms": -1.0, "at": 100.0},
+        "../../etc/passwd": {"p50_ms": 1.0, "at": 100.0},
+        "x" * 500: {"p50_ms": 1.0, "at": 100.0},
+    }
+    entries = parse_entries(json.loads(json.dumps(table)), KIND)
+    assert entries is not None
+    assert set(entries) == {"conv|ok", "conv|future"}
+    assert entries["conv|future"][1] <= time.time()
