@@ -209,6 +209,8 @@ def test_interrupt_prints_the_job_id(
         ["optimize", "MODEL", "--spec", "SPEC", "--label", "novalue"],
         ["jobs"],
         ["analyze", "missing.onnx"],
+        ["--cert", "SPEC", "jobs", "list"],
+        ["--key", "SPEC", "jobs", "list"],
     ],
 )
 def test_usage_errors_exit_2(target: str, model: Path, spec: Path, args: list[str]) -> None:

@@ -2,9 +2,8 @@
 
 Jobs of every tenant share the workers; a job is addressed by its id (random across tenants) and
 runs on its tenant's stores (:class:`~..durable.tenants.Tenants`). A bounded queue feeds ``workers``
-dispatcher threads; each runs one job at a
-time in its own worker process (see :mod:`.sandbox`) and publishes the
-results (see :mod:`..durable.publish`). Analyses run on as many slots of their own,
+dispatcher threads; each runs one job at a time in its own worker process (see :mod:`.sandbox`) and
+publishes the results (see :mod:`..durable.publish`). Analyses run on as many slots of their own,
 synchronously for the caller.
 
 Durability: every queued or running job is leased to this server and renewed
