@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--speedup", type=float, default=2.0)
+    parser.add_argument("--steps", type=int, default=800)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         task = make_task(0, Path(tmp))
@@ -45,7 +46,7 @@ def main() -> None:
             benchmark=spec_pb2.BenchmarkSpec(threads=args.threads, max_seconds=10.0),
             data=spec_pb2.DataSpec(train=[s.uri for s in data.train], eval=[s.uri for s in data.eval]),
         )
-        tune = finetune_spec("distillation", 400, 0)
+        tune = finetune_spec("distillation", args.steps, 0)
         assert tune is not None
         spec.finetune.CopyFrom(tune)
         report = run_optimization(
@@ -75,7 +76,8 @@ def main() -> None:
     print(f"warnings: {', '.join(w.code for w in report.warnings)}")
     for c in report.search.candidates:
         print(
-            f"  {c.name} {c.quantization}: predicted {c.predicted_p50_ms:.3f} ms, measured {c.measured_p50_ms:.3f} ms "
+            f"  {c.name} {c.quantization}: predicted {c.predicted_p50_ms:.3f} ms, "
+            f"measured {c.measured_p50_ms:.3f} ms "
             f"({c.measured_speedup:.2f}x), MACs {c.macs:,}, cosine {c.quality.cosine_similarity:.3f}"
             + (" selected" if c.selected else "")
         )
