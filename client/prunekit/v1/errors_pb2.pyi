@@ -60,7 +60,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     SERVER_SHUTTING_DOWN: _ErrorReason.ValueType  # 17
     """UNAVAILABLE: the server is shutting down; retry on another replica."""
     STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 18
-    """UNAVAILABLE: object storage could not be reached."""
+    """UNAVAILABLE: object storage could not be reached (down, read-only,
+    failing); jobs wait out an outage within the server's retry budget.
+    """
     JOB_CANCELLED: _ErrorReason.ValueType  # 19
     """CANCELLED: the job was cancelled by CancelJob."""
     INVALID_PAGE_TOKEN: _ErrorReason.ValueType  # 20
@@ -80,6 +82,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
     DATASET_OUTSIDE_PREFIX: _ErrorReason.ValueType  # 26
     """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+    STORAGE_FULL: _ErrorReason.ValueType  # 27
+    """RESOURCE_EXHAUSTED: no space left where the server keeps files: the
+    object store, the upload spool or a job's scratch directory
+    (metadata `space`: "store" or "scratch").
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -126,7 +133,9 @@ WORKER_OUT_OF_MEMORY: ErrorReason.ValueType  # 16
 SERVER_SHUTTING_DOWN: ErrorReason.ValueType  # 17
 """UNAVAILABLE: the server is shutting down; retry on another replica."""
 STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 18
-"""UNAVAILABLE: object storage could not be reached."""
+"""UNAVAILABLE: object storage could not be reached (down, read-only,
+failing); jobs wait out an outage within the server's retry budget.
+"""
 JOB_CANCELLED: ErrorReason.ValueType  # 19
 """CANCELLED: the job was cancelled by CancelJob."""
 INVALID_PAGE_TOKEN: ErrorReason.ValueType  # 20
@@ -146,4 +155,9 @@ DATASET_TOO_LARGE: ErrorReason.ValueType  # 25
 """RESOURCE_EXHAUSTED: a shard or a job's data is over the server's size cap."""
 DATASET_OUTSIDE_PREFIX: ErrorReason.ValueType  # 26
 """PERMISSION_DENIED: a `data` URI is outside the server's dataset prefix."""
+STORAGE_FULL: ErrorReason.ValueType  # 27
+"""RESOURCE_EXHAUSTED: no space left where the server keeps files: the
+object store, the upload spool or a job's scratch directory
+(metadata `space`: "store" or "scratch").
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

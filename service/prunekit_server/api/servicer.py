@@ -17,6 +17,7 @@ from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs.durable import record
 from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.execution.executor import JobExecutor
 from ..spec_check import check_spec
@@ -75,7 +76,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
 
     def _spool_dir(self) -> Path | None:
         """Where uploads are received: beside the stored objects when the store can move them in."""
-        return self._models.store.spool_dir() or self._settings.scratch_path()
+        with storage_errors():
+            return self._models.store.spool_dir() or self._settings.scratch_path()
 
     @unary
     def UploadModel(  # noqa: N802

@@ -47,6 +47,17 @@ class ArtifactStore:
             info = self.store.put_file(key, path, sha256=sha256)
         return job_pb2.Artifact(name=name, uri=self.store.uri_for(key), sha256=sha256, size_bytes=info.size)
 
+    def discard_unlisted(self, job_id: str, attempt: int | None = None) -> int:
+        """Delete the files of worker start ``attempt`` (None: of every start) that the job's manifest
+        does not name: what a failed, interrupted or outrun publish left. Returns how many."""
+        listed = {self.store.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
+        prefix = self._keys.attempts(job_id) + (f"{attempt}/" if attempt is not None else "")
+        with storage_errors():
+            stale = [key for key in self.store.list_keys(prefix) if key not in listed]
+            for key in stale:
+                self.store.delete(key)
+        return len(stale)
+
     def write_manifest(self, job_id: str, artifacts: list[job_pb2.Artifact]) -> bool:
         """Record what a job produced, written after every artifact and at most once.
 

@@ -13,6 +13,7 @@ from ...errors import ServiceError
 from ..durable import record
 from ..durable.job_store import JobStore
 from ..durable.lease import expire_now, stamp
+from ..durable.storage_errors import is_unavailable
 from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,14 @@ class LeaseKeeper(BackgroundLoop):
             with self._lock:
                 since = self._held.get(job_id)
             if since is None or time.monotonic() - since < self.lease_s:
-                log.warning("job %s: lease renewal failed (%s); retrying", job_id, exc)
+                level = logging.DEBUG if is_unavailable(exc) else logging.WARNING
+                log.log(level, "job %s: lease renewal failed (%s); retrying", job_id, exc)
                 return True
-            log.error("job %s: no lease renewal for %.0f s; giving the job up", job_id, self.lease_s)
+            log.error(
+                "job %s: no lease renewal for %.0f s; giving the job up to whichever server takes it over",
+                job_id,
+                self.lease_s,
+            )
             lost = True
         if lost or ended:
             with self._lock:
@@ -118,8 +124,8 @@ class LeaseKeeper(BackgroundLoop):
 
         try:
             self._jobs.mutate(job_id, expire)
-        except ServiceError:
-            log.exception("job %s: could not release its lease (it expires on its own)", job_id)
+        except ServiceError as exc:
+            log.warning("job %s: could not release its lease (it expires on its own): %s", job_id, exc)
         return released
 
     def _loop(self) -> None:

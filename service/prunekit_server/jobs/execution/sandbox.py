@@ -146,8 +146,12 @@ def run_worker(
             proc = _start(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file, warm)
         finally:
             os.close(write_fd)
+    reported: list[ServiceError] = []
     reader = threading.Thread(
-        target=_read_progress, args=(read_fd, on_progress, last_stage), name="worker-progress", daemon=True
+        target=_read_progress,
+        args=(read_fd, on_progress, last_stage, reported),
+        name="worker-progress",
+        daemon=True,
     )
     reader.start()
     timed_out = False
@@ -182,7 +186,7 @@ def run_worker(
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     tail = _tail(log_path)
-    error = _outcome_error(returncode, workdir, stop, timed_out, timeout, last_stage[0], tail)
+    error = _outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
     if error is not None and error.code is Code.INTERNAL:
         log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
     return WorkerOutcome(returncode, error, tail, seconds)
@@ -248,11 +252,17 @@ def worker_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _read_progress(fd: int, on_progress: ProgressCallback, last_stage: list[str]) -> None:
+def _read_progress(
+    fd: int, on_progress: ProgressCallback, last_stage: list[str], reported: list[ServiceError]
+) -> None:
+    """Hand each progress line to ``on_progress``; an ``{"error": {...}}`` line goes to ``reported``."""
     with os.fdopen(fd, "rb") as pipe:
         for line in pipe:
             try:
                 event = json.loads(line)
+                if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                    reported.append(ServiceError.from_dict(event["error"]))
+                    continue
                 stage, fraction, message = (
                     str(event["stage"]),
                     float(event["fraction"]),
@@ -287,7 +297,13 @@ def _tail(path: Path, limit: int = 4000) -> str:
 
 
 def _outcome_error(
-    returncode: int, workdir: Path, stop: StopRequest, timed_out: bool, timeout: float, stage: str, tail: str
+    returncode: int,
+    reported: list[ServiceError],
+    stop: StopRequest,
+    timed_out: bool,
+    timeout: float,
+    stage: str,
+    tail: str,
 ) -> ServiceError | None:
     if stop.error is not None:
         return stop.error
@@ -298,12 +314,8 @@ def _outcome_error(
             f"the worker ran past its {timeout:g} s limit during stage {stage!r}",
             metadata={"stage": stage},
         )
-    error_file = workdir / "out" / "error.json"
-    if returncode != 0 and error_file.exists():
-        try:
-            return ServiceError.from_dict(json.loads(error_file.read_text()))
-        except (ValueError, TypeError):
-            pass
+    if returncode != 0 and reported:
+        return reported[0]
     if returncode == 0:
         return None
     meta = {"stage": stage, "exit_code": str(returncode)}
