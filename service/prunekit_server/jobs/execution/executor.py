@@ -308,10 +308,11 @@ class JobExecutor:
                     self._keeper.release(job_id)
                 return
 
-    def _waiting(self, job_id: str, action: Callable[[], T]) -> T:
-        """``action()``, a storage outage waited out for up to ``storage_retry_s`` seconds while the
-        job is still ours and the server is not shutting down."""
-        return retrying(action, budget_s=self._settings.storage_retry_s, stopped=lambda: self._gone(job_id))
+    def _waiting(self, job_id: str, action: Callable[[], T], budget_s: float | None = None) -> T:
+        """``action()``, a storage outage waited out for up to ``budget_s`` (``storage_retry_s``) seconds
+        while the job is still ours and the server is not shutting down."""
+        budget = self._settings.storage_retry_s if budget_s is None else budget_s
+        return retrying(action, budget_s=budget, stopped=lambda: self._gone(job_id))
 
     def _gone(self, job_id: str) -> bool:
         with self._lock:
@@ -340,9 +341,11 @@ class JobExecutor:
                 self._running.pop(job.id, None)
 
     def _end(self, job_id: str, error: ServiceError) -> None:
-        """Record the job FAILED with ``error``, waiting out a storage outage while the job is ours."""
+        """Record the job FAILED with ``error`` once storage answers, unless the job is lost first (its
+        lease runs out while storage is down: whoever takes it over then runs it again)."""
+        budget = self._settings.storage_retry_s + self._settings.lease_s
         try:
-            self._waiting(job_id, lambda: record_failure(self._jobs, job_id, self.owner, error))
+            self._waiting(job_id, lambda: record_failure(self._jobs, job_id, self.owner, error), budget)
         except ServiceError as exc:
             log.warning("job %s: could not record its failure (%s): %s", job_id, error, exc)
 

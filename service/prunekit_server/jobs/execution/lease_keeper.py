@@ -66,8 +66,7 @@ class LeaseKeeper(BackgroundLoop):
 
         Also False, without ``on_lost``, when the job has ended.
         """
-        lost = False
-        ended = False
+        lost = ended = gave_up = False
 
         def extend(job: job_pb2.Job) -> bool:
             nonlocal lost, ended
@@ -93,12 +92,13 @@ class LeaseKeeper(BackgroundLoop):
                 job_id,
                 self.lease_s,
             )
-            lost = True
+            lost = gave_up = True
         if lost or ended:
             with self._lock:
                 held = self._held.pop(job_id, None) is not None
             if lost and held:
-                log.warning("job %s: lease lost to another server", job_id)
+                if not gave_up:
+                    log.warning("job %s: lease lost to another server", job_id)
                 self._on_lost(job_id)
             return False
         with self._lock:

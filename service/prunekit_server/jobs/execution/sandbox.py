@@ -187,7 +187,7 @@ def run_worker(
     seconds = time.monotonic() - started
     tail = _tail(log_path)
     error = _outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
-    if error is not None and error.code is Code.INTERNAL:
+    if error is not None and error.code is Code.INTERNAL and returncode != EXIT_FENCED:
         log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
     return WorkerOutcome(returncode, error, tail, seconds)
 
