@@ -22,6 +22,7 @@ __all__ = [
     "invalid_model",
     "invalid_spec",
     "is_disk_full",
+    "scratch_full",
     "storage_full",
     "unsupported_model",
 ]
@@ -129,3 +130,9 @@ def storage_full(space: str, detail: str) -> ServiceError:
     return ServiceError(
         Code.RESOURCE_EXHAUSTED, "STORAGE_FULL", f"{where} is full: {detail}", metadata={"space": space}
     )
+
+
+def scratch_full(exc: BaseException) -> ServiceError:
+    """STORAGE_FULL for a job's working directory, from the error that met the full disk."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return storage_full("scratch", f"{detail} (writing the job's working directory)")

@@ -8,8 +8,8 @@ The server under test talks to the proxy's port as its S3 endpoint. The proxy ca
 - go down the moment a request matches a pattern (:meth:`S3Proxy.down_on`), to stop the endpoint at
   a chosen point of a job (the GET of its model while staging, the PUT of an artifact or a
   checkpoint); the matching request gets no answer;
-- answer ``500``/``503`` to PUT requests whose path matches (:meth:`S3Proxy.fail_puts`), a given
-  number of times or until told to stop.
+- answer ``500``/``503`` to requests that match (:meth:`S3Proxy.fail_requests`), a given number of
+  times or until told to stop.
 
 Everything else is relayed to the endpoint unchanged, one request at a time per connection.
 """
@@ -42,7 +42,7 @@ _REASONS = {
 
 
 @dataclass
-class _PutFaults:
+class _Failing:
     pattern: re.Pattern[str]
     left: int | None  # None: every matching PUT
     status: int
@@ -62,10 +62,10 @@ class _State:
     listener: socket.socket | None = None
     clients: set[socket.socket] = field(default_factory=set)
     trigger: tuple[re.Pattern[str], float] | None = None
-    puts: _PutFaults | None = None
+    failing: _Failing | None = None
     outages: list[Outage] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
-    failed_puts: int = 0
+    failed: int = 0
 
 
 class S3Proxy:
@@ -120,16 +120,16 @@ class S3Proxy:
         with self._lock:
             self._state.trigger = (re.compile(pattern), seconds)
 
-    def fail_puts(self, pattern: str = ".*", count: int | None = None, status: int = 503) -> None:
-        """Answer ``status`` to the next ``count`` PUTs whose request line (``PUT /path?query``) matches
-        ``pattern`` (``count`` None: every one until :meth:`heal`)."""
+    def fail_requests(self, pattern: str, count: int | None = None, status: int = 503) -> None:
+        """Answer ``status`` to the next ``count`` requests whose request line (``METHOD /path?query``)
+        matches ``pattern`` (``count`` None: every one until :meth:`heal`)."""
         with self._lock:
-            self._state.puts = _PutFaults(re.compile(pattern), count, status)
+            self._state.failing = _Failing(re.compile(pattern), count, status)
 
     def heal(self) -> None:
         """No more injected PUT failures or armed triggers."""
         with self._lock:
-            self._state.puts = None
+            self._state.failing = None
             self._state.trigger = None
 
     @property
@@ -138,10 +138,10 @@ class S3Proxy:
             return list(self._state.outages)
 
     @property
-    def failed_puts(self) -> int:
-        """PUTs answered with an injected failure so far."""
+    def failed(self) -> int:
+        """Requests answered with an injected failure so far."""
         with self._lock:
-            return self._state.failed_puts
+            return self._state.failed
 
     def wait_outage_over(self, timeout: float) -> Outage:
         """Block until an outage happened and ended; the latest one."""
@@ -193,7 +193,7 @@ class S3Proxy:
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = _read_body(reader, headers)
         request = f"{method} {target}"
-        status = self._fault(request, method)
+        status = self._fault(request)
         if status == 0:
             return False
         if status > 0:
@@ -212,7 +212,7 @@ class S3Proxy:
         _send(client, response.status, kept, data, head=method == "HEAD", reason=response.reason)
         return True
 
-    def _fault(self, request: str, method: str) -> int:
+    def _fault(self, request: str) -> int:
         """0: go down (no answer); > 0: answer that status; < 0: relay."""
         with self._lock:
             self._state.requests.append(request)
@@ -221,12 +221,12 @@ class S3Proxy:
                 self._state.trigger = None
             else:
                 trigger = None
-            puts = self._state.puts
-            if method == "PUT" and puts is not None and puts.left != 0 and puts.pattern.search(request):
-                self._state.failed_puts += 1
-                if puts.left is not None:
-                    puts.left -= 1
-                return puts.status
+            failing = self._state.failing
+            if failing is not None and failing.left != 0 and failing.pattern.search(request):
+                self._state.failed += 1
+                if failing.left is not None:
+                    failing.left -= 1
+                return failing.status
         if trigger is not None:
             self.down(trigger[1], trigger=request)
             return 0

@@ -70,7 +70,7 @@ def test_puts_failing_a_few_times_are_retried(
     UNAVAILABLE to the client, which retries with the same request id), then three 500s on artifact
     writes (left to the server's retry): one job, SUCCEEDED, published once."""
     model = upload(server.stub, fault_models["mlp.onnx"])
-    proxy.fail_puts(count=3, status=503)
+    proxy.fail_requests("^PUT ", count=3, status=503)
     request_id, refusals = uuid.uuid4().hex, []
     while True:
         try:
@@ -80,9 +80,9 @@ def test_puts_failing_a_few_times_are_retried(
             refusals.append(exc.code())
             if exc.code() != grpc.StatusCode.UNAVAILABLE or len(refusals) >= 5:
                 raise
-    proxy.fail_puts(ARTIFACT_PUT, count=3, status=500)
+    proxy.fail_requests(ARTIFACT_PUT, count=3, status=500)
     done = poll_job(server.stub, job.id)
-    assert proxy.failed_puts == 6
+    assert proxy.failed == 6
     assert refusals, "the client never saw UNAVAILABLE"
     assert_published_once(stores_of(storage), done)
     assert (done.attempt, done.charged_attempts) == (1, 1)
@@ -95,7 +95,7 @@ def test_puts_failing_for_good_fail_the_job_and_leave_no_file(
     """Artifact writes fail with 503 until the end (job records still write): the job fails once the
     budget is spent, and the artifacts that did land are removed."""
     model = upload(server.stub, fault_models["mlp.onnx"])
-    proxy.fail_puts(ARTIFACT_PUT + r"report\.md", count=None, status=503)
+    proxy.fail_requests(ARTIFACT_PUT + r"report\.md", count=None, status=503)
     try:
         done = poll_job(server.stub, create(server.stub, model).id)
     finally:

@@ -139,7 +139,7 @@ class DatasetStore:
         stored.uri = self.store.uri_for(key)
         stored.samples = summary.samples
         stored.arrays[:] = summary.arrays
-        with storage_errors():
+        with storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(self._meta_key(ref.sha256), json_format.MessageToJson(stored).encode())
         return stored, False

@@ -49,7 +49,7 @@ class ModelStore:
         stored = model_pb2.ModelRef()
         stored.CopyFrom(ref)
         stored.uri = self.store.uri_for(key)
-        with storage_errors():
+        with storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(
                 self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()

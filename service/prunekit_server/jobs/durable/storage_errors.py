@@ -29,7 +29,7 @@ UNAVAILABLE = "STORAGE_UNAVAILABLE"
 class Outages:
     """One warning when object storage stops answering, one line when it answers again.
 
-    Every failing call during an outage reports to :meth:`failed`, every successful one to
+    Every failing call during an outage reports to :meth:`failed`, every successful write to
     :meth:`answered`; callers log nothing more for an outage themselves (at most a debug line), so
     an outage costs two lines in the server's log, not one per progress line or renewal.
     """
@@ -68,17 +68,20 @@ OUTAGES = Outages()
 
 
 @contextlib.contextmanager
-def storage_errors() -> Iterator[None]:
+def storage_errors(*, writing: bool = False) -> Iterator[None]:
     """Turn storage failures into service errors, and report outages to :data:`OUTAGES`.
 
     Unreachable or failing storage is UNAVAILABLE (STORAGE_UNAVAILABLE); a store without space
     is RESOURCE_EXHAUSTED (STORAGE_FULL); corrupt data or a bad key is INTERNAL.
-    ObjectNotFound and PreconditionFailed pass through for the caller to handle.
+    ObjectNotFound and PreconditionFailed pass through for the caller to handle. Any call that
+    fails as unavailable starts an outage; only a block that ``writing`` says writes ends it (a
+    read-only store still answers reads).
     """
     try:
         yield
     except (ObjectNotFound, PreconditionFailed):
-        OUTAGES.answered()
+        if writing:
+            OUTAGES.answered()
         raise
     except (ChecksumMismatch, InvalidKey) as exc:
         raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"object storage: {exc}") from exc
@@ -88,7 +91,8 @@ def storage_errors() -> Iterator[None]:
         if isinstance(exc, StorageUnavailable):
             OUTAGES.failed(exc)
         raise ServiceError(Code.UNAVAILABLE, UNAVAILABLE, f"object storage failed: {exc}") from exc
-    OUTAGES.answered()
+    if writing:
+        OUTAGES.answered()
 
 
 def guarded(chunks: Iterator[bytes]) -> Iterator[bytes]:

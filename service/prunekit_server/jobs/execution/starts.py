@@ -13,7 +13,7 @@ import logging
 from prunekit.v1 import job_pb2
 
 from ...config import Settings
-from ...errors import Code, ServiceError, is_disk_full, storage_full
+from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ..durable import lease, record
 from ..durable.job_store import JobStore
 
@@ -74,7 +74,6 @@ def local_error(exc: Exception) -> ServiceError:
     (INTERNAL, logged with its traceback).
     """
     if is_disk_full(exc):
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return storage_full("scratch", f"{detail} (writing the job's working directory)")
+        return scratch_full(exc)
     log.error("unexpected error in a job's start", exc_info=exc)
     return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ...errors import Code, ServiceError, is_disk_full, storage_full
+from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ...hashing import sha256_file
 from .fence import watch_heartbeats
 from .threads import configure_torch, worker_threads
@@ -196,7 +196,7 @@ def task_error(exc: Exception, workdir: Path) -> ServiceError:
     for a full disk in the chain, or a library's own error with the disk found full) is
     RESOURCE_EXHAUSTED (STORAGE_FULL); anything else a bug (INTERNAL)."""
     if is_disk_full(exc) or _nearly_full(workdir):
-        return storage_full("scratch", f"no space left in the job's working directory ({type(exc).__name__})")
+        return scratch_full(exc)
     return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}: {str(exc)[:500]}")
 
 
