@@ -40,7 +40,6 @@ from ..durable.publish import complete_from_manifest
 from ..durable.storage_errors import is_unavailable, pause, retrying
 from ..durable.stores import TenantStores
 from ..worker.faults import FAULT_LABEL, is_fenced, is_retryable
-from ..worker.threads import usable_cpus
 from .analysis import Analyzer
 from .attempt import run_attempt
 from .lease_keeper import LeaseKeeper
@@ -89,13 +88,7 @@ class JobExecutor:
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))
         ]
-        self._limits = WorkerLimits(
-            memory_bytes=settings.worker_memory_bytes,
-            cpu_seconds=settings.worker_cpu_seconds,
-            file_bytes=settings.worker_file_bytes,
-            open_files=settings.worker_open_files,
-            threads=settings.worker_threads or max(1, usable_cpus() // max(1, settings.workers)),
-        )
+        self._limits = WorkerLimits.from_settings(settings)
         self._warm = WarmWorkers(worker_env, settings.scratch_path()) if settings.warm_workers else None
         self._analyzer = Analyzer(stores.models, settings, self._limits, self._warm)
 

@@ -32,9 +32,10 @@ from typing import IO, Any
 import prunekit
 import prunekit_server
 
+from ...config import Settings
 from ...errors import Code, ServiceError
 from ..worker.fence import EXIT_FENCED, Heartbeat
-from ..worker.threads import thread_env
+from ..worker.threads import thread_env, usable_cpus
 from .warm import WORKER_MODULE, WarmProcess, WarmWorkers
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,17 @@ class WorkerLimits:
     open_files: int = 1024
     #: Intra-op threads of the worker's torch (0: every CPU it may use).
     threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerLimits:
+        """The server's worker limits; threads default to the usable CPUs shared among its workers."""
+        return cls(
+            memory_bytes=settings.worker_memory_bytes,
+            cpu_seconds=settings.worker_cpu_seconds,
+            file_bytes=settings.worker_file_bytes,
+            open_files=settings.worker_open_files,
+            threads=settings.worker_threads or max(1, usable_cpus() // max(1, settings.workers)),
+        )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
