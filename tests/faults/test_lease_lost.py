@@ -20,7 +20,9 @@ from .conftest import assert_job_gone_from, assert_published_once, stores_of
 from .harness import OUTAGE_S, Faulty, Prober, faulty_server, poll_job, wait_stage
 from .s3_proxy import S3Proxy
 
-LEASE_S = min(max(OUTAGE_S / 2, 2.0), 30.0)
+LEASE_S = min(max(OUTAGE_S / 2, 3.0), 30.0)
+DOWN_S = max(OUTAGE_S, 2 * LEASE_S)
+"""Twice the lease: the server gives the job up well before storage answers again."""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_an_outage_longer_than_the_lease_mid_fine_tune_is_resumed_uncharged(
     job = create(server.stub, model, finetune_spec(train), labels=hang_after_first_checkpoint)
     wait_stage(server.stub, job.id, lambda j: j.progress.finetune.checkpoint_step > 0)
     tracebacks = server.log_text().count("Traceback")
-    proxy.down(OUTAGE_S)
+    proxy.down(DOWN_S)
     with Prober(server.process.target, job.id) as probe:
         done = poll_job(server.stub, job.id)
     print(probe.check())

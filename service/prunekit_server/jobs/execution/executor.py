@@ -39,12 +39,12 @@ from ..durable import lease, record
 from ..durable.publish import complete_from_manifest
 from ..durable.storage_errors import is_unavailable, pause, retrying
 from ..durable.stores import TenantStores
-from ..worker.faults import FAULT_LABEL, is_fenced, is_retryable
+from ..worker.faults import FAULT_LABEL
 from .analysis import Analyzer
 from .attempt import run_attempt
 from .lease_keeper import LeaseKeeper
 from .sandbox import StopRequest, WorkerLimits, worker_env
-from .starts import begin_start, local_error, record_failure
+from .starts import begin_start, local_error, record_failure, retry_plan
 from .sweeper import Sweeper
 from .warm import WarmWorkers
 
@@ -263,6 +263,9 @@ class JobExecutor:
         started again after a backoff, not charged."""
         charge, restarts = False, 0
         while True:
+            with self._lock:
+                if job_id in self._lost:  # lost while it waited here: not ours to start
+                    return
             start = functools.partial(
                 begin_start, self._jobs, job_id, self.owner, self._settings, charge=charge
             )
@@ -279,20 +282,14 @@ class JobExecutor:
                 if released:
                     self._keeper.release(job_id)
                 return
-            fenced = is_fenced(error)
-            if not fenced and not (
-                is_retryable(error) and job.charged_attempts < self._settings.max_attempts
-            ):
+            plan = retry_plan(error, job, self._settings.max_attempts)
+            if plan is None:
                 self._end(job_id, error)
                 return
-            charge, restarts = not fenced, restarts + 1 if fenced else 0
-            backoff = min(0.5 * 2 ** (restarts - 1), 30.0) if fenced else 0.0
+            charge, restarts = plan, 0 if plan else restarts + 1
+            backoff = 0.0 if charge else min(0.5 * 2 ** (restarts - 1), 30.0)
             then = f"starting again in {backoff:.1f} s" if accepting else "released to resume elsewhere"
-            note = (
-                "not charged"
-                if fenced
-                else f"charged {job.charged_attempts + 1} of {self._settings.max_attempts}"
-            )
+            note = "charged" if charge else "not charged"
             log.warning("job %s: start %d failed (%s); %s (%s)", job_id, job.attempt, error, then, note)
             if not accepting or not pause(backoff, lambda: self._gone(job_id)):
                 with self._lock:

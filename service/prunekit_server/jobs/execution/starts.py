@@ -16,6 +16,7 @@ from ...config import Settings
 from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ..durable import lease, record
 from ..durable.job_store import JobStore
+from ..worker.faults import is_fenced, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def record_failure(jobs: JobStore, job_id: str, owner: str, error: ServiceError)
         return True
 
     jobs.mutate(job_id, to_failed)
+
+
+def retry_plan(error: ServiceError, job: job_pb2.Job, max_attempts: int) -> bool | None:
+    """How a job goes on after a start that failed with ``error``: None, it ends with the error;
+    True, it starts again charged (a crash while fine-tuning, fewer than ``max_attempts`` charged);
+    False, it starts again uncharged (a worker stopped by its fence)."""
+    if is_fenced(error):
+        return False
+    if is_retryable(error) and job.charged_attempts < max_attempts:
+        return True
+    return None
 
 
 def local_error(exc: Exception) -> ServiceError:

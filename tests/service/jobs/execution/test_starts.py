@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from prunekit.v1 import job_pb2
 from prunekit_server.config import Settings
 from prunekit_server.errors import Code, ServiceError, is_disk_full
 from prunekit_server.jobs.durable import record
 from prunekit_server.jobs.durable.job_store import JobStore
-from prunekit_server.jobs.execution.starts import begin_start, local_error, record_failure
+from prunekit_server.jobs.execution.starts import begin_start, local_error, record_failure, retry_plan
+from prunekit_server.jobs.worker.fence import EXIT_FENCED
 from prunekit_server.jobs.worker.main import task_error
 from prunekit_server.rpc_status import from_status
 from prunekit_server.storage import open_store
@@ -88,3 +90,14 @@ def test_a_full_disk_is_storage_full_in_the_scratch_space_wherever_it_is_raised(
     assert (bug.code, bug.reason) == (Code.INTERNAL, "INTERNAL_ERROR")
     assert task_error(ValueError("a bug"), tmp_path).reason == "INTERNAL_ERROR"
     assert not is_disk_full(OSError(5, "Input/output error"))
+
+
+def test_a_crash_while_fine_tuning_is_retried_charged_a_fenced_worker_uncharged() -> None:
+    def error(**meta: str) -> ServiceError:
+        return ServiceError(Code.INTERNAL, "WORKER_CRASHED", "x", metadata={"stage": "finetune", **meta})
+
+    job = job_pb2.Job(charged_attempts=2)
+    assert retry_plan(error(signal="SIGKILL"), job, max_attempts=3) is True
+    assert retry_plan(error(signal="SIGKILL"), job, max_attempts=2) is None, "no charged start left"
+    assert retry_plan(error(exit_code=str(EXIT_FENCED)), job, max_attempts=1) is False
+    assert retry_plan(ServiceError(Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", "x"), job, max_attempts=9) is None
