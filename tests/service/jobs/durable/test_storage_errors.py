@@ -95,11 +95,12 @@ def test_a_failing_read_starts_an_outage_and_only_a_successful_write_ends_it(tmp
 
 
 def test_a_full_store_is_resource_exhausted_not_an_outage() -> None:
+    down = OUTAGES.down
     with pytest.raises(ServiceError) as caught, storage_errors(writing=True):
         raise StorageFull("file store '/s' has no space left for 'k': No space left on device")
     assert (caught.value.code, caught.value.reason) == (Code.RESOURCE_EXHAUSTED, "STORAGE_FULL")
     assert caught.value.metadata == {"space": "store"}
-    assert not OUTAGES.down
+    assert OUTAGES.down == down
 
 
 def test_a_pause_is_cut_short_by_a_stop() -> None:
