@@ -98,6 +98,20 @@ def run_attempt(
         uploaders[0].finish()
     if outcome.error is not None:
         return outcome.error
+    _publish(stores, settings, keeper, job, workdir, stop)
+    return None
+
+
+def _publish(
+    stores: TenantStores,
+    settings: Settings,
+    keeper: LeaseKeeper,
+    job: job_pb2.Job,
+    workdir: Path,
+    stop: StopRequest,
+) -> None:
+    """Publish the worker's results while the lease renews, waiting out outages; a publish that fails
+    leaves none of its files (those the manifest names, if it was written, stay)."""
 
     def publish_here() -> None:
         if keeper.renew(job.id):
@@ -111,7 +125,6 @@ def run_attempt(
         except ServiceError as exc:  # the job's cleanup, once it ended, tries again
             log.warning("job %s: the files of a failed publish are left for now: %s", job.id, exc)
         raise
-    return None
 
 
 def _waited(action: Callable[[], T], what: str, settings: Settings, stop: StopRequest) -> T:
