@@ -31,9 +31,11 @@ typecheck: install
 test: install lint typecheck
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
 
-# The long runs of what `make test` runs briefly: fuzzing with many random examples.
+# The long runs of what `make test` runs briefly: fuzzing with many random examples, and the fault
+# suite with storage down for 60 s (against the default 30 s lease where a test says so).
 soak: install
 	PRUNEKIT_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+	PRUNEKIT_FAULT_OUTAGE_S=60 $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests/faults
 
 demo: install
 	$(PY) scripts/demo.py

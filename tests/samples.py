@@ -71,9 +71,9 @@ class SampleMLP(nn.Module):
 
 
 def sample_module(kind: Literal["cnn", "mlp"] = "cnn", *, seed: int = 0, width: int = 32) -> nn.Module:
-    """A freshly initialised sample module in eval mode."""
+    """A freshly initialised sample module in eval mode (``width``: the CNN's, or 1/8 of the MLP's hidden)."""
     torch.manual_seed(seed)
-    module: nn.Module = SampleCNN(width=width) if kind == "cnn" else SampleMLP()
+    module: nn.Module = SampleCNN(width=width) if kind == "cnn" else SampleMLP(hidden=8 * width)
     return module.eval()
 
 

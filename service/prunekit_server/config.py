@@ -93,9 +93,15 @@ class Settings:
     #: Fork each worker from a pre-started one that imported the model libraries once (faster
     #: starts); false = a fresh process per job and analysis.
     warm_workers: bool = True
-    #: Worker starts per job: a worker killed while fine-tuning is retried from its checkpoint.
+    #: Worker starts charged per job: a worker killed (or out of memory) while fine-tuning is retried
+    #: from its checkpoint until this many starts were charged. Restarts after infrastructure events
+    #: (storage outages, fenced workers, lost leases, takeovers) are not charged.
     max_attempts: int = 3
-    #: Seconds a job start waits out an object-storage outage while staging its inputs, before failing.
+    #: Worker starts per job in all, restarts after infrastructure events included: a bound on a job
+    #: whose servers keep being lost.
+    max_worker_starts: int = 20
+    #: Seconds a job waits out an object-storage outage (staging its inputs, publishing its results,
+    #: recording a start or its failure) before failing with STORAGE_UNAVAILABLE.
     storage_retry_s: float = 60.0
     #: "required" (default): every call needs a credential from the tokens file, the JWKS or a client
     #: certificate, and the server refuses to start with none configured. "none": no authentication,

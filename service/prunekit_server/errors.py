@@ -9,6 +9,7 @@ imports grpc, so the pipeline and the worker can raise these too.
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,13 @@ __all__ = [
     "ServiceError",
     "invalid_model",
     "invalid_spec",
+    "is_disk_full",
+    "scratch_full",
+    "storage_full",
     "unsupported_model",
 ]
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class Code(enum.Enum):
@@ -105,3 +111,29 @@ def invalid_spec(violations: list[FieldViolation]) -> ServiceError:
     """The spec breaks rules; every violation is listed."""
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
     return ServiceError(Code.INVALID_ARGUMENT, "INVALID_SPEC", f"invalid spec: {summary}", violations)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is an ``OSError`` for a full disk or quota."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def storage_full(space: str, detail: str) -> ServiceError:
+    """No space left in ``space`` ("store": the object store or its upload spool; "scratch": a job's
+    working directory): RESOURCE_EXHAUSTED, STORAGE_FULL. An operator frees space; retrying later helps."""
+    where = "the server's object store" if space == "store" else "the server's scratch space"
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED, "STORAGE_FULL", f"{where} is full: {detail}", metadata={"space": space}
+    )
+
+
+def scratch_full(exc: BaseException) -> ServiceError:
+    """STORAGE_FULL for a job's working directory, from the error that met the full disk."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return storage_full("scratch", f"{detail} (writing the job's working directory)")

@@ -64,7 +64,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     SERVER_SHUTTING_DOWN: _ErrorReason.ValueType  # 17
     """UNAVAILABLE: the server is shutting down; retry on another replica."""
     STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 18
-    """UNAVAILABLE: object storage could not be reached."""
+    """UNAVAILABLE: object storage could not be reached (down, read-only,
+    failing); jobs wait out an outage within the server's retry budget.
+    """
     JOB_CANCELLED: _ErrorReason.ValueType  # 19
     """CANCELLED: the job was cancelled by CancelJob."""
     INVALID_PAGE_TOKEN: _ErrorReason.ValueType  # 20
@@ -109,6 +111,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     AUTH_INVALID: _ErrorReason.ValueType  # 32
     """UNAUTHENTICATED: the bearer token or client certificate was not accepted
     (unknown, expired, wrong issuer or audience, bad signature, no tenant).
+    """
+    STORAGE_FULL: _ErrorReason.ValueType  # 33
+    """RESOURCE_EXHAUSTED: no space left where the server keeps files: the
+    object store, the upload spool or a job's scratch directory
+    (metadata `space`: "store" or "scratch").
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -160,7 +167,9 @@ WORKER_OUT_OF_MEMORY: ErrorReason.ValueType  # 16
 SERVER_SHUTTING_DOWN: ErrorReason.ValueType  # 17
 """UNAVAILABLE: the server is shutting down; retry on another replica."""
 STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 18
-"""UNAVAILABLE: object storage could not be reached."""
+"""UNAVAILABLE: object storage could not be reached (down, read-only,
+failing); jobs wait out an outage within the server's retry budget.
+"""
 JOB_CANCELLED: ErrorReason.ValueType  # 19
 """CANCELLED: the job was cancelled by CancelJob."""
 INVALID_PAGE_TOKEN: ErrorReason.ValueType  # 20
@@ -205,5 +214,10 @@ client certificate) and the server requires one.
 AUTH_INVALID: ErrorReason.ValueType  # 32
 """UNAUTHENTICATED: the bearer token or client certificate was not accepted
 (unknown, expired, wrong issuer or audience, bad signature, no tenant).
+"""
+STORAGE_FULL: ErrorReason.ValueType  # 33
+"""RESOURCE_EXHAUSTED: no space left where the server keeps files: the
+object store, the upload spool or a job's scratch directory
+(metadata `space`: "store" or "scratch").
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

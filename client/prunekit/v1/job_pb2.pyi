@@ -238,13 +238,22 @@ class Job(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    CHARGED_ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Random, server-chosen."""
     state: Global___JobState.ValueType
     request_id: _builtins.str
     attempt: _builtins.int
     """Worker starts so far: 1 for a job that ran once; more after a retry
-    (worker killed while fine-tuning) or a takeover (server gone).
+    (worker killed while fine-tuning), a restart after an infrastructure
+    event or a takeover (server gone). See `charged_attempts`.
+    """
+    charged_attempts: _builtins.int
+    """The worker starts charged to the job against the server's max_attempts:
+    its first start and each retry after its worker crashed (killed by a
+    signal or out of memory while fine-tuning). Restarts after an
+    infrastructure event (an object-storage outage, a worker stopped by its
+    fence, a lost lease, a server gone) count in `attempt` only.
     """
     @_builtins.property
     def model(self) -> _model_pb2.ModelRef: ...
@@ -296,10 +305,11 @@ class Job(_message.Message):
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
         attempt: _builtins.int = ...,
         lease: Global___JobLease | None = ...,
+        charged_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "lease", b"lease", "model", b"model", "progress", b"progress", "report", b"report", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "labels", b"labels", "lease", b"lease", "model", b"model", "progress", b"progress", "report", b"report", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "charged_attempts", b"charged_attempts", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "labels", b"labels", "lease", b"lease", "model", b"model", "progress", b"progress", "report", b"report", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

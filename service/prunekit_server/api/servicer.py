@@ -25,6 +25,7 @@ from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs.durable import record
 from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
 from ..jobs.execution.executor import JobExecutor
@@ -103,7 +104,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
 
     def _spool_dir(self) -> Path | None:
         """Where uploads are received: beside the stored objects when the store can move them in."""
-        return self._tenants.store.spool_dir() or self._settings.scratch_path()
+        with storage_errors():
+            return self._tenants.store.spool_dir() or self._settings.scratch_path()
 
     def _paced(self, requests: Iterator[T]) -> Paced[T]:
         settings = self._settings

@@ -23,7 +23,7 @@ from typing import TypeAlias
 
 from prunekit.v1 import model_pb2, optimizer_service_pb2
 
-from ..errors import Code, FieldViolation, ServiceError
+from ..errors import Code, FieldViolation, ServiceError, is_disk_full, storage_full
 from ..jobs.durable.keys import is_sha256
 
 MAX_CHUNK_BYTES = 1 << 20
@@ -129,15 +129,24 @@ class _Writer:
         self._chunks.put(chunk)
 
     def close(self) -> None:
-        """Wait for every chunk to be written. A full or failing disk is STORAGE_UNAVAILABLE (retryable)."""
+        """Wait for every chunk to be written; a disk that failed them raises :func:`spool_error`."""
         self._chunks.put(None)
         self._thread.join()
         if isinstance(self._error, OSError):
-            raise ServiceError(
-                Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"the upload could not be written: {self._error}"
-            ) from self._error
+            raise spool_error(self._error) from self._error
         if self._error is not None:
             raise self._error
+
+
+def spool_error(exc: OSError) -> ServiceError:
+    """The upload could not be received on this server's disk: a full disk or quota is
+    RESOURCE_EXHAUSTED (STORAGE_FULL); any other failure (read-only, I/O error) STORAGE_UNAVAILABLE."""
+    detail = exc.strerror or str(exc)
+    if is_disk_full(exc):
+        return storage_full("store", f"{detail} (receiving the upload)")
+    return ServiceError(
+        Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"the upload could not be received: {detail}"
+    )
 
 
 @contextmanager
@@ -158,9 +167,7 @@ def _spool(
     try:
         fd, name = tempfile.mkstemp(prefix="prunekit-upload-", dir=spool_dir)
     except OSError as exc:
-        raise ServiceError(
-            Code.UNAVAILABLE, "STORAGE_UNAVAILABLE", f"no room to receive the upload: {exc}"
-        ) from exc
+        raise spool_error(exc) from exc
     path = Path(name)
     writer = _Writer(fd)
     try:

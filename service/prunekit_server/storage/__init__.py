@@ -22,6 +22,7 @@ from ._base import (
     ObjectStore,
     PreconditionFailed,
     StorageError,
+    StorageFull,
     StorageUnavailable,
 )
 from ._file import FileStore
@@ -38,6 +39,7 @@ __all__ = [
     "PreconditionFailed",
     "S3Store",
     "StorageError",
+    "StorageFull",
     "StorageUnavailable",
     "open_store",
     "validate_key",
@@ -49,7 +51,8 @@ def open_store(uri: str, **options: object) -> ObjectStore:
     """Open the store at ``uri``.
 
     - ``s3://bucket`` or ``s3://bucket/prefix``: an :class:`S3Store`. Options:
-      ``endpoint_url`` (str), ``path_style`` (bool), ``region`` (str), ``max_attempts`` (int),
+      ``endpoint_url`` (str), ``path_style`` (bool), ``region`` (str), ``max_attempts`` (int; default
+      ``AWS_MAX_ATTEMPTS``, else 5),
       ``connect_timeout`` / ``read_timeout`` (seconds), ``multipart_threshold`` / ``part_size``
       (bytes). Credentials, region and endpoint otherwise come from the usual AWS environment.
     - ``file:///abs/path``, an absolute or relative path: a :class:`FileStore`, created if
@@ -68,7 +71,7 @@ def open_store(uri: str, **options: object) -> ObjectStore:
             endpoint_url=_opt(opts, "endpoint_url", str, None),
             path_style=_opt(opts, "path_style", bool, None),
             region=_opt(opts, "region", str, None),
-            max_attempts=_opt(opts, "max_attempts", int, _s3.MAX_ATTEMPTS),
+            max_attempts=_opt(opts, "max_attempts", int, _s3.default_max_attempts()),
             connect_timeout=_opt(opts, "connect_timeout", float, _s3.CONNECT_TIMEOUT),
             read_timeout=_opt(opts, "read_timeout", float, _s3.READ_TIMEOUT),
             multipart_threshold=_opt(opts, "multipart_threshold", int, _s3.PART_SIZE),

@@ -15,6 +15,7 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "StorageError",
+    "StorageFull",
     "StorageUnavailable",
 ]
 
@@ -52,6 +53,10 @@ class PreconditionFailed(StorageError):  # noqa: N818 (names are the public cont
 
 class StorageUnavailable(StorageError):  # noqa: N818 (names are the public contract)
     """The store cannot serve requests now: unreachable, credentials rejected, throttled, disk full..."""
+
+
+class StorageFull(StorageUnavailable):
+    """The store has no space left (a full disk or quota): writes fail until space is freed."""
 
 
 class ChecksumMismatch(StorageError):  # noqa: N818 (names are the public contract)

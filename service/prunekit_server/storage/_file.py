@@ -254,7 +254,8 @@ class FileStore(RootedKeys):
     def spool_dir(self) -> Path:
         spool = self._root / RESERVED_PREFIX / "spool"
         if not self._spool_swept:
-            spool.mkdir(parents=True, exist_ok=True)
+            with _fs.translate(self._root, RESERVED_PREFIX + "/spool", writing=True):
+                spool.mkdir(parents=True, exist_ok=True)
             _remove_older_than(spool, SPOOL_MAX_AGE_S)
             self._spool_swept = True
         return spool

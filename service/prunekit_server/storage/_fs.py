@@ -12,7 +12,15 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._base import ChecksumMismatch, InvalidKey, ObjectInfo, ObjectNotFound, StorageError, StorageUnavailable
+from ._base import (
+    ChecksumMismatch,
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from ._keys import RESERVED_PREFIX, is_sha256_hex, validate_key
 
 CHUNK = 1 << 20
@@ -22,10 +30,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNAVAILABLE = frozenset(
     {
-        errno.ENOSPC,
-        errno.EDQUOT,
         errno.EROFS,
         errno.EACCES,
         errno.EPERM,
@@ -204,6 +211,8 @@ def _map_os_error(exc: OSError, root: Path, key: str, *, writing: bool) -> Stora
         return ObjectNotFound(key)
     if code == errno.ENOENT and not writing:
         return ObjectNotFound(key)
+    if code in _FULL:
+        return StorageFull(f"file store {str(root)!r} has no space left for {key!r}: {exc.strerror}")
     if code in _UNAVAILABLE:
         return StorageUnavailable(f"file store {str(root)!r} unavailable for {key!r}: {exc.strerror}")
     return StorageError(f"file store {str(root)!r} failed on {key!r}: {exc}")

@@ -49,6 +49,12 @@ _TRUTHY = {"1", "true", "yes", "on"}
 _LOADER = botocore.loaders.create_loader()
 
 
+def default_max_attempts() -> int:
+    """Tries per request: botocore's ``AWS_MAX_ATTEMPTS`` when it is a positive integer, else MAX_ATTEMPTS."""
+    raw = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_ATTEMPTS
+
+
 def _session() -> boto3.session.Session:
     """A fresh session (own credentials and config) sharing one parsed-model cache."""
     core = botocore.session.get_session()

@@ -16,7 +16,7 @@ from prunekit.v1 import model_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.api.upload import _Writer
-from prunekit_server.errors import ServiceError
+from prunekit_server.errors import Code, ServiceError
 from prunekit_server.server import RunningServer
 
 from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload_requests
@@ -152,12 +152,18 @@ def test_client_going_away_mid_upload_leaves_nothing(
     assert_serving(channel)
 
 
+@pytest.mark.parametrize("damage", ["unparsable", "failing its sha256"])
 def test_an_unreadable_model_metadata_object_is_healed_by_the_next_upload(
-    stub: pb_grpc.OptimizerServiceStub, server: RunningServer, channel: grpc.Channel
+    stub: pb_grpc.OptimizerServiceStub, server: RunningServer, channel: grpc.Channel, damage: str
 ) -> None:
     data = b"\x08\x07" + os.urandom(4096)
     first = call(stub, upload_requests(data)).model
-    server.stores.store.put_bytes(f"tenants/default/models/{first.sha256}/meta.json", b"{not json")
+    key = f"tenants/default/models/{first.sha256}/meta.json"
+    if damage == "unparsable":
+        server.stores.store.put_bytes(key, b"{not json")
+    else:  # the bytes change under the sha256 the store recorded (bit rot, a stray writer)
+        with open(Path(server.stores.store.uri.removeprefix("file://")) / key, "r+b") as stored:
+            stored.write(b" ")
     assert server.stores.models.find(first.sha256) is None
     with pytest.raises(grpc.RpcError) as caught:
         stub.AnalyzeModel(pb.AnalyzeModelRequest(model=first), timeout=30)
@@ -171,11 +177,13 @@ def test_an_unreadable_model_metadata_object_is_healed_by_the_next_upload(
 
 
 @pytest.mark.parametrize("size", [100, 3 << 20])
-def test_a_disk_full_while_receiving_is_storage_unavailable_even_on_the_last_flush(size: int) -> None:
+def test_a_disk_full_while_receiving_is_storage_full_even_on_the_last_flush(size: int) -> None:
     """Small uploads fail only when the buffered bytes are flushed: that error must not be lost."""
     writer = _Writer(os.open("/dev/full", os.O_WRONLY))
     for offset in range(0, size, 1 << 20):
         writer.put(b"x" * min(1 << 20, size - offset))
     with pytest.raises(ServiceError) as caught:
         writer.close()
-    assert caught.value.reason == "STORAGE_UNAVAILABLE"
+    assert (caught.value.code, caught.value.reason) == (Code.RESOURCE_EXHAUSTED, "STORAGE_FULL")
+    assert caught.value.metadata == {"space": "store"}
+    assert "No space left on device" in caught.value.message

@@ -215,3 +215,15 @@ def test_list_keys_follows_continuation_pages(store: S3Store, s3_admin: Any) -> 
     assert requests.operations() == ["ListObjectsV2"] * 3
     assert store.list_keys("", start_after="b", limit=1) == ["c"]
     assert store.list_keys("") == ["b", "c", "d"]
+
+
+def test_aws_max_attempts_sets_the_tries_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    def tries() -> int:
+        return int(open_store("s3://some-bucket/p").client.meta.config.retries["total_max_attempts"])
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    assert tries() == 2
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
+    assert tries() == 5
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    assert tries() == 5

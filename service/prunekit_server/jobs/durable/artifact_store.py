@@ -32,7 +32,7 @@ class ArtifactStore:
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix`` (a job's checkpoints, an attempt's artifacts)."""
-        with storage_errors():
+        with storage_errors(writing=True):
             for key in self.store.list_keys(prefix):
                 self.store.delete(key)
 
@@ -43,9 +43,20 @@ class ArtifactStore:
         job's lease never overwrites the files the manifest names.
         """
         key = self._keys.attempt_file(job_id, max(1, attempt), name)
-        with storage_errors():
+        with storage_errors(writing=True):
             info = self.store.put_file(key, path, sha256=sha256)
         return job_pb2.Artifact(name=name, uri=self.store.uri_for(key), sha256=sha256, size_bytes=info.size)
+
+    def discard_unlisted(self, job_id: str, attempt: int | None = None) -> int:
+        """Delete the files of worker start ``attempt`` (None: of every start) that the job's manifest
+        does not name: what a failed, interrupted or outrun publish left. Returns how many."""
+        listed = {self.store.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
+        prefix = self._keys.attempts(job_id) + (f"{attempt}/" if attempt is not None else "")
+        with storage_errors(writing=True):
+            stale = [key for key in self.store.list_keys(prefix) if key not in listed]
+            for key in stale:
+                self.store.delete(key)
+        return len(stale)
 
     def write_manifest(self, job_id: str, artifacts: list[job_pb2.Artifact]) -> bool:
         """Record what a job produced, written after every artifact and at most once.
@@ -54,7 +65,7 @@ class ArtifactStore:
         conditional put: of two publishers, the first one wins).
         """
         body = {"job_id": job_id, "artifacts": [json_format.MessageToDict(a) for a in artifacts]}
-        with storage_errors():
+        with storage_errors(writing=True):
             try:
                 self.store.put_bytes(
                     self._keys.manifest(job_id), json.dumps(body, indent=1).encode(), if_absent=True

@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ...hashing import sha256_file
-from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StorageError
+from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StorageError, StorageUnavailable
+from .storage_errors import OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +236,14 @@ class CheckpointUploader:
             return
         try:
             step = upload_checkpoint(self._store, self._prefix, self._local, phase, name)
+        except StorageUnavailable as exc:
+            OUTAGES.failed(exc)
+            log.debug("checkpoint %s/%s not uploaded: %s", phase, name, exc)
+            return
         except StorageError as exc:
             log.warning("checkpoint %s/%s not uploaded: %s", phase, name, exc)
             return
+        OUTAGES.answered()
         if step is None:
             return
         self._uploaded[phase] = name

@@ -31,7 +31,7 @@ from ...errors import Code, FieldViolation, ServiceError, invalid_spec
 from ...hashing import sha256_file
 from ...storage import InvalidKey, ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
-from .model_store import parse_meta
+from .model_store import read_meta
 from .shard_format import inspect_shard
 from .storage_errors import storage_errors
 from .stores import TenantStores
@@ -117,12 +117,7 @@ class DatasetStore:
         """The stored ref of the uploaded shard with this digest, or None."""
         if not is_sha256(sha256):
             return None
-        with storage_errors():
-            try:
-                data = self.store.get_bytes(self._meta_key(sha256))
-            except ObjectNotFound:
-                return None
-        return parse_meta(data, model_pb2.DatasetRef(), sha256)
+        return read_meta(self.store, self._meta_key(sha256), model_pb2.DatasetRef(), sha256)
 
     def put(self, path: Path, ref: model_pb2.DatasetRef) -> tuple[model_pb2.DatasetRef, bool]:
         """Store shard bytes once; returns the stored ref and whether they were there already.
@@ -144,7 +139,7 @@ class DatasetStore:
         stored.uri = self.store.uri_for(key)
         stored.samples = summary.samples
         stored.arrays[:] = summary.arrays
-        with storage_errors():
+        with storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(self._meta_key(ref.sha256), json_format.MessageToJson(stored).encode())
         return stored, False

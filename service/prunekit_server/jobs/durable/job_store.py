@@ -67,7 +67,7 @@ class JobStore:
         """
         fingerprint = record.request_fingerprint(model, spec, labels)
         job_id = record.new_job_id()
-        with storage_errors():
+        with storage_errors(writing=True):
             claimed = self._claim(request_id, job_id, fingerprint)
             if claimed != job_id:
                 with contextlib.suppress(ServiceError):
@@ -125,7 +125,7 @@ class JobStore:
 
     def forget_active(self, job_id: str) -> None:
         """Remove ``job_id`` from the index of jobs not yet ended."""
-        with storage_errors():
+        with storage_errors(writing=True):
             self.store.delete(self._keys.active(job_id))
 
     # -- read and update ------------------------------------------------------------------------
@@ -154,12 +154,13 @@ class JobStore:
                 if info is None:
                     raise _job_not_found(job_id)
                 job = _decode(self.store.get_bytes(key))
-                if not change(job):
-                    return job
-                try:
+            if not change(job):
+                return job
+            try:
+                with storage_errors(writing=True):
                     self.store.put_bytes(key, _encode(job), if_match=info.etag)
-                except PreconditionFailed:
-                    continue
+            except PreconditionFailed:
+                continue
             self._notify()
             return job
         raise ServiceError(Code.ABORTED, "INTERNAL_ERROR", f"job {job_id} is being updated too often; retry")

@@ -49,8 +49,11 @@ class TenantKeys:
     def job(self, job_id: str) -> str:
         return f"{self._root}/jobs/{job_id}/job.json"
 
+    def attempts(self, job_id: str) -> str:
+        return f"{self._root}/jobs/{job_id}/attempts/"
+
     def attempt_file(self, job_id: str, attempt: int, name: str) -> str:
-        return f"{self._root}/jobs/{job_id}/attempts/{attempt}/{name}"
+        return f"{self.attempts(job_id)}{attempt}/{name}"
 
     def manifest(self, job_id: str) -> str:
         return f"{self._root}/jobs/{job_id}/manifest.json"

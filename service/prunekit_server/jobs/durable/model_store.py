@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from prunekit.v1 import model_pb2
 
 from ...errors import Code, ServiceError
-from ...storage import ObjectNotFound, ObjectStore
+from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
 from .storage_errors import storage_errors
 
@@ -49,7 +49,7 @@ class ModelStore:
         stored = model_pb2.ModelRef()
         stored.CopyFrom(ref)
         stored.uri = self.store.uri_for(key)
-        with storage_errors():
+        with storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(
                 self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()
@@ -60,12 +60,7 @@ class ModelStore:
         """The stored ref of the model with this digest, or None."""
         if not is_sha256(sha256):
             return None
-        with storage_errors():
-            try:
-                data = self.store.get_bytes(self._keys.model_meta(sha256))
-            except ObjectNotFound:
-                return None
-        return parse_meta(data, model_pb2.ModelRef(), sha256)
+        return read_meta(self.store, self._keys.model_meta(sha256), model_pb2.ModelRef(), sha256)
 
     def resolve(self, ref: model_pb2.ModelRef) -> model_pb2.ModelRef:
         """The stored model a client's ref points at (looked up by digest, never by its URI)."""
@@ -87,8 +82,21 @@ class ModelStore:
 _M = TypeVar("_M", model_pb2.ModelRef, model_pb2.DatasetRef)
 
 
-def parse_meta(data: bytes, ref: _M, sha256: str) -> _M | None:
-    """A stored ``meta.json``; None (as if absent: the next upload writes it again) when it is unreadable."""
+def read_meta(store: ObjectStore, key: str, ref: _M, sha256: str) -> _M | None:
+    """The stored ``meta.json`` at ``key``, or None when there is none.
+
+    A ``meta.json`` that fails its recorded sha256 or does not parse is treated as absent (the next
+    upload of the same bytes writes it again; a job naming them gets MODEL_NOT_FOUND or
+    DATASET_NOT_FOUND, asking for that upload), with a warning in the server's log.
+    """
+    with storage_errors():
+        try:
+            data = store.get_bytes(key)
+        except ObjectNotFound:
+            return None
+        except ChecksumMismatch as exc:
+            log.warning("the metadata of %s in storage is corrupt (%s); treated as absent", sha256, exc)
+            return None
     try:
         return json_format.Parse(data, ref)
     except (json_format.ParseError, UnicodeDecodeError) as exc:

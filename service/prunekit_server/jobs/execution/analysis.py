@@ -20,6 +20,7 @@ from ..durable.model_store import ModelStore
 from ..durable.publish import read_json
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import stage_model
+from .starts import local_error
 from .warm import WarmWorkers
 
 
@@ -52,29 +53,45 @@ class Analyzer:
             raise ServiceError(
                 Code.RESOURCE_EXHAUSTED, "QUEUE_FULL", "every analysis slot is busy; retry later"
             )
-        workdir = Path(tempfile.mkdtemp(prefix="prunekit-analysis-", dir=self._settings.scratch_path()))
         try:
-            task: dict[str, Any] = {
-                "kind": "analyze",
-                "inputs": [json_format.MessageToDict(i, preserving_proto_field_name=True) for i in inputs],
-                "sensitivity": sensitivity,
-                "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
-                "limits": self._limits.to_dict(),
-                **stage_model(models, model, workdir),
-            }
-            remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
-            outcome = run_worker(
-                workdir,
-                task,
-                timeout=max(1.0, remaining),
-                stop=StopRequest(),
-                on_progress=lambda *_: None,
-                warm=self._warm,
-            )
-            if outcome.error is not None:
-                raise outcome.error
-            data = read_json(workdir / "out" / "analysis.json")
-            return json_format.ParseDict(data, model_pb2.ModelAnalysis(), ignore_unknown_fields=True)
+            workdir = Path(tempfile.mkdtemp(prefix="prunekit-analysis-", dir=self._settings.scratch_path()))
+            try:
+                return self._run(models, workdir, model, inputs, deadline, sensitivity, sensitivity_ratios)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        except OSError as exc:
+            raise local_error(exc) from exc
         finally:
             self._slots.release()
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run(
+        self,
+        models: ModelStore,
+        workdir: Path,
+        model: model_pb2.ModelRef,
+        inputs: Sequence[model_pb2.InputSpec],
+        deadline: float,
+        sensitivity: bool,
+        sensitivity_ratios: Sequence[float],
+    ) -> model_pb2.ModelAnalysis:
+        task: dict[str, Any] = {
+            "kind": "analyze",
+            "inputs": [json_format.MessageToDict(i, preserving_proto_field_name=True) for i in inputs],
+            "sensitivity": sensitivity,
+            "sensitivity_ratios": [float(r) for r in sensitivity_ratios],
+            "limits": self._limits.to_dict(),
+            **stage_model(models, model, workdir),
+        }
+        remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
+        outcome = run_worker(
+            workdir,
+            task,
+            timeout=max(1.0, remaining),
+            stop=StopRequest(),
+            on_progress=lambda *_: None,
+            warm=self._warm,
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        data = read_json(workdir / "out" / "analysis.json")
+        return json_format.ParseDict(data, model_pb2.ModelAnalysis(), ignore_unknown_fields=True)

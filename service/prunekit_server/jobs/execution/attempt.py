@@ -5,14 +5,16 @@ directory: it restores the job's checkpoints from storage, runs the worker
 (heartbeats after each lease renewal, see :mod:`..worker.fence`), uploads the
 checkpoints the worker announces while this server's lease is fresh
 (:mod:`..durable.checkpoint_sync`), and publishes the results when the worker succeeded
-and the lease still renews (:mod:`..durable.publish`).
+and the lease still renews (:mod:`..durable.publish`). Staging and publishing wait out
+storage outages for ``storage_retry_s``; a publish that fails leaves none of its files.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prunekit.v1 import job_pb2
 
@@ -21,7 +23,7 @@ from ...errors import ServiceError
 from ..durable import checkpoint_sync
 from ..durable.latency_tables import save_tables
 from ..durable.publish import publish
-from ..durable.storage_errors import retrying, storage_errors
+from ..durable.storage_errors import is_unavailable, retrying, storage_errors
 from ..durable.stores import TenantStores
 from ..worker.fence import FENCE_SHARE, Heartbeat
 from .lease_keeper import LeaseKeeper
@@ -31,6 +33,7 @@ from .staging import optimize_task
 from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def run_attempt(
@@ -59,7 +62,7 @@ def run_attempt(
         with storage_errors():
             return task, checkpoint_sync.restore(stores.store, prefix, local)
 
-    task, restored = retrying(stage, budget_s=settings.storage_retry_s, stopped=stop.is_set)
+    task, restored = _waited(stage, "staging the job's inputs", settings, stop)
     if restored:
         log.info("job %s: start %d resumes from checkpoints %s", job.id, job.attempt, restored)
     uploaders: list[checkpoint_sync.CheckpointUploader] = []
@@ -98,6 +101,49 @@ def run_attempt(
         save_tables(stores.store, workdir)
     if outcome.error is not None:
         return outcome.error
-    if keeper.renew(job.id):
-        publish(stores, job.id, workdir, owner=keeper.owner, attempt=job.attempt)
+    _publish(stores, settings, keeper, job, workdir, stop)
     return None
+
+
+def _publish(
+    stores: TenantStores,
+    settings: Settings,
+    keeper: LeaseKeeper,
+    job: job_pb2.Job,
+    workdir: Path,
+    stop: StopRequest,
+) -> None:
+    """Publish the worker's results while the lease renews, waiting out outages; a publish that fails
+    leaves none of its files (those the manifest names, if it was written, stay)."""
+
+    def publish_here() -> None:
+        if keeper.renew(job.id):
+            publish(stores, job.id, workdir, owner=keeper.owner, attempt=job.attempt)
+
+    try:
+        _waited(publish_here, "publishing the job's results", settings, stop)
+    except BaseException:
+        try:
+            stores.artifacts.discard_unlisted(job.id, job.attempt)
+        except ServiceError as exc:  # the job's cleanup, once it ended, tries again
+            log.warning("job %s: the files of a failed publish are left for now: %s", job.id, exc)
+        raise
+
+
+def _waited(action: Callable[[], T], what: str, settings: Settings, stop: StopRequest) -> T:
+    """``action()`` with storage outages waited out for ``storage_retry_s`` (see :func:`retrying`).
+
+    A stop while waiting raises the stop's error (a shutdown stays a shutdown, a cancel a cancel),
+    not the outage's; an outage longer than the budget raises STORAGE_UNAVAILABLE saying so.
+    """
+    try:
+        return retrying(action, budget_s=settings.storage_retry_s, stopped=stop.is_set)
+    except ServiceError as exc:
+        if stop.error is not None:
+            raise stop.error from exc
+        if not is_unavailable(exc):
+            raise
+        message = (
+            f"object storage unavailable for over {settings.storage_retry_s:g} s while {what}: {exc.message}"
+        )
+        raise ServiceError(exc.code, exc.reason, message, metadata=exc.metadata) from exc

@@ -8,11 +8,12 @@ synchronously for the caller.
 
 Durability: every queued or running job is leased to this server and renewed
 by a :class:`~.lease_keeper.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
-jobs whose lease expired. Before each worker start the job's checkpoints are
-restored from storage, and the worker's new ones are uploaded as it
-announces them (:mod:`..durable.checkpoint_sync`). A worker killed by a signal during
-stage "finetune" is started again, up to ``max_attempts`` starts in all
-(while shutting down it is released instead); other failures end the job. On
+jobs whose lease expired. Checkpoints are restored before each worker start and
+uploaded as the worker announces them (:mod:`..durable.checkpoint_sync`). A worker
+killed by a signal during stage "finetune" is started again while fewer than
+``max_attempts`` starts were charged (see :mod:`.starts`); a worker stopped by its
+fence (an infrastructure event) starts again after a backoff, uncharged; storage
+outages are waited out for ``storage_retry_s``; other failures end the job. On
 shutdown, jobs that fine-tune are released (their lease ends now) for another
 server, or the next start, to resume from their checkpoint; the others fail
 with SERVER_SHUTTING_DOWN.
@@ -20,14 +21,16 @@ with SERVER_SHUTTING_DOWN.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from prunekit.v1 import job_pb2, model_pb2
 
@@ -38,18 +41,19 @@ from ..durable import lease, record
 from ..durable.keys import DEFAULT_TENANT
 from ..durable.model_store import ModelStore
 from ..durable.publish import complete_from_manifest
+from ..durable.storage_errors import is_unavailable, pause, retrying
 from ..durable.tenants import Tenants
-from ..worker.faults import FAULT_LABEL, is_retryable
-from ..worker.memory import worker_memory_limits
-from ..worker.threads import usable_cpus
+from ..worker.faults import FAULT_LABEL
 from .analysis import Analyzer
 from .attempt import run_attempt
 from .lease_keeper import LeaseKeeper
 from .sandbox import StopRequest, WorkerLimits, worker_env
+from .starts import begin_start, local_error, record_failure, retry_plan
 from .sweeper import Sweeper
 from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["FAULT_LABEL", "JobExecutor"]
 
@@ -87,16 +91,12 @@ class JobExecutor:
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))
         ]
-        address_space, budget = worker_memory_limits(settings.worker_memory_bytes, settings.workers)
-        self.model_caps = ModelCaps(memory_bytes=budget)
-        log.info("worker memory %d MiB, RLIMIT_AS %d MiB (0: none)", budget >> 20, address_space >> 20)
-        self._limits = WorkerLimits(
-            memory_bytes=address_space,
-            budget_bytes=budget,
-            cpu_seconds=settings.worker_cpu_seconds,
-            file_bytes=settings.worker_file_bytes,
-            open_files=settings.worker_open_files,
-            threads=settings.worker_threads or max(1, usable_cpus() // max(1, settings.workers)),
+        self._limits = WorkerLimits.from_settings(settings)
+        self.model_caps = ModelCaps(memory_bytes=self._limits.budget_bytes)
+        log.info(
+            "worker memory %d MiB, RLIMIT_AS %d MiB (0: none)",
+            self._limits.budget_bytes >> 20,
+            self._limits.memory_bytes >> 20,
         )
         self._warm = WarmWorkers(worker_env, settings.scratch_path()) if settings.warm_workers else None
         self._analyzer = Analyzer(settings, self._limits, self._warm)
@@ -198,9 +198,11 @@ class JobExecutor:
         return self._keeper.holds(job_id)
 
     def cleanup(self, job_id: str) -> None:
-        """Drop an ended job's checkpoints and its entry in the index of active jobs."""
+        """Drop an ended job's checkpoints, the files its manifest does not name, then its entry in the
+        index of active jobs."""
         artifacts = self._tenants.of_job(job_id).artifacts
         artifacts.delete_prefix(artifacts.checkpoint_prefix(job_id))
+        artifacts.discard_unlisted(job_id)
         self._jobs.forget_active(job_id)
 
     def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> job_pb2.Job:
@@ -256,99 +258,107 @@ class JobExecutor:
             self._end(job_id, _shutting_down())
 
     def _run(self, job_id: str) -> None:
-        if complete_from_manifest(self._tenants.of_job(job_id), job_id, owner=self.owner):
-            self.cleanup(job_id)
-            return
+        """Run a queued job to its end here, or leave it (lost, released, storage gone too long)."""
+        try:
+            if not self._waiting(
+                job_id, lambda: complete_from_manifest(self._tenants.of_job(job_id), job_id, owner=self.owner)
+            ):
+                self._starts(job_id)
+            if record.is_terminal(self._jobs.get(job_id).state):
+                self.cleanup(job_id)
+        except ServiceError as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("job %s: object storage unavailable (%s); left to be taken over", job_id, exc.message)
+
+    def _starts(self, job_id: str) -> None:
+        """Worker starts until the job ends or is no longer ours: a crash while fine-tuning is
+        retried, charged against ``max_attempts``; a fenced worker (an infrastructure event) is
+        started again after a backoff, not charged."""
+        charge, restarts = False, 0
         while True:
-            job = self._start_attempt(job_id)
-            if job is None:
-                break
-            try:
-                error = self._attempt(job)
-            except ServiceError as exc:
-                error = exc
-            except Exception as exc:
-                log.exception("job %s failed", job_id)
-                error = ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
             with self._lock:
-                lost, released = job_id in self._lost, job_id in self._released
+                if job_id in self._lost:  # lost while it waited here: not ours to start
+                    return
+            start = functools.partial(
+                begin_start, self._jobs, job_id, self.owner, self._settings, charge=charge
+            )
+            job = self._waiting(job_id, start)
+            if job is None:
+                return
+            error = self._attempt(job)
+            with self._lock:
+                lost, released, accepting = job_id in self._lost, job_id in self._released, self._accepting
             if lost:
                 log.warning("job %s: lease lost; left unpublished to its new owner", job_id)
                 return
-            if released:
-                self._keeper.release(job_id)
+            if released or error is None:
+                if released:
+                    self._keeper.release(job_id)
                 return
-            if error is None:
-                break
-            if is_retryable(error) and job.attempt < self._settings.max_attempts:
-                then = "resuming from its checkpoint" if self._accepting else "released to resume elsewhere"
-                log.warning("job %s: start %d failed (%s); %s", job_id, job.attempt, error, then)
-                if self._accepting:
-                    continue
-                self._keeper.release(job_id)
+            plan = retry_plan(error, job, self._settings.max_attempts)
+            if plan is None:
+                self._end(job_id, error)
                 return
-            self._end(job_id, error)
-            break
-        if record.is_terminal(self._jobs.get(job_id).state):
-            self.cleanup(job_id)
+            charge, restarts = plan, 0 if plan else restarts + 1
+            backoff = 0.0 if charge else min(0.5 * 2 ** (restarts - 1), 30.0)
+            then = f"starting again in {backoff:.1f} s" if accepting else "released to resume elsewhere"
+            note = "charged" if charge else "not charged"
+            log.warning("job %s: start %d failed (%s); %s (%s)", job_id, job.attempt, error, then, note)
+            if not accepting or not pause(backoff, lambda: self._gone(job_id)):
+                with self._lock:
+                    lost = job_id in self._lost
+                if not lost:
+                    self._keeper.release(job_id)
+                return
 
-    def _start_attempt(self, job_id: str) -> job_pb2.Job | None:
-        """Count one more worker start on the record; None when the job is not ours to run.
+    def _waiting(self, job_id: str, action: Callable[[], T], budget_s: float | None = None) -> T:
+        """``action()``, a storage outage waited out for up to ``budget_s`` (``storage_retry_s``) seconds
+        while the job is still ours and the server is not shutting down."""
+        budget = self._settings.storage_retry_s if budget_s is None else budget_s
+        return retrying(action, budget_s=budget, stopped=lambda: self._gone(job_id))
 
-        A job that already had ``max_attempts`` starts (its servers kept
-        dying) fails with WORKER_CRASHED instead. A job whose lease was lost while it
-        waited in the queue is not started.
-        """
-        max_attempts = self._settings.max_attempts
+    def _gone(self, job_id: str) -> bool:
         with self._lock:
-            if job_id in self._lost:
-                return None
-
-        def to_running(job: job_pb2.Job) -> bool:
-            if record.is_terminal(job.state) or job.lease.owner != self.owner:
-                return False
-            if job.attempt >= max_attempts:
-                message = f"the job's worker or server was lost {job.attempt} times (the limit)"
-                record.fail(job, ServiceError(Code.INTERNAL, "WORKER_CRASHED", message))
-                return True
-            if job.state == record.PENDING:
-                record.transition(job, record.RUNNING)
-            job.attempt += 1
-            lease.stamp(job, self.owner, self._settings.lease_s)
-            message = "worker starting" if job.attempt == 1 else f"worker starting (start {job.attempt})"
-            job.progress.CopyFrom(job_pb2.JobProgress(stage="starting", fraction=0.0, message=message))
-            return True
-
-        job = self._jobs.mutate(job_id, to_running)
-        return job if job.state == record.RUNNING and job.lease.owner == self.owner else None
+            return job_id in self._lost or not self._accepting
 
     def _attempt(self, job: job_pb2.Job) -> ServiceError | None:
-        """One worker start (see :func:`.attempt.run_attempt`), stoppable while it runs."""
+        """One worker start (see :func:`.attempt.run_attempt`), stoppable while it runs; the error it
+        ended with, or None."""
         stop = StopRequest()
         with self._lock:
             self._running[job.id] = stop
-        workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
         try:
-            stores = self._tenants.of_job(job.id)
-            return run_attempt(
-                stores, self._settings, self._keeper, job, workdir, stop, self._limits, self._warm
-            )
+            workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
+            try:
+                return run_attempt(
+                    self._tenants.of_job(job.id),
+                    self._settings,
+                    self._keeper,
+                    job,
+                    workdir,
+                    stop,
+                    self._limits,
+                    self._warm,
+                )
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        except ServiceError as exc:
+            return exc
+        except Exception as exc:
+            return local_error(exc)
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
-            shutil.rmtree(workdir, ignore_errors=True)
 
     def _end(self, job_id: str, error: ServiceError) -> None:
-        def to_failed(job: job_pb2.Job) -> bool:
-            if record.is_terminal(job.state) or job.lease.owner not in ("", self.owner):
-                return False
-            record.fail(job, error)
-            return True
-
+        """Record the job FAILED with ``error`` once storage answers, unless the job is lost first (its
+        lease runs out while storage is down: whoever takes it over then runs it again)."""
+        budget = self._settings.storage_retry_s + self._settings.lease_s
         try:
-            self._jobs.mutate(job_id, to_failed)
-        except ServiceError:
-            log.exception("job %s: could not record its failure (%s)", job_id, error)
+            self._waiting(job_id, lambda: record_failure(self._jobs, job_id, self.owner, error), budget)
+        except ServiceError as exc:
+            log.warning("job %s: could not record its failure (%s): %s", job_id, error, exc)
 
     # -- analyses -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from prunekit.v1 import job_pb2
 from ...errors import ServiceError
 from ..durable import record
 from ..durable.lease import expire_now, stamp
+from ..durable.storage_errors import is_unavailable
 from ..durable.tenants import JobRecords
 from .background import BackgroundLoop
 
@@ -65,8 +66,7 @@ class LeaseKeeper(BackgroundLoop):
 
         Also False, without ``on_lost``, when the job has ended.
         """
-        lost = False
-        ended = False
+        lost = ended = gave_up = False
 
         def extend(job: job_pb2.Job) -> bool:
             nonlocal lost, ended
@@ -84,15 +84,21 @@ class LeaseKeeper(BackgroundLoop):
             with self._lock:
                 since = self._held.get(job_id)
             if since is None or time.monotonic() - since < self.lease_s:
-                log.warning("job %s: lease renewal failed (%s); retrying", job_id, exc)
+                level = logging.DEBUG if is_unavailable(exc) else logging.WARNING
+                log.log(level, "job %s: lease renewal failed (%s); retrying", job_id, exc)
                 return True
-            log.error("job %s: no lease renewal for %.0f s; giving the job up", job_id, self.lease_s)
-            lost = True
+            log.error(
+                "job %s: no lease renewal for %.0f s; giving the job up to whichever server takes it over",
+                job_id,
+                self.lease_s,
+            )
+            lost = gave_up = True
         if lost or ended:
             with self._lock:
                 held = self._held.pop(job_id, None) is not None
             if lost and held:
-                log.warning("job %s: lease lost to another server", job_id)
+                if not gave_up:
+                    log.warning("job %s: lease lost to another server", job_id)
                 self._on_lost(job_id)
             return False
         with self._lock:
@@ -118,8 +124,8 @@ class LeaseKeeper(BackgroundLoop):
 
         try:
             self._jobs.mutate(job_id, expire)
-        except ServiceError:
-            log.exception("job %s: could not release its lease (it expires on its own)", job_id)
+        except ServiceError as exc:
+            log.warning("job %s: could not release its lease (it expires on its own): %s", job_id, exc)
         return released
 
     def _loop(self) -> None:

@@ -12,6 +12,7 @@ from prunekit.v1 import job_pb2
 from ...errors import Code, ServiceError
 from ..durable import record
 from ..durable.job_store import JobStore
+from ..durable.storage_errors import OUTAGES, is_unavailable
 from .sandbox import StopRequest
 
 CheckpointFn = Callable[[str, str], None]
@@ -44,7 +45,7 @@ class ProgressSink:
     (it only queues an upload); :meth:`checkpoint_uploaded` then records the
     step in ``progress.finetune.checkpoint_step`` at once. Writes only while
     the job is RUNNING and leased to ``owner``; a CANCELLED record stops the
-    worker with JOB_CANCELLED.
+    worker with JOB_CANCELLED. Updates that meet a storage outage are dropped.
     """
 
     def __init__(
@@ -102,10 +103,10 @@ class ProgressSink:
                 job.progress.finetune.checkpoint_step = phase_step
             return True
 
-        self._note(self._jobs.mutate(self._job_id, update))
+        self._note(lambda: self._jobs.mutate(self._job_id, update))
 
     def check_cancelled(self) -> None:
-        self._note(self._jobs.get(self._job_id))
+        self._note(lambda: self._jobs.get(self._job_id))
 
     def _progress(self, stage: str, fraction: float, message: str) -> job_pb2.JobProgress:
         progress = job_pb2.JobProgress(stage=stage, fraction=fraction, message=message)
@@ -124,8 +125,19 @@ class ProgressSink:
             job.progress.CopyFrom(progress)
             return True
 
-        self._note(self._jobs.mutate(self._job_id, update))
+        self._note(lambda: self._jobs.mutate(self._job_id, update))
 
-    def _note(self, job: job_pb2.Job) -> None:
+    def _note(self, read: Callable[[], job_pb2.Job]) -> None:
+        """Stop the worker when the record ``read()`` returns is CANCELLED. During a storage outage
+        the update is skipped, without a call (the next one is written once storage answers): a
+        reader stuck in failing calls would stall the worker's progress pipe."""
+        if OUTAGES.down:
+            return
+        try:
+            job = read()
+        except ServiceError as exc:
+            if not is_unavailable(exc):
+                raise
+            return
         if job.state == record.CANCELLED:
             self._stop.stop(ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))

@@ -32,9 +32,11 @@ from typing import IO, Any
 import prunekit
 import prunekit_server
 
+from ...config import Settings
 from ...errors import Code, ServiceError
 from ..worker.fence import EXIT_FENCED, Heartbeat
-from ..worker.threads import thread_env
+from ..worker.memory import worker_memory_limits
+from ..worker.threads import thread_env, usable_cpus
 from .warm import WORKER_MODULE, WarmProcess, WarmWorkers
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,20 @@ class WorkerLimits:
     open_files: int = 1024
     #: Intra-op threads of the worker's torch (0: every CPU it may use).
     threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerLimits:
+        """The server's worker limits: memory from :func:`~..worker.memory.worker_memory_limits`, threads
+        the usable CPUs shared among its workers unless set."""
+        address_space, budget = worker_memory_limits(settings.worker_memory_bytes, settings.workers)
+        return cls(
+            memory_bytes=address_space,
+            budget_bytes=budget,
+            cpu_seconds=settings.worker_cpu_seconds,
+            file_bytes=settings.worker_file_bytes,
+            open_files=settings.worker_open_files,
+            threads=settings.worker_threads or max(1, usable_cpus() // max(1, settings.workers)),
+        )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -148,8 +164,12 @@ def run_worker(
             proc = _start(workdir, task_path, write_fd, fence_s if fenced else 0.0, log_file, warm)
         finally:
             os.close(write_fd)
+    reported: list[ServiceError] = []
     reader = threading.Thread(
-        target=_read_progress, args=(read_fd, on_progress, last_stage), name="worker-progress", daemon=True
+        target=_read_progress,
+        args=(read_fd, on_progress, last_stage, reported),
+        name="worker-progress",
+        daemon=True,
     )
     reader.start()
     timed_out = False
@@ -184,8 +204,8 @@ def run_worker(
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     tail = _tail(log_path)
-    error = _outcome_error(returncode, workdir, stop, timed_out, timeout, last_stage[0], tail)
-    if error is not None and error.code is Code.INTERNAL:
+    error = _outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
+    if error is not None and error.code is Code.INTERNAL and returncode != EXIT_FENCED:
         log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
     return WorkerOutcome(returncode, error, tail, seconds)
 
@@ -250,11 +270,17 @@ def worker_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _read_progress(fd: int, on_progress: ProgressCallback, last_stage: list[str]) -> None:
+def _read_progress(
+    fd: int, on_progress: ProgressCallback, last_stage: list[str], reported: list[ServiceError]
+) -> None:
+    """Hand each progress line to ``on_progress``; an ``{"error": {...}}`` line goes to ``reported``."""
     with os.fdopen(fd, "rb") as pipe:
         for line in pipe:
             try:
                 event = json.loads(line)
+                if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                    reported.append(ServiceError.from_dict(event["error"]))
+                    continue
                 stage, fraction, message = (
                     str(event["stage"]),
                     float(event["fraction"]),
@@ -289,7 +315,13 @@ def _tail(path: Path, limit: int = 4000) -> str:
 
 
 def _outcome_error(
-    returncode: int, workdir: Path, stop: StopRequest, timed_out: bool, timeout: float, stage: str, tail: str
+    returncode: int,
+    reported: list[ServiceError],
+    stop: StopRequest,
+    timed_out: bool,
+    timeout: float,
+    stage: str,
+    tail: str,
 ) -> ServiceError | None:
     if stop.error is not None:
         return stop.error
@@ -300,12 +332,8 @@ def _outcome_error(
             f"the worker ran past its {timeout:g} s limit during stage {stage!r}",
             metadata={"stage": stage},
         )
-    error_file = workdir / "out" / "error.json"
-    if returncode != 0 and error_file.exists():
-        try:
-            return ServiceError.from_dict(json.loads(error_file.read_text()))
-        except (ValueError, TypeError):
-            pass
+    if returncode != 0 and reported:
+        return reported[0]
     if returncode == 0:
         return None
     meta = {"stage": stage, "exit_code": str(returncode)}

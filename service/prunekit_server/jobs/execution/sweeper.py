@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ...errors import ServiceError
 from ..durable import lease, record
+from ..durable.storage_errors import is_unavailable
 from ..durable.tenants import JobRecords
 from .background import BackgroundLoop
 
@@ -65,6 +66,8 @@ class Sweeper(BackgroundLoop):
             except ServiceError as exc:
                 if exc.reason == "JOB_NOT_FOUND":
                     self._orphan(job_id)
+                elif is_unavailable(exc):
+                    break  # logged once as an outage; the next scan tries again
                 else:
                     log.warning("sweep: job %s: %s", job_id, exc)
         return taken
@@ -89,6 +92,9 @@ class Sweeper(BackgroundLoop):
                 taken = self.sweep()
                 if taken:
                     log.info("took over %d job(s): %s", len(taken), ", ".join(taken))
+            except ServiceError as exc:
+                if not is_unavailable(exc):
+                    log.warning("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep failed")
             self._stopping.wait(self._interval)

@@ -1,5 +1,5 @@
-"""Which worker failures are retried, which are the memory running out, and the fault-injection label
-of the test suite."""
+"""Which worker failures are retried (charged or not), which are the memory running out, and the
+fault-injection label of the test suite."""
 
 from __future__ import annotations
 
@@ -28,14 +28,20 @@ def parse_fault(label: str) -> dict[str, Any] | None:
     return {"action": action, "stage": stage, "attempt": attempt}
 
 
+def is_fenced(error: ServiceError) -> bool:
+    """The worker stopped itself because its server's lease renewals stopped reaching it (see
+    :mod:`.fence`): an infrastructure event (a storage outage, a starved or frozen server), at any
+    stage. The job starts again without it being charged against ``max_attempts``."""
+    return error.reason == "WORKER_CRASHED" and error.metadata.get("exit_code") == str(EXIT_FENCED)
+
+
 def is_retryable(error: ServiceError) -> bool:
-    """A worker killed by a signal (crash, out of memory) or fenced (it lost contact with
-    its server, see :mod:`.fence`) during stage "finetune": it resumes from its checkpoint. A
-    crash while parsing or pruning the model is the model's doing, a service error (exit 3)
-    is a verdict, and hitting the file-size limit (SIGXFSZ) would happen again: none is retried."""
+    """A worker killed by a signal (crash, out of memory) during stage "finetune": it resumes from its
+    checkpoint, charged against ``max_attempts``. A crash while parsing or pruning the model is the
+    model's doing, a service error (exit 3) is a verdict, and hitting the file-size limit (SIGXFSZ)
+    would happen again: none is retried."""
     signalled = "signal" in error.metadata and error.metadata["signal"] != "SIGXFSZ"
-    stopped = signalled or error.metadata.get("exit_code") == str(EXIT_FENCED)
-    return error.reason in _RETRIED_REASONS and stopped and error.metadata.get("stage") == "finetune"
+    return error.reason in _RETRIED_REASONS and signalled and error.metadata.get("stage") == "finetune"
 
 
 _OUT_OF_MEMORY_TEXT = (

@@ -2,8 +2,9 @@
 
 Applies its resource limits first, then runs one task (an optimization or an
 analysis) through the pipeline inside its working directory, and leaves in
-``out/`` either the result (``result.json`` / ``analysis.json``) or
-``error.json``. Progress goes as JSON lines to the given file descriptor.
+``out/`` the result (``result.json`` / ``analysis.json``). Progress goes as JSON
+lines to the given file descriptor, and so does the error a task ends with (a
+last line ``{"error": {...}}``: it needs no disk).
 Exit codes: 0 done, 3 a service error (bad model, bad spec...), 4 out of
 memory, 5 a bug. On Linux the worker asks the kernel to SIGKILL it when the
 server thread that started it dies (``PR_SET_PDEATHSIG``), so a worker never
@@ -13,6 +14,7 @@ outlives a killed server and keeps training a job another server resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -25,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ...errors import Code, ServiceError
+from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ...hashing import sha256_file
 from ...model_caps import ModelCaps
 from .faults import allocation_failure, out_of_memory
@@ -41,6 +43,8 @@ EXIT_SERVICE_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
 EXIT_BUG = 5
 _PR_SET_PDEATHSIG = 1
+FULL_BELOW_BYTES = 1 << 20
+"""A scratch filesystem with less free space than this, after a failure, is taken as full."""
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -88,6 +92,13 @@ class ProgressWriter:
         self._stream = stream
         wanted = int((fault or {}).get("attempt", 0))
         self._fault = fault if fault and wanted in (0, attempt) else None
+
+    def fail(self, error: ServiceError) -> None:
+        """Send the error the task ended with, as the last line ``{"error": {...}}``: the pipe needs no
+        disk, so a worker whose scratch directory is full still says why it stopped."""
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(json.dumps({"error": error.to_dict()}) + "\n")
+            self._stream.flush()
 
     def __call__(
         self, stage: str, fraction: float, message: str, details: Mapping[str, Any] | None = None
@@ -189,15 +200,21 @@ def task_caps(task: dict[str, Any]) -> ModelCaps:
     return ModelCaps(memory_bytes=budget) if budget > 0 else ModelCaps()
 
 
-def task_failure(exc: BaseException) -> tuple[ServiceError, int]:
-    """The error a task that raised ``exc`` ends with, and the worker's exit code."""
+def task_failure(exc: BaseException, workdir: Path | None = None) -> tuple[ServiceError, int]:
+    """The error a task that raised ``exc`` ends with, and the worker's exit code: an allocation that
+    failed is WORKER_OUT_OF_MEMORY, a service error its own verdict, a full scratch directory
+    STORAGE_FULL (see :func:`task_error`), anything else a bug (its traceback on stderr)."""
     cause = exc.__cause__ if isinstance(exc, ServiceError) else exc
     detail = allocation_failure(cause)
     if detail is not None:
         return out_of_memory(detail), EXIT_OUT_OF_MEMORY
     if isinstance(exc, ServiceError):
         return exc, EXIT_SERVICE_ERROR
-    traceback.print_exc(file=sys.stderr)
+    error = task_error(exc, workdir) if isinstance(exc, Exception) and workdir is not None else None
+    if error is not None and error.reason == "STORAGE_FULL":
+        return error, EXIT_SERVICE_ERROR
+    with contextlib.suppress(OSError):  # the log lives in the working directory, maybe full
+        traceback.print_exc(file=sys.stderr)
     message = f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
     return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", message), EXIT_BUG
 
@@ -212,8 +229,21 @@ def _shard(workdir: Path, item: dict[str, Any]) -> StagedShard:
     )
 
 
-def _write_error(workdir: Path, error: ServiceError) -> None:
-    (workdir / "out" / "error.json").write_text(json.dumps(error.to_dict()))
+def task_error(exc: Exception, workdir: Path) -> ServiceError:
+    """The error an unexpected exception of the task reports: a full scratch directory (an ``OSError``
+    for a full disk in the chain, or a library's own error with the disk found full) is
+    RESOURCE_EXHAUSTED (STORAGE_FULL); anything else a bug (INTERNAL)."""
+    if is_disk_full(exc) or _nearly_full(workdir):
+        return scratch_full(exc)
+    return ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}: {str(exc)[:500]}")
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_task(task, workdir, progress)
         except Exception as exc:
-            error, code = task_failure(exc)
-            _write_error(workdir, error)
+            error, code = task_failure(exc, workdir)
+            progress.fail(error)
             return code
     return 0
 

@@ -1,13 +1,18 @@
-"""retrying: storage outages are waited out within a budget; other errors and stops end it at once."""
+"""retrying: storage outages are waited out within a budget; other errors and stops end it at once.
+Outages are logged once; a full store is RESOURCE_EXHAUSTED."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs.durable.storage_errors import retrying
+from prunekit_server.jobs.durable.storage_errors import OUTAGES, Outages, pause, retrying, storage_errors
+from prunekit_server.storage import FileStore, StorageFull, StorageUnavailable
 
 
 def _unavailable() -> ServiceError:
@@ -53,3 +58,57 @@ def test_other_errors_and_a_stop_end_it_at_once() -> None:
     with pytest.raises(ServiceError):
         retrying(action, budget_s=10.0, stopped=lambda: True)  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_an_outage_is_logged_once_and_ends_only_with_a_write(caplog: pytest.LogCaptureFixture) -> None:
+    outages = Outages()
+    with caplog.at_level(logging.INFO, logger="prunekit_server.jobs.durable.storage_errors"):
+        for _ in range(50):
+            outages.failed(StorageUnavailable("connection refused"))
+        assert outages.down
+        outages.answered()
+        outages.answered()
+        outages.failed(StorageUnavailable("read-only file system"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("object storage unavailable: connection refused")
+    assert "answers again" in lines[1]
+    assert "(50 calls failed)" in lines[1]
+    assert lines[2].startswith("object storage unavailable: read-only file system")
+
+
+def test_a_failing_read_starts_an_outage_and_only_a_successful_write_ends_it(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    with storage_errors(writing=True):  # ends whatever outage an earlier test of this process left
+        store.put_bytes("k", b"v")
+    assert not OUTAGES.down
+    with pytest.raises(ServiceError) as caught, storage_errors():
+        raise StorageUnavailable("file store unavailable for 'k': Read-only file system")
+    assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "STORAGE_UNAVAILABLE")
+    assert OUTAGES.down
+    with storage_errors():
+        assert store.get_bytes("k") == b"v"
+    assert OUTAGES.down, "a read-only store still answers reads: the outage goes on"
+    with storage_errors(writing=True):
+        store.put_bytes("k", b"w")
+    assert not OUTAGES.down
+
+
+def test_a_full_store_is_resource_exhausted_not_an_outage() -> None:
+    down = OUTAGES.down
+    with pytest.raises(ServiceError) as caught, storage_errors(writing=True):
+        raise StorageFull("file store '/s' has no space left for 'k': No space left on device")
+    assert (caught.value.code, caught.value.reason) == (Code.RESOURCE_EXHAUSTED, "STORAGE_FULL")
+    assert caught.value.metadata == {"space": "store"}
+    assert OUTAGES.down == down
+
+
+def test_a_pause_is_cut_short_by_a_stop() -> None:
+    started = time.monotonic()
+    assert pause(0.2, lambda: False) is True
+    assert time.monotonic() - started >= 0.2
+    flag = threading.Event()
+    threading.Timer(0.1, flag.set).start()
+    started = time.monotonic()
+    assert pause(30.0, flag.is_set) is False
+    assert time.monotonic() - started < 5.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -93,24 +93,32 @@ def test_a_job_left_with_its_manifest_is_completed_from_it(tmp_path: Path) -> No
     assert done.attempt == 0
 
 
-def test_a_job_lost_too_often_fails(tmp_path: Path) -> None:
+def test_a_job_lost_too_often_fails_but_takeovers_are_not_charged(tmp_path: Path) -> None:
     storage = f"file://{tmp_path / 'store'}"
     dead = _dead_server_stores(storage)
-    job_id = new_job_id(dead.jobs, tmp_path)
+    lost_often, lost_once = new_job_id(dead.jobs, tmp_path), new_job_id(dead.jobs, tmp_path, "r2")
 
-    def crashed_thrice(job: job_pb2.Job) -> bool:
-        record.transition(job, record.RUNNING)
-        job.attempt = 3
-        lease.expire_now(job)
-        return True
+    def started(times: int) -> Callable[[job_pb2.Job], bool]:
+        def change(job: job_pb2.Job) -> bool:
+            record.transition(job, record.RUNNING)
+            job.attempt, job.charged_attempts = times, 1
+            lease.expire_now(job)
+            return True
 
-    dead.jobs.mutate(job_id, crashed_thrice)
-    with running(storage, tmp_path / "scratch", max_attempts=3) as server:
-        done = _wait_terminal(server.stores.jobs, job_id, timeout=30)
-    assert done.state == record.FAILED
-    error = from_status(done.error)
+        return change
+
+    dead.jobs.mutate(lost_often, started(5))
+    dead.jobs.mutate(lost_once, started(1))
+    with running(storage, tmp_path / "scratch", max_attempts=1, max_worker_starts=5) as server:
+        failed = _wait_terminal(server.stores.jobs, lost_often, timeout=30)
+        done = _wait_terminal(server.stores.jobs, lost_once, timeout=60)
+    assert failed.state == record.FAILED
+    error = from_status(failed.error)
     assert error.reason == "WORKER_CRASHED"
-    assert "3 times" in error.message
+    assert "5 times" in error.message
+    assert "max_worker_starts" in error.message
+    assert done.state == record.SUCCEEDED, done.error
+    assert (done.attempt, done.charged_attempts) == (2, 1), "a takeover was charged against max_attempts"
 
 
 def test_a_live_lease_is_left_alone(tmp_path: Path) -> None:

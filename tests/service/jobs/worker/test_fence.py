@@ -9,7 +9,7 @@ import sys
 import time
 
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs.worker.faults import is_retryable
+from prunekit_server.jobs.worker.faults import is_fenced, is_retryable
 from prunekit_server.jobs.worker.fence import EXIT_FENCED, Heartbeat
 
 _CHILD = """
@@ -103,10 +103,15 @@ def test_heartbeats_of_old_renewals_do_not_keep_a_worker_running() -> None:
     assert time.monotonic() - started < 5.0
 
 
-def test_a_fenced_worker_is_retried_only_while_fine_tuning() -> None:
-    def crash(stage: str) -> ServiceError:
+def test_a_fenced_worker_is_an_infrastructure_stop_at_any_stage_not_a_charged_crash() -> None:
+    def fenced(stage: str) -> ServiceError:
         meta = {"stage": stage, "exit_code": str(EXIT_FENCED)}
         return ServiceError(Code.INTERNAL, "WORKER_CRASHED", "fenced", metadata=meta)
 
-    assert is_retryable(crash("finetune"))
-    assert not is_retryable(crash("ingest"))
+    assert is_fenced(fenced("finetune"))
+    assert is_fenced(fenced("ingest"))
+    assert not is_retryable(fenced("finetune"))
+    crashed = ServiceError(
+        Code.INTERNAL, "WORKER_CRASHED", "died", metadata={"stage": "finetune", "exit_code": "1"}
+    )
+    assert not is_fenced(crashed)
