@@ -18,9 +18,10 @@ from prunekit import _datasets, _transfer
 from prunekit._auth import BearerToken, tls_credentials
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
-from prunekit._retry import RetryPolicy, is_retryable
+from prunekit._retry import RetryPolicy
 from prunekit._spec import load_spec, spec_from_dict
 from prunekit._version import __version__
+from prunekit._watch import TERMINAL_STATES, is_terminal, watch
 from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2_grpc, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 
@@ -30,15 +31,6 @@ ModelLike: TypeAlias = "model_pb2.ModelRef | str | PathLike[str]"
 SpecLike: TypeAlias = "spec_pb2.OptimizationSpec | Mapping[str, Any] | str | PathLike[str]"
 InputsLike: TypeAlias = "Mapping[str, Sequence[int]] | Sequence[model_pb2.InputSpec] | None"
 ProgressCallback: TypeAlias = Callable[[job_pb2.Job], None]
-
-TERMINAL_STATES = frozenset(
-    {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
-)
-
-
-def is_terminal(state: job_pb2.JobState.ValueType) -> bool:
-    """Whether a job in ``state`` has ended (``SUCCEEDED``, ``FAILED`` or ``CANCELLED``)."""
-    return state in TERMINAL_STATES
 
 
 class Client:
@@ -333,42 +325,7 @@ class Client:
         anything count against ``retries``; one that delivers resets the count.
         """
         deadline = self.watch_timeout if poll_timeout is None else poll_timeout
-        request = pb.WatchJobRequest(job_id=job_id)
-        last: job_pb2.Job | None = None
-        failures = 0
-        while True:
-            delivered = False
-            failure: PrunekitError | None = None
-            call = self._stub.WatchJob(request, timeout=deadline)
-            try:
-                for response in call:
-                    delivered = True
-                    job: job_pb2.Job = response.job
-                    if job != last:
-                        last = job
-                        yield job
-                    if is_terminal(job.state):
-                        return
-            except grpc.RpcError as exc:
-                failure = PrunekitError.from_rpc_error(exc)
-                resumable = is_retryable(failure) or failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                if not resumable:
-                    raise failure from exc
-            finally:
-                call.cancel()
-            if delivered:
-                failures = 0
-                if failure is None or failure.code != grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self._retry.sleep(self._retry.delay(0))
-                continue
-            if failure is None:
-                failure = PrunekitError(
-                    grpc.StatusCode.UNAVAILABLE, f"watch of job {job_id} ended before sending the job"
-                )
-            if failures >= self._retry.retries:
-                raise failure
-            self._retry.pause(failures, failure)
-            failures += 1
+        return watch(self._stub, job_id, deadline, self._retry)
 
     def download_artifact(
         self, job_id: str, name: str, dest: str | PathLike[str], *, timeout: float | None = None

@@ -27,7 +27,7 @@ from ..errors import unsupported_model
 from ..measure.latency import Device
 from .layers import LayerShape
 from .table import LatencyTable
-from .timing import ORT_ERRORS, time_layer
+from .timing import ort_errors, time_layer
 
 FRACTIONS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)
 STEP_GAIN = 0.015
@@ -128,7 +128,7 @@ class Space:
             return self.table.lookup(
                 signature, lambda: time_layer(shape, threads=self.threads, device=self.device)
             )
-        except ORT_ERRORS as exc:
+        except ort_errors() as exc:
             if not fallback:
                 raise unsupported_model(f"layer {shape.path} cannot be timed alone: {exc}"[:400]) from None
             self._refused.add(signature)

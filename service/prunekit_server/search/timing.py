@@ -9,6 +9,7 @@ in turns (A B A B ...), so drift on a busy machine hits them alike; their p50s a
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -17,24 +18,23 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from ..measure.latency import Device, execution_providers, session_options
 from .layers import LayerShape
 
-__all__ = ["ORT_ERRORS", "time_layer", "time_models"]
-
-ORT_ERRORS: tuple[type[Exception], ...] = (
-    _state.Fail,
-    _state.InvalidArgument,
-    _state.InvalidGraph,
-    _state.RuntimeException,
-)
-"""What ONNX Runtime raises for a model or shape it refuses."""
+__all__ = ["ort_errors", "time_layer", "time_models"]
 MIN_RUNS = 9
 MAX_RUNS = 200
 MIN_SECONDS = 0.12
 WARMUP = 3
+
+
+@functools.cache
+def ort_errors() -> tuple[type[Exception], ...]:
+    """What ONNX Runtime raises for a model or shape it refuses (looked up on first use: importing
+    its native module starts a thread, which a forking zygote must not have)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException)
 
 
 def _session(model: bytes | Path, threads: int, device: Device) -> Any:

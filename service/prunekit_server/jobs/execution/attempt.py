@@ -12,6 +12,8 @@ storage outages for ``storage_retry_s``; a publish that fails leaves none of its
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
+from .starts import local_error
 from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
@@ -147,3 +150,26 @@ def _waited(action: Callable[[], T], what: str, settings: Settings, stop: StopRe
             f"object storage unavailable for over {settings.storage_retry_s:g} s while {what}: {exc.message}"
         )
         raise ServiceError(exc.code, exc.reason, message, metadata=exc.metadata) from exc
+
+
+def attempt_in_scratch(
+    stores: TenantStores,
+    settings: Settings,
+    keeper: LeaseKeeper,
+    job: job_pb2.Job,
+    stop: StopRequest,
+    limits: WorkerLimits,
+    warm: WarmWorkers | None = None,
+) -> ServiceError | None:
+    """:func:`run_attempt` in a fresh scratch directory (removed afterwards); every failure, a full
+    scratch disk included (:func:`.starts.local_error`), comes back as the error, never raised."""
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=settings.scratch_path()))
+        try:
+            return run_attempt(stores, settings, keeper, job, workdir, stop, limits, warm)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    except ServiceError as exc:
+        return exc
+    except Exception as exc:
+        return local_error(exc)

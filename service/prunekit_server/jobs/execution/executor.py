@@ -6,17 +6,13 @@ dispatcher threads; each runs one job at a time in its own worker process (see :
 publishes the results (see :mod:`..durable.publish`). Analyses run on as many slots of their own,
 synchronously for the caller.
 
-Durability: every queued or running job is leased to this server and renewed
-by a :class:`~.lease_keeper.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over
-jobs whose lease expired. Checkpoints are restored before each worker start and
-uploaded as the worker announces them (:mod:`..durable.checkpoint_sync`). A worker
-killed by a signal during stage "finetune" is started again while fewer than
-``max_attempts`` starts were charged (see :mod:`.starts`); a worker stopped by its
-fence (an infrastructure event) starts again after a backoff, uncharged; storage
-outages are waited out for ``storage_retry_s``; other failures end the job. On
-shutdown, jobs that fine-tune are released (their lease ends now) for another
-server, or the next start, to resume from their checkpoint; the others fail
-with SERVER_SHUTTING_DOWN.
+Durability: every queued or running job is leased to this server and renewed by a
+:class:`~.lease_keeper.LeaseKeeper`; a :class:`~.sweeper.Sweeper` takes over jobs whose lease
+expired. A worker killed by a signal while fine-tuning starts again (from its checkpoint) while
+fewer than ``max_attempts`` starts were charged (:mod:`.starts`); a fenced worker starts again
+after a backoff, uncharged; storage outages are waited out for ``storage_retry_s``; other failures
+end the job. On shutdown, jobs that fine-tune are released for another server to resume; the
+others fail with SERVER_SHUTTING_DOWN.
 """
 
 from __future__ import annotations
@@ -24,12 +20,9 @@ from __future__ import annotations
 import functools
 import logging
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 from prunekit.v1 import job_pb2, model_pb2
@@ -43,12 +36,12 @@ from ..durable.model_store import ModelStore
 from ..durable.publish import complete_from_manifest
 from ..durable.storage_errors import is_unavailable, pause, retrying
 from ..durable.tenants import Tenants
-from ..worker.faults import FAULT_LABEL
+from ..worker.faults import FAULT_LABEL, is_fenced
 from .analysis import Analyzer
-from .attempt import run_attempt
+from .attempt import attempt_in_scratch
 from .lease_keeper import LeaseKeeper
 from .sandbox import StopRequest, WorkerLimits, worker_env
-from .starts import begin_start, local_error, record_failure, retry_plan
+from .starts import begin_start, record_failure, retry_plan
 from .sweeper import Sweeper
 from .warm import WarmWorkers
 
@@ -64,7 +57,7 @@ _UNFINISHED = "the server shut down before the job finished; submit it again"
 
 def _shutting_down() -> ServiceError:
     return ServiceError(
-        Code.UNAVAILABLE, "SERVER_SHUTTING_DOWN", "the server is shutting down; retry on another"
+        Code.UNAVAILABLE, "SERVER_SHUTTING_DOWN", "the server is shutting down; retry elsewhere"
     )
 
 
@@ -296,6 +289,9 @@ class JobExecutor:
                 if released:
                     self._keeper.release(job_id)
                 return
+            if is_fenced(error) and not self._keeper.renew(job_id):
+                log.warning("job %s: lease lost while its worker was fenced; left to its owner", job_id)
+                return
             plan = retry_plan(error, job, self._settings.max_attempts)
             if plan is None:
                 self._end(job_id, error)
@@ -329,24 +325,10 @@ class JobExecutor:
         with self._lock:
             self._running[job.id] = stop
         try:
-            workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=self._settings.scratch_path()))
-            try:
-                return run_attempt(
-                    self._tenants.of_job(job.id),
-                    self._settings,
-                    self._keeper,
-                    job,
-                    workdir,
-                    stop,
-                    self._limits,
-                    self._warm,
-                )
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-        except ServiceError as exc:
-            return exc
-        except Exception as exc:
-            return local_error(exc)
+            stores = self._tenants.of_job(job.id)
+            return attempt_in_scratch(
+                stores, self._settings, self._keeper, job, stop, self._limits, self._warm
+            )
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
