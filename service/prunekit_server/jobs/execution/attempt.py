@@ -76,6 +76,7 @@ def run_attempt(
         settings.progress_interval_s,
         keeper.owner,
         on_checkpoint=lambda phase, name: uploaders[0].report(phase, name),
+        restored=restored,
     )
     uploaders.append(
         checkpoint_sync.CheckpointUploader(

@@ -43,7 +43,8 @@ class ProgressSink:
     Stage changes are written at once. A line whose details carry
     ``"checkpoint"`` is handed to ``on_checkpoint`` whatever the throttle
     (it only queues an upload); :meth:`checkpoint_uploaded` then records the
-    step in ``progress.finetune.checkpoint_step`` at once. Writes only while
+    step in ``progress.finetune.checkpoint_step`` at once; the checkpoints the start was restored
+    from (``restored``, phase -> step) count as stored from the start. Writes only while
     the job is RUNNING and leased to ``owner``; a CANCELLED record stops the
     worker with JOB_CANCELLED. Updates that meet a storage outage are dropped.
     """
@@ -56,6 +57,7 @@ class ProgressSink:
         interval: float,
         owner: str,
         on_checkpoint: CheckpointFn,
+        restored: Mapping[str, int] | None = None,
     ) -> None:
         self._jobs = jobs
         self._job_id = job_id
@@ -66,7 +68,7 @@ class ProgressSink:
         self._lock = threading.Lock()
         self._last_write = 0.0
         self._last_stage = ""
-        self._checkpoint_steps: dict[str, int] = {}
+        self._checkpoint_steps: dict[str, int] = dict(restored or {})
         self._finetune: job_pb2.FinetuneProgress | None = None
 
     def __call__(self, stage: str, fraction: float, message: str, details: dict[str, Any] | None) -> None:

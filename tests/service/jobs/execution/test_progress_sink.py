@@ -52,3 +52,15 @@ def test_finetune_details_and_checkpoints_reach_the_record_then_leave_with_the_s
     after = jobs.get(job_id).progress
     assert after.stage == "evaluate"
     assert not after.HasField("finetune"), "a late checkpoint upload put fine-tuning on another stage"
+
+
+def test_a_resumed_start_reports_the_checkpoint_it_was_restored_from(
+    object_store: ObjectStore, tmp_path: Path
+) -> None:
+    jobs, job_id = _running(object_store, tmp_path)
+    sink = ProgressSink(
+        jobs, job_id, StopRequest(), 0.0, "server-a", lambda p, n: None, restored={"finetune": 20}
+    )
+    step = {"phase": "finetune", "step": 21, "total_steps": 60, "epoch": 1, "loss": 0.5, "metric": "accuracy"}
+    sink("finetune", 0.3, "step 21", {"finetune": step})
+    assert jobs.get(job_id).progress.finetune.checkpoint_step == 20
