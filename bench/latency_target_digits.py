@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--speedup", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--techniques", default="channel", help="comma-separated search techniques")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         task = make_task(0, Path(tmp))
@@ -40,7 +41,7 @@ def main() -> None:
             target=spec_pb2.TargetSpec(
                 latency_speedup=args.speedup,
                 max_accuracy_drop=0.01,
-                techniques=["channel"],
+                techniques=args.techniques.split(","),
                 budget_seconds=120,
             ),
             benchmark=spec_pb2.BenchmarkSpec(threads=args.threads, max_seconds=10.0),
@@ -73,7 +74,8 @@ def main() -> None:
         f"flags: {', '.join(flags)}; search met: {report.search.met}; "
         f"candidates: {len(report.search.candidates)}"
     )
-    print(f"warnings: {', '.join(w.code for w in report.warnings)}")
+    for w in report.warnings:
+        print(f"warning {w.code}: {w.message}")
     for c in report.search.candidates:
         print(
             f"  {c.name} {c.quantization}: predicted {c.predicted_p50_ms:.3f} ms, "
@@ -81,6 +83,7 @@ def main() -> None:
             f"({c.measured_speedup:.2f}x), MACs {c.macs:,}, cosine {c.quality.cosine_similarity:.3f}"
             + (" selected" if c.selected else "")
         )
+        print("    widths: " + ", ".join(f"{w.layer} {w.width_before}->{w.width_after}" for w in c.widths))
 
 
 if __name__ == "__main__":

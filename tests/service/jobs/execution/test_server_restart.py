@@ -28,7 +28,7 @@ from ...api.jobflow import create, wait
 from ...server_process import ServerProcess, server_process, worker_pids
 from .finetune_flow import finetune_spec, single_manifest, upload_inputs, wait_cleaned
 
-ENV = {"PRUNEKIT_LEASE_S": "3", "PRUNEKIT_SWEEP_INTERVAL_S": "0.5", "PRUNEKIT_WORKER_MEMORY_BYTES": "0"}
+ENV = {"PRUNEKIT_LEASE_S": "5", "PRUNEKIT_SWEEP_INTERVAL_S": "0.5", "PRUNEKIT_WORKER_MEMORY_BYTES": "0"}
 HANG_AFTER_FIRST_CHECKPOINT = {FAULT_LABEL: "hang@checkpoint"}
 
 

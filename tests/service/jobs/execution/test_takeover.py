@@ -36,7 +36,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @contextmanager
 def running(storage: str, tmp_path: Path, **settings: object) -> Iterator[RunningServer]:
-    options = {"lease_s": 4.0, "sweep_interval_s": 0.2, "server_id": "server-b", **settings}
+    options = {"lease_s": 6.0, "sweep_interval_s": 0.2, "server_id": "server-b", **settings}
     server = start_server(
         replace(TEST_SETTINGS, storage=storage, scratch_dir=str(tmp_path), **options)  # type: ignore[arg-type]
     )
@@ -67,7 +67,9 @@ def test_a_job_whose_server_died_before_running_it_is_taken_over(storage: str, t
     with running(storage, tmp_path) as server:
         done = _wait_terminal(server.stores.jobs, job_id)
     assert done.state == record.SUCCEEDED, done.error
-    assert done.attempt == 1
+    assert done.charged_attempts == 1, (
+        "the takeover started it more than once (fenced starts are not charged)"
+    )
     assert not done.HasField("lease")
     assert dead.artifacts.manifest(job_id) is not None
     assert dead.jobs.active_job_ids() == []
@@ -118,7 +120,8 @@ def test_a_job_lost_too_often_fails_but_takeovers_are_not_charged(tmp_path: Path
     assert "5 times" in error.message
     assert "max_worker_starts" in error.message
     assert done.state == record.SUCCEEDED, done.error
-    assert (done.attempt, done.charged_attempts) == (2, 1), "a takeover was charged against max_attempts"
+    assert done.attempt >= 2, "the takeover did not start it"
+    assert done.charged_attempts == 1, "a takeover was charged against max_attempts"
 
 
 def test_a_live_lease_is_left_alone(tmp_path: Path) -> None:
@@ -141,7 +144,7 @@ def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(
         jobs, executor = server.stores.jobs, server.executor
         model = stored_model(jobs, tmp_path)
         blockers = [
-            jobs.create(model, quick_spec(), f"blocker-{i}", {FAULT_LABEL: "hang@prune"})[0].id
+            jobs.create(model, quick_spec(), f"blocker-{i}", {FAULT_LABEL: "hang@prune#*"})[0].id
             for i in range(2)
         ]
         queued, _ = jobs.create(model, quick_spec(), "queued", {})
@@ -163,7 +166,9 @@ def test_a_job_lost_while_queued_here_is_adopted_again_only_once_its_entry_left(
             executor.cancel(job_id)
         done = _wait_terminal(jobs, queued.id, timeout=60)
     assert done.state == record.SUCCEEDED, done.error
-    assert done.attempt == 1, "the job ran twice at once"
+    assert done.charged_attempts == 1, (
+        "the job ran twice at once (fenced restarts on a busy machine are not charged)"
+    )
 
 
 def test_an_index_entry_whose_record_was_never_written_is_removed_after_two_leases(tmp_path: Path) -> None:
