@@ -38,6 +38,7 @@ def search_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list[
         "MACs",
         "cosine",
         "top-1 agr.",
+        "top-1 acc.",
         "narrowed groups",
         "",
     ]
@@ -57,6 +58,9 @@ def search_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list[
                 f"{c.macs:,}",
                 f"{c.quality.cosine_similarity:.4f}" if c.HasField("quality") else "-",
                 f"{c.quality.top1_agreement:.3f}" if c.HasField("quality") else "-",
+                f"{c.accuracy.top1:.2%}"
+                if c.HasField("accuracy") and not c.accuracy.HasField("mse")
+                else "-",
                 str(len(c.widths)),
                 ", ".join(marks),
             ]

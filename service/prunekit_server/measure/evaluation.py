@@ -103,6 +103,37 @@ def _accuracy(outputs: Outputs, data: EvalData) -> Accuracy | str:
         return f"the model's first output does not fit the eval data's {kind} ({exc})"
 
 
+class Judge:
+    """Compares models with the original on labelled (or target) eval data, the original run once.
+
+    Each model (an ONNX file) is run batched (``settings.batch_size`` for dynamic batch dimensions,
+    ``settings.threads``) on every sample; :meth:`judge` gives its fidelity (one item per sample) and
+    its accuracy, or the reason accuracy cannot be measured.
+    """
+
+    def __init__(self, original: Path, eval_data: EvalData, settings: RunSettings) -> None:
+        if len(eval_data) == 0:
+            raise ValueError("no eval samples to judge on")
+        self.data = eval_data
+        self.settings = settings
+        self._arrays = dict(zip(eval_data.input_names, eval_data.inputs, strict=True))
+        self.reference = self._outputs(original)
+        self.baseline = _accuracy(self.reference, eval_data)
+
+    def _outputs(self, path: Path) -> Outputs:
+        session = cpu_session(path, threads=self.settings.threads)
+        return run_batched(session, self._arrays, self.settings.batch_size)
+
+    def judge(self, model: Path) -> tuple[Quality, Accuracy | str]:
+        """``model``'s fidelity to the original and its accuracy (or why there is none).
+
+        Raises ``ValueError`` when its outputs differ in number or shape from the original's.
+        """
+        outputs = self._outputs(model)
+        quality = compare_outputs(self.reference.items, outputs.items, samples=len(self.data))
+        return quality, _accuracy(outputs, self.data)
+
+
 def evaluate_models(
     original: Path,
     models: Mapping[str, Path],
@@ -119,18 +150,11 @@ def evaluate_models(
     """
     if eval_data is None or len(eval_data) == 0:
         return _synthetic(original, models, synthetic_feeds, settings)
-    arrays = dict(zip(eval_data.input_names, eval_data.inputs, strict=True))
-
-    def outputs_of(path: Path) -> Outputs:
-        return run_batched(cpu_session(path, threads=settings.threads), arrays, settings.batch_size)
-
-    reference = outputs_of(original)
-    found = {BASELINE: _accuracy(reference, eval_data)}
+    judge = Judge(original, eval_data, settings)
+    found = {BASELINE: judge.baseline}
     qualities: dict[str, Quality] = {}
     for name, path in models.items():
-        candidate = outputs_of(path)
-        qualities[name] = compare_outputs(reference.items, candidate.items, samples=len(eval_data))
-        found[name] = _accuracy(candidate, eval_data)
+        qualities[name], found[name] = judge.judge(path)
     notes = [v for v in found.values() if isinstance(v, str)]
     accuracies = {} if notes else {k: v for k, v in found.items() if isinstance(v, Accuracy)}
     note = notes[0] if notes else ""
@@ -143,4 +167,4 @@ def evaluate_models(
     )
 
 
-__all__ = ["NO_EVAL_DATA", "NO_SUPERVISION", "EvalData", "Evaluation", "evaluate_models"]
+__all__ = ["NO_EVAL_DATA", "NO_SUPERVISION", "EvalData", "Evaluation", "Judge", "evaluate_models"]

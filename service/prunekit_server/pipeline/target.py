@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from prunekit.spec.prune_configs import PruneConfig
@@ -18,8 +19,10 @@ from prunekit.spec.structured_configs import StructuredConfig
 from prunekit.v1 import report_pb2, spec_pb2
 
 from ..errors import Code, ServiceError
+from ..measure.accuracy import Accuracy, AccuracyRule
+from ..measure.evaluation import Judge
 from ..measure.names import PRUNED
-from ..measure.quality import synthetic_inputs
+from ..measure.quality import compare_models, synthetic_inputs
 from ..measure.settings import RunSettings
 from ..modelio.ingest import IngestedModel
 from ..pruning.base import PruneContext, PruneResult
@@ -27,10 +30,11 @@ from ..pruning.structured import channel, neuron
 from ..quantization import QuantizeContext, quantize
 from ..report.facts import Variant
 from ..report.search import meets, within_bound
+from ..search.judging import Bound, Judging, Verdict
 from ..search.outcome import SearchOutcome
 from ..search.run import SearchInputs, search_target
 from ..spec_check import prune_config_of, quantize_plan_of, target_config_of
-from .job_data import LoadedData, data_feeds
+from .job_data import LoadedData
 from .variants import SCRATCH_DIR, calibration_context, calibration_samples_needed
 
 _MODES = {
@@ -99,6 +103,26 @@ def check_required(report: report_pb2.OptimizationReport, selected: str, search:
         raise not_met(search, chosen.latency_speedup, "accuracy rule broken after fine-tuning")
 
 
+def _judge(
+    ingested: IngestedModel, loaded: LoadedData, settings: RunSettings
+) -> tuple[Judging, Accuracy | None]:
+    """How candidates are judged, and the original's accuracy: on the eval split (its first
+    ``samples`` x batch samples) when there is one, else on synthetic inputs (no accuracy)."""
+    original = ingested.onnx_path
+    if loaded.eval is not None and len(loaded.eval) > 0:
+        shape = ingested.inputs[0].shape if ingested.inputs else []
+        count = settings.samples * max(1, int(shape[0]) if shape else 1)
+        judge = Judge(original, loaded.eval.subset(np.arange(min(count, len(loaded.eval)))), settings)
+
+        def on_eval(path: Path) -> Verdict:
+            quality, accuracy = judge.judge(path)
+            return Verdict(quality, accuracy if isinstance(accuracy, Accuracy) else None)
+
+        return on_eval, judge.baseline if isinstance(judge.baseline, Accuracy) else None
+    feeds = synthetic_inputs(list(ingested.inputs), settings.samples, settings.seed)
+    return lambda path: Verdict(compare_models(original, path, feeds)), None
+
+
 def search_prune(
     spec: spec_pb2.OptimizationSpec,
     settings: RunSettings,
@@ -111,8 +135,9 @@ def search_prune(
 ) -> tuple[PruneConfig, PruneResult, onnx.ModelProto, SearchOutcome]:
     """Search the widths for ``spec.target``: the config, the chosen pruning, its model, the outcome.
 
-    Candidates are compared with the original on the eval split (synthetic inputs without one) and
-    calibrate static INT8 on the train split (synthetic without one).
+    Candidates are compared with the original on the eval split (synthetic inputs without one), judged
+    by accuracy there when it has labels, and calibrate static INT8 on the train split (synthetic
+    without one).
     """
     target = target_config_of(spec)
     structured = _structured(spec, target.pruning)
@@ -122,7 +147,13 @@ def search_prune(
     scratch.mkdir(parents=True, exist_ok=True)
     needed = calibration_samples_needed(mode_plan("static_int8"))
     calibration, _ = calibration_context(loaded, inputs, needed, settings, workdir)
-    feeds = data_feeds(loaded.eval, inputs, settings.samples) if loaded.eval else []
+    judge, baseline = _judge(ingested, loaded, settings)
+    tunes = spec.HasField("finetune")
+    bound = Bound(
+        fidelity=None if tunes else settings.rule,
+        accuracy=None if tunes else AccuracyRule(target.max_accuracy_drop),
+        baseline=baseline,
+    )
     outcome = search_target(
         SearchInputs(
             model=ingested.onnx_model,
@@ -130,7 +161,7 @@ def search_prune(
             structured=structured,
             method=method,
             context=context,
-            quality_feeds=feeds or synthetic_inputs(inputs, settings.samples, settings.seed),
+            judge=judge,
             timing_feed=synthetic_inputs(inputs, 1, settings.seed)[0],
             threads=settings.threads,
             device=settings.device,
@@ -138,7 +169,7 @@ def search_prune(
             tables_dir=tables_dir,
             scratch=scratch,
             quantize=_quantizer(scratch, calibration),
-            rule=None if spec.HasField("finetune") else settings.rule,
+            bound=bound,
         ),
         target,
         progress,

@@ -29,6 +29,8 @@ def _candidate(record: CandidateRecord) -> report_pb2.SearchCandidate:
     )
     if record.quality is not None:
         proto.quality.CopyFrom(rs.quality_stats(record.quality))
+    if record.accuracy is not None:
+        proto.accuracy.CopyFrom(rs.accuracy_stats(record.accuracy))
     proto.widths.extend(
         report_pb2.LayerWidth(layer=w.layer, width_before=w.before, width_after=w.after)
         for w in record.widths

@@ -14,12 +14,12 @@ import torch
 from torch import fx
 
 from ..measure.latency import Device
-from ..measure.quality import QualityRule, compare_models
 from ..pruning.base import PruneContext
 from ..pruning.structured.engine import Run
 from ..pruning.structured.export import export_pruned
 from ..pruning.structured.groups import Group, dependency_graph
 from ..pruning.structured.targets import apply, count_macs, plan
+from .judging import Bound, Judging
 from .layers import layers_of
 from .outcome import CandidateRecord, LayerWidth
 from .space import Space
@@ -46,7 +46,7 @@ class Bench:
     space: Space
     original: Path
     context: PruneContext
-    quality_feeds: Sequence[dict[str, np.ndarray]]
+    judge: Judging
     timing_feed: dict[str, np.ndarray]
     threads: int
     device: Device
@@ -54,8 +54,8 @@ class Bench:
     quantize: Quantizer
     target_speedup: float
     tolerance: float
-    rule: QualityRule | None = None
-    """The fidelity floors a candidate must reach (None: fine-tuning follows, the final evaluation judges)."""
+    bound: Bound = field(default_factory=Bound)
+    """What a candidate's quality must keep (nothing when fine-tuning follows: the evaluation judges)."""
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per quantization mode: measured / table-predicted p50 of the candidates measured so far."""
     files: dict[str, list[Path]] = field(default_factory=dict)
@@ -119,7 +119,7 @@ class Bench:
             self.files[name].append(path)
         measured, speedup = self.speedup_of(path)
         self.history.setdefault(quantization, []).append(measured / raw if raw > 0 else 1.0)
-        quality = compare_models(self.original, path, self.quality_feeds) if self.quality_feeds else None
+        verdict = self.judge(path)
         spaces = {g.key: g for g in self.space.groups}
         return CandidateRecord(
             name=name,
@@ -130,13 +130,14 @@ class Bench:
             measured_speedup=speedup,
             macs=macs,
             size_bytes=path.stat().st_size,
-            quality=quality,
+            quality=verdict.quality,
+            accuracy=verdict.accuracy,
             widths=tuple(
                 LayerWidth(spaces[k].name, spaces[k].width * spaces[k].chunks, w * spaces[k].chunks)
                 for k, w in sorted(widths.items())
                 if k in spaces and w < spaces[k].width
             ),
             meets_target=speedup >= self.target_speedup / (1.0 + self.tolerance),
-            faithful=self.rule is None or quality is None or self.rule.met_by(quality),
+            faithful=self.bound.met_by(verdict),
             kept=dict(widths),
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from ..measure.accuracy import Accuracy
 from ..measure.quality import Quality
 from ..pruning.base import PruneResult
 from .table import LatencyTable
@@ -36,6 +37,8 @@ class CandidateRecord:
     size_bytes: int
     quality: Quality | None
     widths: tuple[LayerWidth, ...]
+    accuracy: Accuracy | None = None
+    """On the eval split's labels, when it has them."""
     meets_target: bool = False
     faithful: bool = True
     """Its quality meets the search's quality rule (always, when the job fine-tunes afterwards)."""
@@ -55,6 +58,13 @@ class CandidateRecord:
     @property
     def cosine(self) -> float:
         return self.quality.cosine_similarity if self.quality is not None else 0.0
+
+    @property
+    def score(self) -> float:
+        """What ranks candidates by quality: top-1 accuracy when measured, else cosine similarity."""
+        if self.accuracy is not None and self.accuracy.top1 is not None:
+            return self.accuracy.top1
+        return self.cosine
 
 
 @dataclass(frozen=True)

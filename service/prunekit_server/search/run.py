@@ -10,10 +10,11 @@
    the path predicted to reach the target is assembled, timed against the original and compared with it;
    a miss moves further along the path by the measured shortfall, a hit tries a lighter point between,
    while the budget lasts.
-5. Of the candidates meeting the target and the quality rule (the evaluation's fidelity floors; none when
-   fine-tuning follows, which the final evaluation judges) the most faithful is selected, the lightest on
-   ties; when none does, the fastest faithful one (else the most faithful) and the outcome says the
-   target was not met.
+5. Of the candidates meeting the target and the quality bound (the accuracy rule when the eval split's
+   labels can judge it, else the evaluation's fidelity floors; none when fine-tuning follows, which the
+   final evaluation judges) the best is selected (top-1 accuracy when measured, else cosine similarity;
+   the lightest on ties); when none does, the fastest faithful one (else the best) and the outcome says
+   the target was not met.
 
 Predictions are made before each candidate is timed: the tables' sum (:meth:`~.space.Space.exact`),
 divided by the mode's speed-up on the original, times the median measured/predicted ratio of the mode's
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,12 @@ from prunekit.spec.structured_configs import StructuredConfig
 from prunekit.spec.target import TargetConfig
 
 from ..measure.latency import Device, cpu_model, runtime_name
-from ..measure.quality import QualityRule
 from ..pruning.base import PruneContext, PruneResult
 from ..pruning.structured.engine import Method, Run, layer_infos, weights_of
 from ..pruning.structured.groups import dependency_graph
 from .build import group_spaces
 from .candidates import Bench, Quantizer
+from .judging import Bound, Judging
 from .layers import layers_of
 from .outcome import TOLERANCE, CandidateRecord, SearchOutcome
 from .space import Space, State, greedy_path
@@ -62,7 +63,7 @@ class SearchInputs:
     structured: StructuredConfig
     method: Method
     context: PruneContext
-    quality_feeds: Sequence[dict[str, np.ndarray]]
+    judge: Judging
     timing_feed: dict[str, np.ndarray]
     threads: int
     device: Device
@@ -70,8 +71,8 @@ class SearchInputs:
     tables_dir: Path | None
     scratch: Path
     quantize: Quantizer
-    rule: QualityRule | None = None
-    """The fidelity floors candidates must reach; None when fine-tuning follows (it judges later)."""
+    bound: Bound = field(default_factory=Bound)
+    """What candidates' quality must keep; nothing when fine-tuning follows (the evaluation judges)."""
 
 
 def node_kind(threads: int, device: Device, batch: int) -> NodeKind:
@@ -133,23 +134,27 @@ def _mode_factor(bench: Bench, mode: str) -> float:
 
 
 def choose(candidates: Sequence[CandidateRecord]) -> tuple[CandidateRecord, bool]:
-    """Mark the Pareto front and the selected candidate (see the module doc, step 5); (it, target met)."""
+    """Mark the Pareto front and the selected candidate (see the module doc, step 5); (it, target met).
+
+    Quality is the candidate's :attr:`~.outcome.CandidateRecord.score`: top-1 accuracy on the eval
+    split's labels when measured, else cosine similarity to the original.
+    """
     for c in candidates:
         c.pareto = not any(
             o is not c
             and o.measured_speedup >= c.measured_speedup
-            and o.cosine >= c.cosine
-            and (o.measured_speedup > c.measured_speedup or o.cosine > c.cosine)
+            and o.score >= c.score
+            and (o.measured_speedup > c.measured_speedup or o.score > c.score)
             for o in candidates
         )
     good = [c for c in candidates if c.meets_target and c.faithful]
     faithful = [c for c in candidates if c.faithful]
     if good:
-        best = max(good, key=lambda c: (c.cosine, -c.measured_speedup))
+        best = max(good, key=lambda c: (c.score, c.cosine, -c.measured_speedup))
     elif faithful:
-        best = max(faithful, key=lambda c: (c.measured_speedup, c.cosine))
+        best = max(faithful, key=lambda c: (c.measured_speedup, c.score))
     else:
-        best = max(candidates, key=lambda c: (c.cosine, c.measured_speedup))
+        best = max(candidates, key=lambda c: (c.score, c.cosine, c.measured_speedup))
     best.selected = True
     return best, bool(good)
 
@@ -200,7 +205,7 @@ def _bench(
         space,
         inputs.model_path,
         inputs.context,
-        inputs.quality_feeds,
+        inputs.judge,
         inputs.timing_feed,
         inputs.threads,
         inputs.device,
@@ -208,7 +213,7 @@ def _bench(
         inputs.quantize,
         outcome.target_speedup,
         TOLERANCE,
-        inputs.rule,
+        inputs.bound,
     )
     return bench, path
 
