@@ -29,7 +29,8 @@ __all__ = [
     "target_violations",
 ]
 
-PRUNING_TECHNIQUES = ("channel", "neuron")
+WIDTH_TECHNIQUES = ("channel", "neuron")
+PRUNING_TECHNIQUES = (*WIDTH_TECHNIQUES, "layer")
 QUANTIZE_TECHNIQUES = ("static_int8", "dynamic_int8", "fp16")
 TECHNIQUES = PRUNING_TECHNIQUES + QUANTIZE_TECHNIQUES
 MAX_SPEEDUP = 20.0
@@ -98,13 +99,13 @@ def _techniques(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldVio
             )
     if spec.HasField("prune") and names:
         method = enum_short_name(_P.PruneMethod.DESCRIPTOR, spec.prune.method)
-        if method in PRUNING_TECHNIQUES and method not in names:
+        if method in WIDTH_TECHNIQUES and method not in names:
             found.append(FieldViolation(path, f"prune.method {method.upper()} is not among the techniques"))
 
 
 def _prune(prune: spec_pb2.PruneSpec, path: str, found: list[FieldViolation]) -> None:
     method = enum_short_name(_P.PruneMethod.DESCRIPTOR, prune.method)
-    if prune.method and method not in PRUNING_TECHNIQUES:
+    if prune.method and method not in WIDTH_TECHNIQUES:
         found.append(FieldViolation(f"{path}.method", "a latency target searches CHANNEL or NEURON widths"))
     for name in ("ratio", "target_macs_reduction", "steps"):
         if getattr(prune, name):

@@ -61,7 +61,7 @@ def search_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list[
                 f"{c.accuracy.top1:.2%}"
                 if c.HasField("accuracy") and not c.accuracy.HasField("mse")
                 else "-",
-                str(len(c.widths)),
+                str(len(c.widths)) + (f"; removed {', '.join(c.removed_layers)}" if c.removed_layers else ""),
                 ", ".join(marks),
             ]
         )

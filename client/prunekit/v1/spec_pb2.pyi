@@ -826,9 +826,11 @@ class TargetSpec(_message.Message):
     """
     @_builtins.property
     def techniques(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """What the search may use: "channel", "neuron" (structured pruning) and
-        "static_int8", "dynamic_int8", "fp16" (quantization). Empty: every
-        pruning method that applies and the INT8 modes (FP16 on CUDA only).
+        """What the search may use: "channel", "neuron" (structured pruning: the
+        widths), "layer" (also start from the model without its 1 to 3 least
+        important residual blocks or identity-shaped layers) and "static_int8",
+        "dynamic_int8", "fp16" (quantization). Empty: CHANNEL (or the spec's
+        prune.method) and the INT8 modes (FP16 on CUDA only).
         """
 
     def __init__(

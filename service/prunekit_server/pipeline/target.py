@@ -57,7 +57,7 @@ def _structured(spec: spec_pb2.OptimizationSpec, pruning: Sequence[str]) -> Stru
     prune = spec_pb2.PruneSpec()
     prune.CopyFrom(spec.prune)
     if not prune.method:
-        only_neuron = tuple(pruning) == ("neuron",)
+        only_neuron = "neuron" in pruning and "channel" not in pruning
         prune.method = spec_pb2.PRUNE_METHOD_NEURON if only_neuron else spec_pb2.PRUNE_METHOD_CHANNEL
     prune.ratio = 0.5
     config = prune_config_of(prune)

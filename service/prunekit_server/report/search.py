@@ -26,6 +26,7 @@ def _candidate(record: CandidateRecord) -> report_pb2.SearchCandidate:
         meets_target=record.meets_target,
         pareto=record.pareto,
         selected=record.selected,
+        removed_layers=list(record.removed),
     )
     if record.quality is not None:
         proto.quality.CopyFrom(rs.quality_stats(record.quality))

@@ -56,6 +56,10 @@ class Bench:
     tolerance: float
     bound: Bound = field(default_factory=Bound)
     """What a candidate's quality must keep (nothing when fine-tuning follows: the evaluation judges)."""
+    base_speedup: float = 1.0
+    """The original's p50 over the base's (1 for the original itself)."""
+    removed: tuple[str, ...] = ()
+    """The units the base lacks (see :mod:`.bases`)."""
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per quantization mode: measured / table-predicted p50 of the candidates measured so far."""
     files: dict[str, list[Path]] = field(default_factory=dict)
@@ -139,5 +143,6 @@ class Bench:
             ),
             meets_target=speedup >= self.target_speedup / (1.0 + self.tolerance),
             faithful=self.bound.met_by(verdict),
+            removed=self.removed,
             kept=dict(widths),
         )

@@ -44,6 +44,8 @@ class CandidateRecord:
     """Its quality meets the search's quality rule (always, when the job fine-tunes afterwards)."""
     pareto: bool = False
     selected: bool = False
+    removed: tuple[str, ...] = ()
+    """Units (layers or blocks) removed before narrowing (the ``layer`` technique)."""
     kept: dict[str, int] = field(default_factory=dict)
     """Group key -> kept chunk width (what :meth:`~.candidates.Bench.assemble` takes)."""
 

@@ -24,7 +24,7 @@ earlier candidates in this search (a per-job calibration; the first candidate ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +32,13 @@ import numpy as np
 import onnx
 
 from prunekit.spec.structured_configs import StructuredConfig
-from prunekit.spec.target import TargetConfig
+from prunekit.spec.target import WIDTH_TECHNIQUES, TargetConfig
 
 from ..measure.latency import Device, cpu_model, runtime_name
 from ..pruning.base import PruneContext, PruneResult
 from ..pruning.structured.engine import Method, Run, layer_infos, weights_of
 from ..pruning.structured.groups import dependency_graph
+from .bases import Base, unit_bases
 from .build import group_spaces
 from .candidates import Bench, Quantizer
 from .judging import Bound, Judging
@@ -115,7 +116,8 @@ def _walk(
     The first candidate is measured even past the deadline: every mode tried gets one point.
     """
     found: dict[int, CandidateRecord] = {}
-    index: int | None = _index_for(path, path[0].predicted_ms * factor / bench.target_speedup)
+    goal = path[0].predicted_ms * bench.base_speedup * factor / bench.target_speedup
+    index: int | None = _index_for(path, goal)
     while index is not None and index not in found and len(found) < MAX_TRIES_PER_MODE:
         if found and time.monotonic() > deadline:
             break
@@ -159,17 +161,26 @@ def choose(candidates: Sequence[CandidateRecord]) -> tuple[CandidateRecord, bool
     return best, bool(good)
 
 
+@dataclass
+class _Budget:
+    """One base's share of the search: when its sensitivity, table timing and candidates must end."""
+
+    share: float
+    deadline: float
+
+
 def _bench(
     inputs: SearchInputs,
-    target: TargetConfig,
+    base: Base,
     outcome: SearchOutcome,
-    deadline: float,
+    target: TargetConfig,
+    budget: _Budget,
     progress: Callable[[str], None],
 ) -> tuple[Bench, list[State]]:
-    """Convert and analyse the model, build the space on the node's table, and the greedy path."""
-    run = Run(inputs.model, inputs.structured, inputs.context, inputs.method)
-    prunes = bool(target.pruning)
-    groups = run.groups() if prunes else []
+    """Convert and analyse ``base``, build its space on the node's table, and the greedy path."""
+    run = Run(base.model, inputs.structured, inputs.context, inputs.method)
+    widths = any(p in WIDTH_TECHNIQUES for p in target.pruning)
+    groups = run.groups() if widths else []
     graph = dependency_graph(run.gm, run.args)
     scores = run.scores(groups, graph) if groups else {}
     progress(f"measuring the sensitivity of {len(groups)} group(s)")
@@ -180,20 +191,29 @@ def _bench(
         run.batches,
         ignore=inputs.structured.ignore,
         max_layer_ratio=inputs.structured.max_layer_ratio,
-        budget_s=target.budget_seconds * SENSITIVITY_SHARE,
+        budget_s=budget.share * SENSITIVITY_SHARE,
     )
-    outcome.warnings += [f"GROUP_NOT_SEARCHED: {reason}" for reason in skipped]
-    table = load_table(inputs.tables_dir, node_kind(inputs.threads, inputs.device, inputs.batch))
-    outcome.table = table
-    progress(f"latency table {table.kind.key}: {'reused' if table.reused else 'new'}, timing layers")
+    if not base.removed:
+        outcome.warnings += [f"GROUP_NOT_SEARCHED: {reason}" for reason in skipped]
+    base_ms, base_speedup = outcome.baseline_ms, 1.0
+    if base.removed:
+        timed = time_models(
+            {"baseline": inputs.model_path, "base": base.path},
+            inputs.timing_feed,
+            threads=inputs.threads,
+            device=inputs.device,
+        )
+        base_speedup = timed["baseline"] / timed["base"]
+        base_ms = outcome.baseline_ms / base_speedup
+    assert outcome.table is not None
     space = Space(
         spaces,
         layers_of(run.gm, run.args),
-        table,
-        outcome.baseline_ms,
+        outcome.table,
+        base_ms,
         threads=inputs.threads,
         device=inputs.device,
-        timing_until=time.monotonic() + target.budget_seconds * TABLE_SHARE,
+        timing_until=time.monotonic() + budget.share * TABLE_SHARE,
     )
     space.fill_levels()
     path = greedy_path(space)
@@ -214,6 +234,8 @@ def _bench(
         outcome.target_speedup,
         TOLERANCE,
         inputs.bound,
+        base_speedup=base_speedup,
+        removed=base.removed,
     )
     return bench, path
 
@@ -223,27 +245,59 @@ def _candidates(
     path: Sequence[State],
     target: TargetConfig,
     outcome: SearchOutcome,
+    factors: dict[str, float],
+    names: Callable[[], str],
     deadline: float,
     progress: Callable[[str], None],
-) -> None:
+) -> list[CandidateRecord]:
     """Walk the path for no quantization and each allowed mode, while the budget lasts."""
-    counter = iter(range(1, 10_000))
-
-    def names() -> str:
-        return f"c{next(counter):02d}"
-
+    found: list[CandidateRecord] = []
     for mode in ("none", *target.quantization):
-        if outcome.candidates and time.monotonic() > deadline:
+        if found and time.monotonic() > deadline:
             outcome.warnings.append(f"SEARCH_BUDGET_SPENT: {target.budget_seconds:g} s ran out before {mode}")
             break
         progress("candidates without quantization" if mode == "none" else f"candidates with {mode}")
-        factor = _mode_factor(bench, mode)
-        if mode != "none" and factor <= 1.0:
-            outcome.warnings.append(
-                f"QUANTIZATION_NOT_FASTER: {mode} made the original {factor:.2f}x as fast here"
-            )
+        if mode not in factors:
+            factors[mode] = _mode_factor(bench, mode)
+            if mode != "none" and factors[mode] <= 1.0:
+                outcome.warnings.append(
+                    f"QUANTIZATION_NOT_FASTER: {mode} made the original {factors[mode]:.2f}x as fast here"
+                )
+        if mode != "none" and factors[mode] <= 1.0:
             continue
-        outcome.candidates += _walk(bench, path, mode, factor, names, deadline)
+        found += _walk(bench, path, mode, factors[mode], names, deadline)
+    return found
+
+
+def _bases(inputs: SearchInputs, target: TargetConfig, progress: Callable[[str], None]) -> list[Base]:
+    """The original, then (with the ``layer`` technique) it without its least important units."""
+    original = Base(inputs.model, inputs.model_path)
+    if "layer" not in target.pruning:
+        return [original]
+    progress("ranking removable layers")
+    inputs.scratch.mkdir(parents=True, exist_ok=True)
+    return [original, *unit_bases(inputs.model, inputs.context, inputs.scratch, inputs.structured.ignore)]
+
+
+def _finish(inputs: SearchInputs, outcome: SearchOutcome, benches: Mapping[str, Bench]) -> None:
+    """Choose, keep the chosen candidate's files only, and assemble its model into the outcome."""
+    chosen, outcome.met = choose(outcome.candidates)
+    outcome.selected, outcome.quantization = chosen.name, chosen.quantization
+    bench = benches[chosen.name]
+    for each in {id(b): b for b in benches.values()}.values():
+        each.discard(keep=chosen.name)
+    built = bench.assemble(chosen.kept)
+    warnings = list(bench.run.warnings + outcome.warnings)
+    if chosen.removed:
+        warnings.append(f"LAYERS_REMOVED: {', '.join(chosen.removed)} (the search's layer technique)")
+    outcome.result = PruneResult(
+        tensors={},
+        layers=layer_infos(built.gm, weights_of(bench.run.gm), bench.run.skipped),
+        warnings=warnings,
+        model=built.model,
+        module=built.gm,
+    )
+    outcome.model = built.model
 
 
 def search_target(
@@ -251,7 +305,6 @@ def search_target(
 ) -> SearchOutcome:
     """Search as the module doc says; the outcome holds the chosen pruned model (not yet quantized)."""
     started = time.monotonic()
-    deadline = started + target.budget_seconds
     progress("timing the original")
     baseline_ms = time_models(
         {"baseline": inputs.model_path}, inputs.timing_feed, threads=inputs.threads, device=inputs.device
@@ -264,21 +317,26 @@ def search_target(
         techniques=(*target.pruning, *target.quantization),
         absolute=bool(target.latency_ms),
     )
-    bench, path = _bench(inputs, target, outcome, deadline, progress)
-    _candidates(bench, path, target, outcome, deadline, progress)
-    chosen, outcome.met = choose(outcome.candidates)
-    outcome.selected, outcome.quantization = chosen.name, chosen.quantization
-    bench.discard(keep=chosen.name)
-    built = bench.assemble(chosen.kept)
-    outcome.result = PruneResult(
-        tensors={},
-        layers=layer_infos(built.gm, weights_of(bench.run.gm), bench.run.skipped),
-        warnings=bench.run.warnings + outcome.warnings,
-        model=built.model,
-        module=built.gm,
-    )
-    outcome.model = built.model
-    if inputs.tables_dir is not None and outcome.table is not None:
-        outcome.table.save(inputs.tables_dir)
+    outcome.table = load_table(inputs.tables_dir, node_kind(inputs.threads, inputs.device, inputs.batch))
+    table = outcome.table
+    progress(f"latency table {table.kind.key}: {'reused' if table.reused else 'new'}, timing layers")
+    bases = _bases(inputs, target, progress)
+    counter = iter(range(1, 10_000))
+    factors: dict[str, float] = {}
+    benches: dict[str, Bench] = {}
+    for i, base in enumerate(bases):
+        share = target.budget_seconds / len(bases)
+        budget = _Budget(share, started + share * (i + 1))
+        if base.removed:
+            progress(f"searching without {', '.join(base.removed)}")
+        bench, path = _bench(inputs, base, outcome, target, budget, progress)
+        found = _candidates(
+            bench, path, target, outcome, factors, lambda: f"c{next(counter):02d}", budget.deadline, progress
+        )
+        outcome.candidates += found
+        benches.update({c.name: bench for c in found})
+    _finish(inputs, outcome, benches)
+    if inputs.tables_dir is not None:
+        table.save(inputs.tables_dir)
     outcome.seconds = time.monotonic() - started
     return outcome

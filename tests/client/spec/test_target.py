@@ -130,3 +130,14 @@ def test_fine_tuning_may_follow_a_target_instead_of_a_prune_section() -> None:
         data=P.DataSpec(train=["file:///x/datasets/a.npz"]),
     )
     assert not any(f.startswith("spec.finetune") for f in _violations(spec))
+
+
+def test_layer_is_a_technique_but_not_a_prune_method_of_a_target() -> None:
+    spec = P.OptimizationSpec(target=P.TargetSpec(latency_speedup=2.0, techniques=["Layer", "channel"]))
+    assert _violations(spec) == {}
+    assert target_config(spec).pruning == ("layer", "channel")
+    with_method = P.OptimizationSpec(
+        target=P.TargetSpec(latency_speedup=2.0, techniques=["layer"]),
+        prune=P.PruneSpec(method=P.PRUNE_METHOD_LAYER),
+    )
+    assert "CHANNEL or NEURON" in _violations(with_method)["spec.prune.method"]
