@@ -83,7 +83,9 @@ def main() -> None:
             f"({c.measured_speedup:.2f}x), MACs {c.macs:,}, cosine {c.quality.cosine_similarity:.3f}"
             + (" selected" if c.selected else "")
         )
-        print("    widths: " + ", ".join(f"{w.layer} {w.width_before}->{w.width_after}" for w in c.widths))
+        narrowed = ", ".join(f"{w.layer} {w.width_before}->{w.width_after}" for w in c.widths)
+        removed = ", ".join(c.removed_layers)
+        print(f"    widths: {narrowed or '-'}; removed: {removed or '-'}")
 
 
 if __name__ == "__main__":

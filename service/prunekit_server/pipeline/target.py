@@ -153,6 +153,7 @@ def search_prune(
         fidelity=None if tunes else settings.rule,
         accuracy=None if tunes else AccuracyRule(target.max_accuracy_drop),
         baseline=baseline,
+        recovers=tunes,
     )
     outcome = search_target(
         SearchInputs(

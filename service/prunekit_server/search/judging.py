@@ -32,6 +32,10 @@ class Bound:
     fidelity: QualityRule | None = None
     accuracy: AccuracyRule | None = None
     baseline: Accuracy | None = None
+    recovers: bool = False
+    """Fine-tuning follows: of the candidates meeting the target, the one keeping the most MACs (the
+    most capacity to recover) is chosen, quality breaking ties; before training, a narrowed model's
+    fidelity says little about what training restores, least of all across removed layers."""
 
     @property
     def by_accuracy(self) -> bool:

@@ -13,8 +13,8 @@
 5. Of the candidates meeting the target and the quality bound (the accuracy rule when the eval split's
    labels can judge it, else the evaluation's fidelity floors; none when fine-tuning follows, which the
    final evaluation judges) the best is selected (top-1 accuracy when measured, else cosine similarity;
-   the lightest on ties); when none does, the fastest faithful one (else the best) and the outcome says
-   the target was not met.
+   the lightest on ties; when fine-tuning follows, the one keeping the most MACs); when none does,
+   the fastest faithful one (else the best) and the outcome says the target was not met.
 
 Predictions are made before each candidate is timed: the tables' sum (:meth:`~.space.Space.exact`),
 divided by the mode's speed-up on the original, times the median measured/predicted ratio of the mode's
@@ -135,11 +135,12 @@ def _mode_factor(bench: Bench, mode: str) -> float:
     return factor
 
 
-def choose(candidates: Sequence[CandidateRecord]) -> tuple[CandidateRecord, bool]:
+def choose(candidates: Sequence[CandidateRecord], *, recovers: bool = False) -> tuple[CandidateRecord, bool]:
     """Mark the Pareto front and the selected candidate (see the module doc, step 5); (it, target met).
 
     Quality is the candidate's :attr:`~.outcome.CandidateRecord.score`: top-1 accuracy on the eval
-    split's labels when measured, else cosine similarity to the original.
+    split's labels when measured, else cosine similarity to the original. With ``recovers`` (fine-tuning
+    follows) the candidates meeting the target rank by MACs first (see :class:`~.judging.Bound`).
     """
     for c in candidates:
         c.pareto = not any(
@@ -151,7 +152,9 @@ def choose(candidates: Sequence[CandidateRecord]) -> tuple[CandidateRecord, bool
         )
     good = [c for c in candidates if c.meets_target and c.faithful]
     faithful = [c for c in candidates if c.faithful]
-    if good:
+    if good and recovers:
+        best = max(good, key=lambda c: (c.macs, c.score, -c.measured_speedup))
+    elif good:
         best = max(good, key=lambda c: (c.score, c.cosine, -c.measured_speedup))
     elif faithful:
         best = max(faithful, key=lambda c: (c.measured_speedup, c.score))
@@ -281,7 +284,7 @@ def _bases(inputs: SearchInputs, target: TargetConfig, progress: Callable[[str],
 
 def _finish(inputs: SearchInputs, outcome: SearchOutcome, benches: Mapping[str, Bench]) -> None:
     """Choose, keep the chosen candidate's files only, and assemble its model into the outcome."""
-    chosen, outcome.met = choose(outcome.candidates)
+    chosen, outcome.met = choose(outcome.candidates, recovers=inputs.bound.recovers)
     outcome.selected, outcome.quantization = chosen.name, chosen.quantization
     bench = benches[chosen.name]
     for each in {id(b): b for b in benches.values()}.values():

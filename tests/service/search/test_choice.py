@@ -52,3 +52,15 @@ def test_with_nothing_faithful_the_most_faithful_is_kept() -> None:
     )
     assert (chosen.name, met) == ("b", False)
     assert chosen.selected
+
+
+def test_when_fine_tuning_follows_the_candidate_keeping_most_macs_is_chosen() -> None:
+    big = _c("big", 2.05, 0.2, meets=True)
+    big.macs = 500
+    small = _c("small", 2.3, 0.9, meets=True)
+    small.macs = 100
+    slow = _c("slow", 1.2, 0.99, meets=False)
+    slow.macs = 900
+    chosen, met = choose([big, small, slow], recovers=True)
+    assert (chosen.name, met) == ("big", True)
+    assert choose([_c("big", 2.05, 0.2, meets=True), _c("small", 2.3, 0.9, meets=True)])[0].name == "small"
