@@ -3,14 +3,41 @@ token sent as ``authorization: Bearer <token>`` on every call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
 
-__all__ = ["BearerToken", "tls_credentials"]
+__all__ = [
+    "ENV_CA_FILE",
+    "ENV_CERT_FILE",
+    "ENV_KEY_FILE",
+    "ENV_SERVER",
+    "ENV_TOKEN",
+    "BearerToken",
+    "from_env",
+    "tls_credentials",
+]
+
+#: The variables the SDK and the CLI read when a setting is not given.
+ENV_SERVER = "PRUNEKIT_SERVER"
+ENV_TOKEN = "PRUNEKIT_TOKEN"
+ENV_CA_FILE = "PRUNEKIT_CA_FILE"
+ENV_CERT_FILE = "PRUNEKIT_CERT_FILE"
+ENV_KEY_FILE = "PRUNEKIT_KEY_FILE"
+
+
+def from_env(
+    given: str | PathLike[str] | None, variable: str, env: Mapping[str, str] | None = None
+) -> str | None:
+    """``given`` when it is not None (``""`` meaning "none", so a caller can turn a variable off), else the
+    variable's value (None when unset or empty)."""
+    if given is not None:
+        return os.fspath(given) or None
+    return (os.environ if env is None else env).get(variable) or None
 
 
 def tls_credentials(

@@ -15,7 +15,16 @@ import grpc
 from google.protobuf.message import Message
 
 from prunekit import _datasets, _transfer
-from prunekit._auth import BearerToken, tls_credentials
+from prunekit._auth import (
+    ENV_CA_FILE,
+    ENV_CERT_FILE,
+    ENV_KEY_FILE,
+    ENV_SERVER,
+    ENV_TOKEN,
+    BearerToken,
+    from_env,
+    tls_credentials,
+)
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._retry import RetryPolicy
@@ -52,12 +61,18 @@ class Client:
     ``key_file`` add a client certificate (mTLS); ``credentials`` gives channel credentials of your own
     instead. ``token`` is sent as ``authorization: Bearer <token>`` on every call.
 
+    Like the CLI, each of these that is not given (None) is read from the environment: ``target`` from
+    ``PRUNEKIT_SERVER`` (else ``localhost:50051``), ``token`` from ``PRUNEKIT_TOKEN``, ``ca_file``,
+    ``cert_file`` and ``key_file`` from ``PRUNEKIT_CA_FILE``, ``PRUNEKIT_CERT_FILE`` and
+    ``PRUNEKIT_KEY_FILE`` (the three only when ``credentials`` is not given). Pass ``""`` to use none
+    even when the variable is set.
+
     Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         *,
         timeout: float = 30.0,
         retries: int = 4,
@@ -75,19 +90,25 @@ class Client:
             raise ValueError("timeouts must be positive")
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        self.target = target
+        self.target = from_env(target, ENV_SERVER) or "localhost:50051"
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
         self.watch_timeout = watch_timeout
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
         options = [("grpc.primary_user_agent", f"prunekit-python/{__version__}"), *(channel_options or ())]
-        credentials = credentials or tls_credentials(ca_file, cert_file, key_file)
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            credentials = tls_credentials(
+                from_env(ca_file, ENV_CA_FILE),
+                from_env(cert_file, ENV_CERT_FILE),
+                from_env(key_file, ENV_KEY_FILE),
+            )
+        if credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=options)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        if token is not None:
-            self._channel = grpc.intercept_channel(self._channel, BearerToken(token))
+            self._channel = grpc.secure_channel(self.target, credentials, options=options)
+        bearer = from_env(token, ENV_TOKEN)
+        if bearer is not None:
+            self._channel = grpc.intercept_channel(self._channel, BearerToken(bearer))
         self._stub = optimizer_service_pb2_grpc.OptimizerServiceStub(self._channel)
 
     def __enter__(self) -> Client:

@@ -19,6 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from prunekit._auth import ENV_SERVER
 from prunekit._cli_args import (
     add_security_args,
     file_arg,
@@ -26,6 +27,7 @@ from prunekit._cli_args import (
     label_arg,
     model_arg,
     ratios_arg,
+    security_kwargs,
 )
 from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
 from prunekit._client import Client
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server",
-        default=os.environ.get("PRUNEKIT_SERVER", "localhost:50051"),
+        default=os.environ.get(ENV_SERVER) or "localhost:50051",
         metavar="HOST:PORT",
         help="server address (default: $PRUNEKIT_SERVER or localhost:50051)",
     )
@@ -372,13 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cert and --key go together")
     handler: Handler = args.handler
     try:
-        security = {
-            "token": args.token,
-            "ca_file": args.ca_file,
-            "cert_file": args.cert,
-            "key_file": args.key,
-        }
-        with Client(args.server, timeout=args.timeout, retries=args.retries, **security) as client:
+        with Client(
+            args.server, timeout=args.timeout, retries=args.retries, **security_kwargs(args)
+        ) as client:
             return handler(client, args)
     except SpecError as err:
         _note(format_error(err))

@@ -119,7 +119,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         with (
             self._uploads.hold(),
             self._paced(request_iterator) as requests,
-            receive_upload(requests, spool, cap) as (path, ref),
+            receive_upload(requests, spool, cap, self._executor.model_caps) as (path, ref),
         ):
             stored, deduplicated = self._stores().models.put(path, ref)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)

@@ -223,3 +223,22 @@ def test_sdk_and_cli_with_a_token_and_a_ca(secured: Secured, models: dict[str, P
     )  # fmt: skip
     assert refused.returncode == 1, refused.stderr
     assert "UNAUTHENTICATED" in refused.stderr
+
+
+def test_the_sdk_reads_the_server_token_and_ca_from_the_environment(
+    secured: Secured, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = secured.issuer.token("team-env")
+    with secured.client(token) as explicit:
+        job = explicit.create_job(explicit.upload_model(models["mlp.onnx"]), QUICK)
+        explicit.cancel_job(job.id)
+    monkeypatch.setenv("PRUNEKIT_SERVER", f"localhost:{secured.server.port}")
+    monkeypatch.setenv("PRUNEKIT_CA_FILE", str(secured.authority.ca_file))
+    monkeypatch.setenv("PRUNEKIT_TOKEN", token)
+    with prunekit.Client(timeout=30, retries=0) as client:
+        assert client.target == f"localhost:{secured.server.port}"
+        assert [listed.id for listed in client.iter_jobs()] == [job.id]
+    with prunekit.Client(timeout=30, retries=0, token="") as anonymous:
+        assert _refused(anonymous.list_jobs) == (grpc.StatusCode.UNAUTHENTICATED, "AUTH_REQUIRED")
+    with prunekit.Client(timeout=30, retries=0, ca_file="") as plaintext:
+        assert _refused(plaintext.list_jobs)[0] == grpc.StatusCode.UNAVAILABLE
