@@ -7,9 +7,11 @@ The stream caps (``max_concurrent_uploads``, ``..._watches``, ``..._downloads``)
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +31,8 @@ from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
-from .storage import open_store
+from .redact import hide, hide_store
+from .storage import S3Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,8 @@ def start_server(settings: Settings) -> RunningServer:
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.storage)
+    hide_store(store.uri, store.client.meta.endpoint_url if isinstance(store, S3Store) else "")
+    hide(str((scratch or Path(tempfile.gettempdir())).resolve()), "<scratch>")
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)

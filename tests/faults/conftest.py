@@ -60,7 +60,7 @@ def assert_published_once(stores: TenantStores, job: job_pb2.Job) -> None:
     nothing else under its prefix once its server cleaned up (no half-written publish, no checkpoint)."""
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
     assert stores.artifacts.manifest(job.id) == list(job.artifacts)
-    keys = {stores.store.key_for_uri(a.uri) for a in job.artifacts}
+    keys = {stores.artifacts.uris.key_for_uri(a.uri) for a in job.artifacts}
     assert {key.split("/attempts/")[1].split("/")[0] for key in keys} == {str(job.attempt)}
     _wait_equal(lambda: sorted(job_files(stores, job.id)), sorted([*keys, _manifest_key(stores, job.id)]))
 

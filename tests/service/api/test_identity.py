@@ -113,17 +113,23 @@ def test_two_tenants_see_use_cancel_and_download_nothing_of_each_other(
         assert _refused(lambda: b.create_job(model_a, QUICK)) == model_missing
 
         model_b = b.upload_model(models["mlp.onnx"])
-        assert model_b.uri != model_a.uri
-        assert "tenants/team-b/" in model_b.uri
+        assert model_b.uri == model_a.uri == f"prunekit://models/{model_a.sha256}/model"
         own = b.create_job(model_b, QUICK, request_id="shared-request")
         assert own.id != done.id
         made_up = data_a.uri.replace(data_a.sha256, "ab" * 32)
         for uri in (data_a.uri, made_up):
             spec = {**QUICK, "data": {"eval": [uri]}}
             assert _refused(lambda spec=spec: b.create_job(model_b, spec)) == (
-                grpc.StatusCode.PERMISSION_DENIED,
-                "DATASET_OUTSIDE_PREFIX",
+                grpc.StatusCode.NOT_FOUND,
+                "DATASET_NOT_FOUND",
             )
+        key_of_a = f"tenants/team-a/datasets/{data_a.sha256}/data.npz"
+        store_uri_of_a = secured.server.tenants.store.uri_for(key_of_a)
+        spec = {**QUICK, "data": {"eval": [store_uri_of_a]}}
+        assert _refused(lambda: b.create_job(model_b, spec)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "DATASET_OUTSIDE_PREFIX",
+        )
         b.cancel_job(own.id)
         assert a.get_job(done.id).state == job_pb2.JOB_STATE_SUCCEEDED
         assert own.id not in {job.id for job in a.iter_jobs()}

@@ -70,7 +70,7 @@ def test_the_tenant_is_the_client_certificate_subject(
     with _client(mutual.target, mutual.authority.ca_file, cert, key) as client:
         model = client.upload_model(models["mlp.onnx"])
         assert client.list_jobs()[0] == []
-    assert "/tenants/team-c/models/" in model.uri
+    assert mutual.server.tenants.stores("team-c").models.find(model.sha256) == model
     monkeypatch.setenv("PRUNEKIT_CA_FILE", str(mutual.authority.ca_file))
     monkeypatch.setenv("PRUNEKIT_CERT_FILE", str(cert))
     monkeypatch.setenv("PRUNEKIT_KEY_FILE", str(key))

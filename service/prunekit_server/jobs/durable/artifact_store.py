@@ -16,6 +16,7 @@ from ...storage import ObjectNotFound, ObjectStore, PreconditionFailed
 from . import record
 from .keys import TenantKeys
 from .storage_errors import guarded, storage_errors
+from .uris import TenantUris
 
 
 class ArtifactStore:
@@ -25,6 +26,7 @@ class ArtifactStore:
         self.store = store
         self.tenant = tenant
         self._keys = TenantKeys(tenant)
+        self.uris = TenantUris(store, tenant)
 
     def checkpoint_prefix(self, job_id: str) -> str:
         """Where a job's training checkpoints live (``<prefix><phase>/...``)."""
@@ -45,12 +47,12 @@ class ArtifactStore:
         key = self._keys.attempt_file(job_id, max(1, attempt), name)
         with storage_errors(writing=True):
             info = self.store.put_file(key, path, sha256=sha256)
-        return job_pb2.Artifact(name=name, uri=self.store.uri_for(key), sha256=sha256, size_bytes=info.size)
+        return job_pb2.Artifact(name=name, uri=self.uris.uri_for(key), sha256=sha256, size_bytes=info.size)
 
     def discard_unlisted(self, job_id: str, attempt: int | None = None) -> int:
         """Delete the files of worker start ``attempt`` (None: of every start) that the job's manifest
         does not name: what a failed, interrupted or outrun publish left. Returns how many."""
-        listed = {self.store.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
+        listed = {self.uris.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
         prefix = self._keys.attempts(job_id) + (f"{attempt}/" if attempt is not None else "")
         with storage_errors(writing=True):
             stale = [key for key in self.store.list_keys(prefix) if key not in listed]
@@ -75,18 +77,22 @@ class ArtifactStore:
         return True
 
     def manifest(self, job_id: str) -> list[job_pb2.Artifact] | None:
-        """The job's manifest, or None when it has none (it did not succeed)."""
+        """The job's manifest, or None when it has none (it did not succeed); URIs in their logical form
+        (:mod:`.uris`), also in manifests older servers wrote with storage URIs."""
         with storage_errors():
             try:
                 body = json.loads(self.store.get_bytes(self._keys.manifest(job_id)))
             except ObjectNotFound:
                 return None
-        return [json_format.ParseDict(a, job_pb2.Artifact()) for a in body["artifacts"]]
+        artifacts = [json_format.ParseDict(a, job_pb2.Artifact()) for a in body["artifacts"]]
+        for artifact in artifacts:
+            artifact.uri = self.uris.shown(artifact.uri)
+        return artifacts
 
     def read(self, artifact: job_pb2.Artifact) -> bytes:
         """The whole content of a listed artifact (small ones: the report)."""
         with storage_errors():
-            return self.store.get_bytes(self.store.key_for_uri(artifact.uri))
+            return self.store.get_bytes(self.uris.key_for_uri(artifact.uri))
 
     def open(self, job: job_pb2.Job, name: str) -> tuple[job_pb2.Artifact, Iterator[bytes]]:
         """An artifact listed in the manifest of ``job`` (as stored now) and a stream of its bytes."""
@@ -100,7 +106,7 @@ class ArtifactStore:
         for artifact in artifacts:
             if artifact.name == name:
                 with storage_errors():
-                    chunks = self.store.iter_chunks(self.store.key_for_uri(artifact.uri))
+                    chunks = self.store.iter_chunks(self.uris.key_for_uri(artifact.uri))
                 return artifact, guarded(chunks)
         names = ", ".join(a.name for a in artifacts)
         raise ServiceError(

@@ -14,6 +14,7 @@ from ...errors import Code, ServiceError
 from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
 from .storage_errors import storage_errors
+from .uris import TenantUris
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class ModelStore:
         self.store = store
         self.tenant = tenant
         self._keys = TenantKeys(tenant)
+        self.uris = TenantUris(store, tenant)
 
     def key(self, sha256: str) -> str:
         """The key of the model bytes with this digest."""
@@ -48,7 +50,7 @@ class ModelStore:
         key = self.key(ref.sha256)
         stored = model_pb2.ModelRef()
         stored.CopyFrom(ref)
-        stored.uri = self.store.uri_for(key)
+        stored.uri = self.uris.uri_for(key)
         with storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(
@@ -57,19 +59,24 @@ class ModelStore:
         return stored, False
 
     def find(self, sha256: str) -> model_pb2.ModelRef | None:
-        """The stored ref of the model with this digest, or None."""
+        """The stored ref of the model with this digest, or None; its ``uri`` is always the logical one
+        (:mod:`.uris`), also for refs older servers stored with a storage URI."""
         if not is_sha256(sha256):
             return None
-        return read_meta(self.store, self._keys.model_meta(sha256), model_pb2.ModelRef(), sha256)
+        found = read_meta(self.store, self._keys.model_meta(sha256), model_pb2.ModelRef(), sha256)
+        if found is not None:
+            found.uri = self.uris.uri_for(self.key(sha256))
+        return found
 
     def resolve(self, ref: model_pb2.ModelRef) -> model_pb2.ModelRef:
-        """The stored model a client's ref points at (looked up by digest, never by its URI)."""
+        """The stored model a client's ref points at (looked up by digest, never by its URI; a ``uri``, when
+        given, must name the same object, in either form :meth:`TenantUris.key_for_uri` reads)."""
         if not is_sha256(ref.sha256):
             raise ServiceError(
                 Code.INVALID_ARGUMENT, "INVALID_REQUEST", "model.sha256 must be 64 lower-case hex digits"
             )
         stored = self.find(ref.sha256)
-        if stored is None or (ref.uri and ref.uri != stored.uri):
+        if stored is None or (ref.uri and not self.uris.names(ref.uri, self.key(ref.sha256))):
             raise ServiceError(
                 Code.NOT_FOUND,
                 "MODEL_NOT_FOUND",
