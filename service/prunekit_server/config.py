@@ -78,6 +78,11 @@ class Settings:
     max_finetune_epochs: int = 1000
     max_finetune_steps: int = 1_000_000
     max_finetune_seconds: float = 86400.0
+    #: Per-tenant quotas, 0 = none: jobs PENDING or RUNNING at once (CreateJob beyond: QUOTA_EXCEEDED),
+    #: and bytes stored (uploaded models and shards, succeeded jobs' artifacts; an upload that would pass
+    #: it and a CreateJob once it is reached: QUOTA_EXCEEDED). A tokens-file entry may set its own.
+    quota_active_jobs: int = 0
+    quota_stored_bytes: int = 0
     #: Largest dataset shard UploadDataset accepts, bytes.
     max_dataset_upload_bytes: int = 2 * _GIB
     #: Largest total of the shards one job's ``data`` names, bytes (decoded arrays are capped alike).

@@ -17,6 +17,7 @@ from . import record
 from .keys import TenantKeys
 from .storage_errors import guarded, storage_errors
 from .uris import TenantUris
+from .usage import TenantUsage
 
 
 class ArtifactStore:
@@ -27,6 +28,7 @@ class ArtifactStore:
         self.tenant = tenant
         self._keys = TenantKeys(tenant)
         self.uris = TenantUris(store, tenant)
+        self.usage = TenantUsage(store, tenant)
 
     def checkpoint_prefix(self, job_id: str) -> str:
         """Where a job's training checkpoints live (``<prefix><phase>/...``)."""
@@ -64,15 +66,18 @@ class ArtifactStore:
         """Record what a job produced, written after every artifact and at most once.
 
         Returns False, writing nothing, when the job already has a manifest (a
-        conditional put: of two publishers, the first one wins).
+        conditional put: of two publishers, the first one wins). The winner's artifacts count
+        against the tenant's stored bytes (never refused: the job's work is done).
         """
         body = {"job_id": job_id, "artifacts": [json_format.MessageToDict(a) for a in artifacts]}
-        with storage_errors(writing=True):
+        total = sum(a.size_bytes for a in artifacts)
+        with self.usage.reserved(total), storage_errors(writing=True):
             try:
                 self.store.put_bytes(
                     self._keys.manifest(job_id), json.dumps(body, indent=1).encode(), if_absent=True
                 )
             except PreconditionFailed:
+                self.usage.add(-total)
                 return False
         return True
 

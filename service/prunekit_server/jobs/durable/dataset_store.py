@@ -37,6 +37,7 @@ from .shard_format import inspect_shard
 from .storage_errors import storage_errors
 from .stores import TenantStores
 from .uris import TenantUris
+from .usage import TenantUsage
 
 SHARD_SUFFIX = ".npz"
 _LIST_PAGE = 1000
@@ -90,6 +91,7 @@ class DatasetStore:
         self.store = store
         self.prefix = TenantKeys(tenant).datasets_prefix
         self.uris = TenantUris(store, tenant)
+        self.usage = TenantUsage(store, tenant)
         self.max_job_bytes = max_job_bytes
         self.max_job_shards = max_job_shards
 
@@ -125,8 +127,11 @@ class DatasetStore:
             found.uri = self.uris.uri_for(self._shard_key(sha256))
         return found
 
-    def put(self, path: Path, ref: model_pb2.DatasetRef) -> tuple[model_pb2.DatasetRef, bool]:
-        """Store shard bytes once; returns the stored ref and whether they were there already.
+    def put(
+        self, path: Path, ref: model_pb2.DatasetRef, *, quota_bytes: int = 0
+    ) -> tuple[model_pb2.DatasetRef, bool]:
+        """Store shard bytes once; returns the stored ref and whether they were there already. New bytes
+        count against the tenant's stored bytes (QUOTA_EXCEEDED beyond ``quota_bytes`` > 0).
 
         ``ref.sha256`` must be the digest the caller computed over the bytes: the file is moved in, not
         re-read.
@@ -145,7 +150,7 @@ class DatasetStore:
         stored.uri = self.uris.uri_for(key)
         stored.samples = summary.samples
         stored.arrays[:] = summary.arrays
-        with storage_errors(writing=True):
+        with self.usage.reserved(ref.size_bytes, limit=quota_bytes), storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(self._meta_key(ref.sha256), json_format.MessageToJson(stored).encode())
         return stored, False

@@ -12,6 +12,7 @@ Layout, per tenant::
     tenants/<t>/active/<id>                    jobs not yet cleaned up (what the sweeper scans)
     tenants/<t>/requests/<sha256(request_id)>  {job_id, fingerprint}: idempotent create
     tenants/<t>/datasets/...                   dataset shards (see dataset_store)
+    tenants/<t>/usage.json                     bytes stored for the tenant (see usage)
 """
 
 from __future__ import annotations
@@ -82,3 +83,7 @@ class TenantKeys:
     @property
     def datasets_prefix(self) -> str:
         return f"{self._root}/datasets/"
+
+    @property
+    def usage(self) -> str:
+        return f"{self._root}/usage.json"

@@ -15,6 +15,7 @@ from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore
 from .keys import TenantKeys, is_sha256
 from .storage_errors import storage_errors
 from .uris import TenantUris
+from .usage import TenantUsage
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,20 @@ class ModelStore:
         self.tenant = tenant
         self._keys = TenantKeys(tenant)
         self.uris = TenantUris(store, tenant)
+        self.usage = TenantUsage(store, tenant)
 
     def key(self, sha256: str) -> str:
         """The key of the model bytes with this digest."""
         return self._keys.model(sha256)
 
-    def put(self, path: Path, ref: model_pb2.ModelRef) -> tuple[model_pb2.ModelRef, bool]:
+    def put(
+        self, path: Path, ref: model_pb2.ModelRef, *, quota_bytes: int = 0
+    ) -> tuple[model_pb2.ModelRef, bool]:
         """Store model bytes once; returns the stored ref and whether they were there already.
 
         ``ref.sha256`` must be the digest of the file's bytes, computed by the caller while it received them
         (the upload does): the file is moved into the store (:meth:`ObjectStore.adopt_file`), not re-read.
+        New bytes count against the tenant's stored bytes (QUOTA_EXCEEDED beyond ``quota_bytes`` > 0).
         """
         existing = self.find(ref.sha256)
         if existing is not None:
@@ -51,7 +56,7 @@ class ModelStore:
         stored = model_pb2.ModelRef()
         stored.CopyFrom(ref)
         stored.uri = self.uris.uri_for(key)
-        with storage_errors(writing=True):
+        with self.usage.reserved(ref.size_bytes, limit=quota_bytes), storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(
                 self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()
