@@ -338,6 +338,24 @@ class Client:
                     return job
             raise
 
+    def delete_job(self, job_id: str, *, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Deletes an ended job: its record, artifacts and checkpoints. Returns whether this call removed it
+        (False: it was not there, e.g. deleted already; so a retried delete is not an error).
+
+        A ``PENDING`` or ``RUNNING`` job raises ``FAILED_PRECONDITION`` / ``JOB_ACTIVE``; with ``cancel``
+        it is cancelled first and deleted once it has ended.
+        """
+        if cancel:
+            try:
+                self.cancel_job(job_id, timeout=timeout)
+                for _ in self.watch_job(job_id):
+                    pass
+            except PrunekitError as err:
+                if err.reason not in ("JOB_ALREADY_FINISHED", "JOB_NOT_FOUND"):
+                    raise
+        request = pb.DeleteJobRequest(job_id=job_id)
+        return cast(pb.DeleteJobResponse, self._unary(self._stub.DeleteJob, request, timeout)).deleted
+
     def watch_job(self, job_id: str, *, poll_timeout: float | None = None) -> Iterator[job_pb2.Job]:
         """Yields the job now and at every change until it ends (the last item is terminal).
 

@@ -174,6 +174,15 @@ def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _jobs_delete(client: Client, args: argparse.Namespace) -> int:
+    deleted = client.delete_job(args.job_id, cancel=args.cancel)
+    if args.json:
+        print(json.dumps({"job_id": args.job_id, "deleted": deleted}))
+    else:
+        print(f"job {args.job_id} {'deleted' if deleted else 'not found (nothing to delete)'}")
+    return EXIT_OK
+
+
 def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr)
     final: job_pb2.Job | None = None
@@ -321,7 +330,7 @@ def _add_optimize(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    jobs = commands.add_parser("jobs", help="list, inspect, cancel and watch jobs")
+    jobs = commands.add_parser("jobs", help="list, inspect, cancel, watch and delete jobs")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     p = job_commands.add_parser("list", help="the newest jobs")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
@@ -336,6 +345,13 @@ def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         p.add_argument("job_id", metavar="ID")
         p.add_argument("--json", action="store_true", help="JSON (watch: one line per update)")
         p.set_defaults(handler=handler)
+    p = job_commands.add_parser(
+        "delete", help="delete an ended job: its record, artifacts and checkpoints (idempotent)"
+    )
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--cancel", action="store_true", help="cancel the job first if it is still running")
+    p.add_argument("--json", action="store_true", help='print {"job_id": ..., "deleted": true|false}')
+    p.set_defaults(handler=_jobs_delete)
 
 
 def _add_download_and_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -83,6 +83,13 @@ class Settings:
     #: it and a CreateJob once it is reached: QUOTA_EXCEEDED). A tokens-file entry may set its own.
     quota_active_jobs: int = 0
     quota_stored_bytes: int = 0
+    #: Days an ended job is kept (counted from its end); older ones are deleted like DeleteJob does.
+    #: 0 = keep every job. With retention on, uploads no job references any more are removed too,
+    #: once unreferenced for ``gc_grace_hours``.
+    retention_days: float = 0.0
+    gc_grace_hours: float = 24.0
+    #: Seconds between two retention passes (each replica runs them; they are safe together).
+    retention_interval_s: float = 3600.0
     #: Largest dataset shard UploadDataset accepts, bytes.
     max_dataset_upload_bytes: int = 2 * _GIB
     #: Largest total of the shards one job's ``data`` names, bytes (decoded arrays are capped alike).

@@ -123,6 +123,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `usage` and, for stored bytes, `requested`. Ending or deleting jobs
     (DeleteJob) frees room.
     """
+    JOB_ACTIVE: _ErrorReason.ValueType  # 35
+    """FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
+    it first.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -231,5 +235,9 @@ QUOTA_EXCEEDED: ErrorReason.ValueType  # 34
 ErrorInfo.metadata: `quota` ("active_jobs" or "stored_bytes"), `limit`,
 `usage` and, for stored bytes, `requested`. Ending or deleting jobs
 (DeleteJob) frees room.
+"""
+JOB_ACTIVE: ErrorReason.ValueType  # 35
+"""FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
+it first.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

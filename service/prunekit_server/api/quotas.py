@@ -32,4 +32,3 @@ def active_jobs_admission(jobs: JobStore, limit: int) -> Callable[[], None] | No
             raise quota_exceeded(ACTIVE_JOBS, limit, active)
 
     return admit
-

@@ -25,6 +25,7 @@ from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs.durable import record
 from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.deletion import delete_job
 from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
@@ -174,6 +175,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self._check_create(request)
         stores = self._stores()
         model = stores.models.resolve(request.model)
+        stores.models.in_use(model.sha256)
         check_spec(request.spec, model.format, limits=self._spec_limits)
         check_runtime(request.spec)
         if request.spec.HasField("data"):
@@ -230,6 +232,11 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:  # noqa: N802
         job_id = _require_job_id(request.job_id)
         return pb.CancelJobResponse(job=self._executor.cancel(job_id, identity.current().tenant))
+
+    @unary
+    def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:  # noqa: N802
+        deleted = delete_job(self._stores(), _require_job_id(request.job_id))
+        return pb.DeleteJobResponse(deleted=deleted)
 
     @streaming
     def WatchJob(  # noqa: N802

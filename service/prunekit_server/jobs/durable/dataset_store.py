@@ -31,7 +31,7 @@ from ...config import Settings
 from ...errors import Code, FieldViolation, ServiceError, invalid_spec
 from ...hashing import sha256_file
 from ...storage import InvalidKey, ObjectNotFound, ObjectStore
-from .keys import TenantKeys, is_sha256
+from .keys import DATASETS, TenantKeys, is_sha256
 from .model_store import read_meta
 from .shard_format import inspect_shard
 from .storage_errors import storage_errors
@@ -89,7 +89,8 @@ class DatasetStore:
 
     def __init__(self, store: ObjectStore, tenant: str, *, max_job_bytes: int, max_job_shards: int) -> None:
         self.store = store
-        self.prefix = TenantKeys(tenant).datasets_prefix
+        self._keys = TenantKeys(tenant)
+        self.prefix = self._keys.datasets_prefix
         self.uris = TenantUris(store, tenant)
         self.usage = TenantUsage(store, tenant)
         self.max_job_bytes = max_job_bytes
@@ -142,6 +143,7 @@ class DatasetStore:
         """
         existing = self.find(ref.sha256)
         if existing is not None:
+            self._in_use(ref.sha256)
             return existing, True
         summary = inspect_shard(path, ref.filename)
         stored = model_pb2.DatasetRef()
@@ -224,11 +226,19 @@ class DatasetStore:
                 )
         return shards
 
+    def _in_use(self, sha256: str) -> None:
+        with storage_errors(writing=True):
+            self.store.delete(self._keys.gc_mark(DATASETS, sha256))
+
     def resolve(self, data: spec_pb2.DataSpec) -> ResolvedData:
-        """The shards ``data`` names (see the module docstring for the errors)."""
+        """The shards ``data`` names (see the module docstring for the errors); uploaded ones are marked
+        in use (see :mod:`.collect`)."""
         train = self._split(list(data.train), "spec.data.train", self.max_job_shards)
         evaluation = self._split(list(data.eval), "spec.data.eval", self.max_job_shards - len(train))
         resolved = ResolvedData(train, evaluation)
+        for shard in [*train, *evaluation]:
+            if self._is_upload(shard.key):
+                self._in_use(shard.key[len(self.prefix) :].split("/", 1)[0])
         if resolved.total_bytes > self.max_job_bytes:
             raise _too_large(
                 f"the job's data is {resolved.total_bytes} bytes, over this server's "

@@ -12,7 +12,7 @@ from prunekit.v1 import model_pb2
 
 from ...errors import Code, ServiceError
 from ...storage import ChecksumMismatch, ObjectNotFound, ObjectStore
-from .keys import TenantKeys, is_sha256
+from .keys import MODELS, TenantKeys, is_sha256
 from .storage_errors import storage_errors
 from .uris import TenantUris
 from .usage import TenantUsage
@@ -51,6 +51,7 @@ class ModelStore:
                     "INVALID_REQUEST",
                     f"these bytes were uploaded before as {model_pb2.ModelFormat.Name(existing.format)}",
                 )
+            self.in_use(ref.sha256)
             return existing, True
         key = self.key(ref.sha256)
         stored = model_pb2.ModelRef()
@@ -62,6 +63,11 @@ class ModelStore:
                 self._keys.model_meta(ref.sha256), json_format.MessageToJson(stored).encode()
             )
         return stored, False
+
+    def in_use(self, sha256: str) -> None:
+        """The model was uploaded again or named by a job: it is not garbage (see :mod:`.collect`)."""
+        with storage_errors(writing=True):
+            self.store.delete(self._keys.gc_mark(MODELS, sha256))
 
     def find(self, sha256: str) -> model_pb2.ModelRef | None:
         """The stored ref of the model with this digest, or None; its ``uri`` is always the logical one
