@@ -10,7 +10,7 @@ import logging
 import tempfile
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
 from .redact import hide, hide_store
+from .scratch import ServerScratch
 from .storage import S3Store, open_store
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class RunningServer:
     #: The plaintext health-only port (``health_port``), None without one.
     health_port: int | None
     _stopped: threading.Event
+    #: This server's own scratch directory (``settings.scratch_dir`` points into it).
+    scratch: ServerScratch | None = None
 
     @property
     def target(self) -> str:
@@ -78,6 +81,8 @@ class RunningServer:
         self.server.stop(grace=2.0).wait()
         if self.health_server is not None:
             self.health_server.stop(grace=None)
+        if self.scratch is not None:
+            self.scratch.release()
         log.info("stopped")
 
     def wait(self) -> None:
@@ -141,19 +146,20 @@ def start_server(settings: Settings) -> RunningServer:
 
     The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
     generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
-    A ``scratch_dir`` that does not exist is created. Calls run as the caller's identity
+    A ``scratch_dir`` that does not exist is created; the server works in a directory of its own under
+    it, after removing those of servers that are gone (:mod:`.scratch`). Calls run as the caller's identity
     (:mod:`.auth`), on the stores of its tenant; TLS when the settings name a certificate.
     ValueError for stream caps that :func:`check_stream_caps` refuses, or authentication or
     TLS settings that do not hold together.
     """
     check_stream_caps(settings)
     credentials, interceptors = _identity(settings)
-    scratch = settings.scratch_path()
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
+    scratch_root = (settings.scratch_path() or Path(tempfile.gettempdir())).resolve()
     store = open_store(settings.storage)
     hide_store(store.uri, store.client.meta.endpoint_url if isinstance(store, S3Store) else "")
-    hide(str((scratch or Path(tempfile.gettempdir())).resolve()), "<scratch>")
+    hide(str(scratch_root), "<scratch>")
+    scratch = ServerScratch.claim(scratch_root)
+    settings = replace(settings, scratch_dir=str(scratch.path))
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)
@@ -188,4 +194,4 @@ def start_server(settings: Settings) -> RunningServer:
     )
     default = tenants.stores(DEFAULT_TENANT)
     parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
-    return RunningServer(*parts, health_port, threading.Event())
+    return RunningServer(*parts, health_port, threading.Event(), scratch)

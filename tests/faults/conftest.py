@@ -81,7 +81,7 @@ def assert_job_gone_from(server: Faulty, job_id: str, timeout: float = 20) -> No
 
 
 def _scratch_dirs(server: Faulty, job_id: str) -> list[str]:
-    return [p.name for p in server.scratch.glob(f"prunekit-{job_id}-*")]
+    return [p.name for p in server.scratch.rglob(f"prunekit-{job_id}-*")]
 
 
 def _manifest_key(stores: TenantStores, job_id: str) -> str:
