@@ -43,6 +43,13 @@ class Settings:
     worker_cpu_seconds: int = 4 * 3600
     #: Largest file a worker may write (RLIMIT_FSIZE), bytes; 0 = none.
     worker_file_bytes: int = 16 * _GIB
+    #: Confine workers (see :mod:`.jobs.worker.confine`): a seccomp filter everywhere; where the server
+    #: runs as root, a mount namespace hiding a file store's root and the uid/gid below; and the server
+    #: itself non-dumpable. false = none of it.
+    worker_sandbox: bool = True
+    #: The uid and gid workers drop to when the server runs as root (-1 = keep root).
+    worker_uid: int = 65534
+    worker_gid: int = 65534
     #: Intra-op threads of each worker's torch; 0 = the CPUs this server may use divided by ``workers``,
     #: so concurrent jobs do not oversubscribe the node.
     worker_threads: int = 0

@@ -7,6 +7,7 @@ The stream caps (``max_concurrent_uploads``, ``..._watches``, ``..._downloads``)
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from concurrent import futures
@@ -31,6 +32,7 @@ from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
+from .jobs.worker.confine import protect_server
 from .redact import hide, hide_store
 from .scratch import ServerScratch
 from .storage import S3Store, open_store
@@ -141,6 +143,16 @@ def _identity(settings: Settings) -> tuple[Any, list[grpc.ServerInterceptor]]:
     return credentials, [] if authenticator is None else [AuthInterceptor(authenticator)]
 
 
+def _shield(store_uri: str) -> None:
+    """What workers must not reach of this process: it turns non-dumpable (its /proc files and memory
+    are root's), and a file store's root, when this server is root, is made ``0700`` (workers drop to
+    another uid)."""
+    if not protect_server():
+        log.warning("could not make the server non-dumpable: workers of its uid may read its /proc files")
+    if os.geteuid() == 0 and store_uri.startswith("file://"):
+        os.chmod(store_uri.removeprefix("file://"), 0o700)
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
@@ -159,6 +171,8 @@ def start_server(settings: Settings) -> RunningServer:
     hide_store(store.uri, store.client.meta.endpoint_url if isinstance(store, S3Store) else "")
     hide(str(scratch_root), "<scratch>")
     scratch = ServerScratch.claim(scratch_root)
+    if settings.worker_sandbox:
+        _shield(store.uri)
     settings = replace(settings, scratch_dir=str(scratch.path))
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
