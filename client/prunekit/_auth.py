@@ -103,3 +103,31 @@ class BearerToken(
         self, continuation: Callable[..., Any], details: Any, requests: Iterator[Any]
     ) -> Any:
         return continuation(self._with_token(details), requests)
+
+
+class ChannelSecurity(NamedTuple):
+    """What a :class:`prunekit.Client` was given to secure its channel; None = read the environment."""
+
+    token: str | None
+    ca_file: str | PathLike[str] | None
+    cert_file: str | PathLike[str] | None
+    key_file: str | PathLike[str] | None
+    credentials: grpc.ChannelCredentials | None
+
+    def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+        """The channel to ``target``: TLS from ``credentials``, else from the files (given or from
+        ``PRUNEKIT_CA_FILE``/``_CERT_FILE``/``_KEY_FILE``), else plaintext; with the bearer token (given
+        or ``PRUNEKIT_TOKEN``) on every call."""
+        credentials = self.credentials or tls_credentials(
+            from_env(self.ca_file, ENV_CA_FILE),
+            from_env(self.cert_file, ENV_CERT_FILE),
+            from_env(self.key_file, ENV_KEY_FILE),
+        )
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            channel = grpc.secure_channel(target, credentials, options=options)
+        bearer = from_env(self.token, ENV_TOKEN)
+        if bearer is not None:
+            channel = grpc.intercept_channel(channel, BearerToken(bearer))
+        return channel

@@ -15,16 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from prunekit import _datasets, _transfer
-from prunekit._auth import (
-    ENV_CA_FILE,
-    ENV_CERT_FILE,
-    ENV_KEY_FILE,
-    ENV_SERVER,
-    ENV_TOKEN,
-    BearerToken,
-    from_env,
-    tls_credentials,
-)
+from prunekit._auth import ENV_SERVER, ChannelSecurity, from_env
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._retry import RetryPolicy
@@ -96,19 +87,8 @@ class Client:
         self.watch_timeout = watch_timeout
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
         options = [("grpc.primary_user_agent", f"prunekit-python/{__version__}"), *(channel_options or ())]
-        if credentials is None:
-            credentials = tls_credentials(
-                from_env(ca_file, ENV_CA_FILE),
-                from_env(cert_file, ENV_CERT_FILE),
-                from_env(key_file, ENV_KEY_FILE),
-            )
-        if credentials is None:
-            self._channel = grpc.insecure_channel(self.target, options=options)
-        else:
-            self._channel = grpc.secure_channel(self.target, credentials, options=options)
-        bearer = from_env(token, ENV_TOKEN)
-        if bearer is not None:
-            self._channel = grpc.intercept_channel(self._channel, BearerToken(bearer))
+        security = ChannelSecurity(token, ca_file, cert_file, key_file, credentials)
+        self._channel = security.channel(self.target, options)
         self._stub = optimizer_service_pb2_grpc.OptimizerServiceStub(self._channel)
 
     def __enter__(self) -> Client:
