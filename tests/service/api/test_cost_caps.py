@@ -109,6 +109,7 @@ def test_the_deflate_bomb_is_refused_at_upload_and_not_stored(
     assert error.metadata["max_tensor_bytes"] == str(MEMORY // 4)
     assert "max_tensor_bytes" in error.message
     assert "deflate.pt would unpack to" in error.message
+    print(f"deflate bomb ({bombs['deflate.pt'].stat().st_size} B) refused at UploadModel in {seconds:.2f} s")
     assert seconds < 5, seconds
     assert store.list_keys("") == before
     spool = store.spool_dir()
