@@ -76,7 +76,7 @@ def server(
 
 def _secrets(server: RunningServer) -> list[str]:
     uri = server.tenants.store.uri
-    found = [uri, str(server.settings.scratch_path())]
+    found = [uri, str(Path(server.settings.scratch_dir).parent)]  # the scratch root, not only this server's
     if uri.startswith("s3://"):
         found.append(uri.removeprefix("s3://").split("/")[0])
     else:
