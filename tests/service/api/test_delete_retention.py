@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +18,12 @@ import pytest
 
 import prunekit
 from prunekit.v1 import job_pb2
+from prunekit_server.jobs.durable.deletion import delete_job
+from prunekit_server.jobs.durable.stores import TenantStores
 from prunekit_server.jobs.execution.retention import Retention
 from prunekit_server.jobs.worker.faults import FAULT_LABEL
 from prunekit_server.server import RunningServer
+from prunekit_server.storage import open_store
 
 QUICK = {
     "prune": {"method": "unstructured", "ratio": 0.5},
@@ -112,3 +116,25 @@ def test_retention_deletes_old_jobs_then_unreferenced_uploads(
     assert usage.stored_bytes() == 0
     with _client(server) as client:
         assert client.upload_model(models["cnn.onnx"]).sha256 == model.sha256
+
+
+def test_two_replicas_deleting_one_job_take_its_bytes_off_once(
+    server: RunningServer, models: dict[str, Path]
+) -> None:
+    with _client(server) as client:
+        model = client.upload_model(models["mlp.onnx"])
+        done = client.optimize(model, QUICK)
+    replicas = [TenantStores.open(open_store(server.tenants.store.uri)) for _ in range(4)]
+    usage = server.stores.usage
+    before = usage.stored_bytes()
+    artifacts = sum(a.size_bytes for a in done.artifacts)
+    assert before >= artifacts
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(delete_job(s, done.id))) for s in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert True in results
+    assert usage.stored_bytes() == before - artifacts
+    assert _job_keys(server, done.id) == []
