@@ -3,14 +3,41 @@ token sent as ``authorization: Bearer <token>`` on every call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
 
-__all__ = ["BearerToken", "tls_credentials"]
+__all__ = [
+    "ENV_CA_FILE",
+    "ENV_CERT_FILE",
+    "ENV_KEY_FILE",
+    "ENV_SERVER",
+    "ENV_TOKEN",
+    "BearerToken",
+    "from_env",
+    "tls_credentials",
+]
+
+#: The variables the SDK and the CLI read when a setting is not given.
+ENV_SERVER = "PRUNEKIT_SERVER"
+ENV_TOKEN = "PRUNEKIT_TOKEN"
+ENV_CA_FILE = "PRUNEKIT_CA_FILE"
+ENV_CERT_FILE = "PRUNEKIT_CERT_FILE"
+ENV_KEY_FILE = "PRUNEKIT_KEY_FILE"
+
+
+def from_env(
+    given: str | PathLike[str] | None, variable: str, env: Mapping[str, str] | None = None
+) -> str | None:
+    """``given`` when it is not None (``""`` meaning "none", so a caller can turn a variable off), else the
+    variable's value (None when unset or empty)."""
+    if given is not None:
+        return os.fspath(given) or None
+    return (os.environ if env is None else env).get(variable) or None
 
 
 def tls_credentials(
@@ -76,3 +103,31 @@ class BearerToken(
         self, continuation: Callable[..., Any], details: Any, requests: Iterator[Any]
     ) -> Any:
         return continuation(self._with_token(details), requests)
+
+
+class ChannelSecurity(NamedTuple):
+    """What a :class:`prunekit.Client` was given to secure its channel; None = read the environment."""
+
+    token: str | None
+    ca_file: str | PathLike[str] | None
+    cert_file: str | PathLike[str] | None
+    key_file: str | PathLike[str] | None
+    credentials: grpc.ChannelCredentials | None
+
+    def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+        """The channel to ``target``: TLS from ``credentials``, else from the files (given or from
+        ``PRUNEKIT_CA_FILE``/``_CERT_FILE``/``_KEY_FILE``), else plaintext; with the bearer token (given
+        or ``PRUNEKIT_TOKEN``) on every call."""
+        credentials = self.credentials or tls_credentials(
+            from_env(self.ca_file, ENV_CA_FILE),
+            from_env(self.cert_file, ENV_CERT_FILE),
+            from_env(self.key_file, ENV_KEY_FILE),
+        )
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            channel = grpc.secure_channel(target, credentials, options=options)
+        bearer = from_env(self.token, ENV_TOKEN)
+        if bearer is not None:
+            channel = grpc.intercept_channel(channel, BearerToken(bearer))
+        return channel

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TypedDict
 
+from prunekit._auth import ENV_CA_FILE, ENV_CERT_FILE, ENV_KEY_FILE, ENV_TOKEN
 from prunekit._transfer import infer_format
 from prunekit.v1 import model_pb2
 
@@ -66,31 +68,38 @@ def add_security_args(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
         "--ca-file",
-        default=env("PRUNEKIT_CA_FILE") or None,
+        default=env(ENV_CA_FILE) or None,
         metavar="PEM",
         help="connect with TLS, trusting this CA bundle (default: $PRUNEKIT_CA_FILE; none: plaintext)",
     )
     parser.add_argument(
         "--cert",
-        default=env("PRUNEKIT_CERT_FILE") or None,
+        default=env(ENV_CERT_FILE) or None,
         metavar="PEM",
         help="client certificate for mTLS, with --key (default: $PRUNEKIT_CERT_FILE)",
     )
     parser.add_argument(
         "--key",
-        default=env("PRUNEKIT_KEY_FILE") or None,
+        default=env(ENV_KEY_FILE) or None,
         metavar="PEM",
         help="the client certificate's private key (default: $PRUNEKIT_KEY_FILE)",
     )
     parser.add_argument(
         "--token",
-        default=env("PRUNEKIT_TOKEN") or None,
+        default=env(ENV_TOKEN) or None,
         metavar="TOKEN",
         help="bearer token sent on every call (default: $PRUNEKIT_TOKEN; prefer the variable: "
         "arguments show in process listings)",
     )
 
 
-def security_kwargs(args: argparse.Namespace) -> dict[str, str | None]:
+class SecurityKwargs(TypedDict):
+    token: str | None
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
+def security_kwargs(args: argparse.Namespace) -> SecurityKwargs:
     """The :class:`prunekit.Client` arguments of :func:`add_security_args`' options."""
     return {"token": args.token, "ca_file": args.ca_file, "cert_file": args.cert, "key_file": args.key}

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from prunekit import _datasets, _transfer
-from prunekit._auth import BearerToken, tls_credentials
+from prunekit._auth import ENV_SERVER, ChannelSecurity, from_env
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._retry import RetryPolicy
@@ -52,12 +52,18 @@ class Client:
     ``key_file`` add a client certificate (mTLS); ``credentials`` gives channel credentials of your own
     instead. ``token`` is sent as ``authorization: Bearer <token>`` on every call.
 
+    Like the CLI, each of these that is not given (None) is read from the environment: ``target`` from
+    ``PRUNEKIT_SERVER`` (else ``localhost:50051``), ``token`` from ``PRUNEKIT_TOKEN``, ``ca_file``,
+    ``cert_file`` and ``key_file`` from ``PRUNEKIT_CA_FILE``, ``PRUNEKIT_CERT_FILE`` and
+    ``PRUNEKIT_KEY_FILE`` (the three only when ``credentials`` is not given). Pass ``""`` to use none
+    even when the variable is set.
+
     Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         *,
         timeout: float = 30.0,
         retries: int = 4,
@@ -75,19 +81,14 @@ class Client:
             raise ValueError("timeouts must be positive")
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        self.target = target
+        self.target = from_env(target, ENV_SERVER) or "localhost:50051"
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
         self.watch_timeout = watch_timeout
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
         options = [("grpc.primary_user_agent", f"prunekit-python/{__version__}"), *(channel_options or ())]
-        credentials = credentials or tls_credentials(ca_file, cert_file, key_file)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        if token is not None:
-            self._channel = grpc.intercept_channel(self._channel, BearerToken(token))
+        security = ChannelSecurity(token, ca_file, cert_file, key_file, credentials)
+        self._channel = security.channel(self.target, options)
         self._stub = optimizer_service_pb2_grpc.OptimizerServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -316,6 +317,24 @@ class Client:
                 if job.state == job_pb2.JOB_STATE_CANCELLED:
                     return job
             raise
+
+    def delete_job(self, job_id: str, *, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Deletes an ended job: its record, artifacts and checkpoints. Returns whether this call removed it
+        (False: it was not there, e.g. deleted already; so a retried delete is not an error).
+
+        A ``PENDING`` or ``RUNNING`` job raises ``FAILED_PRECONDITION`` / ``JOB_ACTIVE``; with ``cancel``
+        it is cancelled first and deleted once it has ended.
+        """
+        if cancel:
+            try:
+                self.cancel_job(job_id, timeout=timeout)
+                for _ in self.watch_job(job_id):
+                    pass
+            except PrunekitError as err:
+                if err.reason not in ("JOB_ALREADY_FINISHED", "JOB_NOT_FOUND"):
+                    raise
+        request = pb.DeleteJobRequest(job_id=job_id)
+        return cast(pb.DeleteJobResponse, self._unary(self._stub.DeleteJob, request, timeout)).deleted
 
     def watch_job(self, job_id: str, *, poll_timeout: float | None = None) -> Iterator[job_pb2.Job]:
         """Yields the job now and at every change until it ends (the last item is terminal).

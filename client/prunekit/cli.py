@@ -19,6 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from prunekit._auth import ENV_SERVER
 from prunekit._cli_args import (
     add_security_args,
     file_arg,
@@ -26,6 +27,7 @@ from prunekit._cli_args import (
     label_arg,
     model_arg,
     ratios_arg,
+    security_kwargs,
 )
 from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
 from prunekit._client import Client
@@ -172,6 +174,15 @@ def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _jobs_delete(client: Client, args: argparse.Namespace) -> int:
+    deleted = client.delete_job(args.job_id, cancel=args.cancel)
+    if args.json:
+        print(json.dumps({"job_id": args.job_id, "deleted": deleted}))
+    else:
+        print(f"job {args.job_id} {'deleted' if deleted else 'not found (nothing to delete)'}")
+    return EXIT_OK
+
+
 def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr)
     final: job_pb2.Job | None = None
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server",
-        default=os.environ.get("PRUNEKIT_SERVER", "localhost:50051"),
+        default=os.environ.get(ENV_SERVER) or "localhost:50051",
         metavar="HOST:PORT",
         help="server address (default: $PRUNEKIT_SERVER or localhost:50051)",
     )
@@ -319,7 +330,7 @@ def _add_optimize(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    jobs = commands.add_parser("jobs", help="list, inspect, cancel and watch jobs")
+    jobs = commands.add_parser("jobs", help="list, inspect, cancel, watch and delete jobs")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     p = job_commands.add_parser("list", help="the newest jobs")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
@@ -334,6 +345,13 @@ def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         p.add_argument("job_id", metavar="ID")
         p.add_argument("--json", action="store_true", help="JSON (watch: one line per update)")
         p.set_defaults(handler=handler)
+    p = job_commands.add_parser(
+        "delete", help="delete an ended job: its record, artifacts and checkpoints (idempotent)"
+    )
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--cancel", action="store_true", help="cancel the job first if it is still running")
+    p.add_argument("--json", action="store_true", help='print {"job_id": ..., "deleted": true|false}')
+    p.set_defaults(handler=_jobs_delete)
 
 
 def _add_download_and_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -372,13 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cert and --key go together")
     handler: Handler = args.handler
     try:
-        security = {
-            "token": args.token,
-            "ca_file": args.ca_file,
-            "cert_file": args.cert,
-            "key_file": args.key,
-        }
-        with Client(args.server, timeout=args.timeout, retries=args.retries, **security) as client:
+        with Client(
+            args.server, timeout=args.timeout, retries=args.retries, **security_kwargs(args)
+        ) as client:
             return handler(client, args)
     except SpecError as err:
         _note(format_error(err))

@@ -43,6 +43,13 @@ class Settings:
     worker_cpu_seconds: int = 4 * 3600
     #: Largest file a worker may write (RLIMIT_FSIZE), bytes; 0 = none.
     worker_file_bytes: int = 16 * _GIB
+    #: Confine workers (see :mod:`.jobs.worker.confine`): a seccomp filter everywhere; where the server
+    #: runs as root, a mount namespace hiding a file store's root and the uid/gid below; and the server
+    #: itself non-dumpable. false = none of it.
+    worker_sandbox: bool = True
+    #: The uid and gid workers drop to when the server runs as root (-1 = keep root).
+    worker_uid: int = 65534
+    worker_gid: int = 65534
     #: Intra-op threads of each worker's torch; 0 = the CPUs this server may use divided by ``workers``,
     #: so concurrent jobs do not oversubscribe the node.
     worker_threads: int = 0
@@ -78,6 +85,18 @@ class Settings:
     max_finetune_epochs: int = 1000
     max_finetune_steps: int = 1_000_000
     max_finetune_seconds: float = 86400.0
+    #: Per-tenant quotas, 0 = none: jobs PENDING or RUNNING at once (CreateJob beyond: QUOTA_EXCEEDED),
+    #: and bytes stored (uploaded models and shards, succeeded jobs' artifacts; an upload that would pass
+    #: it and a CreateJob once it is reached: QUOTA_EXCEEDED). A tokens-file entry may set its own.
+    quota_active_jobs: int = 0
+    quota_stored_bytes: int = 0
+    #: Days an ended job is kept (counted from its end); older ones are deleted like DeleteJob does.
+    #: 0 = keep every job. With retention on, uploads no job references any more are removed too,
+    #: once unreferenced for ``gc_grace_hours``.
+    retention_days: float = 0.0
+    gc_grace_hours: float = 24.0
+    #: Seconds between two retention passes (each replica runs them; they are safe together).
+    retention_interval_s: float = 3600.0
     #: Largest dataset shard UploadDataset accepts, bytes.
     max_dataset_upload_bytes: int = 2 * _GIB
     #: Largest total of the shards one job's ``data`` names, bytes (decoded arrays are capped alike).

@@ -11,14 +11,16 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from .errors import Code, FieldViolation, ServiceError
+from .redact import redact
 
 ERROR_DOMAIN = "prunekit.dev"
 
 
 def to_status(error: ServiceError) -> status_pb2.Status:
-    """The rich status of ``error``."""
-    status = status_pb2.Status(code=error.code.value, message=error.message)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    """The rich status of ``error``, its texts :func:`.redact.redact`-ed (what clients read of it)."""
+    status = status_pb2.Status(code=error.code.value, message=redact(error.message))
+    metadata = {key: redact(value) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     packed = any_pb2.Any()
     packed.Pack(info)
     status.details.append(packed)
@@ -31,7 +33,7 @@ def to_status(error: ServiceError) -> status_pb2.Status:
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=redact(v.description))
                 for v in error.violations
             ]
         )

@@ -7,9 +7,12 @@ The stream caps (``max_concurrent_uploads``, ``..._watches``, ``..._downloads``)
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +32,10 @@ from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
-from .storage import open_store
+from .jobs.worker.confine import protect_server
+from .redact import hide, hide_store
+from .scratch import ServerScratch
+from .storage import S3Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ class RunningServer:
     #: The plaintext health-only port (``health_port``), None without one.
     health_port: int | None
     _stopped: threading.Event
+    #: This server's own scratch directory (``settings.scratch_dir`` points into it).
+    scratch: ServerScratch | None = None
 
     @property
     def target(self) -> str:
@@ -75,6 +83,8 @@ class RunningServer:
         self.server.stop(grace=2.0).wait()
         if self.health_server is not None:
             self.health_server.stop(grace=None)
+        if self.scratch is not None:
+            self.scratch.release()
         log.info("stopped")
 
     def wait(self) -> None:
@@ -133,22 +143,37 @@ def _identity(settings: Settings) -> tuple[Any, list[grpc.ServerInterceptor]]:
     return credentials, [] if authenticator is None else [AuthInterceptor(authenticator)]
 
 
+def _shield(store_uri: str) -> None:
+    """What workers must not reach of this process: it turns non-dumpable (its /proc files and memory
+    are root's), and a file store's root, when this server is root, is made ``0700`` (workers drop to
+    another uid)."""
+    if not protect_server():
+        log.warning("could not make the server non-dumpable: workers of its uid may read its /proc files")
+    if os.geteuid() == 0 and store_uri.startswith("file://"):
+        os.chmod(store_uri.removeprefix("file://"), 0o700)
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
     The server leases the jobs it creates or takes over under ``settings.server_id`` (or a
     generated hostname-pid-random id); its sweeper's first scan for abandoned jobs runs now.
-    A ``scratch_dir`` that does not exist is created. Calls run as the caller's identity
+    A ``scratch_dir`` that does not exist is created; the server works in a directory of its own under
+    it, after removing those of servers that are gone (:mod:`.scratch`). Calls run as the caller's identity
     (:mod:`.auth`), on the stores of its tenant; TLS when the settings name a certificate.
     ValueError for stream caps that :func:`check_stream_caps` refuses, or authentication or
     TLS settings that do not hold together.
     """
     check_stream_caps(settings)
     credentials, interceptors = _identity(settings)
-    scratch = settings.scratch_path()
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
+    scratch_root = (settings.scratch_path() or Path(tempfile.gettempdir())).resolve()
     store = open_store(settings.storage)
+    hide_store(store.uri, store.client.meta.endpoint_url if isinstance(store, S3Store) else "")
+    hide(str(scratch_root), "<scratch>")
+    scratch = ServerScratch.claim(scratch_root)
+    if settings.worker_sandbox:
+        _shield(store.uri)
+    settings = replace(settings, scratch_dir=str(scratch.path))
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)
@@ -183,4 +208,4 @@ def start_server(settings: Settings) -> RunningServer:
     )
     default = tenants.stores(DEFAULT_TENANT)
     parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
-    return RunningServer(*parts, health_port, threading.Event())
+    return RunningServer(*parts, health_port, threading.Event(), scratch)

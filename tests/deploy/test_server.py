@@ -123,3 +123,12 @@ def test_headless_and_cluster_ip_services(objects: list[Obj]) -> None:
     for spec in by_name.values():
         (port,) = spec["ports"]
         assert (port["port"], port["targetPort"]) == (50051, "grpc")
+
+
+def test_quotas_retention_and_the_worker_sandbox_are_on(objects: list[Obj]) -> None:
+    values = settings(objects)
+    assert values.quota_active_jobs > 0
+    assert values.quota_stored_bytes > 0
+    assert values.retention_days > 0
+    assert values.gc_grace_hours > 0
+    assert values.worker_sandbox is True

@@ -60,7 +60,7 @@ def assert_published_once(stores: TenantStores, job: job_pb2.Job) -> None:
     nothing else under its prefix once its server cleaned up (no half-written publish, no checkpoint)."""
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
     assert stores.artifacts.manifest(job.id) == list(job.artifacts)
-    keys = {stores.store.key_for_uri(a.uri) for a in job.artifacts}
+    keys = {stores.artifacts.uris.key_for_uri(a.uri) for a in job.artifacts}
     assert {key.split("/attempts/")[1].split("/")[0] for key in keys} == {str(job.attempt)}
     _wait_equal(lambda: sorted(job_files(stores, job.id)), sorted([*keys, _manifest_key(stores, job.id)]))
 
@@ -81,7 +81,7 @@ def assert_job_gone_from(server: Faulty, job_id: str, timeout: float = 20) -> No
 
 
 def _scratch_dirs(server: Faulty, job_id: str) -> list[str]:
-    return [p.name for p in server.scratch.glob(f"prunekit-{job_id}-*")]
+    return [p.name for p in server.scratch.rglob(f"prunekit-{job_id}-*")]
 
 
 def _manifest_key(stores: TenantStores, job_id: str) -> str:

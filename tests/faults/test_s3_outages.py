@@ -109,14 +109,14 @@ def test_a_client_dropping_mid_upload_leaves_nothing(
 
     call = server.stub.UploadModel.future(half_then_stall(), timeout=60)
     spooled = wait_for(
-        lambda: [p for p in server.scratch.glob("prunekit-upload-*") if p.stat().st_size >= half]
+        lambda: [p for p in server.scratch.rglob("prunekit-upload-*") if p.stat().st_size >= half]
     )
     assert spooled, "the first half never reached the server's spool"
     assert call.cancel()
     released.set()
     with pytest.raises(grpc.FutureCancelledError):
         call.result()
-    assert wait_for(lambda: not list(server.scratch.glob("prunekit-upload-*"))), "the spool file is left"
+    assert wait_for(lambda: not list(server.scratch.rglob("prunekit-upload-*"))), "the spool file is left"
     sha256 = hashlib.sha256(data).hexdigest()
     assert stores_of(storage).store.list_keys(f"tenants/default/models/{sha256}") == []
     assert upload(server.stub, fault_models["mlp.onnx"]).size_bytes > 0, "the server stopped serving"

@@ -117,6 +117,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     object store, the upload spool or a job's scratch directory
     (metadata `space`: "store" or "scratch").
     """
+    QUOTA_EXCEEDED: _ErrorReason.ValueType  # 34
+    """RESOURCE_EXHAUSTED: the caller's tenant is at one of its quotas.
+    ErrorInfo.metadata: `quota` ("active_jobs" or "stored_bytes"), `limit`,
+    `usage` and, for stored bytes, `requested`. Ending or deleting jobs
+    (DeleteJob) frees room.
+    """
+    JOB_ACTIVE: _ErrorReason.ValueType  # 35
+    """FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
+    it first.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -219,5 +229,15 @@ STORAGE_FULL: ErrorReason.ValueType  # 33
 """RESOURCE_EXHAUSTED: no space left where the server keeps files: the
 object store, the upload spool or a job's scratch directory
 (metadata `space`: "store" or "scratch").
+"""
+QUOTA_EXCEEDED: ErrorReason.ValueType  # 34
+"""RESOURCE_EXHAUSTED: the caller's tenant is at one of its quotas.
+ErrorInfo.metadata: `quota` ("active_jobs" or "stored_bytes"), `limit`,
+`usage` and, for stored bytes, `requested`. Ending or deleting jobs
+(DeleteJob) frees room.
+"""
+JOB_ACTIVE: ErrorReason.ValueType  # 35
+"""FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
+it first.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -181,6 +181,7 @@ class Artifact(_message.Message):
     name: _builtins.str
     """Name for DownloadArtifact, e.g. "pruned.onnx", "report.json"."""
     uri: _builtins.str
+    """Relative to the caller's tenant, e.g. "prunekit://jobs/<id>/attempts/1/pruned.onnx"."""
     sha256: _builtins.str
     size_bytes: _builtins.int
     def __init__(

@@ -91,8 +91,8 @@ class ModelRef(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
-    """Storage URI chosen by the server, e.g.
-    "s3://bucket/prefix/tenants/default/models/<sha256>".
+    """URI chosen by the server, relative to the caller's tenant (it never shows
+    where the server stores the model), e.g. "prunekit://models/<sha256>/model".
     """
     sha256: _builtins.str
     """Lower-case hex SHA-256 of the model bytes."""
@@ -132,7 +132,9 @@ class DatasetRef(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     ARRAYS_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
-    """What a spec's `data.train` / `data.eval` entries name."""
+    """What a spec's `data.train` / `data.eval` entries name, relative to the
+    caller's tenant, e.g. "prunekit://datasets/<sha256>/data.npz".
+    """
     sha256: _builtins.str
     size_bytes: _builtins.int
     filename: _builtins.str

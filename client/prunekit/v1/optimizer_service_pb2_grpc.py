@@ -81,6 +81,11 @@ class OptimizerServiceStub:
                 request_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/prunekit.v1.OptimizerService/DeleteJob',
+                request_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizerServiceServicer:
@@ -157,6 +162,16 @@ class OptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes an ended job: its record, artifacts, manifest and checkpoints.
+        Idempotent: a job that is not there (deleted already, never made, or
+        another tenant's) is OK with `deleted` false. A PENDING or RUNNING job
+        is FAILED_PRECONDITION (JOB_ACTIVE): cancel it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +219,11 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobRequest.FromString,
+                    response_serializer=prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +471,33 @@ class OptimizerService:
             '/prunekit.v1.OptimizerService/DownloadArtifact',
             prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactRequest.SerializeToString,
             prunekit_dot_v1_dot_optimizer__service__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prunekit.v1.OptimizerService/DeleteJob',
+            prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobRequest.SerializeToString,
+            prunekit_dot_v1_dot_optimizer__service__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

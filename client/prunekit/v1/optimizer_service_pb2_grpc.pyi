@@ -62,6 +62,12 @@ class OptimizerServiceStub:
     """
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_optimizer_service_pb2.DownloadArtifactRequest, _optimizer_service_pb2.DownloadArtifactResponse]
     """Streams one artifact of a succeeded job: `info` first, then chunks."""
+    DeleteJob: _grpc.UnaryUnaryMultiCallable[_optimizer_service_pb2.DeleteJobRequest, _optimizer_service_pb2.DeleteJobResponse]
+    """Deletes an ended job: its record, artifacts, manifest and checkpoints.
+    Idempotent: a job that is not there (deleted already, never made, or
+    another tenant's) is OK with `deleted` false. A PENDING or RUNNING job
+    is FAILED_PRECONDITION (JOB_ACTIVE): cancel it first.
+    """
 
 @_typing.type_check_only
 class OptimizerServiceAsyncStub(OptimizerServiceStub):
@@ -97,6 +103,12 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     """
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_optimizer_service_pb2.DownloadArtifactRequest, _optimizer_service_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
     """Streams one artifact of a succeeded job: `info` first, then chunks."""
+    DeleteJob: _aio.UnaryUnaryMultiCallable[_optimizer_service_pb2.DeleteJobRequest, _optimizer_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
+    """Deletes an ended job: its record, artifacts, manifest and checkpoints.
+    Idempotent: a job that is not there (deleted already, never made, or
+    another tenant's) is OK with `deleted` false. A PENDING or RUNNING job
+    is FAILED_PRECONDITION (JOB_ACTIVE): cancel it first.
+    """
 
 class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Analyses, prunes and measures neural networks. Long work runs as jobs
@@ -183,5 +195,17 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_optimizer_service_pb2.DownloadArtifactResponse], _abc.AsyncIterator[_optimizer_service_pb2.DownloadArtifactResponse]]:
         """Streams one artifact of a succeeded job: `info` first, then chunks."""
+
+    @_abc_1.abstractmethod
+    def DeleteJob(
+        self,
+        request: _optimizer_service_pb2.DeleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_service_pb2.DeleteJobResponse, _abc.Awaitable[_optimizer_service_pb2.DeleteJobResponse]]:
+        """Deletes an ended job: its record, artifacts, manifest and checkpoints.
+        Idempotent: a job that is not there (deleted already, never made, or
+        another tenant's) is OK with `deleted` false. A PENDING or RUNNING job
+        is FAILED_PRECONDITION (JOB_ACTIVE): cancel it first.
+        """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,12 +25,15 @@ from ..config import Settings
 from ..errors import Code, FieldViolation, ServiceError
 from ..jobs.durable import record
 from ..jobs.durable.dataset_store import DatasetStore
+from ..jobs.durable.deletion import delete_job
 from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
+from ..jobs.durable.usage import Quotas
 from ..jobs.execution.executor import JobExecutor
 from ..spec_check import check_runtime, check_spec
 from .admission import Paced, StreamCap
+from .quotas import active_jobs_admission, tenant_quotas
 from .status import streaming, unary
 from .upload import receive_dataset, receive_upload
 
@@ -99,6 +102,9 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         """The stores of the caller's tenant."""
         return self._tenants.stores(identity.current().tenant)
 
+    def _quotas(self) -> Quotas:
+        return tenant_quotas(self._settings, identity.current())
+
     def _datasets(self) -> DatasetStore:
         return DatasetStore.for_tenant(self._stores(), self._settings)
 
@@ -116,12 +122,13 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self, request_iterator: Iterator[pb.UploadModelRequest], context: grpc.ServicerContext
     ) -> pb.UploadModelResponse:
         spool, cap = self._spool_dir(), self._settings.max_upload_bytes
+        stores, quota = self._stores(), self._quotas().stored_bytes
         with (
             self._uploads.hold(),
             self._paced(request_iterator) as requests,
-            receive_upload(requests, spool, cap) as (path, ref),
+            receive_upload(requests, spool, cap, self._executor.model_caps) as (path, ref),
         ):
-            stored, deduplicated = self._stores().models.put(path, ref)
+            stored, deduplicated = stores.models.put(path, ref, quota_bytes=quota)
         return pb.UploadModelResponse(model=stored, deduplicated=deduplicated)
 
     @unary
@@ -129,12 +136,13 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
     ) -> pb.UploadDatasetResponse:
         spool, cap = self._spool_dir(), self._settings.max_dataset_upload_bytes
+        datasets, quota = self._datasets(), self._quotas().stored_bytes
         with (
             self._uploads.hold(),
             self._paced(request_iterator) as requests,
             receive_dataset(requests, spool, cap) as (path, ref),
         ):
-            stored, deduplicated = self._datasets().put(path, ref)
+            stored, deduplicated = datasets.put(path, ref, quota_bytes=quota)
         return pb.UploadDatasetResponse(dataset=stored, deduplicated=deduplicated)
 
     @unary
@@ -167,14 +175,19 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self._check_create(request)
         stores = self._stores()
         model = stores.models.resolve(request.model)
+        stores.models.in_use(model.sha256)
         check_spec(request.spec, model.format, limits=self._spec_limits)
         check_runtime(request.spec)
         if request.spec.HasField("data"):
             DatasetStore.for_tenant(stores, self._settings).resolve(request.spec.data)
+        quotas = self._quotas()
+        stores.usage.check_room(0, quotas.stored_bytes)
+        admit = active_jobs_admission(stores.jobs, quotas.active_jobs)
         request_id = request.request_id or uuid.uuid4().hex
         self._executor.reserve()
         try:
-            job, created = stores.jobs.create(model, request.spec, request_id, dict(request.labels))
+            labels = dict(request.labels)
+            job, created = stores.jobs.create(model, request.spec, request_id, labels, admit=admit)
         except BaseException:
             self._executor.release()
             raise
@@ -219,6 +232,11 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:  # noqa: N802
         job_id = _require_job_id(request.job_id)
         return pb.CancelJobResponse(job=self._executor.cancel(job_id, identity.current().tenant))
+
+    @unary
+    def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:  # noqa: N802
+        deleted = delete_job(self._stores(), _require_job_id(request.job_id))
+        return pb.DeleteJobResponse(deleted=deleted)
 
     @streaming
     def WatchJob(  # noqa: N802

@@ -23,8 +23,10 @@ from typing import TypeAlias
 
 from prunekit.v1 import model_pb2, optimizer_service_pb2
 
+from ..archive_scan import prescan_torchscript_archive
 from ..errors import Code, FieldViolation, ServiceError, is_disk_full, storage_full
 from ..jobs.durable.keys import is_sha256
+from ..model_caps import ModelCaps
 
 MAX_CHUNK_BYTES = 1 << 20
 _FORMATS = {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}
@@ -73,8 +75,15 @@ def _common_violations(filename: str, size_bytes: int, sha256: str) -> tuple[str
     return name, violations
 
 
-def check_metadata(meta: optimizer_service_pb2.UploadMetadata, max_bytes: int) -> model_pb2.ModelRef:
-    """The ModelRef an upload declares, once every metadata field is valid."""
+def check_metadata(
+    meta: optimizer_service_pb2.UploadMetadata, max_bytes: int, caps: ModelCaps | None = None
+) -> model_pb2.ModelRef:
+    """The ModelRef an upload declares, once every metadata field is valid.
+
+    With ``caps``, a file larger than ``caps.max_tensor_bytes`` is MODEL_TOO_LARGE before any byte of it
+    is received: an ONNX file holds its tensors inline (external data is refused) and is parsed whole, and
+    a TorchScript archive unpacks to at least about its size, so no such file can pass the worker's caps.
+    """
     filename, violations = _common_violations(meta.filename, meta.size_bytes, meta.sha256)
     if meta.format not in _FORMATS:
         violations["metadata.format"] = "MODEL_FORMAT_ONNX or MODEL_FORMAT_TORCHSCRIPT"
@@ -82,6 +91,8 @@ def check_metadata(meta: optimizer_service_pb2.UploadMetadata, max_bytes: int) -
         raise _bad("invalid upload metadata", **violations)
     if meta.size_bytes > max_bytes:
         raise _model_too_large(max_bytes)()
+    if caps is not None and meta.size_bytes > caps.max_tensor_bytes:
+        raise caps.too_large("max_tensor_bytes", f"{filename} is {meta.size_bytes} bytes")
     return model_pb2.ModelRef(
         sha256=meta.sha256.lower(), size_bytes=meta.size_bytes, format=meta.format, filename=filename
     )
@@ -224,21 +235,28 @@ def _first(requests: Iterator[_Request], kind: str) -> _Request:
 
 @contextmanager
 def receive_upload(
-    requests: Iterator[optimizer_service_pb2.UploadModelRequest], spool_dir: Path | None, max_bytes: int
+    requests: Iterator[optimizer_service_pb2.UploadModelRequest],
+    spool_dir: Path | None,
+    max_bytes: int,
+    caps: ModelCaps | None = None,
 ) -> Iterator[tuple[Path, model_pb2.ModelRef]]:
     """Spool an UploadModel stream to a temporary file, verified against its metadata.
 
     Yields the file and the declared ref; the file is removed afterwards,
-    also when the client goes away mid-stream.
+    also when the client goes away mid-stream. With ``caps``, the size is checked against them
+    (:func:`check_metadata`) and a TorchScript archive is pre-scanned under them (its directory only:
+    a deflate bomb is MODEL_TOO_LARGE, a malformed archive INVALID_MODEL) before it is yielded.
     """
     kind = "UploadModelRequest"
     first = _first(requests, kind)
     assert isinstance(first, optimizer_service_pb2.UploadModelRequest)
-    ref = check_metadata(first.metadata, max_bytes)
+    ref = check_metadata(first.metadata, max_bytes, caps)
     too_large = _model_too_large(max_bytes)
     with _spool(requests, kind, ref.size_bytes, ref.sha256, spool_dir, max_bytes, too_large) as spooled:
         path, head, ref.sha256 = spooled
         check_magic(head, ref.format, ref.filename)
+        if caps is not None and ref.format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
+            prescan_torchscript_archive(path, caps=caps, display_name=ref.filename)
         yield path, ref
 
 

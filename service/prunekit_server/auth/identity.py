@@ -21,6 +21,10 @@ class Identity:
 
     tenant: str
     role: str = USER
+    #: Quotas of this credential's tenant that replace the server's (``quota_active_jobs``,
+    #: ``quota_stored_bytes``); None = the server's.
+    quota_active_jobs: int | None = None
+    quota_stored_bytes: int | None = None
 
     @property
     def is_admin(self) -> bool:

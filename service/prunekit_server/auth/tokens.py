@@ -1,13 +1,16 @@
 """Static bearer tokens: a YAML file of token digests, each naming a tenant and a role.
 
-``tokens: [{sha256: <hex sha256 of the token>, tenant: team-a, role: user}]``. The file holds only
-digests; a presented token's digest is compared with every entry in constant time.
+``tokens: [{sha256: <hex sha256 of the token>, tenant: team-a, role: user}]``, each entry optionally
+with ``quota_active_jobs`` and ``quota_stored_bytes`` (integers >= 0, 0 = none) replacing the server's
+quotas for calls made with that token. The file holds only digests; a presented token's digest is
+compared with every entry in constant time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -33,10 +36,24 @@ def parse_tokens(paths: tuple[Path, ...]) -> TokenTable:
         try:
             raw = bytes.fromhex(digest)
             identity = make_identity(entry.get("tenant"), entry.get("role", USER))
+            identity = replace(
+                identity,
+                quota_active_jobs=_quota(entry, "quota_active_jobs"),
+                quota_stored_bytes=_quota(entry, "quota_stored_bytes"),
+            )
         except ValueError as exc:
             raise ValueError(f"{path}: tokens[{i}]: {exc}") from exc
         table.append((raw, identity))
     return tuple(table)
+
+
+def _quota(entry: dict[str, object], name: str) -> int | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0")
+    return value
 
 
 class StaticTokens:

@@ -1,5 +1,6 @@
 """Model intake and export: ONNX safety checks, TorchScript handling, input resolution."""
 
+from ..archive_scan import prescan_torchscript_archive
 from .ingest import (
     IngestedModel,
     data_type_from_onnx,
@@ -11,7 +12,6 @@ from .ingest import (
 from .onnx_checks import OnnxLimits, load_onnx_checked
 from .torchscript import (
     load_torchscript,
-    prescan_torchscript_archive,
     torchscript_to_onnx,
     write_torchscript_with_weights,
 )

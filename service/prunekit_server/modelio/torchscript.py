@@ -1,8 +1,8 @@
 """TorchScript intake: archive pre-scan, loading, export to ONNX and writing weights back.
 
 A TorchScript archive is code. These functions are only ever called inside a
-worker process; the pre-scan bounds what the native zip reader will be asked to do
-before ``torch.jit.load`` sees the file.
+worker process; the pre-scan (:mod:`..archive_scan`, also run at upload) bounds what the
+native zip reader will be asked to do before ``torch.jit.load`` sees the file.
 
 Initializer names. :func:`torchscript_to_onnx` uses the legacy exporter without
 constant folding, so every weight keeps its ``state_dict`` key as its initializer
@@ -19,12 +19,9 @@ the initializers of the original export.
 
 from __future__ import annotations
 
-import itertools
-import struct
 import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -33,12 +30,10 @@ from onnx import numpy_helper
 
 from prunekit.v1 import model_pb2
 
+from ..archive_scan import prescan_torchscript_archive
 from ..errors import FieldViolation, invalid_model, invalid_spec, unsupported_model
 from ..model_caps import ModelCaps
 from .onnx_checks import OnnxLimits, load_onnx_checked
-
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-_LOCAL_MAGIC = b"PK\x03\x04"
 
 _TORCH_DTYPES: dict[int, torch.dtype] = {
     model_pb2.DATA_TYPE_UNSPECIFIED: torch.float32,
@@ -57,69 +52,6 @@ _TORCH_DTYPES: dict[int, torch.dtype] = {
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def prescan_torchscript_archive(
-    path: Path, *, max_entries: int = 10_000, caps: ModelCaps | None = None
-) -> None:
-    """Reject ``path`` (INVALID_MODEL) unless it is a plain, bounded zip archive.
-
-    Checked: it is a zip; at most ``max_entries`` entries; their declared
-    uncompressed sizes sum to at most ``caps.max_tensor_bytes`` (else MODEL_TOO_LARGE,
-    before anything is inflated); no absolute, drive or ``..`` entry names; no
-    duplicate names; every entry's local header is where the central directory says
-    and no two entries' data overlap or leave the file.
-    """
-    caps = caps or ModelCaps()
-    name = path.name
-    try:
-        size = path.stat().st_size
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise invalid_model(
-            f"{name} is not a TorchScript archive (not a readable zip file): {_one_line(exc)}"
-        ) from exc
-    if not infos:
-        raise invalid_model(f"{name} is not a TorchScript archive: the zip file is empty")
-    if len(infos) > max_entries:
-        raise invalid_model(f"{name} has {len(infos)} archive entries; at most {max_entries} are allowed")
-    total = sum(info.file_size for info in infos)
-    if total > caps.max_tensor_bytes:
-        raise caps.too_large("max_tensor_bytes", f"{name} would unpack to {total} bytes")
-    seen: set[str] = set()
-    for info in infos:
-        entry = info.filename
-        parts = PurePosixPath(entry.replace("\\", "/")).parts
-        if (
-            entry.startswith(("/", "\\"))
-            or (len(entry) > 1 and entry[1] == ":")
-            or ".." in parts
-            or "\0" in entry
-        ):
-            raise invalid_model(f"{name} has an unsafe archive entry name {entry[:200]!r}")
-        if entry in seen:
-            raise invalid_model(f"{name} has a duplicate archive entry {entry[:200]!r}")
-        seen.add(entry)
-    spans: list[tuple[int, int, str]] = []
-    with path.open("rb") as handle:
-        for info in infos:
-            handle.seek(info.header_offset)
-            header = handle.read(_LOCAL_HEADER.size)
-            if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
-                raise invalid_model(f"{name} has a corrupt archive entry {info.filename[:200]!r}")
-            name_len, extra_len = _LOCAL_HEADER.unpack(header)[9:11]
-            start = info.header_offset
-            end = start + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
-            if end > size:
-                raise invalid_model(
-                    f"{name}: archive entry {info.filename[:200]!r} extends past the end of the file"
-                )
-            spans.append((start, end, info.filename))
-    spans.sort()
-    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
-        if start < end:
-            raise invalid_model(f"{name}: archive entries {first[:100]!r} and {second[:100]!r} overlap")
 
 
 def _load(path: Path, caps: ModelCaps | None = None) -> torch.jit.ScriptModule:

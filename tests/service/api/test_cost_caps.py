@@ -1,4 +1,5 @@
-"""The bombs of issue 11 through a real server: refused in seconds, naming the cap; spec caps at CreateJob."""
+"""The bombs of issue 11 through a real server: refused in seconds, naming the cap (the deflate bomb at
+UploadModel, before it is stored); spec caps at CreateJob."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import pytest
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.errors import ServiceError
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 from tests.bombs import huge_input_model, inlining_bomb, write_deflate_bomb
 
-from .conftest import TEST_SETTINGS, start, status_error, upload
+from .conftest import TEST_SETTINGS, start, status_error, upload, upload_requests
 from .jobflow import create, quick_spec, wait
 
 MEMORY = 16 << 30
@@ -70,9 +72,6 @@ def test_the_bombs_are_refused_in_seconds(
     assert meta["max_nodes"] == "200000"
     meta, took["input"] = _refused_analysis(stub, bombs["wide.onnx"], [])
     assert meta["max_input_bytes"] == str(MEMORY // 16)
-    shape = [model_pb2.InputSpec(name="x", shape=[1, 4])]
-    meta, took["deflate"] = _refused_analysis(stub, bombs["deflate.pt"], shape)
-    assert meta["max_tensor_bytes"] == str(MEMORY // 4)
     print({name: f"{seconds:.2f} s" for name, seconds in took.items()})
     assert max(took.values()) < 5
 
@@ -88,6 +87,66 @@ def test_the_bombs_are_refused_in_seconds(
     error = from_status(final.error)
     assert (final.state, error.reason) == (job_pb2.JOB_STATE_FAILED, "MODEL_TOO_LARGE")
     assert error.metadata["max_input_bytes"] == str(MEMORY // 16)
+
+
+def _refused_upload(stub: pb_grpc.OptimizerServiceStub, path: Path, sha256: str = "") -> ServiceError:
+    fmt = model_pb2.MODEL_FORMAT_TORCHSCRIPT if path.suffix == ".pt" else model_pb2.MODEL_FORMAT_ONNX
+    data = path.read_bytes()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.UploadModel(upload_requests(data, fmt, filename=path.name, sha256=sha256), timeout=60)
+    return status_error(info.value)
+
+
+def test_the_deflate_bomb_is_refused_at_upload_and_not_stored(
+    server: RunningServer, stub: pb_grpc.OptimizerServiceStub, bombs: dict[str, Path]
+) -> None:
+    store = server.tenants.store
+    before = store.list_keys("")
+    started = time.monotonic()
+    error = _refused_upload(stub, bombs["deflate.pt"])
+    seconds = time.monotonic() - started
+    assert (error.code.name, error.reason) == ("RESOURCE_EXHAUSTED", "MODEL_TOO_LARGE"), error
+    assert error.metadata["max_tensor_bytes"] == str(MEMORY // 4)
+    assert "max_tensor_bytes" in error.message
+    assert "deflate.pt would unpack to" in error.message
+    print(f"deflate bomb ({bombs['deflate.pt'].stat().st_size} B) refused at UploadModel in {seconds:.2f} s")
+    assert seconds < 5, seconds
+    assert store.list_keys("") == before
+    spool = store.spool_dir()
+    assert spool is None or not any(spool.iterdir())
+
+
+def test_a_small_workers_caps_refuse_files_before_their_bytes_arrive(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    memory = 64 << 20
+    settings = replace(
+        TEST_SETTINGS,
+        storage=f"file://{tmp_path / 'store'}",
+        scratch_dir=str(tmp_path / "scratch"),
+        worker_memory_bytes=memory,
+        warm_workers=False,
+    )
+    running = start(settings)
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            small = pb_grpc.OptimizerServiceStub(channel)
+            declared = pb.UploadMetadata(
+                filename="big.onnx", format=model_pb2.MODEL_FORMAT_ONNX, size_bytes=(memory // 4) + 1
+            )
+            with pytest.raises(grpc.RpcError) as info:
+                small.UploadModel(iter([pb.UploadModelRequest(metadata=declared)]), timeout=30)
+            error = status_error(info.value)
+            assert (error.reason, error.metadata["max_tensor_bytes"]) == ("MODEL_TOO_LARGE", str(memory // 4))
+            assert "big.onnx is 16777217 bytes" in error.message
+            bomb = write_deflate_bomb(tmp_path / "small-bomb.pt", size=64 << 20)
+            assert _refused_upload(small, bomb).metadata["max_tensor_bytes"] == str(memory // 4)
+            stored = upload(small, models["cnn.pt"])
+        keys = running.tenants.store.list_keys("tenants/default/models/")
+        assert keys
+        assert all(stored.sha256 in key for key in keys)
+    finally:
+        running.stop(grace=1.0)
 
 
 def test_create_job_applies_the_servers_caps(

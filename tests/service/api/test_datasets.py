@@ -98,7 +98,7 @@ def test_upload_is_verified_content_addressed_and_deduplicated(
         10,
         ["input", "label"],
     )
-    assert ref.uri == datasets.store.uri_for(f"tenants/default/datasets/{ref.sha256}/data.npz")
+    assert ref.uri == f"prunekit://datasets/{ref.sha256}/data.npz"
     again = stub.UploadDataset(requests_for(data, filename="copy.npz"), timeout=30)
     assert again.deduplicated
     assert again.dataset == ref
@@ -198,16 +198,16 @@ def test_create_job_resolves_data_before_storing_the_job(
 ) -> None:
     model = upload(stub, models["mlp.onnx"])
     jobs_before = len(server.stores.jobs.list_jobs(100, "")[0])
-    missing = datasets.store.uri_for(f"tenants/default/datasets/{'cd' * 32}/data.npz")
+    missing = f"prunekit://datasets/{'cd' * 32}/data.npz"
     code, error = _create_error(stub, model, spec_pb2.DataSpec(train=[missing]))
     assert (code, error.reason, error.metadata["entry"]) == (
         grpc.StatusCode.NOT_FOUND,
         "DATASET_NOT_FOUND",
         missing,
     )
-    outside = datasets.store.uri_for(f"tenants/default/models/{model.sha256}/model")
-    code, error = _create_error(stub, model, spec_pb2.DataSpec(eval=[outside]))
-    assert (code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "DATASET_OUTSIDE_PREFIX")
+    for outside in (model.uri, datasets.store.uri_for(f"tenants/default/models/{model.sha256}/model")):
+        code, error = _create_error(stub, model, spec_pb2.DataSpec(eval=[outside]))
+        assert (code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "DATASET_OUTSIDE_PREFIX")
     code, error = _create_error(stub, model, spec_pb2.DataSpec(train=["train.npz"]))
     assert (code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SPEC")
     assert [v.field for v in error.violations] == ["spec.data.train[0]"]

@@ -113,17 +113,23 @@ def test_two_tenants_see_use_cancel_and_download_nothing_of_each_other(
         assert _refused(lambda: b.create_job(model_a, QUICK)) == model_missing
 
         model_b = b.upload_model(models["mlp.onnx"])
-        assert model_b.uri != model_a.uri
-        assert "tenants/team-b/" in model_b.uri
+        assert model_b.uri == model_a.uri == f"prunekit://models/{model_a.sha256}/model"
         own = b.create_job(model_b, QUICK, request_id="shared-request")
         assert own.id != done.id
         made_up = data_a.uri.replace(data_a.sha256, "ab" * 32)
         for uri in (data_a.uri, made_up):
             spec = {**QUICK, "data": {"eval": [uri]}}
             assert _refused(lambda spec=spec: b.create_job(model_b, spec)) == (
-                grpc.StatusCode.PERMISSION_DENIED,
-                "DATASET_OUTSIDE_PREFIX",
+                grpc.StatusCode.NOT_FOUND,
+                "DATASET_NOT_FOUND",
             )
+        key_of_a = f"tenants/team-a/datasets/{data_a.sha256}/data.npz"
+        store_uri_of_a = secured.server.tenants.store.uri_for(key_of_a)
+        spec = {**QUICK, "data": {"eval": [store_uri_of_a]}}
+        assert _refused(lambda: b.create_job(model_b, spec)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "DATASET_OUTSIDE_PREFIX",
+        )
         b.cancel_job(own.id)
         assert a.get_job(done.id).state == job_pb2.JOB_STATE_SUCCEEDED
         assert own.id not in {job.id for job in a.iter_jobs()}
@@ -223,3 +229,22 @@ def test_sdk_and_cli_with_a_token_and_a_ca(secured: Secured, models: dict[str, P
     )  # fmt: skip
     assert refused.returncode == 1, refused.stderr
     assert "UNAUTHENTICATED" in refused.stderr
+
+
+def test_the_sdk_reads_the_server_token_and_ca_from_the_environment(
+    secured: Secured, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = secured.issuer.token("team-env")
+    with secured.client(token) as explicit:
+        job = explicit.create_job(explicit.upload_model(models["mlp.onnx"]), QUICK)
+        explicit.cancel_job(job.id)
+    monkeypatch.setenv("PRUNEKIT_SERVER", f"localhost:{secured.server.port}")
+    monkeypatch.setenv("PRUNEKIT_CA_FILE", str(secured.authority.ca_file))
+    monkeypatch.setenv("PRUNEKIT_TOKEN", token)
+    with prunekit.Client(timeout=30, retries=0) as client:
+        assert client.target == f"localhost:{secured.server.port}"
+        assert [listed.id for listed in client.iter_jobs()] == [job.id]
+    with prunekit.Client(timeout=30, retries=0, token="") as anonymous:
+        assert _refused(anonymous.list_jobs) == (grpc.StatusCode.UNAUTHENTICATED, "AUTH_REQUIRED")
+    with prunekit.Client(timeout=30, retries=0, ca_file="") as plaintext:
+        assert _refused(plaintext.list_jobs)[0] == grpc.StatusCode.UNAVAILABLE

@@ -63,12 +63,19 @@ def _client(target: str, ca: Path, cert: Path | None = None, key: Path | None = 
     )
 
 
-def test_the_tenant_is_the_client_certificate_subject(mutual: Mutual, models: dict[str, Path]) -> None:
+def test_the_tenant_is_the_client_certificate_subject(
+    mutual: Mutual, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     cert, key = mutual.authority.issue("team-c", "team-c", server=False)
     with _client(mutual.target, mutual.authority.ca_file, cert, key) as client:
         model = client.upload_model(models["mlp.onnx"])
         assert client.list_jobs()[0] == []
-    assert "/tenants/team-c/models/" in model.uri
+    assert mutual.server.tenants.stores("team-c").models.find(model.sha256) == model
+    monkeypatch.setenv("PRUNEKIT_CA_FILE", str(mutual.authority.ca_file))
+    monkeypatch.setenv("PRUNEKIT_CERT_FILE", str(cert))
+    monkeypatch.setenv("PRUNEKIT_KEY_FILE", str(key))
+    with prunekit.Client(mutual.target, timeout=15, retries=0) as from_env:
+        assert from_env.upload_model(models["mlp.onnx"]).uri == model.uri
     bad_cert, bad_key = mutual.authority.issue("bad-name", "not a tenant name", server=False)
     client = _client(mutual.target, mutual.authority.ca_file, bad_cert, bad_key)
     with client, pytest.raises(prunekit.PrunekitError) as caught:

@@ -71,7 +71,8 @@ def test_without_a_declared_sha256_the_server_computes_it(
     data = b"\x08\x07" + os.urandom((1 << 20) + 5)
     stored = call(stub, upload_requests(data, sha256="")).model
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
-    key = server.stores.store.key_for_uri(stored.uri)
+    assert stored.uri == f"prunekit://models/{stored.sha256}/model"
+    key = server.stores.models.uris.key_for_uri(stored.uri)
     assert server.stores.store.get_bytes(key) == data
     again = call(stub, upload_requests(data))
     assert again.deduplicated

@@ -28,6 +28,7 @@ from .material import write_tokens_file
         ({"auth": "off"}, "auth must be"),
         ({"auth_jwks_file": "{jwks}"}, "auth_jwt_issuer and auth_jwt_audience"),
         ({"auth_tokens_file": "{bad_tokens}"}, "tokens[0].sha256"),
+        ({"auth_tokens_file": "{bad_quota}"}, "tokens[0]: quota_active_jobs must be an integer >= 0"),
         ({"auth": "none", "tls_cert_file": "{jwks}"}, "both tls_cert_file and tls_key_file"),
         ({"auth": "none", "tls_client_ca_file": "{jwks}"}, "needs tls_cert_file"),
     ],
@@ -35,7 +36,14 @@ from .material import write_tokens_file
 def test_inconsistent_settings_stop_the_start(tmp_path: Path, fields: dict[str, str], says: str) -> None:
     (tmp_path / "jwks.json").write_text('{"keys": []}')
     (tmp_path / "bad.yaml").write_text("tokens: [{sha256: abc, tenant: a}]")
-    paths = {"jwks": tmp_path / "jwks.json", "bad_tokens": tmp_path / "bad.yaml"}
+    (tmp_path / "quota.yaml").write_text(
+        f"tokens: [{{sha256: {'ab' * 32}, tenant: a, quota_active_jobs: -1}}]"
+    )
+    paths = {
+        "jwks": tmp_path / "jwks.json",
+        "bad_tokens": tmp_path / "bad.yaml",
+        "bad_quota": tmp_path / "quota.yaml",
+    }
     values = {k: v.format(**paths) for k, v in fields.items()}
     settings = replace(Settings(storage=str(tmp_path / "store"), port=0), **values)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=re.escape(says)):

@@ -16,6 +16,8 @@ from ...storage import ObjectNotFound, ObjectStore, PreconditionFailed
 from . import record
 from .keys import TenantKeys
 from .storage_errors import guarded, storage_errors
+from .uris import TenantUris
+from .usage import TenantUsage
 
 
 class ArtifactStore:
@@ -25,6 +27,8 @@ class ArtifactStore:
         self.store = store
         self.tenant = tenant
         self._keys = TenantKeys(tenant)
+        self.uris = TenantUris(store, tenant)
+        self.usage = TenantUsage(store, tenant)
 
     def checkpoint_prefix(self, job_id: str) -> str:
         """Where a job's training checkpoints live (``<prefix><phase>/...``)."""
@@ -45,12 +49,12 @@ class ArtifactStore:
         key = self._keys.attempt_file(job_id, max(1, attempt), name)
         with storage_errors(writing=True):
             info = self.store.put_file(key, path, sha256=sha256)
-        return job_pb2.Artifact(name=name, uri=self.store.uri_for(key), sha256=sha256, size_bytes=info.size)
+        return job_pb2.Artifact(name=name, uri=self.uris.uri_for(key), sha256=sha256, size_bytes=info.size)
 
     def discard_unlisted(self, job_id: str, attempt: int | None = None) -> int:
         """Delete the files of worker start ``attempt`` (None: of every start) that the job's manifest
         does not name: what a failed, interrupted or outrun publish left. Returns how many."""
-        listed = {self.store.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
+        listed = {self.uris.key_for_uri(a.uri) for a in self.manifest(job_id) or []}
         prefix = self._keys.attempts(job_id) + (f"{attempt}/" if attempt is not None else "")
         with storage_errors(writing=True):
             stale = [key for key in self.store.list_keys(prefix) if key not in listed]
@@ -62,31 +66,38 @@ class ArtifactStore:
         """Record what a job produced, written after every artifact and at most once.
 
         Returns False, writing nothing, when the job already has a manifest (a
-        conditional put: of two publishers, the first one wins).
+        conditional put: of two publishers, the first one wins). The winner's artifacts count
+        against the tenant's stored bytes (never refused: the job's work is done).
         """
         body = {"job_id": job_id, "artifacts": [json_format.MessageToDict(a) for a in artifacts]}
-        with storage_errors(writing=True):
+        total = sum(a.size_bytes for a in artifacts)
+        with self.usage.reserved(total), storage_errors(writing=True):
             try:
                 self.store.put_bytes(
                     self._keys.manifest(job_id), json.dumps(body, indent=1).encode(), if_absent=True
                 )
             except PreconditionFailed:
+                self.usage.add(-total)
                 return False
         return True
 
     def manifest(self, job_id: str) -> list[job_pb2.Artifact] | None:
-        """The job's manifest, or None when it has none (it did not succeed)."""
+        """The job's manifest, or None when it has none (it did not succeed); URIs in their logical form
+        (:mod:`.uris`), also in manifests older servers wrote with storage URIs."""
         with storage_errors():
             try:
                 body = json.loads(self.store.get_bytes(self._keys.manifest(job_id)))
             except ObjectNotFound:
                 return None
-        return [json_format.ParseDict(a, job_pb2.Artifact()) for a in body["artifacts"]]
+        artifacts = [json_format.ParseDict(a, job_pb2.Artifact()) for a in body["artifacts"]]
+        for artifact in artifacts:
+            artifact.uri = self.uris.shown(artifact.uri)
+        return artifacts
 
     def read(self, artifact: job_pb2.Artifact) -> bytes:
         """The whole content of a listed artifact (small ones: the report)."""
         with storage_errors():
-            return self.store.get_bytes(self.store.key_for_uri(artifact.uri))
+            return self.store.get_bytes(self.uris.key_for_uri(artifact.uri))
 
     def open(self, job: job_pb2.Job, name: str) -> tuple[job_pb2.Artifact, Iterator[bytes]]:
         """An artifact listed in the manifest of ``job`` (as stored now) and a stream of its bytes."""
@@ -100,7 +111,7 @@ class ArtifactStore:
         for artifact in artifacts:
             if artifact.name == name:
                 with storage_errors():
-                    chunks = self.store.iter_chunks(self.store.key_for_uri(artifact.uri))
+                    chunks = self.store.iter_chunks(self.uris.key_for_uri(artifact.uri))
                 return artifact, guarded(chunks)
         names = ", ".join(a.name for a in artifacts)
         raise ServiceError(

@@ -6,8 +6,9 @@ Layout, per tenant (beside the models and jobs, see :mod:`.keys`)::
     tenants/<t>/datasets/<sha256>/meta.json    its DatasetRef, written after the bytes
     tenants/<t>/datasets/<anything>.npz        shards users put there with their own tools
 
-A ``data.train`` / ``data.eval`` entry is a URI the store maps to a key under
-``tenants/<t>/datasets/`` (the URI UploadDataset returned is one); an entry
+A ``data.train`` / ``data.eval`` entry is a URI naming a key under
+``tenants/<t>/datasets/``: ``prunekit://datasets/...`` (:mod:`.uris`; the URI UploadDataset returns is
+one), or a storage URI of the same key (what older servers returned); an entry
 ending in ``/`` stands for every ``.npz`` under that prefix, sorted. Entries
 outside the prefix, with a ``.`` or ``..`` segment, or whose path meets a
 symbolic link (file backend) are PERMISSION_DENIED (DATASET_OUTSIDE_PREFIX);
@@ -30,11 +31,13 @@ from ...config import Settings
 from ...errors import Code, FieldViolation, ServiceError, invalid_spec
 from ...hashing import sha256_file
 from ...storage import InvalidKey, ObjectNotFound, ObjectStore
-from .keys import TenantKeys, is_sha256
+from .keys import DATASETS, TenantKeys, is_sha256
 from .model_store import read_meta
 from .shard_format import inspect_shard
 from .storage_errors import storage_errors
 from .stores import TenantStores
+from .uris import TenantUris
+from .usage import TenantUsage
 
 SHARD_SUFFIX = ".npz"
 _LIST_PAGE = 1000
@@ -86,7 +89,10 @@ class DatasetStore:
 
     def __init__(self, store: ObjectStore, tenant: str, *, max_job_bytes: int, max_job_shards: int) -> None:
         self.store = store
-        self.prefix = TenantKeys(tenant).datasets_prefix
+        self._keys = TenantKeys(tenant)
+        self.prefix = self._keys.datasets_prefix
+        self.uris = TenantUris(store, tenant)
+        self.usage = TenantUsage(store, tenant)
         self.max_job_bytes = max_job_bytes
         self.max_job_shards = max_job_shards
 
@@ -102,8 +108,8 @@ class DatasetStore:
 
     @property
     def prefix_uri(self) -> str:
-        """The URI every ``data`` entry must start with."""
-        return self.store.uri_for(self.prefix.rstrip("/")) + "/"
+        """The URI every new-style ``data`` entry starts with (``prunekit://datasets/``)."""
+        return self.uris.uri_for(self.prefix.rstrip("/")) + "/"
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -114,13 +120,19 @@ class DatasetStore:
         return f"{self.prefix}{sha256}/meta.json"
 
     def find(self, sha256: str) -> model_pb2.DatasetRef | None:
-        """The stored ref of the uploaded shard with this digest, or None."""
+        """The stored ref of the uploaded shard with this digest, or None; its ``uri`` the logical one."""
         if not is_sha256(sha256):
             return None
-        return read_meta(self.store, self._meta_key(sha256), model_pb2.DatasetRef(), sha256)
+        found = read_meta(self.store, self._meta_key(sha256), model_pb2.DatasetRef(), sha256)
+        if found is not None:
+            found.uri = self.uris.uri_for(self._shard_key(sha256))
+        return found
 
-    def put(self, path: Path, ref: model_pb2.DatasetRef) -> tuple[model_pb2.DatasetRef, bool]:
-        """Store shard bytes once; returns the stored ref and whether they were there already.
+    def put(
+        self, path: Path, ref: model_pb2.DatasetRef, *, quota_bytes: int = 0
+    ) -> tuple[model_pb2.DatasetRef, bool]:
+        """Store shard bytes once; returns the stored ref and whether they were there already. New bytes
+        count against the tenant's stored bytes (QUOTA_EXCEEDED beyond ``quota_bytes`` > 0).
 
         ``ref.sha256`` must be the digest the caller computed over the bytes: the file is moved in, not
         re-read.
@@ -131,15 +143,16 @@ class DatasetStore:
         """
         existing = self.find(ref.sha256)
         if existing is not None:
+            self._in_use(ref.sha256)
             return existing, True
         summary = inspect_shard(path, ref.filename)
         stored = model_pb2.DatasetRef()
         stored.CopyFrom(ref)
         key = self._shard_key(ref.sha256)
-        stored.uri = self.store.uri_for(key)
+        stored.uri = self.uris.uri_for(key)
         stored.samples = summary.samples
         stored.arrays[:] = summary.arrays
-        with storage_errors(writing=True):
+        with self.usage.reserved(ref.size_bytes, limit=quota_bytes), storage_errors(writing=True):
             self.store.adopt_file(key, path, sha256=ref.sha256)
             self.store.put_bytes(self._meta_key(ref.sha256), json_format.MessageToJson(stored).encode())
         return stored, False
@@ -155,7 +168,7 @@ class DatasetStore:
         if any(part in (".", "..") for part in path.rstrip("/").split("/")):
             raise _outside(entry, "has a '.' or '..' segment")
         try:
-            key = self.store.key_for_uri(entry.rstrip("/"))
+            key = self.uris.key_for_uri(entry.rstrip("/"))
         except InvalidKey:
             raise _outside(entry, f"is not under {self.prefix_uri}") from None
         if not (key + "/").startswith(self.prefix):
@@ -198,7 +211,7 @@ class DatasetStore:
                 raise _outside(entry, f"cannot be read: {exc}") from None
         if info is None:
             raise _not_found(entry, f"data entry {entry!r}: no such shard")
-        return ShardRef(key=key, uri=self.store.uri_for(key), sha256=info.sha256 or "", size=info.size)
+        return ShardRef(key=key, uri=self.uris.uri_for(key), sha256=info.sha256 or "", size=info.size)
 
     def _split(self, entries: list[str], where: str, budget: int) -> list[ShardRef]:
         shards: list[ShardRef] = []
@@ -213,11 +226,19 @@ class DatasetStore:
                 )
         return shards
 
+    def _in_use(self, sha256: str) -> None:
+        with storage_errors(writing=True):
+            self.store.delete(self._keys.gc_mark(DATASETS, sha256))
+
     def resolve(self, data: spec_pb2.DataSpec) -> ResolvedData:
-        """The shards ``data`` names (see the module docstring for the errors)."""
+        """The shards ``data`` names (see the module docstring for the errors); uploaded ones are marked
+        in use (see :mod:`.collect`)."""
         train = self._split(list(data.train), "spec.data.train", self.max_job_shards)
         evaluation = self._split(list(data.eval), "spec.data.eval", self.max_job_shards - len(train))
         resolved = ResolvedData(train, evaluation)
+        for shard in [*train, *evaluation]:
+            if self._is_upload(shard.key):
+                self._in_use(shard.key[len(self.prefix) :].split("/", 1)[0])
         if resolved.total_bytes > self.max_job_bytes:
             raise _too_large(
                 f"the job's data is {resolved.total_bytes} bytes, over this server's "

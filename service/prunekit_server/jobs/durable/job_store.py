@@ -58,12 +58,16 @@ class JobStore:
         spec: spec_pb2.OptimizationSpec,
         request_id: str,
         labels: Mapping[str, str],
+        *,
+        admit: Callable[[], None] | None = None,
     ) -> tuple[job_pb2.Job, bool]:
         """Store a new PENDING job, or return the job this request_id already made.
 
         Returns ``(job, created)``. The same request_id with a different request
         is ALREADY_EXISTS (REQUEST_ID_REUSED). The request claim is written
-        first, so a crash half-way is completed by the client's retry.
+        first, so a crash half-way is completed by the client's retry. ``admit`` is called
+        just before a new job is written (not for a request_id that made its job already) and may
+        raise ServiceError to refuse it (a quota): the claim stays, and a retry is admitted afresh.
         """
         fingerprint = record.request_fingerprint(model, spec, labels)
         job_id = record.new_job_id()
@@ -72,6 +76,8 @@ class JobStore:
             if claimed != job_id:
                 with contextlib.suppress(ServiceError):
                     return self.get(claimed), False
+            if admit is not None:
+                admit()
             job = record.new_job(claimed, model, spec, request_id, labels)
             if self.owner:
                 lease.stamp(job, self.owner, self.lease_s)
@@ -122,6 +128,14 @@ class JobStore:
         with storage_errors():
             keys = self.store.list_keys(prefix)
         return [key[len(prefix) :] for key in keys if record.is_valid_job_id(key[len(prefix) :])]
+
+    def count_active(self) -> int:
+        """Jobs of this tenant that are PENDING or RUNNING now (read from their records)."""
+        count = 0
+        for job_id in self.active_job_ids():
+            with contextlib.suppress(ServiceError):
+                count += not record.is_terminal(self.get(job_id).state)
+        return count
 
     def forget_active(self, job_id: str) -> None:
         """Remove ``job_id`` from the index of jobs not yet ended."""

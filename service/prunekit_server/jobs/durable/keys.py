@@ -12,6 +12,8 @@ Layout, per tenant::
     tenants/<t>/active/<id>                    jobs not yet cleaned up (what the sweeper scans)
     tenants/<t>/requests/<sha256(request_id)>  {job_id, fingerprint}: idempotent create
     tenants/<t>/datasets/...                   dataset shards (see dataset_store)
+    tenants/<t>/usage.json                     bytes stored for the tenant (see usage)
+    tenants/<t>/gc/{models,datasets}/<sha256>  since when an upload is unreferenced (see collect)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 _MAX_MS = 10**13 - 1
 TENANTS_PREFIX = "tenants/"
 DEFAULT_TENANT = "default"
+MODELS = "models"
+DATASETS = "datasets"
 """The tenant of every caller when authentication is off."""
 
 
@@ -39,6 +43,10 @@ class TenantKeys:
     @property
     def _root(self) -> str:
         return f"{TENANTS_PREFIX}{self.tenant}"
+
+    @property
+    def models_prefix(self) -> str:
+        return f"{self._root}/models/"
 
     def model(self, sha256: str) -> str:
         return f"{self._root}/models/{sha256}/model"
@@ -82,3 +90,11 @@ class TenantKeys:
     @property
     def datasets_prefix(self) -> str:
         return f"{self._root}/datasets/"
+
+    @property
+    def usage(self) -> str:
+        return f"{self._root}/usage.json"
+
+    def gc_mark(self, kind: str, sha256: str) -> str:
+        """``kind``: "models" or "datasets"."""
+        return f"{self._root}/gc/{kind}/{sha256}"

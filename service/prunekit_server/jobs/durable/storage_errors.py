@@ -84,15 +84,34 @@ def storage_errors(*, writing: bool = False) -> Iterator[None]:
             OUTAGES.answered()
         raise
     except (ChecksumMismatch, InvalidKey) as exc:
-        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"object storage: {exc}") from exc
+        log.warning("object storage: %s", exc)
+        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"object storage: {_public(exc)}") from exc
     except StorageFull as exc:
-        raise storage_full("store", str(exc)) from exc
+        log.warning("object storage full: %s", exc)
+        raise storage_full("store", _public(exc)) from exc
     except StorageError as exc:
         if isinstance(exc, StorageUnavailable):
             OUTAGES.failed(exc)
-        raise ServiceError(Code.UNAVAILABLE, UNAVAILABLE, f"object storage failed: {exc}") from exc
+        else:
+            log.warning("object storage failed: %s", exc)
+        raise ServiceError(Code.UNAVAILABLE, UNAVAILABLE, f"object storage failed: {_public(exc)}") from exc
     if writing:
         OUTAGES.answered()
+
+
+_PUBLIC = {
+    ChecksumMismatch: "a stored object does not match its checksum",
+    InvalidKey: "an object cannot be addressed",
+    StorageFull: "no space left",
+    StorageUnavailable: "it is unavailable or did not answer",
+}
+
+
+def _public(exc: StorageError) -> str:
+    """What a client is told of a storage failure: its kind, never the message (that names the store's
+    directory or bucket and the key; the server's log has it)."""
+    kind = next((text for cls, text in _PUBLIC.items() if isinstance(exc, cls)), "a request failed")
+    return f"{kind} (details in the server's log)"
 
 
 def guarded(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -9,6 +9,7 @@ from .artifact_store import ArtifactStore
 from .job_store import JobStore
 from .keys import DEFAULT_TENANT
 from .model_store import ModelStore
+from .usage import TenantUsage
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class TenantStores:
             JobStore(store, tenant, owner=owner, lease_s=lease_s),
             ArtifactStore(store, tenant),
         )
+
+    @property
+    def usage(self) -> TenantUsage:
+        """The tenant's stored-bytes counter."""
+        return self.models.usage
 
     @property
     def store(self) -> ObjectStore:

@@ -18,7 +18,7 @@ from ...config import Settings
 from ...errors import Code, ServiceError
 from ..durable.model_store import ModelStore
 from ..durable.publish import read_json
-from .sandbox import StopRequest, WorkerLimits, run_worker
+from .sandbox import StopRequest, WorkerLimits, run_worker, sandbox_task
 from .staging import stage_model
 from .starts import local_error
 from .warm import WarmWorkers
@@ -82,6 +82,9 @@ class Analyzer:
             "limits": self._limits.to_dict(),
             **stage_model(models, model, workdir),
         }
+        sandbox = sandbox_task(self._settings, models.store.uri)
+        if sandbox is not None:
+            task["sandbox"] = sandbox
         remaining = min(self._settings.analysis_timeout_s, deadline - time.monotonic())
         outcome = run_worker(
             workdir,

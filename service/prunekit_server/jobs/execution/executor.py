@@ -40,6 +40,7 @@ from ..worker.faults import FAULT_LABEL, is_fenced
 from .analysis import Analyzer
 from .attempt import attempt_in_scratch
 from .lease_keeper import LeaseKeeper
+from .retention import Retention
 from .sandbox import StopRequest, WorkerLimits, worker_env
 from .starts import begin_start, record_failure, retry_plan
 from .sweeper import Sweeper
@@ -79,7 +80,7 @@ class JobExecutor:
         self._lost: set[str] = set()
         self._released: set[str] = set()
         self._keeper = LeaseKeeper(tenants, self.owner, settings.lease_s, self._lease_lost)
-        self._sweeper = Sweeper(tenants, self, settings.sweep_interval_s)
+        self._sweeper = Sweeper(tenants, self, settings.sweep_interval_s, Retention(tenants, settings).due)
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"job-worker-{i}", daemon=True)
             for i in range(max(1, settings.workers))

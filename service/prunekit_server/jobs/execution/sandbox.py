@@ -48,6 +48,7 @@ __all__ = [
     "WorkerLimits",
     "WorkerOutcome",
     "run_worker",
+    "sandbox_task",
     "worker_env",
 ]
 
@@ -252,6 +253,15 @@ def _spawn(
         pass_fds=(progress_fd,),
         start_new_session=True,
     )
+
+
+def sandbox_task(settings: Settings, store_uri: str) -> dict[str, Any] | None:
+    """The task's ``sandbox`` entry (see :mod:`..worker.confine`): the uid/gid to drop to and the file
+    store's root to hide; None with ``worker_sandbox`` off."""
+    if not settings.worker_sandbox:
+        return None
+    hide = [store_uri.removeprefix("file://")] if store_uri.startswith("file://") else []
+    return {"uid": settings.worker_uid, "gid": settings.worker_gid, "hide": hide}
 
 
 def worker_env(workdir: Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ from ..durable.model_store import ModelStore
 from ..durable.storage_errors import storage_errors
 from ..durable.stores import TenantStores
 from ..worker.faults import FAULT_LABEL, parse_fault
+from .sandbox import sandbox_task
 
 _MODEL_SUFFIX = {model_pb2.MODEL_FORMAT_ONNX: ".onnx", model_pb2.MODEL_FORMAT_TORCHSCRIPT: ".pt"}
 
@@ -55,6 +56,9 @@ def optimize_task(
         "checkpoint_dir": checkpoint_dir,
         "attempt": job.attempt,
     }
+    sandbox = sandbox_task(settings, stores.store.uri)
+    if sandbox is not None:
+        task["sandbox"] = sandbox
     if job.spec.HasField("target"):
         task["latency_tables_dir"] = stage_tables(stores.store, workdir)
     fault = parse_fault(job.labels.get(FAULT_LABEL, ""))

@@ -7,13 +7,15 @@ A job whose lease expired is offered to the executor, which claims it with a
 compare-and-swap and queues it when it has room (else another server, or a
 later scan, gets it). An ended job still in the index (cancelled while its
 server was gone, or its server died before cleaning up) has its checkpoints
-and then its index entry removed.
+and then its index entry removed. After each scan it calls its ``housekeeping`` (the retention pass,
+which keeps its own pace).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ...errors import ServiceError
@@ -38,8 +40,15 @@ class Adopter(Protocol):
 class Sweeper(BackgroundLoop):
     """Scans for expired leases on a thread of its own: at :meth:`start`, then every ``interval`` s."""
 
-    def __init__(self, jobs: JobRecords, adopter: Adopter, interval: float) -> None:
+    def __init__(
+        self,
+        jobs: JobRecords,
+        adopter: Adopter,
+        interval: float,
+        housekeeping: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__("lease-sweeper")
+        self._housekeeping = housekeeping
         self._jobs = jobs
         self._orphans: dict[str, float] = {}
         self._orphan_grace_s = 2 * jobs.lease_s
@@ -92,6 +101,8 @@ class Sweeper(BackgroundLoop):
                 taken = self.sweep()
                 if taken:
                     log.info("took over %d job(s): %s", len(taken), ", ".join(taken))
+                if self._housekeeping is not None:
+                    self._housekeeping()
             except ServiceError as exc:
                 if not is_unavailable(exc):
                     log.warning("sweep failed: %s", exc)

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ...hashing import sha256_file
 from ...model_caps import ModelCaps
+from .confine import confine
 from .faults import allocation_failure, out_of_memory
 from .fence import watch_heartbeats
 from .threads import configure_torch, worker_threads
@@ -257,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     watch_heartbeats(args.fence_s)
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
+    if isinstance(task.get("sandbox"), dict):
+        applied = confine(task["sandbox"], workdir)
+        print(f"prunekit worker sandbox: {json.dumps(applied)}", file=sys.stderr, flush=True)
+        die_with_parent(args.parent_pid)  # a changed uid clears the parent-death signal
     apply_limits(task.get("limits", {}))
     os.nice(WORKER_NICENESS)
     configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())

@@ -52,7 +52,7 @@ def upload(ds: DatasetStore, data: bytes, tmp_path: Path, name: str = "train.npz
 def put_user_shard(store: ObjectStore, key: str, data: bytes) -> str:
     """A shard written straight into storage (as a user's own S3 tools would), returning its URI."""
     store.put_bytes(key, data)
-    return store.uri_for(key)
+    return "prunekit://" + key.removeprefix("tenants/default/")
 
 
 def error_of(call: Any) -> ServiceError:
@@ -65,7 +65,7 @@ def test_put_fills_the_ref_and_dedupes(store: ObjectStore, tmp_path: Path) -> No
     ds = datasets(store)
     data = shard(samples=7)
     first = upload(ds, data, tmp_path)
-    assert first.uri == store.uri_for(f"{PREFIX}{first.sha256}/data.npz")
+    assert first.uri == f"prunekit://datasets/{first.sha256}/data.npz"
     assert (first.samples, list(first.arrays), first.filename) == (7, ["input", "label"], "train.npz")
     path = tmp_path / "again"
     path.write_bytes(data)
@@ -91,9 +91,10 @@ def test_resolve_uploaded_uris_and_prefix_entries(store: ObjectStore, tmp_path: 
     b = put_user_shard(store, f"{PREFIX}team/digits/b.npz", shard(seed=2))
     a = put_user_shard(store, f"{PREFIX}team/digits/a.npz", shard(seed=1))
     store.put_bytes(f"{PREFIX}team/digits/README.txt", b"not a shard")
-    folder = store.uri_for(f"{PREFIX}team/digits/README.txt").removesuffix("README.txt")
-    resolved = ds.resolve(spec_pb2.DataSpec(train=[folder], eval=[uploaded.uri]))
+    resolved = ds.resolve(spec_pb2.DataSpec(train=["prunekit://datasets/team/digits/"], eval=[uploaded.uri]))
     assert [s.uri for s in resolved.train] == [a, b]
+    legacy = store.uri_for(f"{PREFIX}team/digits/README.txt").removesuffix("README.txt")
+    assert [s.uri for s in ds.resolve(spec_pb2.DataSpec(train=[legacy])).train] == [a, b]
     assert [s.uri for s in resolved.eval] == [uploaded.uri]
     assert resolved.eval[0].sha256 == uploaded.sha256
     assert resolved.total_bytes == sum(s.size for s in [*resolved.train, *resolved.eval])
@@ -101,7 +102,7 @@ def test_resolve_uploaded_uris_and_prefix_entries(store: ObjectStore, tmp_path: 
 
 def test_missing_entries_are_not_found(store: ObjectStore, tmp_path: Path) -> None:
     ds = datasets(store)
-    missing = store.uri_for(f"{PREFIX}{'ab' * 32}/data.npz")
+    missing = f"prunekit://datasets/{'ab' * 32}/data.npz"
     error = error_of(lambda: ds.resolve(spec_pb2.DataSpec(train=[missing])))
     assert (error.code.name, error.reason) == ("NOT_FOUND", "DATASET_NOT_FOUND")
     assert missing in error.message
@@ -124,6 +125,21 @@ def test_entries_outside_the_prefix_are_denied(store: ObjectStore, entry: str) -
     ds = datasets(store)
     uri = store.uri.rstrip("/") + "/" + entry
     error = error_of(lambda: ds.resolve(spec_pb2.DataSpec(train=[uri])))
+    assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "DATASET_OUTSIDE_PREFIX")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "prunekit://models/x/model",
+        "prunekit://datasets/../models/x/model",
+        "prunekit://../other/datasets/x.npz",
+        "prunekit:///tenants/default/datasets/x.npz",
+        "prunekit://datasets-x/x.npz",
+    ],
+)
+def test_logical_entries_outside_the_prefix_are_denied(store: ObjectStore, entry: str) -> None:
+    error = error_of(lambda: datasets(store).resolve(spec_pb2.DataSpec(train=[entry])))
     assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "DATASET_OUTSIDE_PREFIX")
 
 
@@ -215,7 +231,7 @@ def test_for_tenant_uses_the_stores_and_settings(tmp_path: Path) -> None:
         TenantStores.open(store, "acme"), Settings(max_job_data_bytes=10, max_job_data_shards=2)
     )
     assert (ds.prefix, ds.max_job_bytes, ds.max_job_shards) == ("tenants/acme/datasets/", 10, 2)
-    assert ds.prefix_uri == store.uri_for("tenants/acme/datasets") + "/"
+    assert ds.prefix_uri == "prunekit://datasets/"
 
 
 def test_shards_without_a_recorded_sha256_are_hashed_while_staging(
