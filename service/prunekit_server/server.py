@@ -14,11 +14,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.health import HEALTH_SERVICE, HEALTH_THREADS, StorageProbe, add_health
+from .api.observe import ObserveInterceptor
 from .api.servicer import OptimizerServicer
 from .auth.authenticator import Authenticator
 from .auth.interceptor import AuthInterceptor
@@ -29,11 +30,14 @@ from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
+from .observability.measured_store import MeasuredStore
+from .observability.metrics import MetricsEndpoint, serve_metrics
 from .storage import open_store
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 PROBE_PREFIX = "health/"
 """The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
 reachable; a missing bucket or a store that does not answer is not."""
@@ -55,6 +59,8 @@ class RunningServer:
     health_server: grpc.Server | None
     #: The plaintext health-only port (``health_port``), None without one.
     health_port: int | None
+    #: The Prometheus endpoint (``metrics_port``), None without one.
+    metrics: MetricsEndpoint | None
     _stopped: threading.Event
 
     @property
@@ -75,6 +81,8 @@ class RunningServer:
         self.server.stop(grace=2.0).wait()
         if self.health_server is not None:
             self.health_server.stop(grace=None)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped")
 
     def wait(self) -> None:
@@ -133,6 +141,23 @@ def _identity(settings: Settings) -> tuple[Any, list[grpc.ServerInterceptor]]:
     return credentials, [] if authenticator is None else [AuthInterceptor(authenticator)]
 
 
+def _enable_reflection(server: grpc.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1`` (what grpcurl asks
+    first): the two protocols' messages are the same on the wire, so one servicer answers both."""
+    names = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    request, response = reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
@@ -144,11 +169,12 @@ def start_server(settings: Settings) -> RunningServer:
     TLS settings that do not hold together.
     """
     check_stream_caps(settings)
-    credentials, interceptors = _identity(settings)
+    credentials, auth = _identity(settings)
+    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(), *auth]
     scratch = settings.scratch_path()
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings.storage)
+    store = MeasuredStore(open_store(settings.storage))
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)
@@ -161,12 +187,13 @@ def start_server(settings: Settings) -> RunningServer:
     probe = StorageProbe(
         lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
-    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    _enable_reflection(server)
     port = _listen(server, settings, settings.port, credentials)
     health_port = None
     if health_server is not None:
         health_port = _listen(health_server, settings, settings.health_port, None)
         health_server.start()
+    metrics = None if settings.metrics_port < 0 else serve_metrics(settings.host, settings.metrics_port)
     executor.start()
     server.start()
     for name in ("", SERVICE_NAME):
@@ -183,4 +210,4 @@ def start_server(settings: Settings) -> RunningServer:
     )
     default = tenants.stores(DEFAULT_TENANT)
     parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
-    return RunningServer(*parts, health_port, threading.Event())
+    return RunningServer(*parts, health_port, metrics, threading.Event())

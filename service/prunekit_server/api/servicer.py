@@ -29,6 +29,7 @@ from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
 from ..jobs.execution.executor import JobExecutor
+from ..observability.metrics import DOWNLOADED_BYTES, JOBS_CREATED
 from ..spec_check import check_runtime, check_spec
 from .admission import Paced, StreamCap
 from .status import streaming, unary
@@ -179,6 +180,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             self._executor.release()
             raise
         if created:
+            JOBS_CREATED.inc()
             self._executor.submit(job.id, stores.jobs.tenant)
         else:
             self._executor.release()
@@ -264,4 +266,6 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             if not context.is_active():
                 return
             for start in range(0, len(chunk), DOWNLOAD_CHUNK):
-                yield pb.DownloadArtifactResponse(chunk=chunk[start : start + DOWNLOAD_CHUNK])
+                piece = chunk[start : start + DOWNLOAD_CHUNK]
+                DOWNLOADED_BYTES.inc(len(piece))
+                yield pb.DownloadArtifactResponse(chunk=piece)

@@ -25,6 +25,7 @@ from prunekit.v1 import model_pb2, optimizer_service_pb2
 
 from ..errors import Code, FieldViolation, ServiceError, is_disk_full, storage_full
 from ..jobs.durable.keys import is_sha256
+from ..observability.metrics import UPLOADED_BYTES
 
 MAX_CHUNK_BYTES = 1 << 20
 _FORMATS = {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}
@@ -205,6 +206,7 @@ def _receive(
         if len(chunk) > MAX_CHUNK_BYTES:
             raise _bad(f"chunks must be at most {MAX_CHUNK_BYTES} bytes", chunk=f"{len(chunk)} bytes")
         received += len(chunk)
+        UPLOADED_BYTES.labels("dataset" if "Dataset" in kind else "model").inc(len(chunk))
         if received > max_bytes:
             raise too_large()
         if received > declared_size:

@@ -22,6 +22,7 @@ from prunekit.v1 import job_pb2
 
 from ...config import Settings
 from ...errors import ServiceError
+from ...observability.metrics import JOBS
 from ..durable import checkpoint_sync
 from ..durable.latency_tables import save_tables
 from ..durable.publish import publish
@@ -100,6 +101,7 @@ def run_attempt(
             warm=warm,
         )
     finally:
+        sink.finish()
         uploaders[0].finish()
     if job.spec.HasField("target"):
         save_tables(stores.store, workdir)
@@ -164,6 +166,7 @@ def attempt_in_scratch(
 ) -> ServiceError | None:
     """:func:`run_attempt` in a fresh scratch directory (removed afterwards); every failure, a full
     scratch disk included (:func:`.starts.local_error`), comes back as the error, never raised."""
+    JOBS.labels("running").inc()
     try:
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=settings.scratch_path()))
         try:
@@ -174,3 +177,5 @@ def attempt_in_scratch(
         return exc
     except Exception as exc:
         return local_error(exc)
+    finally:
+        JOBS.labels("running").dec()
