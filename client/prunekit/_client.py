@@ -102,6 +102,22 @@ class Client:
         """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
 
+    def ping(self, timeout: float = 5.0) -> None:
+        """Check, once and without retries, that the server answers (its ``grpc.health.v1`` check,
+        which needs no credential); :class:`PrunekitError` ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``
+        when it cannot be reached. A server that answers anything else (even an error) is reachable."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        try:
+            check(b"", timeout=timeout)
+        except grpc.RpcError as exc:
+            err = PrunekitError.from_rpc_error(exc)
+            if err.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise err from exc
+
     def _unary(self, method: Any, request: Message, timeout: float | None) -> Any:
         deadline = self.timeout if timeout is None else timeout
         return self._retry.call(lambda _attempt: method(request, timeout=deadline))
