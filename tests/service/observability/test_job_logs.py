@@ -25,6 +25,9 @@ def test_json_lines_name_the_job_its_tenant_request_and_attempt(tmp_path: Path) 
             stub = pb_grpc.OptimizerServiceStub(channel)
             job = run(stub, upload(stub, model_path), request_id="req-42")
         assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+        made = job.report.provenance  # the server told the worker which job and model it ran
+        assert (made.job_id, made.model_filename, made.attempt) == (job.id, "mlp.onnx", 1)
+        assert made.model_sha256 == job.model.sha256
         assert server.terminate() == 0
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)

@@ -54,6 +54,7 @@ def optimize_task(
         "data": stage_data(stores, settings, job, workdir),
         "checkpoint_dir": checkpoint_dir,
         "attempt": job.attempt,
+        "job": {"id": job.id, "model_filename": job.model.filename, "model_sha256": job.model.sha256},
     }
     if job.spec.HasField("target"):
         task["latency_tables_dir"] = stage_tables(stores.store, workdir)
