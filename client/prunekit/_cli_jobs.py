@@ -6,6 +6,7 @@ import argparse
 import itertools
 import sys
 
+from prunekit._cli_args import label_arg
 from prunekit._cli_output import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,7 +25,9 @@ __all__ = ["add_jobs", "show_job"]
 
 
 def _jobs_list(client: Client, args: argparse.Namespace) -> int:
-    jobs = list(itertools.islice(client.iter_jobs(page_size=min(args.limit, 500)), args.limit))
+    states = [job_pb2.JobState.Value(f"JOB_STATE_{s}") for s in args.states or []]
+    listed = client.iter_jobs(min(args.limit, 500), states=states, labels=dict(args.labels or []))
+    jobs = list(itertools.islice(listed, args.limit))
     if args.json:
         if not args.reports:
             for job in jobs:
@@ -93,6 +96,22 @@ def add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
     p.add_argument("--json", action="store_true", help="a JSON list of jobs (reports only with --reports)")
     p.add_argument("--reports", action="store_true", help="with --json: each job's report too")
+    p.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        type=str.upper,
+        choices=["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"],
+        help="only jobs in this state (repeatable: any of them)",
+    )
+    p.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=label_arg,
+        metavar="KEY=VALUE",
+        help="only jobs with this label (repeatable: all of them)",
+    )
     p.set_defaults(handler=_jobs_list)
     for name, handler, text in (
         ("get", _jobs_get, "show one job (and its report when it succeeded)"),

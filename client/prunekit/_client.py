@@ -292,18 +292,34 @@ class Client:
         return cast(pb.GetJobResponse, self._unary(self._stub.GetJob, request, timeout)).job
 
     def list_jobs(
-        self, page_size: int = 50, page_token: str = "", *, timeout: float | None = None
+        self,
+        page_size: int = 50,
+        page_token: str = "",
+        *,
+        states: Sequence[job_pb2.JobState.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[list[job_pb2.Job], str]:
-        """One page of jobs, newest first, and the token of the next page (``""`` on the last)."""
-        request = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
+        """One page of jobs, newest first, and the token of the next page (``""`` on the last); only those
+        in one of ``states`` and carrying every one of ``labels`` when given (a filtered page may hold
+        fewer jobs than ``page_size`` and still have a next one)."""
+        request = pb.ListJobsRequest(
+            page_size=page_size, page_token=page_token, states=states, labels=labels or {}
+        )
         response = cast(pb.ListJobsResponse, self._unary(self._stub.ListJobs, request, timeout))
         return list(response.jobs), response.next_page_token
 
-    def iter_jobs(self, page_size: int = 50) -> Iterator[job_pb2.Job]:
-        """Every job, newest first, fetching pages as it goes."""
+    def iter_jobs(
+        self,
+        page_size: int = 50,
+        *,
+        states: Sequence[job_pb2.JobState.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+    ) -> Iterator[job_pb2.Job]:
+        """Every job (in ``states``, with ``labels``), newest first, fetching pages as it goes."""
         token = ""
         while True:
-            jobs, token = self.list_jobs(page_size, token)
+            jobs, token = self.list_jobs(page_size, token, states=states, labels=labels)
             yield from jobs
             if not token:
                 return

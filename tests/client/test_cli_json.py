@@ -141,3 +141,14 @@ def test_a_closed_stdout_ends_quietly_with_0(
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert err == ""
+
+
+def test_list_sends_its_state_and_label_filters(
+    service: FakeService, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(target, "jobs", "list", "--state", "failed", "--state", "CANCELLED", "--label", "team=a") == 0
+    (request,) = service.requests["ListJobs"]
+    assert list(request.states) == [job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED]
+    assert dict(request.labels) == {"team": "a"}
+    with pytest.raises(SystemExit):
+        run(target, "jobs", "list", "--state", "done")

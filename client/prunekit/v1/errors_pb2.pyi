@@ -117,6 +117,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     object store, the upload spool or a job's scratch directory
     (metadata `space`: "store" or "scratch").
     """
+    JOB_TIMEOUT: _ErrorReason.ValueType  # 40
+    """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
+    (metadata: timeout_seconds, stage).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -219,5 +223,9 @@ STORAGE_FULL: ErrorReason.ValueType  # 33
 """RESOURCE_EXHAUSTED: no space left where the server keeps files: the
 object store, the upload spool or a job's scratch directory
 (metadata `space`: "store" or "scratch").
+"""
+JOB_TIMEOUT: ErrorReason.ValueType  # 40
+"""DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
+(metadata: timeout_seconds, stage).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

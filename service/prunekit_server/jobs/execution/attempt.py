@@ -33,7 +33,7 @@ from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
-from .starts import local_error
+from .starts import job_timeout, local_error, start_timeout
 from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ def run_attempt(
     from the server's zygote.
     """
     fence_s = settings.lease_s * FENCE_SHARE
+    timeout, own_timeout = start_timeout(job, settings)
+    if timeout <= 0:
+        return job_timeout(job, job.progress.stage or "starting")
     prefix = stores.artifacts.checkpoint_prefix(job.id)
     local = workdir / "checkpoints"
     local.mkdir()
@@ -92,7 +95,7 @@ def run_attempt(
         outcome = run_worker(
             workdir,
             task,
-            timeout=settings.job_timeout_s,
+            timeout=timeout,
             stop=stop,
             on_progress=sink,
             poll=sink.check_cancelled,
@@ -106,6 +109,12 @@ def run_attempt(
     if job.spec.HasField("target"):
         save_tables(stores.store, workdir)
     if outcome.error is not None:
+        if (
+            own_timeout
+            and outcome.error.reason == "WORKER_TIMEOUT"
+            and not outcome.error.metadata.get("signal")
+        ):
+            return job_timeout(job, outcome.error.metadata.get("stage", ""))
         return outcome.error
     _publish(stores, settings, keeper, job, workdir, stop)
     return None
