@@ -4,14 +4,19 @@ the ``--fail-on`` rules."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from google.protobuf.message import Message
 
 from prunekit._errors import PrunekitError, format_error
 from prunekit._machine import to_json
+from prunekit._render import duration, size
 from prunekit.v1 import job_pb2, report_pb2
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RULE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -86,3 +91,51 @@ def note(text: str) -> None:
 def job_failed(job: job_pb2.Job) -> int:
     note(format_error(PrunekitError.from_job(job)))
     return EXIT_FAILED
+
+
+@contextlib.contextmanager
+def ticking(what: str, stream: TextIO | None = None) -> Iterator[None]:
+    """While the block runs, ``what`` and the seconds so far on stderr: redrawn every second on a
+    terminal, else one line at the start; then ``what: done in N s``."""
+    out = stream or sys.stderr
+    tty = out.isatty()
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            out.write(f"\r\x1b[K{what}... {duration(time.monotonic() - started)}")
+            out.flush()
+
+    ticker = threading.Thread(target=tick, name="cli-ticker", daemon=True)
+    if tty:
+        ticker.start()
+    else:
+        out.write(f"{what}...\n")
+        out.flush()
+    try:
+        yield
+    finally:
+        stop.set()
+        if tty:
+            ticker.join()
+            out.write("\r\x1b[K")
+        out.write(f"{what}: done in {duration(time.monotonic() - started)}\n")
+        out.flush()
+
+
+def sent_bar(name: str, stream: TextIO | None = None) -> Callable[[int, int], None] | None:
+    """An ``on_sent`` callback drawing ``uploading NAME  45% (1.2 MiB of 2.6 MiB)`` on a terminal; None
+    elsewhere (logs get the one ``uploaded`` line)."""
+    out = stream or sys.stderr
+    if not out.isatty():
+        return None
+
+    def draw(sent: int, total: int) -> None:
+        percent = sent * 100 // total if total else 100
+        out.write(f"\r\x1b[Kuploading {name} {percent:3d}% ({size(sent)} of {size(total)})")
+        if sent >= total:
+            out.write("\r\x1b[K")
+        out.flush()
+
+    return draw

@@ -129,6 +129,7 @@ class Client:
         format: model_pb2.ModelFormat.ValueType | None = None,
         filename: str | None = None,
         timeout: float | None = None,
+        on_sent: Callable[[int, int], None] | None = None,
     ) -> model_pb2.ModelRef:
         """Uploads a model file and returns its reference.
 
@@ -136,11 +137,12 @@ class Client:
         streamed as a metadata message and chunks of at most 1 MiB, hashed as it is read (one pass; it is
         never read whole into memory); the server computes the digest too, and a stored ref whose sha256
         differs raises ``DATA_LOSS`` / ``CHECKSUM_MISMATCH``. Retried from the start on transient errors
-        (the store is content-addressed). Raises ``OSError`` when the file cannot be read.
+        (the store is content-addressed). ``on_sent(bytes, total)`` follows the stream. Raises ``OSError``
+        when the file cannot be read.
         """
         file = Path(path)
         model_format = _transfer.infer_format(file) if format is None else format
-        streamed = _transfer.StreamedFile(file)
+        streamed = _transfer.StreamedFile(file, on_sent)
         metadata = pb.UploadMetadata(
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes
         )

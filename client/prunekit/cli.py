@@ -41,6 +41,8 @@ from prunekit._cli_output import (
     judged,
     note,
     print_json,
+    sent_bar,
+    ticking,
 )
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
@@ -62,12 +64,13 @@ def _proto_json(message: Message) -> object:
 
 
 def _analyze(client: Client, args: argparse.Namespace) -> int:
-    analysis = client.analyze(
-        args.model,
-        args.inputs or None,
-        sensitivity=args.sensitivity or bool(args.sensitivity_ratios),
-        sensitivity_ratios=args.sensitivity_ratios or (),
-    )
+    with ticking(f"analyzing {Path(args.model).name}"):
+        analysis = client.analyze(
+            args.model,
+            args.inputs or None,
+            sensitivity=args.sensitivity or bool(args.sensitivity_ratios),
+            sensitivity_ratios=args.sensitivity_ratios or (),
+        )
     if args.json:
         print_json(analysis)
     else:
@@ -97,7 +100,7 @@ def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) 
 def _optimize(client: Client, args: argparse.Namespace) -> int:
     model_format = infer_format(Path(args.model))
     spec = load_checked_spec(args.spec, model_format, train=args.train or [], eval=args.eval or [])
-    model = client.upload_model(args.model, format=model_format)
+    model = client.upload_model(args.model, format=model_format, on_sent=sent_bar(Path(args.model).name))
     attach_data(client, spec, args)
     note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
     job = client.create_job(model, spec, labels=dict(args.labels or []))

@@ -47,7 +47,7 @@ from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
 from .provenance import begin as begin_provenance
 from .provenance import finish as finish_provenance
-from .stages import HALF, at, span
+from .stages import HALF, at, reweighted, span
 from .target import check_required, mode_plan, search_prune, selected_variant
 from .variants import (
     MAX_PRUNE_FEEDS,
@@ -220,6 +220,7 @@ def run_optimization(
     digest, attempt) goes into the report's with the spec, times and versions filled in.
     """
     made = begin_provenance(provenance, spec)
+    progress = reweighted(progress, finetunes=spec.HasField("finetune"), searches=spec.HasField("target"))
     settings, ingested, base_analysis, loaded = _intake(
         model_path, model_format, spec, workdir, progress, data or JobData(), caps
     )
