@@ -85,6 +85,10 @@ def reweighted(progress: ProgressFn, *, finetunes: bool, searches: bool) -> Prog
         )
         before = sum(w for n, w in weights[: [n for n, _ in weights].index(name)])
         weight = dict(weights)[name]
-        progress(stage, float((before + part * weight) / total), message, details)
+        moved_to = float((before + part * weight) / total)
+        if details is None:
+            progress(stage, moved_to, message)
+        else:
+            progress(stage, moved_to, message, details)
 
     return moved
