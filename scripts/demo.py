@@ -144,7 +144,11 @@ def summary(report: report_pb2.OptimizationReport) -> str:
 
 def speed_lines(report: report_pb2.OptimizationReport) -> list[str]:
     """The headline: each variant's measured speed-up over the original at every batch size, and size."""
-    base = {lat.batch_size: lat.p50_ms for lat in report.baseline.latencies if lat.runtime.startswith("onnxruntime")}
+    base = {
+        lat.batch_size: lat.p50_ms
+        for lat in report.baseline.latencies
+        if lat.runtime.startswith("onnxruntime")
+    }
     lines = [f"== speed (p50, ONNX Runtime, {report.protocol.threads} thread(s), measured interleaved):"]
     for variant in report.variants:
         parts = [

@@ -4,10 +4,9 @@ Model and spec in (artifacts), report and the job's files out: ``report`` is the
 ``artifacts`` a directory with every file of the job (the variants' models, report.md, report.html,
 report.json). The step fails (exit 1) when the job fails and, with ``fail_on``
 (``quality,accuracy,target,slower``), when the job succeeds but misses a named rule (exit 3). Needs
-``kfp`` (>= 2), which prunekit never depends on: install it where the pipeline is compiled.
+``kfp`` (>= 2), which prunekit never depends on: install it where the pipeline is compiled. (No
+``from __future__ import annotations``: kfp reads the parameters' types from the annotations.)
 """
-
-from __future__ import annotations
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output

@@ -5,8 +5,6 @@ Compile it where ``kfp`` is installed (never in prunekit's own environment: kfp 
     python pipelines/kubeflow/example_pipeline.py --out prunekit_pipeline.yaml
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from pathlib import Path
