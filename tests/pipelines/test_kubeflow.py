@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "pipelines" / "kubeflow" / "example_pipeline.py"
 KFP = "kfp==2.17.3"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # installing kfp takes minutes
 
 
 @pytest.fixture(scope="session")

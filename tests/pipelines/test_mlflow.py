@@ -3,8 +3,11 @@ protobuf range is not prunekit's), logging a real job's downloaded report and fi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOK = ROOT / "pipelines" / "mlflow" / "log_job.py"
 MLFLOW = "mlflow==3.17.2"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # installing mlflow takes minutes
 
 _QUERY = """
 import json, sys
@@ -76,7 +79,9 @@ def tracking(mlflow_venv: Path, tmp_path: Path) -> Iterator[str]:
     command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1"]
     log = (tmp_path / "mlflow.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    server = subprocess.Popen(  # its own process group: the server starts job consumers of its own
+        command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -92,8 +97,12 @@ def tracking(mlflow_venv: Path, tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+        time.sleep(1.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         log.close()
 
 
