@@ -74,7 +74,7 @@ def test_optimize_onnx_prints_report_json_and_downloads(server: ServerProcess, t
     assert listed.returncode == 0
     job_id = json.loads(listed.stdout)[0]["id"]
     got = cli(server, "jobs", "get", job_id, "--json")
-    assert json.loads(got.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    assert json.loads(got.stdout)["state"] == "SUCCEEDED"
     cancel = cli(server, "jobs", "cancel", job_id)
     assert cancel.returncode == 1
     assert "FAILED_PRECONDITION JOB_ALREADY_FINISHED" in cancel.stderr
@@ -181,5 +181,5 @@ def test_optimize_uploads_train_and_eval_shards_and_reports_accuracy(
     assert int(report["data"]["eval_samples"]) == 397
     pruned = next(v for v in report["variants"] if v["name"] == "pruned")
     assert pruned["stats"]["accuracy"]["samples"] == 397
-    assert "VARIANT_FLAG_FINETUNED" in pruned["flags"]
+    assert "FINETUNED" in pruned["flags"]
     assert report["finetune"]["runs"][0]["steps"] == 60

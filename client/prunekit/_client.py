@@ -103,6 +103,22 @@ class Client:
         """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
 
+    def ping(self, timeout: float = 5.0) -> None:
+        """Check, once and without retries, that the server answers (its ``grpc.health.v1`` check,
+        which needs no credential); :class:`PrunekitError` ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``
+        when it cannot be reached. A server that answers anything else (even an error) is reachable."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        try:
+            check(b"", timeout=timeout)
+        except grpc.RpcError as exc:
+            err = PrunekitError.from_rpc_error(exc)
+            if err.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise err from exc
+
     def _unary(self, method: Any, request: Message, timeout: float | None) -> Any:
         deadline = self.timeout if timeout is None else timeout
         return self._retry.call(lambda _attempt: method(request, timeout=deadline))
@@ -114,6 +130,7 @@ class Client:
         format: model_pb2.ModelFormat.ValueType | None = None,
         filename: str | None = None,
         timeout: float | None = None,
+        on_sent: Callable[[int, int], None] | None = None,
     ) -> model_pb2.ModelRef:
         """Uploads a model file and returns its reference.
 
@@ -121,11 +138,12 @@ class Client:
         streamed as a metadata message and chunks of at most 1 MiB, hashed as it is read (one pass; it is
         never read whole into memory); the server computes the digest too, and a stored ref whose sha256
         differs raises ``DATA_LOSS`` / ``CHECKSUM_MISMATCH``. Retried from the start on transient errors
-        (the store is content-addressed). Raises ``OSError`` when the file cannot be read.
+        (the store is content-addressed). ``on_sent(bytes, total)`` follows the stream. Raises ``OSError``
+        when the file cannot be read.
         """
         file = Path(path)
         model_format = _transfer.infer_format(file) if format is None else format
-        streamed = _transfer.StreamedFile(file)
+        streamed = _transfer.StreamedFile(file, on_sent)
         metadata = pb.UploadMetadata(
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes
         )
@@ -277,18 +295,34 @@ class Client:
         return cast(pb.GetJobResponse, self._unary(self._stub.GetJob, request, timeout)).job
 
     def list_jobs(
-        self, page_size: int = 50, page_token: str = "", *, timeout: float | None = None
+        self,
+        page_size: int = 50,
+        page_token: str = "",
+        *,
+        states: Sequence[job_pb2.JobState.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[list[job_pb2.Job], str]:
-        """One page of jobs, newest first, and the token of the next page (``""`` on the last)."""
-        request = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
+        """One page of jobs, newest first, and the token of the next page (``""`` on the last); only those
+        in one of ``states`` and carrying every one of ``labels`` when given (a filtered page may hold
+        fewer jobs than ``page_size`` and still have a next one)."""
+        request = pb.ListJobsRequest(
+            page_size=page_size, page_token=page_token, states=states, labels=labels or {}
+        )
         response = cast(pb.ListJobsResponse, self._unary(self._stub.ListJobs, request, timeout))
         return list(response.jobs), response.next_page_token
 
-    def iter_jobs(self, page_size: int = 50) -> Iterator[job_pb2.Job]:
-        """Every job, newest first, fetching pages as it goes."""
+    def iter_jobs(
+        self,
+        page_size: int = 50,
+        *,
+        states: Sequence[job_pb2.JobState.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+    ) -> Iterator[job_pb2.Job]:
+        """Every job (in ``states``, with ``labels``), newest first, fetching pages as it goes."""
         token = ""
         while True:
-            jobs, token = self.list_jobs(page_size, token)
+            jobs, token = self.list_jobs(page_size, token, states=states, labels=labels)
             yield from jobs
             if not token:
                 return

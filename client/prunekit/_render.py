@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from google.protobuf import timestamp_pb2
@@ -22,6 +23,7 @@ from prunekit.v1 import job_pb2, model_pb2, report_pb2
 
 __all__ = [
     "ProgressPrinter",
+    "duration",
     "render_analysis",
     "render_job",
     "render_jobs",
@@ -189,6 +191,16 @@ def _finetune_key(p: job_pb2.JobProgress) -> tuple[str, int]:
     return (ft.phase, ft.step * 10 // ft.total_steps if ft.total_steps > 0 else ft.step)
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 class ProgressPrinter:
     """Shows job updates: a redrawn one-line bar on a terminal, else one line per stage or state change
     (and, while fine-tuning, per phase and tenth of its steps). Fine-tuning shows phase, step/total, epoch,
@@ -198,12 +210,33 @@ class ProgressPrinter:
     bar's line.
     """
 
-    def __init__(self, stream: TextIO, *, tty: bool | None = None, bar_width: int = 24) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        tty: bool | None = None,
+        bar_width: int = 24,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
+        self._clock = clock
         self.tty = stream.isatty() if tty is None else tty
         self.bar_width = bar_width
         self._last_key: tuple[object, ...] | None = None
         self._drawn = False
+        self._started: float | None = None
+
+    def _timing(self, fraction: float) -> str:
+        """`` (12 s elapsed, ~40 s left)``: the time since the first update, and what the fraction done
+        so far predicts for the rest (once there is enough of it to predict from)."""
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        elapsed = now - self._started
+        text = f" ({duration(elapsed)} elapsed"
+        if 0.05 <= fraction < 1.0 and elapsed >= 1.0:
+            text += f", ~{duration(elapsed * (1.0 - fraction) / fraction)} left"
+        return text + ")"
 
     def __call__(self, job: job_pb2.Job) -> None:
         p = job.progress
@@ -218,6 +251,7 @@ class ProgressPrinter:
             text = f"[{bar}] {fraction * 100:3.0f}% {stage}"
             if detail:
                 text += f": {detail}"
+            text += self._timing(fraction)
             width = shutil.get_terminal_size((100, 20)).columns - 1
             self.stream.write("\r\x1b[K" + text[:width])
             self._drawn = True
@@ -229,7 +263,7 @@ class ProgressPrinter:
             text = f"{fraction * 100:3.0f}% {stage}"
             if detail:
                 text += f": {detail}"
-            self.stream.write(text + "\n")
+            self.stream.write(text + self._timing(fraction) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import grpc
@@ -53,18 +53,24 @@ class StreamedFile:
     :attr:`sha256`, which holds the digest of everything sent once the chunks ran out.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_sent: Callable[[int, int], None] | None = None) -> None:
         self.path = path
         self.size_bytes = path.stat().st_size
         self.sha256 = ""
+        self._on_sent = on_sent
 
     def chunks(self) -> Iterator[bytes]:
+        """The file's chunks; ``on_sent(bytes so far, size)`` after each one is handed on."""
         self.sha256 = ""
         digest = hashlib.sha256()
+        sent = 0
         with self.path.open("rb") as stream:
             while chunk := stream.read(CHUNK_SIZE):
                 digest.update(chunk)
                 yield chunk
+                sent += len(chunk)
+                if self._on_sent is not None:
+                    self._on_sent(sent, self.size_bytes)
         self.sha256 = digest.hexdigest()
 
     def digest(self) -> str:

@@ -1,7 +1,9 @@
 """The ``prunekit`` command: analyse models, run optimization jobs, follow them and fetch their artifacts.
 
 Exit status: 0 when the command succeeded (for ``optimize`` and ``jobs watch``: the job SUCCEEDED); 1 for an
-RPC error or a job that FAILED or was CANCELLED; 2 for usage and spec-file errors; 130 when interrupted.
+RPC error, an unreachable server or a job that FAILED or was CANCELLED; 2 for usage and spec-file errors; 3
+when the job succeeded but a ``--fail-on`` rule is missed; 130 when interrupted. A closed stdout (``| head``)
+ends the command quietly with 0.
 Errors are one ``error: <CODE_NAME> <REASON>: <message>`` line on stderr, then one ``  - field: description``
 line per violation. Results go to stdout, progress and notes to stderr.
 """
@@ -9,13 +11,13 @@ line per violation. Results go to stdout, progress and notes to stderr.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -30,17 +32,23 @@ from prunekit._cli_args import (
     security_kwargs,
 )
 from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
+from prunekit._cli_jobs import add_jobs
+from prunekit._cli_output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_fail_on,
+    job_failed,
+    judged,
+    note,
+    print_json,
+    sent_bar,
+    ticking,
+)
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
-from prunekit._render import (
-    ProgressPrinter,
-    render_analysis,
-    render_job,
-    render_jobs,
-    render_report,
-    size,
-    state_name,
-)
+from prunekit._render import ProgressPrinter, render_analysis, render_report, size, state_name
 from prunekit._spec import load_checked_spec
 from prunekit._transfer import artifact_path, infer_format
 from prunekit._version import __version__
@@ -49,37 +57,24 @@ from prunekit.v1 import job_pb2
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
 Handler = Callable[[Client, argparse.Namespace], int]
 
 
-def _to_dict(message: Message) -> object:
+def _proto_json(message: Message) -> object:
+    """The proto's own JSON mapping, as report.json holds it (``--json`` output has its own shape)."""
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def _print_json(message: Message, *, indent: int | None = 2) -> None:
-    print(json.dumps(_to_dict(message), indent=indent), flush=True)
-
-
-def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _job_failed(job: job_pb2.Job) -> int:
-    _note(format_error(PrunekitError.from_job(job)))
-    return EXIT_FAILED
-
-
 def _analyze(client: Client, args: argparse.Namespace) -> int:
-    analysis = client.analyze(
-        args.model,
-        args.inputs or None,
-        sensitivity=args.sensitivity or bool(args.sensitivity_ratios),
-        sensitivity_ratios=args.sensitivity_ratios or (),
-    )
+    with ticking(f"analyzing {Path(args.model).name}"):
+        analysis = client.analyze(
+            args.model,
+            args.inputs or None,
+            sensitivity=args.sensitivity or bool(args.sensitivity_ratios),
+            sensitivity_ratios=args.sensitivity_ratios or (),
+        )
     if args.json:
-        _print_json(analysis)
+        print_json(analysis)
     else:
         print(render_analysis(analysis))
     return EXIT_OK
@@ -87,7 +82,7 @@ def _analyze(client: Client, args: argparse.Namespace) -> int:
 
 def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) -> None:
     if args.json:
-        _print_json(job.report)
+        print_json(job.report)
     else:
         print(f"Job {job.id} SUCCEEDED\n")
         print(render_report(job.report))
@@ -97,33 +92,33 @@ def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) 
     paths = client.download_artifacts(job, out)
     if "report.json" not in {a.name for a in job.artifacts}:
         report_path = out / "report.json"
-        report_path.write_text(json.dumps(_to_dict(job.report), indent=2) + "\n", encoding="utf-8")
+        report_path.write_text(json.dumps(_proto_json(job.report), indent=2) + "\n", encoding="utf-8")
         paths.append(report_path)
-    _note(f"wrote {len(paths)} file{'s' if len(paths) != 1 else ''} to {out}:")
+    note(f"wrote {len(paths)} file{'s' if len(paths) != 1 else ''} to {out}:")
     for path in paths:
-        _note(f"  {path}")
+        note(f"  {path}")
 
 
 def _optimize(client: Client, args: argparse.Namespace) -> int:
     model_format = infer_format(Path(args.model))
     spec = load_checked_spec(args.spec, model_format, train=args.train or [], eval=args.eval or [])
-    model = client.upload_model(args.model, format=model_format)
+    model = client.upload_model(args.model, format=model_format, on_sent=sent_bar(Path(args.model).name))
     attach_data(client, spec, args)
-    _note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
+    note(f"uploaded {model.filename} ({size(model.size_bytes)}, sha256 {model.sha256[:12]})")
     job = client.create_job(model, spec, labels=dict(args.labels or []))
     if args.no_wait:
         if args.json:
-            _print_json(job)
+            print_json(job)
         else:
             print(job.id)
         return EXIT_OK
-    _note(f"job {job.id} created")
+    note(f"job {job.id} created")
     printer = ProgressPrinter(sys.stderr)
     try:
         final = client.wait(job.id, on_progress=printer)
     except KeyboardInterrupt:
         printer.close()
-        _note(
+        note(
             f"interrupted; job {job.id} keeps running on the server.\n"
             f"  follow it: prunekit jobs watch {job.id}\n"
             f"  cancel it: prunekit jobs cancel {job.id}"
@@ -132,77 +127,11 @@ def _optimize(client: Client, args: argparse.Namespace) -> int:
     except PrunekitError as err:
         printer.close()
         if err.job is not None and args.json:
-            _print_json(err.job)
+            print_json(err.job)
         raise
     printer.close()
     _finish_success(client, final, args)
-    return EXIT_OK
-
-
-def _jobs_list(client: Client, args: argparse.Namespace) -> int:
-    jobs = list(itertools.islice(client.iter_jobs(page_size=min(args.limit, 500)), args.limit))
-    if args.json:
-        print(json.dumps([_to_dict(j) for j in jobs], indent=2))
-    elif jobs:
-        print(render_jobs(jobs))
-    else:
-        _note("no jobs")
-    return EXIT_OK
-
-
-def _show_job(job: job_pb2.Job, as_json: bool) -> None:
-    if as_json:
-        _print_json(job)
-        return
-    print(render_job(job))
-    if job.state == job_pb2.JOB_STATE_SUCCEEDED and job.HasField("report"):
-        print()
-        print(render_report(job.report))
-
-
-def _jobs_get(client: Client, args: argparse.Namespace) -> int:
-    _show_job(client.get_job(args.job_id), args.json)
-    return EXIT_OK
-
-
-def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
-    job = client.cancel_job(args.job_id)
-    if args.json:
-        _print_json(job)
-    else:
-        print(f"job {job.id} {job_pb2.JobState.Name(job.state).removeprefix('JOB_STATE_')}")
-    return EXIT_OK
-
-
-def _jobs_delete(client: Client, args: argparse.Namespace) -> int:
-    deleted = client.delete_job(args.job_id, cancel=args.cancel)
-    if args.json:
-        print(json.dumps({"job_id": args.job_id, "deleted": deleted}))
-    else:
-        print(f"job {args.job_id} {'deleted' if deleted else 'not found (nothing to delete)'}")
-    return EXIT_OK
-
-
-def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
-    printer = ProgressPrinter(sys.stderr)
-    final: job_pb2.Job | None = None
-    try:
-        for job in client.watch_job(args.job_id):
-            final = job
-            if args.json:
-                _print_json(job, indent=None)
-            else:
-                printer(job)
-    except KeyboardInterrupt:
-        printer.close()
-        _note(f"interrupted; job {args.job_id} keeps running on the server")
-        return EXIT_INTERRUPTED
-    printer.close()
-    if final is None:
-        return _job_failed(job_pb2.Job(id=args.job_id))
-    if not args.json:
-        _show_job(final, as_json=False)
-    return EXIT_OK if final.state == job_pb2.JOB_STATE_SUCCEEDED else _job_failed(final)
+    return judged(final, args.fail_on)
 
 
 def _download(client: Client, args: argparse.Namespace) -> int:
@@ -223,13 +152,13 @@ def _report(client: Client, args: argparse.Namespace) -> int:
     job = client.get_job(args.job_id)
     if job.state != job_pb2.JOB_STATE_SUCCEEDED:
         if job.state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
-            return _job_failed(job)
-        _note(f"error: job {job.id} is {state_name(job.state)}; its report comes when it succeeds")
+            return job_failed(job)
+        note(f"error: job {job.id} is {state_name(job.state)}; its report comes when it succeeds")
         return EXIT_FAILED
     name = REPORT_FILES[args.format]
     rendered = {
         "md": lambda: render_markdown(job.report),
-        "json": lambda: json.dumps(_to_dict(job.report), indent=2) + "\n",
+        "json": lambda: json.dumps(_proto_json(job.report), indent=2) + "\n",
     }
     if args.out is None and args.format in rendered:
         sys.stdout.write(rendered[args.format]())
@@ -242,7 +171,7 @@ def _report(client: Client, args: argparse.Namespace) -> int:
         path = out / name
         path.write_text(rendered[args.format](), encoding="utf-8")
     else:
-        _note(f"error: job {job.id} has no {name} (it was made by a server that did not render one)")
+        note(f"error: job {job.id} has no {name} (it was made by a server that did not render one)")
         return EXIT_FAILED
     print(path)
     return EXIT_OK
@@ -253,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prunekit",
         description="Analyse, prune and measure models with a prunekit server.",
-        epilog="exit status: 0 success, 1 RPC error or failed/cancelled job, 2 usage or spec error, "
-        "130 interrupted",
+        epilog="exit status: 0 success, 1 RPC error, unreachable server or failed/cancelled job, 2 usage or "
+        "spec error, 3 job succeeded but missed a --fail-on rule, 130 interrupted",
     )
     parser.add_argument(
         "--server",
@@ -282,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(commands)
     _add_optimize(commands)
     add_upload_dataset(commands)
-    _add_jobs(commands)
+    add_jobs(commands)
     _add_download_and_report(commands)
     return parser
 
@@ -325,33 +254,9 @@ def _add_optimize(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--label", dest="labels", action="append", type=label_arg, metavar="KEY=VALUE", help="a job label"
     )
+    add_fail_on(p)
     add_data_options(p)
     p.set_defaults(handler=_optimize)
-
-
-def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    jobs = commands.add_parser("jobs", help="list, inspect, cancel, watch and delete jobs")
-    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
-    p = job_commands.add_parser("list", help="the newest jobs")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_jobs_list)
-    for name, handler, text in (
-        ("get", _jobs_get, "show one job (and its report when it succeeded)"),
-        ("cancel", _jobs_cancel, "cancel a pending or running job"),
-        ("watch", _jobs_watch, "follow a job until it ends (exit 0 only when it succeeds)"),
-    ):
-        p = job_commands.add_parser(name, help=text)
-        p.add_argument("job_id", metavar="ID")
-        p.add_argument("--json", action="store_true", help="JSON (watch: one line per update)")
-        p.set_defaults(handler=handler)
-    p = job_commands.add_parser(
-        "delete", help="delete an ended job: its record, artifacts and checkpoints (idempotent)"
-    )
-    p.add_argument("job_id", metavar="ID")
-    p.add_argument("--cancel", action="store_true", help="cancel the job first if it is still running")
-    p.add_argument("--json", action="store_true", help='print {"job_id": ..., "deleted": true|false}')
-    p.set_defaults(handler=_jobs_delete)
 
 
 def _add_download_and_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -376,6 +281,34 @@ def _add_download_and_report(commands: argparse._SubParsersAction[argparse.Argum
     p.set_defaults(handler=_report)
 
 
+PING_TIMEOUT_S = 5.0
+
+
+def _unreachable(client: Client, server: str, timeout: float) -> str | None:
+    """One health check first, without retries: the error line for a server that is not there (None when
+    it answers), so that the command says so in one clear line at once rather than after retried calls."""
+    try:
+        client.ping(timeout)
+    except PrunekitError as err:
+        why = "connection refused" if "refused" in err.message.lower() else err.message.splitlines()[0]
+        return (
+            f"error: {err.code_name}: cannot reach a prunekit server at {server} ({why}); "
+            "is it running? Set --server or PRUNEKIT_SERVER"
+        )
+    return None
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (``| head``): drop what is left instead of failing at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (``sys.argv[1:]`` when None) and returns the exit status."""
     parser = build_parser()
@@ -390,21 +323,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cert and --key go together")
     handler: Handler = args.handler
     try:
-        with Client(
-            args.server, timeout=args.timeout, retries=args.retries, **security_kwargs(args)
-        ) as client:
-            return handler(client, args)
+        security = security_kwargs(args)
+        retries, unreachable = args.retries, None
+        with Client(args.server, timeout=args.timeout, retries=0, **security) as probe:
+            unreachable = _unreachable(probe, args.server, min(args.timeout, PING_TIMEOUT_S))
+        if unreachable is not None:
+            retries = 0  # local checks (a spec file) still run and speak first; the first call fails at once
+        with Client(args.server, timeout=args.timeout, retries=retries, **security) as client:
+            try:
+                return handler(client, args)
+            except PrunekitError as err:
+                if unreachable is None or err.code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                note(unreachable)
+                return EXIT_FAILED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
     except SpecError as err:
-        _note(format_error(err))
+        note(format_error(err))
         return EXIT_USAGE
     except PrunekitError as err:
-        _note(format_error(err))
+        note(format_error(err))
         return EXIT_FAILED
     except OSError as err:
-        _note(f"error: {err}")
+        note(f"error: {err}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _note("interrupted")
+        note("interrupted")
         return EXIT_INTERRUPTED
 
 

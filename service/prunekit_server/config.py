@@ -143,6 +143,12 @@ class Settings:
     tls_client_ca_file: str = ""
     #: A second, plaintext port serving only grpc.health.v1 (for kubelet probes of a TLS server); -1 = none.
     health_port: int = -1
+    #: Port of the Prometheus metrics endpoint (HTTP, path ``/metrics``, on ``host``); -1 = none, 0 = any.
+    metrics_port: int = -1
+    #: Log lines as ``text`` or ``json`` (one object per line, with job id, tenant, request id, attempt).
+    log_format: str = "text"
+    #: Least level logged: DEBUG, INFO, WARNING, ERROR.
+    log_level: str = "INFO"
     #: Enables fault-injection hooks for the test suite. Never in production.
     enable_test_hooks: bool = False
 

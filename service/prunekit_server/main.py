@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
 from types import FrameType
 
 from .config import Settings
+from .observability.logs import FORMATS, configure_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,21 +24,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="file:///dir, a directory, or s3://bucket/prefix (PRUNEKIT_STORAGE, default ./.prunekit-data)",
     )
     parser.add_argument("--workers", type=int, help="concurrent job workers (PRUNEKIT_WORKERS, default 2)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING...")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (PRUNEKIT_LOG_LEVEL, default INFO)")
+    parser.add_argument(
+        "--log-format", choices=FORMATS, help="text or json lines (PRUNEKIT_LOG_FORMAT, default text)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port, 0 any, -1 none (PRUNEKIT_METRICS_PORT)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, storage=args.storage, workers=args.workers
+            host=args.host,
+            port=args.port,
+            storage=args.storage,
+            workers=args.workers,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            metrics_port=args.metrics_port,
         )
+        configure_logging(settings.log_level, settings.log_format)
     except ValueError as exc:
         print(f"prunekit-server: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prunekit-server: cannot start: {exc}", file=sys.stderr)
         return 1
     print(f"prunekit-server listening on {settings.host}:{running.port}", flush=True)
+    if running.metrics is not None:
+        print(f"prunekit-server metrics on http://{settings.host}:{running.metrics.port}/metrics", flush=True)
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

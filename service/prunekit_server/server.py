@@ -17,11 +17,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from prunekit.v1 import optimizer_service_pb2, optimizer_service_pb2_grpc
 
 from .api.health import HEALTH_SERVICE, HEALTH_THREADS, StorageProbe, add_health
+from .api.observe import ObserveInterceptor
 from .api.servicer import OptimizerServicer
 from .auth.authenticator import Authenticator
 from .auth.interceptor import AuthInterceptor
@@ -33,6 +34,8 @@ from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
 from .jobs.worker.confine import protect_server
+from .observability.measured_store import MeasuredStore
+from .observability.metrics import MetricsEndpoint, serve_metrics
 from .redact import hide, hide_store
 from .scratch import ServerScratch
 from .storage import S3Store, open_store
@@ -40,6 +43,7 @@ from .storage import S3Store, open_store
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 PROBE_PREFIX = "health/"
 """The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
 reachable; a missing bucket or a store that does not answer is not."""
@@ -61,6 +65,8 @@ class RunningServer:
     health_server: grpc.Server | None
     #: The plaintext health-only port (``health_port``), None without one.
     health_port: int | None
+    #: The Prometheus endpoint (``metrics_port``), None without one.
+    metrics: MetricsEndpoint | None
     _stopped: threading.Event
     #: This server's own scratch directory (``settings.scratch_dir`` points into it).
     scratch: ServerScratch | None = None
@@ -85,6 +91,8 @@ class RunningServer:
             self.health_server.stop(grace=None)
         if self.scratch is not None:
             self.scratch.release()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped")
 
     def wait(self) -> None:
@@ -153,6 +161,23 @@ def _shield(store_uri: str) -> None:
         os.chmod(store_uri.removeprefix("file://"), 0o700)
 
 
+def _enable_reflection(server: grpc.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1`` (what grpcurl asks
+    first): the two protocols' messages are the same on the wire, so one servicer answers both."""
+    names = (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    request, response = reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
@@ -165,15 +190,17 @@ def start_server(settings: Settings) -> RunningServer:
     TLS settings that do not hold together.
     """
     check_stream_caps(settings)
-    credentials, interceptors = _identity(settings)
+    credentials, auth = _identity(settings)
+    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(), *auth]
     scratch_root = (settings.scratch_path() or Path(tempfile.gettempdir())).resolve()
-    store = open_store(settings.storage)
-    hide_store(store.uri, store.client.meta.endpoint_url if isinstance(store, S3Store) else "")
+    raw = open_store(settings.storage)
+    hide_store(raw.uri, raw.client.meta.endpoint_url if isinstance(raw, S3Store) else "")
     hide(str(scratch_root), "<scratch>")
     scratch = ServerScratch.claim(scratch_root)
     if settings.worker_sandbox:
-        _shield(store.uri)
+        _shield(raw.uri)
     settings = replace(settings, scratch_dir=str(scratch.path))
+    store = MeasuredStore(raw)
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
     executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)
@@ -186,12 +213,13 @@ def start_server(settings: Settings) -> RunningServer:
     probe = StorageProbe(
         lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
-    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    _enable_reflection(server)
     port = _listen(server, settings, settings.port, credentials)
     health_port = None
     if health_server is not None:
         health_port = _listen(health_server, settings, settings.health_port, None)
         health_server.start()
+    metrics = None if settings.metrics_port < 0 else serve_metrics(settings.host, settings.metrics_port)
     executor.start()
     server.start()
     for name in ("", SERVICE_NAME):
@@ -208,4 +236,4 @@ def start_server(settings: Settings) -> RunningServer:
     )
     default = tenants.stores(DEFAULT_TENANT)
     parts = (server, port, settings, default, tenants, executor, health_servicer, probe, health_server)
-    return RunningServer(*parts, health_port, threading.Event(), scratch)
+    return RunningServer(*parts, health_port, metrics, threading.Event(), scratch)

@@ -162,6 +162,8 @@ class FakeService(optimizer_service_pb2_grpc.OptimizerServiceServicer):
         #: Behave like a server older than optional upload digests: refuse an empty metadata.sha256.
         self.require_sha256 = False
         self.outcome = "succeeded"
+        #: Flags added to the succeeded report's variant.
+        self.flags: list[report_pb2.VariantFlag.ValueType] = []
         self.lose_cancel_response = False
 
     def _enter(self, method: str, request: Any, context: Any) -> None:
@@ -231,6 +233,7 @@ class FakeService(optimizer_service_pb2_grpc.OptimizerServiceServicer):
         if self.outcome == "succeeded":
             done.state = job_pb2.JOB_STATE_SUCCEEDED
             done.report.CopyFrom(sample_report())
+            done.report.variants[0].flags.extend(self.flags)
             for name, data in (("pruned.onnx", b"onnx-bytes" * 1000), ("report.md", b"# report\n")):
                 self.artifacts[(job.id, name)] = data
                 done.artifacts.add(name=name, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))

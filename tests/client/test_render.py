@@ -136,18 +136,26 @@ def _job(state: job_pb2.JobState.ValueType, stage: str, fraction: float, message
 
 def test_progress_lines_when_not_a_tty() -> None:
     out = io.StringIO()
-    printer = ProgressPrinter(out)
+    ticks = iter([100.0, 112.0, 300.0])  # the repeated stage is not printed, nor timed
+    printer = ProgressPrinter(out, clock=lambda: next(ticks))
     printer(_job(job_pb2.JOB_STATE_PENDING, "queued", 0.0))
     printer(_job(job_pb2.JOB_STATE_RUNNING, "prune", 0.3, "layer 1"))
     printer(_job(job_pb2.JOB_STATE_RUNNING, "prune", 0.4, "layer 2"))
     printer(_job(job_pb2.JOB_STATE_SUCCEEDED, "report", 1.0, "done"))
     printer.close()
-    assert out.getvalue().splitlines() == ["  0% queued", " 30% prune: layer 1", "100% report: done"]
+    assert out.getvalue().splitlines() == [
+        "  0% queued (0 s elapsed)",
+        " 30% prune: layer 1 (12 s elapsed, ~28 s left)",
+        "100% report: done (3 min 20 s elapsed)",
+    ]
 
 
 def test_progress_bar_on_a_tty() -> None:
     out = _Tty()
-    printer = ProgressPrinter(out, bar_width=10)
+    ticks = iter([5.0, 9.0])
+    printer = ProgressPrinter(out, bar_width=10, clock=lambda: next(ticks))
+    printer(_job(job_pb2.JOB_STATE_RUNNING, "prune", 0.5, "half"))
     printer(_job(job_pb2.JOB_STATE_RUNNING, "prune", 0.5, "half"))
     printer.close()
-    assert out.getvalue() == "\r\x1b[K[#####.....]  50% prune: half\n"
+    line = "\r\x1b[K[#####.....]  50% prune: half"
+    assert out.getvalue() == f"{line} (0 s elapsed){line} (4 s elapsed, ~4 s left)\n"

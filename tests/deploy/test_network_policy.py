@@ -46,7 +46,10 @@ def test_minio_reaches_nothing_and_only_prunekit_reaches_it(objects: list[Obj], 
 
 
 def test_server_ingress_is_grpc_from_labelled_callers_only(objects: list[Obj]) -> None:
-    (rule,) = named(objects, "NetworkPolicy", "prunekit")["spec"]["ingress"]
+    rule, metrics = named(objects, "NetworkPolicy", "prunekit")["spec"]["ingress"]
+    assert ports(metrics) == {("TCP", 9090)}
+    (scrapers,) = metrics["from"]
+    assert scrapers == {"namespaceSelector": {"matchLabels": {"prunekit.dev/scrapers": "allowed"}}}
     assert ports(rule) == {("TCP", 50051)}
     assert rule["from"], "gRPC from anywhere"
     for peer in rule["from"]:

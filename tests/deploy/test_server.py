@@ -63,6 +63,18 @@ def test_native_grpc_probes_on_the_plaintext_health_port(objects: list[Obj]) -> 
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "CUDA start-up can be slow"
 
 
+def test_metrics_port_is_served_named_and_annotated_for_prometheus(objects: list[Obj]) -> None:
+    deployment, container = server(objects)
+    port = grpc_port(container, "metrics")
+    values = settings(objects)
+    assert values.metrics_port == port not in (grpc_port(container), grpc_port(container, "health"))
+    assert values.log_format == "json"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
 def test_termination_grace_outlasts_the_drain(objects: list[Obj]) -> None:
     deployment, _ = server(objects)
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

@@ -33,6 +33,11 @@ ALWAYS_EXEMPT = frozenset(
         "DataReport.num_classes",  # labels only
         "FinetuneRun.resumed_from_step",  # 0: started fresh
         "FinetuneRun.mixed_precision",  # CUDA only
+        "Provenance.spec",  # a copy of the job's spec: its unset fields are the spec's
+        "Provenance.job_id",  # what the server tells the worker; a pipeline run alone has none
+        "Provenance.model_filename",
+        "Provenance.model_sha256",
+        "Provenance.attempt",
     }
 )
 """Fields any report may leave empty, with or without data."""

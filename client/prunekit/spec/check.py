@@ -6,6 +6,8 @@ never stops at the first. The server runs it before it accepts a job, the CLI be
 
 from __future__ import annotations
 
+import math
+
 from prunekit.v1 import model_pb2, spec_pb2
 
 from .data import accuracy_rule_violations, data_violations
@@ -70,4 +72,13 @@ def spec_violations(
         data_violations(spec.data, f"{prefix}.data", found, max_shards=limits.max_data_shards)
     if spec.HasField("finetune"):
         finetune_violations(spec, f"{prefix}.finetune", found, limits)
+    _timeout(spec.timeout_seconds, f"{prefix}.timeout_seconds", found, limits.max_timeout_seconds)
     return found
+
+
+def _timeout(seconds: float, path: str, found: list[FieldViolation], cap: float) -> None:
+    """``timeout_seconds``: 0 (the server's) or a finite positive number of seconds within ``cap``."""
+    if not math.isfinite(seconds) or seconds < 0:
+        found.append(FieldViolation(path, f"seconds, > 0 (or 0: the server's job timeout), got {seconds!r}"))
+    elif cap and seconds > cap:
+        found.append(FieldViolation(path, f"at most {cap:g} on this server (job_timeout_s)"))

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prunekit.text.format import enum_name, size
-from prunekit.text.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.provenance import provenance_lines
+from prunekit.text.report_tables import (
+    grouped_warnings,
+    latency_rows,
+    layer_rows,
+    protocol_parts,
+    variant_rows,
+)
 from prunekit.text.search_tables import search_rows, search_summary
 from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import model_pb2, report_pb2
@@ -61,6 +68,9 @@ def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prun
     fmt = enum_name(model_pb2.ModelFormat, report.input_format)
     names = ", ".join(f"`{v.name}`" for v in report.variants) or "none"
     parts = [f"# {title}", f"Input: {fmt} model. Variants: {names}."]
+    made = provenance_lines(report)
+    if made:
+        parts += ["## Provenance", "\n".join(f"- {_cell(line)}" for line in made)]
     not_measured = accuracy_not_measured(report)
     if not_measured is not None:
         parts.append(f"> **Accuracy not measured**: {_cell(not_measured)}")
@@ -95,7 +105,11 @@ def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prun
     if report.schedule:
         parts += ["## Schedule", _schedule(report)]
     if report.warnings:
-        parts += ["## Warnings", "\n".join(f"- **{w.code}**: {_cell(w.message)}" for w in report.warnings)]
+        lines = [
+            f"- **{code}**" + (f" ({len(texts)})" if len(texts) > 1 else "") + ": " + _cell("; ".join(texts))
+            for code, texts in grouped_warnings(report)
+        ]
+        parts += ["## Warnings", "\n".join(lines)]
     if report.HasField("protocol"):
         conditions, notes = protocol_parts(report.protocol)
         parts += ["## Protocol", "\n".join(f"- {item}" for item in [", ".join(conditions), *notes])]

@@ -15,6 +15,7 @@ from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 __all__ = [
     "METRICS",
     "flag_names",
+    "grouped_warnings",
     "latency_rows",
     "layer_rows",
     "protocol_parts",
@@ -42,6 +43,14 @@ METRICS = [
     "quantization",
     "flags",
 ]
+
+
+def grouped_warnings(report: report_pb2.OptimizationReport) -> list[tuple[str, list[str]]]:
+    """The warnings by code, each code once (in the order it first appears) with all its messages."""
+    groups: dict[str, list[str]] = {}
+    for warning in report.warnings:
+        groups.setdefault(warning.code, []).append(warning.message)
+    return list(groups.items())
 
 
 def flag_names(flags: Sequence[int]) -> list[str]:

@@ -127,6 +127,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
     it first.
     """
+    JOB_TIMEOUT: _ErrorReason.ValueType  # 40
+    """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
+    (metadata: timeout_seconds, stage).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -239,5 +243,9 @@ ErrorInfo.metadata: `quota` ("active_jobs" or "stored_bytes"), `limit`,
 JOB_ACTIVE: ErrorReason.ValueType  # 35
 """FAILED_PRECONDITION: the job is PENDING or RUNNING (DeleteJob); cancel
 it first.
+"""
+JOB_TIMEOUT: ErrorReason.ValueType  # 40
+"""DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
+(metadata: timeout_seconds, stage).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -27,7 +27,7 @@ from prunekit.v1 import model_pb2 as prunekit_dot_v1_dot_model__pb2
 from prunekit.v1 import spec_pb2 as prunekit_dot_v1_dot_spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#prunekit/v1/optimizer_service.proto\x12\x0bprunekit.v1\x1a\x15prunekit/v1/job.proto\x1a\x17prunekit/v1/model.proto\x1a\x16prunekit/v1/spec.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12(\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"a\n\x12UploadModelRequest\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.prunekit.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"Q\n\x13UploadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"G\n\x0f\x44\x61tasetMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"d\n\x14UploadDatasetRequest\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.prunekit.v1.DatasetMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"W\n\x15UploadDatasetResponse\x12(\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x17.prunekit.v1.DatasetRef\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"\x94\x01\n\x13\x41nalyzeModelRequest\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12&\n\x06inputs\x18\x02 \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x08\x12\x1a\n\x12sensitivity_ratios\x18\x04 \x03(\x01\"D\n\x14\x41nalyzeModelResponse\x12,\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1a.prunekit.v1.ModelAnalysis\"\xe3\x01\n\x10\x43reateJobRequest\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12+\n\x04spec\x18\x02 \x01(\x0b\x32\x1d.prunekit.v1.OptimizationSpec\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).prunekit.v1.CreateJobRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x11\x43reateJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.prunekit.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"7\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"]\n\x18\x44ownloadArtifactResponse\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"$\n\x11\x44\x65leteJobResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xb3\x06\n\x10OptimizerService\x12R\n\x0bUploadModel\x12\x1f.prunekit.v1.UploadModelRequest\x1a .prunekit.v1.UploadModelResponse(\x01\x12X\n\rUploadDataset\x12!.prunekit.v1.UploadDatasetRequest\x1a\".prunekit.v1.UploadDatasetResponse(\x01\x12S\n\x0c\x41nalyzeModel\x12 .prunekit.v1.AnalyzeModelRequest\x1a!.prunekit.v1.AnalyzeModelResponse\x12J\n\tCreateJob\x12\x1d.prunekit.v1.CreateJobRequest\x1a\x1e.prunekit.v1.CreateJobResponse\x12\x41\n\x06GetJob\x12\x1a.prunekit.v1.GetJobRequest\x1a\x1b.prunekit.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.prunekit.v1.ListJobsRequest\x1a\x1d.prunekit.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.prunekit.v1.CancelJobRequest\x1a\x1e.prunekit.v1.CancelJobResponse\x12I\n\x08WatchJob\x12\x1c.prunekit.v1.WatchJobRequest\x1a\x1d.prunekit.v1.WatchJobResponse0\x01\x12\x61\n\x10\x44ownloadArtifact\x12$.prunekit.v1.DownloadArtifactRequest\x1a%.prunekit.v1.DownloadArtifactResponse0\x01\x12J\n\tDeleteJob\x12\x1d.prunekit.v1.DeleteJobRequest\x1a\x1e.prunekit.v1.DeleteJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#prunekit/v1/optimizer_service.proto\x12\x0bprunekit.v1\x1a\x15prunekit/v1/job.proto\x1a\x17prunekit/v1/model.proto\x1a\x16prunekit/v1/spec.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12(\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x18.prunekit.v1.ModelFormat\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"a\n\x12UploadModelRequest\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.prunekit.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"Q\n\x13UploadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"G\n\x0f\x44\x61tasetMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"d\n\x14UploadDatasetRequest\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.prunekit.v1.DatasetMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"W\n\x15UploadDatasetResponse\x12(\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x17.prunekit.v1.DatasetRef\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"\x94\x01\n\x13\x41nalyzeModelRequest\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12&\n\x06inputs\x18\x02 \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x08\x12\x1a\n\x12sensitivity_ratios\x18\x04 \x03(\x01\"D\n\x14\x41nalyzeModelResponse\x12,\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1a.prunekit.v1.ModelAnalysis\"\xe3\x01\n\x10\x43reateJobRequest\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ModelRef\x12+\n\x04spec\x18\x02 \x01(\x0b\x32\x1d.prunekit.v1.OptimizationSpec\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).prunekit.v1.CreateJobRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x11\x43reateJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"\xc8\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.prunekit.v1.JobState\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.prunekit.v1.ListJobsRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.prunekit.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.prunekit.v1.Job\"7\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"]\n\x18\x44ownloadArtifactResponse\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x15.prunekit.v1.ArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"$\n\x11\x44\x65leteJobResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xb3\x06\n\x10OptimizerService\x12R\n\x0bUploadModel\x12\x1f.prunekit.v1.UploadModelRequest\x1a .prunekit.v1.UploadModelResponse(\x01\x12X\n\rUploadDataset\x12!.prunekit.v1.UploadDatasetRequest\x1a\".prunekit.v1.UploadDatasetResponse(\x01\x12S\n\x0c\x41nalyzeModel\x12 .prunekit.v1.AnalyzeModelRequest\x1a!.prunekit.v1.AnalyzeModelResponse\x12J\n\tCreateJob\x12\x1d.prunekit.v1.CreateJobRequest\x1a\x1e.prunekit.v1.CreateJobResponse\x12\x41\n\x06GetJob\x12\x1a.prunekit.v1.GetJobRequest\x1a\x1b.prunekit.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.prunekit.v1.ListJobsRequest\x1a\x1d.prunekit.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.prunekit.v1.CancelJobRequest\x1a\x1e.prunekit.v1.CancelJobResponse\x12I\n\x08WatchJob\x12\x1c.prunekit.v1.WatchJobRequest\x1a\x1d.prunekit.v1.WatchJobResponse0\x01\x12\x61\n\x10\x44ownloadArtifact\x12$.prunekit.v1.DownloadArtifactRequest\x1a%.prunekit.v1.DownloadArtifactResponse0\x01\x12J\n\tDeleteJob\x12\x1d.prunekit.v1.DeleteJobRequest\x1a\x1e.prunekit.v1.DeleteJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEJOBREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATEJOBREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_UPLOADMETADATA']._serialized_start=124
   _globals['_UPLOADMETADATA']._serialized_end=236
   _globals['_UPLOADMODELREQUEST']._serialized_start=238
@@ -62,26 +64,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_end=1218
   _globals['_GETJOBRESPONSE']._serialized_start=1220
   _globals['_GETJOBRESPONSE']._serialized_end=1267
-  _globals['_LISTJOBSREQUEST']._serialized_start=1269
-  _globals['_LISTJOBSREQUEST']._serialized_end=1325
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1327
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1402
-  _globals['_CANCELJOBREQUEST']._serialized_start=1404
-  _globals['_CANCELJOBREQUEST']._serialized_end=1438
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1440
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1490
-  _globals['_WATCHJOBREQUEST']._serialized_start=1492
-  _globals['_WATCHJOBREQUEST']._serialized_end=1525
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1527
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1576
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1578
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1633
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=1635
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=1728
-  _globals['_DELETEJOBREQUEST']._serialized_start=1730
-  _globals['_DELETEJOBREQUEST']._serialized_end=1764
-  _globals['_DELETEJOBRESPONSE']._serialized_start=1766
-  _globals['_DELETEJOBRESPONSE']._serialized_end=1802
-  _globals['_OPTIMIZERSERVICE']._serialized_start=1805
-  _globals['_OPTIMIZERSERVICE']._serialized_end=2624
+  _globals['_LISTJOBSREQUEST']._serialized_start=1270
+  _globals['_LISTJOBSREQUEST']._serialized_end=1470
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_start=1088
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_end=1133
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1472
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1547
+  _globals['_CANCELJOBREQUEST']._serialized_start=1549
+  _globals['_CANCELJOBREQUEST']._serialized_end=1583
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1585
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1635
+  _globals['_WATCHJOBREQUEST']._serialized_start=1637
+  _globals['_WATCHJOBREQUEST']._serialized_end=1670
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1672
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1721
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1723
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1778
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=1780
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=1873
+  _globals['_DELETEJOBREQUEST']._serialized_start=1875
+  _globals['_DELETEJOBREQUEST']._serialized_end=1909
+  _globals['_DELETEJOBRESPONSE']._serialized_start=1911
+  _globals['_DELETEJOBRESPONSE']._serialized_end=1947
+  _globals['_OPTIMIZERSERVICE']._serialized_start=1950
+  _globals['_OPTIMIZERSERVICE']._serialized_end=2769
 # @@protoc_insertion_point(module_scope)

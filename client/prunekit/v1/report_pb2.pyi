@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from prunekit.v1 import model_pb2 as _model_pb2
@@ -965,6 +966,7 @@ class OptimizationReport(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     FINETUNE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     input_format: _model_pb2.ModelFormat.ValueType
     @_builtins.property
     def baseline(self) -> Global___ModelStats: ...
@@ -994,6 +996,10 @@ class OptimizationReport(_message.Message):
     def search(self) -> Global___SearchReport:
         """Set when the spec had a `target`."""
 
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """What the report is about and what made it."""
+
     def __init__(
         self,
         *,
@@ -1008,14 +1014,80 @@ class OptimizationReport(_message.Message):
         data: Global___DataReport | None = ...,
         finetune: Global___FinetuneReport | None = ...,
         search: Global___SearchReport | None = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol", "search", b"search"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol", "provenance", b"provenance", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "schedule", b"schedule", "search", b"search", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "provenance", b"provenance", "schedule", b"schedule", "search", b"search", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptimizationReport: _TypeAlias = OptimizationReport  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """The job, model, spec, times and software versions behind a report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FILENAME_FIELD_NUMBER: _builtins.int
+    MODEL_SHA256_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PRUNEKIT_VERSION_FIELD_NUMBER: _builtins.int
+    ONNXRUNTIME_VERSION_FIELD_NUMBER: _builtins.int
+    TORCH_VERSION_FIELD_NUMBER: _builtins.int
+    ONNX_VERSION_FIELD_NUMBER: _builtins.int
+    PYTHON_VERSION_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    model_filename: _builtins.str
+    """The uploaded model's file name and the sha256 of its bytes."""
+    model_sha256: _builtins.str
+    prunekit_version: _builtins.str
+    onnxruntime_version: _builtins.str
+    torch_version: _builtins.str
+    onnx_version: _builtins.str
+    python_version: _builtins.str
+    device: _builtins.str
+    """The benchmark's device and what it is, e.g. "cpu (Intel Xeon ...)" or "cuda (NVIDIA H200)"."""
+    attempt: _builtins.int
+    """The worker start (Job.attempt) that made the report."""
+    @_builtins.property
+    def spec(self) -> _spec_pb2.OptimizationSpec: ...
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker start that made the report began and when it finished measuring."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        model_filename: _builtins.str = ...,
+        model_sha256: _builtins.str = ...,
+        spec: _spec_pb2.OptimizationSpec | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        prunekit_version: _builtins.str = ...,
+        onnxruntime_version: _builtins.str = ...,
+        torch_version: _builtins.str = ...,
+        onnx_version: _builtins.str = ...,
+        python_version: _builtins.str = ...,
+        device: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "device", b"device", "end_time", b"end_time", "job_id", b"job_id", "model_filename", b"model_filename", "model_sha256", b"model_sha256", "onnx_version", b"onnx_version", "onnxruntime_version", b"onnxruntime_version", "prunekit_version", b"prunekit_version", "python_version", b"python_version", "spec", b"spec", "start_time", b"start_time", "torch_version", b"torch_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class LayerWidth(_message.Message):

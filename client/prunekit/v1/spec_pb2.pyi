@@ -865,6 +865,12 @@ class OptimizationSpec(_message.Message):
     QUANTIZE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    timeout_seconds: _builtins.float
+    """Wall-clock seconds the job may run, counted from its first worker start
+    (resumed starts included); 0 = the server's job timeout. At most the
+    server's job timeout. A job past it FAILS with JOB_TIMEOUT.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.InputSpec]:
         """Inputs with concrete shapes. Required for TorchScript models; optional
@@ -902,10 +908,11 @@ class OptimizationSpec(_message.Message):
         quantize: Global___QuantizeSpec | None = ...,
         data: Global___DataSpec | None = ...,
         target: Global___TargetSpec | None = ...,
+        timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "prune", b"prune", "quantize", b"quantize", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "data", b"data", "evaluation", b"evaluation", "finetune", b"finetune", "inputs", b"inputs", "prune", b"prune", "quantize", b"quantize", "target", b"target", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,6 +17,7 @@ import grpc
 
 from prunekit.spec.inputs import input_violations
 from prunekit.spec.limits import SpecLimits
+from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 
@@ -31,6 +32,7 @@ from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
 from ..jobs.durable.usage import Quotas
 from ..jobs.execution.executor import JobExecutor
+from ..observability.metrics import DOWNLOADED_BYTES, JOBS_CREATED
 from ..spec_check import check_runtime, check_spec
 from .admission import Paced, StreamCap
 from .quotas import active_jobs_admission, tenant_quotas
@@ -78,6 +80,27 @@ def _sensitivity_violations(request: pb.AnalyzeModelRequest) -> list[FieldViolat
     return found
 
 
+def _list_filter(request: pb.ListJobsRequest) -> Callable[[job_pb2.Job], bool] | None:
+    """ListJobs' filters as one predicate (None without filters); INVALID_REQUEST for an unknown state."""
+    states = set(request.states)
+    wanted = dict(request.labels)
+    known = set(job_pb2.JobState.values()) - {job_pb2.JOB_STATE_UNSPECIFIED}
+    bad = {f"states[{i}]": "a job state" for i, state in enumerate(request.states) if state not in known}
+    if bad:
+        raise _invalid("states names an unknown job state", **bad)
+    if len(wanted) > MAX_LABELS:
+        raise _invalid(f"at most {MAX_LABELS} labels", labels=f"at most {MAX_LABELS}")
+    if not states and not wanted:
+        return None
+
+    def match(job: job_pb2.Job) -> bool:
+        if states and job.state not in states:
+            return False
+        return all(job.labels.get(key) == value for key, value in wanted.items())
+
+    return match
+
+
 class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
     """Thin: validates requests, then delegates to the caller's stores and the :class:`JobExecutor`."""
 
@@ -96,6 +119,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             max_finetune_epochs=settings.max_finetune_epochs,
             max_finetune_steps=settings.max_finetune_steps,
             max_finetune_seconds=settings.max_finetune_seconds,
+            max_timeout_seconds=settings.job_timeout_s,
         )
 
     def _stores(self) -> TenantStores:
@@ -192,6 +216,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             self._executor.release()
             raise
         if created:
+            JOBS_CREATED.inc()
             self._executor.submit(job.id, stores.jobs.tenant)
         else:
             self._executor.release()
@@ -225,7 +250,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         if request.page_size < 0:
             raise _invalid("page_size must not be negative", page_size=">= 0")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        jobs, token = self._stores().jobs.list_jobs(size, request.page_token)
+        match = _list_filter(request)
+        jobs, token = self._stores().jobs.list_jobs(size, request.page_token, match)
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     @unary
@@ -282,4 +308,6 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             if not context.is_active():
                 return
             for start in range(0, len(chunk), DOWNLOAD_CHUNK):
-                yield pb.DownloadArtifactResponse(chunk=chunk[start : start + DOWNLOAD_CHUNK])
+                piece = chunk[start : start + DOWNLOAD_CHUNK]
+                DOWNLOADED_BYTES.inc(len(piece))
+                yield pb.DownloadArtifactResponse(chunk=piece)

@@ -12,7 +12,9 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from ..auth import identity
 from ..errors import Code, ServiceError
+from ..observability.logs import log_context
 from ..rpc_status import to_status
 
 log = logging.getLogger("prunekit_server.api")
@@ -38,17 +40,18 @@ def _internal(exc: BaseException) -> ServiceError:
 def _outcome(name: str, context: grpc.ServicerContext) -> Iterator[None]:
     """Map what the handler raises to a status, and log the call once."""
     started = time.perf_counter()
-    try:
-        yield
-    except ServiceError as exc:
-        _log(name, started, exc.code.name, exc.reason)
-        abort(context, exc)
-    except Exception as exc:
-        if _aborted(context):
-            raise
-        log.exception("%s failed", name)
-        abort(context, _internal(exc))
-    _log(name, started, "OK", "")
+    with log_context(tenant=identity.current().tenant):
+        try:
+            yield
+        except ServiceError as exc:
+            _log(name, started, exc.code.name, exc.reason)
+            abort(context, exc)
+        except Exception as exc:
+            if _aborted(context):
+                raise
+            log.exception("%s failed", name)
+            abort(context, _internal(exc))
+        _log(name, started, "OK", "")
 
 
 def unary(

@@ -27,6 +27,7 @@ from ..archive_scan import prescan_torchscript_archive
 from ..errors import Code, FieldViolation, ServiceError, is_disk_full, storage_full
 from ..jobs.durable.keys import is_sha256
 from ..model_caps import ModelCaps
+from ..observability.metrics import UPLOADED_BYTES
 
 MAX_CHUNK_BYTES = 1 << 20
 _FORMATS = {model_pb2.MODEL_FORMAT_ONNX, model_pb2.MODEL_FORMAT_TORCHSCRIPT}
@@ -216,6 +217,7 @@ def _receive(
         if len(chunk) > MAX_CHUNK_BYTES:
             raise _bad(f"chunks must be at most {MAX_CHUNK_BYTES} bytes", chunk=f"{len(chunk)} bytes")
         received += len(chunk)
+        UPLOADED_BYTES.labels("dataset" if "Dataset" in kind else "model").inc(len(chunk))
         if received > max_bytes:
             raise too_large()
         if received > declared_size:

@@ -45,7 +45,9 @@ from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .data import JobData
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
-from .stages import HALF, at, span
+from .provenance import begin as begin_provenance
+from .provenance import finish as finish_provenance
+from .stages import HALF, at, reweighted, span
 from .target import check_required, mode_plan, search_prune, selected_variant
 from .variants import (
     MAX_PRUNE_FEEDS,
@@ -202,6 +204,7 @@ def run_optimization(
     checkpoint_dir: Path | None = None,
     latency_tables: Path | None = None,
     caps: ModelCaps | None = None,
+    provenance: report_pb2.Provenance | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
@@ -213,8 +216,11 @@ def run_optimization(
     fine-tuning checkpoints, and a phase whose checkpoint is there resumes
     from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
     ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data, and
-    ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``.
+    ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``. ``provenance`` (job id, model name and
+    digest, attempt) goes into the report's with the spec, times and versions filled in.
     """
+    made = begin_provenance(provenance, spec)
+    progress = reweighted(progress, finetunes=spec.HasField("finetune"), searches=spec.HasField("target"))
     settings, ingested, base_analysis, loaded = _intake(
         model_path, model_format, spec, workdir, progress, data or JobData(), caps
     )
@@ -263,6 +269,7 @@ def run_optimization(
         selected=selected_variant(search, quantized),
     )
     report = assemble_report(facts)
+    report.provenance.CopyFrom(finish_provenance(made, settings))
     if search is not None and spec.target.required:
         check_required(report, facts.selected, search)
     return OptimizationResult(report=report, artifacts=_write_artifacts(report, variants, workdir, progress))

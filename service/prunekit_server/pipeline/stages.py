@@ -9,7 +9,11 @@ Fine-tuning reports as stage ``"finetune"`` inside the prune stage's span
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
+
+from ..progress import ProgressFn
 
 STAGES: tuple[tuple[str, int], ...] = (
     ("ingest", 1),
@@ -44,3 +48,47 @@ def at(stage: str, part: Fraction | int = 0) -> float:
 def span(stage: str, first: Fraction | int = 0, last: Fraction | int = 1) -> tuple[float, float]:
     """The fractions from ``first`` to ``last`` (parts of ``stage``, default all of it)."""
     return at(stage, first), at(stage, last)
+
+
+FINETUNE_WEIGHT = 16
+"""Extra weight of the prune stage when the job fine-tunes: in the digits demo (400 steps) and the
+fine-tuning tests, fine-tuning is most of a job's time, so it gets most of the bar."""
+SEARCH_WEIGHT = 6
+"""Extra weight of the prune stage when a latency target is searched (timing candidates end to end)."""
+
+
+def _stage_of(fraction: float) -> str:
+    """The stage of the default table whose span holds ``fraction``."""
+    for name, _ in STAGES:
+        if fraction < at(name, 1):
+            return name
+    return STAGES[-1][0]
+
+
+def reweighted(progress: ProgressFn, *, finetunes: bool, searches: bool) -> ProgressFn:
+    """``progress`` with the fractions of the default table moved onto one whose prune stage (where
+    fine-tuning and the latency search report) weighs what those take; the same ``progress`` without
+    either."""
+    extra = (FINETUNE_WEIGHT if finetunes else 0) + (SEARCH_WEIGHT if searches else 0)
+    if not extra:
+        return progress
+    weights = [(name, weight + (extra if name == "prune" else 0)) for name, weight in STAGES]
+    total = sum(w for _, w in weights)
+
+    def moved(stage: str, fraction: float, message: str, details: Mapping[str, Any] | None = None) -> None:
+        name = _stage_of(fraction)
+        start, end = span(name)
+        part = (
+            Fraction(0)
+            if end <= start
+            else Fraction(min(max(fraction, start), end) - start) / Fraction(end - start)
+        )
+        before = sum(w for n, w in weights[: [n for n, _ in weights].index(name)])
+        weight = dict(weights)[name]
+        moved_to = float((before + part * weight) / total)
+        if details is None:
+            progress(stage, moved_to, message)
+        else:
+            progress(stage, moved_to, message, details)
+
+    return moved

@@ -14,13 +14,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from prunekit.text.report_tables import flag_names, latency_rows, layer_rows, protocol_parts, variant_rows
+from prunekit.text.provenance import provenance_lines
+from prunekit.text.report_tables import (
+    flag_names,
+    grouped_warnings,
+    latency_rows,
+    layer_rows,
+    protocol_parts,
+    variant_rows,
+)
 from prunekit.text.search_tables import search_rows, search_summary
 from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import report_pb2
 
 from .plots import Plot, plots
 from .search_plot import pareto_plot
+from .tradeoff_plot import tradeoff_plot
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;background:#fff;color:#222}
@@ -46,6 +55,8 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 .scroll{overflow-x:auto}
 ul.protocol{font-size:13px}
+ul.provenance{font-size:12px;color:#444;margin:0 0 14px;padding-left:18px;word-break:break-all}
+details{margin-top:4px}
 """
 _BAD = {
     "SLOWER_THAN_BASELINE",
@@ -104,6 +115,25 @@ def _card(variant: report_pb2.ModelVariant, baseline: report_pb2.ModelStats) -> 
     )
 
 
+def _warning(code: str, texts: Sequence[str]) -> str:
+    """One block per code: its first message, the others folded away (a ``<details>``, no script)."""
+    if len(texts) == 1:
+        return f'<div class="warn"><b>{escape(code)}</b>: {escape(texts[0])}</div>'
+    rest = "".join(f"<li>{escape(t)}</li>" for t in texts[1:])
+    return (
+        f'<div class="warn"><b>{escape(code)}</b> ({len(texts)}): {escape(texts[0])}'
+        f"<details><summary>{len(texts) - 1} more</summary><ul>{rest}</ul></details></div>"
+    )
+
+
+def _provenance(report: report_pb2.OptimizationReport) -> str:
+    lines = provenance_lines(report)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<section id="provenance"><ul class="provenance">{items}</ul></section>'
+
+
 def _figure(plot: Plot) -> str:
     return (
         f'<figure class="plot{" wide" if plot.wide else ""}" id="plot-{escape(plot.key)}" '
@@ -139,20 +169,18 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">{len(variants)} variant(s) against the baseline: {escape(names)}.</p>',
+        _provenance(report),
         '<div class="cards">' + "".join(_card(v, report.baseline) for v in variants) + "</div>",
     ]
     not_measured = accuracy_not_measured(report)
     if not_measured is not None:
         parts.append(f'<p class="notice">{escape(not_measured[:1].upper() + not_measured[1:])}</p>')
     if report.warnings:
-        parts.append("<h2>Warnings</h2>")
-        parts += [
-            f'<div class="warn"><b>{escape(w.code)}</b>: {escape(w.message)}</div>' for w in report.warnings
-        ]
+        parts += ["<h2>Warnings</h2>", *(_warning(code, texts) for code, texts in grouped_warnings(report))]
     figures = plots(report)
-    search = pareto_plot(report)
-    if search is not None:
-        figures.insert(0, search)
+    for extra in (tradeoff_plot(report), pareto_plot(report)):
+        if extra is not None:
+            figures.insert(0, extra)
     if figures:
         parts.append('<h2>Plots</h2><div class="plots">' + "".join(_figure(p) for p in figures) + "</div>")
     headers, rows = variant_rows(report)

@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 
 from prunekit.v1 import report_pb2
 
+from .units import bytes_unit, ms_unit
+
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
 """Muted colours for data; the page's plot markers use saturated ones no plot contains."""
 BASE_COLOR = "#7f7f7f"
@@ -125,20 +127,22 @@ def variants_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     flags = [m[2] for m in models]
     fig = Figure(figsize=(11.0, 6.0))
     axes = fig.subplots(2, 2)
+    divisor, size_unit = bytes_unit(s.compressed_size_bytes for _, s, _ in models)
     _bars(
         axes[0][0],
         labels,
-        [s.compressed_size_bytes / 2**20 for _, s, _ in models],
+        [s.compressed_size_bytes / divisor for _, s, _ in models],
         flags,
-        "Compressed size (MiB)",
+        f"Compressed size ({size_unit})",
     )
     _bars(axes[0][1], labels, [s.macs / 1e6 for _, s, _ in models], flags, "MACs (millions)")
+    factor, time_unit = ms_unit(s.latency.p50_ms for _, s, _ in models)
     _bars(
         axes[1][0],
         labels,
-        [s.latency.p50_ms for _, s, _ in models],
+        [s.latency.p50_ms * factor for _, s, _ in models],
         flags,
-        "p50 latency (ms, lower is better)",
+        f"p50 latency ({time_unit}, lower is better)",
     )
     quality = [s.quality.top1_agreement if s.HasField("quality") else 1.0 for _, s, _ in models]
     cosine = [s.quality.cosine_similarity if s.HasField("quality") else 1.0 for _, s, _ in models]
@@ -283,11 +287,12 @@ def latency_plot(report: report_pb2.OptimizationReport) -> Plot | None:
         title = "Throughput by batch size"
     else:
         xs = list(range(len(models)))
+        factor, unit = ms_unit(s.latency.p99_ms for _, s, _ in models)
         for offset, name in zip((-0.27, 0.0, 0.27), ("p50", "p90", "p99"), strict=True):
-            values = [float(getattr(s.latency, f"{name}_ms")) for _, s, _ in models]
+            values = [float(getattr(s.latency, f"{name}_ms")) * factor for _, s, _ in models]
             ax.bar([x + offset for x in xs], values, width=0.27, label=name)
         ax.set_xticks(xs, [m[0] for m in models], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("ms")
+        ax.set_ylabel(unit)
         title = f"Latency percentiles at batch {report.baseline.latency.batch_size}"
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -303,8 +308,9 @@ def stability_plot(report: report_pb2.OptimizationReport) -> Plot | None:
     fig = Figure(figsize=(6.4, 4.6))
     ax = fig.subplots()
     tolerance = report.protocol.stability_tolerance or 0.1
+    factor, unit = ms_unit(v for _, lat in models for v in lat.window_p50_ms)
     for i, (label, lat) in enumerate(models):
-        values = list(lat.window_p50_ms)
+        values = [v * factor for v in lat.window_p50_ms]
         color = BASE_COLOR if i == 0 else PALETTE[(i - 1) % len(PALETTE)]
         xs = list(range(1, len(values) + 1))
         ax.plot(
@@ -316,7 +322,7 @@ def stability_plot(report: report_pb2.OptimizationReport) -> Plot | None:
             xs[-len(last) :], mean * (1 - tolerance), mean * (1 + tolerance), color=color, alpha=0.12
         )
     ax.set_xlabel("window")
-    ax.set_ylabel("p50 of the window (ms)")
+    ax.set_ylabel(f"p50 of the window ({unit})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title("Latency windows (shaded: the stability band)", fontsize=10)

@@ -391,3 +391,22 @@ def test_a_servers_input_bytes_cap() -> None:
             f"this server allows at most {total - 1} (max_input_bytes)"
         ]
     }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "limits", "message"),
+    [
+        (-1.0, ANY_SERVER, "seconds, > 0 (or 0: the server's job timeout), got -1.0"),
+        (math.nan, ANY_SERVER, "seconds, > 0 (or 0: the server's job timeout), got nan"),
+        (7200.0, SpecLimits(max_timeout_seconds=3600.0), "at most 3600 on this server (job_timeout_s)"),
+    ],
+)
+def test_timeout_seconds_rules(seconds: float, limits: SpecLimits, message: str) -> None:
+    spec = spec_pb2.OptimizationSpec(
+        prune=spec_pb2.PruneSpec(method=spec_pb2.PRUNE_METHOD_UNSTRUCTURED, ratio=0.5),
+        timeout_seconds=seconds,
+    )
+    found = spec_violations(spec, model_pb2.MODEL_FORMAT_ONNX, limits=limits)
+    assert [(v.field, v.description) for v in found] == [("spec.timeout_seconds", message)]
+    spec.timeout_seconds = 60.0
+    assert spec_violations(spec, model_pb2.MODEL_FORMAT_ONNX, limits=limits) == []

@@ -179,11 +179,12 @@ def test_progress_shows_finetuning() -> None:
         "finetune step 40/100 epoch 1 loss 0.0244 accuracy 91.25%"
     )
     out = io.StringIO()
-    printer = ProgressPrinter(out)
+    ticks = iter([0.0, 10.0, 20.0])
+    printer = ProgressPrinter(out, clock=lambda: next(ticks))
     for step in (1, 2, 11, 12, 55):
         printer(_finetuning(step, 0.5 if step > 10 else None))
     assert out.getvalue().splitlines() == [
-        " 50% finetune: finetune step 1/100 epoch 0 loss 0.5000",
-        " 50% finetune: finetune step 11/100 epoch 0 loss 0.0833 accuracy 50.00%",
-        " 50% finetune: finetune step 55/100 epoch 1 loss 0.0179 accuracy 50.00%",
+        " 50% finetune: finetune step 1/100 epoch 0 loss 0.5000 (0 s elapsed)",
+        " 50% finetune: finetune step 11/100 epoch 0 loss 0.0833 accuracy 50.00% (10 s elapsed, ~10 s left)",
+        " 50% finetune: finetune step 55/100 epoch 1 loss 0.0179 accuracy 50.00% (20 s elapsed, ~20 s left)",
     ]

@@ -19,8 +19,9 @@ from prunekit_server.pipeline import OptimizationResult, run_optimization
 from prunekit_server.report.html import render_html
 from tests.samples import write_sample_model
 
-ALWAYS = ["variants", "speedup", "latency", "stability", "layers"]
+ALWAYS = ["tradeoff", "variants", "speedup", "latency", "stability", "layers"]
 ANALYSED = [
+    "tradeoff",
     "variants",
     "accuracy",
     "speedup",
@@ -31,6 +32,9 @@ ANALYSED = [
     "sensitivity",
     "schedule",
 ]
+
+
+SHA = "5e" * 32
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> OptimizationResult:
         benchmark=spec_pb2.BenchmarkSpec(batch_sizes=[1, 2], warmup=1, iterations=3, max_seconds=0.3),
         evaluation=spec_pb2.EvaluationSpec(samples=4),
     )
+    given = report_pb2.Provenance(job_id="job-render", model_filename="cnn.onnx", model_sha256=SHA, attempt=1)
     return run_optimization(
-        root / "cnn.onnx", model_pb2.MODEL_FORMAT_ONNX, spec, root / "work", lambda *_: None
+        root / "cnn.onnx",
+        model_pb2.MODEL_FORMAT_ONNX,
+        spec,
+        root / "work",
+        lambda *_: None,
+        provenance=given,
     )
 
 
@@ -145,6 +155,40 @@ def test_plots_follow_the_data(run: OptimizationResult, page: str) -> None:
     for png in re.findall(r'src="data:image/png;base64,([^"]*)"', page):
         assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
     assert len(re.findall(r"<figcaption><b>[^<]+</b> [^<]+</figcaption>", page)) == len(ANALYSED)
+
+
+def test_provenance_is_filled_and_shown_first(run: OptimizationResult, page: str) -> None:
+    p = run.report.provenance
+    assert (p.job_id, p.model_filename, p.model_sha256, p.attempt) == ("job-render", "cnn.onnx", SHA, 1)
+    assert p.spec.prune.ratio == 0.5
+    assert p.start_time.ToNanoseconds() <= p.end_time.ToNanoseconds()
+    for version in (p.prunekit_version, p.onnxruntime_version, p.torch_version, p.onnx_version):
+        assert re.match(r"\d+\.\d+", version), version
+    assert p.device.startswith("cpu")
+    markdown = run.artifacts["report.md"].read_text()
+    assert markdown.index("## Provenance") < markdown.index("## Variants against the baseline")
+    assert f"- model: cnn.onnx, sha256 {SHA}" in markdown
+    assert f"prunekit {p.prunekit_version}, ONNX Runtime {p.onnxruntime_version}" in markdown
+    assert '"ratio": 0.5' in markdown
+    assert page.index('<section id="provenance">') < page.index('<div class="cards">')
+    assert "job: job-render (worker start 1)" in page
+    assert f"device: {p.device}" in page
+
+
+def test_warnings_are_grouped_by_code(report: report_pb2.OptimizationReport) -> None:
+    noisy = report_pb2.OptimizationReport()
+    noisy.CopyFrom(report)
+    del noisy.warnings[:]
+    for i in range(16):
+        noisy.warnings.add(code="SLOWER_THAN_BASELINE", message=f"variant v{i} is slower")
+    page = render_html(noisy)
+    assert page.count("<b>SLOWER_THAN_BASELINE</b>") == 1
+    assert "<b>SLOWER_THAN_BASELINE</b> (16): variant v0 is slower" in page
+    assert "<details><summary>15 more</summary>" in page
+    assert "<li>variant v15 is slower</li>" in page
+    markdown = render_markdown(noisy)
+    assert markdown.count("**SLOWER_THAN_BASELINE**") == 1
+    assert "- **SLOWER_THAN_BASELINE** (16): variant v0 is slower; variant v1 is slower" in markdown
 
 
 def test_html_is_one_self_contained_page(report: report_pb2.OptimizationReport, page: str) -> None:
@@ -252,6 +296,7 @@ MARKERS = {
     "schedule": "#ff8000",
     "accuracy": "#00ff80",
     "finetune": "#8000ff",
+    "tradeoff": "#ff0000",
 }
 """A saturated frame per plot (the plots' palette never uses them), drawn for the screenshot only."""
 
@@ -264,10 +309,18 @@ def _framed(page: str) -> str:
 
 def test_the_page_renders_every_plot_in_chromium(page: str, tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    path.write_text(_framed(page), encoding="utf-8")
+    framed = _framed(page).replace(
+        "</head>", "<style>#provenance{border:6px solid #0000ff}</style></head>", 1
+    )
+    path.write_text(framed, encoding="utf-8")
     pixels = _screenshot(path, tmp_path / "shot.png", tmp_path / "profile", 6000)
     background = np.all(pixels >= 250, axis=-1)
     assert background.mean() < 0.97, "the page is blank"
+    provenance = np.all(np.abs(pixels - np.array([0, 0, 255], dtype=np.int16)) <= 3, axis=-1)
+    rows = np.nonzero(provenance)[0]
+    assert provenance.sum() > 1500, "the provenance is not on the screenshot"
+    assert rows.min() < 200, "the provenance is not at the top of the page"
+    assert rows.max() < 700, "the provenance is not at the top of the page"
     keys = _plot_keys(page)
     assert keys == ANALYSED
     for key in keys:

@@ -14,6 +14,7 @@ from scripts.digits import digits_arrays, write_shards
 from prunekit.v1 import report_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pipeline import JobData, StagedShard
+from prunekit_server.pipeline.stages import FINETUNE_WEIGHT, STAGES, at
 
 from .finetune_cases import CHANNEL, digits_data, digits_model, initializers, run, spec, variant
 
@@ -138,8 +139,11 @@ def test_iterative_schedule_fine_tunes_between_rounds(tmp_path: Path) -> None:
     assert all(s["total_steps"] == 10 and s["metric"] == "accuracy" for s in steps)
     fractions = [f for _, f, _ in events]
     assert fractions == sorted(fractions)
-    assert fractions[0] >= 0.2
-    assert fractions[-1] <= 0.3
+    total = sum(w for _, w in STAGES) + FINETUNE_WEIGHT  # fine-tuning weighs the prune stage
+    prune_start = at("prune") * (total - FINETUNE_WEIGHT) / total
+    prune_end = prune_start + (dict(STAGES)["prune"] + FINETUNE_WEIGHT) / total
+    assert fractions[0] >= prune_start
+    assert fractions[-1] <= prune_end + 1e-9
 
 
 def test_feature_layers_must_exist_and_keep_their_shape(tmp_path: Path) -> None:

@@ -179,30 +179,53 @@ class JobStore:
             return job
         raise ServiceError(Code.ABORTED, "INTERNAL_ERROR", f"job {job_id} is being updated too often; retry")
 
-    def list_jobs(self, page_size: int, page_token: str) -> tuple[list[job_pb2.Job], str]:
-        """One page of jobs, newest first, and the token of the next page ("" at the end)."""
+    def list_jobs(
+        self,
+        page_size: int,
+        page_token: str,
+        match: Callable[[job_pb2.Job], bool] | None = None,
+        max_scan: int = 1000,
+    ) -> tuple[list[job_pb2.Job], str]:
+        """One page of jobs, newest first, and the token of the next page ("" at the end).
+
+        With ``match``, only the jobs it accepts, reading at most ``max_scan`` records for one page: a page
+        may then hold fewer than ``page_size`` jobs (even none) and still have a next one.
+        """
         index = self._keys.index_prefix
-        start_after: str | None = None
-        if page_token:
-            try:
-                start_after = base64.urlsafe_b64decode(page_token.encode()).decode()
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                start_after = None
-            if start_after is None or not start_after.startswith(index):
-                raise ServiceError(
-                    Code.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", "page_token is not one this server gave"
-                )
+        last = self._start_after(page_token)
         jobs: list[job_pb2.Job] = []
+        scanned = 0
+        batch = page_size if match is None else min(max(page_size, 50), max_scan)
+        while len(jobs) < page_size and scanned < max_scan:
+            with storage_errors():
+                keys = self.store.list_keys(index, start_after=last, limit=batch)
+            if not keys:
+                return jobs, ""
+            for key in keys:
+                scanned, last = scanned + 1, key
+                with contextlib.suppress(ServiceError):
+                    job = self.get(key[len(index) :].split("-", 1)[-1])
+                    if match is None or match(job):
+                        jobs.append(job)
+                if len(jobs) == page_size or scanned >= max_scan:
+                    break
         with storage_errors():
-            keys = self.store.list_keys(index, start_after=start_after, limit=page_size + 1)
-        for key in keys[:page_size]:
-            job_id = key[len(index) :].split("-", 1)[-1]
-            with contextlib.suppress(ServiceError):
-                jobs.append(self.get(job_id))
-        next_token = ""
-        if len(keys) > page_size:
-            next_token = base64.urlsafe_b64encode(keys[page_size - 1].encode()).decode()
-        return jobs, next_token
+            more = self.store.list_keys(index, start_after=last, limit=1)
+        return jobs, base64.urlsafe_b64encode(last.encode()).decode() if more and last else ""
+
+    def _start_after(self, page_token: str) -> str | None:
+        """The index key a page token continues after; INVALID_PAGE_TOKEN for one this server did not give."""
+        if not page_token:
+            return None
+        try:
+            start_after: str | None = base64.urlsafe_b64decode(page_token.encode()).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            start_after = None
+        if start_after is None or not start_after.startswith(self._keys.index_prefix):
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", "page_token is not one this server gave"
+            )
+        return start_after
 
     # -- change notification --------------------------------------------------------------------
 

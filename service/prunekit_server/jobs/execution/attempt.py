@@ -22,6 +22,7 @@ from prunekit.v1 import job_pb2
 
 from ...config import Settings
 from ...errors import ServiceError
+from ...observability.metrics import JOBS
 from ..durable import checkpoint_sync
 from ..durable.latency_tables import save_tables
 from ..durable.publish import publish
@@ -32,7 +33,7 @@ from .lease_keeper import LeaseKeeper
 from .progress_sink import ProgressSink
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
-from .starts import local_error
+from .starts import job_timeout, local_error, start_timeout
 from .warm import WarmWorkers
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def run_attempt(
     from the server's zygote.
     """
     fence_s = settings.lease_s * FENCE_SHARE
+    timeout, own_timeout = start_timeout(job, settings)
+    if timeout <= 0:
+        return job_timeout(job, job.progress.stage or "starting")
     prefix = stores.artifacts.checkpoint_prefix(job.id)
     local = workdir / "checkpoints"
     local.mkdir()
@@ -91,7 +95,7 @@ def run_attempt(
         outcome = run_worker(
             workdir,
             task,
-            timeout=settings.job_timeout_s,
+            timeout=timeout,
             stop=stop,
             on_progress=sink,
             poll=sink.check_cancelled,
@@ -100,10 +104,17 @@ def run_attempt(
             warm=warm,
         )
     finally:
+        sink.finish()
         uploaders[0].finish()
     if job.spec.HasField("target"):
         save_tables(stores.store, workdir)
     if outcome.error is not None:
+        if (
+            own_timeout
+            and outcome.error.reason == "WORKER_TIMEOUT"
+            and not outcome.error.metadata.get("signal")
+        ):
+            return job_timeout(job, outcome.error.metadata.get("stage", ""))
         return outcome.error
     _publish(stores, settings, keeper, job, workdir, stop)
     return None
@@ -164,6 +175,7 @@ def attempt_in_scratch(
 ) -> ServiceError | None:
     """:func:`run_attempt` in a fresh scratch directory (removed afterwards); every failure, a full
     scratch disk included (:func:`.starts.local_error`), comes back as the error, never raised."""
+    JOBS.labels("running").inc()
     try:
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=settings.scratch_path()))
         try:
@@ -174,3 +186,5 @@ def attempt_in_scratch(
         return exc
     except Exception as exc:
         return local_error(exc)
+    finally:
+        JOBS.labels("running").dec()

@@ -30,6 +30,8 @@ from prunekit.v1 import job_pb2, model_pb2
 from ...config import Settings
 from ...errors import Code, ServiceError
 from ...model_caps import ModelCaps
+from ...observability.logs import log_context
+from ...observability.metrics import JOBS
 from ..durable import lease, record
 from ..durable.keys import DEFAULT_TENANT
 from ..durable.model_store import ModelStore
@@ -40,6 +42,7 @@ from ..worker.faults import FAULT_LABEL, is_fenced
 from .analysis import Analyzer
 from .attempt import attempt_in_scratch
 from .lease_keeper import LeaseKeeper
+from .observed import count_end, count_failed_start, job_context
 from .retention import Retention
 from .sandbox import StopRequest, WorkerLimits, worker_env
 from .starts import begin_start, record_failure, retry_plan
@@ -149,6 +152,7 @@ class JobExecutor:
                 self._inflight.add(job_id)
                 self._keeper.hold(job_id)
                 self._queue.put(job_id)
+                JOBS.labels("queued").inc()
             else:
                 self._outstanding -= 1
         if not accepting:
@@ -228,11 +232,13 @@ class JobExecutor:
             job_id = self._queue.get()
             if job_id is None:
                 return
+            JOBS.labels("queued").dec()
             try:
-                if self._accepting:
-                    self._run(job_id)
-                else:
-                    self._leave(job_id)
+                with job_context(self._tenants, job_id):
+                    if self._accepting:
+                        self._run(job_id)
+                    else:
+                        self._leave(job_id)
             except Exception:
                 log.exception("job %s: executor error", job_id)
             finally:
@@ -258,7 +264,9 @@ class JobExecutor:
                 job_id, lambda: complete_from_manifest(self._tenants.of_job(job_id), job_id, owner=self.owner)
             ):
                 self._starts(job_id)
-            if record.is_terminal(self._jobs.get(job_id).state):
+            ended = self._jobs.get(job_id)
+            if record.is_terminal(ended.state):
+                count_end(ended)
                 self.cleanup(job_id)
         except ServiceError as exc:
             if not is_unavailable(exc):
@@ -280,7 +288,9 @@ class JobExecutor:
             job = self._waiting(job_id, start)
             if job is None:
                 return
-            error = self._attempt(job)
+            with log_context(attempt=job.attempt):
+                log.info("job %s: worker start %d", job_id, job.attempt)
+                error = self._attempt(job)
             with self._lock:
                 lost, released, accepting = job_id in self._lost, job_id in self._released, self._accepting
             if lost:
@@ -294,6 +304,7 @@ class JobExecutor:
                 log.warning("job %s: lease lost while its worker was fenced; left to its owner", job_id)
                 return
             plan = retry_plan(error, job, self._settings.max_attempts)
+            count_failed_start(error, plan)
             if plan is None:
                 self._end(job_id, error)
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -10,11 +11,13 @@ from typing import Any
 from prunekit.v1 import job_pb2
 
 from ...errors import Code, ServiceError
+from ...observability.metrics import STAGE_SECONDS
 from ..durable import record
 from ..durable.job_store import JobStore
 from ..durable.storage_errors import OUTAGES, is_unavailable
 from .sandbox import StopRequest
 
+log = logging.getLogger(__name__)
 CheckpointFn = Callable[[str, str], None]
 """Called with ``(phase, name)`` for each checkpoint the worker announces."""
 
@@ -70,6 +73,8 @@ class ProgressSink:
         self._last_stage = ""
         self._checkpoint_steps: dict[str, int] = dict(restored or {})
         self._finetune: job_pb2.FinetuneProgress | None = None
+        self._stage = ""
+        self._stage_since = time.monotonic()
 
     def __call__(self, stage: str, fraction: float, message: str, details: dict[str, Any] | None) -> None:
         details = details or {}
@@ -85,11 +90,25 @@ class ProgressSink:
             elif stage != "finetune":
                 self._finetune = None
             now = time.monotonic()
+            if stage != self._stage:
+                self._end_stage(now)
+                self._stage, self._stage_since = stage, now
+                log.debug("job %s: stage %s (%.0f %%)", self._job_id, stage, fraction * 100)
             if stage == self._last_stage and now - self._last_write < self._interval:
                 return
             self._last_write, self._last_stage = now, stage
             progress = self._progress(stage, fraction, message)
         self._write(progress)
+
+    def finish(self) -> None:
+        """The worker ended: its last stage's time goes to ``prunekit_stage_duration_seconds``."""
+        with self._lock:
+            self._end_stage(time.monotonic())
+            self._stage = ""
+
+    def _end_stage(self, now: float) -> None:
+        if self._stage:
+            STAGE_SECONDS.labels(self._stage).observe(now - self._stage_since)
 
     def checkpoint_uploaded(self, phase: str, step: int) -> None:
         """Record that ``phase``'s checkpoint of ``step`` is in storage."""

@@ -16,6 +16,7 @@ server process.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -166,9 +167,9 @@ def run_worker(
         finally:
             os.close(write_fd)
     reported: list[ServiceError] = []
-    reader = threading.Thread(
-        target=_read_progress,
-        args=(read_fd, on_progress, last_stage, reported),
+    reader = threading.Thread(  # in this context: its log lines name the job as this thread's do
+        target=contextvars.copy_context().run,
+        args=(_read_progress, read_fd, on_progress, last_stage, reported),
         name="worker-progress",
         daemon=True,
     )
@@ -205,6 +206,7 @@ def run_worker(
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     tail = _tail(log_path)
+    _relay(log_path)
     error = _outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
     if error is not None and error.code is Code.INTERNAL and returncode != EXIT_FENCED:
         log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
@@ -306,6 +308,21 @@ def _read_progress(
                 on_progress(stage, fraction, message, details)
             except Exception:
                 log.exception("progress callback failed")
+
+
+def _relay(path: Path, limit: int = 2000) -> None:
+    """The worker's own output, a log line each (logger ``prunekit_server.worker``), in the caller's
+    log context: a job's lines name the job. At most ``limit`` lines; beyond, one line says how many."""
+    worker_log = logging.getLogger("prunekit_server.worker")
+    try:
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return
+    for line in lines[:limit]:
+        if line.strip():
+            worker_log.info("%s", line)
+    if len(lines) > limit:
+        worker_log.info("... %d more lines of the worker's output not relayed", len(lines) - limit)
 
 
 def _kill_group(proc: subprocess.Popen[bytes] | WarmProcess) -> None:

@@ -55,6 +55,7 @@ def optimize_task(
         "data": stage_data(stores, settings, job, workdir),
         "checkpoint_dir": checkpoint_dir,
         "attempt": job.attempt,
+        "job": {"id": job.id, "model_filename": job.model.filename, "model_sha256": job.model.sha256},
     }
     sandbox = sandbox_task(settings, stores.store.uri)
     if sandbox is not None:

@@ -9,6 +9,7 @@ A restart after an infrastructure event (a fenced worker, a takeover) is not cha
 from __future__ import annotations
 
 import logging
+import time
 
 from prunekit.v1 import job_pb2
 
@@ -77,6 +78,30 @@ def retry_plan(error: ServiceError, job: job_pb2.Job, max_attempts: int) -> bool
     if is_retryable(error) and job.charged_attempts < max_attempts:
         return True
     return None
+
+
+def start_timeout(job: job_pb2.Job, settings: Settings) -> tuple[float, bool]:
+    """The wall-clock limit of this start of ``job`` and whether the spec's ``timeout_seconds`` sets it
+    (what is left of it since the job's first start) rather than the server's ``job_timeout_s``."""
+    own = job.spec.timeout_seconds
+    if not own:
+        return settings.job_timeout_s, False
+    elapsed = (
+        max(0.0, time.time() - job.start_time.ToNanoseconds() / 1e9) if job.HasField("start_time") else 0.0
+    )
+    left = own - elapsed
+    return (left, True) if left < settings.job_timeout_s else (settings.job_timeout_s, False)
+
+
+def job_timeout(job: job_pb2.Job, stage: str) -> ServiceError:
+    """DEADLINE_EXCEEDED JOB_TIMEOUT: the job ran past its spec's ``timeout_seconds``."""
+    seconds = f"{job.spec.timeout_seconds:g}"
+    return ServiceError(
+        Code.DEADLINE_EXCEEDED,
+        "JOB_TIMEOUT",
+        f"the job ran past its timeout_seconds ({seconds} s) during stage {stage!r}",
+        metadata={"timeout_seconds": seconds, "stage": stage},
+    )
 
 
 def local_error(exc: Exception) -> ServiceError:

@@ -181,6 +181,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         checkpoint_dir=checkpoints,
         latency_tables=workdir / str(tables) if tables else None,
         caps=caps,
+        provenance=_provenance(task),
     )
     artifacts = {}
     for name, path in result.artifacts.items():
@@ -193,6 +194,19 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         "artifacts": artifacts,
     }
     (out / "result.json").write_text(json.dumps(body))
+
+
+def _provenance(task: dict[str, Any]) -> Any:
+    """What the server told the worker of its job, as the report's ``Provenance`` to complete."""
+    from prunekit.v1 import report_pb2
+
+    job = task.get("job") or {}
+    return report_pb2.Provenance(
+        job_id=str(job.get("id", "")),
+        model_filename=str(job.get("model_filename", "")),
+        model_sha256=str(job.get("model_sha256", "")),
+        attempt=int(task.get("attempt", 0)),
+    )
 
 
 def task_caps(task: dict[str, Any]) -> ModelCaps:
