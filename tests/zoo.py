@@ -50,6 +50,7 @@ __all__ = [
     "cache_dir",
     "cached",
     "export",
+    "number_tensors",
     "resnet18",
     "save_torchscript",
 ]
@@ -222,3 +223,27 @@ def cached(name: str, fmt: str) -> Path:
         else:
             export(model, entry, path, fmt, 17 if fmt == "legacy" else 18)
     return path
+
+
+def number_tensors(model: onnx.ModelProto, *, first: int = 0) -> onnx.ModelProto:
+    """A copy of ``model`` whose tensors and nodes are named ``0``, ``1``... as older exporters name them."""
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    names: dict[str, str] = {}
+
+    def number(name: str) -> str:
+        if name and name not in names:
+            names[name] = str(first + len(names))
+        return names.get(name, name)
+
+    graph = renamed.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = number(value.name)
+    for tensor in graph.initializer:
+        tensor.name = number(tensor.name)
+    for node in graph.node:
+        node.input[:] = [number(n) for n in node.input]
+        node.output[:] = [number(n) for n in node.output]
+        node.name = number(f"node:{node.name}")
+    onnx.checker.check_model(renamed)
+    return renamed

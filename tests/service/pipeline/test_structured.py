@@ -11,7 +11,7 @@ import torch
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import run_optimization
 from tests.service.pruning.structured_zoo import feeds, run_ort
-from tests.zoo import ZOO, cached
+from tests.zoo import ZOO, cached, export, number_tensors
 
 
 def _spec(name: str, **prune: object) -> spec_pb2.OptimizationSpec:
@@ -53,6 +53,22 @@ def test_channel_job_halves_the_macs_and_reports_every_layer_width(tmp_path: Pat
     pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
     feed = feeds(list(spec.inputs), 1)[0]
     assert run_ort(pruned, feed)[0].shape == (2, 10)
+
+
+def test_channel_job_on_tensors_named_by_numbers(tmp_path: Path) -> None:
+    """A valid opset-13 CNN whose tensors are ``0``, ``1``... (older exporters) prunes like any other."""
+    entry = ZOO["resnet"]
+    source = export(entry.build(), entry, tmp_path / "resnet-13.onnx", "legacy", 13)
+    numbered = tmp_path / "numbered.onnx"
+    onnx.save(number_tensors(onnx.load(str(source))), str(numbered))
+    spec = _spec("resnet", method=spec_pb2.PRUNE_METHOD_CHANNEL, ratio=0.3, round_to=1)
+    spec.inputs[0].name = "0"
+    result = run_optimization(numbered, model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path / "job", _quiet)
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.2
+    assert any(list(layer.shape_after) != list(layer.shape_before) for layer in result.report.layers)
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    assert run_ort(pruned, feeds(list(spec.inputs), 1)[0])[0].shape == (2, 10)
 
 
 @pytest.mark.parametrize(
