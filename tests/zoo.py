@@ -29,6 +29,7 @@ from prunekit.v1 import model_pb2
 
 from .zoo_cnn import (
     DenseNetLike,
+    FramedVAD,
     MobileLike,
     MobileNetV2Like,
     ResNet18,
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 
+_TORCH = {model_pb2.DATA_TYPE_UNSPECIFIED: torch.float32, model_pb2.DATA_TYPE_INT64: torch.int64}
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
@@ -79,8 +83,10 @@ class ZooEntry:
         generator = torch.Generator().manual_seed(seed)
         tensors = []
         for spec in self.inputs:
-            shape = [batch, *spec.shape[1:]]
-            if spec.dtype == model_pb2.DATA_TYPE_INT64:
+            shape = [batch, *spec.shape[1:]] if spec.shape else []
+            if spec.HasField("value"):
+                tensors.append(torch.full(shape, spec.value, dtype=torch.float64).to(_TORCH[spec.dtype]))
+            elif spec.dtype == model_pb2.DATA_TYPE_INT64:
                 tensors.append(torch.randint(0, 40, shape, generator=generator))
             else:
                 tensors.append(torch.randn(shape, generator=generator))
@@ -93,6 +99,12 @@ def _image(channels: int = 3, size: int = 16) -> tuple[model_pb2.InputSpec, ...]
 
 def _ids(seq: int) -> tuple[model_pb2.InputSpec, ...]:
     return (model_pb2.InputSpec(name="ids", shape=[2, seq], dtype=model_pb2.DATA_TYPE_INT64),)
+
+
+def _audio() -> tuple[model_pb2.InputSpec, ...]:
+    """Audio samples and a scalar sample rate that must be 16 kHz (the frames are sized by it)."""
+    rate = model_pb2.InputSpec(name="sr", shape=[], dtype=model_pb2.DATA_TYPE_INT64, value=16000)
+    return (model_pb2.InputSpec(name="audio", shape=[2, 512]), rate)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -111,6 +123,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("bert", BertLike, _ids(16), kind="transformer"),
         ZooEntry("encoder", PreNormEncoder, _ids(16), kind="transformer"),
         ZooEntry("resnet18", lambda: ResNet18(width=16, classes=10), _image(size=32)),
+        ZooEntry("vad", FramedVAD, _audio()),
     )
 }
 CONVERTER_MODELS = ("resnet", "mobile", "unet", "mlp", "transformer")
@@ -144,6 +157,7 @@ def export(
     """
     args = entry.sample()
     names = [spec.name for spec in entry.inputs]
+    scalars = {spec.name for spec in entry.inputs if not spec.shape}
     partial = path.with_suffix(f".{os.getpid()}.partial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -172,7 +186,7 @@ def export(
                 opset_version=min(opset, 20),
                 input_names=names,
                 output_names=["output"],
-                dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
+                dynamic_axes={n: {0: "batch"} for n in [*names, "output"] if n not in scalars},
                 do_constant_folding=False,
                 training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
             )

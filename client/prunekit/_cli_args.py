@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from prunekit._transfer import infer_format
+from prunekit._model_format import infer_format
 from prunekit.v1 import model_pb2
 
 __all__ = [

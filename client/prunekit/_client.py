@@ -18,6 +18,7 @@ from prunekit import _datasets, _transfer
 from prunekit._auth import BearerToken, tls_credentials
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
+from prunekit._model_format import infer_format
 from prunekit._retry import RetryPolicy
 from prunekit._spec import load_spec, spec_from_dict
 from prunekit._version import __version__
@@ -123,7 +124,7 @@ class Client:
         (the store is content-addressed). Raises ``OSError`` when the file cannot be read.
         """
         file = Path(path)
-        model_format = _transfer.infer_format(file) if format is None else format
+        model_format = infer_format(file) if format is None else format
         streamed = _transfer.StreamedFile(file)
         metadata = pb.UploadMetadata(
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes

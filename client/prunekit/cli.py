@@ -30,6 +30,7 @@ from prunekit._cli_args import (
 from prunekit._cli_datasets import add_data_options, add_upload_dataset, attach_data
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
+from prunekit._model_format import infer_format
 from prunekit._render import (
     ProgressPrinter,
     render_analysis,
@@ -40,7 +41,7 @@ from prunekit._render import (
     state_name,
 )
 from prunekit._spec import load_checked_spec
-from prunekit._transfer import artifact_path, infer_format
+from prunekit._transfer import artifact_path
 from prunekit._version import __version__
 from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2

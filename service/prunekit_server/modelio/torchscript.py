@@ -142,13 +142,16 @@ def load_torchscript(path: Path, caps: ModelCaps | None = None) -> torch.jit.Scr
 
 
 def random_input(spec: model_pb2.InputSpec, generator: torch.Generator) -> torch.Tensor:
-    """A random tensor of the spec's shape and dtype: normal floats, integers in {0, 1}."""
+    """A random tensor of the spec's shape and dtype: normal floats, integers in {0, 1}; filled with
+    the spec's ``value`` when it has one."""
     dtype = _TORCH_DTYPES.get(spec.dtype)
     if dtype is None:
         raise invalid_spec(
             [FieldViolation("spec.inputs", f"input {spec.name!r} has an unknown dtype {spec.dtype}")]
         )
     shape = [int(d) for d in spec.shape]
+    if spec.HasField("value"):
+        return torch.full(shape, spec.value, dtype=torch.float64).to(dtype)
     if dtype.is_floating_point:
         return torch.randn(shape, generator=generator).to(dtype)
     return torch.randint(0, 2, shape, generator=generator).to(dtype)

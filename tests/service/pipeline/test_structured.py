@@ -71,6 +71,22 @@ def test_channel_job_on_tensors_named_by_numbers(tmp_path: Path) -> None:
     assert run_ort(pruned, feeds(list(spec.inputs), 1)[0])[0].shape == (2, 10)
 
 
+@pytest.mark.parametrize("fmt", ["legacy", "dynamo", "script"])
+def test_channel_job_on_a_scalar_input_with_a_fixed_value(fmt: str, tmp_path: Path) -> None:
+    """The voice-activity model frames its audio by ``sr``: random data cannot feed it, its ``value`` can."""
+    model_format = model_pb2.MODEL_FORMAT_TORCHSCRIPT if fmt == "script" else model_pb2.MODEL_FORMAT_ONNX
+    spec = _spec("vad", method=spec_pb2.PRUNE_METHOD_CHANNEL, ratio=0.3, round_to=1)
+    result = run_optimization(cached("vad", fmt), model_format, spec, tmp_path, _quiet)
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.2
+    assert variant.stats.quality.samples == 4
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    assert [v.name for v in pruned.graph.input] == ["audio", "sr"]
+    assert [d.dim_value for d in pruned.graph.input[1].type.tensor_type.shape.dim] == []
+    audio, rate = ZOO["vad"].sample()
+    assert run_ort(pruned, {"audio": audio.numpy(), "sr": rate.numpy()})[0].shape == (2, 2)
+
+
 @pytest.mark.parametrize(
     ("name", "fmt", "method", "kept"),
     [

@@ -109,6 +109,16 @@ def binary(cx: NodeContext) -> Output:
     return result
 
 
+@converter("Mod")
+def mod(cx: NodeContext) -> Output:
+    """``fmod=0``: the remainder takes the divisor's sign (Python's ``%``); ``fmod=1``: the dividend's."""
+    fmod = cx.attr_int("fmod", 0)
+    dims = _dims_operands(cx)
+    if dims is not None and len(dims) == 2 and not fmod:
+        return itemwise(cx.builder, operator.mod, dims)
+    return cx.call(torch.fmod if fmod else torch.remainder, cx.value(0), cx.value(1))
+
+
 _UNARY: dict[str, Callable[..., Any]] = {
     "Relu": F.relu,
     "Sigmoid": torch.sigmoid,

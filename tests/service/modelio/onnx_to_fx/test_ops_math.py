@@ -126,3 +126,10 @@ def test_variadic(op: str) -> None:
 
 def test_where_with_broadcasting() -> None:
     op_parity("Where", {"c": X > 0, "a": X}, {"b": np.float32(-1.0)})
+
+
+def test_mod_takes_the_divisor_sign_or_with_fmod_the_dividend_sign() -> None:
+    a = np.asarray([[-7, -3, 0, 5, 9, 13]], dtype=np.int64)
+    op_parity("Mod", {"a": a}, {"b": np.asarray([3, -4, 5, 3, -2, 4], dtype=np.int64)})
+    op_parity("Mod", {"a": randn(2, 6) * 5}, {"b": np.asarray(1.5, dtype=np.float32)}, fmod=1)
+    op_parity("Mod", {"a": a}, {"b": np.asarray(-4, dtype=np.int64)}, fmod=1)
