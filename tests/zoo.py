@@ -38,6 +38,7 @@ from .zoo_cnn import (
     ShuffleNetLike,
     UNetLike,
 )
+from .zoo_shufflenet import ShuffleNetV2
 from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, ViTLike
 
 __all__ = [
@@ -124,6 +125,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("encoder", PreNormEncoder, _ids(16), kind="transformer"),
         ZooEntry("resnet18", lambda: ResNet18(width=16, classes=10), _image(size=32)),
         ZooEntry("vad", FramedVAD, _audio()),
+        ZooEntry("shufflenetv2", ShuffleNetV2, _image(size=32)),
     )
 }
 CONVERTER_MODELS = ("resnet", "mobile", "unet", "mlp", "transformer")
@@ -218,7 +220,7 @@ FORMATS = ("legacy", "dynamo", "script", "trace")
 def cache_dir() -> Path:
     """A directory shared by test workers and runs, keyed by the zoo's files and the torch version."""
     here = Path(__file__).parent
-    sources = b"".join((here / name).read_bytes() for name in ("zoo.py", "zoo_cnn.py", "zoo_transformers.py"))
+    sources = b"".join((here / name).read_bytes() for name in sorted(p.name for p in here.glob("zoo*.py")))
     digest = hashlib.sha256(sources + torch.__version__.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"prunekit-zoo-{os.getuid()}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
