@@ -39,7 +39,7 @@ from .zoo_cnn import (
     UNetLike,
 )
 from .zoo_shufflenet import ShuffleNetV2
-from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, ViTLike
+from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, TorchViT, ViTLike
 
 __all__ = [
     "CONVERTER_MODELS",
@@ -68,6 +68,8 @@ class ZooEntry:
     inputs: tuple[model_pb2.InputSpec, ...]
     kind: str = "cnn"
     """``cnn``, ``mlp`` or ``transformer``: which structured methods apply."""
+    fast_path: bool = False
+    """Trace without gradients, as inference code does: torch's fused attention fast paths appear."""
 
     def build(self) -> nn.Module:
         torch.manual_seed(0)
@@ -126,6 +128,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("resnet18", lambda: ResNet18(width=16, classes=10), _image(size=32)),
         ZooEntry("vad", FramedVAD, _audio()),
         ZooEntry("shufflenetv2", ShuffleNetV2, _image(size=32)),
+        ZooEntry("torchvit", TorchViT, _image(size=32), kind="transformer", fast_path=True),
     )
 }
 CONVERTER_MODELS = ("resnet", "mobile", "unet", "mlp", "transformer")
@@ -207,7 +210,8 @@ def save_torchscript(model: nn.Module, entry: ZooEntry, path: Path, how: str) ->
         if how == "script":
             module = torch.jit.script(model)
         else:
-            module = torch.jit.trace(model, entry.sample(), check_trace=False)
+            with torch.set_grad_enabled(not entry.fast_path):
+                module = torch.jit.trace(model, entry.sample(), check_trace=False)
         torch.jit.save(module, str(partial))
     partial.replace(path)
     return path

@@ -35,6 +35,7 @@ from prunekit.v1 import model_pb2
 
 from ..errors import FieldViolation, invalid_model, invalid_spec, unsupported_model
 from ..model_caps import ModelCaps
+from .fused_attention import register as register_fused_attention
 from .onnx_checks import OnnxLimits, load_onnx_checked
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -190,6 +191,7 @@ def torchscript_to_onnx(
     ranks = [t.dim() for t in args] + [t.dim() for t in outputs]
     dynamic_axes = {n: {0: "batch"} for n, rank in zip(names + output_names, ranks, strict=True) if rank > 0}
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    register_fused_attention()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -88,6 +88,29 @@ def test_channel_job_on_a_scalar_input_with_a_fixed_value(fmt: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("method", "ratio", "warning"),
+    [
+        (spec_pb2.PRUNE_METHOD_CHANNEL, 0.3, "GROUP_SKIPPED"),
+        (spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, 0.25, "HEADS_PRUNED"),
+    ],
+)
+def test_torchscript_with_the_fused_attention_fast_paths(
+    method: int, ratio: float, warning: str, tmp_path: Path
+) -> None:
+    """``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` traced without gradients."""
+    spec = _spec("torchvit", method=method, ratio=ratio)
+    result = run_optimization(
+        cached("torchvit", "trace"), model_pb2.MODEL_FORMAT_TORCHSCRIPT, spec, tmp_path, _quiet
+    )
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.1
+    assert warning in _codes(result.report)
+    module = torch.jit.load(str(result.artifacts["pruned.pt"]))
+    with torch.no_grad():
+        assert module(*ZOO["torchvit"].sample()).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
     ("name", "fmt", "method", "kept"),
     [
         ("mlp", "script", spec_pb2.PRUNE_METHOD_NEURON, "your TorchScript module"),
