@@ -29,6 +29,7 @@ from prunekit.v1 import model_pb2
 
 from .zoo_cnn import (
     DenseNetLike,
+    FramedVAD,
     MobileLike,
     MobileNetV2Like,
     ResNet18,
@@ -37,7 +38,8 @@ from .zoo_cnn import (
     ShuffleNetLike,
     UNetLike,
 )
-from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, ViTLike
+from .zoo_shufflenet import ShuffleNetV2
+from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, TorchViT, ViTLike
 
 __all__ = [
     "CONVERTER_MODELS",
@@ -50,9 +52,13 @@ __all__ = [
     "cache_dir",
     "cached",
     "export",
+    "number_tensors",
     "resnet18",
     "save_torchscript",
 ]
+
+
+_TORCH = {model_pb2.DATA_TYPE_UNSPECIFIED: torch.float32, model_pb2.DATA_TYPE_INT64: torch.int64}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class ZooEntry:
     inputs: tuple[model_pb2.InputSpec, ...]
     kind: str = "cnn"
     """``cnn``, ``mlp`` or ``transformer``: which structured methods apply."""
+    fast_path: bool = False
+    """Trace without gradients, as inference code does: torch's fused attention fast paths appear."""
 
     def build(self) -> nn.Module:
         torch.manual_seed(0)
@@ -78,8 +86,10 @@ class ZooEntry:
         generator = torch.Generator().manual_seed(seed)
         tensors = []
         for spec in self.inputs:
-            shape = [batch, *spec.shape[1:]]
-            if spec.dtype == model_pb2.DATA_TYPE_INT64:
+            shape = [batch, *spec.shape[1:]] if spec.shape else []
+            if spec.HasField("value"):
+                tensors.append(torch.full(shape, spec.value, dtype=torch.float64).to(_TORCH[spec.dtype]))
+            elif spec.dtype == model_pb2.DATA_TYPE_INT64:
                 tensors.append(torch.randint(0, 40, shape, generator=generator))
             else:
                 tensors.append(torch.randn(shape, generator=generator))
@@ -92,6 +102,12 @@ def _image(channels: int = 3, size: int = 16) -> tuple[model_pb2.InputSpec, ...]
 
 def _ids(seq: int) -> tuple[model_pb2.InputSpec, ...]:
     return (model_pb2.InputSpec(name="ids", shape=[2, seq], dtype=model_pb2.DATA_TYPE_INT64),)
+
+
+def _audio() -> tuple[model_pb2.InputSpec, ...]:
+    """Audio samples and a scalar sample rate that must be 16 kHz (the frames are sized by it)."""
+    rate = model_pb2.InputSpec(name="sr", shape=[], dtype=model_pb2.DATA_TYPE_INT64, value=16000)
+    return (model_pb2.InputSpec(name="audio", shape=[2, 512]), rate)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -110,6 +126,9 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("bert", BertLike, _ids(16), kind="transformer"),
         ZooEntry("encoder", PreNormEncoder, _ids(16), kind="transformer"),
         ZooEntry("resnet18", lambda: ResNet18(width=16, classes=10), _image(size=32)),
+        ZooEntry("vad", FramedVAD, _audio()),
+        ZooEntry("shufflenetv2", ShuffleNetV2, _image(size=32)),
+        ZooEntry("torchvit", TorchViT, _image(size=32), kind="transformer", fast_path=True),
     )
 }
 CONVERTER_MODELS = ("resnet", "mobile", "unet", "mlp", "transformer")
@@ -143,6 +162,7 @@ def export(
     """
     args = entry.sample()
     names = [spec.name for spec in entry.inputs]
+    scalars = {spec.name for spec in entry.inputs if not spec.shape}
     partial = path.with_suffix(f".{os.getpid()}.partial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,7 +191,7 @@ def export(
                 opset_version=min(opset, 20),
                 input_names=names,
                 output_names=["output"],
-                dynamic_axes={n: {0: "batch"} for n in [*names, "output"]},
+                dynamic_axes={n: {0: "batch"} for n in [*names, "output"] if n not in scalars},
                 do_constant_folding=False,
                 training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
             )
@@ -190,7 +210,8 @@ def save_torchscript(model: nn.Module, entry: ZooEntry, path: Path, how: str) ->
         if how == "script":
             module = torch.jit.script(model)
         else:
-            module = torch.jit.trace(model, entry.sample(), check_trace=False)
+            with torch.set_grad_enabled(not entry.fast_path):
+                module = torch.jit.trace(model, entry.sample(), check_trace=False)
         torch.jit.save(module, str(partial))
     partial.replace(path)
     return path
@@ -203,7 +224,7 @@ FORMATS = ("legacy", "dynamo", "script", "trace")
 def cache_dir() -> Path:
     """A directory shared by test workers and runs, keyed by the zoo's files and the torch version."""
     here = Path(__file__).parent
-    sources = b"".join((here / name).read_bytes() for name in ("zoo.py", "zoo_cnn.py", "zoo_transformers.py"))
+    sources = b"".join((here / name).read_bytes() for name in sorted(p.name for p in here.glob("zoo*.py")))
     digest = hashlib.sha256(sources + torch.__version__.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"prunekit-zoo-{os.getuid()}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
@@ -222,3 +243,27 @@ def cached(name: str, fmt: str) -> Path:
         else:
             export(model, entry, path, fmt, 17 if fmt == "legacy" else 18)
     return path
+
+
+def number_tensors(model: onnx.ModelProto, *, first: int = 0) -> onnx.ModelProto:
+    """A copy of ``model`` whose tensors and nodes are named ``0``, ``1``... as older exporters name them."""
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    names: dict[str, str] = {}
+
+    def number(name: str) -> str:
+        if name and name not in names:
+            names[name] = str(first + len(names))
+        return names.get(name, name)
+
+    graph = renamed.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = number(value.name)
+    for tensor in graph.initializer:
+        tensor.name = number(tensor.name)
+    for node in graph.node:
+        node.input[:] = [number(n) for n in node.input]
+        node.output[:] = [number(n) for n in node.output]
+        node.name = number(f"node:{node.name}")
+    onnx.checker.check_model(renamed)
+    return renamed

@@ -295,3 +295,19 @@ class UNetLike(nn.Module):
         y = self.dec2(torch.cat([y, s1], 1))
         y = F.interpolate(y, scale_factor=0.5, mode="bilinear", align_corners=False)
         return torch.sigmoid(self.out(y))
+
+
+class FramedVAD(nn.Module):
+    """A voice-activity detector: frames audio by its sample rate (a scalar input), convolves the frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(32, 32, 3, padding=1)
+        self.conv2 = nn.Conv1d(32, 16, 3, padding=1)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, audio: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
+        hop = torch.div(sr, 500, rounding_mode="floor")
+        frames = audio.reshape(audio.shape[0], -1, hop).transpose(1, 2)
+        y = torch.relu(self.conv2(torch.relu(self.conv1(frames))))
+        return self.head(y.mean(2))

@@ -151,3 +151,26 @@ class ViTLike(nn.Module):
         y = torch.cat([self.cls.expand(y.shape[0], -1, -1), y], 1) + self.pos
         y = self.norm(self.layers(y))
         return self.head(y[:, 0])
+
+
+class TorchViT(nn.Module):
+    """A ViT built from torch's own layers (``nn.TransformerEncoderLayer`` post- and pre-norm,
+    ``nn.MultiheadAttention``): traced in eval mode without gradients it records their fused fast
+    paths (``aten::_transformer_encoder_layer_fwd``, ``aten::_native_multi_head_attention``)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, dim, 8, 8)
+        self.position = nn.Parameter(torch.randn(1, 16, dim) * 0.02)
+        self.block1 = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True)
+        self.block2 = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patches(x).flatten(2).transpose(1, 2) + self.position
+        tokens = self.block2(self.block1(tokens))
+        tokens = tokens + self.attn(tokens, tokens, tokens, need_weights=False)[0]
+        return self.head(tokens.mean(1))

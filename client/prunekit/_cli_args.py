@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from prunekit._auth import ENV_CA_FILE, ENV_CERT_FILE, ENV_KEY_FILE, ENV_TOKEN
-from prunekit._transfer import infer_format
+from prunekit._model_format import infer_format
 from prunekit.v1 import model_pb2
 
 __all__ = [

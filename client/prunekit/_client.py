@@ -18,6 +18,7 @@ from prunekit import _datasets, _transfer
 from prunekit._auth import ENV_SERVER, ChannelSecurity, from_env
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
+from prunekit._model_format import infer_format
 from prunekit._retry import RetryPolicy
 from prunekit._spec import load_spec, spec_from_dict
 from prunekit._version import __version__
@@ -142,7 +143,7 @@ class Client:
         when the file cannot be read.
         """
         file = Path(path)
-        model_format = _transfer.infer_format(file) if format is None else format
+        model_format = infer_format(file) if format is None else format
         streamed = _transfer.StreamedFile(file, on_sent)
         metadata = pb.UploadMetadata(
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes

@@ -11,39 +11,19 @@ from pathlib import Path, PurePosixPath
 import grpc
 
 from prunekit._errors import PrunekitError
-from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2
+from prunekit.v1 import job_pb2, optimizer_service_pb2
 
 __all__ = [
     "CHUNK_SIZE",
     "StreamedFile",
     "artifact_path",
     "dataset_requests",
-    "infer_format",
     "receive",
     "upload_requests",
 ]
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes per streamed chunk: 1 MiB, the API's maximum, well under gRPC's 4 MiB default message limit."""
-
-_FORMATS: dict[str, model_pb2.ModelFormat.ValueType] = {
-    ".onnx": model_pb2.MODEL_FORMAT_ONNX,
-    ".pt": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
-    ".pth": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
-    ".ts": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
-    ".torchscript": model_pb2.MODEL_FORMAT_TORCHSCRIPT,
-}
-
-
-def infer_format(path: Path) -> model_pb2.ModelFormat.ValueType:
-    """``.onnx`` is ONNX; ``.pt``, ``.pth``, ``.ts``, ``.torchscript`` are TorchScript; else ValueError."""
-    try:
-        return _FORMATS[path.suffix.lower()]
-    except KeyError:
-        known = ", ".join(sorted(_FORMATS))
-        raise ValueError(
-            f"cannot tell the model format of {path.name!r} from its suffix (known: {known}); pass format="
-        ) from None
 
 
 class StreamedFile:

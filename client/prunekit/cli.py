@@ -48,9 +48,10 @@ from prunekit._cli_output import (
 )
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
+from prunekit._model_format import infer_format
 from prunekit._render import ProgressPrinter, render_analysis, render_report, size, state_name
 from prunekit._spec import load_checked_spec
-from prunekit._transfer import artifact_path, infer_format
+from prunekit._transfer import artifact_path
 from prunekit._version import __version__
 from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2

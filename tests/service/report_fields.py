@@ -16,6 +16,7 @@ ALWAYS_EXEMPT = frozenset(
         "BenchmarkProtocol.stable",  # false is a legitimate measurement
         "LatencyStats.stable",
         "LayerChange.skipped",
+        "InputSpec.value",  # inputs with a fixed value only
         "LatencyStats.execution_provider",  # "" for torch measurements
         "QuantizationInfo.calibration",  # static quantization only
         "QuantizationInfo.calibration_samples",

@@ -1,4 +1,5 @@
-"""Rules of a spec's declared model inputs: unique names, concrete positive shapes, bounded bytes."""
+"""Rules of a spec's declared model inputs: unique names, concrete positive shapes (or none: a scalar),
+bounded bytes, fixed values that fit their dtype."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "input_bytes",
     "input_violations",
     "inputs_size",
+    "value_problem",
 ]
 
 MAX_INPUTS = 64
@@ -39,6 +41,36 @@ DTYPE_BYTES: dict[int, int] = {
 }
 """Bytes per element of each ``DataType`` (UNSPECIFIED means float32)."""
 
+_FLOAT_LIMITS: dict[int, float] = {
+    model_pb2.DATA_TYPE_UNSPECIFIED: 3.4028234663852886e38,
+    model_pb2.DATA_TYPE_FLOAT32: 3.4028234663852886e38,
+    model_pb2.DATA_TYPE_FLOAT16: 65504.0,
+    model_pb2.DATA_TYPE_FLOAT64: 1.7976931348623157e308,
+    model_pb2.DATA_TYPE_BFLOAT16: 3.3895313892515355e38,
+}
+_INT_RANGES: dict[int, tuple[int, int]] = {
+    model_pb2.DATA_TYPE_INT64: (-(1 << 53), 1 << 53),  # what a double holds exactly
+    model_pb2.DATA_TYPE_INT32: (-(1 << 31), (1 << 31) - 1),
+    model_pb2.DATA_TYPE_INT8: (-128, 127),
+    model_pb2.DATA_TYPE_UINT8: (0, 255),
+}
+
+
+def value_problem(value: float, dtype: int) -> str:
+    """Why ``value`` cannot be the fixed value of an input of ``dtype`` ("" when it can)."""
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if dtype in _FLOAT_LIMITS:
+        limit = _FLOAT_LIMITS[dtype]
+        fits = abs(value) <= limit
+        return "" if fits else f"does not fit the input's dtype (at most {limit:g} in magnitude)"
+    if dtype in _INT_RANGES:
+        low, high = _INT_RANGES[dtype]
+        if value != int(value):
+            return "must be a whole number for an integer input"
+        return "" if low <= value <= high else f"does not fit the input's dtype ({low} to {high})"
+    return "is only for numeric dtypes (floating point or integer)"
+
 
 def input_bytes(item: model_pb2.InputSpec) -> int:
     """Bytes of one tensor of ``item``'s shape and dtype (8 per element for an unknown dtype)."""
@@ -59,8 +91,8 @@ def inputs_size(inputs: Iterable[model_pb2.InputSpec]) -> tuple[int, str]:
 def input_violations(
     inputs: Iterable[model_pb2.InputSpec], path: str, *, max_bytes: int = 0
 ) -> list[FieldViolation]:
-    """Rules for declared inputs: unique names, concrete positive shapes, known dtypes; with
-    ``max_bytes`` > 0, at most that many bytes in all."""
+    """Rules for declared inputs: unique names, concrete positive shapes (empty: a scalar), known
+    dtypes, a ``value`` that fits its dtype; with ``max_bytes`` > 0, at most that many bytes in all."""
     found: list[FieldViolation] = []
     items = list(inputs)
     if len(items) > MAX_INPUTS:
@@ -74,12 +106,15 @@ def input_violations(
             found.append(FieldViolation(f"{here}.name", f"duplicate input name {item.name!r}"))
         seen.add(item.name)
         shape = list(item.shape)
-        if not shape or len(shape) > MAX_RANK:
-            found.append(FieldViolation(f"{here}.shape", f"must have 1 to {MAX_RANK} dimensions"))
+        if len(shape) > MAX_RANK:
+            found.append(FieldViolation(f"{here}.shape", f"must have at most {MAX_RANK} dimensions"))
         elif any(d <= 0 or d > MAX_DIM for d in shape):
             found.append(FieldViolation(f"{here}.shape", f"every dimension must be between 1 and {MAX_DIM}"))
         elif math.prod(shape) > MAX_INPUT_ELEMENTS:
             found.append(FieldViolation(f"{here}.shape", f"at most {MAX_INPUT_ELEMENTS} elements"))
+        problem = value_problem(item.value, item.dtype) if item.HasField("value") else ""
+        if problem:
+            found.append(FieldViolation(f"{here}.value", problem))
     total, phrase = inputs_size(items) if max_bytes > 0 and not found else (0, "")
     if total > max_bytes > 0:
         found.append(

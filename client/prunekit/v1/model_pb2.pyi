@@ -170,12 +170,21 @@ class InputSpec(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SHAPE_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dtype: Global___DataType.ValueType
     """DATA_TYPE_UNSPECIFIED means float32."""
+    value: _builtins.float
+    """A fixed value for an input that must be a constant (a sample rate, a
+    threshold): every element of the input is this value in calibration,
+    benchmark and quality data instead of random data. Numeric dtypes only;
+    it must fit the dtype (an integer for integer dtypes, within range).
+    """
     @_builtins.property
     def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Every entry > 0; the first is the batch dimension where the model has one."""
+        """Every entry > 0; the first is the batch dimension where the model has one.
+        Empty for a scalar (0-dimensional) input.
+        """
 
     def __init__(
         self,
@@ -183,12 +192,15 @@ class InputSpec(_message.Message):
         name: _builtins.str = ...,
         shape: _abc.Iterable[_builtins.int] | None = ...,
         dtype: Global___DataType.ValueType = ...,
+        value: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "name", b"name", "shape", b"shape"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "dtype", b"dtype", "name", b"name", "shape", b"shape", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
 
 Global___InputSpec: _TypeAlias = InputSpec  # noqa: Y015
 

@@ -92,7 +92,7 @@ def torch_factory(
         torch.set_num_threads(threads)
         target = torch.device("cuda" if device == "cuda" else "cpu")
         module = load().to(target)
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(target) for a in args]
+        tensors = [torch.from_numpy(np.asarray(a, order="C")).to(target) for a in args]
 
         def run() -> None:
             with torch.inference_mode():

@@ -87,7 +87,8 @@ def synthetic_inputs(
     """``samples`` feeds for ``inputs``, the same for the same arguments.
 
     Floating inputs are drawn from normal(0, 1); integer inputs uniformly from
-    ``[0, SYNTHETIC_INT_HIGH)``; bool inputs uniformly. One generator seeded
+    ``[0, SYNTHETIC_INT_HIGH)``; bool inputs uniformly; an input with a fixed ``value``
+    is that value everywhere (and draws nothing). One generator seeded
     with ``seed`` draws feed after feed, input after input. Raises
     ``UNSUPPORTED_MODEL`` for an element type that cannot be fed (bfloat16).
     """
@@ -99,7 +100,12 @@ def synthetic_inputs(
         feed: dict[str, np.ndarray] = {}
         for spec in inputs:
             shape = tuple(int(d) for d in spec.shape)
-            if spec.dtype in _FLOAT_DTYPES:
+            fixed = spec.HasField("value") and spec.dtype in {**_FLOAT_DTYPES, **_INT_DTYPES}
+            if fixed:
+                feed[spec.name] = np.full(shape, spec.value, dtype=np.float64).astype(
+                    {**_FLOAT_DTYPES, **_INT_DTYPES}[spec.dtype]
+                )
+            elif spec.dtype in _FLOAT_DTYPES:
                 feed[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(
                     _FLOAT_DTYPES[spec.dtype]
                 )

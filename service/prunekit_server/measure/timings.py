@@ -73,7 +73,10 @@ def with_batch(inputs: Sequence[model_pb2.InputSpec], batch: int) -> list[model_
         shape = list(spec.shape)
         if shape:
             shape[0] = batch
-        out.append(model_pb2.InputSpec(name=spec.name, shape=shape, dtype=spec.dtype))
+        copy = model_pb2.InputSpec()
+        copy.CopyFrom(spec)
+        copy.shape[:] = shape
+        out.append(copy)
     return out
 
 

@@ -257,6 +257,8 @@ def resolve_inputs(
         else:
             shape = _undeclared_shape(value, dims, batch_size, violations)
         resolved.append(model_pb2.InputSpec(name=value.name, shape=shape, dtype=dtype))
+        if value.name in by_name and by_name[value.name][1].HasField("value"):
+            resolved[-1].value = by_name[value.name][1].value
     if violations:
         raise invalid_spec(violations)
     return resolved

@@ -33,6 +33,7 @@ from prunekit.v1 import model_pb2
 from ..archive_scan import prescan_torchscript_archive
 from ..errors import FieldViolation, invalid_model, invalid_spec, unsupported_model
 from ..model_caps import ModelCaps
+from .fused_attention import register as register_fused_attention
 from .onnx_checks import OnnxLimits, load_onnx_checked
 
 _TORCH_DTYPES: dict[int, torch.dtype] = {
@@ -74,13 +75,16 @@ def load_torchscript(path: Path, caps: ModelCaps | None = None) -> torch.jit.Scr
 
 
 def random_input(spec: model_pb2.InputSpec, generator: torch.Generator) -> torch.Tensor:
-    """A random tensor of the spec's shape and dtype: normal floats, integers in {0, 1}."""
+    """A random tensor of the spec's shape and dtype: normal floats, integers in {0, 1}; filled with
+    the spec's ``value`` when it has one."""
     dtype = _TORCH_DTYPES.get(spec.dtype)
     if dtype is None:
         raise invalid_spec(
             [FieldViolation("spec.inputs", f"input {spec.name!r} has an unknown dtype {spec.dtype}")]
         )
     shape = [int(d) for d in spec.shape]
+    if spec.HasField("value"):
+        return torch.full(shape, spec.value, dtype=torch.float64).to(dtype)
     if dtype.is_floating_point:
         return torch.randn(shape, generator=generator).to(dtype)
     return torch.randint(0, 2, shape, generator=generator).to(dtype)
@@ -119,6 +123,7 @@ def torchscript_to_onnx(
     ranks = [t.dim() for t in args] + [t.dim() for t in outputs]
     dynamic_axes = {n: {0: "batch"} for n, rank in zip(names + output_names, ranks, strict=True) if rank > 0}
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    register_fused_attention()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -32,7 +32,7 @@ def example_inputs(context: PruneContext, *, seed: int = 0) -> tuple[torch.Tenso
     """One batch to trace the graph with: the first feed when there is one, else random inputs."""
     if context.feeds:
         feed = context.feeds[0]
-        return tuple(torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in context.inputs)
+        return tuple(torch.from_numpy(np.asarray(feed[spec.name], order="C")) for spec in context.inputs)
     generator = torch.Generator().manual_seed(seed)
     return tuple(random_input(spec, generator) for spec in context.inputs)
 
@@ -40,7 +40,7 @@ def example_inputs(context: PruneContext, *, seed: int = 0) -> tuple[torch.Tenso
 def feed_batches(context: PruneContext) -> list[tuple[torch.Tensor, ...]]:
     """Every feed as a tuple of tensors in input order (data-driven criteria run on these)."""
     return [
-        tuple(torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in context.inputs)
+        tuple(torch.from_numpy(np.asarray(feed[spec.name], order="C")) for spec in context.inputs)
         for feed in context.feeds
     ]
 

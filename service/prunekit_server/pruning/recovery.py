@@ -33,7 +33,7 @@ class BatchNormRefresh:
         self, inputs: Sequence[model_pb2.InputSpec], feeds: Sequence[Mapping[str, np.ndarray]]
     ) -> None:
         self._batches = [
-            tuple(torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in inputs)
+            tuple(torch.from_numpy(np.asarray(feed[spec.name], order="C")) for spec in inputs)
             for feed in feeds
         ]
         self.calls = 0

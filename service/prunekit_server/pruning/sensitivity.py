@@ -220,7 +220,7 @@ def model_sensitivity(
 
     gm = onnx_to_fx(model, inputs=list(inputs))
     batches = [
-        tuple(torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in inputs) for feed in feeds
+        tuple(torch.from_numpy(np.asarray(feed[spec.name], order="C")) for spec in inputs) for feed in feeds
     ]
     return graph_sensitivity(gm, batches, ratios, ignore=ignore, budget_s=budget_s)
 

@@ -130,3 +130,24 @@ def test_synthetic_inputs_reject_unfeedable_types() -> None:
     assert err.value.reason == "UNSUPPORTED_MODEL"
     with pytest.raises(ValueError, match="samples"):
         synthetic_inputs([_inputs([2])], samples=0, seed=0)
+
+
+def test_fixed_values_and_scalars_in_synthetic_inputs() -> None:
+    inputs = [
+        model_pb2.InputSpec(name="audio", shape=[2, 8]),
+        model_pb2.InputSpec(name="sr", shape=[], dtype=model_pb2.DATA_TYPE_INT64, value=16000),
+        model_pb2.InputSpec(name="gain", shape=[2], dtype=model_pb2.DATA_TYPE_FLOAT16, value=0.5),
+        model_pb2.InputSpec(name="step", shape=[], dtype=model_pb2.DATA_TYPE_INT32),
+    ]
+    feeds = synthetic_inputs(inputs, 3, seed=0)
+    for feed in feeds:
+        assert feed["sr"].shape == ()
+        assert feed["sr"].dtype == np.int64
+        assert int(feed["sr"]) == 16000
+        np.testing.assert_array_equal(feed["gain"], np.full(2, 0.5, dtype=np.float16))
+        assert feed["step"].shape == ()
+        assert feed["step"].dtype == np.int32
+    # a fixed input draws nothing: the random ones are those of the inputs without it
+    plain = synthetic_inputs([inputs[0], inputs[3]], 3, seed=0)
+    for fixed, unfixed in zip(feeds, plain, strict=True):
+        np.testing.assert_array_equal(fixed["audio"], unfixed["audio"])

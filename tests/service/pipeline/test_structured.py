@@ -11,7 +11,7 @@ import torch
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 from prunekit_server.pipeline import run_optimization
 from tests.service.pruning.structured_zoo import feeds, run_ort
-from tests.zoo import ZOO, cached
+from tests.zoo import ZOO, cached, export, number_tensors
 
 
 def _spec(name: str, **prune: object) -> spec_pb2.OptimizationSpec:
@@ -53,6 +53,61 @@ def test_channel_job_halves_the_macs_and_reports_every_layer_width(tmp_path: Pat
     pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
     feed = feeds(list(spec.inputs), 1)[0]
     assert run_ort(pruned, feed)[0].shape == (2, 10)
+
+
+def test_channel_job_on_tensors_named_by_numbers(tmp_path: Path) -> None:
+    """A valid opset-13 CNN whose tensors are ``0``, ``1``... (older exporters) prunes like any other."""
+    entry = ZOO["resnet"]
+    source = export(entry.build(), entry, tmp_path / "resnet-13.onnx", "legacy", 13)
+    numbered = tmp_path / "numbered.onnx"
+    onnx.save(number_tensors(onnx.load(str(source))), str(numbered))
+    spec = _spec("resnet", method=spec_pb2.PRUNE_METHOD_CHANNEL, ratio=0.3, round_to=1)
+    spec.inputs[0].name = "0"
+    result = run_optimization(numbered, model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path / "job", _quiet)
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.2
+    assert any(list(layer.shape_after) != list(layer.shape_before) for layer in result.report.layers)
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    assert run_ort(pruned, feeds(list(spec.inputs), 1)[0])[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "dynamo", "script"])
+def test_channel_job_on_a_scalar_input_with_a_fixed_value(fmt: str, tmp_path: Path) -> None:
+    """The voice-activity model frames its audio by ``sr``: random data cannot feed it, its ``value`` can."""
+    model_format = model_pb2.MODEL_FORMAT_TORCHSCRIPT if fmt == "script" else model_pb2.MODEL_FORMAT_ONNX
+    spec = _spec("vad", method=spec_pb2.PRUNE_METHOD_CHANNEL, ratio=0.3, round_to=1)
+    result = run_optimization(cached("vad", fmt), model_format, spec, tmp_path, _quiet)
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.2
+    assert variant.stats.quality.samples == 4
+    pruned = onnx.load(str(result.artifacts["pruned.onnx"]))
+    assert [v.name for v in pruned.graph.input] == ["audio", "sr"]
+    assert [d.dim_value for d in pruned.graph.input[1].type.tensor_type.shape.dim] == []
+    audio, rate = ZOO["vad"].sample()
+    assert run_ort(pruned, {"audio": audio.numpy(), "sr": rate.numpy()})[0].shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "ratio", "warning"),
+    [
+        (spec_pb2.PRUNE_METHOD_CHANNEL, 0.3, "GROUP_SKIPPED"),
+        (spec_pb2.PRUNE_METHOD_ATTENTION_HEAD, 0.25, "HEADS_PRUNED"),
+    ],
+)
+def test_torchscript_with_the_fused_attention_fast_paths(
+    method: int, ratio: float, warning: str, tmp_path: Path
+) -> None:
+    """``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` traced without gradients."""
+    spec = _spec("torchvit", method=method, ratio=ratio)
+    result = run_optimization(
+        cached("torchvit", "trace"), model_pb2.MODEL_FORMAT_TORCHSCRIPT, spec, tmp_path, _quiet
+    )
+    (variant,) = result.report.variants
+    assert variant.macs_reduction > 1.1
+    assert warning in _codes(result.report)
+    module = torch.jit.load(str(result.artifacts["pruned.pt"]))
+    with torch.no_grad():
+        assert module(*ZOO["torchvit"].sample()).shape == (2, 10)
 
 
 @pytest.mark.parametrize(

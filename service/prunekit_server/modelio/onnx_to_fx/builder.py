@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from .naming import Namespace, sanitize_path
+from .naming import Namespace, identifier
 from .values import Dims, Value, const
 
 Record = dict[str, Any]
@@ -73,7 +73,10 @@ class GraphBuilder:
 
     # -- graph inputs and outputs ---------------------------------------------------------
     def placeholder(self, name: str, example: torch.Tensor) -> Value:
-        return Value(self.graph.placeholder(sanitize_path(name).replace(".", "_") or "input"), example)
+        """A graph input; its argument name is an identifier fx did not have to rename."""
+        node = self.graph.placeholder(identifier(name))
+        node.target = node.name
+        return Value(node, example)
 
     def output(self, values: list[Value]) -> None:
         nodes = [self.arg(v) for v in values]

@@ -32,7 +32,17 @@ from prunekit.v1 import model_pb2
 from ...errors import ServiceError, unsupported_model
 from ..ingest import resolve_inputs
 from ..torchscript import random_input
-from . import ops_cnn, ops_math, ops_reduce, ops_resize, ops_shape, ops_tensor, ops_transformer
+from . import (
+    ops_cnn,
+    ops_control,
+    ops_index,
+    ops_math,
+    ops_reduce,
+    ops_resize,
+    ops_shape,
+    ops_tensor,
+    ops_transformer,
+)
 from .builder import GraphBuilder
 from .errors import ConversionError, UnsupportedOp
 from .node import Env, NodeContext, tensor_from_onnx
@@ -40,7 +50,17 @@ from .patterns import fuse_patterns
 from .registry import Output, lookup
 from .values import Dims, Value, const
 
-_OP_MODULES = (ops_cnn, ops_math, ops_reduce, ops_resize, ops_shape, ops_tensor, ops_transformer)
+_OP_MODULES = (
+    ops_cnn,
+    ops_control,
+    ops_index,
+    ops_math,
+    ops_reduce,
+    ops_resize,
+    ops_shape,
+    ops_tensor,
+    ops_transformer,
+)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 EXAMPLE_BATCH = 2
 """The batch size of the sample inputs when the graph's batch dimension is symbolic."""
@@ -74,25 +94,13 @@ def onnx_to_fx(
     env: Env = {name: const(tensor, name) for name, tensor in initializers.items()}
     for spec in specs:
         env[spec.name] = builder.placeholder(spec.name, random_input(spec, generator))
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     output_names = [o.name for o in graph.output]
-    absorbed: set[tuple[str, ...]] = set()
-    samples = _SampleReleaser(consumers, set(output_names))
+    samples = _SampleReleaser(consumers, set(output_names) | _outer_names(graph))
     for spec in specs:
         samples.bound(env, spec.name)
     with torch.no_grad():
-        for node in graph.node:
-            if tuple(node.output) in absorbed:
-                continue
-            cx = NodeContext(builder, node, opset, env, consumers, set(output_names))
-            _convert_node(cx)
-            absorbed.update(tuple(n.output) for n in cx.absorbed)
-            for name in node.output:
-                samples.bound(env, name)
-            samples.consumed(env, node)
+        _convert_nodes(builder, graph, opset, env, samples)
         outputs = [_graph_output(builder, env, name) for name in output_names]
     builder.output(outputs)
     try:
@@ -113,6 +121,56 @@ def onnx_to_fx(
     ]
     gm.eval()
     return gm
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a subgraph of ``graph`` reads (its samples are kept: the subgraph may need them)."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in (
+                [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+            ):
+                names.update(name for n in sub.node for name in n.input)
+                names |= _outer_names(sub)
+    return names
+
+
+def _convert_nodes(
+    builder: GraphBuilder, graph: onnx.GraphProto, opset: int, env: Env, samples: _SampleReleaser | None
+) -> None:
+    """Convert ``graph``'s nodes in order into ``env`` (a subgraph: into its parent's env)."""
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    absorbed: set[tuple[str, ...]] = set()
+    for node in graph.node:
+        if tuple(node.output) in absorbed:
+            continue
+        cx = NodeContext(builder, node, opset, env, consumers, outputs, _inline)
+        _convert_node(cx)
+        absorbed.update(tuple(n.output) for n in cx.absorbed)
+        if samples is not None:
+            for name in node.output:
+                samples.bound(env, name)
+            samples.consumed(env, node)
+
+
+def _inline(cx: NodeContext, graph: onnx.GraphProto) -> list[Value | Dims]:
+    for tensor in graph.initializer:
+        cx.env[tensor.name] = const(_initializer(tensor), tensor.name)
+    _convert_nodes(cx.builder, graph, cx.opset, cx.env, None)
+    missing = [o.name for o in graph.output if o.name not in cx.env]
+    if missing:
+        cx.fail(f"the subgraph never produces {', '.join(missing)}")
+    return [cx.env[o.name] for o in graph.output]
 
 
 class _SampleReleaser:

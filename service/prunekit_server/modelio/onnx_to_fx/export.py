@@ -104,10 +104,34 @@ def fx_to_onnx(
             f"the converted model could not be exported to ONNX: {message[:300]}"
         ) from exc
     model = onnx.load(str(out_path), load_external_data=False)
+    kept = _keep_inputs(model.graph, input_names, args, dynamic_axes)
     if stand_ins:
         _rename_values(model.graph, stand_ins)
+    if stand_ins or kept:
         onnx.save(model, str(out_path))
     return model
+
+
+def _keep_inputs(
+    graph: onnx.GraphProto,
+    names: Sequence[str],
+    args: Sequence[torch.Tensor],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> int:
+    """Declare again, in order, the inputs the exporter dropped because nothing reads them any more
+    (a fixed ``value`` folded into the graph): the model keeps its interface. Returns how many."""
+    present = {value.name for value in graph.input}
+    kept = 0
+    for position, (name, tensor) in enumerate(zip(names, args, strict=True)):
+        if name in present:
+            continue
+        shape: list[int | str] = list(tensor.shape)
+        for axis, symbol in dynamic_axes.get(name, {}).items():
+            shape[axis] = symbol
+        elem_type = onnx.helper.np_dtype_to_tensor_dtype(tensor.numpy().dtype)
+        graph.input.insert(position, onnx.helper.make_tensor_value_info(name, elem_type, shape))
+        kept += 1
+    return kept
 
 
 def _rename_values(graph: onnx.GraphProto, names: dict[str, str]) -> None:

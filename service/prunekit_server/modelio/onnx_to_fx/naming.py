@@ -6,19 +6,24 @@ the scope the exporter recorded on the node (the dynamo exporter's
 ``pkg.torch.onnx.name_scopes``, the legacy exporter's ``/layer1/layer1.0/conv1/Conv``
 node names); otherwise after the op type. Every part is sanitised and every name
 is unique: a taken name gets ``_1``, ``_2``... and a name that would nest under an
-existing leaf is flattened.
+existing leaf is flattened. Names may be anything an exporter wrote (``0``, ``1``...
+as older exporters name tensors, Python keywords, ``self``): path components are
+reached through ``getattr`` (digits are fine) and never a keyword; graph inputs
+become identifiers (:func:`identifier`).
 """
 
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 
 import onnx
 from torch import fx
 
 _INVALID = re.compile(r"[^0-9A-Za-z_]+")
-_RESERVED = frozenset(dir(fx.GraphModule))
+_RESERVED = frozenset(dir(fx.GraphModule)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+_NOT_ARGUMENTS = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"self", "torch"}
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 
@@ -26,6 +31,17 @@ def sanitize_part(part: str) -> str:
     """One path component: letters, digits and ``_`` only, never a GraphModule attribute."""
     cleaned = _INVALID.sub("_", part).strip("_") or "_"
     return cleaned + "_" if cleaned in _RESERVED else cleaned
+
+
+def identifier(name: str, fallback: str = "input") -> str:
+    """A Python identifier for ``name`` that may name a ``forward`` argument.
+
+    ``0`` -> ``input_0``, ``in.put`` -> ``in_put``, ``class`` -> ``class_``, ``self`` -> ``self_``.
+    """
+    cleaned = _INVALID.sub("_", name).strip("_") or fallback
+    if cleaned[0].isdigit():
+        cleaned = f"{fallback}_{cleaned}"
+    return cleaned + "_" if cleaned in _NOT_ARGUMENTS else cleaned
 
 
 def sanitize_path(name: str) -> str:

@@ -42,8 +42,10 @@ class NodeContext:
         env: Env,
         consumers: dict[str, list[onnx.NodeProto]],
         graph_outputs: set[str],
+        inline: Callable[[NodeContext, onnx.GraphProto], list[Value | Dims]] | None = None,
     ) -> None:
         self.builder = builder
+        self._inline = inline
         self.proto = proto
         self.opset = opset
         self.env = env
@@ -81,6 +83,19 @@ class NodeContext:
         if isinstance(value, onnx.GraphProto):
             self.fail(f"attribute {name!r} holds a subgraph, which is not supported")
         return value
+
+    def subgraph(self, name: str) -> onnx.GraphProto:
+        """The graph held by attribute ``name`` (an If's branches)."""
+        proto = self._attrs.get(name)
+        if proto is None or proto.type != onnx.AttributeProto.GRAPH:
+            self.fail(f"attribute {name!r} must hold a graph")
+        return proto.g
+
+    def inline(self, graph: onnx.GraphProto) -> list[Value | Dims]:
+        """Convert ``graph``'s nodes in this node's scope and return the graph's outputs."""
+        if self._inline is None:
+            self.fail("subgraphs cannot be converted here")
+        return self._inline(self, graph)
 
     def attr_int(self, name: str, default: int) -> int:
         return int(self.attr(name, default))

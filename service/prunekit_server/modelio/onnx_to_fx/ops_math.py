@@ -109,6 +109,16 @@ def binary(cx: NodeContext) -> Output:
     return result
 
 
+@converter("Mod")
+def mod(cx: NodeContext) -> Output:
+    """``fmod=0``: the remainder takes the divisor's sign (Python's ``%``); ``fmod=1``: the dividend's."""
+    fmod = cx.attr_int("fmod", 0)
+    dims = _dims_operands(cx)
+    if dims is not None and len(dims) == 2 and not fmod:
+        return itemwise(cx.builder, operator.mod, dims)
+    return cx.call(torch.fmod if fmod else torch.remainder, cx.value(0), cx.value(1))
+
+
 _UNARY: dict[str, Callable[..., Any]] = {
     "Relu": F.relu,
     "Sigmoid": torch.sigmoid,
@@ -207,11 +217,20 @@ def gelu(cx: NodeContext) -> Output:
     return cx.call(F.gelu, cx.value(0), approximate=approximate)
 
 
+def _legacy_channel_slope(x_shape: list[int], slope_shape: list[int], channels: int) -> bool:
+    """A ``[C]`` slope that does not broadcast against x: older exporters' per-channel slope."""
+    if len(slope_shape) != 1 or slope_shape[0] != channels or channels == 1 or len(x_shape) < 3:
+        return False
+    return x_shape[-1] not in (1, channels)
+
+
 @converter("PRelu")
 def prelu(cx: NodeContext) -> Output:
     x, slope = cx.value(0), cx.value(1)
     if slope.is_const and slope.dtype.is_floating_point:
         channels = x.shape[1] if x.rank >= 2 else 1
+        if _legacy_channel_slope(x.shape, slope.shape, channels):
+            slope = const(slope.tensor.reshape(channels, *([1] * (x.rank - 2))), slope.origin)
         trailing = slope.shape[1:]
         per_channel = slope.rank >= 1 and slope.shape[0] == channels and all(d == 1 for d in trailing)
         if (slope.tensor.numel() == 1 or (per_channel and slope.rank == x.rank - 1)) and x.rank >= 1:

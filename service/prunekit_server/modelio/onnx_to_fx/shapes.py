@@ -106,7 +106,8 @@ def reshape_items(
 
 
 def expand_items(builder: GraphBuilder, x: Value, target: Dims) -> list[Value]:
-    """``Tensor.expand`` sizes for ONNX Expand (two-way broadcasting), ``-1`` where x's size stays."""
+    """``Tensor.expand`` sizes for ONNX Expand (two-way broadcasting), ``-1`` where x's size stays
+    (where x's size is not 1, a valid target there is 1 or that size)."""
     rank = x.rank
     out_rank = max(rank, len(target.items))
     padded = [const(1)] * (out_rank - len(target.items)) + list(target.items)
@@ -117,6 +118,8 @@ def expand_items(builder: GraphBuilder, x: Value, target: Dims) -> list[Value]:
             sizes.append(item)
         elif item.is_const and item.example in (1, x.shape[in_pos]):
             sizes.append(const(-1))
+        elif not item.is_const and x.shape[in_pos] != 1:
+            sizes.append(const(-1))  # a size read at run time: 1 or x's own size, either way x's
         else:
             sizes.append(item)
     return sizes

@@ -27,6 +27,7 @@ from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, Sched
 from ..fx_tools import WEIGHTED_MODULES, fidelity, origin, run_batches
 from ..graph import example_inputs, feed_batches, to_graph
 from ..sensitivity import auto_layer_ratios, graph_sensitivity
+from .bound import GROUP_SEARCH_SECONDS, time_bound
 from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer
@@ -81,20 +82,23 @@ class Run:
 
     def groups(self) -> list[Group]:
         config = self.config
-        graph = dependency_graph(self.gm, self.args)
-        selection = select_groups(
-            self.gm,
-            graph,
-            roots=self.method.roots,
-            ignore=config.ignore,
-            overrides=config.overrides,
-            prune_output_layers=config.prune_output_layers,
-            linear_only=self.method.linear_only,
-        )
+        with time_bound(GROUP_SEARCH_SECONDS, "finding and probing the channel groups"):
+            graph = dependency_graph(self.gm, self.args)
+            selection = select_groups(
+                self.gm,
+                graph,
+                roots=self.method.roots,
+                ignore=config.ignore,
+                overrides=config.overrides,
+                prune_output_layers=config.prune_output_layers,
+                linear_only=self.method.linear_only,
+            )
+            failures = verify(
+                self.gm, graph, selection.groups, self.args, prune_output_layers=config.prune_output_layers
+            )
         self.skipped.update(selection.skipped)
-        failures = verify(
-            self.gm, graph, selection.groups, self.args, prune_output_layers=config.prune_output_layers
-        )
+        for key, reason in selection.warned.items():
+            self.warnings.append(f"GROUP_SKIPPED: {origin(self.gm, key).name}: {reason}")
         for key, reason in failures.items():
             self.skipped[key] = reason
             self.warnings.append(f"GROUP_SKIPPED: {origin(self.gm, key).name}: {reason}")

@@ -23,6 +23,7 @@ from torch import fx
 
 from prunekit.v1 import model_pb2
 
+from ...measure.timings import with_batch
 from ...modelio.torchscript import random_input
 from ..base import PruneContext
 from ..graph import to_onnx
@@ -53,7 +54,7 @@ class _SizeRecorder(fx.Interpreter):
 
 def _sizes(gm: fx.GraphModule, inputs: Sequence[model_pb2.InputSpec], batch: int) -> dict[fx.Node, Any]:
     generator = torch.Generator().manual_seed(0)
-    specs = [model_pb2.InputSpec(name=s.name, shape=[batch, *s.shape[1:]], dtype=s.dtype) for s in inputs]
+    specs = with_batch(inputs, batch)
     recorder = _SizeRecorder(gm)
     with torch.no_grad():
         recorder.run(*(random_input(spec, generator) for spec in specs))
@@ -65,9 +66,10 @@ def freeze_static_sizes(gm: fx.GraphModule, inputs: Sequence[model_pb2.InputSpec
 
     Returns how many were frozen. A graph that fails at another batch size is left as it is.
     """
-    if not inputs or any(not spec.shape for spec in inputs):
+    ranked = [spec for spec in inputs if spec.shape]
+    if not ranked:
         return 0
-    first = int(inputs[0].shape[0])
+    first = int(ranked[0].shape[0])
     try:
         one, other = _sizes(gm, inputs, first), _sizes(gm, inputs, first + 1)
     except Exception:

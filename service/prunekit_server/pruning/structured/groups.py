@@ -36,6 +36,7 @@ import torch_pruning as tp
 from torch import fx, nn
 
 from ..fx_tools import WEIGHTED_MODULES, first_match, names_of, origin, output_modules, outputs_of
+from .shuffle import SHUFFLE_REASON, crosses_shuffle, traceable
 
 CONV_TYPES: tuple[type[nn.Module], ...] = tuple(m for m in WEIGHTED_MODULES if m is not nn.Linear)
 CHANNEL_ROOTS: tuple[type[nn.Module], ...] = WEIGHTED_MODULES
@@ -77,7 +78,8 @@ def quiet() -> Iterator[None]:
 def dependency_graph(gm: nn.Module, args: Sequence[torch.Tensor]) -> Any:
     """Torch-Pruning's dependency graph of ``gm`` traced on ``args``."""
     with quiet():
-        return tp.DependencyGraph().build_dependency(gm, example_inputs=list(args), verbose=False)
+        model = traceable(gm, args)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=list(args), verbose=False)
 
 
 def _is_in_fn(dep: Any) -> bool:
@@ -114,6 +116,8 @@ class Selection:
 
     groups: list[Group]
     skipped: dict[str, str]
+    warned: dict[str, str]
+    """The skipped groups a report should warn about (prunable layers left whole by structure)."""
 
 
 def select_groups(
@@ -139,6 +143,7 @@ def select_groups(
     ignored = [m for m, p in paths.items() if p in reasons]
     found: list[Group] = []
     skipped: dict[str, str] = {}
+    warned: dict[str, str] = {}
     with quiet():
         all_groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=list(roots)))
     for group in all_groups:
@@ -148,6 +153,9 @@ def select_groups(
         outs = [paths[m] for d, m in layers if not _is_in_fn(d)]
         ins = [paths[m] for d, m in layers if _is_in_fn(d)]
         if linear_only and not _linear_chain(group):
+            continue
+        if crosses_shuffle(group):
+            skipped[key] = warned[key] = SHUFFLE_REASON
             continue
         chunks = _chunks(graph, group)
         width = len(group[0].idxs)
@@ -168,7 +176,7 @@ def select_groups(
         module = gm.get_submodule(path) if path else None
         if isinstance(module, roots):
             skipped.setdefault(path, reason)
-    return Selection(found, skipped)
+    return Selection(found, skipped, warned)
 
 
 def _linear_chain(group: Any) -> bool:

@@ -13,8 +13,9 @@ from torch import nn
 
 from prunekit.v1 import model_pb2
 from prunekit_server.modelio.onnx_to_fx import onnx_to_fx
+from tests.zoo import number_tensors
 
-from .helpers import assert_parity, input_names, modules_of, run_gm, run_ort
+from .helpers import assert_parity, graph_model, input_names, modules_of, randn, run_gm, run_ort
 from .zoo import LEGACY_OPSETS, NEWEST_OPSET, ZOO
 
 EXPORTS = [
@@ -156,3 +157,20 @@ def test_declared_inputs_set_the_sample_shapes(exported: Callable[..., onnx.Mode
     gm = onnx_to_fx(model, inputs=[spec])
     feeds = {"features": np.random.default_rng(0).standard_normal((5, 4, 8)).astype(np.float32)}
     assert np.abs(run_gm(gm, feeds, ["features"])[0] - run_ort(model, feeds)[0]).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["resnet", "transformer"])
+def test_tensors_named_by_numbers(exported: Callable[..., onnx.ModelProto], name: str) -> None:
+    """Older exporters name tensors ``0``, ``1``...: the generated code stays valid Python."""
+    model = number_tensors(exported(name, "legacy", 13))
+    gm, _ = assert_parity(model, _feeds(name, model))
+    assert gm.meta["prunekit_input_names"] == ["0"]
+
+
+def test_names_that_are_python_words() -> None:
+    feeds = {"self": randn(2, 3), "class": randn(2, 3), "torch": randn(2, 3)}
+    nodes = [
+        helper.make_node("Add", ["self", "class"], ["0"], name="if"),
+        helper.make_node("Mul", ["0", "torch"], ["y"], name="lambda"),
+    ]
+    assert_parity(graph_model(nodes, feeds), feeds)

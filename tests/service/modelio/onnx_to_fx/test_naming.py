@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from onnx import helper
 
-from prunekit_server.modelio.onnx_to_fx.naming import Namespace, node_scope, sanitize_path, weight_scope
+from prunekit_server.modelio.onnx_to_fx.naming import (
+    Namespace,
+    identifier,
+    node_scope,
+    sanitize_path,
+    weight_scope,
+)
 
 
 def test_weight_scope() -> None:
@@ -31,6 +37,17 @@ def test_sanitize_path() -> None:
     assert sanitize_path("onnx::Mul_3") == "onnx_Mul_3"
     assert sanitize_path("graph.weight") == "graph_.weight"
     assert sanitize_path("...") == ""
+    assert sanitize_path("class.if.0") == "class_.if_.0"
+
+
+def test_identifier_is_a_forward_argument() -> None:
+    assert identifier("0") == "input_0"
+    assert identifier("in.put:0") == "in_put_0"
+    assert identifier("class") == "class_"
+    assert identifier("self") == "self_"
+    assert identifier("torch") == "torch_"
+    assert identifier("::") == "input"
+    assert identifier("image") == "image"
 
 
 def test_namespace_is_unique_and_never_nests_under_a_leaf() -> None:

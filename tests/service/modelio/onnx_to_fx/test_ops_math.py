@@ -126,3 +126,19 @@ def test_variadic(op: str) -> None:
 
 def test_where_with_broadcasting() -> None:
     op_parity("Where", {"c": X > 0, "a": X}, {"b": np.float32(-1.0)})
+
+
+def test_mod_takes_the_divisor_sign_or_with_fmod_the_dividend_sign() -> None:
+    a = np.asarray([[-7, -3, 0, 5, 9, 13]], dtype=np.int64)
+    op_parity("Mod", {"a": a}, {"b": np.asarray([3, -4, 5, 3, -2, 4], dtype=np.int64)})
+    op_parity("Mod", {"a": randn(2, 6) * 5}, {"b": np.asarray(1.5, dtype=np.float32)}, fmod=1)
+    op_parity("Mod", {"a": a}, {"b": np.asarray(-4, dtype=np.int64)}, fmod=1)
+
+
+@pytest.mark.parametrize("slope_shape", [(3, 1, 1), (1, 3, 1, 1), (4,), (3, 4, 5), (1,)])
+def test_prelu_with_many_slopes_broadcasts_as_onnx_does(slope_shape: tuple[int, ...]) -> None:
+    op_parity(
+        "PRelu",
+        {"x": randn(2, 3, 4, 5) if len(slope_shape) != 1 or slope_shape == (1,) else randn(2, 3, 5, 4)},
+        {"slope": randn(*slope_shape, seed=4)},
+    )

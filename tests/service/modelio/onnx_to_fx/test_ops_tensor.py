@@ -133,3 +133,9 @@ def test_split_of_a_shape_and_dynamic_slice_bounds() -> None:
     consts = {"zero": ints(0), "axis": ints(3), "sizes": ints(3, 1), "one": ints(1)}
     model = graph_model(nodes, {"x": X}, consts, opset=18)
     assert_parity(model, {"x": X})
+
+
+@pytest.mark.parametrize("target", [(3, 1), (1, 3, 1), (2, 1, 6), (1,)])
+def test_expand_to_a_shape_fed_at_run_time(target: tuple[int, ...]) -> None:
+    """A size of 1 in the target keeps the input's size (two-way broadcasting)."""
+    op_parity("Expand", {"x": randn(1, 3, 1), "shape": ints(*target)}, opset=9)
