@@ -18,7 +18,8 @@ from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, S
 from .messages import undefined_enums, unknown_field_numbers
 from .names import enum_short_name
 from .prune import method_name, prune_violations
-from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig
+from .low_rank_configs import LowRankConfig
+from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig, WeightCriterion
 from .quantize import AUTO_CANDIDATES
 from .quantize_configs import (
     DEFAULT_CALIBRATION_SAMPLES,
@@ -54,6 +55,10 @@ def _overrides(p: spec_pb2.PruneSpec) -> tuple[tuple[str, float], ...]:
     return tuple((o.pattern, o.ratio) for o in p.overrides if not o.ignore)
 
 
+_CRITERIA: dict[int, WeightCriterion] = {_P.IMPORTANCE_WANDA: "wanda", _P.IMPORTANCE_SPARSEGPT: "sparsegpt"}
+"""The importance values that pick a weight-zeroing criterion other than magnitude (L1 and L2 are |w|)."""
+
+
 def _importance(p: spec_pb2.PruneSpec, default: str) -> str:
     if p.importance == _P.IMPORTANCE_UNSPECIFIED:
         return default
@@ -69,12 +74,34 @@ def _steps(p: spec_pb2.PruneSpec) -> int:
     return (p.steps or DEFAULT_STEPS) if p.schedule == _P.PRUNE_SCHEDULE_ITERATIVE else 1
 
 
+def _criterion(p: spec_pb2.PruneSpec) -> WeightCriterion:
+    return _CRITERIA.get(p.importance, "magnitude")
+
+
 def _unstructured(p: spec_pb2.PruneSpec) -> PruneConfig:
-    return UnstructuredConfig(ratio=p.ratio, scope=_scope(p, "global"), ignore=tuple(p.ignore))
+    criterion = _criterion(p)
+    scope = _scope(p, "global" if criterion == "magnitude" else "per_layer")
+    return UnstructuredConfig(ratio=p.ratio, scope=scope, ignore=tuple(p.ignore), importance=criterion)
 
 
 def _n_m(p: spec_pb2.PruneSpec) -> PruneConfig:
-    return NMConfig(n=p.n or 2, m=p.m or 4, ignore=_ignore(p), prune_output_layers=p.prune_output_layers)
+    return NMConfig(
+        n=p.n or 2,
+        m=p.m or 4,
+        ignore=_ignore(p),
+        prune_output_layers=p.prune_output_layers,
+        importance=_criterion(p),
+    )
+
+
+def _low_rank(p: spec_pb2.PruneSpec) -> PruneConfig:
+    return LowRankConfig(
+        ratio=p.ratio,
+        target_macs_reduction=p.target_macs_reduction,
+        energy=p.low_rank.energy,
+        ignore=_ignore(p),
+        prune_output_layers=p.prune_output_layers,
+    )
 
 
 def _structured(
@@ -130,6 +157,7 @@ _PRUNE: dict[str, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {
     "neuron": _structured(NeuronConfig),
     "layer": _layer,
     "attention_head": _heads,
+    "low_rank": _low_rank,
 }
 """``PruneMethod`` short name -> the translation of a ``PruneSpec`` of that method."""
 

@@ -25,49 +25,51 @@ _sym_db = _symbol_database.Default()
 from prunekit.v1 import model_pb2 as prunekit_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16prunekit/v1/spec.proto\x12\x0bprunekit.v1\x1a\x17prunekit/v1/model.proto\"?\n\rLayerOverride\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12\x0e\n\x06ignore\x18\x03 \x01(\x08\"\xa7\x03\n\tPruneSpec\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.prunekit.v1.PruneMethod\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.prunekit.v1.PruneScope\x12\x0e\n\x06ignore\x18\x04 \x03(\t\x12+\n\nimportance\x18\x05 \x01(\x0e\x32\x17.prunekit.v1.Importance\x12\x1d\n\x15target_macs_reduction\x18\x06 \x01(\x01\x12\x10\n\x08round_to\x18\x07 \x01(\x05\x12\x17\n\x0fmax_layer_ratio\x18\x08 \x01(\x01\x12-\n\toverrides\x18\t \x03(\x0b\x32\x1a.prunekit.v1.LayerOverride\x12,\n\x08schedule\x18\n \x01(\x0e\x32\x1a.prunekit.v1.PruneSchedule\x12\r\n\x05steps\x18\x0b \x01(\x05\x12\t\n\x01n\x18\x0c \x01(\x05\x12\t\n\x01m\x18\r \x01(\x05\x12\x13\n\x0b\x61uto_ratios\x18\x0e \x01(\x08\x12\x1b\n\x13prune_output_layers\x18\x0f \x01(\x08\"\xa7\x01\n\rBenchmarkSpec\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\x0f\n\x07threads\x18\x02 \x01(\x05\x12\x0e\n\x06warmup\x18\x03 \x01(\x05\x12\x12\n\niterations\x18\x04 \x01(\x05\x12\x13\n\x0b\x62\x61tch_sizes\x18\x05 \x03(\x05\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12#\n\x06\x64\x65vice\x18\x07 \x01(\x0e\x32\x13.prunekit.v1.Device\"\x85\x01\n\x0e\x45valuationSpec\x12\x0f\n\x07samples\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x1d\n\x15min_cosine_similarity\x18\x04 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x05 \x01(\x01\">\n\x08\x44\x61taSpec\x12\r\n\x05train\x18\x01 \x03(\t\x12\x0c\n\x04\x65val\x18\x02 \x03(\t\x12\x15\n\reval_fraction\x18\x03 \x01(\x01\"u\n\x10\x44istillationSpec\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\x0e\x66\x65\x61ture_layers\x18\x03 \x03(\t\x12\x16\n\x0e\x66\x65\x61ture_weight\x18\x04 \x01(\x01\x42\x08\n\x06_alpha\"\xaf\x04\n\x0c\x46inetuneSpec\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x13\n\x0bmax_seconds\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12)\n\toptimizer\x18\x05 \x01(\x0e\x32\x16.prunekit.v1.Optimizer\x12\x15\n\rlearning_rate\x18\x06 \x01(\x01\x12\x10\n\x08momentum\x18\x07 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x08 \x01(\x01\x12)\n\x08schedule\x18\t \x01(\x0e\x32\x17.prunekit.v1.LrSchedule\x12\x14\n\x0cwarmup_steps\x18\n \x01(\x05\x12\x11\n\tgrad_clip\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x12\n\neval_every\x18\r \x01(\x05\x12\x10\n\x08patience\x18\x0e \x01(\x05\x12#\n\x06\x64\x65vice\x18\x0f \x01(\x0e\x32\x13.prunekit.v1.Device\x12\x1c\n\x0fmixed_precision\x18\x10 \x01(\x08H\x00\x88\x01\x01\x12\x33\n\x0c\x64istillation\x18\x11 \x01(\x0b\x32\x1d.prunekit.v1.DistillationSpec\x12\x1e\n\x16\x63heckpoint_every_steps\x18\x12 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x13 \x01(\x01\x12\x17\n\x0fsteps_per_round\x18\x14 \x01(\x05\x42\x12\n\x10_mixed_precision\"\xf7\x01\n\x0cQuantizeSpec\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.prunekit.v1.QuantizeMode\x12\x33\n\x0b\x63\x61libration\x18\x02 \x01(\x0e\x32\x1e.prunekit.v1.CalibrationMethod\x12\x1b\n\x13\x63\x61libration_samples\x18\x03 \x01(\x05\x12\x18\n\x10include_original\x18\x04 \x01(\x08\x12\x12\n\npercentile\x18\x05 \x01(\x01\x12-\n\ncandidates\x18\x06 \x03(\x0e\x32\x19.prunekit.v1.QuantizeMode\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\"\x92\x01\n\nTargetSpec\x12\x17\n\x0flatency_speedup\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x03 \x01(\x01\x12\x12\n\ntechniques\x18\x04 \x03(\t\x12\x16\n\x0e\x62udget_seconds\x18\x05 \x01(\x01\x12\x10\n\x08required\x18\x06 \x01(\x08\"\xe9\x02\n\x10OptimizationSpec\x12&\n\x06inputs\x18\x01 \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12%\n\x05prune\x18\x02 \x01(\x0b\x32\x16.prunekit.v1.PruneSpec\x12-\n\tbenchmark\x18\x03 \x01(\x0b\x32\x1a.prunekit.v1.BenchmarkSpec\x12/\n\nevaluation\x18\x04 \x01(\x0b\x32\x1b.prunekit.v1.EvaluationSpec\x12+\n\x08\x66inetune\x18\x05 \x01(\x0b\x32\x19.prunekit.v1.FinetuneSpec\x12+\n\x08quantize\x18\x06 \x01(\x0b\x32\x19.prunekit.v1.QuantizeSpec\x12#\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x15.prunekit.v1.DataSpec\x12\'\n\x06target\x18\x08 \x01(\x0b\x32\x17.prunekit.v1.TargetSpec*\xcc\x01\n\x0bPruneMethod\x12\x1c\n\x18PRUNE_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19PRUNE_METHOD_UNSTRUCTURED\x10\x01\x12\x18\n\x14PRUNE_METHOD_CHANNEL\x10\x02\x12\x17\n\x13PRUNE_METHOD_NEURON\x10\x03\x12\x16\n\x12PRUNE_METHOD_LAYER\x10\x04\x12\x1f\n\x1bPRUNE_METHOD_ATTENTION_HEAD\x10\x05\x12\x14\n\x10PRUNE_METHOD_N_M\x10\x06*\xc5\x01\n\nImportance\x12\x1a\n\x16IMPORTANCE_UNSPECIFIED\x10\x00\x12\x11\n\rIMPORTANCE_L1\x10\x01\x12\x11\n\rIMPORTANCE_L2\x10\x02\x12\x15\n\x11IMPORTANCE_TAYLOR\x10\x03\x12\x17\n\x13IMPORTANCE_BN_SCALE\x10\x04\x12\x13\n\x0fIMPORTANCE_FPGM\x10\x05\x12\x19\n\x15IMPORTANCE_ACTIVATION\x10\x06\x12\x15\n\x11IMPORTANCE_RANDOM\x10\x07*j\n\rPruneSchedule\x12\x1e\n\x1aPRUNE_SCHEDULE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PRUNE_SCHEDULE_ONE_SHOT\x10\x01\x12\x1c\n\x18PRUNE_SCHEDULE_ITERATIVE\x10\x02*\\\n\nPruneScope\x12\x1b\n\x17PRUNE_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRUNE_SCOPE_GLOBAL\x10\x01\x12\x19\n\x15PRUNE_SCOPE_PER_LAYER\x10\x02*A\n\x06\x44\x65vice\x12\x16\n\x12\x44\x45VICE_UNSPECIFIED\x10\x00\x12\x0e\n\nDEVICE_CPU\x10\x01\x12\x0f\n\x0b\x44\x45VICE_CUDA\x10\x02*N\n\tOptimizer\x12\x19\n\x15OPTIMIZER_UNSPECIFIED\x10\x00\x12\x11\n\rOPTIMIZER_SGD\x10\x01\x12\x13\n\x0fOPTIMIZER_ADAMW\x10\x02*s\n\nLrSchedule\x12\x1b\n\x17LR_SCHEDULE_UNSPECIFIED\x10\x00\x12\x16\n\x12LR_SCHEDULE_COSINE\x10\x01\x12\x16\n\x12LR_SCHEDULE_LINEAR\x10\x02\x12\x18\n\x14LR_SCHEDULE_CONSTANT\x10\x03*\xb4\x01\n\x0cQuantizeMode\x12\x1d\n\x19QUANTIZE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12QUANTIZE_MODE_NONE\x10\x01\x12\x1d\n\x19QUANTIZE_MODE_STATIC_INT8\x10\x02\x12\x1e\n\x1aQUANTIZE_MODE_DYNAMIC_INT8\x10\x03\x12\x16\n\x12QUANTIZE_MODE_FP16\x10\x04\x12\x16\n\x12QUANTIZE_MODE_AUTO\x10\x05*\x99\x01\n\x11\x43\x61librationMethod\x12\"\n\x1e\x43\x41LIBRATION_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_METHOD_MINMAX\x10\x01\x12\x1e\n\x1a\x43\x41LIBRATION_METHOD_ENTROPY\x10\x02\x12!\n\x1d\x43\x41LIBRATION_METHOD_PERCENTILE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16prunekit/v1/spec.proto\x12\x0bprunekit.v1\x1a\x17prunekit/v1/model.proto\"?\n\rLayerOverride\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12\x0e\n\x06ignore\x18\x03 \x01(\x08\"\xd3\x03\n\tPruneSpec\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.prunekit.v1.PruneMethod\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.prunekit.v1.PruneScope\x12\x0e\n\x06ignore\x18\x04 \x03(\t\x12+\n\nimportance\x18\x05 \x01(\x0e\x32\x17.prunekit.v1.Importance\x12\x1d\n\x15target_macs_reduction\x18\x06 \x01(\x01\x12\x10\n\x08round_to\x18\x07 \x01(\x05\x12\x17\n\x0fmax_layer_ratio\x18\x08 \x01(\x01\x12-\n\toverrides\x18\t \x03(\x0b\x32\x1a.prunekit.v1.LayerOverride\x12,\n\x08schedule\x18\n \x01(\x0e\x32\x1a.prunekit.v1.PruneSchedule\x12\r\n\x05steps\x18\x0b \x01(\x05\x12\t\n\x01n\x18\x0c \x01(\x05\x12\t\n\x01m\x18\r \x01(\x05\x12\x13\n\x0b\x61uto_ratios\x18\x0e \x01(\x08\x12\x1b\n\x13prune_output_layers\x18\x0f \x01(\x08\x12*\n\x08low_rank\x18\x10 \x01(\x0b\x32\x18.prunekit.v1.LowRankSpec\"\x1d\n\x0bLowRankSpec\x12\x0e\n\x06\x65nergy\x18\x01 \x01(\x01\"\xa7\x01\n\rBenchmarkSpec\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\x0f\n\x07threads\x18\x02 \x01(\x05\x12\x0e\n\x06warmup\x18\x03 \x01(\x05\x12\x12\n\niterations\x18\x04 \x01(\x05\x12\x13\n\x0b\x62\x61tch_sizes\x18\x05 \x03(\x05\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12#\n\x06\x64\x65vice\x18\x07 \x01(\x0e\x32\x13.prunekit.v1.Device\"\x85\x01\n\x0e\x45valuationSpec\x12\x0f\n\x07samples\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x1d\n\x15min_cosine_similarity\x18\x04 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x05 \x01(\x01\">\n\x08\x44\x61taSpec\x12\r\n\x05train\x18\x01 \x03(\t\x12\x0c\n\x04\x65val\x18\x02 \x03(\t\x12\x15\n\reval_fraction\x18\x03 \x01(\x01\"u\n\x10\x44istillationSpec\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\x0e\x66\x65\x61ture_layers\x18\x03 \x03(\t\x12\x16\n\x0e\x66\x65\x61ture_weight\x18\x04 \x01(\x01\x42\x08\n\x06_alpha\"\xaf\x04\n\x0c\x46inetuneSpec\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x13\n\x0bmax_seconds\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12)\n\toptimizer\x18\x05 \x01(\x0e\x32\x16.prunekit.v1.Optimizer\x12\x15\n\rlearning_rate\x18\x06 \x01(\x01\x12\x10\n\x08momentum\x18\x07 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x08 \x01(\x01\x12)\n\x08schedule\x18\t \x01(\x0e\x32\x17.prunekit.v1.LrSchedule\x12\x14\n\x0cwarmup_steps\x18\n \x01(\x05\x12\x11\n\tgrad_clip\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x12\n\neval_every\x18\r \x01(\x05\x12\x10\n\x08patience\x18\x0e \x01(\x05\x12#\n\x06\x64\x65vice\x18\x0f \x01(\x0e\x32\x13.prunekit.v1.Device\x12\x1c\n\x0fmixed_precision\x18\x10 \x01(\x08H\x00\x88\x01\x01\x12\x33\n\x0c\x64istillation\x18\x11 \x01(\x0b\x32\x1d.prunekit.v1.DistillationSpec\x12\x1e\n\x16\x63heckpoint_every_steps\x18\x12 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x13 \x01(\x01\x12\x17\n\x0fsteps_per_round\x18\x14 \x01(\x05\x42\x12\n\x10_mixed_precision\"\xf7\x01\n\x0cQuantizeSpec\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.prunekit.v1.QuantizeMode\x12\x33\n\x0b\x63\x61libration\x18\x02 \x01(\x0e\x32\x1e.prunekit.v1.CalibrationMethod\x12\x1b\n\x13\x63\x61libration_samples\x18\x03 \x01(\x05\x12\x18\n\x10include_original\x18\x04 \x01(\x08\x12\x12\n\npercentile\x18\x05 \x01(\x01\x12-\n\ncandidates\x18\x06 \x03(\x0e\x32\x19.prunekit.v1.QuantizeMode\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\"\x92\x01\n\nTargetSpec\x12\x17\n\x0flatency_speedup\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x03 \x01(\x01\x12\x12\n\ntechniques\x18\x04 \x03(\t\x12\x16\n\x0e\x62udget_seconds\x18\x05 \x01(\x01\x12\x10\n\x08required\x18\x06 \x01(\x08\"\xe9\x02\n\x10OptimizationSpec\x12&\n\x06inputs\x18\x01 \x03(\x0b\x32\x16.prunekit.v1.InputSpec\x12%\n\x05prune\x18\x02 \x01(\x0b\x32\x16.prunekit.v1.PruneSpec\x12-\n\tbenchmark\x18\x03 \x01(\x0b\x32\x1a.prunekit.v1.BenchmarkSpec\x12/\n\nevaluation\x18\x04 \x01(\x0b\x32\x1b.prunekit.v1.EvaluationSpec\x12+\n\x08\x66inetune\x18\x05 \x01(\x0b\x32\x19.prunekit.v1.FinetuneSpec\x12+\n\x08quantize\x18\x06 \x01(\x0b\x32\x19.prunekit.v1.QuantizeSpec\x12#\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x15.prunekit.v1.DataSpec\x12\'\n\x06target\x18\x08 \x01(\x0b\x32\x17.prunekit.v1.TargetSpec*\xe7\x01\n\x0bPruneMethod\x12\x1c\n\x18PRUNE_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19PRUNE_METHOD_UNSTRUCTURED\x10\x01\x12\x18\n\x14PRUNE_METHOD_CHANNEL\x10\x02\x12\x17\n\x13PRUNE_METHOD_NEURON\x10\x03\x12\x16\n\x12PRUNE_METHOD_LAYER\x10\x04\x12\x1f\n\x1bPRUNE_METHOD_ATTENTION_HEAD\x10\x05\x12\x14\n\x10PRUNE_METHOD_N_M\x10\x06\x12\x19\n\x15PRUNE_METHOD_LOW_RANK\x10\x07*\xf5\x01\n\nImportance\x12\x1a\n\x16IMPORTANCE_UNSPECIFIED\x10\x00\x12\x11\n\rIMPORTANCE_L1\x10\x01\x12\x11\n\rIMPORTANCE_L2\x10\x02\x12\x15\n\x11IMPORTANCE_TAYLOR\x10\x03\x12\x17\n\x13IMPORTANCE_BN_SCALE\x10\x04\x12\x13\n\x0fIMPORTANCE_FPGM\x10\x05\x12\x19\n\x15IMPORTANCE_ACTIVATION\x10\x06\x12\x15\n\x11IMPORTANCE_RANDOM\x10\x07\x12\x14\n\x10IMPORTANCE_WANDA\x10\x08\x12\x18\n\x14IMPORTANCE_SPARSEGPT\x10\t*j\n\rPruneSchedule\x12\x1e\n\x1aPRUNE_SCHEDULE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PRUNE_SCHEDULE_ONE_SHOT\x10\x01\x12\x1c\n\x18PRUNE_SCHEDULE_ITERATIVE\x10\x02*\\\n\nPruneScope\x12\x1b\n\x17PRUNE_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRUNE_SCOPE_GLOBAL\x10\x01\x12\x19\n\x15PRUNE_SCOPE_PER_LAYER\x10\x02*A\n\x06\x44\x65vice\x12\x16\n\x12\x44\x45VICE_UNSPECIFIED\x10\x00\x12\x0e\n\nDEVICE_CPU\x10\x01\x12\x0f\n\x0b\x44\x45VICE_CUDA\x10\x02*N\n\tOptimizer\x12\x19\n\x15OPTIMIZER_UNSPECIFIED\x10\x00\x12\x11\n\rOPTIMIZER_SGD\x10\x01\x12\x13\n\x0fOPTIMIZER_ADAMW\x10\x02*s\n\nLrSchedule\x12\x1b\n\x17LR_SCHEDULE_UNSPECIFIED\x10\x00\x12\x16\n\x12LR_SCHEDULE_COSINE\x10\x01\x12\x16\n\x12LR_SCHEDULE_LINEAR\x10\x02\x12\x18\n\x14LR_SCHEDULE_CONSTANT\x10\x03*\xb4\x01\n\x0cQuantizeMode\x12\x1d\n\x19QUANTIZE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12QUANTIZE_MODE_NONE\x10\x01\x12\x1d\n\x19QUANTIZE_MODE_STATIC_INT8\x10\x02\x12\x1e\n\x1aQUANTIZE_MODE_DYNAMIC_INT8\x10\x03\x12\x16\n\x12QUANTIZE_MODE_FP16\x10\x04\x12\x16\n\x12QUANTIZE_MODE_AUTO\x10\x05*\x99\x01\n\x11\x43\x61librationMethod\x12\"\n\x1e\x43\x41LIBRATION_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_METHOD_MINMAX\x10\x01\x12\x1e\n\x1a\x43\x41LIBRATION_METHOD_ENTROPY\x10\x02\x12!\n\x1d\x43\x41LIBRATION_METHOD_PERCENTILE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prunekit.v1.spec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRUNEMETHOD']._serialized_start=2370
-  _globals['_PRUNEMETHOD']._serialized_end=2574
-  _globals['_IMPORTANCE']._serialized_start=2577
-  _globals['_IMPORTANCE']._serialized_end=2774
-  _globals['_PRUNESCHEDULE']._serialized_start=2776
-  _globals['_PRUNESCHEDULE']._serialized_end=2882
-  _globals['_PRUNESCOPE']._serialized_start=2884
-  _globals['_PRUNESCOPE']._serialized_end=2976
-  _globals['_DEVICE']._serialized_start=2978
-  _globals['_DEVICE']._serialized_end=3043
-  _globals['_OPTIMIZER']._serialized_start=3045
-  _globals['_OPTIMIZER']._serialized_end=3123
-  _globals['_LRSCHEDULE']._serialized_start=3125
-  _globals['_LRSCHEDULE']._serialized_end=3240
-  _globals['_QUANTIZEMODE']._serialized_start=3243
-  _globals['_QUANTIZEMODE']._serialized_end=3423
-  _globals['_CALIBRATIONMETHOD']._serialized_start=3426
-  _globals['_CALIBRATIONMETHOD']._serialized_end=3579
+  _globals['_PRUNEMETHOD']._serialized_start=2445
+  _globals['_PRUNEMETHOD']._serialized_end=2676
+  _globals['_IMPORTANCE']._serialized_start=2679
+  _globals['_IMPORTANCE']._serialized_end=2924
+  _globals['_PRUNESCHEDULE']._serialized_start=2926
+  _globals['_PRUNESCHEDULE']._serialized_end=3032
+  _globals['_PRUNESCOPE']._serialized_start=3034
+  _globals['_PRUNESCOPE']._serialized_end=3126
+  _globals['_DEVICE']._serialized_start=3128
+  _globals['_DEVICE']._serialized_end=3193
+  _globals['_OPTIMIZER']._serialized_start=3195
+  _globals['_OPTIMIZER']._serialized_end=3273
+  _globals['_LRSCHEDULE']._serialized_start=3275
+  _globals['_LRSCHEDULE']._serialized_end=3390
+  _globals['_QUANTIZEMODE']._serialized_start=3393
+  _globals['_QUANTIZEMODE']._serialized_end=3573
+  _globals['_CALIBRATIONMETHOD']._serialized_start=3576
+  _globals['_CALIBRATIONMETHOD']._serialized_end=3729
   _globals['_LAYEROVERRIDE']._serialized_start=64
   _globals['_LAYEROVERRIDE']._serialized_end=127
   _globals['_PRUNESPEC']._serialized_start=130
-  _globals['_PRUNESPEC']._serialized_end=553
-  _globals['_BENCHMARKSPEC']._serialized_start=556
-  _globals['_BENCHMARKSPEC']._serialized_end=723
-  _globals['_EVALUATIONSPEC']._serialized_start=726
-  _globals['_EVALUATIONSPEC']._serialized_end=859
-  _globals['_DATASPEC']._serialized_start=861
-  _globals['_DATASPEC']._serialized_end=923
-  _globals['_DISTILLATIONSPEC']._serialized_start=925
-  _globals['_DISTILLATIONSPEC']._serialized_end=1042
-  _globals['_FINETUNESPEC']._serialized_start=1045
-  _globals['_FINETUNESPEC']._serialized_end=1604
-  _globals['_QUANTIZESPEC']._serialized_start=1607
-  _globals['_QUANTIZESPEC']._serialized_end=1854
-  _globals['_TARGETSPEC']._serialized_start=1857
-  _globals['_TARGETSPEC']._serialized_end=2003
-  _globals['_OPTIMIZATIONSPEC']._serialized_start=2006
-  _globals['_OPTIMIZATIONSPEC']._serialized_end=2367
+  _globals['_PRUNESPEC']._serialized_end=597
+  _globals['_LOWRANKSPEC']._serialized_start=599
+  _globals['_LOWRANKSPEC']._serialized_end=628
+  _globals['_BENCHMARKSPEC']._serialized_start=631
+  _globals['_BENCHMARKSPEC']._serialized_end=798
+  _globals['_EVALUATIONSPEC']._serialized_start=801
+  _globals['_EVALUATIONSPEC']._serialized_end=934
+  _globals['_DATASPEC']._serialized_start=936
+  _globals['_DATASPEC']._serialized_end=998
+  _globals['_DISTILLATIONSPEC']._serialized_start=1000
+  _globals['_DISTILLATIONSPEC']._serialized_end=1117
+  _globals['_FINETUNESPEC']._serialized_start=1120
+  _globals['_FINETUNESPEC']._serialized_end=1679
+  _globals['_QUANTIZESPEC']._serialized_start=1682
+  _globals['_QUANTIZESPEC']._serialized_end=1929
+  _globals['_TARGETSPEC']._serialized_start=1932
+  _globals['_TARGETSPEC']._serialized_end=2078
+  _globals['_OPTIMIZATIONSPEC']._serialized_start=2081
+  _globals['_OPTIMIZATIONSPEC']._serialized_end=2442
 # @@protoc_insertion_point(module_scope)
