@@ -35,7 +35,9 @@ class LowRankConfig(PruneConfig):
 
     ratio: float = field(
         default=0.0,
-        metadata={"description": "Fraction of the eligible layers' MACs to remove, 0 < ratio < 1 (0: unset)."},
+        metadata={
+            "description": "Fraction of the eligible layers' MACs to remove, 0 < ratio < 1 (0: unset)."
+        },
     )
     target_macs_reduction: float = field(
         default=0.0,

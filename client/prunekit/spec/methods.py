@@ -75,7 +75,15 @@ METHODS: dict[str, Method] = {
     ),
     "low_rank": Method(
         frozenset(
-            {"method", "ratio", "target_macs_reduction", "ignore", "overrides", "prune_output_layers", "low_rank"}
+            {
+                "method",
+                "ratio",
+                "target_macs_reduction",
+                "ignore",
+                "overrides",
+                "prune_output_layers",
+                "low_rank",
+            }
         )
     ),
 }

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from prunekit.v1 import spec_pb2
 
-from .methods import METHODS, Method, importance_problem
 from .low_rank_configs import low_rank_goal_problem
+from .methods import METHODS, Method, importance_problem
 from .names import enum_short_name
 from .structured_configs import MAX_ROUND_TO, MAX_STEPS
 from .values import (
@@ -49,7 +49,7 @@ def _label(method: int) -> str:
 
 def _is_set(prune: spec_pb2.PruneSpec, name: str) -> bool:
     if name == "low_rank":
-        return prune.HasField(name)
+        return prune.HasField("low_rank")
     value = getattr(prune, name)
     return bool(len(value)) if name in ("ignore", "overrides") else bool(value)
 
@@ -67,7 +67,7 @@ def prune_violations(prune: spec_pb2.PruneSpec, path: str, found: list[FieldViol
     _ranges(prune, path, found)
     pattern_violations(list(prune.ignore), f"{path}.ignore", found)
     _overrides(prune, rules, path, found)
-    if rules is not None:
+    if rules is not None and "importance" in rules.fields:
         _importance(prune, rules, path, found)
 
 

@@ -42,6 +42,7 @@ def check_criterion(criterion: object) -> None:
     if criterion not in WEIGHT_CRITERIA:
         raise ValueError(f"importance must be one of {', '.join(WEIGHT_CRITERIA)}, got {criterion!r}")
 
+
 PRUNE_CONFIGS: Registry[str, type[PruneConfig]] = Registry()
 """JSON method name -> config type, for every pruning config defined."""
 
@@ -111,7 +112,9 @@ class UnstructuredConfig(PruneConfig):
         check_scope(self.scope)
         check_criterion(self.importance)
         if self.importance != "magnitude" and self.scope != "per_layer":
-            raise ValueError(f"importance {self.importance!r} compares weights within a layer: use scope per_layer")
+            raise ValueError(
+                f"importance {self.importance!r} compares weights within a layer: use scope per_layer"
+            )
         object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
 
 

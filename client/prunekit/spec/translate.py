@@ -15,10 +15,10 @@ from typing import Any
 from prunekit.v1 import spec_pb2
 
 from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, Schedule
+from .low_rank_configs import LowRankConfig
 from .messages import undefined_enums, unknown_field_numbers
 from .names import enum_short_name
 from .prune import method_name, prune_violations
-from .low_rank_configs import LowRankConfig
 from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig, WeightCriterion
 from .quantize import AUTO_CANDIDATES
 from .quantize_configs import (

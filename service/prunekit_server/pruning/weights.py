@@ -1,4 +1,4 @@
-"""ONNX helpers the weight-reading methods share: a weight's initializer behind Identity/Transpose, output layers."""
+"""ONNX helpers the weight-reading methods share: a weight behind Identity/Transpose, output layers."""
 
 from __future__ import annotations
 

@@ -35,7 +35,9 @@ from .surgery import FIRST_SUFFIX, factorize
 __all__ = ["LowRankConfig", "prune_low_rank"]
 
 
-def _ranks(config: LowRankConfig, active: list[Candidate], total_macs: int) -> tuple[dict[str, int], list[str]]:
+def _ranks(
+    config: LowRankConfig, active: list[Candidate], total_macs: int
+) -> tuple[dict[str, int], list[str]]:
     if config.energy:
         return ranks_for_energy(active, config.energy), []
     if config.ratio:
@@ -89,7 +91,9 @@ def prune_low_rank(model: onnx.ModelProto, config: LowRankConfig, context: Prune
     if not active:
         reasons = [c.skip_reason for c in layers]
         if reasons and all(r.startswith("matches ignore pattern") for r in reasons):
-            raise invalid_spec([FieldViolation("spec.prune.ignore", "the patterns match every factorizable layer")])
+            raise invalid_spec(
+                [FieldViolation("spec.prune.ignore", "the patterns match every factorizable layer")]
+            )
         detail = "; ".join(sorted({f"{c.name}: {c.skip_reason}" for c in layers})[:5])
         raise unsupported_model(
             "no layer can be factorized"

@@ -135,7 +135,9 @@ def candidates(
         name = node.name or f"{node.op_type}_{index}"
         tensor = inits[source]
         value = numpy_helper.to_array(tensor)
-        matrix, reason = (None, "") if tensor.data_type not in FLOAT_TYPES else _matrix(node, value, tuple(perm))
+        matrix, reason = (
+            (None, "") if tensor.data_type not in FLOAT_TYPES else _matrix(node, value, tuple(perm))
+        )
         if tensor.data_type not in FLOAT_TYPES:
             reason = "weight is not floating point"
         elif readers.get(source, 0) > 1 or (node.input[1] != source and readers.get(node.input[1], 0) > 1):
@@ -147,7 +149,9 @@ def candidates(
             reason = "output layer (set prune_output_layers to include it)"
         shape = tuple(int(d) for d in tensor.dims)
         kept = matrix if matrix is not None else np.zeros((1, 1))
-        found.append(Candidate(index, name, node, source, shape, tuple(perm), kept, macs.get(name, 0), reason))
+        found.append(
+            Candidate(index, name, node, source, shape, tuple(perm), kept, macs.get(name, 0), reason)
+        )
     for c in found:
         if not c.skip_reason and c.max_rank < 1:
             c.skip_reason = "no rank lowers its MACs"

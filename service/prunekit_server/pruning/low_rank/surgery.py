@@ -23,7 +23,9 @@ FIRST_SUFFIX = "_low_rank"
 
 def factor_values(c: Candidate, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """``(A, B)`` with ``M ~= B @ A``: ``A`` is ``rank x fan_in``, ``B`` is ``out x rank`` (float64)."""
-    assert c.u is not None and c.singular is not None and c.vt is not None
+    assert c.u is not None
+    assert c.singular is not None
+    assert c.vt is not None
     root = np.sqrt(c.singular[:rank])
     return root[:, None] * c.vt[:rank], c.u[:, :rank] * root[None, :]
 
@@ -33,7 +35,11 @@ def _nodes(
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     first_w, second_w = factor_values(c, rank)
     node, name = c.node, c.name
-    hidden, first_name, second_name = f"{name}{FIRST_SUFFIX}_out", f"{c.weight_name}_lr_a", f"{c.weight_name}_lr_b"
+    hidden, first_name, second_name = (
+        f"{name}{FIRST_SUFFIX}_out",
+        f"{c.weight_name}_lr_a",
+        f"{c.weight_name}_lr_b",
+    )
     bias = list(node.input[2:3])
     if node.op_type == "Gemm":
         first = helper.make_node("Gemm", [node.input[0], first_name], [hidden], name + FIRST_SUFFIX, transB=1)
@@ -62,7 +68,9 @@ def _drop_dead(graph: onnx.GraphProto) -> None:
     while True:
         read = {name for node in graph.node for name in node.input} | outputs
         dead = [
-            n for n in graph.node if n.op_type in ("Identity", "Transpose") and not any(o in read for o in n.output)
+            n
+            for n in graph.node
+            if n.op_type in ("Identity", "Transpose") and not any(o in read for o in n.output)
         ]
         if not dead:
             break
