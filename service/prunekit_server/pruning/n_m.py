@@ -18,6 +18,9 @@ is reached without passing another weighted layer) unless
 ``prune_output_layers``. Selection is by magnitude (NaN as the largest); ties
 keep the lower position. Shapes do not change: the gain needs a runtime with
 sparse kernels, which the result's ``N_M_RUNTIME_SUPPORT`` warning names.
+``importance`` ``wanda`` or ``sparsegpt`` choose each group's survivors with
+calibration inputs instead (:mod:`.calibrated`; sparsegpt also updates the kept
+weights); a layer they cannot read falls back to magnitude (``CALIBRATION_SKIPPED``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .base import (
     initializers,
     register_pruner,
 )
+from .calibrated import Sparsity, calibrated_values
 from .weights import output_layers, resolve_weight
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
@@ -150,13 +154,18 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
     tensors: dict[str, np.ndarray] = {}
     layers: list[LayerPruneInfo] = []
     reasons: list[str] = []
+    skips = {w.name: _skip_reason(w, config, outputs) for w in weights}
+    calibrated, warnings = _calibrated(model, config, context, [w for w in weights if not skips[w.name]])
     for w in weights:
         value = numpy_helper.to_array(w.tensor)
         shape = tuple(int(d) for d in w.tensor.dims)
         before = int(np.count_nonzero(value))
-        reason = _skip_reason(w, config, outputs)
+        reason = skips[w.name]
         after = before
-        if not reason:
+        if not reason and w.name in calibrated:
+            tensors[w.name] = calibrated[w.name]
+            after = int(np.count_nonzero(calibrated[w.name]))
+        elif not reason:
             axis = w.uses[0].axis
             assert axis is not None
             keep = nm_mask(value, axis, config.n, config.m)
@@ -183,12 +192,32 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
             f"no layer can take {config.n}:{config.m} sparsity"
             + (f" ({detail})" if detail else ": the model has no Conv, Gemm or MatMul with a constant weight")
         )
-    warnings = [_runtime_warning(config)]
+    warnings.insert(0, _runtime_warning(config))
     skipped = [layer for layer in layers if layer.skipped and not layer.skip_reason.startswith("matches")]
     if skipped:
         names = ", ".join(layer.name for layer in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
         warnings.append(f"N_M_LAYERS_SKIPPED: {len(skipped)} layer(s) left dense: {names}")
     return PruneResult(tensors=tensors, layers=layers, warnings=warnings)
+
+
+def _calibrated(
+    model: onnx.ModelProto, config: NMConfig, context: PruneContext, weights: list[_Weight]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """WANDA / SPARSEGPT values of the eligible weights read by one node (none for magnitude)."""
+    if config.importance == "magnitude":
+        return {}, []
+    nodes = {node.name: node for node in model.graph.node}
+    single = [
+        (w.name, nodes[w.uses[0].name]) for w in weights if len(w.uses) == 1 and w.uses[0].name in nodes
+    ]
+    reasons = {w.name: "weight without a single named node" for w in weights if w.name not in dict(single)}
+    sparsity = Sparsity(n=config.n, m=config.m)
+    values, skipped, warnings = calibrated_values(model, single, sparsity, config.importance, context)
+    reasons.update(skipped)
+    if reasons:
+        names = ", ".join(f"{name} ({why})" for name, why in sorted(reasons.items())[:8])
+        warnings.append(f"CALIBRATION_SKIPPED: {config.n}:{config.m} by magnitude instead: {names}")
+    return values, warnings
 
 
 def _runtime_warning(config: NMConfig) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..weights import resolve_weight
+from ..weights import resolve_weight, weight_matrix
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 _SEARCH_STEPS = 40
@@ -81,33 +81,6 @@ class Candidate:
         return int(np.searchsorted(power / power[-1], energy - 1e-12) + 1)
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _matrix(node: onnx.NodeProto, value: np.ndarray, perm: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
-    """``M`` of a node given its weight initializer's value, or None and why the node is not a candidate."""
-    attrs = _attrs(node)
-    wide = value.astype(np.float64)
-    if node.op_type == "Gemm":
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            return None, "Gemm with transA, alpha or beta other than the defaults"
-        if wide.ndim != 2 or perm != (0, 1):
-            return None, "Gemm weight is not a plain 2-D initializer"
-        return (wide if attrs.get("transB", 0) else wide.T), ""
-    if node.op_type == "MatMul":
-        if wide.ndim != 2:
-            return None, "MatMul weight is not 2-D"
-        return np.transpose(wide, perm).T, ""
-    if node.op_type == "Conv":
-        if int(attrs.get("group", 1)) != 1:  # type: ignore[call-overload]
-            return None, "grouped or depthwise convolution"
-        if wide.ndim < 3:
-            return None, "Conv weight of rank below 3"
-        return wide.reshape(wide.shape[0], -1), ""
-    return None, f"{node.op_type}: no low-rank factorization for it"
-
-
 def candidates(
     model: onnx.ModelProto, macs: dict[str, int], ignore: tuple[str, ...], outputs: set[str]
 ) -> list[Candidate]:
@@ -136,7 +109,7 @@ def candidates(
         tensor = inits[source]
         value = numpy_helper.to_array(tensor)
         matrix, reason = (
-            (None, "") if tensor.data_type not in FLOAT_TYPES else _matrix(node, value, tuple(perm))
+            (None, "") if tensor.data_type not in FLOAT_TYPES else weight_matrix(node, value, tuple(perm))
         )
         if tensor.data_type not in FLOAT_TYPES:
             reason = "weight is not floating point"
