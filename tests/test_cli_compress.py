@@ -42,7 +42,16 @@ def optimize(server: ServerProcess, model: Path, spec: str, tmp_path: Path, *ext
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(spec)
     env = {**os.environ, "PRUNEKIT_SERVER": server.target}
-    args = ["optimize", str(model), "--spec", str(spec_path), "--out", str(tmp_path / "out"), "--json", *extra]
+    args = [
+        "optimize",
+        str(model),
+        "--spec",
+        str(spec_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        *extra,
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "prunekit", *args], env=env, capture_output=True, text=True, timeout=600
     )
@@ -105,3 +114,41 @@ evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
     assert accuracy > 0.5
     assert float(quantized["stats"]["accuracy"]["top1"]) > 0.5  # type: ignore[index]
     assert np.isfinite(accuracy)
+    factored = [layer for layer in report["layers"] if int(layer.get("rank", 0))]  # type: ignore[union-attr]
+    assert factored
+    assert all(0 < int(layer["macs_after"]) < int(layer["macs_before"]) for layer in factored)
+
+
+def test_sparsegpt_calibrates_on_the_train_split_and_keeps_accuracy(
+    server: ServerProcess, digits: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    model, train, held_out = digits
+    spec = """
+prune: {method: unstructured, ratio: 0.5, importance: sparsegpt, ignore: ["*conv1*"]}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 0.5}
+evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
+"""
+    report = optimize(server, model, spec, tmp_path, "--train", str(train), "--eval", str(held_out))
+    codes = {w["code"] for w in report["warnings"]}  # type: ignore[union-attr]
+    assert "SYNTHETIC_CALIBRATION" not in codes
+    pruned, baseline = _variant(report, "pruned"), report["baseline"]
+    assert isinstance(baseline, dict)
+    assert int(pruned["stats"]["nonzero_parameters"]) < int(baseline["nonzero_parameters"])  # type: ignore[index]
+    top1 = float(pruned["stats"]["accuracy"]["top1"])  # type: ignore[index]
+    assert top1 > float(baseline["accuracy"]["top1"]) - 0.1
+    zeroed = [layer for layer in report["layers"] if not layer.get("skipped")]  # type: ignore[union-attr]
+    assert all(abs(float(layer["sparsity"]) - 0.5) < 0.02 for layer in zeroed)
+
+
+def test_wanda_n_m_without_data_warns_of_synthetic_calibration(server: ServerProcess, tmp_path: Path) -> None:
+    model = tmp_path / "cnn.onnx"
+    write_sample_model(model, "onnx", "cnn", width=16)
+    spec = """
+prune: {method: n_m, importance: wanda}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 0.5}
+evaluation: {samples: 8, min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
+"""
+    report = optimize(server, model, spec, tmp_path)
+    codes = {w["code"] for w in report["warnings"]}  # type: ignore[union-attr]
+    assert {"SYNTHETIC_CALIBRATION", "N_M_RUNTIME_SUPPORT"} <= codes
+    assert any(float(layer.get("sparsity", 0)) == 0.5 for layer in report["layers"])  # type: ignore[union-attr]
