@@ -22,8 +22,11 @@ from .prune import method_name, prune_violations
 from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig, WeightCriterion
 from .quantize import AUTO_CANDIDATES
 from .quantize_configs import (
+    DEFAULT_AWARE_BATCH,
+    DEFAULT_AWARE_LR,
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_PERCENTILE,
+    AwareTrainingConfig,
     DynamicInt8Config,
     Fp16Config,
     QuantizeConfig,
@@ -218,16 +221,30 @@ def quantize_config(q: spec_pb2.QuantizeSpec, mode: int, *, path: str = "spec.qu
         raise SpecRuleError([FieldViolation(path, str(exc))]) from None
 
 
+def _aware(q: spec_pb2.QuantizeSpec, path: str) -> AwareTrainingConfig | None:
+    if not q.HasField("aware_training"):
+        return None
+    a = q.aware_training
+    try:
+        return AwareTrainingConfig(
+            steps=a.steps,
+            lr=a.learning_rate or DEFAULT_AWARE_LR,
+            batch_size=a.batch_size or DEFAULT_AWARE_BATCH,
+        )
+    except ValueError as exc:
+        raise SpecRuleError([FieldViolation(f"{path}.aware_training", str(exc))]) from None
+
+
 def quantize_plan(q: spec_pb2.QuantizeSpec, *, path: str = "spec.quantize") -> QuantizePlan:
     """The configs ``q`` asks for: none for NONE (or no mode), one for a mode, every candidate for AUTO.
 
-    AUTO's candidates are ``q.candidates``, or every concrete mode. Raises :class:`SpecRuleError` as
-    :func:`quantize_config` does.
+    AUTO's candidates are ``q.candidates``, or every concrete mode; ``aware`` holds ``aware_training``.
+    Raises :class:`SpecRuleError` as :func:`quantize_config` does.
     """
     if q.mode in (_P.QUANTIZE_MODE_UNSPECIFIED, _P.QUANTIZE_MODE_NONE):
         return QuantizePlan(configs=())
     if q.mode != _P.QUANTIZE_MODE_AUTO:
-        return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),))
+        return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),), aware=_aware(q, path))
     modes = list(q.candidates) or list(AUTO_CANDIDATES)
     return QuantizePlan(configs=tuple(quantize_config(q, m, path=path) for m in modes), auto=True)
 

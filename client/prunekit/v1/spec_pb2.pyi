@@ -810,6 +810,7 @@ class QuantizeSpec(_message.Message):
     PERCENTILE_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
+    AWARE_TRAINING_FIELD_NUMBER: _builtins.int
     mode: Global___QuantizeMode.ValueType
     calibration: Global___CalibrationMethod.ValueType
     """STATIC_INT8 and AUTO only."""
@@ -837,6 +838,13 @@ class QuantizeSpec(_message.Message):
     def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Glob patterns (fnmatch) on ONNX node names: matching nodes stay float."""
 
+    @_builtins.property
+    def aware_training(self) -> Global___AwareTrainingSpec:
+        """STATIC_INT8 only, needs `data.train`: also fine-tune each source model
+        with fake quantization before quantizing it (variant `<source>_int8_qat`,
+        e.g. `pruned_int8_qat`, beside the post-training `pruned_int8`).
+        """
+
     def __init__(
         self,
         *,
@@ -847,14 +855,49 @@ class QuantizeSpec(_message.Message):
         percentile: _builtins.float = ...,
         candidates: _abc.Iterable[Global___QuantizeMode.ValueType] | None = ...,
         exclude: _abc.Iterable[_builtins.str] | None = ...,
+        aware_training: Global___AwareTrainingSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aware_training", b"aware_training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "calibration_samples", b"calibration_samples", "candidates", b"candidates", "exclude", b"exclude", "include_original", b"include_original", "mode", b"mode", "percentile", b"percentile"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aware_training", b"aware_training", "calibration", b"calibration", "calibration_samples", b"calibration_samples", "candidates", b"candidates", "exclude", b"exclude", "include_original", b"include_original", "mode", b"mode", "percentile", b"percentile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuantizeSpec: _TypeAlias = QuantizeSpec  # noqa: Y015
+
+@_typing.final
+class AwareTrainingSpec(_message.Message):
+    """Quantization-aware recovery: fine-tuning with int8 fake quantization
+    (weights per output channel, symmetric; each Conv / Gemm / MatMul input per
+    tensor, ranges observed on the calibration inputs first), distilled from the
+    float model, then the trained float weights are statically quantized.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    steps: _builtins.int
+    """Optimizer steps, 1 to 100000; required."""
+    learning_rate: _builtins.float
+    """AdamW peak learning rate (cosine schedule); 0 means 1e-4."""
+    batch_size: _builtins.int
+    """Samples per step, 0 to 4096; 0 means 32."""
+    def __init__(
+        self,
+        *,
+        steps: _builtins.int = ...,
+        learning_rate: _builtins.float = ...,
+        batch_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "learning_rate", b"learning_rate", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwareTrainingSpec: _TypeAlias = AwareTrainingSpec  # noqa: Y015
 
 @_typing.final
 class TargetSpec(_message.Message):
