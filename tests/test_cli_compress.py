@@ -152,3 +152,21 @@ evaluation: {samples: 8, min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
     codes = {w["code"] for w in report["warnings"]}  # type: ignore[union-attr]
     assert {"SYNTHETIC_CALIBRATION", "N_M_RUNTIME_SUPPORT"} <= codes
     assert any(float(layer.get("sparsity", 0)) == 0.5 for layer in report["layers"])  # type: ignore[union-attr]
+
+
+def test_aware_training_adds_a_qat_variant_beside_post_training_int8(
+    server: ServerProcess, digits: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    model, train, held_out = digits
+    spec = """
+prune: {method: unstructured, ratio: 0.3}
+quantize: {mode: static_int8, calibration_samples: 32, aware_training: {steps: 30, learning_rate: 0.0003}}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 0.5}
+evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
+"""
+    report = optimize(server, model, spec, tmp_path, "--train", str(train), "--eval", str(held_out))
+    ptq, qat = _variant(report, "pruned_int8"), _variant(report, "pruned_int8_qat")
+    for variant in (ptq, qat):
+        assert float(variant["stats"]["accuracy"]["top1"]) > 0.5  # type: ignore[index]
+    qat_model = onnx.load(str(tmp_path / "out" / "pruned_int8_qat.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qat_model.graph.node}

@@ -127,7 +127,12 @@ def aware_training(
     names = [spec.name for spec in inputs]
     handles = fake_quantized_layers(student, calibration, names)
     plan = FinetuneConfig(
-        epochs=0, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=0, mixed_precision=False
+        epochs=0,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=0,
+        mixed_precision=False,
     )
     finetune(student, teacher, train, eval, plan)
     student.cpu()
