@@ -16,6 +16,7 @@ ALWAYS_EXEMPT = frozenset(
         "BenchmarkProtocol.stable",  # false is a legitimate measurement
         "LatencyStats.stable",
         "LayerChange.skipped",
+        "LayerChange.rank",  # LOW_RANK only
         "LatencyStats.execution_provider",  # "" for torch measurements
         "QuantizationInfo.calibration",  # static quantization only
         "QuantizationInfo.calibration_samples",

@@ -68,17 +68,17 @@ def _layers(
     layers, skipped = [], {}
     for weight_name, node in targets:
         resolved = resolve_weight(node.input[1], inits, producers)
-        shape = tuple(int(d) for d in inits[weight_name].dims)
-        matrix, reason = (None, "weight not found") if resolved is None else (None, "")
-        if resolved is not None:
-            value = numpy_helper.to_array(inits[weight_name])
-            matrix, reason = weight_matrix(node, value, tuple(resolved[1]))
+        if resolved is None:
+            skipped[weight_name] = "weight not found behind Identity/Transpose"
+            continue
+        shape, perm = tuple(int(d) for d in inits[weight_name].dims), tuple(resolved[1])
+        matrix, reason = weight_matrix(node, numpy_helper.to_array(inits[weight_name]), perm)
         reason = reason or layer_input_problem(node, shape)
-        if matrix is None or reason or resolved is None:
+        if matrix is None or reason:
             skipped[weight_name] = reason
             continue
         order = _column_order(node, shape) if node.op_type == "Conv" else np.arange(matrix.shape[1])
-        layers.append(_Layer(weight_name, node, shape, tuple(resolved[1]), matrix[:, order], order))
+        layers.append(_Layer(weight_name, node, shape, perm, matrix[:, order], order))
     return layers, skipped
 
 

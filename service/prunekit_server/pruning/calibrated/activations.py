@@ -77,7 +77,6 @@ def tensors_per_feed(
     for feed in feeds:
         values = {n: feed[n] for n in names if n in inputs}
         if session is not None:
-            wanted = [n for n in computed]
-            outs = session.run(wanted, {i.name: feed[i.name] for i in session.get_inputs()})
-            values.update(zip(wanted, (np.asarray(o) for o in outs), strict=True))
+            outs = session.run(computed, {i.name: feed[i.name] for i in session.get_inputs()})
+            values.update(zip(computed, (np.asarray(o) for o in outs), strict=True))
         yield values
