@@ -17,6 +17,7 @@ ALWAYS_EXEMPT = frozenset(
         "LatencyStats.stable",
         "LayerChange.skipped",
         "InputSpec.value",  # inputs with a fixed value only
+        "LayerChange.rank",  # LOW_RANK only
         "LatencyStats.execution_provider",  # "" for torch measurements
         "QuantizationInfo.calibration",  # static quantization only
         "QuantizationInfo.calibration_samples",

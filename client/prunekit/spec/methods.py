@@ -23,7 +23,7 @@ _SHRINKING = frozenset(
         "auto_ratios",
     }
 )
-_MAGNITUDE = ("l1", "l2")
+_WEIGHT_ZEROING = ("l1", "l2", "wanda", "sparsegpt")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Method:
     """One pruning method's rules.
 
     ``fields``: the ``PruneSpec`` fields it reads (setting another is a violation); ``importances``: the
-    criteria a spec may name (the first is the default; UNSTRUCTURED and N_M rank by magnitude, L1 or L2);
+    criteria a spec may name (the first is the default; UNSTRUCTURED and N_M rank by magnitude, L1 or L2
+    alike, or by WANDA or SPARSEGPT on calibration inputs; LOW_RANK names none);
     ``structural``: it removes structure and takes exactly one of ratio and MACs target;
     ``override_ratios``: its overrides may set a ratio (else they may only ignore);
     ``zero_override``: an override's ratio 0 means the run's ratio, applied per layer.
@@ -45,8 +46,8 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "unstructured": Method(frozenset({"method", "ratio", "scope", "ignore", "importance"}), _MAGNITUDE),
-    "n_m": Method(_SHARED | {"ratio", "n", "m"}, _MAGNITUDE),
+    "unstructured": Method(frozenset({"method", "ratio", "scope", "ignore", "importance"}), _WEIGHT_ZEROING),
+    "n_m": Method(_SHARED | {"ratio", "n", "m"}, _WEIGHT_ZEROING),
     "channel": Method(
         _SHARED | _SHRINKING,
         ("l1", "l2", "taylor", "bn_scale", "fpgm", "activation", "random"),
@@ -71,6 +72,19 @@ METHODS: dict[str, Method] = {
         ("l1", "l2", "taylor", "activation", "random"),
         structural=True,
         override_ratios=True,
+    ),
+    "low_rank": Method(
+        frozenset(
+            {
+                "method",
+                "ratio",
+                "target_macs_reduction",
+                "ignore",
+                "overrides",
+                "prune_output_layers",
+                "low_rank",
+            }
+        )
     ),
 }
 """Every pruning method the service implements, by short name."""

@@ -2,7 +2,7 @@
 
 * ``ratio`` and ``target_macs_reduction``: the methods that remove structure (CHANNEL, NEURON, LAYER,
   ATTENTION_HEAD) take exactly one of them, ratio in (0, 1), target in (1, 100]; UNSTRUCTURED needs a
-  ratio; N_M takes none (or ``1 - n/m``).
+  ratio; N_M takes none (or ``1 - n/m``); LOW_RANK exactly one of them or ``low_rank.energy`` (0 < e < 1).
 * ``round_to`` 0 to 1024, ``max_layer_ratio`` 0 or in (0, 1), ``steps`` 0 to 100 and only with an
   ITERATIVE schedule, ``n``/``m`` (N_M only) with ``0 < n < m <= 64`` (0 meaning 2 and 4).
 * ``overrides``: at most 256, each with a pattern (1 to 256 printable characters) and either a ratio or
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from prunekit.v1 import spec_pb2
 
+from .low_rank_configs import low_rank_goal_problem
 from .methods import METHODS, Method, importance_problem
 from .names import enum_short_name
 from .structured_configs import MAX_ROUND_TO, MAX_STEPS
@@ -47,6 +48,8 @@ def _label(method: int) -> str:
 
 
 def _is_set(prune: spec_pb2.PruneSpec, name: str) -> bool:
+    if name == "low_rank":
+        return prune.HasField("low_rank")
     value = getattr(prune, name)
     return bool(len(value)) if name in ("ignore", "overrides") else bool(value)
 
@@ -64,7 +67,7 @@ def prune_violations(prune: spec_pb2.PruneSpec, path: str, found: list[FieldViol
     _ranges(prune, path, found)
     pattern_violations(list(prune.ignore), f"{path}.ignore", found)
     _overrides(prune, rules, path, found)
-    if rules is not None:
+    if rules is not None and "importance" in rules.fields:
         _importance(prune, rules, path, found)
 
 
@@ -80,6 +83,8 @@ def _targets(prune: spec_pb2.PruneSpec, rules: Method | None, path: str, found: 
         choice = targets_problem(ratio, macs)
         if choice:
             found.append(FieldViolation(f"{path}.{choice[0]}", choice[1]))
+    elif prune.method == _P.PRUNE_METHOD_LOW_RANK:
+        _low_rank(prune, path, found)
     elif prune.method != _P.PRUNE_METHOD_N_M and not ratio:
         found.append(FieldViolation(f"{path}.ratio", str(ratio_problem(ratio))))
     if prune.method == _P.PRUNE_METHOD_N_M:
@@ -93,6 +98,16 @@ def _targets(prune: spec_pb2.PruneSpec, rules: Method | None, path: str, found: 
                     f"{path}.ratio", f"N_M zeroes exactly 1 - n/m = {1.0 - n / m:g}: leave ratio 0"
                 )
             )
+
+
+def _low_rank(prune: spec_pb2.PruneSpec, path: str, found: list[FieldViolation]) -> None:
+    energy = prune.low_rank.energy
+    problem = fraction_problem(energy, "energy") if energy else None
+    if problem:
+        found.append(FieldViolation(f"{path}.low_rank.energy", problem))
+    choice = low_rank_goal_problem(prune.ratio, prune.target_macs_reduction, energy)
+    if choice:
+        found.append(FieldViolation(f"{path}.{choice[0]}", choice[1]))
 
 
 def _ranges(prune: spec_pb2.PruneSpec, path: str, found: list[FieldViolation]) -> None:
@@ -143,5 +158,12 @@ def _importance(prune: spec_pb2.PruneSpec, rules: Method, path: str, found: list
         problem = importance_problem(method_name(prune.method), name, rules.importances)
         if problem:
             found.append(FieldViolation(f"{path}.importance", problem))
+    calibrated = importance in (_P.IMPORTANCE_WANDA, _P.IMPORTANCE_SPARSEGPT)
+    if calibrated and prune.scope == _P.PRUNE_SCOPE_GLOBAL:
+        found.append(
+            FieldViolation(
+                f"{path}.scope", "WANDA and SPARSEGPT compare weights within each layer: leave scope unset"
+            )
+        )
     if prune.method == _P.PRUNE_METHOD_LAYER and prune.auto_ratios and importance:
         found.append(FieldViolation(f"{path}.auto_ratios", "ranks by sensitivity: leave importance unset"))

@@ -15,9 +15,33 @@ from typing import Any, ClassVar, Literal
 from .technique import Registry, check_patterns, config_from_dict, config_to_dict, describe_fields
 from .values import MAX_M, n_m_problems, raise_problem, ratio_problem
 
-__all__ = ["PRUNE_CONFIGS", "NMConfig", "PruneConfig", "Scope", "UnstructuredConfig", "check_scope"]
+__all__ = [
+    "PRUNE_CONFIGS",
+    "WEIGHT_CRITERIA",
+    "NMConfig",
+    "PruneConfig",
+    "Scope",
+    "UnstructuredConfig",
+    "WeightCriterion",
+    "check_scope",
+]
 
 Scope = Literal["global", "per_layer"]
+WeightCriterion = Literal["magnitude", "wanda", "sparsegpt"]
+WEIGHT_CRITERIA: tuple[WeightCriterion, ...] = ("magnitude", "wanda", "sparsegpt")
+"""How the weight-zeroing methods choose weights: by |w|, by |w| x input norm, or with OBS reconstruction."""
+_CRITERION_DESCRIPTION = (
+    "'magnitude': the smallest |w|; 'wanda': the smallest |w| x input-feature L2 norm within each output "
+    "row, on calibration inputs; 'sparsegpt': layer by layer, the least output error, the remaining "
+    "weights updated with the inverse Hessian of the layer's calibration inputs."
+)
+
+
+def check_criterion(criterion: object) -> None:
+    """``ValueError`` unless ``criterion`` is one of :data:`WEIGHT_CRITERIA`."""
+    if criterion not in WEIGHT_CRITERIA:
+        raise ValueError(f"importance must be one of {', '.join(WEIGHT_CRITERIA)}, got {criterion!r}")
+
 
 PRUNE_CONFIGS: Registry[str, type[PruneConfig]] = Registry()
 """JSON method name -> config type, for every pruning config defined."""
@@ -81,10 +105,16 @@ class UnstructuredConfig(PruneConfig):
             "matching layers are left untouched."
         },
     )
+    importance: WeightCriterion = field(default="magnitude", metadata={"description": _CRITERION_DESCRIPTION})
 
     def __post_init__(self) -> None:
         raise_problem("ratio", ratio_problem(self.ratio))
         check_scope(self.scope)
+        check_criterion(self.importance)
+        if self.importance != "magnitude" and self.scope != "per_layer":
+            raise ValueError(
+                f"importance {self.importance!r} compares weights within a layer: use scope per_layer"
+            )
         object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
 
 
@@ -114,11 +144,13 @@ class NMConfig(PruneConfig):
             "description": "Also sparsify the layers that produce a graph output (left dense by default)."
         },
     )
+    importance: WeightCriterion = field(default="magnitude", metadata={"description": _CRITERION_DESCRIPTION})
 
     def __post_init__(self) -> None:
         problem = n_m_problems(self.n, self.m)
         if problem:
             raise_problem(*problem)
+        check_criterion(self.importance)
         object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
         if not isinstance(self.prune_output_layers, bool):
             raise ValueError("prune_output_layers must be true or false")

@@ -3,14 +3,16 @@
 A mode is required (NONE quantizes nothing and takes no options); ``calibration``, ``calibration_samples``
 (1 to 1024, 0 the default) and ``percentile`` (90 to 100, only with PERCENTILE calibration) only for the
 calibrating modes STATIC_INT8 and AUTO; ``candidates`` only for AUTO, each a concrete mode listed once;
-``include_original`` needs prune; ``exclude`` globs as everywhere.
+``include_original`` needs prune; ``exclude`` globs as everywhere; ``aware_training`` only with
+STATIC_INT8 and ``data.train``, its ``steps`` 1 to 100000, ``learning_rate`` 0 or in (0, 1),
+``batch_size`` 0 to 4096.
 """
 
 from __future__ import annotations
 
 from prunekit.v1 import spec_pb2
 
-from .quantize_configs import MAX_CALIBRATION_SAMPLES
+from .quantize_configs import MAX_AWARE_BATCH, MAX_AWARE_STEPS, MAX_CALIBRATION_SAMPLES
 from .values import int_range_problem, percentile_problem
 from .violation import FieldViolation, pattern_violations
 
@@ -58,6 +60,25 @@ def quantize_violations(spec: spec_pb2.OptimizationSpec, path: str, found: list[
             if getattr(q, name):
                 found.append(FieldViolation(f"{path}.{name}", "mode NONE quantizes nothing"))
     pattern_violations(list(q.exclude), f"{path}.exclude", found)
+    if q.HasField("aware_training"):
+        _aware(spec, f"{path}.aware_training", found)
+
+
+def _aware(spec: spec_pb2.OptimizationSpec, path: str, found: list[FieldViolation]) -> None:
+    aware = spec.quantize.aware_training
+    if spec.quantize.mode != _Q.QUANTIZE_MODE_STATIC_INT8:
+        found.append(FieldViolation(path, "only for mode STATIC_INT8"))
+    if not spec.data.train:
+        found.append(FieldViolation(path, "needs data.train: quantization-aware training trains on it"))
+    problem = int_range_problem(aware.steps, 1, MAX_AWARE_STEPS)
+    if problem:
+        found.append(FieldViolation(f"{path}.steps", f"{problem} (required)"))
+    lr = aware.learning_rate
+    if lr and not 0 < lr < 1:
+        found.append(FieldViolation(f"{path}.learning_rate", f"must satisfy 0 < x < 1, got {lr!r} (0: 1e-4)"))
+    problem = int_range_problem(aware.batch_size, 0, MAX_AWARE_BATCH)
+    if problem:
+        found.append(FieldViolation(f"{path}.batch_size", f"{problem} (0: 32)"))
 
 
 def _candidates(q: spec_pb2.QuantizeSpec, path: str, found: list[FieldViolation]) -> None:

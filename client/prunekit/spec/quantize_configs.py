@@ -15,10 +15,15 @@ from .technique import Registry, check_patterns, config_from_dict, config_to_dic
 from .values import int_range_problem, percentile_problem, raise_problem
 
 __all__ = [
+    "DEFAULT_AWARE_BATCH",
+    "DEFAULT_AWARE_LR",
     "DEFAULT_CALIBRATION_SAMPLES",
     "DEFAULT_PERCENTILE",
+    "MAX_AWARE_BATCH",
+    "MAX_AWARE_STEPS",
     "MAX_CALIBRATION_SAMPLES",
     "QUANTIZE_CONFIGS",
+    "AwareTrainingConfig",
     "Calibration",
     "DynamicInt8Config",
     "Fp16Config",
@@ -32,6 +37,10 @@ Calibration = Literal["minmax", "entropy", "percentile"]
 DEFAULT_CALIBRATION_SAMPLES = 64
 MAX_CALIBRATION_SAMPLES = 1024
 DEFAULT_PERCENTILE = 99.999
+DEFAULT_AWARE_LR = 1e-4
+DEFAULT_AWARE_BATCH = 32
+MAX_AWARE_STEPS = 100_000
+MAX_AWARE_BATCH = 4096
 
 QUANTIZE_CONFIGS: Registry[str, type[QuantizeConfig]] = Registry()
 """JSON mode name -> config type, for every quantization config defined."""
@@ -157,8 +166,29 @@ class Fp16Config(QuantizeConfig):
 
 
 @dataclass(frozen=True)
+class AwareTrainingConfig:
+    """Fine-tuning with int8 fake quantization before static quantization (``ValueError`` if invalid)."""
+
+    steps: int = field(metadata={"description": f"Optimizer steps, 1 to {MAX_AWARE_STEPS}."})
+    lr: float = field(default=DEFAULT_AWARE_LR, metadata={"description": "AdamW peak learning rate, > 0."})
+    batch_size: int = field(
+        default=DEFAULT_AWARE_BATCH, metadata={"description": f"Samples per step, 1 to {MAX_AWARE_BATCH}."}
+    )
+
+    def __post_init__(self) -> None:
+        raise_problem("steps", int_range_problem(self.steps, 1, MAX_AWARE_STEPS))
+        raise_problem("batch_size", int_range_problem(self.batch_size, 1, MAX_AWARE_BATCH))
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr < 1:
+            raise ValueError(f"learning_rate must be a number with 0 < x < 1, got {self.lr!r}")
+
+
+@dataclass(frozen=True)
 class QuantizePlan:
-    """The configs a ``QuantizeSpec`` asks for; ``auto`` when they are AUTO's candidates."""
+    """The configs a ``QuantizeSpec`` asks for; ``auto`` when they are AUTO's candidates.
+
+    ``aware``: also build each STATIC_INT8 variant from a quantization-aware fine-tune (``<name>_qat``).
+    """
 
     configs: tuple[QuantizeConfig, ...]
     auto: bool = False
+    aware: AwareTrainingConfig | None = None

@@ -15,14 +15,18 @@ from typing import Any
 from prunekit.v1 import spec_pb2
 
 from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, Schedule
+from .low_rank_configs import LowRankConfig
 from .messages import undefined_enums, unknown_field_numbers
 from .names import enum_short_name
 from .prune import method_name, prune_violations
-from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig
+from .prune_configs import NMConfig, PruneConfig, UnstructuredConfig, WeightCriterion
 from .quantize import AUTO_CANDIDATES
 from .quantize_configs import (
+    DEFAULT_AWARE_BATCH,
+    DEFAULT_AWARE_LR,
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_PERCENTILE,
+    AwareTrainingConfig,
     DynamicInt8Config,
     Fp16Config,
     QuantizeConfig,
@@ -54,6 +58,10 @@ def _overrides(p: spec_pb2.PruneSpec) -> tuple[tuple[str, float], ...]:
     return tuple((o.pattern, o.ratio) for o in p.overrides if not o.ignore)
 
 
+_CRITERIA: dict[int, WeightCriterion] = {_P.IMPORTANCE_WANDA: "wanda", _P.IMPORTANCE_SPARSEGPT: "sparsegpt"}
+"""The importance values that pick a weight-zeroing criterion other than magnitude (L1 and L2 are |w|)."""
+
+
 def _importance(p: spec_pb2.PruneSpec, default: str) -> str:
     if p.importance == _P.IMPORTANCE_UNSPECIFIED:
         return default
@@ -69,12 +77,34 @@ def _steps(p: spec_pb2.PruneSpec) -> int:
     return (p.steps or DEFAULT_STEPS) if p.schedule == _P.PRUNE_SCHEDULE_ITERATIVE else 1
 
 
+def _criterion(p: spec_pb2.PruneSpec) -> WeightCriterion:
+    return _CRITERIA.get(p.importance, "magnitude")
+
+
 def _unstructured(p: spec_pb2.PruneSpec) -> PruneConfig:
-    return UnstructuredConfig(ratio=p.ratio, scope=_scope(p, "global"), ignore=tuple(p.ignore))
+    criterion = _criterion(p)
+    scope = _scope(p, "global" if criterion == "magnitude" else "per_layer")
+    return UnstructuredConfig(ratio=p.ratio, scope=scope, ignore=tuple(p.ignore), importance=criterion)
 
 
 def _n_m(p: spec_pb2.PruneSpec) -> PruneConfig:
-    return NMConfig(n=p.n or 2, m=p.m or 4, ignore=_ignore(p), prune_output_layers=p.prune_output_layers)
+    return NMConfig(
+        n=p.n or 2,
+        m=p.m or 4,
+        ignore=_ignore(p),
+        prune_output_layers=p.prune_output_layers,
+        importance=_criterion(p),
+    )
+
+
+def _low_rank(p: spec_pb2.PruneSpec) -> PruneConfig:
+    return LowRankConfig(
+        ratio=p.ratio,
+        target_macs_reduction=p.target_macs_reduction,
+        energy=p.low_rank.energy,
+        ignore=_ignore(p),
+        prune_output_layers=p.prune_output_layers,
+    )
 
 
 def _structured(
@@ -130,6 +160,7 @@ _PRUNE: dict[str, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {
     "neuron": _structured(NeuronConfig),
     "layer": _layer,
     "attention_head": _heads,
+    "low_rank": _low_rank,
 }
 """``PruneMethod`` short name -> the translation of a ``PruneSpec`` of that method."""
 
@@ -190,16 +221,30 @@ def quantize_config(q: spec_pb2.QuantizeSpec, mode: int, *, path: str = "spec.qu
         raise SpecRuleError([FieldViolation(path, str(exc))]) from None
 
 
+def _aware(q: spec_pb2.QuantizeSpec, path: str) -> AwareTrainingConfig | None:
+    if not q.HasField("aware_training"):
+        return None
+    a = q.aware_training
+    try:
+        return AwareTrainingConfig(
+            steps=a.steps,
+            lr=a.learning_rate or DEFAULT_AWARE_LR,
+            batch_size=a.batch_size or DEFAULT_AWARE_BATCH,
+        )
+    except ValueError as exc:
+        raise SpecRuleError([FieldViolation(f"{path}.aware_training", str(exc))]) from None
+
+
 def quantize_plan(q: spec_pb2.QuantizeSpec, *, path: str = "spec.quantize") -> QuantizePlan:
     """The configs ``q`` asks for: none for NONE (or no mode), one for a mode, every candidate for AUTO.
 
-    AUTO's candidates are ``q.candidates``, or every concrete mode. Raises :class:`SpecRuleError` as
-    :func:`quantize_config` does.
+    AUTO's candidates are ``q.candidates``, or every concrete mode; ``aware`` holds ``aware_training``.
+    Raises :class:`SpecRuleError` as :func:`quantize_config` does.
     """
     if q.mode in (_P.QUANTIZE_MODE_UNSPECIFIED, _P.QUANTIZE_MODE_NONE):
         return QuantizePlan(configs=())
     if q.mode != _P.QUANTIZE_MODE_AUTO:
-        return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),))
+        return QuantizePlan(configs=(quantize_config(q, q.mode, path=path),), aware=_aware(q, path))
     modes = list(q.candidates) or list(AUTO_CANDIDATES)
     return QuantizePlan(configs=tuple(quantize_config(q, m, path=path) for m in modes), auto=True)
 

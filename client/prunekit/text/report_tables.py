@@ -160,9 +160,13 @@ def latency_rows(report: report_pb2.OptimizationReport) -> tuple[list[str], list
 def layer_rows(
     report: report_pb2.OptimizationReport, max_layers: int
 ) -> tuple[list[str], list[list[str]], int]:
-    """The first ``max_layers`` layer changes, and how many more there are."""
+    """The first ``max_layers`` layer changes, and how many more there are.
+
+    A factorized layer (LOW_RANK) shows ``rank r`` where the others show their sparsity.
+    """
     rows = []
     for la in report.layers[:max_layers]:
+        kept = f"rank {la.rank}" if la.rank else f"{la.sparsity * 100:.1f}%"
         shapes = shape(la.shape_before)
         if la.shape_after and list(la.shape_after) != list(la.shape_before):
             shapes += f" -> {shape(la.shape_after)}"
@@ -172,7 +176,7 @@ def layer_rows(
                 la.op_type,
                 shapes,
                 f"{count(la.nonzero_before)} -> {count(la.nonzero_after)}",
-                "skipped" if la.skipped else f"{la.sparsity * 100:.1f}%",
+                "skipped" if la.skipped else kept,
                 f"{si(la.macs_before)} -> {si(la.macs_after)}",
             ]
         )

@@ -491,6 +491,7 @@ class LayerChange(_message.Message):
     MACS_BEFORE_FIELD_NUMBER: _builtins.int
     MACS_AFTER_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     op_type: _builtins.str
     parameters_before: _builtins.int
@@ -503,6 +504,8 @@ class LayerChange(_message.Message):
     macs_after: _builtins.int
     skipped: _builtins.bool
     """True when the layer was left alone (ignored by pattern or not eligible)."""
+    rank: _builtins.int
+    """LOW_RANK: the rank the layer was factorized to (0 for other methods)."""
     @_builtins.property
     def shape_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -522,10 +525,11 @@ class LayerChange(_message.Message):
         macs_before: _builtins.int = ...,
         macs_after: _builtins.int = ...,
         skipped: _builtins.bool = ...,
+        rank: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["macs_after", b"macs_after", "macs_before", b"macs_before", "name", b"name", "nonzero_after", b"nonzero_after", "nonzero_before", b"nonzero_before", "op_type", b"op_type", "parameters_after", b"parameters_after", "parameters_before", b"parameters_before", "shape_after", b"shape_after", "shape_before", b"shape_before", "skipped", b"skipped", "sparsity", b"sparsity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["macs_after", b"macs_after", "macs_before", b"macs_before", "name", b"name", "nonzero_after", b"nonzero_after", "nonzero_before", b"nonzero_before", "op_type", b"op_type", "parameters_after", b"parameters_after", "parameters_before", b"parameters_before", "rank", b"rank", "shape_after", b"shape_after", "shape_before", b"shape_before", "skipped", b"skipped", "sparsity", b"sparsity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

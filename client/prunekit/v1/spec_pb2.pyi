@@ -50,6 +50,14 @@ class _PruneMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PruneMeth
     """N:M semi-structured sparsity (`n` of every `m` consecutive weights kept,
     2:4 by default) on Linear and Conv weights.
     """
+    PRUNE_METHOD_LOW_RANK: _PruneMethod.ValueType  # 7
+    """Low-rank factorization: each eligible Gemm / MatMul with a constant 2-D
+    weight becomes two layers of rank r (truncated SVD), each eligible Conv a
+    k x k conv to r channels followed by a 1x1 conv. Ranks follow
+    `low_rank.energy`, `ratio` (fraction of the eligible layers' MACs
+    removed) or `target_macs_reduction`; a layer whose rank would not lower
+    its MACs stays dense. The model gets physically smaller and faster.
+    """
 
 class PruneMethod(_PruneMethod, metaclass=_PruneMethodEnumTypeWrapper):
     """Which parts of a model pruning removes."""
@@ -78,6 +86,14 @@ PRUNE_METHOD_N_M: PruneMethod.ValueType  # 6
 """N:M semi-structured sparsity (`n` of every `m` consecutive weights kept,
 2:4 by default) on Linear and Conv weights.
 """
+PRUNE_METHOD_LOW_RANK: PruneMethod.ValueType  # 7
+"""Low-rank factorization: each eligible Gemm / MatMul with a constant 2-D
+weight becomes two layers of rank r (truncated SVD), each eligible Conv a
+k x k conv to r channels followed by a 1x1 conv. Ranks follow
+`low_rank.energy`, `ratio` (fraction of the eligible layers' MACs
+removed) or `target_macs_reduction`; a layer whose rank would not lower
+its MACs stays dense. The model gets physically smaller and faster.
+"""
 Global___PruneMethod: _TypeAlias = PruneMethod  # noqa: Y015
 
 class _Importance:
@@ -101,6 +117,16 @@ class _ImportanceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Importance
     IMPORTANCE_ACTIVATION: _Importance.ValueType  # 6
     """Mean absolute activation on the evaluation inputs."""
     IMPORTANCE_RANDOM: _Importance.ValueType  # 7
+    IMPORTANCE_WANDA: _Importance.ValueType  # 8
+    """UNSTRUCTURED and N_M: |weight| x the L2 norm of its input feature over
+    calibration inputs (the train split, else synthetic with a warning),
+    compared within each output row (Wanda).
+    """
+    IMPORTANCE_SPARSEGPT: _Importance.ValueType  # 9
+    """UNSTRUCTURED and N_M: layer by layer, the weights that raise the layer's
+    output error least are removed and the remaining ones updated with the
+    inverse Hessian of its calibration inputs (SparseGPT, OBS-style).
+    """
 
 class Importance(_Importance, metaclass=_ImportanceEnumTypeWrapper):
     """How the parts a method may remove are ranked (least important go first)."""
@@ -120,6 +146,16 @@ IMPORTANCE_FPGM: Importance.ValueType  # 5
 IMPORTANCE_ACTIVATION: Importance.ValueType  # 6
 """Mean absolute activation on the evaluation inputs."""
 IMPORTANCE_RANDOM: Importance.ValueType  # 7
+IMPORTANCE_WANDA: Importance.ValueType  # 8
+"""UNSTRUCTURED and N_M: |weight| x the L2 norm of its input feature over
+calibration inputs (the train split, else synthetic with a warning),
+compared within each output row (Wanda).
+"""
+IMPORTANCE_SPARSEGPT: Importance.ValueType  # 9
+"""UNSTRUCTURED and N_M: layer by layer, the weights that raise the layer's
+output error least are removed and the remaining ones updated with the
+inverse Hessian of its calibration inputs (SparseGPT, OBS-style).
+"""
 Global___Importance: _TypeAlias = Importance  # noqa: Y015
 
 class _PruneSchedule:
@@ -381,6 +417,7 @@ class PruneSpec(_message.Message):
     M_FIELD_NUMBER: _builtins.int
     AUTO_RATIOS_FIELD_NUMBER: _builtins.int
     PRUNE_OUTPUT_LAYERS_FIELD_NUMBER: _builtins.int
+    LOW_RANK_FIELD_NUMBER: _builtins.int
     method: Global___PruneMethod.ValueType
     ratio: _builtins.float
     """Fraction of eligible weights to remove, 0 < ratio < 1."""
@@ -418,6 +455,10 @@ class PruneSpec(_message.Message):
 
     @_builtins.property
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___LayerOverride]: ...
+    @_builtins.property
+    def low_rank(self) -> Global___LowRankSpec:
+        """LOW_RANK only."""
+
     def __init__(
         self,
         *,
@@ -436,14 +477,40 @@ class PruneSpec(_message.Message):
         m: _builtins.int = ...,
         auto_ratios: _builtins.bool = ...,
         prune_output_layers: _builtins.bool = ...,
+        low_rank: Global___LowRankSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["low_rank", b"low_rank"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ratios", b"auto_ratios", "ignore", b"ignore", "importance", b"importance", "m", b"m", "max_layer_ratio", b"max_layer_ratio", "method", b"method", "n", b"n", "overrides", b"overrides", "prune_output_layers", b"prune_output_layers", "ratio", b"ratio", "round_to", b"round_to", "schedule", b"schedule", "scope", b"scope", "steps", b"steps", "target_macs_reduction", b"target_macs_reduction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ratios", b"auto_ratios", "ignore", b"ignore", "importance", b"importance", "low_rank", b"low_rank", "m", b"m", "max_layer_ratio", b"max_layer_ratio", "method", b"method", "n", b"n", "overrides", b"overrides", "prune_output_layers", b"prune_output_layers", "ratio", b"ratio", "round_to", b"round_to", "schedule", b"schedule", "scope", b"scope", "steps", b"steps", "target_macs_reduction", b"target_macs_reduction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PruneSpec: _TypeAlias = PruneSpec  # noqa: Y015
+
+@_typing.final
+class LowRankSpec(_message.Message):
+    """How LOW_RANK chooses each layer's rank."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENERGY_FIELD_NUMBER: _builtins.int
+    energy: _builtins.float
+    """Each layer keeps the smallest rank whose singular values hold at least
+    this fraction of its squared Frobenius norm, 0 < energy < 1. Set this or
+    the prune's `ratio` / `target_macs_reduction`, exactly one.
+    """
+    def __init__(
+        self,
+        *,
+        energy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["energy", b"energy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LowRankSpec: _TypeAlias = LowRankSpec  # noqa: Y015
 
 @_typing.final
 class BenchmarkSpec(_message.Message):
@@ -743,6 +810,7 @@ class QuantizeSpec(_message.Message):
     PERCENTILE_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
+    AWARE_TRAINING_FIELD_NUMBER: _builtins.int
     mode: Global___QuantizeMode.ValueType
     calibration: Global___CalibrationMethod.ValueType
     """STATIC_INT8 and AUTO only."""
@@ -770,6 +838,13 @@ class QuantizeSpec(_message.Message):
     def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Glob patterns (fnmatch) on ONNX node names: matching nodes stay float."""
 
+    @_builtins.property
+    def aware_training(self) -> Global___AwareTrainingSpec:
+        """STATIC_INT8 only, needs `data.train`: also fine-tune each source model
+        with fake quantization before quantizing it (variant `<source>_int8_qat`,
+        e.g. `pruned_int8_qat`, beside the post-training `pruned_int8`).
+        """
+
     def __init__(
         self,
         *,
@@ -780,14 +855,49 @@ class QuantizeSpec(_message.Message):
         percentile: _builtins.float = ...,
         candidates: _abc.Iterable[Global___QuantizeMode.ValueType] | None = ...,
         exclude: _abc.Iterable[_builtins.str] | None = ...,
+        aware_training: Global___AwareTrainingSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aware_training", b"aware_training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "calibration_samples", b"calibration_samples", "candidates", b"candidates", "exclude", b"exclude", "include_original", b"include_original", "mode", b"mode", "percentile", b"percentile"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aware_training", b"aware_training", "calibration", b"calibration", "calibration_samples", b"calibration_samples", "candidates", b"candidates", "exclude", b"exclude", "include_original", b"include_original", "mode", b"mode", "percentile", b"percentile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuantizeSpec: _TypeAlias = QuantizeSpec  # noqa: Y015
+
+@_typing.final
+class AwareTrainingSpec(_message.Message):
+    """Quantization-aware recovery: fine-tuning with int8 fake quantization
+    (weights per output channel, symmetric; each Conv / Gemm / MatMul input per
+    tensor, ranges observed on the calibration inputs first), distilled from the
+    float model, then the trained float weights are statically quantized.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    steps: _builtins.int
+    """Optimizer steps, 1 to 100000; required."""
+    learning_rate: _builtins.float
+    """AdamW peak learning rate (cosine schedule); 0 means 1e-4."""
+    batch_size: _builtins.int
+    """Samples per step, 0 to 4096; 0 means 32."""
+    def __init__(
+        self,
+        *,
+        steps: _builtins.int = ...,
+        learning_rate: _builtins.float = ...,
+        batch_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "learning_rate", b"learning_rate", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwareTrainingSpec: _TypeAlias = AwareTrainingSpec  # noqa: Y015
 
 @_typing.final
 class TargetSpec(_message.Message):

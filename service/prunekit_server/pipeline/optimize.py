@@ -42,6 +42,7 @@ from ..report.render import write_report_files
 from ..search.outcome import SearchOutcome
 from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
+from .aware import aware_variants
 from .data import JobData
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
@@ -101,6 +102,7 @@ def _quantize(
     )
     start, end = span("quantize")
     variants, warnings = quantized_variants(sources, plan, context, workdir, progress, start=start, end=end)
+    variants += aware_variants(sources, plan, context, loaded, inputs, workdir, progress, at=end)
     return variants, warnings, synthetic, plan.auto
 
 

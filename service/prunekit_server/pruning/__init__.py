@@ -26,6 +26,7 @@ from .base import (
 )
 from .heads import HeadConfig, prune_heads
 from .layer import LayerConfig, prune_layers
+from .low_rank import LowRankConfig, prune_low_rank
 from .n_m import prune_n_m
 from .recovery import BatchNormRefresh
 from .structured import ChannelConfig, NeuronConfig, StructuredConfig, prune_channels, prune_neurons
@@ -38,6 +39,7 @@ __all__ = [
     "HeadConfig",
     "LayerConfig",
     "LayerPruneInfo",
+    "LowRankConfig",
     "MetricCurve",
     "NMConfig",
     "NeuronConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "prune_channels",
     "prune_heads",
     "prune_layers",
+    "prune_low_rank",
     "prune_n_m",
     "prune_neurons",
     "prune_unstructured",

@@ -33,6 +33,9 @@ class LayerPruneInfo:
     ``shared_with`` names the other nodes reading the same weight, which is
     pruned once and reported once. ``skipped`` layers were left untouched,
     ``skip_reason`` says why. Parameter counts cover the weight only (never the bias).
+    A layer split in two (LOW_RANK) has its ``rank``, the nodes it became in ``split_into``
+    (their MACs are its MACs after), ``shape_after`` the first factor's shape and
+    ``parameters_after`` both factors' elements.
     """
 
     name: str
@@ -47,6 +50,8 @@ class LayerPruneInfo:
     skipped: bool = False
     skip_reason: str = ""
     shared_with: tuple[str, ...] = ()
+    rank: int = 0
+    split_into: tuple[str, ...] = ()
 
     @classmethod
     def zeroed(

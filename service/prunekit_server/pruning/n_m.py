@@ -18,6 +18,9 @@ is reached without passing another weighted layer) unless
 ``prune_output_layers``. Selection is by magnitude (NaN as the largest); ties
 keep the lower position. Shapes do not change: the gain needs a runtime with
 sparse kernels, which the result's ``N_M_RUNTIME_SUPPORT`` warning names.
+``importance`` ``wanda`` or ``sparsegpt`` choose each group's survivors with
+calibration inputs instead (:mod:`.calibrated`; sparsegpt also updates the kept
+weights); a layer they cannot read falls back to magnitude (``CALIBRATION_SKIPPED``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from .base import (
     initializers,
     register_pruner,
 )
+from .calibrated import Sparsity, calibrated_values
+from .weights import output_layers, resolve_weight
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 
@@ -69,37 +74,6 @@ class _Weight:
     uses: list[_Use] = field(default_factory=list)
 
 
-def _resolve(
-    source: str, inits: dict[str, TensorProto], producers: dict[str, onnx.NodeProto]
-) -> tuple[str, list[int]] | None:
-    """The initializer behind ``source`` (through Identity and Transpose) and the permutation applied to it.
-
-    The permutation maps the consumed tensor's axes to the initializer's:
-    consumed axis ``a`` is initializer axis ``perm[a]``.
-    """
-    perm: list[int] | None = None
-    seen: set[str] = set()
-    while source not in inits:
-        node = producers.get(source)
-        if node is None or source in seen or node.op_type not in ("Identity", "Transpose") or not node.input:
-            return None
-        seen.add(source)
-        if node.op_type == "Transpose":
-            attr = next((a for a in node.attribute if a.name == "perm"), None)
-            step = list(attr.ints) if attr is not None else None
-            # consumed axis a of this Transpose's output is axis step[a] of its input
-            if step is None:
-                return None
-            perm = step if perm is None else [step[p] for p in perm]
-        source = node.input[0]
-    rank = len(inits[source].dims)
-    if perm is None:
-        perm = list(range(rank))
-    if sorted(perm) != list(range(rank)):
-        return None
-    return source, perm
-
-
 def _reduction_axis(node: onnx.NodeProto, rank: int) -> tuple[int | None, str]:
     """The reduction axis of ``node``'s input 1 as it is consumed, or None and why not."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -112,33 +86,6 @@ def _reduction_axis(node: onnx.NodeProto, rank: int) -> tuple[int | None, str]:
     return None, f"{node.op_type}: no runtime accelerates N:M sparsity for it"
 
 
-def output_layers(model: onnx.ModelProto) -> set[str]:
-    """Names of weighted nodes from which a graph output is reached without passing another weighted node."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in model.graph.output}
-    found: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if node.op_type not in WEIGHTED_OPS:
-            continue
-        stack, seen = list(node.output), set(node.output)
-        while stack:
-            value = stack.pop()
-            if value in outputs:
-                found.add(node.name or f"{node.op_type}_{index}")
-                break
-            for reader in consumers.get(value, []):
-                if reader.op_type in WEIGHTED_OPS and len(reader.input) > 1 and reader.input[1] != value:
-                    continue
-                for out in reader.output:
-                    if out not in seen:
-                        seen.add(out)
-                        stack.append(out)
-    return found
-
-
 def _collect(model: onnx.ModelProto) -> list[_Weight]:
     inits = initializers(model)
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -146,7 +93,7 @@ def _collect(model: onnx.ModelProto) -> list[_Weight]:
     for index, node in enumerate(model.graph.node):
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
-        resolved = _resolve(node.input[1], inits, producers)
+        resolved = resolve_weight(node.input[1], inits, producers)
         if resolved is None:
             continue
         source, perm = resolved
@@ -207,13 +154,18 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
     tensors: dict[str, np.ndarray] = {}
     layers: list[LayerPruneInfo] = []
     reasons: list[str] = []
+    skips = {w.name: _skip_reason(w, config, outputs) for w in weights}
+    calibrated, warnings = _calibrated(model, config, context, [w for w in weights if not skips[w.name]])
     for w in weights:
         value = numpy_helper.to_array(w.tensor)
         shape = tuple(int(d) for d in w.tensor.dims)
         before = int(np.count_nonzero(value))
-        reason = _skip_reason(w, config, outputs)
+        reason = skips[w.name]
         after = before
-        if not reason:
+        if not reason and w.name in calibrated:
+            tensors[w.name] = calibrated[w.name]
+            after = int(np.count_nonzero(calibrated[w.name]))
+        elif not reason:
             axis = w.uses[0].axis
             assert axis is not None
             keep = nm_mask(value, axis, config.n, config.m)
@@ -240,12 +192,32 @@ def prune_n_m(model: onnx.ModelProto, config: NMConfig, context: PruneContext) -
             f"no layer can take {config.n}:{config.m} sparsity"
             + (f" ({detail})" if detail else ": the model has no Conv, Gemm or MatMul with a constant weight")
         )
-    warnings = [_runtime_warning(config)]
+    warnings.insert(0, _runtime_warning(config))
     skipped = [layer for layer in layers if layer.skipped and not layer.skip_reason.startswith("matches")]
     if skipped:
         names = ", ".join(layer.name for layer in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
         warnings.append(f"N_M_LAYERS_SKIPPED: {len(skipped)} layer(s) left dense: {names}")
     return PruneResult(tensors=tensors, layers=layers, warnings=warnings)
+
+
+def _calibrated(
+    model: onnx.ModelProto, config: NMConfig, context: PruneContext, weights: list[_Weight]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """WANDA / SPARSEGPT values of the eligible weights read by one node (none for magnitude)."""
+    if config.importance == "magnitude":
+        return {}, []
+    nodes = {node.name: node for node in model.graph.node}
+    single = [
+        (w.name, nodes[w.uses[0].name]) for w in weights if len(w.uses) == 1 and w.uses[0].name in nodes
+    ]
+    reasons = {w.name: "weight without a single named node" for w in weights if w.name not in dict(single)}
+    sparsity = Sparsity(n=config.n, m=config.m)
+    values, skipped, warnings = calibrated_values(model, single, sparsity, config.importance, context)
+    reasons.update(skipped)
+    if reasons:
+        names = ", ".join(f"{name} ({why})" for name, why in sorted(reasons.items())[:8])
+        warnings.append(f"CALIBRATION_SKIPPED: {config.n}:{config.m} by magnitude instead: {names}")
+    return values, warnings
 
 
 def _runtime_warning(config: NMConfig) -> str:

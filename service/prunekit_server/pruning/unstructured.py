@@ -13,6 +13,12 @@ ties at the threshold go to the lower position, positions ordered by the
 weight's first use in the graph, then C order within the weight. NaN weights
 count as the largest. A weight read by several nodes is pruned once and left
 alone when any of its nodes (or its name) matches an ``ignore`` pattern.
+
+``importance`` ``wanda`` or ``sparsegpt`` (``per_layer`` only) choose with
+calibration inputs instead (:mod:`.calibrated`): ``round(ratio * fan_in)`` of
+each output row (wanda) or ``round(ratio * size)`` of each column block
+(sparsegpt, which also updates the kept weights); a layer they cannot read
+falls back to magnitude (``CALIBRATION_SKIPPED``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .base import (
     register_pruner,
     weighted_layers,
 )
+from .calibrated import Sparsity, calibrated_values
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 __all__ = ["FLOAT_TYPES", "Scope", "UnstructuredConfig", "prune_unstructured"]
@@ -105,6 +112,22 @@ def _info(w: _Weight, new: np.ndarray | None) -> LayerPruneInfo:
     return LayerPruneInfo.zeroed(uses, w.name, shape, (before, after), skip_reason)
 
 
+def _calibrated(
+    model: onnx.ModelProto, config: UnstructuredConfig, context: PruneContext, weights: list[_Weight]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """WANDA / SPARSEGPT values of the weights read by one node; the others are left to magnitude."""
+    single = [(w.name, w.layers[0].node) for w in weights if len(w.layers) == 1]
+    reasons = {w.name: "weight shared by several nodes" for w in weights if len(w.layers) > 1}
+    values, skipped, warnings = calibrated_values(
+        model, single, Sparsity(ratio=config.ratio), config.importance, context
+    )
+    reasons.update(skipped)
+    if reasons:
+        names = ", ".join(f"{name} ({why})" for name, why in sorted(reasons.items())[:8])
+        warnings.append(f"CALIBRATION_SKIPPED: pruned by magnitude instead: {names}")
+    return values, warnings
+
+
 @register_pruner(UnstructuredConfig)
 def prune_unstructured(
     model: onnx.ModelProto, config: UnstructuredConfig, context: PruneContext
@@ -125,6 +148,10 @@ def prune_unstructured(
             "no prunable layer: unstructured pruning needs Conv, ConvTranspose, Gemm or MatMul layers "
             "with a floating-point constant weight"
         )
+    calibrated: dict[str, np.ndarray] = {}
+    if config.importance != "magnitude":
+        calibrated, fallback = _calibrated(model, config, context, [w for w, _ in active])
+        warnings += fallback
     mags = [_magnitudes(value) for _, value in active]
     if config.scope == "global":
         total = sum(m.size for m in mags)
@@ -136,6 +163,9 @@ def prune_unstructured(
     tensors: dict[str, np.ndarray] = {}
     new_values: dict[str, np.ndarray] = {}
     for (w, value), selected in zip(active, masks, strict=True):
+        if w.name in calibrated:
+            tensors[w.name] = new_values[w.name] = calibrated[w.name]
+            continue
         if not np.any(value.reshape(-1)[selected] != 0):
             new_values[w.name] = value
             continue

@@ -152,7 +152,8 @@ def layer_changes(
     MACs are looked up by node name (the model analysis' layer names) and
     summed over the nodes sharing the weight (``shared_with``). A layer missing
     from ``macs_after`` keeps its ``macs_before``, unless it was removed (not
-    skipped, empty ``shape_after``): then it costs nothing.
+    skipped, empty ``shape_after``): then it costs nothing. A layer split in two
+    (``split_into``) costs what its nodes cost.
     """
     out: list[report_pb2.LayerChange] = []
     for layer in layers:
@@ -160,6 +161,8 @@ def layer_changes(
         before = sum(macs_before.get(n, 0) for n in nodes)
         removed = not layer.skipped and not layer.shape_after
         after = sum(macs_after.get(n, 0 if removed else macs_before.get(n, 0)) for n in nodes)
+        if layer.split_into:
+            after = sum(macs_after.get(n, 0) for n in layer.split_into)
         out.append(
             report_pb2.LayerChange(
                 name=layer.name,
@@ -174,6 +177,7 @@ def layer_changes(
                 macs_before=before,
                 macs_after=after,
                 skipped=layer.skipped,
+                rank=layer.rank,
             )
         )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prunekit._render import render_report
 from prunekit.text.markdown import markdown_table, render_markdown
-from prunekit.text.report_tables import flag_names, quantization_text, stability_text
+from prunekit.text.report_tables import flag_names, layer_rows, quantization_text, stability_text
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
 from ..conftest import sample_report
@@ -106,3 +106,25 @@ def test_markdown_sensitivity_schedule_and_escaping() -> None:
     assert "| conv\\|1 | top1_agreement | 0.1: 0.9900, 0.5: 0.9000 |" in text
     assert "| 1 | 0.250 | 1,000 | top1_agreement | 0.9800 |" in text
     assert markdown_table(["a", "b"], [["1", "x|y"]], "rl") == "| a | b |\n| ---: | --- |\n| 1 | x\\|y |"
+
+
+def test_a_factorized_layer_shows_its_rank_where_others_show_sparsity() -> None:
+    report = report_pb2.OptimizationReport(
+        layers=[
+            report_pb2.LayerChange(
+                name="fc1",
+                op_type="Gemm",
+                shape_before=[64, 32],
+                shape_after=[8, 32],
+                rank=8,
+                macs_before=2048,
+                macs_after=768,
+            ),
+            report_pb2.LayerChange(name="fc2", op_type="Gemm", shape_before=[10, 64], sparsity=0.5),
+        ]
+    )
+    headers, rows, hidden = layer_rows(report, 10)
+    column = headers.index("sparsity")
+    assert [row[column] for row in rows] == ["rank 8", "50.0%"]
+    assert rows[0][headers.index("MACs")] == "2.05 K -> 768"
+    assert hidden == 0

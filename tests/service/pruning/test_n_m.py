@@ -182,7 +182,7 @@ def test_config_round_trips_through_json_and_describes_itself() -> None:
     assert PruneConfig.from_dict(data) == config
     assert NMConfig.from_dict(data) == config
     assert config.ratio == pytest.approx(0.875)
-    assert set(NMConfig.describe()) == {"n", "m", "ignore", "prune_output_layers"}
+    assert set(NMConfig.describe()) == {"n", "m", "ignore", "prune_output_layers", "importance"}
     assert all(NMConfig.describe().values())
 
 

@@ -257,6 +257,7 @@ def test_config_round_trips_through_json() -> None:
         "ratio": 0.3,
         "scope": "per_layer",
         "ignore": ["/fc/*", "*.bias"],
+        "importance": "magnitude",
     }
     assert PruneConfig.from_dict(data) == config
     assert UnstructuredConfig.from_dict(data) == config
@@ -269,7 +270,7 @@ def test_config_round_trips_through_json() -> None:
 
 def test_config_fields_describe_themselves() -> None:
     described = UnstructuredConfig.describe()
-    assert set(described) == {"ratio", "scope", "ignore"}
+    assert set(described) == {"ratio", "scope", "ignore", "importance"}
     assert all(text for text in described.values())
 
 
