@@ -33,8 +33,10 @@ time.sleep(120)
 
 _CHILD = """
 import os, time
+parent = os.getppid()
 from prunekit_server.jobs.worker.main import die_with_parent
-assert die_with_parent(os.getppid())
+assert die_with_parent(parent)
+print("armed", flush=True)
 time.sleep(120)
 """
 
@@ -85,7 +87,7 @@ def test_a_worker_dies_with_its_parent() -> None:
     parent = subprocess.Popen([sys.executable, "-c", _PARENT, _CHILD], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
-    time.sleep(1.0)
+    assert parent.stdout.readline().strip() == "armed"  # the import can take seconds on a busy machine
     assert _alive(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=10)
