@@ -46,9 +46,7 @@ METHODS = ("GetJob", "ListJobs", "WatchJob")
 def server_process(store: Path, *extra: str) -> Iterator[str]:
     """A ``prunekit-server`` process on a free port over file storage; yields its target."""
     command = [sys.executable, "-m", "prunekit_server.main", "--port", "0", "--storage", f"file://{store}"]
-    env = dict(
-        os.environ, PRUNEKIT_WORKER_MEMORY_BYTES="0", PRUNEKIT_LOG_LEVEL="WARNING", PRUNEKIT_AUTH="none"
-    )
+    env = dict(os.environ, PRUNEKIT_WORKER_MEMORY_BYTES="0", PRUNEKIT_LOG_LEVEL="INFO", PRUNEKIT_AUTH="none")
     proc = subprocess.Popen([*command, *extra], env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

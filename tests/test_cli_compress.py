@@ -106,7 +106,7 @@ evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
 """
     report = optimize(server, model, spec, tmp_path, "--train", str(train), "--eval", str(held_out))
     pruned, quantized = _variant(report, "pruned"), _variant(report, "pruned_int8")
-    assert "VARIANT_FLAG_FINETUNED" in pruned["flags"]  # type: ignore[operator]
+    assert "FINETUNED" in pruned["flags"]  # type: ignore[operator]
     baseline = report["baseline"]
     assert isinstance(baseline, dict)
     assert int(pruned["stats"]["macs"]) < int(baseline["macs"])  # type: ignore[index]
