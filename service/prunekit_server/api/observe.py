@@ -49,25 +49,16 @@ class ObserveInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method = details.method.rsplit(".", 1)[-1]
         request_id = _request_id(details)
-        for kind, make in (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        for kind, make, wrap in (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, self._unary),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, self._unary),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, self._streaming),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, self._streaming),
         ):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 return make(
-                    self._unary(behavior, method, request_id),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        for kind, make in (
-            ("unary_stream", grpc.unary_stream_rpc_method_handler),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler),
-        ):
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                return make(
-                    self._streaming(behavior, method, request_id),
+                    wrap(behavior, method, request_id),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
