@@ -9,29 +9,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import Message
 
 from prunekit import _datasets, _transfer
 from prunekit._auth import ENV_SERVER, ChannelSecurity, from_env
+from prunekit._coerce import InputsLike, ModelLike, ProgressCallback, SpecLike, as_spec, input_specs
 from prunekit._datasets import DatasetLike
 from prunekit._errors import PrunekitError
 from prunekit._model_format import infer_format
 from prunekit._retry import RetryPolicy
-from prunekit._spec import load_spec, spec_from_dict
 from prunekit._version import __version__
 from prunekit._watch import TERMINAL_STATES, is_terminal, watch
-from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2_grpc, spec_pb2
+from prunekit.v1 import job_pb2, model_pb2, optimizer_service_pb2_grpc
 from prunekit.v1 import optimizer_service_pb2 as pb
 
 __all__ = ["TERMINAL_STATES", "Client", "is_terminal"]
-
-ModelLike: TypeAlias = "model_pb2.ModelRef | str | PathLike[str]"
-SpecLike: TypeAlias = "spec_pb2.OptimizationSpec | Mapping[str, Any] | str | PathLike[str]"
-InputsLike: TypeAlias = "Mapping[str, Sequence[int]] | Sequence[model_pb2.InputSpec] | None"
-ProgressCallback: TypeAlias = Callable[[job_pb2.Job], None]
 
 
 class Client:
@@ -149,7 +144,9 @@ class Client:
             filename=filename or file.name, format=model_format, size_bytes=streamed.size_bytes
         )
         requests = functools.partial(_transfer.upload_requests, streamed, metadata)
-        response = self._upload_file(self._stub.UploadModel, requests, streamed, metadata, timeout)
+        deadline = self.transfer_timeout if timeout is None else timeout
+        method = self._stub.UploadModel
+        response = _transfer.upload(method, requests, streamed, metadata, self._retry, deadline)
         model = cast(pb.UploadModelResponse, response).model
         streamed.check(model.sha256)
         return model
@@ -169,34 +166,12 @@ class Client:
             streamed = _transfer.StreamedFile(file)
             metadata = pb.DatasetMetadata(filename=name, size_bytes=streamed.size_bytes)
             requests = functools.partial(_transfer.dataset_requests, streamed, metadata)
-            response = self._upload_file(self._stub.UploadDataset, requests, streamed, metadata, timeout)
+            deadline = self.transfer_timeout if timeout is None else timeout
+            method = self._stub.UploadDataset
+            response = _transfer.upload(method, requests, streamed, metadata, self._retry, deadline)
         dataset = cast(pb.UploadDatasetResponse, response).dataset
         streamed.check(dataset.sha256)
         return dataset
-
-    def _upload(self, method: Any, requests: Callable[[], Iterator[Message]], timeout: float | None) -> Any:
-        """One client-streaming call with the transfer deadline, restarted from the first message on retry."""
-        deadline = self.transfer_timeout if timeout is None else timeout
-        return self._retry.call(lambda _retry: method(requests(), timeout=deadline))
-
-    def _upload_file(
-        self,
-        method: Any,
-        requests: Callable[[], Iterator[Message]],
-        streamed: _transfer.StreamedFile,
-        metadata: pb.UploadMetadata | pb.DatasetMetadata,
-        timeout: float | None,
-    ) -> Any:
-        """:meth:`_upload`, declaring no sha256 (hashed while streaming); once more with it declared when the
-        server is one that requires it up front (INVALID_ARGUMENT on ``metadata.sha256``)."""
-        try:
-            return self._upload(method, requests, timeout)
-        except PrunekitError as exc:
-            needs_digest = any(field == "metadata.sha256" for field, _ in exc.violations)
-            if exc.code != grpc.StatusCode.INVALID_ARGUMENT or not needs_digest or metadata.sha256:
-                raise
-        metadata.sha256 = streamed.digest()
-        return self._upload(method, requests, timeout)
 
     def _model_ref(self, model: ModelLike) -> model_pb2.ModelRef:
         if isinstance(model, model_pb2.ModelRef):
@@ -222,7 +197,7 @@ class Client:
         """
         request = pb.AnalyzeModelRequest(
             model=self._model_ref(model),
-            inputs=_input_specs(inputs),
+            inputs=input_specs(inputs),
             sensitivity=sensitivity,
             sensitivity_ratios=list(sensitivity_ratios),
         )
@@ -245,7 +220,7 @@ class Client:
         :class:`SpecError`. ``request_id`` (a new UUID when None) is sent unchanged on every retry, so a retry
         after a lost response returns the job the first attempt created.
         """
-        spec_message = _as_spec(spec)
+        spec_message = as_spec(spec)
         request = pb.CreateJobRequest(
             model=self._model_ref(model),
             spec=spec_message,
@@ -413,33 +388,9 @@ class Client:
         ``job`` is a Job or a job id (fetched). A job that has not succeeded raises ``FAILED_PRECONDITION`` /
         ``JOB_NOT_SUCCEEDED``. Artifact names that would land outside ``directory`` are refused.
         """
-        record = self.get_job(job) if isinstance(job, str) else job
-        if record.state != job_pb2.JOB_STATE_SUCCEEDED:
-            state = job_pb2.JobState.Name(record.state)
-            raise PrunekitError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"job {record.id} is {state}; only a succeeded job has artifacts",
-                reason="JOB_NOT_SUCCEEDED",
-                job=record,
-            )
+        record = _transfer.require_succeeded(self.get_job(job) if isinstance(job, str) else job)
         root = Path(directory)
         targets = [(a.name, _transfer.artifact_path(root, a.name)) for a in record.artifacts]
         for name, target in targets:
             self.download_artifact(record.id, name, target, timeout=timeout)
         return [target for _, target in targets]
-
-
-def _as_spec(spec: SpecLike) -> spec_pb2.OptimizationSpec:
-    if isinstance(spec, spec_pb2.OptimizationSpec):
-        return spec
-    if isinstance(spec, Mapping):
-        return spec_from_dict(spec)
-    return load_spec(spec)
-
-
-def _input_specs(inputs: InputsLike) -> list[model_pb2.InputSpec]:
-    if inputs is None:
-        return []
-    if isinstance(inputs, Mapping):
-        return [model_pb2.InputSpec(name=name, shape=list(shape)) for name, shape in inputs.items()]
-    return list(inputs)

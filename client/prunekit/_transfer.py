@@ -7,10 +7,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from prunekit._errors import PrunekitError
+from prunekit._retry import RetryPolicy
 from prunekit.v1 import job_pb2, optimizer_service_pb2
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "artifact_path",
     "dataset_requests",
     "receive",
+    "require_succeeded",
+    "upload",
     "upload_requests",
 ]
 
@@ -94,6 +99,33 @@ def dataset_requests(
         yield optimizer_service_pb2.UploadDatasetRequest(chunk=chunk)
 
 
+def upload(
+    method: Any,
+    requests: Callable[[], Iterator[Message]],
+    streamed: StreamedFile,
+    metadata: optimizer_service_pb2.UploadMetadata | optimizer_service_pb2.DatasetMetadata,
+    retry: RetryPolicy,
+    deadline: float,
+) -> Any:
+    """One client-streaming upload call, ``deadline`` per attempt, restarted from the first message on retry.
+
+    The metadata declares no sha256 (the file is hashed while it streams); when the server is one that
+    requires it up front (INVALID_ARGUMENT on ``metadata.sha256``) the file is hashed and sent once more.
+    """
+
+    def send() -> Any:
+        return retry.call(lambda _retry: method(requests(), timeout=deadline))
+
+    try:
+        return send()
+    except PrunekitError as exc:
+        needs_digest = any(field == "metadata.sha256" for field, _ in exc.violations)
+        if exc.code != grpc.StatusCode.INVALID_ARGUMENT or not needs_digest or metadata.sha256:
+            raise
+    metadata.sha256 = streamed.digest()
+    return send()
+
+
 def artifact_path(directory: Path, name: str) -> Path:
     """Where artifact ``name`` goes under ``directory``; refuses names that would escape it."""
     pure = PurePosixPath(name)
@@ -104,6 +136,19 @@ def artifact_path(directory: Path, name: str) -> Path:
             reason="INVALID_REQUEST",
         )
     return directory.joinpath(*pure.parts)
+
+
+def require_succeeded(job: job_pb2.Job) -> job_pb2.Job:
+    """``job`` when it succeeded (only then has it artifacts), else ``FAILED_PRECONDITION`` /
+    ``JOB_NOT_SUCCEEDED`` carrying the job."""
+    if job.state != job_pb2.JOB_STATE_SUCCEEDED:
+        raise PrunekitError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"job {job.id} is {job_pb2.JobState.Name(job.state)}; only a succeeded job has artifacts",
+            reason="JOB_NOT_SUCCEEDED",
+            job=job,
+        )
+    return job
 
 
 def receive(
