@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -20,7 +21,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from prunekit import Client
+from prunekit import Client, cli
 from prunekit.v1 import (
     job_pb2,
     model_pb2,
@@ -357,3 +358,24 @@ def client(target: str) -> Iterator[Client]:
 @pytest.fixture
 def report() -> report_pb2.OptimizationReport:
     return sample_report()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A small file named like an ONNX model (the fake service never parses it)."""
+    path = tmp_path / "net.onnx"
+    path.write_bytes(b"\x08\x07" * 5000)
+    return path
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    """A valid spec file: unstructured pruning at 50%."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("prune:\n  method: unstructured\n  ratio: 0.5\n")
+    return path
+
+
+def run(target: str, *args: str) -> int:
+    """The CLI's exit code for ``args`` against ``target`` with a 5 s deadline."""
+    return cli.main(["--server", target, "--timeout", "5", *args])

@@ -13,25 +13,7 @@ from prunekit import Client, cli
 from prunekit.text.markdown import render_markdown
 from prunekit.v1 import job_pb2
 
-from .conftest import FakeService, make_status, sample_report
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "net.onnx"
-    path.write_bytes(b"\x08\x07" * 5000)
-    return path
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text("prune:\n  method: unstructured\n  ratio: 0.5\n")
-    return path
-
-
-def run(target: str, *args: str) -> int:
-    return cli.main(["--server", target, "--timeout", "5", *args])
+from .conftest import FakeService, make_status, run, sample_report
 
 
 def test_optimize_prints_the_report_and_downloads(

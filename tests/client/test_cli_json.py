@@ -10,29 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from prunekit import cli
 from prunekit._machine import to_json
 from prunekit.v1 import job_pb2, report_pb2
 
-from .conftest import FakeService, sample_report
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "net.onnx"
-    path.write_bytes(b"\x08\x07" * 5000)
-    return path
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text("prune:\n  method: unstructured\n  ratio: 0.5\n")
-    return path
-
-
-def run(target: str, *args: str) -> int:
-    return cli.main(["--server", target, "--timeout", "5", *args])
+from .conftest import FakeService, run, sample_report
 
 
 def test_every_field_is_present_with_numbers_and_short_enum_names() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -48,6 +50,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def start(settings: Settings) -> RunningServer:
     return start_server(settings)
+
+
+@contextmanager
+def file_server(tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> Iterator[RunningServer]:
+    """A running server on a fresh file store and scratch directory: ``TEST_SETTINGS`` with ``overrides``."""
+    storage = f"file://{tmp_path_factory.mktemp('storage')}"
+    scratch = str(tmp_path_factory.mktemp("scratch"))
+    running = start(replace(TEST_SETTINGS, storage=storage, scratch_dir=scratch, **overrides))
+    try:
+        yield running
+    finally:
+        running.stop(grace=2.0)
 
 
 def new_bucket_uri(endpoint: str) -> str:
@@ -117,6 +131,12 @@ def upload(stub: pb_grpc.OptimizerServiceStub, path: Path) -> model_pb2.ModelRef
     fmt = model_pb2.MODEL_FORMAT_TORCHSCRIPT if path.suffix == ".pt" else model_pb2.MODEL_FORMAT_ONNX
     response = stub.UploadModel(upload_requests(path.read_bytes(), fmt, filename=path.name), timeout=60)
     return response.model
+
+
+def download(stub: pb_grpc.OptimizerServiceStub, job_id: str, name: str) -> bytes:
+    """An artifact's bytes (the stream's chunks after its info message)."""
+    responses = list(stub.DownloadArtifact(pb.DownloadArtifactRequest(job_id=job_id, name=name), timeout=60))
+    return b"".join(r.chunk for r in responses[1:])
 
 
 def assert_serving(channel: grpc.Channel) -> None:

@@ -19,7 +19,7 @@ from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 from tests.bombs import huge_input_model, inlining_bomb, write_deflate_bomb
 
-from .conftest import TEST_SETTINGS, start, status_error, upload, upload_requests
+from .conftest import TEST_SETTINGS, file_server, start, status_error, upload, upload_requests
 from .jobflow import create, quick_spec, wait
 
 MEMORY = 16 << 30
@@ -27,15 +27,8 @@ MEMORY = 16 << 30
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    settings = replace(
-        TEST_SETTINGS,
-        storage=f"file://{tmp_path_factory.mktemp('storage')}",
-        scratch_dir=str(tmp_path_factory.mktemp("scratch")),
-        worker_memory_bytes=MEMORY,
-    )
-    running = start(settings)
-    yield running
-    running.stop(grace=1.0)
+    with file_server(tmp_path_factory, worker_memory_bytes=MEMORY) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -15,27 +14,14 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 
-from .conftest import TEST_SETTINGS, start, status_error, upload
+from .conftest import file_server, status_error, upload
 from .jobflow import create, quick_spec, wait
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    settings = replace(
-        TEST_SETTINGS,
-        storage=f"file://{tmp_path_factory.mktemp('storage')}",
-        scratch_dir=str(tmp_path_factory.mktemp("scratch")),
-        job_timeout_s=600.0,
-    )
-    running = start(settings)
-    yield running
-    running.stop(grace=2.0)
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.OptimizerServiceStub]:
-    with grpc.insecure_channel(server.target) as channel:
-        yield pb_grpc.OptimizerServiceStub(channel)
+    with file_server(tmp_path_factory, job_timeout_s=600.0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.server import RunningServer
 
-from .conftest import TEST_SETTINGS, start, upload
+from .conftest import TEST_SETTINGS, file_server, start, upload
 from .jobflow import run
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -51,11 +51,8 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    storage = f"file://{tmp_path_factory.mktemp('storage')}"
-    settings = replace(TEST_SETTINGS, storage=storage, metrics_port=0, workers=1)
-    running = start(replace(settings, scratch_dir=str(tmp_path_factory.mktemp("scratch"))))
-    yield running
-    running.stop(grace=2.0)
+    with file_server(tmp_path_factory, metrics_port=0, workers=1) as running:
+        yield running
 
 
 def test_rpcs_jobs_stages_storage_and_uploads_move_their_series(

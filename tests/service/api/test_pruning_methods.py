@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -24,18 +23,14 @@ from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.server import RunningServer
 from tests.zoo import ZOO, export
 
-from .conftest import TEST_SETTINGS, start, status_error, upload
+from .conftest import download, file_server, status_error, upload
 from .jobflow import run
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    storage = f"file://{tmp_path_factory.mktemp('storage')}"
-    running = start(
-        replace(TEST_SETTINGS, storage=storage, scratch_dir=str(tmp_path_factory.mktemp("scratch")))
-    )
-    yield running
-    running.stop(grace=2.0)
+    with file_server(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +50,6 @@ def _spec(inputs: list[model_pb2.InputSpec] | None = None, **prune: object) -> s
         benchmark=spec_pb2.BenchmarkSpec(warmup=1, iterations=3, max_seconds=0.5),
         evaluation=spec_pb2.EvaluationSpec(samples=4),
     )
-
-
-def _download(stub: pb_grpc.OptimizerServiceStub, job_id: str, name: str) -> bytes:
-    responses = stub.DownloadArtifact(pb.DownloadArtifactRequest(job_id=job_id, name=name), timeout=60)
-    return b"".join(r.chunk for r in responses if r.WhichOneof("payload") == "chunk")
 
 
 def _succeeded(job: job_pb2.Job) -> job_pb2.Job:
@@ -124,7 +114,7 @@ def test_layer_job_removes_the_residual_block(
     removed = [layer for layer in report.layers if not layer.skipped]
     assert len(removed) == 2
     assert all(not layer.shape_after for layer in removed)
-    pruned = onnx.load_from_string(_download(stub, job.id, "pruned.onnx"))
+    pruned = onnx.load_from_string(download(stub, job.id, "pruned.onnx"))
     feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
     (logits,) = ort.InferenceSession(pruned.SerializeToString()).run(None, feed)
     assert logits.shape == (1, 10)
@@ -150,6 +140,6 @@ def test_layer_job_on_torchscript(stub: pb_grpc.OptimizerServiceStub, models: di
     job = _succeeded(run(stub, model, _spec([image], method=spec_pb2.PRUNE_METHOD_LAYER, ratio=0.5)))
     assert {"pruned.pt", "pruned.onnx"} <= {a.name for a in job.artifacts}
     assert job.report.variants[0].stats.parameters < job.report.baseline.parameters
-    module = torch.jit.load(io.BytesIO(_download(stub, job.id, "pruned.pt")))
+    module = torch.jit.load(io.BytesIO(download(stub, job.id, "pruned.pt")))
     with torch.no_grad():
         assert module(torch.randn(1, 3, 32, 32)).shape == (1, 10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -16,13 +15,12 @@ import pytest
 import torch
 
 from prunekit.v1 import job_pb2, spec_pb2
-from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.server import RunningServer
 from tests.service.pruning.structured_zoo import graph_input_names, run_ort
 from tests.zoo import ZOO, cached
 
-from .conftest import TEST_SETTINGS, start, upload
+from .conftest import download, file_server, upload
 from .jobflow import run
 
 CASES = [
@@ -39,20 +37,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server on the file backend (the storage backends have their own tests)."""
-    running = start(
-        replace(
-            TEST_SETTINGS,
-            storage=f"file://{tmp_path_factory.mktemp('storage')}",
-            scratch_dir=str(tmp_path_factory.mktemp("scratch")),
-        )
-    )
-    yield running
-    running.stop(grace=2.0)
-
-
-def _download(stub: pb_grpc.OptimizerServiceStub, job_id: str, name: str) -> bytes:
-    responses = list(stub.DownloadArtifact(pb.DownloadArtifactRequest(job_id=job_id, name=name), timeout=60))
-    return b"".join(r.chunk for r in responses[1:])
+    with file_server(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.mark.parametrize(("name", "fmt", "prune"), CASES, ids=[f"{n}-{f}" for n, f, _ in CASES])
@@ -80,7 +66,7 @@ def test_structured_job(
     assert any(list(layer.shape_after) != list(layer.shape_before) for layer in report.layers)
     assert "UNSTRUCTURED_NO_SPEEDUP" not in {w.code for w in report.warnings}
 
-    pruned = onnx.load_from_string(_download(stub, job.id, "pruned.onnx"))
+    pruned = onnx.load_from_string(download(stub, job.id, "pruned.onnx"))
     names = graph_input_names(pruned)
     sample = entry.sample()
     feed = {n: t.numpy() for n, t in zip(names, sample, strict=True)}
@@ -90,6 +76,6 @@ def test_structured_job(
     assert run_ort(pruned, feed)[0].shape == expected_shape
     if source.suffix == ".pt":
         assert "TORCHSCRIPT_OUTPUT" in {w.code for w in report.warnings}
-        module = torch.jit.load(io.BytesIO(_download(stub, job.id, "pruned.pt")))
+        module = torch.jit.load(io.BytesIO(download(stub, job.id, "pruned.pt")))
         with torch.no_grad():
             assert tuple(module(*sample).shape) == expected_shape

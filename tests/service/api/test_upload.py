@@ -6,7 +6,6 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ from prunekit_server.api.upload import _Writer
 from prunekit_server.errors import Code, ServiceError
 from prunekit_server.server import RunningServer
 
-from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload_requests
+from .conftest import assert_serving, file_server, status_error, upload_requests
 
 CAP = 3 << 20
 
@@ -27,11 +26,8 @@ CAP = 3 << 20
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A file-backed server with a 3 MiB upload cap (overrides the per-backend fixture)."""
-    storage = f"file://{tmp_path_factory.mktemp('storage')}"
-    scratch = str(tmp_path_factory.mktemp("scratch"))
-    running = start(replace(TEST_SETTINGS, storage=storage, max_upload_bytes=CAP, scratch_dir=scratch))
-    yield running
-    running.stop(grace=1.0)
+    with file_server(tmp_path_factory, max_upload_bytes=CAP) as running:
+        yield running
 
 
 def call(

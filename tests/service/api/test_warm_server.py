@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 
 from ..server_process import worker_pids
-from .conftest import TEST_SETTINGS, start, upload
+from .conftest import file_server, upload
 from .jobflow import create, run, wait
 
 
@@ -27,15 +26,8 @@ from .jobflow import create, run, wait
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    settings = replace(
-        TEST_SETTINGS,
-        storage=f"file://{tmp_path_factory.mktemp('storage')}",
-        scratch_dir=str(tmp_path_factory.mktemp("scratch")),
-        warm_workers=request.param,
-    )
-    running = start(settings)
-    yield running
-    running.stop(grace=1.0)
+    with file_server(tmp_path_factory, warm_workers=request.param) as running:
+        yield running
 
 
 def _parent(pid: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
 
 from ..server_process import worker_pids
-from .conftest import TEST_SETTINGS, assert_serving, start, status_error, upload
+from .conftest import assert_serving, file_server, status_error, upload
 from .jobflow import create, run, wait
 
 JOB_TIMEOUT_S = 30.0
@@ -27,18 +26,14 @@ JOB_TIMEOUT_S = 30.0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One worker, a queue of one, 4 GiB of address space, a short time limit."""
-    settings = replace(
-        TEST_SETTINGS,
-        storage=f"file://{tmp_path_factory.mktemp('storage')}",
-        scratch_dir=str(tmp_path_factory.mktemp("scratch")),
+    with file_server(
+        tmp_path_factory,
         workers=1,
         max_queued_jobs=1,
         job_timeout_s=JOB_TIMEOUT_S,
         worker_memory_bytes=4 << 30,
-    )
-    running = start(settings)
-    yield running
-    running.stop(grace=1.0)
+    ) as running:
+        yield running
 
 
 def fault(action: str, stage: str = "prune") -> dict[str, str]:
