@@ -7,7 +7,8 @@ from collections.abc import Callable
 from ..auth.identity import Identity
 from ..config import Settings
 from ..jobs.durable.job_store import JobStore
-from ..jobs.durable.usage import ACTIVE_JOBS, Quotas, quota_exceeded
+from ..jobs.durable.seats import Seats
+from ..jobs.durable.usage import Quotas
 
 
 def tenant_quotas(settings: Settings, who: Identity) -> Quotas:
@@ -20,15 +21,15 @@ def tenant_quotas(settings: Settings, who: Identity) -> Quotas:
     )
 
 
-def active_jobs_admission(jobs: JobStore, limit: int) -> Callable[[], None] | None:
-    """For :meth:`JobStore.create`: QUOTA_EXCEEDED when the tenant has ``limit`` (> 0) jobs PENDING or
-    RUNNING already; None without a limit."""
+def active_jobs_admission(jobs: JobStore, limit: int) -> Callable[[str], None] | None:
+    """For :meth:`JobStore.create`: a seat for the new job (see :mod:`..jobs.durable.seats`), or
+    QUOTA_EXCEEDED when the tenant's ``limit`` (> 0) jobs hold every seat and are still PENDING or
+    RUNNING; None without a limit."""
     if limit <= 0:
         return None
+    seats = Seats(jobs.store, jobs.tenant)
 
-    def admit() -> None:
-        active = jobs.count_active()
-        if active >= limit:
-            raise quota_exceeded(ACTIVE_JOBS, limit, active)
+    def admit(job_id: str) -> None:
+        seats.take(job_id, limit, jobs.liveness, jobs.active_job_ids)
 
     return admit

@@ -101,6 +101,34 @@ def test_active_jobs_are_capped_per_tenant(servers: list[RunningServer], models:
             b.cancel_job(job.id)
 
 
+def test_creates_racing_on_two_servers_never_pass_the_active_jobs_quota(
+    servers: list[RunningServer], models: dict[str, Path]
+) -> None:
+    clients = [_client(server, TOKEN_B) for server in servers]
+    model = clients[0].upload_model(models["mlp.onnx"])
+    created: list[str] = []
+    refused: list[str] = []
+
+    def create(client: prunekit.Client) -> None:
+        try:
+            created.append(client.create_job(model, QUICK, labels=HANG).id)
+        except prunekit.PrunekitError as exc:
+            refused.append(exc.reason)
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in clients for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert (len(created), refused) == (2, ["QUOTA_EXCEEDED"] * 6)
+    finally:
+        for job_id in created:
+            clients[0].cancel_job(job_id)
+        for client in clients:
+            client.close()
+
+
 def test_stored_bytes_are_counted_once_across_servers(
     servers: list[RunningServer], models: dict[str, Path]
 ) -> None:

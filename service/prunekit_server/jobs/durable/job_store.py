@@ -59,13 +59,13 @@ class JobStore:
         request_id: str,
         labels: Mapping[str, str],
         *,
-        admit: Callable[[], None] | None = None,
+        admit: Callable[[str], None] | None = None,
     ) -> tuple[job_pb2.Job, bool]:
         """Store a new PENDING job, or return the job this request_id already made.
 
         Returns ``(job, created)``. The same request_id with a different request
         is ALREADY_EXISTS (REQUEST_ID_REUSED). The request claim is written
-        first, so a crash half-way is completed by the client's retry. ``admit`` is called
+        first, so a crash half-way is completed by the client's retry. ``admit(job_id)`` is called
         just before a new job is written (not for a request_id that made its job already) and may
         raise ServiceError to refuse it (a quota): the claim stays, and a retry is admitted afresh.
         """
@@ -77,7 +77,7 @@ class JobStore:
                 with contextlib.suppress(ServiceError):
                     return self.get(claimed), False
             if admit is not None:
-                admit()
+                admit(claimed)
             job = record.new_job(claimed, model, spec, request_id, labels)
             if self.owner:
                 lease.stamp(job, self.owner, self.lease_s)
@@ -129,13 +129,14 @@ class JobStore:
             keys = self.store.list_keys(prefix)
         return [key[len(prefix) :] for key in keys if record.is_valid_job_id(key[len(prefix) :])]
 
-    def count_active(self) -> int:
-        """Jobs of this tenant that are PENDING or RUNNING now (read from their records)."""
-        count = 0
-        for job_id in self.active_job_ids():
-            with contextlib.suppress(ServiceError):
-                count += not record.is_terminal(self.get(job_id).state)
-        return count
+    def liveness(self, job_id: str) -> bool | None:
+        """Whether the job is PENDING or RUNNING now; None when it has no record."""
+        try:
+            return not record.is_terminal(self.get(job_id).state)
+        except ServiceError as exc:
+            if exc.reason == "JOB_NOT_FOUND":
+                return None
+            raise
 
     def forget_active(self, job_id: str) -> None:
         """Remove ``job_id`` from the index of jobs not yet ended."""

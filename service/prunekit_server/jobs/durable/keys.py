@@ -13,6 +13,7 @@ Layout, per tenant::
     tenants/<t>/requests/<sha256(request_id)>  {job_id, fingerprint}: idempotent create
     tenants/<t>/datasets/...                   dataset shards (see dataset_store)
     tenants/<t>/usage.json                     bytes stored for the tenant (see usage)
+    tenants/<t>/seats.json                     jobs holding an active-jobs quota seat (see seats)
     tenants/<t>/gc/{models,datasets}/<sha256>  since when an upload is unreferenced (see collect)
 """
 
@@ -94,6 +95,10 @@ class TenantKeys:
     @property
     def usage(self) -> str:
         return f"{self._root}/usage.json"
+
+    @property
+    def seats(self) -> str:
+        return f"{self._root}/seats.json"
 
     def gc_mark(self, kind: str, sha256: str) -> str:
         """``kind``: "models" or "datasets"."""
