@@ -23,6 +23,7 @@ from ...storage import ObjectNotFound, ObjectStore, PreconditionFailed
 from . import lease, record
 from .keys import TenantKeys
 from .storage_errors import storage_errors
+from .uris import SCHEME, TenantUris
 
 _CAS_ATTEMPTS = 20
 
@@ -48,6 +49,7 @@ class JobStore:
         self.owner = owner
         self.lease_s = lease_s
         self._keys = TenantKeys(tenant)
+        self._uris = TenantUris(store, tenant)
         self._changed = threading.Condition()
 
     # -- create ---------------------------------------------------------------------------------
@@ -151,9 +153,16 @@ class JobStore:
             raise _job_not_found(job_id)
         with storage_errors():
             try:
-                return _decode(self.store.get_bytes(self._keys.job(job_id)))
+                return self._read(self.store.get_bytes(self._keys.job(job_id)))
             except ObjectNotFound:
                 raise _job_not_found(job_id) from None
+
+    def _read(self, data: bytes) -> job_pb2.Job:
+        """A stored record, its URIs shown as clients see them (records of older servers hold store URIs)."""
+        job = _decode(data)
+        if job.model.uri and not job.model.uri.startswith(SCHEME):
+            self._uris.show_in(job)
+        return job
 
     def mutate(self, job_id: str, change: Callable[[job_pb2.Job], bool]) -> job_pb2.Job:
         """Apply ``change`` to the stored job atomically and return the result.
@@ -168,7 +177,7 @@ class JobStore:
                 info = self.store.head(key)
                 if info is None:
                     raise _job_not_found(job_id)
-                job = _decode(self.store.get_bytes(key))
+                job = self._read(self.store.get_bytes(key))
             if not change(job):
                 return job
             try:

@@ -12,10 +12,15 @@ as the key lies inside the tenant.
 
 from __future__ import annotations
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
 from ...storage import InvalidKey, ObjectStore, validate_key
 from .keys import TENANTS_PREFIX
 
 SCHEME = "prunekit://"
+_URI_LISTS = frozenset({"prunekit.v1.DataSpec.train", "prunekit.v1.DataSpec.eval"})
+"""Repeated string fields that hold URIs (besides every string field named ``uri``)."""
 
 
 class TenantUris:
@@ -50,6 +55,20 @@ class TenantUris:
             return self.uri_for(self.key_for_uri(uri))
         except InvalidKey:
             return uri
+
+    def show_in(self, message: Message) -> None:
+        """Every URI ``message`` holds (any string field ``uri``, and a spec's data shards), nested messages
+        included, in the form :meth:`shown` gives: records older servers wrote with store URIs read back
+        without the store's location."""
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                entry = field.message_type is not None and field.message_type.GetOptions().map_entry
+                for item in [] if entry else value if field.is_repeated else [value]:
+                    self.show_in(item)
+            elif field.full_name in _URI_LISTS:
+                value[:] = [self.shown(v) for v in value]
+            elif field.name == "uri" and field.type == FieldDescriptor.TYPE_STRING:
+                setattr(message, field.name, self.shown(value))
 
     def names(self, uri: str, key: str) -> bool:
         """Whether ``uri`` (either form) names ``key``."""
