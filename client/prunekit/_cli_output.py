@@ -127,13 +127,34 @@ def ticking(what: str, stream: TextIO | None = None) -> Iterator[None]:
 def sent_bar(name: str, stream: TextIO | None = None) -> Callable[[int, int], None] | None:
     """An ``on_sent`` callback drawing ``uploading NAME  45% (1.2 MiB of 2.6 MiB)`` on a terminal; None
     elsewhere (logs get the one ``uploaded`` line)."""
+    return transfer_bar("uploading", name, stream)
+
+
+def received_bar(stream: TextIO | None = None) -> Callable[[str, int, int], None] | None:
+    """An ``on_received(name, bytes, total)`` callback drawing ``downloading NAME  45% (...)`` on a
+    terminal; None elsewhere (the paths written are printed at the end)."""
+    out = stream or sys.stderr
+    if not out.isatty():
+        return None
+
+    def draw(name: str, received: int, total: int) -> None:
+        bar = transfer_bar("downloading", name, out)
+        assert bar is not None
+        bar(received, total)
+
+    return draw
+
+
+def transfer_bar(verb: str, name: str, stream: TextIO | None = None) -> Callable[[int, int], None] | None:
+    """A ``(bytes, total)`` callback drawing ``VERB NAME  45% (1.2 MiB of 2.6 MiB)`` on a terminal, cleared
+    when done; None elsewhere."""
     out = stream or sys.stderr
     if not out.isatty():
         return None
 
     def draw(sent: int, total: int) -> None:
         percent = sent * 100 // total if total else 100
-        out.write(f"\r\x1b[Kuploading {name} {percent:3d}% ({size(sent)} of {size(total)})")
+        out.write(f"\r\x1b[K{verb} {name} {percent:3d}% ({size(sent)} of {size(total)})")
         if sent >= total:
             out.write("\r\x1b[K")
         out.flush()

@@ -357,40 +357,46 @@ class Client:
         return watch(self._stub, job_id, deadline, self._retry)
 
     def download_artifact(
-        self, job_id: str, name: str, dest: str | PathLike[str], *, timeout: float | None = None
+        self,
+        job_id: str,
+        name: str,
+        dest: str | PathLike[str],
+        *,
+        timeout: float | None = None,
+        on_received: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Downloads one artifact to ``dest`` (or to ``dest/name`` when ``dest`` is a directory).
 
         The bytes go to a temporary file that replaces ``dest`` only when their size and SHA-256 match the
         stream's first (``info``) message; a mismatch raises ``DATA_LOSS``. Restarted on transient errors.
+        ``on_received(bytes, total)`` follows the stream (from 0 again when it restarts).
         """
         target = Path(dest)
         if target.is_dir() or str(dest).endswith(("/", os.sep)):
             target = _transfer.artifact_path(target, name)
         request = pb.DownloadArtifactRequest(job_id=job_id, name=name)
         deadline = self.transfer_timeout if timeout is None else timeout
-
-        def attempt(_retry: int) -> Path:
-            call = self._stub.DownloadArtifact(request, timeout=deadline)
-            try:
-                _transfer.receive(call, target)
-            finally:
-                call.cancel()
-            return target
-
-        return self._retry.call(attempt)
+        _transfer.download(self._stub.DownloadArtifact, request, target, self._retry, deadline, on_received)
+        return target
 
     def download_artifacts(
-        self, job: job_pb2.Job | str, directory: str | PathLike[str], *, timeout: float | None = None
+        self,
+        job: job_pb2.Job | str,
+        directory: str | PathLike[str],
+        *,
+        timeout: float | None = None,
+        on_received: Callable[[str, int, int], None] | None = None,
     ) -> list[Path]:
         """Downloads every artifact in the job's manifest into ``directory`` (created when missing).
 
         ``job`` is a Job or a job id (fetched). A job that has not succeeded raises ``FAILED_PRECONDITION`` /
         ``JOB_NOT_SUCCEEDED``. Artifact names that would land outside ``directory`` are refused.
+        ``on_received(name, bytes, total)`` follows each artifact's stream.
         """
         record = _transfer.require_succeeded(self.get_job(job) if isinstance(job, str) else job)
         root = Path(directory)
         targets = [(a.name, _transfer.artifact_path(root, a.name)) for a in record.artifacts]
         for name, target in targets:
-            self.download_artifact(record.id, name, target, timeout=timeout)
+            follow = None if on_received is None else functools.partial(on_received, name)
+            self.download_artifact(record.id, name, target, timeout=timeout, on_received=follow)
         return [target for _, target in targets]

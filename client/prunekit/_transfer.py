@@ -21,6 +21,7 @@ __all__ = [
     "StreamedFile",
     "artifact_path",
     "dataset_requests",
+    "download",
     "receive",
     "require_succeeded",
     "upload",
@@ -151,10 +152,35 @@ def require_succeeded(job: job_pb2.Job) -> job_pb2.Job:
     return job
 
 
+def download(
+    method: Any,
+    request: optimizer_service_pb2.DownloadArtifactRequest,
+    dest: Path,
+    retry: RetryPolicy,
+    deadline: float,
+    on_received: Callable[[int, int], None] | None = None,
+) -> job_pb2.Artifact:
+    """One DownloadArtifact call into ``dest`` (see :func:`receive`), ``deadline`` per attempt, restarted
+    from the first byte on retry; the stream is cancelled whatever happens."""
+
+    def attempt(_retry: int) -> job_pb2.Artifact:
+        call = method(request, timeout=deadline)
+        try:
+            return receive(call, dest, on_received)
+        finally:
+            call.cancel()
+
+    return retry.call(attempt)
+
+
 def receive(
-    responses: Iterable[optimizer_service_pb2.DownloadArtifactResponse], dest: Path
+    responses: Iterable[optimizer_service_pb2.DownloadArtifactResponse],
+    dest: Path,
+    on_received: Callable[[int, int], None] | None = None,
 ) -> job_pb2.Artifact:
     """Writes a DownloadArtifact stream to ``dest`` atomically and returns its ``info``.
+
+    ``on_received(bytes, total)`` follows the stream: after the info message and after every chunk.
 
     Chunks go to a temporary file beside ``dest``; it replaces ``dest`` only when the byte count and SHA-256
     match the ``info`` message (the digest when it carries one), and is removed otherwise. A stream that does
@@ -178,6 +204,8 @@ def receive(
                         )
                     info = job_pb2.Artifact()
                     info.CopyFrom(response.info)
+                    if on_received is not None:
+                        on_received(0, info.size_bytes)
                     continue
                 if kind != "chunk":
                     raise PrunekitError(
@@ -186,6 +214,8 @@ def receive(
                 out.write(response.chunk)
                 sha.update(response.chunk)
                 size += len(response.chunk)
+                if on_received is not None:
+                    on_received(size, info.size_bytes)
         if info is None:
             raise PrunekitError(grpc.StatusCode.INTERNAL, "download stream ended before artifact info")
         if size != info.size_bytes:

@@ -43,8 +43,10 @@ from prunekit._cli_output import (
     judged,
     note,
     print_json,
+    received_bar,
     sent_bar,
     ticking,
+    transfer_bar,
 )
 from prunekit._client import Client
 from prunekit._errors import PrunekitError, SpecError, format_error
@@ -90,7 +92,7 @@ def _finish_success(client: Client, job: job_pb2.Job, args: argparse.Namespace) 
     if args.out is None:
         return
     out = Path(args.out)
-    paths = client.download_artifacts(job, out)
+    paths = client.download_artifacts(job, out, on_received=received_bar())
     if "report.json" not in {a.name for a in job.artifacts}:
         report_path = out / "report.json"
         report_path.write_text(json.dumps(_proto_json(job.report), indent=2) + "\n", encoding="utf-8")
@@ -138,9 +140,14 @@ def _optimize(client: Client, args: argparse.Namespace) -> int:
 def _download(client: Client, args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.names:
-        paths = [client.download_artifact(args.job_id, n, artifact_path(out, n)) for n in args.names]
+        paths = [
+            client.download_artifact(
+                args.job_id, n, artifact_path(out, n), on_received=transfer_bar("downloading", n)
+            )
+            for n in args.names
+        ]
     else:
-        paths = client.download_artifacts(args.job_id, out)
+        paths = client.download_artifacts(args.job_id, out, on_received=received_bar())
     for path in paths:
         print(path)
     return EXIT_OK

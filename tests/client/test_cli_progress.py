@@ -1,4 +1,4 @@
-"""What the CLI shows while it waits: analyze's ticker, the upload bar."""
+"""What the CLI shows while it waits: analyze's ticker, the upload and download bars."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunekit import cli
-from prunekit._cli_output import sent_bar, ticking
+from prunekit._cli_output import received_bar, sent_bar, ticking
 
 
 class Terminal(io.StringIO):
@@ -45,4 +45,19 @@ def test_the_upload_bar_only_on_a_terminal() -> None:
     text = out.getvalue()
     assert "uploading m.onnx  25% (1.0 MiB of 4.0 MiB)" in text
     assert "uploading m.onnx 100% (4.0 MiB of 4.0 MiB)" in text
+    assert text.endswith("\r\x1b[K")
+
+
+def test_the_download_bar_names_each_artifact_on_a_terminal() -> None:
+    assert received_bar(io.StringIO()) is None
+    out = Terminal()
+    draw = received_bar(out)
+    assert draw is not None
+    draw("pruned.onnx", 0, 2 << 20)
+    draw("pruned.onnx", 2 << 20, 2 << 20)
+    draw("report.md", 10, 10)
+    text = out.getvalue()
+    assert "downloading pruned.onnx   0% (0 B of 2.0 MiB)" in text
+    assert "downloading pruned.onnx 100% (2.0 MiB of 2.0 MiB)" in text
+    assert "downloading report.md 100%" in text
     assert text.endswith("\r\x1b[K")

@@ -172,6 +172,20 @@ def test_download_artifacts_verifies_and_writes(
     assert not list((tmp_path / "out").glob(".*.part"))
 
 
+def test_download_progress_follows_each_stream(
+    service: FakeService, client: Client, model_file: Path, tmp_path: Path
+) -> None:
+    job = client.optimize(model_file, SPEC)
+    seen: list[tuple[str, int, int]] = []
+    paths = client.download_artifacts(job, tmp_path, on_received=lambda *event: seen.append(event))
+    for path in paths:
+        total = len(path.read_bytes())
+        events = [(got, of) for name, got, of in seen if name == path.name]
+        assert events[0] == (0, total)
+        assert events[-1] == (total, total)
+        assert [got for got, _ in events] == sorted(got for got, _ in events)
+
+
 def test_download_retries_a_broken_stream(
     service: FakeService, client: Client, model_file: Path, tmp_path: Path
 ) -> None:
