@@ -1145,6 +1145,7 @@ class SearchCandidate(_message.Message):
     TABLE_ERROR_FIELD_NUMBER: _builtins.int
     FAITHFUL_FIELD_NUMBER: _builtins.int
     REMOVED_LAYERS_FIELD_NUMBER: _builtins.int
+    FACTORIZED_LAYERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"c01", "c02"... in the order they were built."""
     quantization: _builtins.str
@@ -1198,6 +1199,12 @@ class SearchCandidate(_message.Message):
         `layer` technique), by unit name.
         """
 
+    @_builtins.property
+    def factorized_layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Layers split in two by truncated SVD before narrowing (the `low_rank`
+        technique; the width search then narrows their rank), by layer name.
+        """
+
     def __init__(
         self,
         *,
@@ -1219,10 +1226,11 @@ class SearchCandidate(_message.Message):
         table_error: _builtins.float = ...,
         faithful: _builtins.bool = ...,
         removed_layers: _abc.Iterable[_builtins.str] | None = ...,
+        factorized_layers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "faithful", b"faithful", "macs", b"macs", "measured_p50_ms", b"measured_p50_ms", "measured_speedup", b"measured_speedup", "meets_target", b"meets_target", "name", b"name", "pareto", b"pareto", "predicted_p50_ms", b"predicted_p50_ms", "prediction_error", b"prediction_error", "quality", b"quality", "quantization", b"quantization", "removed_layers", b"removed_layers", "selected", b"selected", "size_bytes", b"size_bytes", "table_error", b"table_error", "table_p50_ms", b"table_p50_ms", "widths", b"widths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "factorized_layers", b"factorized_layers", "faithful", b"faithful", "macs", b"macs", "measured_p50_ms", b"measured_p50_ms", "measured_speedup", b"measured_speedup", "meets_target", b"meets_target", "name", b"name", "pareto", b"pareto", "predicted_p50_ms", b"predicted_p50_ms", "prediction_error", b"prediction_error", "quality", b"quality", "quantization", b"quantization", "removed_layers", b"removed_layers", "selected", b"selected", "size_bytes", b"size_bytes", "table_error", b"table_error", "table_p50_ms", b"table_p50_ms", "widths", b"widths"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

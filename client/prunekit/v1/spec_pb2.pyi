@@ -938,8 +938,10 @@ class TargetSpec(_message.Message):
     def techniques(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What the search may use: "channel", "neuron" (structured pruning: the
         widths), "layer" (also start from the model without its 1 to 3 least
-        important residual blocks or identity-shaped layers) and "static_int8",
-        "dynamic_int8", "fp16" (quantization). Empty: CHANNEL (or the spec's
+        important residual blocks or identity-shaped layers), "low_rank" (also
+        start from the model with its layers factorized by truncated SVD, whose
+        ranks the width search then narrows) and "static_int8", "dynamic_int8",
+        "fp16" (quantization). Empty: CHANNEL (or the spec's
         prune.method) and the INT8 modes (FP16 on CUDA only).
         """
 

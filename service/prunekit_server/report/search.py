@@ -27,6 +27,7 @@ def _candidate(record: CandidateRecord) -> report_pb2.SearchCandidate:
         pareto=record.pareto,
         selected=record.selected,
         removed_layers=list(record.removed),
+        factorized_layers=list(record.factorized),
     )
     if record.quality is not None:
         proto.quality.CopyFrom(rs.quality_stats(record.quality))

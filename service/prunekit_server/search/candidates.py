@@ -60,8 +60,11 @@ class Bench:
     """The original's p50 over the base's (1 for the original itself)."""
     removed: tuple[str, ...] = ()
     """The units the base lacks (see :mod:`.bases`)."""
+    factorized: tuple[str, ...] = ()
+    """The layers the base has factorized (see :mod:`.bases`)."""
     history: dict[str, list[float]] = field(default_factory=dict)
-    """Per quantization mode: measured / table-predicted p50 of the candidates measured so far."""
+    """Per quantization mode: measured / table-predicted p50 of the candidates measured so far (shared
+    by the benches of one search)."""
     files: dict[str, list[Path]] = field(default_factory=dict)
     """Candidate name -> the files it wrote in ``scratch``."""
 
@@ -73,8 +76,9 @@ class Bench:
                     path.unlink(missing_ok=True)
 
     def _corrected(self, mode: str, predicted: float) -> float:
-        """``predicted`` times the median ratio measured/predicted of this mode's earlier candidates."""
-        seen = self.history.get(mode)
+        """``predicted`` times the median ratio measured/predicted of this mode's earlier candidates (of
+        every mode's, before this mode has one: the tables misjudge narrowing alike in every mode)."""
+        seen = self.history.get(mode) or [r for ratios in self.history.values() for r in ratios]
         return predicted * statistics.median(seen) if seen else predicted
 
     def assemble(self, widths: Mapping[str, int]) -> Assembled:
@@ -144,5 +148,6 @@ class Bench:
             meets_target=speedup >= self.target_speedup / (1.0 + self.tolerance),
             faithful=self.bound.met_by(verdict),
             removed=self.removed,
+            factorized=self.factorized,
             kept=dict(widths),
         )

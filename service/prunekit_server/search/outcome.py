@@ -46,6 +46,8 @@ class CandidateRecord:
     selected: bool = False
     removed: tuple[str, ...] = ()
     """Units (layers or blocks) removed before narrowing (the ``layer`` technique)."""
+    factorized: tuple[str, ...] = ()
+    """Layers split in two by truncated SVD before narrowing (the ``low_rank`` technique)."""
     kept: dict[str, int] = field(default_factory=dict)
     """Group key -> kept chunk width (what :meth:`~.candidates.Bench.assemble` takes)."""
 
@@ -98,6 +100,9 @@ class SearchOutcome:
     result: PruneResult | None = None
     model: onnx.ModelProto | None = None
     warnings: list[str] = field(default_factory=list)
+    calibration: dict[str, list[float]] = field(default_factory=dict)
+    """Per quantization mode: measured / table-predicted p50 of every candidate so far (see
+    :attr:`~.candidates.Bench.history`)."""
 
     def chosen(self) -> CandidateRecord | None:
         return next((c for c in self.candidates if c.name == self.selected), None)

@@ -18,7 +18,8 @@
 
 Predictions are made before each candidate is timed: the tables' sum (:meth:`~.space.Space.exact`),
 divided by the mode's speed-up on the original, times the median measured/predicted ratio of the mode's
-earlier candidates in this search (a per-job calibration; the first candidate has none).
+earlier candidates in this search, from any base (a per-job calibration; before a mode has one, every
+mode's candidates so far; the first candidate of the search has none).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..measure.latency import Device, cpu_model, runtime_name
 from ..pruning.base import PruneContext, PruneResult
 from ..pruning.structured.engine import Method, Run, layer_infos, weights_of
 from ..pruning.structured.groups import dependency_graph
-from .bases import Base, unit_bases
+from .bases import Base, low_rank_bases, unit_bases
 from .build import group_spaces
 from .candidates import Bench, Quantizer
 from .judging import Bound, Judging
@@ -196,10 +197,10 @@ def _bench(
         max_layer_ratio=inputs.structured.max_layer_ratio,
         budget_s=budget.share * SENSITIVITY_SHARE,
     )
-    if not base.removed:
+    if not base.derived:
         outcome.warnings += [f"GROUP_NOT_SEARCHED: {reason}" for reason in skipped]
     base_ms, base_speedup = outcome.baseline_ms, 1.0
-    if base.removed:
+    if base.derived:
         timed = time_models(
             {"baseline": inputs.model_path, "base": base.path},
             inputs.timing_feed,
@@ -238,7 +239,9 @@ def _bench(
         TOLERANCE,
         inputs.bound,
         base_speedup=base_speedup,
+        history=outcome.calibration,
         removed=base.removed,
+        factorized=base.factorized,
     )
     return bench, path
 
@@ -272,14 +275,24 @@ def _candidates(
     return found
 
 
-def _bases(inputs: SearchInputs, target: TargetConfig, progress: Callable[[str], None]) -> list[Base]:
-    """The original, then (with the ``layer`` technique) it without its least important units."""
-    original = Base(inputs.model, inputs.model_path)
-    if "layer" not in target.pruning:
-        return [original]
-    progress("ranking removable layers")
-    inputs.scratch.mkdir(parents=True, exist_ok=True)
-    return [original, *unit_bases(inputs.model, inputs.context, inputs.scratch, inputs.structured.ignore)]
+def _bases(
+    inputs: SearchInputs, target: TargetConfig, outcome: SearchOutcome, progress: Callable[[str], None]
+) -> list[Base]:
+    """The original, then (``layer``) it without its least important units, (``low_rank``) it factorized."""
+    bases = [Base(inputs.model, inputs.model_path)]
+    if "layer" in target.pruning or "low_rank" in target.pruning:
+        inputs.scratch.mkdir(parents=True, exist_ok=True)
+    if "layer" in target.pruning:
+        progress("ranking removable layers")
+        bases += unit_bases(inputs.model, inputs.context, inputs.scratch, inputs.structured.ignore)
+    if "low_rank" in target.pruning:
+        progress("factorizing layers")
+        factorized, why_not = low_rank_bases(
+            inputs.model, inputs.context, inputs.scratch, inputs.structured.ignore
+        )
+        bases += factorized
+        outcome.warnings += why_not
+    return bases
 
 
 def _finish(inputs: SearchInputs, outcome: SearchOutcome, benches: Mapping[str, Bench]) -> None:
@@ -293,6 +306,12 @@ def _finish(inputs: SearchInputs, outcome: SearchOutcome, benches: Mapping[str, 
     warnings = list(bench.run.warnings + outcome.warnings)
     if chosen.removed:
         warnings.append(f"LAYERS_REMOVED: {', '.join(chosen.removed)} (the search's layer technique)")
+    if chosen.factorized:
+        warnings.append(
+            f"LAYERS_FACTORIZED: {len(chosen.factorized)} layer(s) split in two by truncated SVD before"
+            f" narrowing ({', '.join(chosen.factorized[:5])}{', ...' if len(chosen.factorized) > 5 else ''};"
+            " the search's low_rank technique)"
+        )
     outcome.result = PruneResult(
         tensors={},
         layers=layer_infos(built.gm, weights_of(bench.run.gm), bench.run.skipped),
@@ -323,15 +342,15 @@ def search_target(
     outcome.table = load_table(inputs.tables_dir, node_kind(inputs.threads, inputs.device, inputs.batch))
     table = outcome.table
     progress(f"latency table {table.kind.key}: {'reused' if table.reused else 'new'}, timing layers")
-    bases = _bases(inputs, target, progress)
+    bases = _bases(inputs, target, outcome, progress)
     counter = iter(range(1, 10_000))
     factors: dict[str, float] = {}
     benches: dict[str, Bench] = {}
     for i, base in enumerate(bases):
         share = target.budget_seconds / len(bases)
         budget = _Budget(share, started + share * (i + 1))
-        if base.removed:
-            progress(f"searching without {', '.join(base.removed)}")
+        if base.derived:
+            progress(f"searching {base.label}")
         bench, path = _bench(inputs, base, outcome, target, budget, progress)
         found = _candidates(
             bench, path, target, outcome, factors, lambda: f"c{next(counter):02d}", budget.deadline, progress
