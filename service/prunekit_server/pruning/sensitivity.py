@@ -174,11 +174,13 @@ def graph_sensitivity(
     *,
     ignore: Sequence[str] = (),
     budget_s: float | None = None,
+    known: Mapping[str, LayerCurve] | None = None,
 ) -> Sensitivity:
     """The curves of every group of ``gm`` on ``batches`` (the first batch traces the graph).
 
     With ``budget_s``, groups not started within that many seconds are
-    skipped ("time budget").
+    skipped ("time budget"). A group whose module path and width have a curve in ``known`` (measured
+    on a closely related model) takes that curve instead of being measured again.
     """
     started = time.monotonic()
     ratios = check_ratios(ratios)
@@ -191,6 +193,10 @@ def graph_sensitivity(
     curves: list[LayerCurve] = []
     for path, channels in roots:
         name = origin(gm, path).name
+        reused = (known or {}).get(path)
+        if reused is not None and reused.channels == channels:
+            curves.append(reused)
+            continue
         if budget_s is not None and time.monotonic() - started > budget_s:
             skipped.append(f"{name}: not analysed within the time budget of {budget_s:g} s")
             continue

@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from ..pruning.fx_tools import origin
-from ..pruning.sensitivity import graph_sensitivity
+from ..pruning.sensitivity import LayerCurve, graph_sensitivity
 from ..pruning.structured.groups import Group, quiet, root_group
 from .space import Effect, GroupSpace
 
@@ -44,19 +44,22 @@ def group_spaces(
     ignore: Sequence[str],
     max_layer_ratio: float,
     budget_s: float,
+    known: dict[str, LayerCurve] | None = None,
 ) -> tuple[list[GroupSpace], list[str]]:
     """The space of each group with a loss curve (levels not yet filled), and why the others are left out.
 
     A group the sensitivity analysis could not measure (an error, the time budget) is not narrowed:
-    its cost would be unknown.
+    its cost would be unknown. ``known`` curves (by module path, of a related model: the search's other
+    bases) are reused for groups of the same path and width, and the curves measured here are added.
     """
     if not groups:
         return [], []
     ratios = tuple(r for r in SENSITIVITY_RATIOS if r <= max_layer_ratio) or (max_layer_ratio,)
-    analysis = graph_sensitivity(
-        gm, list(batches)[:MAX_SENSITIVITY_BATCHES], ratios, ignore=ignore, budget_s=budget_s
-    )
+    batches = list(batches)[:MAX_SENSITIVITY_BATCHES]
+    analysis = graph_sensitivity(gm, batches, ratios, ignore=ignore, budget_s=budget_s, known=known)
     curves = {curve.module: curve for curve in analysis.curves}
+    if known is not None:
+        known.update({k: c for k, c in curves.items() if c.ratios == ratios and k not in known})
     spaces: list[GroupSpace] = []
     skipped = list(analysis.skipped)
     for group in groups:

@@ -9,6 +9,7 @@ import onnx
 from ..measure.accuracy import Accuracy
 from ..measure.quality import Quality
 from ..pruning.base import PruneResult
+from ..pruning.sensitivity import LayerCurve
 from .table import LatencyTable
 
 TOLERANCE = 0.07
@@ -100,6 +101,9 @@ class SearchOutcome:
     result: PruneResult | None = None
     model: onnx.ModelProto | None = None
     warnings: list[str] = field(default_factory=list)
+    curves: dict[str, LayerCurve] = field(default_factory=dict)
+    """Sensitivity curves by module path, measured on the first base and reused by the others where a
+    group's path and width match (see :func:`~.build.group_spaces`)."""
     calibration: dict[str, list[float]] = field(default_factory=dict)
     """Per quantization mode: measured / table-predicted p50 of every candidate so far (see
     :attr:`~.candidates.Bench.history`)."""

@@ -196,6 +196,7 @@ def _bench(
         ignore=inputs.structured.ignore,
         max_layer_ratio=inputs.structured.max_layer_ratio,
         budget_s=budget.share * SENSITIVITY_SHARE,
+        known=outcome.curves,
     )
     if not base.derived:
         outcome.warnings += [f"GROUP_NOT_SEARCHED: {reason}" for reason in skipped]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,21 @@ def test_groups_torch_pruning_cannot_prune_alone_are_skipped_with_the_reason(tmp
     budget = graph_sensitivity(onnx_to_fx(model, inputs=list(entry.inputs)), [entry.sample()], budget_s=0.0)
     assert not budget.curves
     assert all("time budget" in s for s in budget.skipped if "output layer" not in s)
+
+
+def test_known_curves_of_the_same_path_and_width_are_reused_not_measured(tmp_path: Path) -> None:
+    entry = ZOO["transformer"]
+    model = onnx.load(str(export(entry.build(), entry, tmp_path / "t.onnx", "legacy", 17)))
+    gm = onnx_to_fx(model, inputs=list(entry.inputs))
+    measured = graph_sensitivity(gm, [entry.sample()], (0.5,))
+    ff1 = next(c for c in measured.curves if c.module == "ff1")
+    marked = replace(ff1, cosine_similarity=(-1.0,))
+    other_width = replace(next(c for c in measured.curves if c.module == "ff2"), channels=1)
+    again = graph_sensitivity(gm, [entry.sample()], (0.5,), known={"ff1": marked, "ff2": other_width})
+    by_module = {c.module: c for c in again.curves}
+    assert by_module["ff1"] is marked
+    assert by_module["ff2"].channels != 1, "a different width is measured afresh"
+    assert set(by_module) == {c.module for c in measured.curves}
 
 
 def _curve(name: str, losses: tuple[float, ...], channels: int = 16) -> LayerCurve:
