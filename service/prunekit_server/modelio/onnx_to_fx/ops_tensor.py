@@ -76,8 +76,11 @@ def _squeeze(cx: NodeContext, axes: list[int] | None) -> Output:
     x = item
     if axes is None:
         axes = [d for d, n in enumerate(x.shape) if n == 1]
-    dims = tuple(sorted(a % x.rank for a in axes))
-    return cx.call(torch.squeeze, x, dims) if dims else x
+    result = x
+    for dim in sorted({a % x.rank for a in axes}, reverse=True):
+        # one dimension per call: torch's ONNX exporter takes only a constant int for squeeze's dim
+        result = cx.call(torch.squeeze, result, dim)
+    return result
 
 
 def _unsqueeze(cx: NodeContext, axes: list[int]) -> Output:
