@@ -97,8 +97,9 @@ def paddle_fixtures(out: Path) -> None:
         def __init__(self) -> None:
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2D(3, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU())
+            conv = nn.Conv2D
             self.block = nn.Sequential(
-                nn.Conv2D(16, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU(), nn.Conv2D(16, 16, 3, padding=1)
+                conv(16, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU(), conv(16, 16, 3, padding=1)
             )
             self.left = nn.Conv2D(16, 24, 1)
             self.right = nn.Sequential(nn.Conv2D(16, 8, 1), nn.ReLU(), nn.Conv2D(8, 24, 3, padding=1))
