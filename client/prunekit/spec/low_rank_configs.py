@@ -11,6 +11,9 @@ from .values import fraction_problem, raise_problem, ratio_problem, target_probl
 __all__ = ["LowRankConfig", "low_rank_goal_problem"]
 
 
+CONV_FACTORIZATIONS = ("channel", "spatial", "auto")
+
+
 def low_rank_goal_problem(ratio: float, macs: float, energy: float) -> tuple[str, str] | None:
     """Exactly one of ``ratio``, ``target_macs_reduction`` and ``energy`` is set: ``(field, problem)``."""
     count = sum(1 for value in (ratio, macs, energy) if value)
@@ -60,6 +63,13 @@ class LowRankConfig(PruneConfig):
         default=False,
         metadata={"description": "Also factorize the layers that produce a graph output."},
     )
+    conv: str = field(
+        default="channel",
+        metadata={
+            "description": "How a Conv is split: channel (k x k to r channels, then 1 x 1), spatial "
+            "(k x 1 to r channels, then 1 x k) or auto (per layer, fewer MACs at the goal's energy)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.ratio:
@@ -74,3 +84,5 @@ class LowRankConfig(PruneConfig):
         object.__setattr__(self, "ignore", check_patterns(self.ignore, "ignore"))
         if not isinstance(self.prune_output_layers, bool):
             raise ValueError("prune_output_layers must be true or false")
+        if self.conv not in CONV_FACTORIZATIONS:
+            raise ValueError(f"conv must be one of {', '.join(CONV_FACTORIZATIONS)}, got {self.conv!r}")

@@ -97,6 +97,10 @@ def _n_m(p: spec_pb2.PruneSpec) -> PruneConfig:
     )
 
 
+def _conv_factorization(value: int) -> str:
+    return enum_short_name(_P.ConvFactorization.DESCRIPTOR, value) if value else "channel"
+
+
 def _low_rank(p: spec_pb2.PruneSpec) -> PruneConfig:
     return LowRankConfig(
         ratio=p.ratio,
@@ -104,6 +108,7 @@ def _low_rank(p: spec_pb2.PruneSpec) -> PruneConfig:
         energy=p.low_rank.energy,
         ignore=_ignore(p),
         prune_output_layers=p.prune_output_layers,
+        conv=_conv_factorization(p.low_rank.conv),
     )
 
 

@@ -205,6 +205,38 @@ PRUNE_SCOPE_PER_LAYER: PruneScope.ValueType  # 2
 """`ratio` of each eligible layer's weights."""
 Global___PruneScope: _TypeAlias = PruneScope  # noqa: Y015
 
+class _ConvFactorization:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConvFactorizationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConvFactorization.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONV_FACTORIZATION_UNSPECIFIED: _ConvFactorization.ValueType  # 0
+    """Means CONV_FACTORIZATION_CHANNEL."""
+    CONV_FACTORIZATION_CHANNEL: _ConvFactorization.ValueType  # 1
+    """A k x k conv to r channels, then a 1 x 1 conv."""
+    CONV_FACTORIZATION_SPATIAL: _ConvFactorization.ValueType  # 2
+    """A k x 1 conv to r channels, then a 1 x k conv (2-D convs with a kernel
+    of at least 2 x 2 and explicit padding; the others take the channel form).
+    """
+    CONV_FACTORIZATION_AUTO: _ConvFactorization.ValueType  # 3
+    """Per layer, the form that keeps the goal's energy at fewer MACs."""
+
+class ConvFactorization(_ConvFactorization, metaclass=_ConvFactorizationEnumTypeWrapper):
+    """How LOW_RANK splits a convolution."""
+
+CONV_FACTORIZATION_UNSPECIFIED: ConvFactorization.ValueType  # 0
+"""Means CONV_FACTORIZATION_CHANNEL."""
+CONV_FACTORIZATION_CHANNEL: ConvFactorization.ValueType  # 1
+"""A k x k conv to r channels, then a 1 x 1 conv."""
+CONV_FACTORIZATION_SPATIAL: ConvFactorization.ValueType  # 2
+"""A k x 1 conv to r channels, then a 1 x k conv (2-D convs with a kernel
+of at least 2 x 2 and explicit padding; the others take the channel form).
+"""
+CONV_FACTORIZATION_AUTO: ConvFactorization.ValueType  # 3
+"""Per layer, the form that keeps the goal's energy at fewer MACs."""
+Global___ConvFactorization: _TypeAlias = ConvFactorization  # noqa: Y015
+
 class _Device:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -494,19 +526,23 @@ class LowRankSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENERGY_FIELD_NUMBER: _builtins.int
+    CONV_FIELD_NUMBER: _builtins.int
     energy: _builtins.float
     """Each layer keeps the smallest rank whose singular values hold at least
     this fraction of its squared Frobenius norm, 0 < energy < 1. Set this or
     the prune's `ratio` / `target_macs_reduction`, exactly one.
     """
+    conv: Global___ConvFactorization.ValueType
+    """How convolutions are split (Gemm and MatMul always in two matrices)."""
     def __init__(
         self,
         *,
         energy: _builtins.float = ...,
+        conv: Global___ConvFactorization.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["energy", b"energy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv", b"conv", "energy", b"energy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from prunekit import spec_from_dict
 from prunekit.spec import SpecRuleError, spec_violations
 from prunekit.spec.low_rank_configs import LowRankConfig
 from prunekit.spec.prune_configs import NMConfig, UnstructuredConfig
@@ -26,6 +27,15 @@ def test_each_low_rank_goal_translates_into_its_config() -> None:
     assert prune_config(macs) == LowRankConfig(target_macs_reduction=2.0, prune_output_layers=True)
     ratio = P.PruneSpec(method=P.PRUNE_METHOD_LOW_RANK, ratio=0.5)
     assert prune_config(ratio) == LowRankConfig(ratio=0.5)
+
+
+def test_the_conv_factorization_translates_and_an_undefined_one_is_named() -> None:
+    spec = spec_from_dict({"prune": {"method": "low_rank", "low_rank": {"energy": 0.9, "conv": "spatial"}}})
+    assert prune_config(spec.prune) == LowRankConfig(energy=0.9, conv="spatial")
+    auto = P.PruneSpec(method=P.PRUNE_METHOD_LOW_RANK, low_rank=P.LowRankSpec(energy=0.9, conv=3))
+    assert prune_config(auto) == LowRankConfig(energy=0.9, conv="auto")
+    undefined = P.PruneSpec(method=P.PRUNE_METHOD_LOW_RANK, low_rank=P.LowRankSpec(energy=0.9, conv=9))
+    assert "spec.prune.low_rank.conv" in _violations(undefined)
 
 
 @pytest.mark.parametrize(

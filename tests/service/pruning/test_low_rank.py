@@ -186,3 +186,82 @@ def _exported_mobile(tmp_path: Path) -> tuple[onnx.ModelProto, ZooEntry]:
 def test_config_refuses_a_missing_double_or_out_of_range_goal(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LowRankConfig(**kwargs)
+
+
+def _separable_conv(spatial_rank: int, *, channel_rank: int = 0) -> onnx.ModelProto:
+    """x (1, 8, 17, 19) -> a 3 x 3 Conv (stride 1 x 2, dilation 2 x 1, uneven pads, bias) whose weight is
+    exactly of rank ``spatial_rank`` in the spatial form (``channel_rank`` > 0: in the channel form)."""
+    rng = np.random.default_rng(3)
+    o, i, k = 12, 8, 3
+    if channel_rank:
+        weight = (
+            rng.standard_normal((o, channel_rank)) @ rng.standard_normal((channel_rank, i * k * k))
+        ).reshape(o, i, k, k)
+    else:
+        vertical = rng.standard_normal((i * k, spatial_rank))
+        horizontal = rng.standard_normal((spatial_rank, o * k))
+        weight = (vertical @ horizontal).reshape(i, k, o, k).transpose(2, 0, 1, 3)
+    conv = helper.make_node(
+        "Conv", ["x", "w", "b"], ["y"], "conv",
+        kernel_shape=[k, k], strides=[1, 2], dilations=[2, 1], pads=[2, 1, 1, 0],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [conv, helper.make_node("Relu", ["y"], ["z"], "act")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, i, 17, 19])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 12, 16, 9])],
+        [
+            numpy_helper.from_array(weight.astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(o).astype(np.float32), "b"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _kernel(node: onnx.NodeProto) -> list[int]:
+    return list(next(a.ints for a in node.attribute if a.name == "kernel_shape"))
+
+
+def _conv_feeds() -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(4).standard_normal((1, 8, 17, 19)).astype(np.float32)}
+
+
+def test_a_spatially_separable_conv_becomes_a_column_and_a_row_conv_exactly() -> None:
+    model = _separable_conv(spatial_rank=2)
+    result = prune(model, LowRankConfig(energy=0.999, prune_output_layers=True, conv="spatial"))
+    assert result.model is not None
+    (layer,) = result.layers
+    assert (layer.rank, layer.shape_after) == (2, (2, 8, 3, 1))
+    assert layer.parameters_after == 2 * (8 * 3 + 12 * 3) < layer.parameters_before
+    kernels = {n.name: _kernel(n) for n in result.model.graph.node if n.op_type == "Conv"}
+    assert kernels == {"conv_low_rank": [3, 1], "conv": [1, 3]}
+    feeds = _conv_feeds()
+    np.testing.assert_allclose(_run(result.model, feeds), _run(model, feeds), rtol=1e-4, atol=1e-4)
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_auto_takes_the_form_that_keeps_the_energy_at_fewer_macs() -> None:
+    for model, form in (
+        (_separable_conv(spatial_rank=2), [3, 1]),
+        (_separable_conv(0, channel_rank=2), [3, 3]),
+    ):
+        result = prune(model, LowRankConfig(energy=0.999, prune_output_layers=True, conv="auto"))
+        assert result.model is not None
+        first = next(n for n in result.model.graph.node if n.name == "conv_low_rank")
+        assert _kernel(first) == form
+        feeds = _conv_feeds()
+        np.testing.assert_allclose(_run(result.model, feeds), _run(model, feeds), rtol=1e-4, atol=1e-4)
+
+
+def test_spatial_on_a_model_whose_convs_have_no_spatial_form_uses_the_channel_form(
+    resnet: tuple[onnx.ModelProto, ZooEntry],
+) -> None:
+    model, entry = resnet
+    context = PruneContext(inputs=tuple(entry.inputs))
+    spatial = prune(model, LowRankConfig(target_macs_reduction=2.0, conv="spatial"), context)
+    assert spatial.model is not None
+    assert _macs(spatial.model, entry) <= _macs(model, entry) / 2
+    shapes = [layer.shape_after for layer in spatial.layers if layer.rank]
+    assert any(len(s) == 4 and s[2:] == (3, 1) for s in shapes), "3 x 3 convs split into columns and rows"
+    feeds = _feeds(entry)
+    assert _cosine(_run(spatial.model, feeds), _run(model, feeds)) > 0.8

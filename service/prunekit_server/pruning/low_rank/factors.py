@@ -7,24 +7,34 @@ no other node and it is one of:
 * ``MatMul`` whose input 1 is a 2-D initializer, maybe behind ``Identity``/``Transpose`` nodes;
 * ``Conv`` with ``group=1``: the weight read as an ``(out, in * prod(kernel))`` matrix.
 
-Each is written as a matrix ``M`` (``out x fan_in``) with ``y = M x``. At rank
-``r`` the two factors cost ``r * (fan_in + out)`` multiply-accumulates per
-output position against ``out * fan_in``: a rank at or above
-``out * fan_in / (fan_in + out)`` saves nothing, and such a layer is skipped.
+Each is written as a matrix ``M`` (``out x fan_in``) with ``y = M x`` (the *channel* form: a Conv
+becomes a k x k conv to ``r`` channels and a 1 x 1 conv). At rank ``r`` the two factors cost
+``r * (fan_in + out)`` multiply-accumulates per output position against ``out * fan_in``: a rank at
+or above ``out * fan_in / (fan_in + out)`` saves nothing, and such a layer is skipped.
+
+A 2-D Conv with a kernel of at least 2 x 2 (explicit pads) also has a *spatial* form: its weight
+``W[o, i, y, x]`` read as the ``(in * kh) x (out * kw)`` matrix of rows ``(i, y)`` and columns ``(o, x)``
+becomes a ``kh x 1`` conv to ``r`` channels then a ``1 x kw`` conv. Its factors cost about
+``r * (in * kh * stride_w + out * kw)`` per output position against ``out * in * kh * kw`` (the
+first conv runs at the input's width: ``stride_w`` times the output's, for "same"-like padding).
+:func:`choose` picks, per layer, the form a goal's energy costs fewest MACs in.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ..weights import resolve_weight, weight_matrix
 
+CHANNEL = "channel"
+SPATIAL = "spatial"
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 _SEARCH_STEPS = 40
 
@@ -50,6 +60,17 @@ class Candidate:
     singular: np.ndarray | None = None
     u: np.ndarray | None = None
     vt: np.ndarray | None = None
+    form: str = CHANNEL
+    """:data:`CHANNEL` or :data:`SPATIAL` (see the module doc)."""
+    stride_w: int = 1
+
+    @property
+    def per_rank(self) -> float:
+        """The layer's MACs once factorized, per unit of rank, as a fraction of its MACs now."""
+        if self.form == SPATIAL:
+            o, i, kh, kw = self.weight_shape
+            return (i * kh * self.stride_w + o * kw) / (o * i * kh * kw)
+        return (self.out + self.fan_in) / (self.out * self.fan_in)
 
     @property
     def out(self) -> int:
@@ -64,13 +85,14 @@ class Candidate:
     @property
     def max_rank(self) -> int:
         """The largest rank that still lowers the layer's MACs (0 when none does)."""
-        return max(0, math.ceil(self.out * self.fan_in / (self.out + self.fan_in)) - 1)
+        limit = min(int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+        return max(0, min(limit, math.ceil(1 / self.per_rank - 1e-9) - 1))
 
     def macs_at(self, rank: int) -> int:
         """The layer's MACs once factorized at ``rank`` (its MACs unchanged for rank 0)."""
         if rank <= 0:
             return self.macs
-        return round(self.macs * rank * (self.out + self.fan_in) / (self.out * self.fan_in))
+        return round(self.macs * rank * self.per_rank)
 
     def energy_rank(self, energy: float) -> int:
         """The smallest rank whose squared singular values hold ``energy`` of the total (at least 1)."""
@@ -78,7 +100,7 @@ class Candidate:
         power = np.cumsum(self.singular.astype(np.float64) ** 2)
         if power[-1] <= 0:
             return 1
-        return int(np.searchsorted(power / power[-1], energy - 1e-12) + 1)
+        return int(np.searchsorted(power / power[-1], energy - 1e-12)) + 1
 
 
 def candidates(
@@ -129,39 +151,69 @@ def candidates(
         if not c.skip_reason and c.max_rank < 1:
             c.skip_reason = "no rank lowers its MACs"
         if not c.skip_reason:
-            u, s, vt = np.linalg.svd(c.matrix, full_matrices=False)
-            c.u, c.singular, c.vt = u, s, vt
+            _svd(c)
     return found
 
 
-def ranks_for_energy(layers: list[Candidate], energy: float) -> dict[str, int]:
-    """Layer name -> rank keeping ``energy`` of its squared singular values; 0 where that saves no MACs."""
-    ranks: dict[str, int] = {}
-    for c in layers:
-        rank = c.energy_rank(energy)
-        ranks[c.name] = rank if rank <= c.max_rank else 0
-    return ranks
+def _svd(c: Candidate) -> None:
+    u, singular, vt = np.linalg.svd(c.matrix, full_matrices=False)
+    c.u, c.singular, c.vt = u, singular, vt
 
 
-def ranks_for_saving(layers: list[Candidate], saving: int) -> tuple[dict[str, int], bool]:
-    """Ranks that remove at least ``saving`` MACs, keeping the most energy one threshold for all allows.
+def spatial_twin(c: Candidate) -> Candidate | None:
+    """The spatial form of ``c`` (see the module doc), or None when ``c`` has none: not a 2-D Conv with
+    a kernel of at least 2 x 2, implicit (``auto_pad``) padding, or no rank that lowers its MACs."""
+    if c.skip_reason or c.node.op_type != "Conv" or len(c.weight_shape) != 4:
+        return None
+    o, i, kh, kw = c.weight_shape
+    attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute}
+    if kh < 2 or kw < 2 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+        return None
+    strides = list(attrs.get("strides", [1, 1]))
+    weight = c.matrix.reshape(o, i, kh, kw)
+    matrix = np.ascontiguousarray(weight.transpose(1, 2, 0, 3).reshape(i * kh, o * kw))
+    twin = replace(c, matrix=matrix, form=SPATIAL, stride_w=int(strides[1]), u=None, singular=None, vt=None)
+    if twin.max_rank < 1:
+        return None
+    _svd(twin)
+    return twin
 
-    One kept-energy fraction is bisected for every layer; returns the ranks and
-    whether the saving was reached (when not, the ranks at the lowest energy).
-    """
 
-    def saved(ranks: dict[str, int]) -> int:
-        return sum(c.macs - c.macs_at(ranks[c.name]) for c in layers)
+Options = Mapping[str, Sequence[Candidate]]
+"""Layer name -> the forms it may be factorized in (one, or the channel and spatial forms of a Conv)."""
+
+
+def choose(options: Options, energy: float) -> dict[str, tuple[Candidate, int]]:
+    """Per layer, the form and rank keeping ``energy`` of its squared singular values at the fewest
+    MACs; rank 0 (the first form) where no form's rank saves MACs."""
+    chosen: dict[str, tuple[Candidate, int]] = {}
+    for name, forms in options.items():
+        best = (forms[0], 0)
+        for form in forms:
+            rank = form.energy_rank(energy)
+            if rank <= form.max_rank and (not best[1] or form.macs_at(rank) < best[0].macs_at(best[1])):
+                best = (form, rank)
+        chosen[name] = best
+    return chosen
+
+
+def choose_for_saving(options: Options, saving: int) -> tuple[dict[str, tuple[Candidate, int]], bool]:
+    """Forms and ranks that remove at least ``saving`` MACs, keeping the most energy one threshold for all
+    allows: one kept-energy fraction is bisected for every layer; returns them and whether the saving
+    was reached (when not, the choice at the lowest energy)."""
+
+    def saved(choice: dict[str, tuple[Candidate, int]]) -> int:
+        return sum(c.macs - c.macs_at(rank) for c, rank in choice.values())
 
     low, high = 0.0, 1.0
-    best = ranks_for_energy(layers, 1e-9)
+    best = choose(options, 1e-9)
     if saved(best) < saving:
         return best, False
     for _ in range(_SEARCH_STEPS):
         middle = (low + high) / 2
-        ranks = ranks_for_energy(layers, middle)
-        if saved(ranks) >= saving:
-            low, best = middle, ranks
+        choice = choose(options, middle)
+        if saved(choice) >= saving:
+            low, best = middle, choice
         else:
             high = middle
     return best, True

@@ -4,7 +4,9 @@ With ``M ~= U_r S_r V_r^T`` the first node computes ``h = (S_r^1/2 V_r^T) x`` (`
 features) and the second ``y = (U_r S_r^1/2) h`` plus the original bias. The
 second node keeps the layer's name and output tensor, so everything downstream
 is untouched; the first is named ``<name>_low_rank``. A Conv's first factor
-keeps the kernel, strides, pads and dilations; its second is a 1x1 Conv.
+keeps the kernel, strides, pads and dilations; its second is a 1x1 Conv. In the spatial form the
+first is the ``kh x 1`` conv (the vertical stride, pads and dilation) and the second the ``1 x kw``
+conv (the horizontal ones).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .factors import Candidate
+from .factors import SPATIAL, Candidate
 
 FIRST_SUFFIX = "_low_rank"
 """The first factor of layer ``name`` is the node ``name + FIRST_SUFFIX``."""
@@ -48,6 +50,8 @@ def _nodes(
         first_w, second_w = first_w.T, second_w.T
         first = helper.make_node("MatMul", [node.input[0], first_name], [hidden], name + FIRST_SUFFIX)
         second = helper.make_node("MatMul", [hidden, second_name], [node.output[0]], name)
+    elif c.form == SPATIAL:
+        first, second, first_w, second_w = _spatial(c, rank, hidden, (first_name, second_name))
     else:
         kernel = c.weight_shape[2:]
         first_w = first_w.reshape(rank, *c.weight_shape[1:])
@@ -60,6 +64,30 @@ def _nodes(
         numpy_helper.from_array(second_w.astype(dtype), second_name),
     ]
     return [first, second], tensors
+
+
+def _spatial(
+    c: Candidate, rank: int, hidden: str, weights: tuple[str, str]
+) -> tuple[onnx.NodeProto, onnx.NodeProto, np.ndarray, np.ndarray]:
+    """The ``kh x 1`` and ``1 x kw`` convs of a spatial factorization, and their weights."""
+    o, i, kh, kw = c.weight_shape
+    cols, rows = factor_values(c, rank)
+    first_w = rows.T.reshape(rank, i, kh, 1)
+    second_w = cols.reshape(rank, o, kw).transpose(1, 0, 2).reshape(o, rank, 1, kw)
+    attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute}
+    sh, sw = list(attrs.get("strides", [1, 1]))
+    dh, dw = list(attrs.get("dilations", [1, 1]))
+    top, left, bottom, right = list(attrs.get("pads", [0, 0, 0, 0]))
+    node = c.node
+    first = helper.make_node(
+        "Conv", [node.input[0], weights[0]], [hidden], c.name + FIRST_SUFFIX,
+        kernel_shape=[kh, 1], strides=[sh, 1], dilations=[dh, 1], pads=[top, 0, bottom, 0],
+    )  # fmt: skip
+    second = helper.make_node(
+        "Conv", [hidden, weights[1], *node.input[2:3]], [node.output[0]], c.name,
+        kernel_shape=[1, kw], strides=[1, sw], dilations=[1, dw], pads=[0, left, 0, right],
+    )  # fmt: skip
+    return first, second, first_w, second_w
 
 
 def _drop_dead(graph: onnx.GraphProto) -> None:
