@@ -1,5 +1,5 @@
 """Small Keras and PaddlePaddle models exported to ONNX the way their users export them: the fixtures of
-tests/service/modelio/test_framework_exports.py.
+tests/service/pipeline/test_framework_exports.py.
 
 TensorFlow and Paddle are large and pin their own protobuf, so this runs in a virtual environment of its
 own, never prunekit's (the ONNX files it writes are checked in)::
@@ -11,7 +11,7 @@ own, never prunekit's (the ONNX files it writes are checked in)::
 
 Keras models are NHWC: tf2onnx wraps the convolutions in Transposes, which is what the converter and
 channel pruning must see through. Weights are random with fixed seeds (BatchNorm statistics too, so
-folding them is not a no-op); the files are a few hundred KiB.
+folding them is not a no-op); the files are under 100 KiB each.
 """
 
 from __future__ import annotations

@@ -103,11 +103,8 @@ class Client:
         """Check, once and without retries, that the server answers (its ``grpc.health.v1`` check,
         which needs no credential); :class:`PrunekitError` ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``
         when it cannot be reached. A server that answers anything else (even an error) is reachable."""
-        check = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=lambda raw: raw,
-            response_deserializer=lambda raw: raw,
-        )
+        health = "/grpc.health.v1.Health/Check"
+        check = self._channel.unary_unary(health, request_serializer=bytes, response_deserializer=bytes)
         try:
             check(b"", timeout=timeout)
         except grpc.RpcError as exc:

@@ -178,6 +178,7 @@ def test_download_progress_follows_each_stream(
     job = client.optimize(model_file, SPEC)
     seen: list[tuple[str, int, int]] = []
     paths = client.download_artifacts(job, tmp_path, on_received=lambda *event: seen.append(event))
+    assert paths
     for path in paths:
         total = len(path.read_bytes())
         events = [(got, of) for name, got, of in seen if name == path.name]
@@ -260,3 +261,10 @@ def test_bad_spec_fails_before_uploading(service: FakeService, client: Client, m
     with pytest.raises(SpecError):
         client.optimize(model_file, {"prune": {"ratoi": 0.5}})
     assert service.uploads == []
+
+
+def test_ping_tells_a_reachable_server_from_an_unreachable_one(client: Client) -> None:
+    client.ping(timeout=10)
+    with Client("127.0.0.1:1", token="", ca_file="") as nowhere, pytest.raises(PrunekitError) as info:
+        nowhere.ping(timeout=5)
+    assert info.value.code_name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")

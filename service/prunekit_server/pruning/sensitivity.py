@@ -27,7 +27,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -167,6 +167,15 @@ def _curve(
     return tuple(cosines), tuple(top1), tuple(kept)
 
 
+def _reuse_key(gm: fx.GraphModule, path: str, name: str, channels: int, ratios: Sequence[float]) -> str:
+    """What must match for a curve to carry over to another model: the root's node name (not its module
+    path: converters number unnamed layers in order, so paths shift when layers come or go), width,
+    weight shape and the ratios."""
+    weight = getattr(gm.get_submodule(path), "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
+    return f"{name}|{channels}|{shape}|{tuple(ratios)}"
+
+
 def graph_sensitivity(
     gm: fx.GraphModule,
     batches: Sequence[tuple[torch.Tensor, ...]],
@@ -174,13 +183,15 @@ def graph_sensitivity(
     *,
     ignore: Sequence[str] = (),
     budget_s: float | None = None,
-    known: Mapping[str, LayerCurve] | None = None,
+    known: dict[str, LayerCurve] | None = None,
 ) -> Sensitivity:
     """The curves of every group of ``gm`` on ``batches`` (the first batch traces the graph).
 
     With ``budget_s``, groups not started within that many seconds are
-    skipped ("time budget"). A group whose module path and width have a curve in ``known`` (measured
-    on a closely related model) takes that curve instead of being measured again.
+    skipped ("time budget"). ``known`` carries curves between closely related models (the bases of a
+    latency search): a group whose root layer has the same ONNX node name, width, weight shape and
+    ratios as a known curve takes it instead of being measured again, and every curve measured here
+    is added to it.
     """
     started = time.monotonic()
     ratios = check_ratios(ratios)
@@ -193,9 +204,9 @@ def graph_sensitivity(
     curves: list[LayerCurve] = []
     for path, channels in roots:
         name = origin(gm, path).name
-        reused = (known or {}).get(path)
-        if reused is not None and reused.channels == channels:
-            curves.append(reused)
+        key = _reuse_key(gm, path, name, channels, ratios)
+        if known is not None and key in known:
+            curves.append(replace(known[key], module=path))
             continue
         if budget_s is not None and time.monotonic() - started > budget_s:
             skipped.append(f"{name}: not analysed within the time budget of {budget_s:g} s")
@@ -208,6 +219,8 @@ def graph_sensitivity(
             skipped.append(f"{name}: {type(exc).__name__}: {detail}")
             continue
         curves.append(LayerCurve(name, path, channels, ratios, cosines, top1, kept))
+        if known is not None:
+            known[key] = curves[-1]
     curves.sort(key=lambda c: -float(np.mean([1.0 - v for v in c.cosine_similarity])))
     return Sensitivity(curves, skipped, time.monotonic() - started)
 

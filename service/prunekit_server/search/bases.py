@@ -114,8 +114,8 @@ def unit_bases(
 def low_rank_bases(
     model: onnx.ModelProto, context: PruneContext, scratch: Path, ignore: Sequence[str] = ()
 ) -> tuple[list[Base], list[str]]:
-    """The factorized bases, one per :data:`LOW_RANK_ENERGIES` that factorizes something new, and the
-    reasons none could be made (a model without a factorizable layer is no error here).
+    """The factorized bases, one per :data:`LOW_RANK_ENERGIES` that factorizes something new, and why
+    no (more) could be made (a model without a factorizable layer is no error here).
 
     Each is written to ``scratch`` (``low-rank-<energy>.onnx``).
     """
@@ -125,7 +125,7 @@ def low_rank_bases(
         try:
             result = prune_low_rank(model, LowRankConfig(energy=energy, ignore=tuple(ignore)), context)
         except ServiceError as exc:
-            return [], [f"LOW_RANK_NOT_SEARCHED: {exc.message}"]
+            return bases, [f"LOW_RANK_NOT_SEARCHED: {exc.message}"]
         ranks = tuple((i.name, i.rank) for i in result.layers if i.rank)
         if result.model is None or not ranks or ranks in seen:
             continue

@@ -49,8 +49,8 @@ def group_spaces(
     """The space of each group with a loss curve (levels not yet filled), and why the others are left out.
 
     A group the sensitivity analysis could not measure (an error, the time budget) is not narrowed:
-    its cost would be unknown. ``known`` curves (by module path, of a related model: the search's other
-    bases) are reused for groups of the same path and width, and the curves measured here are added.
+    its cost would be unknown. ``known`` carries curves between the search's bases (see
+    :func:`~..pruning.sensitivity.graph_sensitivity`).
     """
     if not groups:
         return [], []
@@ -58,8 +58,6 @@ def group_spaces(
     batches = list(batches)[:MAX_SENSITIVITY_BATCHES]
     analysis = graph_sensitivity(gm, batches, ratios, ignore=ignore, budget_s=budget_s, known=known)
     curves = {curve.module: curve for curve in analysis.curves}
-    if known is not None:
-        known.update({k: c for k, c in curves.items() if c.ratios == ratios and k not in known})
     spaces: list[GroupSpace] = []
     skipped = list(analysis.skipped)
     for group in groups:

@@ -23,6 +23,8 @@ CASES = [
     ("keras_mlp", spec_pb2.PRUNE_METHOD_NEURON),
     ("paddle_cnn", spec_pb2.PRUNE_METHOD_CHANNEL),
 ]
+MACS_REACHED = {"keras_cnn": 2.1, "keras_mlp": 1.2, "paddle_cnn": 1.6}
+"""At least these MACs reductions at ratio 0.3 (measured: 2.18x, 1.23x, 1.64x)."""
 
 
 def _feed(model: onnx.ModelProto, batch: int | None = None) -> dict[str, np.ndarray]:
@@ -62,7 +64,7 @@ def test_structured_pruning_at_30_percent(name: str, method: int, tmp_path: Path
     )
     result = run_optimization(path, model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path, lambda *a, **k: None)
     (variant,) = result.report.variants
-    assert variant.macs_reduction > 1.15, [w.message for w in result.report.warnings]
+    assert variant.macs_reduction >= MACS_REACHED[name], [w.message for w in result.report.warnings]
     assert variant.stats.quality.samples == 4
     assert 0 < variant.stats.quality.cosine_similarity <= 1.0 + 1e-6
     assert any(list(layer.shape_after) != list(layer.shape_before) for layer in result.report.layers)

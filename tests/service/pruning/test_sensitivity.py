@@ -12,10 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit.spec.low_rank_configs import LowRankConfig
 from prunekit.v1 import model_pb2
 from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.modelio.onnx_to_fx import onnx_to_fx
-from prunekit_server.pruning.fx_tools import fidelity, run_batches
+from prunekit_server.pruning.base import PruneContext
+from prunekit_server.pruning.fx_tools import fidelity, origin, run_batches
+from prunekit_server.pruning.low_rank import prune_low_rank
 from prunekit_server.pruning.sensitivity import (
     DEFAULT_RATIOS,
     LayerCurve,
@@ -26,6 +29,8 @@ from prunekit_server.pruning.sensitivity import (
 )
 from tests.samples import write_sample_model
 from tests.zoo import ZOO, export
+
+FRAMEWORKS = Path(__file__).resolve().parents[2] / "fixtures" / "frameworks"
 
 IMAGE = model_pb2.InputSpec(name="image", shape=[2, 3, 8, 8])
 
@@ -119,19 +124,39 @@ def test_groups_torch_pruning_cannot_prune_alone_are_skipped_with_the_reason(tmp
     assert all("time budget" in s for s in budget.skipped if "output layer" not in s)
 
 
-def test_known_curves_of_the_same_path_and_width_are_reused_not_measured(tmp_path: Path) -> None:
+def test_known_curves_carry_over_by_node_name_width_shape_and_ratios(tmp_path: Path) -> None:
     entry = ZOO["transformer"]
     model = onnx.load(str(export(entry.build(), entry, tmp_path / "t.onnx", "legacy", 17)))
     gm = onnx_to_fx(model, inputs=list(entry.inputs))
-    measured = graph_sensitivity(gm, [entry.sample()], (0.5,))
-    ff1 = next(c for c in measured.curves if c.module == "ff1")
-    marked = replace(ff1, cosine_similarity=(-1.0,))
-    other_width = replace(next(c for c in measured.curves if c.module == "ff2"), channels=1)
-    again = graph_sensitivity(gm, [entry.sample()], (0.5,), known={"ff1": marked, "ff2": other_width})
-    by_module = {c.module: c for c in again.curves}
-    assert by_module["ff1"] is marked
-    assert by_module["ff2"].channels != 1, "a different width is measured afresh"
-    assert set(by_module) == {c.module for c in measured.curves}
+    known: dict[str, LayerCurve] = {}
+    first = graph_sensitivity(gm, [entry.sample()], (0.5,), known=known)
+    assert len(known) == len(first.curves) > 0
+    marked = {key: replace(curve, cosine_similarity=(-1.0,)) for key, curve in known.items()}
+    again = graph_sensitivity(gm, [entry.sample()], (0.5,), known=marked)
+    assert [c.cosine_similarity for c in again.curves] == [(-1.0,)] * len(first.curves)
+    other_ratios = graph_sensitivity(gm, [entry.sample()], (0.3,), known=marked)
+    assert all(c.cosine_similarity != (-1.0,) for c in other_ratios.curves)
+
+
+def test_a_factorized_model_reuses_only_the_curves_of_unchanged_layers() -> None:
+    model = onnx.load(str(FRAMEWORKS / "keras_cnn.onnx"))
+    spec = model_pb2.InputSpec(name="image", shape=[1, 32, 32, 3])
+    feed = (torch.randn(1, 32, 32, 3, generator=torch.Generator().manual_seed(0)),)
+    known: dict[str, LayerCurve] = {}
+    graph_sensitivity(onnx_to_fx(model, inputs=[spec]), [feed], (0.5,), known=known)
+    marked = {key: replace(curve, cosine_similarity=(-1.0,)) for key, curve in known.items()}
+    factorized = prune_low_rank(model, LowRankConfig(energy=0.6), PruneContext(inputs=(spec,)))
+    assert factorized.model is not None
+    split = {layer.name for layer in factorized.layers if layer.rank}
+    assert split
+    gm = onnx_to_fx(factorized.model, inputs=[spec])
+    base = graph_sensitivity(gm, [feed], (0.5,), known=marked)
+    reused = [c for c in base.curves if c.cosine_similarity == (-1.0,)]
+    assert reused, "unchanged layers keep their curves"
+    for curve in base.curves:
+        assert curve.layer == origin(gm, curve.module).name
+        if curve.layer in split or curve.layer.endswith("_low_rank"):
+            assert curve not in reused, f"{curve.layer} changed and is measured again"
 
 
 def _curve(name: str, losses: tuple[float, ...], channels: int = 16) -> LayerCurve:

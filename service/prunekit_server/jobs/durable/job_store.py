@@ -23,7 +23,7 @@ from ...storage import ObjectNotFound, ObjectStore, PreconditionFailed
 from . import lease, record
 from .keys import TenantKeys
 from .storage_errors import storage_errors
-from .uris import SCHEME, TenantUris
+from .uris import TenantUris
 
 _CAS_ATTEMPTS = 20
 
@@ -132,12 +132,15 @@ class JobStore:
         return [key[len(prefix) :] for key in keys if record.is_valid_job_id(key[len(prefix) :])]
 
     def liveness(self, job_id: str) -> bool | None:
-        """Whether the job is PENDING or RUNNING now; None when it has no record."""
+        """Whether the job is PENDING or RUNNING now; None when it has no record, False when its record
+        cannot be read as a job (it holds nothing)."""
         try:
             return not record.is_terminal(self.get(job_id).state)
         except ServiceError as exc:
             if exc.reason == "JOB_NOT_FOUND":
                 return None
+            if exc.message.startswith(CORRUPT):
+                return False
             raise
 
     def forget_active(self, job_id: str) -> None:
@@ -160,8 +163,7 @@ class JobStore:
     def _read(self, data: bytes) -> job_pb2.Job:
         """A stored record, its URIs shown as clients see them (records of older servers hold store URIs)."""
         job = _decode(data)
-        if job.model.uri and not job.model.uri.startswith(SCHEME):
-            self._uris.show_in(job)
+        self._uris.show_in(job)
         return job
 
     def mutate(self, job_id: str, change: Callable[[job_pb2.Job], bool]) -> job_pb2.Job:
@@ -253,11 +255,14 @@ def _encode(job: job_pb2.Job) -> bytes:
     return json_format.MessageToJson(job, preserving_proto_field_name=True).encode()
 
 
+CORRUPT = "corrupt job record"
+
+
 def _decode(data: bytes) -> job_pb2.Job:
     try:
         return json_format.Parse(data, job_pb2.Job(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"corrupt job record: {exc}") from exc
+        raise ServiceError(Code.INTERNAL, "INTERNAL_ERROR", f"{CORRUPT}: {exc}") from exc
 
 
 __all__ = ["JobStore"]

@@ -4,8 +4,8 @@
 compare-and-swap on its etag, so two replicas admitting at the same moment cannot both take the last
 seat. A seat is taken before its job's record is written and is never given back explicitly: when the
 seats are full, those whose job has ended, or whose record never appeared within ``grace_s`` (a create
-that failed half-way), are freed in the same swap. The first use seeds the seats with the tenant's jobs
-already PENDING or RUNNING, so turning the quota on does not forget them.
+that failed half-way), are freed in the same swap. Active jobs without a seat (created while the quota
+was off, or while the object was unreadable) are given one by the next swap, so they always count.
 """
 
 from __future__ import annotations
@@ -53,13 +53,10 @@ class Seats:
         for _ in range(_CAS_ATTEMPTS):
             with storage_errors():
                 info = self.store.head(self._key)
-                seats = (
-                    _decode(self.store.get_bytes(self._key))
-                    if info is not None
-                    else {j: _now_ms() for j in active() if j != job_id and live(j)}
-                )
+                seats = {} if info is None else _decode(self.store.get_bytes(self._key))
             if job_id in seats:
                 return
+            seats |= self._untracked(seats, job_id, live, active)
             if len(seats) >= limit:
                 seats = self._still_held(seats, live)
             if len(seats) >= limit:
@@ -77,6 +74,15 @@ class Seats:
             return
         busy = "the tenant's jobs are being created too often; retry"
         raise ServiceError(Code.ABORTED, "INTERNAL_ERROR", busy)
+
+    @staticmethod
+    def _untracked(
+        seats: dict[str, int], job_id: str, live: Liveness, active: Callable[[], Iterable[str]]
+    ) -> dict[str, int]:
+        """Active jobs holding no seat (created while the quota was off, or before the seats were
+        readable): they count, and get one in this swap."""
+        now = _now_ms()
+        return {j: now for j in active() if j not in seats and j != job_id and live(j)}
 
     def _still_held(self, seats: dict[str, int], live: Liveness) -> dict[str, int]:
         """The seats whose job runs, or whose record may still be being written."""

@@ -82,3 +82,22 @@ def test_first_use_counts_the_jobs_already_running(object_store: ObjectStore, tm
     third = record.new_job_id()
     _take(seats, jobs, third, 3)
     assert set(seats.held()) == {*running, third}
+
+
+def test_jobs_created_while_the_quota_was_off_or_the_seats_unreadable_count(
+    object_store: ObjectStore, tmp_path: Path
+) -> None:
+    jobs = JobStore(object_store)
+    model = stored_model(jobs, tmp_path)
+    seats = Seats(object_store, jobs.tenant)
+    first = record.new_job_id()
+    _take(seats, jobs, first, 5)
+    unseated = [jobs.create(model, quick_spec(), f"off-{i}", {})[0].id for i in range(2)]
+    with pytest.raises(ServiceError):
+        _take(seats, jobs, record.new_job_id(), 3)
+    object_store.put_bytes(f"tenants/{jobs.tenant}/seats.json", b"{not json")
+    with pytest.raises(ServiceError):
+        _take(seats, jobs, record.new_job_id(), 2)
+    third = record.new_job_id()
+    _take(seats, jobs, third, 3)
+    assert set(seats.held()) == {*unseated, third}
