@@ -1,0 +1,166 @@
+"""The DYNAMIC prune stage: build the ``dynamic`` variant and measure it per input against the original.
+
+Heads train on the job's train split and the threshold is calibrated on its eval split; without them,
+on synthetic inputs (:data:`SYNTHETIC_TRAIN` and :data:`SYNTHETIC_EVAL` samples, with a
+``DYNAMIC_SYNTHETIC_INPUTS`` warning). The calibration rule is the accuracy rule with labels
+(``evaluation.max_accuracy_drop``, 1 point when unset), else the top-1 agreement floor. The variant is
+timed per input over the same eval inputs as the original, interleaved
+(:func:`~..measure.dynamic.measure_per_input`), and over a sub-set of them at several thresholds of the
+sweep; the ``DynamicReport`` says it all. The delivered files are ONNX; a TorchScript input gets a
+``TORCHSCRIPT_NOT_WRITTEN`` warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prunekit.spec.dynamic_configs import DynamicConfig
+from prunekit.v1 import model_pb2, report_pb2, spec_pb2
+
+from ..measure.dynamic import describe_protocol, mean_latency, measure_per_input
+from ..measure.names import DYNAMIC, ORIGINAL
+from ..measure.quality import synthetic_inputs
+from ..measure.settings import RunSettings, synthetic_description
+from ..modelio.ingest import IngestedModel
+from ..progress import ProgressFn
+from ..pruning.dynamic import CalibrationRule, EarlyExit, Split, early_exit, form_unavailable, with_threshold
+from ..report.dynamic import dynamic_report
+from ..report.facts import Variant
+from ..spec_check import prune_config_of
+from ..training.datasets import Dataset
+from .job_data import LoadedData
+from .stages import HALF, at
+from .variants import SCRATCH_DIR, artifact_dir, model_file
+
+__all__ = ["DynamicOutcome", "is_dynamic", "run_dynamic"]
+
+SYNTHETIC_TRAIN = 512
+SYNTHETIC_EVAL = 128
+MAX_FEEDS = 2000
+SWEEP_FEEDS = 200
+SWEEP_TIMED = 6
+DEFAULT_MAX_DROP = 0.01
+BATCH_RULE = (
+    "a batch leaves an exit only when every item in it reaches the threshold (batch 1: per input); "
+    "outputs keep the original's name, shape and dtype on every path"
+)
+
+
+@dataclass
+class DynamicOutcome:
+    """The ``dynamic`` variant, its report section and its warnings."""
+
+    variant: Variant
+    report: report_pb2.DynamicReport
+    warnings: list[str]
+
+
+def is_dynamic(spec: spec_pb2.OptimizationSpec) -> bool:
+    """True when the spec prunes with method DYNAMIC."""
+    return spec.HasField("prune") and spec.prune.method == spec_pb2.PRUNE_METHOD_DYNAMIC
+
+
+def _split(
+    dataset: Dataset | None, inputs: list[model_pb2.InputSpec], count: int, seed: int
+) -> tuple[Split, bool]:
+    """The dataset as a :class:`Split`, or ``count`` synthetic samples (True: synthetic)."""
+    if dataset is not None and len(dataset):
+        return Split(dict(zip(dataset.input_names, dataset.inputs, strict=True)), dataset.label), False
+    batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+    feeds = synthetic_inputs(inputs, max(1, count // max(1, batch)), seed)
+    return Split({i.name: np.concatenate([f[i.name] for f in feeds]) for i in inputs}), True
+
+
+def _feeds(split: Split, inputs: list[model_pb2.InputSpec]) -> list[dict[str, np.ndarray]]:
+    batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+    n = min(len(split), MAX_FEEDS * batch) // batch * batch
+    return [{name: a[i : i + batch] for name, a in split.inputs.items()} for i in range(0, n, batch)]
+
+
+def run_dynamic(
+    spec: spec_pb2.OptimizationSpec,
+    settings: RunSettings,
+    ingested: IngestedModel,
+    loaded: LoadedData,
+    workdir: Path,
+    progress: ProgressFn,
+) -> DynamicOutcome:
+    """Build, write and measure the ``dynamic`` variant (see the module docstring)."""
+    config = prune_config_of(spec.prune)
+    assert isinstance(config, DynamicConfig)
+    if config.form != "early_exit":
+        raise form_unavailable(config.form)
+    inputs = list(ingested.inputs)
+    train, synthetic_train = _split(loaded.train, inputs, SYNTHETIC_TRAIN, settings.seed + 1)
+    calibration, synthetic_eval = _split(loaded.eval, inputs, SYNTHETIC_EVAL, settings.seed)
+    warnings = []
+    if synthetic_train or synthetic_eval:
+        warnings.append(
+            "DYNAMIC_SYNTHETIC_INPUTS: the exit heads were trained or the threshold calibrated on synthetic "
+            "inputs (no train or eval split); give the job data for gates that fit real inputs"
+        )
+    labelled = calibration.labels is not None
+    rule = CalibrationRule(
+        "accuracy" if labelled else "top1_agreement",
+        max_drop=spec.evaluation.max_accuracy_drop or DEFAULT_MAX_DROP,
+        min_agreement=settings.rule.min_top1_agreement,
+    )
+    progress("prune", at("prune"), f"early exit: training exit heads ({config.steps} steps each)")
+    built = early_exit(
+        ingested.onnx_model, inputs, config, train, calibration, rule, workdir / SCRATCH_DIR, settings.seed
+    )
+    warnings += built.warnings
+    out = artifact_dir(workdir) / f"{DYNAMIC}.onnx"
+    out.write_bytes(built.model.SerializeToString())
+    if ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
+        warnings.append(
+            "TORCHSCRIPT_NOT_WRITTEN: the dynamic model's gating is delivered as ONNX (nested If nodes)"
+        )
+    variant = Variant(
+        name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=[model_file(model_pb2.MODEL_FORMAT_ONNX, out)]
+    )
+    progress("prune", at("prune", HALF), "early exit: timing the original and the dynamic model per input")
+    report = _measure(built, ingested.onnx_path, out, calibration, inputs, settings, workdir, synthetic_eval)
+    return DynamicOutcome(variant, report, warnings)
+
+
+def _measure(
+    built: EarlyExit,
+    original: Path,
+    dynamic: Path,
+    split: Split,
+    inputs: list[model_pb2.InputSpec],
+    settings: RunSettings,
+    workdir: Path,
+    synthetic: bool,
+) -> report_pb2.DynamicReport:
+    feeds = _feeds(split, inputs)
+    batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+    labels = split.labels[: len(feeds) * batch] if split.labels is not None else None
+    measured = measure_per_input(
+        {ORIGINAL: original, DYNAMIC: dynamic},
+        feeds,
+        reference=ORIGINAL,
+        labels=labels,
+        threads=settings.threads,
+        max_seconds=settings.max_seconds,
+    )
+    sweep_ms = {}
+    timed = [p.threshold for p in built.sweep]
+    step = max(1, len(timed) // SWEEP_TIMED)
+    scratch = workdir / SCRATCH_DIR / "dynamic_sweep.onnx"
+    for threshold in sorted({*timed[::step], built.threshold}):
+        scratch.write_bytes(with_threshold(built.model, threshold).SerializeToString())
+        sweep_ms[threshold] = mean_latency(scratch, feeds[:SWEEP_FEEDS], threads=settings.threads)
+    samples = len(feeds) * batch
+    described = (
+        synthetic_description(inputs, samples, settings.seed)
+        if synthetic
+        else f"eval split, {samples} samples"
+    )
+    protocol = describe_protocol(len(feeds), batch, settings.threads, measured.rounds)
+    protocol += f"; sweep thresholds timed in one pass over the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
+    return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULE)

@@ -1,0 +1,35 @@
+"""DYNAMIC: input-dependent computation built into the exported graph.
+
+EARLY_EXIT (:mod:`.early_exit`): exit heads after chosen blocks of a classifier, trained by distillation
+from the original with the backbone frozen, a threshold calibrated on the eval inputs, nested ONNX ``If``
+nodes so ONNX Runtime runs only the blocks an input needs (:mod:`.compose`). Where a model can be gated:
+:mod:`.points`; the heads: :mod:`.heads`; the threshold: :mod:`.calibrate`. Forms this server does not
+build, and models with nowhere to gate, are ``FAILED_PRECONDITION`` (:mod:`.errors`).
+
+DYNAMIC needs the job's data (train and eval splits), so the pipeline calls :func:`early_exit` itself
+rather than through the pruning registry.
+"""
+
+from __future__ import annotations
+
+from prunekit.spec.dynamic_configs import DynamicConfig
+
+from .calibrate import THRESHOLDS, CalibrationRule, SweepPoint
+from .compose import THRESHOLD, build_early_exit, with_threshold
+from .early_exit import EarlyExit, Split, early_exit
+from .errors import form_unavailable, not_applicable
+
+__all__ = [
+    "THRESHOLD",
+    "THRESHOLDS",
+    "CalibrationRule",
+    "DynamicConfig",
+    "EarlyExit",
+    "Split",
+    "SweepPoint",
+    "build_early_exit",
+    "early_exit",
+    "form_unavailable",
+    "not_applicable",
+    "with_threshold",
+]
