@@ -17,13 +17,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from scripts.digits import INPUT_NAME, digits_split, export_onnx, train_digits_cnn
 
 from prunekit.v1 import job_pb2, spec_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
-from scripts.digits import INPUT_NAME, digits_split, export_onnx, train_digits_cnn
 
 from .conftest import TEST_SETTINGS, start, status_error, upload
 from .jobflow import create, wait
@@ -85,16 +85,18 @@ def test_early_exit_job_trains_calibrates_and_measures_per_input(
     report = job.report
     assert [v.name for v in report.variants] == ["dynamic"]
     d = report.dynamic
-    assert d.form == P.DYNAMIC_FORM_EARLY_EXIT and d.calibrated and d.metric == "accuracy"
+    assert (d.form, d.calibrated, d.metric) == (P.DYNAMIC_FORM_EARLY_EXIT, True, "accuracy")
     assert d.inputs == "eval split, 200 samples"
     original, dynamic = d.models
     assert (original.name, dynamic.name) == ("original", "dynamic")
     for model in d.models:
-        assert model.samples == 200 and len(model.latencies_ms) == 200
+        assert (model.samples, len(model.latencies_ms)) == (200, 200)
         assert 0 < model.p50_ms <= model.p90_ms <= model.p99_ms
     assert original.accuracy - dynamic.accuracy <= 0.01 + 1e-9
-    assert d.exits[-1].name == "final" and abs(sum(e.share for e in d.exits) - 1.0) < 1e-9
-    assert len(d.sweep) >= 10 and any(p.mean_ms > 0 for p in d.sweep)
+    assert d.exits[-1].name == "final"
+    assert abs(sum(e.share for e in d.exits) - 1.0) < 1e-9
+    assert len(d.sweep) >= 10
+    assert any(p.mean_ms > 0 for p in d.sweep)
     gated = onnx.load_from_string(_download(stub, job.id, "dynamic.onnx"))
     assert any(n.op_type == "If" for n in gated.graph.node)
     session = ort.InferenceSession(gated.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -102,9 +104,10 @@ def test_early_exit_job_trains_calibrates_and_measures_per_input(
     for x in held_out.inputs[0][:20]:
         feed = {INPUT_NAME: x[None]}
         got, want = session.run(None, feed)[0], reference.run(None, feed)[0]
-        assert got.shape == want.shape and got.dtype == want.dtype
+        assert (got.shape, got.dtype) == (want.shape, want.dtype)
     page = _download(stub, job.id, "report.html").decode()
-    assert "Latency per input" in page and "Accuracy against threshold" in page
+    assert "Latency per input" in page
+    assert "Accuracy against threshold" in page
     assert "## Dynamic: latency per input" in _download(stub, job.id, "report.md").decode()
 
 

@@ -68,6 +68,7 @@ class Graph:
 
     def __init__(self, model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec]) -> None:
         self.model = model
+        self.inputs = tuple(inputs)
         self.nodes = list(model.graph.node)
         self.producer = {out: i for i, node in enumerate(self.nodes) for out in node.output if out}
         self.consumers: dict[str, list[int]] = {}
@@ -124,8 +125,20 @@ def _node_macs(
     return macs
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | str, ...]]]:
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+def _shapes(
+    model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec]
+) -> dict[str, tuple[int, tuple[int | str, ...]]]:
+    """Tensor name -> (element type, shape), inferred with the inputs' concrete shapes."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    concrete = {spec.name: list(spec.shape) for spec in inputs}
+    for info in fixed.graph.input:
+        dims = concrete.get(info.name)
+        if dims and len(dims) == len(info.type.tensor_type.shape.dim):
+            for dim, value in zip(info.type.tensor_type.shape.dim, dims, strict=True):
+                dim.dim_value = int(value)
+    del fixed.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     infos = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     out: dict[str, tuple[int, tuple[int | str, ...]]] = {}
     for info in infos:
@@ -166,7 +179,7 @@ def exit_points(graph: Graph, output: Output) -> list[ExitPoint]:
     first = next((i.name for i in model.graph.input if i.name not in initializers), None)
     if first is None:
         return []
-    shapes = _shapes(model)
+    shapes = _shapes(model, graph.inputs)
     batch = shapes.get(first, (0, ()))[1][:1]
     needed = graph.ancestors(output.name)
     points = []
