@@ -133,9 +133,9 @@ def _shapes(
     fixed.CopyFrom(model)
     concrete = {spec.name: list(spec.shape) for spec in inputs}
     for info in fixed.graph.input:
-        dims = concrete.get(info.name)
-        if dims and len(dims) == len(info.type.tensor_type.shape.dim):
-            for dim, value in zip(info.type.tensor_type.shape.dim, dims, strict=True):
+        wanted = concrete.get(info.name)
+        if wanted and len(wanted) == len(info.type.tensor_type.shape.dim):
+            for dim, value in zip(info.type.tensor_type.shape.dim, wanted, strict=True):
                 dim.dim_value = int(value)
     del fixed.graph.value_info[:]
     inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
