@@ -44,7 +44,7 @@ MAX_FROM_LAYER = 1024
 
 FORM_FIELDS: dict[DynamicForm, frozenset[str]] = {
     "early_exit": frozenset({"form", "exits", "max_exits", "threshold", "steps"}),
-    "token_skip": frozenset({"form", "keep_ratio", "keep_tokens", "from_layer", "steps"}),
+    "token_skip": frozenset({"form", "keep_ratio", "keep_tokens", "from_layer"}),
     "head_gate": frozenset({"form", "threshold", "from_layer", "steps"}),
 }
 """The ``DynamicSpec`` fields each form reads."""

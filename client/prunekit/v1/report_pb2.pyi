@@ -1055,6 +1055,8 @@ class DynamicReport(_message.Message):
     SWEEP_FIELD_NUMBER: _builtins.int
     BATCH_RULE_FIELD_NUMBER: _builtins.int
     MEAN_SPEEDUP_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
     form: _spec_pb2.DynamicForm.ValueType
     inputs: _builtins.str
     """The inputs measured, e.g. "eval split, 449 samples" or
@@ -1074,6 +1076,8 @@ class DynamicReport(_message.Message):
     """How batches are gated, in words."""
     mean_speedup: _builtins.float
     """Mean latency original / mean latency dynamic (> 1 is faster)."""
+    keep_tokens: _builtins.int
+    """TOKEN_SKIP: the tokens kept from `from_layer` on."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicModelStats]:
         """"original" and "dynamic", each over the same inputs."""
@@ -1085,6 +1089,10 @@ class DynamicReport(_message.Message):
     @_builtins.property
     def sweep(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicSweepPoint]:
         """The threshold sweep: metric and measured mean latency per threshold."""
+
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicLayerTokens]:
+        """TOKEN_SKIP: the tokens each encoder layer runs on."""
 
     def __init__(
         self,
@@ -1101,14 +1109,41 @@ class DynamicReport(_message.Message):
         sweep: _abc.Iterable[Global___DynamicSweepPoint] | None = ...,
         batch_rule: _builtins.str = ...,
         mean_speedup: _builtins.float = ...,
+        tokens: _abc.Iterable[Global___DynamicLayerTokens] | None = ...,
+        keep_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rule", b"batch_rule", "calibrated", b"calibrated", "calibration_rule", b"calibration_rule", "exits", b"exits", "form", b"form", "inputs", b"inputs", "mean_speedup", b"mean_speedup", "metric", b"metric", "models", b"models", "protocol", b"protocol", "sweep", b"sweep", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rule", b"batch_rule", "calibrated", b"calibrated", "calibration_rule", b"calibration_rule", "exits", b"exits", "form", b"form", "inputs", b"inputs", "keep_tokens", b"keep_tokens", "mean_speedup", b"mean_speedup", "metric", b"metric", "models", b"models", "protocol", b"protocol", "sweep", b"sweep", "threshold", b"threshold", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DynamicReport: _TypeAlias = DynamicReport  # noqa: Y015
+
+@_typing.final
+class DynamicLayerTokens(_message.Message):
+    """TOKEN_SKIP: how many tokens one encoder layer runs on, per input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAYER_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    layer: _builtins.int
+    """0-based layer index, in graph order of the attention softmaxes."""
+    tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        layer: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["layer", b"layer", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicLayerTokens: _TypeAlias = DynamicLayerTokens  # noqa: Y015
 
 @_typing.final
 class DynamicModelStats(_message.Message):
@@ -1214,6 +1249,7 @@ class DynamicSweepPoint(_message.Message):
     METRIC_FIELD_NUMBER: _builtins.int
     MACS_FRACTION_FIELD_NUMBER: _builtins.int
     MEAN_MS_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     metric: _builtins.float
     """The metric (see DynamicReport.metric) at this threshold."""
@@ -1221,6 +1257,10 @@ class DynamicSweepPoint(_message.Message):
     """Expected share of the original's MACs per input."""
     mean_ms: _builtins.float
     """Measured mean latency over the inputs (0 when not timed)."""
+    keep_tokens: _builtins.int
+    """TOKEN_SKIP: the tokens kept at this point (`threshold` is then the
+    kept fraction).
+    """
     def __init__(
         self,
         *,
@@ -1228,10 +1268,11 @@ class DynamicSweepPoint(_message.Message):
         metric: _builtins.float = ...,
         macs_fraction: _builtins.float = ...,
         mean_ms: _builtins.float = ...,
+        keep_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["macs_fraction", b"macs_fraction", "mean_ms", b"mean_ms", "metric", b"metric", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_tokens", b"keep_tokens", "macs_fraction", b"macs_fraction", "mean_ms", b"mean_ms", "metric", b"metric", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -234,8 +234,10 @@ class _DynamicFormEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DynamicFo
     """
     DYNAMIC_FORM_TOKEN_SKIP: _DynamicForm.ValueType  # 2
     """Transformer encoders: from layer `from_layer` on, each input keeps its
-    top-k tokens by attention to the first (class) token; later layers run
-    on fewer tokens. Not implemented by this server yet: FAILED_PRECONDITION.
+    top-k tokens by the attention the first (class) token paid them in the
+    layer before (the first token is always kept), chosen in the graph with
+    TopK and GatherElements, so later layers run on fewer tokens. Needs at
+    least two attention layers whose later ones take any token count.
     """
     DYNAMIC_FORM_HEAD_GATE: _DynamicForm.ValueType  # 3
     """Transformer encoders: learned per-head gates. Not implemented by this
@@ -256,8 +258,10 @@ confident. Needs one float output of shape (batch, classes).
 """
 DYNAMIC_FORM_TOKEN_SKIP: DynamicForm.ValueType  # 2
 """Transformer encoders: from layer `from_layer` on, each input keeps its
-top-k tokens by attention to the first (class) token; later layers run
-on fewer tokens. Not implemented by this server yet: FAILED_PRECONDITION.
+top-k tokens by the attention the first (class) token paid them in the
+layer before (the first token is always kept), chosen in the graph with
+TopK and GatherElements, so later layers run on fewer tokens. Needs at
+least two attention layers whose later ones take any token count.
 """
 DYNAMIC_FORM_HEAD_GATE: DynamicForm.ValueType  # 3
 """Transformer encoders: learned per-head gates. Not implemented by this
@@ -617,8 +621,8 @@ class DynamicSpec(_message.Message):
     kept tokens; 0 means the middle layer.
     """
     steps: _builtins.int
-    """Distillation steps training the exit heads (or gates), 1 to 100000;
-    0 means 300.
+    """EARLY_EXIT: distillation steps training each exit head, 1 to 100000;
+    0 means 300. (TOKEN_SKIP's scores need no training.)
     """
     @_builtins.property
     def exits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -26,8 +26,18 @@ from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings, synthetic_description
 from ..modelio.ingest import IngestedModel
 from ..progress import ProgressFn
-from ..pruning.dynamic import CalibrationRule, EarlyExit, Split, early_exit, form_unavailable, with_threshold
-from ..report.dynamic import dynamic_report
+from ..pruning.dynamic import (
+    CalibrationRule,
+    EarlyExit,
+    Split,
+    TokenSkip,
+    early_exit,
+    form_unavailable,
+    token_skip,
+    with_keep,
+    with_threshold,
+)
+from ..report.dynamic import dynamic_report, token_report
 from ..report.facts import Variant
 from ..spec_check import prune_config_of
 from ..training.datasets import Dataset
@@ -43,10 +53,12 @@ MAX_FEEDS = 2000
 SWEEP_FEEDS = 200
 SWEEP_TIMED = 6
 DEFAULT_MAX_DROP = 0.01
-BATCH_RULE = (
-    "a batch leaves an exit only when every item in it reaches the threshold (batch 1: per input); "
-    "outputs keep the original's name, shape and dtype on every path"
-)
+BATCH_RULES = {
+    "early_exit": "a batch leaves an exit only when every item in it reaches the threshold (batch 1: per "
+    "input); outputs keep the original's name, shape and dtype on every path",
+    "token_skip": "each item of a batch keeps its own most attended tokens (TopK per row): any batch size; "
+    "outputs keep the original's name, shape and dtype",
+}
 
 
 @dataclass
@@ -80,6 +92,49 @@ def _feeds(split: Split, inputs: list[model_pb2.InputSpec]) -> list[dict[str, np
     return [{name: a[i : i + batch] for name, a in split.inputs.items()} for i in range(0, n, batch)]
 
 
+def _rule(spec: spec_pb2.OptimizationSpec, settings: RunSettings, labelled: bool) -> CalibrationRule:
+    return CalibrationRule(
+        "accuracy" if labelled else "top1_agreement",
+        max_drop=spec.evaluation.max_accuracy_drop or DEFAULT_MAX_DROP,
+        min_agreement=settings.rule.min_top1_agreement,
+    )
+
+
+def _build(
+    config: DynamicConfig,
+    spec: spec_pb2.OptimizationSpec,
+    settings: RunSettings,
+    ingested: IngestedModel,
+    loaded: LoadedData,
+    workdir: Path,
+    progress: ProgressFn,
+) -> tuple[EarlyExit | TokenSkip, Split, bool, list[str]]:
+    """The built form, the calibration split, whether it is synthetic, and the warnings so far."""
+    inputs = list(ingested.inputs)
+    calibration, synthetic = _split(loaded.eval, inputs, SYNTHETIC_EVAL, settings.seed)
+    rule = _rule(spec, settings, calibration.labels is not None)
+    scratch = workdir / SCRATCH_DIR
+    warnings = []
+    if config.form == "token_skip":
+        progress("prune", at("prune"), "token skipping: calibrating the kept tokens")
+        built: EarlyExit | TokenSkip = token_skip(
+            ingested.onnx_model, inputs, config, calibration.inputs, calibration.labels, rule, scratch
+        )
+    else:
+        train, synthetic_train = _split(loaded.train, inputs, SYNTHETIC_TRAIN, settings.seed + 1)
+        synthetic = synthetic or synthetic_train
+        progress("prune", at("prune"), f"early exit: training exit heads ({config.steps} steps each)")
+        built = early_exit(
+            ingested.onnx_model, inputs, config, train, calibration, rule, scratch, settings.seed
+        )
+    if synthetic:
+        warnings.append(
+            "DYNAMIC_SYNTHETIC_INPUTS: the gates were trained or calibrated on synthetic inputs (no train or "
+            "eval split); give the job data for gates that fit real inputs"
+        )
+    return built, calibration, synthetic, warnings + built.warnings
+
+
 def run_dynamic(
     spec: spec_pb2.OptimizationSpec,
     settings: RunSettings,
@@ -91,44 +146,49 @@ def run_dynamic(
     """Build, write and measure the ``dynamic`` variant (see the module docstring)."""
     config = prune_config_of(spec.prune)
     assert isinstance(config, DynamicConfig)
-    if config.form != "early_exit":
+    if config.form not in BATCH_RULES:
         raise form_unavailable(config.form)
-    inputs = list(ingested.inputs)
-    train, synthetic_train = _split(loaded.train, inputs, SYNTHETIC_TRAIN, settings.seed + 1)
-    calibration, synthetic_eval = _split(loaded.eval, inputs, SYNTHETIC_EVAL, settings.seed)
-    warnings = []
-    if synthetic_train or synthetic_eval:
-        warnings.append(
-            "DYNAMIC_SYNTHETIC_INPUTS: the exit heads were trained or the threshold calibrated on synthetic "
-            "inputs (no train or eval split); give the job data for gates that fit real inputs"
-        )
-    labelled = calibration.labels is not None
-    rule = CalibrationRule(
-        "accuracy" if labelled else "top1_agreement",
-        max_drop=spec.evaluation.max_accuracy_drop or DEFAULT_MAX_DROP,
-        min_agreement=settings.rule.min_top1_agreement,
+    built, calibration, synthetic, warnings = _build(
+        config, spec, settings, ingested, loaded, workdir, progress
     )
-    progress("prune", at("prune"), f"early exit: training exit heads ({config.steps} steps each)")
-    built = early_exit(
-        ingested.onnx_model, inputs, config, train, calibration, rule, workdir / SCRATCH_DIR, settings.seed
-    )
-    warnings += built.warnings
     out = artifact_dir(workdir) / f"{DYNAMIC}.onnx"
     out.write_bytes(built.model.SerializeToString())
     if ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
-        warnings.append(
-            "TORCHSCRIPT_NOT_WRITTEN: the dynamic model's gating is delivered as ONNX (nested If nodes)"
-        )
+        warnings.append("TORCHSCRIPT_NOT_WRITTEN: the dynamic model's gating is delivered as ONNX")
     variant = Variant(
         name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=[model_file(model_pb2.MODEL_FORMAT_ONNX, out)]
     )
-    progress("prune", at("prune", HALF), "early exit: timing the original and the dynamic model per input")
-    report = _measure(built, ingested.onnx_path, out, calibration, inputs, settings, workdir, synthetic_eval)
+    progress("prune", at("prune", HALF), "dynamic: timing the original and the dynamic model per input")
+    inputs = list(ingested.inputs)
+    report = _measure(built, ingested.onnx_path, out, calibration, inputs, settings, workdir, synthetic)
     return DynamicOutcome(variant, report, warnings)
 
 
+def _sweep_ms(
+    built: EarlyExit | TokenSkip, feeds: list[dict[str, np.ndarray]], threads: int, scratch: Path
+) -> dict[float, float]:
+    """Mean latency (ms) at up to :data:`SWEEP_TIMED` sweep points and the chosen one, by their key
+    (threshold, or kept tokens)."""
+    if isinstance(built, EarlyExit):
+        keys = [p.threshold for p in built.sweep]
+        chosen = built.threshold
+    else:
+        keys = [float(p.keep_tokens) for p in built.sweep]
+        chosen = float(built.keep_tokens)
+    step = max(1, len(keys) // SWEEP_TIMED)
+    timed = {}
+    for key in sorted({*keys[::step], chosen}):
+        if isinstance(built, EarlyExit):
+            model = with_threshold(built.model, key)
+        else:
+            model = with_keep(built.model, int(key))
+        scratch.write_bytes(model.SerializeToString())
+        timed[key] = mean_latency(scratch, feeds[:SWEEP_FEEDS], threads=threads)
+    return timed
+
+
 def _measure(
-    built: EarlyExit,
+    built: EarlyExit | TokenSkip,
     original: Path,
     dynamic: Path,
     split: Split,
@@ -148,13 +208,7 @@ def _measure(
         threads=settings.threads,
         max_seconds=settings.max_seconds,
     )
-    sweep_ms = {}
-    timed = [p.threshold for p in built.sweep]
-    step = max(1, len(timed) // SWEEP_TIMED)
-    scratch = workdir / SCRATCH_DIR / "dynamic_sweep.onnx"
-    for threshold in sorted({*timed[::step], built.threshold}):
-        scratch.write_bytes(with_threshold(built.model, threshold).SerializeToString())
-        sweep_ms[threshold] = mean_latency(scratch, feeds[:SWEEP_FEEDS], threads=settings.threads)
+    sweep_ms = _sweep_ms(built, feeds, settings.threads, workdir / SCRATCH_DIR / "dynamic_sweep.onnx")
     samples = len(feeds) * batch
     described = (
         synthetic_description(inputs, samples, settings.seed)
@@ -162,5 +216,7 @@ def _measure(
         else f"eval split, {samples} samples"
     )
     protocol = describe_protocol(len(feeds), batch, settings.threads, measured.rounds)
-    protocol += f"; sweep thresholds timed in one pass over the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
-    return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULE)
+    protocol += f"; sweep points timed in one pass over the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
+    if isinstance(built, EarlyExit):
+        return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["early_exit"])
+    return token_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["token_skip"])

@@ -8,9 +8,9 @@ from prunekit.v1 import report_pb2, spec_pb2
 
 from ..measure.dynamic import PerInput, PerInputStats
 from ..measure.names import DYNAMIC, ORIGINAL
-from ..pruning.dynamic import EarlyExit
+from ..pruning.dynamic import EarlyExit, TokenSkip
 
-__all__ = ["MAX_LATENCIES", "dynamic_report"]
+__all__ = ["MAX_LATENCIES", "dynamic_report", "token_report"]
 
 MAX_LATENCIES = 2000
 """Per-input latencies kept per model in the report (for plots)."""
@@ -71,6 +71,43 @@ def dynamic_report(
                 metric=p.metric,
                 macs_fraction=p.macs_fraction,
                 mean_ms=sweep_ms.get(p.threshold, 0.0),
+            )
+            for p in built.sweep
+        ],
+        batch_rule=batch_rule,
+        mean_speedup=original.mean_ms / dynamic.mean_ms if dynamic.mean_ms > 0 else 0.0,
+    )
+
+
+def token_report(
+    built: TokenSkip,
+    measured: PerInput,
+    inputs: str,
+    protocol: str,
+    sweep_ms: Mapping[float, float],
+    batch_rule: str,
+) -> report_pb2.DynamicReport:
+    """The report section of a token-skipping variant (``sweep_ms``: kept tokens -> mean ms)."""
+    original, dynamic = measured.models[ORIGINAL], measured.models[DYNAMIC]
+    feeds = len(original.latencies_ms)
+    how = "calibrated" if built.calibrated else "given"
+    return report_pb2.DynamicReport(
+        form=spec_pb2.DYNAMIC_FORM_TOKEN_SKIP,
+        inputs=inputs,
+        protocol=protocol,
+        models=[_model(original, feeds), _model(dynamic, feeds)],
+        tokens=[report_pb2.DynamicLayerTokens(layer=i, tokens=t) for i, t in enumerate(built.layer_tokens)],
+        keep_tokens=built.keep_tokens,
+        calibrated=built.calibrated,
+        calibration_rule=f"kept tokens {how}; {built.rule}, on the eval inputs the variant is measured on",
+        metric=built.metric,
+        sweep=[
+            report_pb2.DynamicSweepPoint(
+                threshold=p.keep_tokens / built.tokens,
+                keep_tokens=p.keep_tokens,
+                metric=p.metric,
+                macs_fraction=p.macs_fraction,
+                mean_ms=sweep_ms.get(float(p.keep_tokens), 0.0),
             )
             for p in built.sweep
         ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from prunekit.v1 import report_pb2
+from prunekit.v1 import report_pb2, spec_pb2
 
 from .plots import PALETTE, Plot, to_png
 
@@ -50,9 +50,13 @@ def _sweep(report: report_pb2.OptimizationReport) -> Plot | None:
         return None
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
+    tokens = d.form == spec_pb2.DYNAMIC_FORM_TOKEN_SKIP
     ax.plot([p.threshold for p in points], [p.metric for p in points], "o-", color=PALETTE[0], label=d.metric)
-    ax.axvline(d.threshold, ls="--", color=PALETTE[3], label="chosen threshold")
-    ax.set_xlabel("exit threshold (confidence)")
+    chosen = (
+        next((p.threshold for p in points if p.keep_tokens == d.keep_tokens), 1.0) if tokens else d.threshold
+    )
+    ax.axvline(chosen, ls="--", color=PALETTE[3], label="chosen")
+    ax.set_xlabel("kept fraction of the tokens" if tokens else "exit threshold (confidence)")
     ax.set_ylabel(d.metric.replace("_", " "))
     ax.grid(alpha=0.3)
     timed = [p for p in points if p.mean_ms > 0]
@@ -68,7 +72,8 @@ def _sweep(report: report_pb2.OptimizationReport) -> Plot | None:
     return Plot(
         "dynamic_sweep",
         "Accuracy against threshold",
-        "The metric and the measured mean latency at each exit threshold; the dashed line is the one used.",
+        "The metric and the measured mean latency at each exit threshold (TOKEN_SKIP: kept fraction); the "
+        "dashed line is the one used.",
         to_png(fig),
     )
 

@@ -128,7 +128,8 @@ def _single_gemm(path: Path) -> Path:
     ("form", "reason", "words"),
     [
         (P.DYNAMIC_FORM_EARLY_EXIT, "DYNAMIC_NOT_APPLICABLE", "no exit point"),
-        (P.DYNAMIC_FORM_TOKEN_SKIP, "DYNAMIC_FORM_UNAVAILABLE", "TOKEN_SKIP"),
+        (P.DYNAMIC_FORM_HEAD_GATE, "DYNAMIC_FORM_UNAVAILABLE", "HEAD_GATE"),
+        (P.DYNAMIC_FORM_TOKEN_SKIP, "DYNAMIC_NOT_APPLICABLE", "attention layers"),
     ],
 )
 def test_a_model_without_exit_points_or_an_unbuilt_form_fails_precondition(

@@ -6,6 +6,9 @@ nodes so ONNX Runtime runs only the blocks an input needs (:mod:`.compose`). Whe
 :mod:`.points`; the heads: :mod:`.heads`; the threshold: :mod:`.calibrate`. Forms this server does not
 build, and models with nowhere to gate, are ``FAILED_PRECONDITION`` (:mod:`.errors`).
 
+TOKEN_SKIP (:mod:`.token_skip`): from one encoder layer on, each input keeps its most attended tokens
+(TopK and GatherElements in the graph), the kept count calibrated on the eval inputs.
+
 DYNAMIC needs the job's data (train and eval splits), so the pipeline calls :func:`early_exit` itself
 rather than through the pruning registry.
 """
@@ -18,8 +21,10 @@ from .calibrate import THRESHOLDS, CalibrationRule, SweepPoint
 from .compose import THRESHOLD, build_early_exit, with_threshold
 from .early_exit import EarlyExit, Split, early_exit
 from .errors import form_unavailable, not_applicable
+from .token_skip import KEEP, TokenSkip, token_skip, with_keep
 
 __all__ = [
+    "KEEP",
     "THRESHOLD",
     "THRESHOLDS",
     "CalibrationRule",
@@ -27,9 +32,12 @@ __all__ = [
     "EarlyExit",
     "Split",
     "SweepPoint",
+    "TokenSkip",
     "build_early_exit",
     "early_exit",
     "form_unavailable",
     "not_applicable",
+    "token_skip",
+    "with_keep",
     "with_threshold",
 ]
