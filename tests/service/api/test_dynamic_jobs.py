@@ -77,20 +77,20 @@ def test_early_exit_job_trains_calibrates_and_measures_per_input(
     train, held_out = digits_split()
     data = P.DataSpec(
         train=[_dataset(stub, train.inputs[0], train.label, "train.npz")],
-        eval=[_dataset(stub, held_out.inputs[0][:200], held_out.label[:200], "eval.npz")],
+        eval=[_dataset(stub, held_out.inputs[0][:150], held_out.label[:150], "eval.npz")],
     )
-    spec = _spec(P.DynamicSpec(form=P.DYNAMIC_FORM_EARLY_EXIT, steps=150), data=data)
+    spec = _spec(P.DynamicSpec(form=P.DYNAMIC_FORM_EARLY_EXIT, steps=100), data=data)
     job = wait(stub, create(stub, upload(stub, digits), spec).id)[-1]
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
     report = job.report
     assert [v.name for v in report.variants] == ["dynamic"]
     d = report.dynamic
     assert (d.form, d.calibrated, d.metric) == (P.DYNAMIC_FORM_EARLY_EXIT, True, "accuracy")
-    assert d.inputs == "eval split, 200 samples"
+    assert d.inputs == "eval split, 150 samples"
     original, dynamic = d.models
     assert (original.name, dynamic.name) == ("original", "dynamic")
     for model in d.models:
-        assert (model.samples, len(model.latencies_ms)) == (200, 200)
+        assert (model.samples, len(model.latencies_ms)) == (150, 150)
         assert 0 < model.p50_ms <= model.p90_ms <= model.p99_ms
     assert original.accuracy - dynamic.accuracy <= 0.01 + 1e-9
     assert d.exits[-1].name == "final"
