@@ -19,7 +19,7 @@ import numpy as np
 
 from .latency import cpu_session, percentile, runtime_name
 
-__all__ = ["PerInput", "PerInputStats", "describe_protocol", "mean_latency", "measure_per_input"]
+__all__ = ["PerInput", "PerInputStats", "describe_protocol", "measure_per_input"]
 
 WARMUP_FEEDS = 5
 
@@ -109,19 +109,6 @@ def measure_per_input(
         for name in names
     }
     return PerInput(models=stats, rounds=done)
-
-
-def mean_latency(model: Path, feeds: Sequence[dict[str, np.ndarray]], *, threads: int = 1) -> float:
-    """Mean latency (ms) of one pass over ``feeds`` after a short warm-up."""
-    session = cpu_session(model, threads=threads)
-    for feed in feeds[:WARMUP_FEEDS]:
-        session.run(None, feed)
-    total = 0.0
-    for feed in feeds:
-        begin = time.perf_counter()
-        session.run(None, feed)
-        total += time.perf_counter() - begin
-    return total / len(feeds) * 1000.0
 
 
 def describe_protocol(feeds: int, batch: int, threads: int, rounds: int) -> str:

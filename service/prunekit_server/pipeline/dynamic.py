@@ -20,7 +20,7 @@ import numpy as np
 from prunekit.spec.dynamic_configs import DynamicConfig
 from prunekit.v1 import model_pb2, report_pb2, spec_pb2
 
-from ..measure.dynamic import describe_protocol, mean_latency, measure_per_input
+from ..measure.dynamic import describe_protocol, measure_per_input
 from ..measure.names import DYNAMIC, ORIGINAL
 from ..measure.quality import synthetic_inputs
 from ..measure.settings import RunSettings, synthetic_description
@@ -168,7 +168,7 @@ def _sweep_ms(
     built: EarlyExit | TokenSkip, feeds: list[dict[str, np.ndarray]], threads: int, scratch: Path
 ) -> dict[float, float]:
     """Mean latency (ms) at up to :data:`SWEEP_TIMED` sweep points and the chosen one, by their key
-    (threshold, or kept tokens)."""
+    (threshold, or kept tokens): all timed together per input, interleaved, on the first feeds."""
     if isinstance(built, EarlyExit):
         keys = [p.threshold for p in built.sweep]
         chosen = built.threshold
@@ -176,15 +176,18 @@ def _sweep_ms(
         keys = [float(p.keep_tokens) for p in built.sweep]
         chosen = float(built.keep_tokens)
     step = max(1, len(keys) // SWEEP_TIMED)
-    timed = {}
+    paths: dict[str, Path] = {}
+    scratch.mkdir(parents=True, exist_ok=True)
     for key in sorted({*keys[::step], chosen}):
         if isinstance(built, EarlyExit):
             model = with_threshold(built.model, key)
         else:
             model = with_keep(built.model, int(key))
-        scratch.write_bytes(model.SerializeToString())
-        timed[key] = mean_latency(scratch, feeds[:SWEEP_FEEDS], threads=threads)
-    return timed
+        paths[repr(key)] = scratch / f"sweep_{len(paths)}.onnx"
+        paths[repr(key)].write_bytes(model.SerializeToString())
+    first = next(iter(paths))
+    timed = measure_per_input(paths, feeds[:SWEEP_FEEDS], reference=first, threads=threads, rounds=2)
+    return {float(key): stats.mean_ms for key, stats in timed.models.items()}
 
 
 def _measure(
@@ -208,7 +211,7 @@ def _measure(
         threads=settings.threads,
         max_seconds=settings.max_seconds,
     )
-    sweep_ms = _sweep_ms(built, feeds, settings.threads, workdir / SCRATCH_DIR / "dynamic_sweep.onnx")
+    sweep_ms = _sweep_ms(built, feeds, settings.threads, workdir / SCRATCH_DIR / "dynamic_sweep")
     samples = len(feeds) * batch
     described = (
         synthetic_description(inputs, samples, settings.seed)
@@ -216,7 +219,9 @@ def _measure(
         else f"eval split, {samples} samples"
     )
     protocol = describe_protocol(len(feeds), batch, settings.threads, measured.rounds)
-    protocol += f"; sweep points timed in one pass over the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
+    protocol += (
+        f"; sweep points timed the same way, 2 rounds, on the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
+    )
     if isinstance(built, EarlyExit):
         return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["early_exit"])
     return token_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["token_skip"])
