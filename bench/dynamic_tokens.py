@@ -108,8 +108,13 @@ def main() -> None:
         root = Path(tmp)
         model = _train(x_train, train.label, args.dim, args.train_steps)
         original = root / "vit.onnx"
-        torch.onnx.export(
-            model, (torch.zeros(1, 3, 32, 32),), str(original), input_names=[INPUT_NAME], dynamo=False
+        torch.onnx.export(  # a symbolic batch: the exporter computes shapes with Shape, as token skipping needs
+            model,
+            (torch.zeros(1, 3, 32, 32),),
+            str(original),
+            input_names=[INPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}},
+            dynamo=False,
         )
         data = JobData(
             train=[StagedShard(p, uri=p.as_uri()) for p in write_shards(root / "t", x_train, train.label, 1)],

@@ -6,8 +6,8 @@ on synthetic inputs (:data:`SYNTHETIC_TRAIN` and :data:`SYNTHETIC_EVAL` samples,
 (``evaluation.max_accuracy_drop``, 1 point when unset), else the top-1 agreement floor. The variant is
 timed per input over the same eval inputs as the original, interleaved
 (:func:`~..measure.dynamic.measure_per_input`), and over a sub-set of them at several thresholds of the
-sweep; the ``DynamicReport`` says it all. The delivered files are ONNX; a TorchScript input gets a
-``TORCHSCRIPT_NOT_WRITTEN`` warning.
+sweep; the ``DynamicReport`` says it all. A TorchScript input also gets ``dynamic.pt``
+(:mod:`~..pruning.dynamic.torchscript`), or a ``TORCHSCRIPT_NOT_WRITTEN`` warning saying why not.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..pruning.dynamic import (
     with_keep,
     with_threshold,
 )
+from ..pruning.dynamic.torchscript import write_early_exit_torchscript, write_traced_torchscript
 from ..report.dynamic import dynamic_report, token_report
 from ..report.facts import Variant
 from ..spec_check import prune_config_of
@@ -151,17 +152,37 @@ def run_dynamic(
     built, calibration, synthetic, warnings = _build(
         config, spec, settings, ingested, loaded, workdir, progress
     )
-    out = artifact_dir(workdir) / f"{DYNAMIC}.onnx"
-    out.write_bytes(built.model.SerializeToString())
-    if ingested.source_format == model_pb2.MODEL_FORMAT_TORCHSCRIPT:
-        warnings.append("TORCHSCRIPT_NOT_WRITTEN: the dynamic model's gating is delivered as ONNX")
-    variant = Variant(
-        name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=[model_file(model_pb2.MODEL_FORMAT_ONNX, out)]
-    )
+    variant, more = _write(built, ingested, workdir, progress)
+    warnings += more
     progress("prune", at("prune", HALF), "dynamic: timing the original and the dynamic model per input")
     inputs = list(ingested.inputs)
-    report = _measure(built, ingested.onnx_path, out, calibration, inputs, settings, workdir, synthetic)
+    report = _measure(
+        built, ingested.onnx_path, variant.onnx_path, calibration, inputs, settings, workdir, synthetic
+    )
     return DynamicOutcome(variant, report, warnings)
+
+
+def _write(
+    built: EarlyExit | TokenSkip, ingested: IngestedModel, workdir: Path, progress: ProgressFn
+) -> tuple[Variant, list[str]]:
+    """``dynamic.onnx`` (and ``dynamic.pt`` for TorchScript input, when it can be written) as the variant."""
+    out = artifact_dir(workdir) / f"{DYNAMIC}.onnx"
+    out.write_bytes(built.model.SerializeToString())
+    files = [model_file(model_pb2.MODEL_FORMAT_ONNX, out)]
+    if ingested.source_format != model_pb2.MODEL_FORMAT_TORCHSCRIPT:
+        return Variant(name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=files), []
+    progress("prune", at("prune", HALF), "dynamic: writing the TorchScript model")
+    script = out.with_suffix(".pt")
+    if isinstance(built, EarlyExit) and built.graph is not None and built.output is not None:
+        warnings = write_early_exit_torchscript(
+            built.graph, built.output, built.points, built.heads, built.model, built.threshold, script
+        )
+    else:
+        warnings = write_traced_torchscript(built.model, list(ingested.inputs), script)
+    if warnings:
+        return Variant(name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=files), warnings
+    files.insert(0, model_file(model_pb2.MODEL_FORMAT_TORCHSCRIPT, script))
+    return Variant(name=DYNAMIC, source=ORIGINAL, onnx_path=out, files=files, torchscript_path=script), []
 
 
 def _sweep_ms(

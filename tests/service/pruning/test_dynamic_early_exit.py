@@ -22,6 +22,7 @@ from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.pruning.dynamic import CalibrationRule, EarlyExit, Split, early_exit, with_threshold
 from prunekit_server.pruning.dynamic.points import Graph, choose_points, classifier_output, exit_points
+from prunekit_server.pruning.dynamic.torchscript import write_early_exit_torchscript
 
 
 class Blocks(nn.Module):
@@ -143,3 +144,22 @@ def test_a_model_with_two_outputs_is_not_applicable(tmp_path: Path) -> None:
         classifier_output(Graph(model, inputs))
     assert (caught.value.code.name, caught.value.reason) == ("FAILED_PRECONDITION", "DYNAMIC_NOT_APPLICABLE")
     assert "one output" in caught.value.message
+
+
+def test_the_torchscript_form_has_real_branches_and_matches_the_onnx_model(tmp_path: Path) -> None:
+    path, inputs = _export(tmp_path / "m.onnx", 1)
+    built = _build(path, inputs, tmp_path, threshold=0.5)
+    assert built.graph is not None
+    assert built.output is not None
+    out = tmp_path / "dynamic.pt"
+    warnings = write_early_exit_torchscript(
+        built.graph, built.output, built.points, built.heads, built.model, built.threshold, out
+    )
+    assert warnings == []
+    scripted = torch.jit.load(str(out))
+    assert "if " in scripted.code
+    x = torch.from_numpy(_data(11, 1))
+    want = ort.InferenceSession(built.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        scripted(x).detach().numpy(), want.run(None, {"x": x.numpy()})[0], rtol=1e-4, atol=1e-5
+    )

@@ -13,12 +13,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from prunekit.spec.dynamic_configs import DynamicConfig
 from prunekit.v1 import model_pb2
 from prunekit_server.errors import ServiceError
 from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.pruning.dynamic import CalibrationRule, token_skip, with_keep
+from prunekit_server.pruning.dynamic.torchscript import write_traced_torchscript
 from tests.zoo import ZOO, export
 
 
@@ -74,3 +76,21 @@ def test_one_attention_layer_is_not_enough(tmp_path: Path) -> None:
         token_skip(model, inputs, DynamicConfig(form="token_skip"), arrays, None, rule, tmp_path)
     assert caught.value.reason == "DYNAMIC_NOT_APPLICABLE"
     assert "at least two attention layers (found 1)" in caught.value.message
+
+
+def test_the_token_skipping_model_traces_to_torchscript(tmp_path: Path) -> None:
+    model, inputs, arrays = _model("bert", tmp_path)
+    rule = CalibrationRule("top1_agreement", min_agreement=0.5)
+    built = token_skip(
+        model, inputs, DynamicConfig(form="token_skip", keep_tokens=6), arrays, None, rule, tmp_path
+    )
+    out = tmp_path / "dynamic.pt"
+    assert write_traced_torchscript(built.model, inputs, out) == []
+    scripted = torch.jit.load(str(out))
+    ids = arrays["ids"][:2]
+    np.testing.assert_allclose(
+        scripted(torch.from_numpy(ids)).detach().numpy(),
+        _run(built.model, {"ids": ids}),
+        rtol=1e-4,
+        atol=1e-5,
+    )

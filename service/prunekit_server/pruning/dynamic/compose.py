@@ -23,13 +23,13 @@ from onnx import helper, numpy_helper
 from .heads import Head, add_pool, axes_node, opset_of
 from .points import ExitPoint, Graph, Output
 
-__all__ = ["THRESHOLD", "build_early_exit", "with_threshold"]
+__all__ = ["THRESHOLD", "build_early_exit", "exit_branch", "head_nodes", "stages", "with_threshold"]
 
 THRESHOLD = "dyn_threshold"
 FULL_SUFFIX = "__full"
 
 
-def _stages(graph: Graph, points: Sequence[ExitPoint], output: str) -> list[list[onnx.NodeProto]]:
+def stages(graph: Graph, points: Sequence[ExitPoint], output: str) -> list[list[onnx.NodeProto]]:
     """The nodes computed before each point (beyond the previous one), then the rest, in graph order."""
     done: set[int] = set()
     stages = []
@@ -45,7 +45,7 @@ def _value(name: str, output: Output) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, output.elem_type, dims)
 
 
-def _head_nodes(
+def head_nodes(
     k: int, point: ExitPoint, head: Head, opset: int
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str, str]:
     """Exit ``k``'s head and condition: nodes, initializers, logits tensor, condition tensor."""
@@ -69,7 +69,7 @@ def _head_nodes(
     return nodes, consts, logits, cond
 
 
-def _exit_branch(k: int, logits: str, output: Output) -> onnx.GraphProto:
+def exit_branch(k: int, logits: str, output: Output) -> onnx.GraphProto:
     """The then-branch of exit ``k``: the head's logits as the original output would be."""
     prefix = f"dyn_exit{k}"
     nodes = []
@@ -109,13 +109,13 @@ def build_early_exit(
     """The gated model (see the module docstring) with exits at ``points`` (depth order) and ``heads``."""
     model = graph.model
     opset = opset_of(model)
-    stages = _stages(graph, points, output.name)
+    parts = stages(graph, points, output.name)
     full = output.name + FULL_SUFFIX
-    body = _renamed(stages[-1], output.name, full)
+    body = _renamed(parts[-1], output.name, full)
     body_out = full
     consts: list[onnx.TensorProto] = []
     for k in range(len(points), 0, -1):
-        nodes, more, logits, cond = _head_nodes(k, points[k - 1], heads[k - 1], opset)
+        nodes, more, logits, cond = head_nodes(k, points[k - 1], heads[k - 1], opset)
         consts += more
         else_branch = helper.make_graph(body, f"dyn_exit{k}_else", [], [_value(body_out, output)])
         if_out = output.name if k == 1 else f"dyn_if{k}_out"
@@ -124,10 +124,10 @@ def build_early_exit(
             [cond],
             [if_out],
             name=f"dyn_if{k}",
-            then_branch=_exit_branch(k, logits, output),
+            then_branch=exit_branch(k, logits, output),
             else_branch=else_branch,
         )
-        body = [*stages[k - 1], *nodes, branch]
+        body = [*parts[k - 1], *nodes, branch]
         body_out = if_out
     gated = onnx.ModelProto()
     gated.CopyFrom(model)

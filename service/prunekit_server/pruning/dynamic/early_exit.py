@@ -73,6 +73,9 @@ class EarlyExit:
     head_agreement: list[float]
     shares: list[float]
     warnings: list[str] = field(default_factory=list)
+    graph: Graph | None = None
+    output: Output | None = None
+    heads: list[Head] = field(default_factory=list)
 
 
 def _features(probe: onnx.ModelProto, split: Split, scratch: Path, batch: int) -> list[np.ndarray]:
@@ -187,6 +190,9 @@ def early_exit(
         head_agreement=agreement,
         shares=list(chosen.shares),
         warnings=warnings,
+        graph=graph,
+        output=output,
+        heads=kept_heads,
     )
 
 

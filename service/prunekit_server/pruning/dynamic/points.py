@@ -31,6 +31,7 @@ __all__ = [
     "exit_points",
     "named_points",
     "no_points_error",
+    "tensor_shapes",
 ]
 
 _SHAPE_ONLY = frozenset({"Shape", "Size"})
@@ -125,7 +126,7 @@ def _node_macs(
     return macs
 
 
-def _shapes(
+def tensor_shapes(
     model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec]
 ) -> dict[str, tuple[int, tuple[int | str, ...]]]:
     """Tensor name -> (element type, shape), inferred with the inputs' concrete shapes."""
@@ -179,7 +180,7 @@ def exit_points(graph: Graph, output: Output) -> list[ExitPoint]:
     first = next((i.name for i in model.graph.input if i.name not in initializers), None)
     if first is None:
         return []
-    shapes = _shapes(model, graph.inputs)
+    shapes = tensor_shapes(model, graph.inputs)
     batch = shapes.get(first, (0, ()))[1][:1]
     needed = graph.ancestors(output.name)
     points = []

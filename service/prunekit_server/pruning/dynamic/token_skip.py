@@ -30,7 +30,7 @@ from ...measure.latency import cpu_session
 from .calibrate import CalibrationRule
 from .errors import not_applicable
 from .heads import axes_node, opset_of
-from .points import ExitPoint, Graph, _shapes, classifier_output, exit_points
+from .points import ExitPoint, Graph, classifier_output, exit_points, tensor_shapes
 
 __all__ = ["KEEP", "KEEP_RATIOS", "TokenPoint", "TokenSkip", "token_skip", "with_keep"]
 
@@ -66,7 +66,7 @@ class TokenSkip:
 
 def _layers(graph: Graph, points: Sequence[ExitPoint]) -> list[tuple[ExitPoint, str]]:
     """(layer input, attention probabilities) per layer in graph order."""
-    shapes = _shapes(graph.model, graph.inputs)
+    shapes = tensor_shapes(graph.model, graph.inputs)
     layers = []
     for node in graph.nodes:
         shape = shapes.get(node.output[0], (0, ()))[1] if node.output else ()
