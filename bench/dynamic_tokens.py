@@ -108,7 +108,7 @@ def main() -> None:
         root = Path(tmp)
         model = _train(x_train, train.label, args.dim, args.train_steps)
         original = root / "vit.onnx"
-        torch.onnx.export(  # a symbolic batch: the exporter computes shapes with Shape, as token skipping needs
+        torch.onnx.export(  # a symbolic batch: shapes computed with Shape, as token skipping needs
             model,
             (torch.zeros(1, 3, 32, 32),),
             str(original),
