@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from prunekit._spec import load_spec
 from prunekit.spec import spec_violations
 from prunekit.spec.dynamic_configs import DynamicConfig
 from prunekit.spec.translate import prune_config
@@ -96,3 +99,11 @@ def test_the_config_refuses_what_the_spec_check_refuses() -> None:
     with pytest.raises(ValueError, match="form"):
         DynamicConfig(form="gates")  # type: ignore[arg-type]
     assert DynamicConfig.from_dict(DynamicConfig(max_exits=2).to_dict()) == DynamicConfig(max_exits=2)
+
+
+def test_the_example_spec_loads_and_passes_the_rules() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[3] / "examples" / "dynamic.yaml")
+    assert spec.prune.method == P.PRUNE_METHOD_DYNAMIC
+    assert spec.prune.dynamic.form == P.DYNAMIC_FORM_EARLY_EXIT
+    spec.data.train.append(f"prunekit://datasets/{'a' * 64}/data.npz")  # what --train adds
+    assert _violations(spec) == {}

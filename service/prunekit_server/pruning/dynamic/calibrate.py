@@ -30,6 +30,12 @@ class CalibrationRule:
     max_drop: float = 0.01
     min_agreement: float = 0.99
 
+    def meets(self, metric: float, original_metric: float) -> bool:
+        """Whether ``metric`` meets the rule, the original scoring ``original_metric``."""
+        if self.metric == "accuracy":
+            return original_metric - metric <= self.max_drop + 1e-12
+        return metric >= self.min_agreement - 1e-12
+
     def describe(self) -> str:
         """The rule in words."""
         if self.metric == "accuracy":
@@ -94,10 +100,7 @@ def sweep(routing: Routing, thresholds: Sequence[float] = THRESHOLDS) -> list[Sw
 
 def choose(points: Sequence[SweepPoint], rule: CalibrationRule, original_metric: float) -> SweepPoint | None:
     """The cheapest point meeting ``rule`` (the higher threshold on a tie); None when none does."""
-    if rule.metric == "accuracy":
-        good = [p for p in points if original_metric - p.metric <= rule.max_drop + 1e-12]
-    else:
-        good = [p for p in points if p.metric >= rule.min_agreement - 1e-12]
+    good = [p for p in points if rule.meets(p.metric, original_metric)]
     if not good:
         return None
     return min(good, key=lambda p: (round(p.macs_fraction, 12), -p.threshold))

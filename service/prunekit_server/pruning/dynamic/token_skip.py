@@ -208,15 +208,7 @@ def token_skip(
     for keep in counts:
         top = _top1(with_keep(skipped, keep), calibration, run, scratch)
         sweep.append(TokenPoint(keep, float(np.mean(top == reference)), share + (1 - share) * keep / tokens))
-    good = [
-        p
-        for p in sweep
-        if (
-            baseline - p.metric <= rule.max_drop + 1e-12
-            if rule.metric == "accuracy"
-            else p.metric >= rule.min_agreement - 1e-12
-        )
-    ]
+    good = [p for p in sweep if rule.meets(p.metric, baseline)]
     warnings = []
     if given:
         keep = min(given, tokens)
