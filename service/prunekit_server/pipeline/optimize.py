@@ -6,7 +6,8 @@ writes its artifacts only under ``workdir`` (checkpoints under
 train split feeds data-driven importance, BatchNorm refreshes and
 quantization calibration (synthetic inputs otherwise), and the eval split
 measures fidelity and accuracy. It composes the
-techniques the spec asks for (each knows nothing of the others) and writes
+techniques the spec asks for (each knows nothing of the others; prune method
+DYNAMIC makes the ``dynamic`` variant instead, see :mod:`.dynamic`) and writes
 every artifact to ``workdir/artifacts/``: the variants' files (see
 :mod:`.variants` for their stable names), ``report.md`` and ``report.html``.
 The report's ``uri`` fields stay empty: the server fills them after upload
