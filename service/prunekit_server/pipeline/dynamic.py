@@ -189,7 +189,7 @@ def _sweep_ms(
     built: EarlyExit | TokenSkip, feeds: list[dict[str, np.ndarray]], threads: int, scratch: Path
 ) -> dict[float, float]:
     """Mean latency (ms) at up to :data:`SWEEP_TIMED` sweep points and the chosen one, by their key
-    (threshold, or kept tokens): all timed together per input, interleaved, on the first feeds."""
+    (threshold, or kept tokens): each timed per input on the first feeds, 2 rounds, one model at a time."""
     if isinstance(built, EarlyExit):
         keys = [p.threshold for p in built.sweep]
         chosen = built.threshold
@@ -197,18 +197,20 @@ def _sweep_ms(
         keys = [float(p.keep_tokens) for p in built.sweep]
         chosen = float(built.keep_tokens)
     step = max(1, len(keys) // SWEEP_TIMED)
-    paths: dict[str, Path] = {}
     scratch.mkdir(parents=True, exist_ok=True)
-    for key in sorted({*keys[::step], chosen}):
+    path = scratch / "sweep.onnx"
+    timed = {}
+    for key in sorted({*keys[::step], chosen}):  # one at a time: models in turn evict each other's weights
         if isinstance(built, EarlyExit):
             model = with_threshold(built.model, key)
         else:
             model = with_keep(built.model, int(key))
-        paths[repr(key)] = scratch / f"sweep_{len(paths)}.onnx"
-        paths[repr(key)].write_bytes(model.SerializeToString())
-    first = next(iter(paths))
-    timed = measure_per_input(paths, feeds[:SWEEP_FEEDS], reference=first, threads=threads, rounds=2)
-    return {float(key): stats.mean_ms for key, stats in timed.models.items()}
+        path.write_bytes(model.SerializeToString())
+        alone = measure_per_input(
+            {DYNAMIC: path}, feeds[:SWEEP_FEEDS], reference=DYNAMIC, threads=threads, rounds=2
+        )
+        timed[key] = alone.models[DYNAMIC].mean_ms
+    return timed
 
 
 def _measure(
@@ -241,7 +243,8 @@ def _measure(
     )
     protocol = describe_protocol(len(feeds), batch, settings.threads, measured.rounds)
     protocol += (
-        f"; sweep points timed the same way, 2 rounds, on the first {min(len(feeds), SWEEP_FEEDS)} feed(s)"
+        f"; sweep points timed per input one model at a time, 2 rounds, on the first "
+        f"{min(len(feeds), SWEEP_FEEDS)} feed(s)"
     )
     if isinstance(built, EarlyExit):
         return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["early_exit"])
