@@ -171,6 +171,11 @@ def early_exit(
             break
         keep = [k for k in keep if k not in unused]
     warnings = []
+    if not config.threshold and not rule.meets(chosen.metric, original_metric):
+        warnings.append(
+            f"DYNAMIC_RULE_NOT_MET: no threshold meets the calibration rule ({rule.describe()}); "
+            f"the highest, {chosen.threshold:g}, is used"
+        )
     if chosen.shares[-1] >= 1.0 - 1e-12:
         warnings.append(
             "DYNAMIC_NO_EARLY_EXIT: at this threshold no calibration input leaves early; the model pays the "
@@ -199,6 +204,7 @@ def early_exit(
 def _threshold(
     config: DynamicConfig, swept: list[SweepPoint], rule: CalibrationRule, original: float, routing: Routing
 ) -> SweepPoint:
+    """The spec's threshold, the cheapest meeting the rule, or (none does) the highest swept."""
     if config.threshold:
         return sweep(routing, (config.threshold,))[0]
     chosen = choose(swept, rule, original)
