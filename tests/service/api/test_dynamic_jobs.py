@@ -24,6 +24,7 @@ from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.rpc_status import from_status
 from prunekit_server.server import RunningServer
+from tests.service.report_fields import DYNAMIC_EXEMPT, unfilled
 
 from .conftest import TEST_SETTINGS, start, status_error, upload
 from .jobflow import create, wait
@@ -85,6 +86,7 @@ def test_early_exit_job_trains_calibrates_and_measures_per_input(
     report = job.report
     assert [v.name for v in report.variants] == ["dynamic"]
     d = report.dynamic
+    assert unfilled(d, DYNAMIC_EXEMPT) == []
     assert (d.form, d.calibrated, d.metric) == (P.DYNAMIC_FORM_EARLY_EXIT, True, "accuracy")
     assert d.inputs == "eval split, 150 samples"
     original, dynamic = d.models
