@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prunekit._render import render_report
 from prunekit.text.dynamic_tables import (
     dynamic_exit_rows,
     dynamic_model_rows,
@@ -57,6 +58,9 @@ def test_an_early_exit_section_lists_exits_and_marks_the_chosen_threshold() -> N
     assert [row[-1] for row in sweep] == ["", "chosen"]
     assert sweep[0][3] == "-"
     assert "## Dynamic: latency per input" in render_markdown(report)
+    terminal = render_report(report)
+    assert "Dynamic, per input:" in terminal
+    assert "exit1" in terminal
 
 
 def test_a_token_skip_section_lists_tokens_per_layer() -> None:
