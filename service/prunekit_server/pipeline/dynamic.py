@@ -33,6 +33,7 @@ from ..pruning.dynamic import (
     TokenSkip,
     early_exit,
     form_unavailable,
+    not_applicable,
     token_skip,
     with_keep,
     with_threshold,
@@ -149,6 +150,11 @@ def run_dynamic(
     assert isinstance(config, DynamicConfig)
     if config.form not in BATCH_RULES:
         raise form_unavailable(config.form)
+    scalars = [spec.name for spec in ingested.inputs if not spec.shape]
+    if scalars:
+        raise not_applicable(
+            f"dynamic models are gated per sample: input(s) {', '.join(scalars)} have no batch dimension"
+        )
     built, calibration, synthetic, warnings = _build(
         config, spec, settings, ingested, loaded, workdir, progress
     )

@@ -187,7 +187,8 @@ def write_early_exit_torchscript(
     try:
         if len(graph.inputs) != 1:
             raise ValueError("only single-input models are written as TorchScript")
-        example = torch.randn(*[int(d) for d in graph.inputs[0].shape])
+        spec = graph.inputs[0]
+        example = torch.from_numpy(synthetic_inputs([spec], 1, 0)[0][spec.name])
         traced = []
         previous = example
         for segment in _segments(graph, output, points, heads, threshold):
