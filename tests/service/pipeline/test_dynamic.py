@@ -8,7 +8,7 @@ import pytest
 
 from prunekit.v1 import model_pb2, spec_pb2
 from prunekit_server.errors import ServiceError
-from prunekit_server.pipeline import run_optimization
+from prunekit_server.pipeline import OptimizationResult, run_optimization
 from tests.zoo import ZOO, export
 
 P = spec_pb2
@@ -23,7 +23,7 @@ def _spec(entry_name: str, form: int) -> spec_pb2.OptimizationSpec:
     )
 
 
-def _run(name: str, form: int, tmp: Path) -> object:
+def _run(name: str, form: int, tmp: Path) -> OptimizationResult:
     entry = ZOO[name]
     path = export(entry.build(), entry, tmp / f"{name}.onnx", "legacy", 17)
     return run_optimization(
@@ -33,7 +33,7 @@ def _run(name: str, form: int, tmp: Path) -> object:
 
 def test_without_data_the_gates_learn_on_synthetic_inputs_and_say_so(tmp_path: Path) -> None:
     result = _run("resnet", P.DYNAMIC_FORM_EARLY_EXIT, tmp_path)
-    report = result.report  # type: ignore[attr-defined]
+    report = result.report
     assert "DYNAMIC_SYNTHETIC_INPUTS" in [w.code for w in report.warnings]
     assert report.dynamic.inputs.startswith("128 synthetic samples")
     assert report.dynamic.metric == "top1_agreement"
