@@ -10,6 +10,7 @@ from typing import TextIO
 
 from google.protobuf import timestamp_pb2
 
+from prunekit.text.dynamic_tables import dynamic_exit_rows, dynamic_model_rows, dynamic_summary
 from prunekit.text.format import DASH, count, enum_name, shape, si, size, table
 from prunekit.text.report_tables import latency_rows, layer_rows, protocol_parts, variant_rows
 from prunekit.text.training_tables import (
@@ -99,8 +100,9 @@ def _protocol(p: report_pb2.BenchmarkProtocol) -> str:
 
 def render_report(report: report_pb2.OptimizationReport, *, max_layers: int = 30) -> str:
     """Baseline against each variant (sizes, MACs, latency, quality, accuracy, flags), the latency of every
-    runtime and batch size when there are several, the data and the fine-tuning runs, changed layers,
-    warnings, and the protocol last. A report without accuracy says so first."""
+    runtime and batch size when there are several, a DYNAMIC job's per-input latency and exits (or
+    tokens), the data and the fine-tuning runs, changed layers, warnings, and the protocol last. A report
+    without accuracy says so first."""
     headers, rows = variant_rows(report)
     parts = []
     not_measured = accuracy_not_measured(report)
@@ -111,6 +113,11 @@ def render_report(report: report_pb2.OptimizationReport, *, max_layers: int = 30
     if max(measured, default=0) > 1:
         lat_headers, lat_rows = latency_rows(report)
         parts.append(table(lat_headers, lat_rows, "llr" + "r" * (len(lat_headers) - 3)))
+    if report.HasField("dynamic"):
+        summary = "\n".join(f"  {line}" for line in dynamic_summary(report)[:2])
+        parts.append("Dynamic, per input:\n" + summary)
+        for headers, rows in (dynamic_model_rows(report), dynamic_exit_rows(report)):
+            parts.append(table(headers, rows, "l" + "r" * (len(headers) - 1)))
     if report.HasField("data"):
         parts.append("Data:\n" + "\n".join(f"  {line}" for line in data_lines(report)))
     if report.HasField("finetune"):

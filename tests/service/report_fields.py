@@ -28,6 +28,7 @@ ALWAYS_EXEMPT = frozenset(
         "OptimizationReport.sensitivity",  # filled by analyses that ran
         "OptimizationReport.schedule",
         "OptimizationReport.search",  # jobs with a latency target only
+        "OptimizationReport.dynamic",  # prune method DYNAMIC only
         "AccuracyStats.top5",  # more than 5 classes only
         "AccuracyStats.mse",  # targets only
         "QualityRule.max_accuracy_drop",  # 0: no accuracy rule
@@ -52,6 +53,19 @@ WITHOUT_DATA = frozenset(
     }
 )
 """Fields a report of a job without data (and without fine-tuning) leaves empty."""
+
+DYNAMIC_EXEMPT = frozenset(
+    {
+        "DynamicReport.tokens",  # TOKEN_SKIP only
+        "DynamicReport.keep_tokens",
+        "DynamicSweepPoint.keep_tokens",
+        "DynamicSweepPoint.mean_ms",  # 0 for the sweep points not timed
+        "DynamicExit.after",  # "" for the full network
+        "DynamicExit.head_agreement",
+        "DynamicExit.share",  # an exit no input takes
+    }
+)
+"""Fields an EARLY_EXIT report's ``dynamic`` section may leave empty."""
 
 REPORT_EXEMPT = ALWAYS_EXEMPT | WITHOUT_DATA
 """The exemptions of a job without data: what most pipeline tests run."""

@@ -11,6 +11,7 @@ import math
 from prunekit.v1 import model_pb2, spec_pb2
 
 from .data import accuracy_rule_violations, data_violations
+from .dynamic_configs import dynamic_job_violations
 from .finetune import finetune_violations
 from .inputs import input_violations
 from .limits import ANY_SERVER, SpecLimits
@@ -72,6 +73,7 @@ def spec_violations(
         data_violations(spec.data, f"{prefix}.data", found, max_shards=limits.max_data_shards)
     if spec.HasField("finetune"):
         finetune_violations(spec, f"{prefix}.finetune", found, limits)
+    dynamic_job_violations(spec, prefix, found)
     _timeout(spec.timeout_seconds, f"{prefix}.timeout_seconds", found, limits.max_timeout_seconds)
     return found
 

@@ -86,6 +86,7 @@ METHODS: dict[str, Method] = {
             }
         )
     ),
+    "dynamic": Method(frozenset({"method", "dynamic"})),
 }
 """Every pruning method the service implements, by short name."""
 

@@ -2,7 +2,8 @@
 
 * ``ratio`` and ``target_macs_reduction``: the methods that remove structure (CHANNEL, NEURON, LAYER,
   ATTENTION_HEAD) take exactly one of them, ratio in (0, 1), target in (1, 100]; UNSTRUCTURED needs a
-  ratio; N_M takes none (or ``1 - n/m``); LOW_RANK exactly one of them or ``low_rank.energy`` (0 < e < 1).
+  ratio; N_M takes none (or ``1 - n/m``); LOW_RANK exactly one of them or ``low_rank.energy`` (0 < e < 1);
+  DYNAMIC none, its ``dynamic`` section instead (:mod:`.dynamic_configs`).
 * ``round_to`` 0 to 1024, ``max_layer_ratio`` 0 or in (0, 1), ``steps`` 0 to 100 and only with an
   ITERATIVE schedule, ``n``/``m`` (N_M only) with ``0 < n < m <= 64`` (0 meaning 2 and 4).
 * ``overrides``: at most 256, each with a pattern (1 to 256 printable characters) and either a ratio or
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from prunekit.v1 import spec_pb2
 
+from .dynamic_configs import dynamic_violations
 from .low_rank_configs import low_rank_goal_problem
 from .methods import METHODS, Method, importance_problem
 from .names import enum_short_name
@@ -50,6 +52,8 @@ def _label(method: int) -> str:
 def _is_set(prune: spec_pb2.PruneSpec, name: str) -> bool:
     if name == "low_rank":
         return prune.HasField("low_rank")
+    if name == "dynamic":
+        return prune.HasField("dynamic")
     value = getattr(prune, name)
     return bool(len(value)) if name in ("ignore", "overrides") else bool(value)
 
@@ -85,6 +89,8 @@ def _targets(prune: spec_pb2.PruneSpec, rules: Method | None, path: str, found: 
             found.append(FieldViolation(f"{path}.{choice[0]}", choice[1]))
     elif prune.method == _P.PRUNE_METHOD_LOW_RANK:
         _low_rank(prune, path, found)
+    elif prune.method == _P.PRUNE_METHOD_DYNAMIC:
+        dynamic_violations(prune, path, found)
     elif prune.method != _P.PRUNE_METHOD_N_M and not ratio:
         found.append(FieldViolation(f"{path}.ratio", str(ratio_problem(ratio))))
     if prune.method == _P.PRUNE_METHOD_N_M:

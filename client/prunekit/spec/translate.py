@@ -14,6 +14,7 @@ from typing import Any
 
 from prunekit.v1 import spec_pb2
 
+from .dynamic_configs import DEFAULT_DYNAMIC_STEPS, DEFAULT_MAX_EXITS, DynamicConfig
 from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, Schedule
 from .low_rank_configs import LowRankConfig
 from .messages import undefined_enums, unknown_field_numbers
@@ -112,6 +113,20 @@ def _low_rank(p: spec_pb2.PruneSpec) -> PruneConfig:
     )
 
 
+def _dynamic(p: spec_pb2.PruneSpec) -> PruneConfig:
+    d = p.dynamic
+    return DynamicConfig(
+        form=enum_short_name(_P.DynamicForm.DESCRIPTOR, d.form),  # type: ignore[arg-type]
+        exits=tuple(d.exits),
+        max_exits=d.max_exits or DEFAULT_MAX_EXITS,
+        threshold=d.threshold,
+        keep_ratio=d.keep_ratio,
+        keep_tokens=d.keep_tokens,
+        from_layer=d.from_layer,
+        steps=d.steps or DEFAULT_DYNAMIC_STEPS,
+    )
+
+
 def _structured(
     config_type: type[ChannelConfig | NeuronConfig],
 ) -> Callable[[spec_pb2.PruneSpec], PruneConfig]:
@@ -166,6 +181,7 @@ _PRUNE: dict[str, Callable[[spec_pb2.PruneSpec], PruneConfig]] = {
     "layer": _layer,
     "attention_head": _heads,
     "low_rank": _low_rank,
+    "dynamic": _dynamic,
 }
 """``PruneMethod`` short name -> the translation of a ``PruneSpec`` of that method."""
 

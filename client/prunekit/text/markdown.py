@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prunekit.text.dynamic_tables import (
+    dynamic_exit_rows,
+    dynamic_model_rows,
+    dynamic_summary,
+    dynamic_sweep_rows,
+)
 from prunekit.text.format import enum_name, size
 from prunekit.text.provenance import provenance_lines
 from prunekit.text.report_tables import (
@@ -85,6 +91,17 @@ def render_markdown(report: report_pb2.OptimizationReport, *, title: str = "prun
             "## Latency by runtime and batch size",
             markdown_table(lat_headers, lat_rows, "llr" + "r" * 8),
         ]
+    if report.HasField("dynamic"):
+        parts += [
+            "## Dynamic: latency per input",
+            "\n".join(f"- {_cell(line)}" for line in dynamic_summary(report)),
+        ]
+        for headers, rows in (
+            dynamic_model_rows(report),
+            dynamic_exit_rows(report),
+            dynamic_sweep_rows(report),
+        ):
+            parts.append(markdown_table(headers, rows, "l" + "r" * (len(headers) - 1)))
     if report.HasField("data"):
         parts += ["## Data", "\n".join(f"- {line}" for line in data_lines(report))]
     if report.HasField("finetune"):

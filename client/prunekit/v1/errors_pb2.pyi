@@ -131,6 +131,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
     (metadata: timeout_seconds, stage).
     """
+    DYNAMIC_NOT_APPLICABLE: _ErrorReason.ValueType  # 41
+    """FAILED_PRECONDITION: DYNAMIC found no place to gate the model (no exit
+    point every path passes through, no classifier output of shape
+    (batch, classes), no attention); the message names the reason.
+    """
+    DYNAMIC_FORM_UNAVAILABLE: _ErrorReason.ValueType  # 42
+    """FAILED_PRECONDITION: the DYNAMIC form asked for is not implemented by
+    this server (metadata `form`).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -247,5 +256,14 @@ it first.
 JOB_TIMEOUT: ErrorReason.ValueType  # 40
 """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
 (metadata: timeout_seconds, stage).
+"""
+DYNAMIC_NOT_APPLICABLE: ErrorReason.ValueType  # 41
+"""FAILED_PRECONDITION: DYNAMIC found no place to gate the model (no exit
+point every path passes through, no classifier output of shape
+(batch, classes), no attention); the message names the reason.
+"""
+DYNAMIC_FORM_UNAVAILABLE: ErrorReason.ValueType  # 42
+"""FAILED_PRECONDITION: the DYNAMIC form asked for is not implemented by
+this server (metadata `form`).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -971,6 +971,7 @@ class OptimizationReport(_message.Message):
     FINETUNE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    DYNAMIC_FIELD_NUMBER: _builtins.int
     input_format: _model_pb2.ModelFormat.ValueType
     @_builtins.property
     def baseline(self) -> Global___ModelStats: ...
@@ -1004,6 +1005,10 @@ class OptimizationReport(_message.Message):
     def provenance(self) -> Global___Provenance:
         """What the report is about and what made it."""
 
+    @_builtins.property
+    def dynamic(self) -> Global___DynamicReport:
+        """Set when the job pruned with method DYNAMIC."""
+
     def __init__(
         self,
         *,
@@ -1019,14 +1024,259 @@ class OptimizationReport(_message.Message):
         finetune: Global___FinetuneReport | None = ...,
         search: Global___SearchReport | None = ...,
         provenance: Global___Provenance | None = ...,
+        dynamic: Global___DynamicReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "protocol", b"protocol", "provenance", b"provenance", "search", b"search"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "dynamic", b"dynamic", "finetune", b"finetune", "protocol", b"protocol", "provenance", b"provenance", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "provenance", b"provenance", "schedule", b"schedule", "search", b"search", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "data", b"data", "dynamic", b"dynamic", "finetune", b"finetune", "input_format", b"input_format", "layers", b"layers", "protocol", b"protocol", "provenance", b"provenance", "schedule", b"schedule", "search", b"search", "sensitivity", b"sensitivity", "variants", b"variants", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptimizationReport: _TypeAlias = OptimizationReport  # noqa: Y015
+
+@_typing.final
+class DynamicReport(_message.Message):
+    """A dynamic (input-dependent) variant measured the only way that means
+    something: per input, over the real eval inputs (or a stated synthetic
+    set), against the original measured the same way, interleaved.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORM_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    CALIBRATED_FIELD_NUMBER: _builtins.int
+    CALIBRATION_RULE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    SWEEP_FIELD_NUMBER: _builtins.int
+    BATCH_RULE_FIELD_NUMBER: _builtins.int
+    MEAN_SPEEDUP_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
+    form: _spec_pb2.DynamicForm.ValueType
+    inputs: _builtins.str
+    """The inputs measured, e.g. "eval split, 449 samples" or
+    "64 synthetic samples, normal(0, 1), seed 0".
+    """
+    protocol: _builtins.str
+    """How latency was measured (runtime, threads, feed size, rounds)."""
+    threshold: _builtins.float
+    """The threshold the variant uses."""
+    calibrated: _builtins.bool
+    """True when `threshold` was calibrated on the eval inputs (not given)."""
+    calibration_rule: _builtins.str
+    """The rule calibration met, in words (or why none could be met)."""
+    metric: _builtins.str
+    """"accuracy" (labels) or "top1_agreement" (against the original)."""
+    batch_rule: _builtins.str
+    """How batches are gated, in words."""
+    mean_speedup: _builtins.float
+    """Mean latency original / mean latency dynamic (> 1 is faster)."""
+    keep_tokens: _builtins.int
+    """TOKEN_SKIP: the tokens kept from `from_layer` on."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicModelStats]:
+        """"original" and "dynamic", each over the same inputs."""
+
+    @_builtins.property
+    def exits(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicExit]:
+        """EARLY_EXIT: each exit in graph order, then the full network ("final")."""
+
+    @_builtins.property
+    def sweep(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicSweepPoint]:
+        """The threshold sweep: metric and measured mean latency per threshold."""
+
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicLayerTokens]:
+        """TOKEN_SKIP: the tokens each encoder layer runs on."""
+
+    def __init__(
+        self,
+        *,
+        form: _spec_pb2.DynamicForm.ValueType = ...,
+        inputs: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        models: _abc.Iterable[Global___DynamicModelStats] | None = ...,
+        exits: _abc.Iterable[Global___DynamicExit] | None = ...,
+        threshold: _builtins.float = ...,
+        calibrated: _builtins.bool = ...,
+        calibration_rule: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        sweep: _abc.Iterable[Global___DynamicSweepPoint] | None = ...,
+        batch_rule: _builtins.str = ...,
+        mean_speedup: _builtins.float = ...,
+        tokens: _abc.Iterable[Global___DynamicLayerTokens] | None = ...,
+        keep_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rule", b"batch_rule", "calibrated", b"calibrated", "calibration_rule", b"calibration_rule", "exits", b"exits", "form", b"form", "inputs", b"inputs", "keep_tokens", b"keep_tokens", "mean_speedup", b"mean_speedup", "metric", b"metric", "models", b"models", "protocol", b"protocol", "sweep", b"sweep", "threshold", b"threshold", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicReport: _TypeAlias = DynamicReport  # noqa: Y015
+
+@_typing.final
+class DynamicLayerTokens(_message.Message):
+    """TOKEN_SKIP: how many tokens one encoder layer runs on, per input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAYER_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    layer: _builtins.int
+    """0-based layer index, in graph order of the attention softmaxes."""
+    tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        layer: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["layer", b"layer", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicLayerTokens: _TypeAlias = DynamicLayerTokens  # noqa: Y015
+
+@_typing.final
+class DynamicModelStats(_message.Message):
+    """One model's per-input latency distribution and quality on the inputs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MEAN_MS_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    P90_MS_FIELD_NUMBER: _builtins.int
+    P99_MS_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    TOP1_AGREEMENT_FIELD_NUMBER: _builtins.int
+    LATENCIES_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"original" or "dynamic"."""
+    mean_ms: _builtins.float
+    p50_ms: _builtins.float
+    p90_ms: _builtins.float
+    p99_ms: _builtins.float
+    samples: _builtins.int
+    """Inputs (feeds) measured."""
+    accuracy: _builtins.float
+    """Top-1 accuracy on the labels, when the inputs have them."""
+    top1_agreement: _builtins.float
+    """Top-1 agreement with the original's outputs."""
+    @_builtins.property
+    def latencies_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per-input latency (median of the rounds), at most 2000 values, for plots."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mean_ms: _builtins.float = ...,
+        p50_ms: _builtins.float = ...,
+        p90_ms: _builtins.float = ...,
+        p99_ms: _builtins.float = ...,
+        samples: _builtins.int = ...,
+        accuracy: _builtins.float | None = ...,
+        top1_agreement: _builtins.float = ...,
+        latencies_ms: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "accuracy", b"accuracy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "accuracy", b"accuracy", "latencies_ms", b"latencies_ms", "mean_ms", b"mean_ms", "name", b"name", "p50_ms", b"p50_ms", "p90_ms", b"p90_ms", "p99_ms", b"p99_ms", "samples", b"samples", "top1_agreement", b"top1_agreement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__accuracy: _TypeAlias = _typing.Literal["accuracy"]  # noqa: Y015
+    _WhichOneofArgType__accuracy: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__accuracy) -> _WhichOneofReturnType__accuracy | None: ...
+
+Global___DynamicModelStats: _TypeAlias = DynamicModelStats  # noqa: Y015
+
+@_typing.final
+class DynamicExit(_message.Message):
+    """One exit of an EARLY_EXIT model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    MACS_FRACTION_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    HEAD_AGREEMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The exit's name ("exit1", ... ; "final" for the full network)."""
+    after: _builtins.str
+    """The tensor the exit head reads ("" for final)."""
+    macs_fraction: _builtins.float
+    """Share of the original's MACs run by an input leaving here (head
+    included).
+    """
+    share: _builtins.float
+    """Share of the measured inputs leaving here."""
+    head_agreement: _builtins.float
+    """Top-1 agreement of the exit head alone with the original, on the inputs."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        after: _builtins.str = ...,
+        macs_fraction: _builtins.float = ...,
+        share: _builtins.float = ...,
+        head_agreement: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "head_agreement", b"head_agreement", "macs_fraction", b"macs_fraction", "name", b"name", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicExit: _TypeAlias = DynamicExit  # noqa: Y015
+
+@_typing.final
+class DynamicSweepPoint(_message.Message):
+    """One threshold of the calibration sweep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    MACS_FRACTION_FIELD_NUMBER: _builtins.int
+    MEAN_MS_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.float
+    metric: _builtins.float
+    """The metric (see DynamicReport.metric) at this threshold."""
+    macs_fraction: _builtins.float
+    """Expected share of the original's MACs per input."""
+    mean_ms: _builtins.float
+    """Measured mean latency over the inputs (0 when not timed)."""
+    keep_tokens: _builtins.int
+    """TOKEN_SKIP: the tokens kept at this point (`threshold` is then the
+    kept fraction).
+    """
+    def __init__(
+        self,
+        *,
+        threshold: _builtins.float = ...,
+        metric: _builtins.float = ...,
+        macs_fraction: _builtins.float = ...,
+        mean_ms: _builtins.float = ...,
+        keep_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_tokens", b"keep_tokens", "macs_fraction", b"macs_fraction", "mean_ms", b"mean_ms", "metric", b"metric", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicSweepPoint: _TypeAlias = DynamicSweepPoint  # noqa: Y015
 
 @_typing.final
 class Provenance(_message.Message):

@@ -58,6 +58,12 @@ class _PruneMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PruneMeth
     removed) or `target_macs_reduction`; a layer whose rank would not lower
     its MACs stays dense. The model gets physically smaller and faster.
     """
+    PRUNE_METHOD_DYNAMIC: _PruneMethod.ValueType  # 8
+    """Dynamic (input-dependent) pruning: the delivered model skips work
+    depending on its input, with the gating inside the graph (see
+    DynamicSpec). The variant is named `dynamic`; the report's `dynamic`
+    section measures it over the eval inputs.
+    """
 
 class PruneMethod(_PruneMethod, metaclass=_PruneMethodEnumTypeWrapper):
     """Which parts of a model pruning removes."""
@@ -93,6 +99,12 @@ k x k conv to r channels followed by a 1x1 conv. Ranks follow
 `low_rank.energy`, `ratio` (fraction of the eligible layers' MACs
 removed) or `target_macs_reduction`; a layer whose rank would not lower
 its MACs stays dense. The model gets physically smaller and faster.
+"""
+PRUNE_METHOD_DYNAMIC: PruneMethod.ValueType  # 8
+"""Dynamic (input-dependent) pruning: the delivered model skips work
+depending on its input, with the gating inside the graph (see
+DynamicSpec). The variant is named `dynamic`; the report's `dynamic`
+section measures it over the eval inputs.
 """
 Global___PruneMethod: _TypeAlias = PruneMethod  # noqa: Y015
 
@@ -236,6 +248,58 @@ of at least 2 x 2 and explicit padding; the others take the channel form).
 CONV_FACTORIZATION_AUTO: ConvFactorization.ValueType  # 3
 """Per layer, the form that keeps the goal's energy at fewer MACs."""
 Global___ConvFactorization: _TypeAlias = ConvFactorization  # noqa: Y015
+
+class _DynamicForm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DynamicFormEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DynamicForm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DYNAMIC_FORM_UNSPECIFIED: _DynamicForm.ValueType  # 0
+    DYNAMIC_FORM_EARLY_EXIT: _DynamicForm.ValueType  # 1
+    """Classifiers (CNN or transformer): small exit heads after chosen blocks,
+    trained by distillation from the original (backbone frozen); an input
+    leaves at the first exit whose confidence (largest softmax probability)
+    reaches `threshold`, through nested ONNX `If` nodes that ONNX Runtime
+    runs lazily. A batch leaves an exit only when every item in it is
+    confident. Needs one float output of shape (batch, classes).
+    """
+    DYNAMIC_FORM_TOKEN_SKIP: _DynamicForm.ValueType  # 2
+    """Transformer encoders: from layer `from_layer` on, each input keeps its
+    top-k tokens by the attention the first (class) token paid them in the
+    layer before (the first token is always kept), chosen in the graph with
+    TopK and GatherElements, so later layers run on fewer tokens. Needs at
+    least two attention layers whose later ones take any token count.
+    """
+    DYNAMIC_FORM_HEAD_GATE: _DynamicForm.ValueType  # 3
+    """Transformer encoders: learned per-head gates. Not implemented by this
+    server yet: FAILED_PRECONDITION.
+    """
+
+class DynamicForm(_DynamicForm, metaclass=_DynamicFormEnumTypeWrapper):
+    """The kind of input-dependent computation DYNAMIC builds."""
+
+DYNAMIC_FORM_UNSPECIFIED: DynamicForm.ValueType  # 0
+DYNAMIC_FORM_EARLY_EXIT: DynamicForm.ValueType  # 1
+"""Classifiers (CNN or transformer): small exit heads after chosen blocks,
+trained by distillation from the original (backbone frozen); an input
+leaves at the first exit whose confidence (largest softmax probability)
+reaches `threshold`, through nested ONNX `If` nodes that ONNX Runtime
+runs lazily. A batch leaves an exit only when every item in it is
+confident. Needs one float output of shape (batch, classes).
+"""
+DYNAMIC_FORM_TOKEN_SKIP: DynamicForm.ValueType  # 2
+"""Transformer encoders: from layer `from_layer` on, each input keeps its
+top-k tokens by the attention the first (class) token paid them in the
+layer before (the first token is always kept), chosen in the graph with
+TopK and GatherElements, so later layers run on fewer tokens. Needs at
+least two attention layers whose later ones take any token count.
+"""
+DYNAMIC_FORM_HEAD_GATE: DynamicForm.ValueType  # 3
+"""Transformer encoders: learned per-head gates. Not implemented by this
+server yet: FAILED_PRECONDITION.
+"""
+Global___DynamicForm: _TypeAlias = DynamicForm  # noqa: Y015
 
 class _Device:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -450,6 +514,7 @@ class PruneSpec(_message.Message):
     AUTO_RATIOS_FIELD_NUMBER: _builtins.int
     PRUNE_OUTPUT_LAYERS_FIELD_NUMBER: _builtins.int
     LOW_RANK_FIELD_NUMBER: _builtins.int
+    DYNAMIC_FIELD_NUMBER: _builtins.int
     method: Global___PruneMethod.ValueType
     ratio: _builtins.float
     """Fraction of eligible weights to remove, 0 < ratio < 1."""
@@ -491,6 +556,10 @@ class PruneSpec(_message.Message):
     def low_rank(self) -> Global___LowRankSpec:
         """LOW_RANK only."""
 
+    @_builtins.property
+    def dynamic(self) -> Global___DynamicSpec:
+        """DYNAMIC only (required there)."""
+
     def __init__(
         self,
         *,
@@ -510,10 +579,11 @@ class PruneSpec(_message.Message):
         auto_ratios: _builtins.bool = ...,
         prune_output_layers: _builtins.bool = ...,
         low_rank: Global___LowRankSpec | None = ...,
+        dynamic: Global___DynamicSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["low_rank", b"low_rank"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dynamic", b"dynamic", "low_rank", b"low_rank"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ratios", b"auto_ratios", "ignore", b"ignore", "importance", b"importance", "low_rank", b"low_rank", "m", b"m", "max_layer_ratio", b"max_layer_ratio", "method", b"method", "n", b"n", "overrides", b"overrides", "prune_output_layers", b"prune_output_layers", "ratio", b"ratio", "round_to", b"round_to", "schedule", b"schedule", "scope", b"scope", "steps", b"steps", "target_macs_reduction", b"target_macs_reduction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ratios", b"auto_ratios", "dynamic", b"dynamic", "ignore", b"ignore", "importance", b"importance", "low_rank", b"low_rank", "m", b"m", "max_layer_ratio", b"max_layer_ratio", "method", b"method", "n", b"n", "overrides", b"overrides", "prune_output_layers", b"prune_output_layers", "ratio", b"ratio", "round_to", b"round_to", "schedule", b"schedule", "scope", b"scope", "steps", b"steps", "target_macs_reduction", b"target_macs_reduction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,6 +617,75 @@ class LowRankSpec(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LowRankSpec: _TypeAlias = LowRankSpec  # noqa: Y015
+
+@_typing.final
+class DynamicSpec(_message.Message):
+    """How DYNAMIC gates the model. Thresholds left 0 are calibrated on the eval
+    split (synthetic inputs, with a warning, when there is none) to the
+    cheapest one that meets the accuracy rule (`evaluation.max_accuracy_drop`,
+    1 point when unset, with labels) or the top-1 agreement floor
+    (`evaluation.min_top1_agreement`) without labels.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORM_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
+    MAX_EXITS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    KEEP_RATIO_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
+    FROM_LAYER_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    form: Global___DynamicForm.ValueType
+    """Required."""
+    max_exits: _builtins.int
+    """EARLY_EXIT: the most exits chosen automatically, 1 to 8; 0 means 3."""
+    threshold: _builtins.float
+    """EARLY_EXIT: the confidence an input needs to leave at an exit, in
+    (0, 1]; 0 means calibrated. 1 sends (almost) every input down the full
+    network.
+    """
+    keep_ratio: _builtins.float
+    """TOKEN_SKIP: fraction of tokens kept from `from_layer` on, in (0, 1);
+    0 means calibrated. Set this or `keep_tokens`, not both.
+    """
+    keep_tokens: _builtins.int
+    """TOKEN_SKIP: number of tokens kept from `from_layer` on (>= 1); 0: unset."""
+    from_layer: _builtins.int
+    """TOKEN_SKIP: the first encoder layer (0-based, >= 1) that runs on the
+    kept tokens; 0 means the middle layer.
+    """
+    steps: _builtins.int
+    """EARLY_EXIT: distillation steps training each exit head, 1 to 100000;
+    0 means 300. (TOKEN_SKIP's scores need no training.)
+    """
+    @_builtins.property
+    def exits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EARLY_EXIT: the ONNX nodes (names; or output tensor names) after which an
+        exit head sits, in any order; empty: chosen automatically among the
+        tensors every path from the first input to the output passes through.
+        """
+
+    def __init__(
+        self,
+        *,
+        form: Global___DynamicForm.ValueType = ...,
+        exits: _abc.Iterable[_builtins.str] | None = ...,
+        max_exits: _builtins.int = ...,
+        threshold: _builtins.float = ...,
+        keep_ratio: _builtins.float = ...,
+        keep_tokens: _builtins.int = ...,
+        from_layer: _builtins.int = ...,
+        steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "form", b"form", "from_layer", b"from_layer", "keep_ratio", b"keep_ratio", "keep_tokens", b"keep_tokens", "max_exits", b"max_exits", "steps", b"steps", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicSpec: _TypeAlias = DynamicSpec  # noqa: Y015
 
 @_typing.final
 class BenchmarkSpec(_message.Message):

@@ -6,7 +6,8 @@ writes its artifacts only under ``workdir`` (checkpoints under
 train split feeds data-driven importance, BatchNorm refreshes and
 quantization calibration (synthetic inputs otherwise), and the eval split
 measures fidelity and accuracy. It composes the
-techniques the spec asks for (each knows nothing of the others) and writes
+techniques the spec asks for (each knows nothing of the others; prune method
+DYNAMIC makes the ``dynamic`` variant instead, see :mod:`.dynamic`) and writes
 every artifact to ``workdir/artifacts/``: the variants' files (see
 :mod:`.variants` for their stable names), ``report.md`` and ``report.html``.
 The report's ``uri`` fields stay empty: the server fills them after upload
@@ -44,6 +45,7 @@ from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .aware import aware_variants
 from .data import JobData
+from .dynamic import is_dynamic, run_dynamic
 from .from_spec import settings_from_spec
 from .job_data import LoadedData, data_feeds, describe_feeds, load_job_data
 from .provenance import begin as begin_provenance
@@ -229,7 +231,10 @@ def run_optimization(
     inputs = list(ingested.inputs)
     variants: list[Variant] = []
     outcome = None
-    if spec.HasField("prune") or spec.HasField("target"):
+    dynamic = run_dynamic(spec, settings, ingested, loaded, workdir, progress) if is_dynamic(spec) else None
+    if dynamic is not None:
+        variants.append(dynamic.variant)
+    elif spec.HasField("prune") or spec.HasField("target"):
         checkpoints = checkpoint_dir if checkpoint_dir is not None else workdir / "checkpoints"
         outcome = _prune_and_finetune(
             spec, settings, ingested, loaded, workdir, checkpoints, progress, latency_tables
@@ -266,12 +271,14 @@ def run_optimization(
             v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
         ),
         max_accuracy_drop=spec.target.max_accuracy_drop or spec.evaluation.max_accuracy_drop,
-        extra_warnings=outcome.warnings if outcome is not None else (),
+        extra_warnings=outcome.warnings if outcome is not None else dynamic.warnings if dynamic else (),
         search=search,
         selected=selected_variant(search, quantized),
     )
     report = assemble_report(facts)
     report.provenance.CopyFrom(finish_provenance(made, settings))
+    if dynamic is not None:
+        report.dynamic.CopyFrom(dynamic.report)
     if search is not None and spec.target.required:
         check_required(report, facts.selected, search)
     return OptimizationResult(report=report, artifacts=_write_artifacts(report, variants, workdir, progress))

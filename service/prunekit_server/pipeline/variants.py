@@ -1,10 +1,10 @@
 """Making a job's variants: the pruned model, then each quantization of each source model.
 
 Variant names are stable (pipelines key on them): ``pruned`` for the pruned
-model; ``<source>_<suffix>`` for a quantization of ``pruned`` or ``original``
-(``pruned_int8``, ``pruned_int8_dynamic``, ``pruned_fp16``, ``original_int8``...),
-the suffix coming from the quantization config's type. Every file is written
-under ``workdir/artifacts``; scratch files under ``workdir/scratch``.
+model (``dynamic`` for prune method DYNAMIC, made by :mod:`.dynamic`); ``<source>_<suffix>``
+for a quantization of ``pruned`` or ``original`` (``pruned_int8``, ``pruned_int8_dynamic``,
+``pruned_fp16``, ``original_int8``...), the suffix coming from the quantization config's type.
+Every file is written under ``workdir/artifacts``; scratch files under ``workdir/scratch``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
+from prunekit.text.dynamic_tables import (
+    dynamic_exit_rows,
+    dynamic_model_rows,
+    dynamic_summary,
+    dynamic_sweep_rows,
+)
 from prunekit.text.provenance import provenance_lines
 from prunekit.text.report_tables import (
     flag_names,
@@ -27,6 +33,7 @@ from prunekit.text.search_tables import search_rows, search_summary
 from prunekit.text.training_tables import accuracy_not_measured, data_lines, finetune_rows, finetune_summary
 from prunekit.v1 import report_pb2
 
+from .dynamic_plot import dynamic_plots
 from .plots import Plot, plots
 from .search_plot import pareto_plot
 from .tradeoff_plot import tradeoff_plot
@@ -158,6 +165,16 @@ def _training_sections(report: report_pb2.OptimizationReport) -> list[str]:
     return parts
 
 
+def _dynamic_section(report: report_pb2.OptimizationReport) -> list[str]:
+    """The per-input measurement of a DYNAMIC job, when it ran."""
+    if not report.HasField("dynamic"):
+        return []
+    parts = ["<h2>Dynamic: latency per input</h2>", _items(dynamic_summary(report))]
+    for rows in (dynamic_model_rows(report), dynamic_exit_rows(report), dynamic_sweep_rows(report)):
+        parts.append(_table(*rows))
+    return parts
+
+
 def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit report") -> str:
     """The whole page as a string."""
     variants = list(report.variants)
@@ -177,7 +194,7 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
         parts.append(f'<p class="notice">{escape(not_measured[:1].upper() + not_measured[1:])}</p>')
     if report.warnings:
         parts += ["<h2>Warnings</h2>", *(_warning(code, texts) for code, texts in grouped_warnings(report))]
-    figures = plots(report)
+    figures = dynamic_plots(report) + plots(report)
     for extra in (tradeoff_plot(report), pareto_plot(report)):
         if extra is not None:
             figures.insert(0, extra)
@@ -191,7 +208,7 @@ def render_html(report: report_pb2.OptimizationReport, *, title: str = "prunekit
     if report.HasField("search"):
         headers, rows = search_rows(report)
         parts += ["<h2>Latency-target search</h2>", _items(search_summary(report)), _table(headers, rows)]
-    parts += _training_sections(report)
+    parts += _dynamic_section(report) + _training_sections(report)
     if report.layers:
         layer_headers, layers, _ = layer_rows(report, len(report.layers))
         parts += ["<h2>Layers</h2>", _table(layer_headers, layers)]

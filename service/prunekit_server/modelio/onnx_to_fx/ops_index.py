@@ -1,4 +1,5 @@
-"""Ops real exports contain beyond the layer families: GatherND, ScatterND, Einsum, LRN, Shrink.
+"""Ops real exports contain beyond the layer families: GatherND, GatherElements, ScatterND, Einsum, LRN,
+Shrink.
 
 Each that has no single torch function becomes a small function of this module
 called from the generated code (:func:`gather_nd`, :func:`scatter_nd`,
@@ -22,6 +23,12 @@ def gather_nd(data: torch.Tensor, indices: torch.Tensor, batch_dims: int = 0) ->
     rows = torch.arange(flat.shape[0], device=data.device).reshape(-1, *([1] * (idx.dim() - 2)))
     picked = flat[(rows, *idx.unbind(-1))]
     return picked.reshape(*batch, *picked.shape[1:])
+
+
+def gather_elements(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
+    """ONNX GatherElements: ``data`` picked along ``axis`` at ``indices`` (negative ones from the end)."""
+    size = data.shape[axis]
+    return torch.gather(data, axis, torch.where(indices < 0, indices + size, indices).long())
 
 
 def scatter_nd(
@@ -48,6 +55,11 @@ def shrink(x: torch.Tensor, bias: float, lambd: float) -> torch.Tensor:
 @converter("GatherND")
 def gather_nd_op(cx: NodeContext) -> Output:
     return cx.call(gather_nd, cx.value(0), cx.value(1), cx.attr_int("batch_dims", 0))
+
+
+@converter("GatherElements")
+def gather_elements_op(cx: NodeContext) -> Output:
+    return cx.call(gather_elements, cx.value(0), cx.value(1), cx.attr_int("axis", 0))
 
 
 @converter("ScatterND")

@@ -1,4 +1,4 @@
-"""GatherND, ScatterND, Einsum, LRN and Shrink against ONNX Runtime."""
+"""GatherND, GatherElements, ScatterND, Einsum, LRN and Shrink against ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def test_gather_nd(shape: tuple[int, ...], indices: list[object], batch_dims: in
         {"indices": np.asarray(indices, dtype=np.int64)},
         batch_dims=batch_dims,
     )
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather_elements(axis: int) -> None:
+    indices = np.asarray([[[0, 1], [1, -1]], [[1, 0], [-2, 1]]], dtype=np.int64)
+    op_parity("GatherElements", {"data": randn(2, 3, 3)}, {"indices": indices}, axis=axis)
 
 
 @pytest.mark.parametrize("reduction", ["none", "add"])
