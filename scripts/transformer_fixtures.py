@@ -53,7 +53,9 @@ def _bert() -> nn.Module:
 def _distilbert() -> nn.Module:
     from transformers import DistilBertConfig, DistilBertModel
 
-    config = DistilBertConfig(vocab_size=64, n_layers=2, dim=16, n_heads=4, hidden_dim=32, max_position_embeddings=32)
+    config = DistilBertConfig(
+        vocab_size=64, n_layers=2, dim=16, n_heads=4, hidden_dim=32, max_position_embeddings=32
+    )
     return DistilBertModel(config)
 
 
@@ -117,7 +119,10 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]] = {
     "vit": (_vit, {"name": "pixel_values", "shape": [2, 3, 32, 32], "dtype": "float32"}),
     "gpt2": (_gpt2, _ids()),
     "llama_gqa": (_llama_gqa, _ids()),
-    "whisper_encoder": (_whisper_encoder, {"name": "input_features", "shape": [2, 16, 32], "dtype": "float32"}),
+    "whisper_encoder": (
+        _whisper_encoder,
+        {"name": "input_features", "shape": [2, 16, 32], "dtype": "float32"},
+    ),
     "t5_encoder": (_t5_encoder, _ids()),
 }
 
@@ -144,7 +149,9 @@ def _legacy(model: nn.Module, x: torch.Tensor, spec: dict[str, Any], path: Path)
 
 
 def _dynamo(model: nn.Module, x: torch.Tensor, spec: dict[str, Any], path: Path) -> None:
-    program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, external_data=False, verbose=False)
+    program = torch.onnx.export(
+        model, (x,), dynamo=True, opset_version=18, external_data=False, verbose=False
+    )
     assert program is not None
     program.save(str(path))
 

@@ -72,7 +72,7 @@ def is_inf_op(cx: NodeContext) -> Output:
 
 
 def cumsum(x: torch.Tensor, axis: int, exclusive: int, reverse: int) -> torch.Tensor:
-    """ONNX CumSum: running sums along ``axis``, optionally from the end and/or excluding the element itself."""
+    """ONNX CumSum: running sums along ``axis``, maybe from the end, maybe without the element itself."""
     y = x.flip(axis) if reverse else x
     out = torch.cumsum(y, axis).to(x.dtype)
     if exclusive:
