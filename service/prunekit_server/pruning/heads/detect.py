@@ -106,7 +106,7 @@ def _attention(gm: fx.GraphModule, softmax: fx.Node) -> Attention:
     rank = _score_rank(softmax)
     core = _core(gm, softmax)
     heads, head_dim, head_axis, group = _heads(core, rank)
-    score_chain = _score_chain(softmax, core.qk, head_axis)
+    score_chain, biases = _score_chain(softmax, core.qk, head_axis)
     walk, merge, o_node, merge_counts = _merge(gm, core.pv, rank, head_axis, heads * group * head_dim)
     q, k, v = core.q.projection, core.k.projection, core.v.projection
     nodes = [*core.q.nodes, *core.k.nodes, *core.v.nodes, core.qk, *score_chain, softmax, *core.after_softmax]
@@ -136,6 +136,7 @@ def _attention(gm: fx.GraphModule, softmax: fx.Node) -> Attention:
         nodes,
         group=group,
         counts=list(dict.fromkeys(counts)),
+        biases=biases,
     )
     if heads > 1:
         try:
@@ -238,19 +239,33 @@ def _heads(core: _Core, rank: int) -> tuple[int, int, int, int]:
     return heads, head_dim, q_head, group
 
 
-def _score_chain(softmax: fx.Node, qk: fx.Node, head_axis: int) -> list[fx.Node]:
-    """The scaling and masking between the scores and the softmax; no mask may vary per head."""
+def _score_chain(
+    softmax: fx.Node, qk: fx.Node, head_axis: int
+) -> tuple[list[fx.Node], list[tuple[fx.Node, int, int]]]:
+    """The scaling and masking between the scores and the softmax, and the per-head operands there.
 
-    def head_free(other: tuple[int, ...] | None, here: tuple[int, ...] | None) -> bool:
-        if other is None or here is None or len(other) == 0:
-            return True
-        pos = head_axis - (len(here) - len(other))
-        return pos < 0 or other[pos] == 1
-
-    checked = _scores_source(softmax.args[0], head_free)  # type: ignore[arg-type]
+    A mask or bias with a head axis (T5's relative position bias) is ``(node, argument, axis)``:
+    the surgery selects the kept heads of it for this attention alone.
+    """
+    checked = _scores_source(softmax.args[0], lambda *_: True)  # type: ignore[arg-type]
     if checked is None or checked[0] is not qk:
-        raise _NoMatchError("a mask or bias between the scores and the softmax has a head axis")
-    return checked[1]
+        raise _NoMatchError("no matmul(Q, K) before the softmax")
+    chain = checked[1]
+    biases: list[tuple[fx.Node, int, int]] = []
+    for i, node in enumerate(chain):
+        on_path = chain[i + 1] if i + 1 < len(chain) else qk
+        here = shape_of(node) or ()
+        for index, arg in enumerate(node.args):
+            other = shape_of(arg) if isinstance(arg, fx.Node) and arg is not on_path else None
+            if not other:
+                continue
+            pos = head_axis - (len(here) - len(other))
+            if pos < 0 or other[pos] == 1:
+                continue
+            if other[pos] != here[head_axis]:
+                raise _NoMatchError(f"{node.name}: a mask or bias with a head axis of {other[pos]}")
+            biases.append((node, index, pos))
+    return chain, biases
 
 
 def _merge(
@@ -275,18 +290,31 @@ def _merge(
     if node is None or not _is_reshape(node):
         raise _NoMatchError("the context is not merged back by a reshape")
     merged = shape_of(node)
-    if merged is None or len(merged) != rank - 1 or axes[-2:] != [head_axis, rank - 1]:
+    if merged is None or len(merged) < 2 or axes[-2:] != [head_axis, rank - 1]:
         raise _NoMatchError("the reshape does not merge (heads, head width) into the last axis")
     if merged[-1] != width:
         raise _NoMatchError("the merged width is not heads x head width")
+    merge = node
     o_node = _single_user(node)
+    while o_node is not None and _keeps_last_axis(o_node):  # flattening the leading axes for a Gemm
+        counts.append((o_node, len(shape_of(o_node) or ()) - 1, width))
+        walk.append(o_node)
+        o_node = _single_user(o_node)
     if (
         o_node is None
         or o_node.op != "call_module"
         or not isinstance(gm.get_submodule(str(o_node.target)), nn.Linear)
     ):
         raise _NoMatchError("the merged context does not feed a Linear output projection")
-    return walk, node, o_node, counts
+    return walk, merge, o_node, counts
+
+
+def _keeps_last_axis(node: fx.Node) -> bool:
+    """A reshape of the leading axes only."""
+    if not _is_reshape(node):
+        return False
+    before, after = shape_of(node.args[0]), shape_of(node)
+    return before is not None and after is not None and len(after) >= 2 and before[-1] == after[-1]
 
 
 def _is_same_shape(node: fx.Node) -> bool:
@@ -294,14 +322,23 @@ def _is_same_shape(node: fx.Node) -> bool:
     return _is_reshape(node) and shape_of(node) is not None and shape_of(node) == shape_of(node.args[0])
 
 
+def _reads_shape_only(node: fx.Node, depth: int = 0) -> bool:
+    """A size read, or a permute/reshape/cast whose every use only reads a size."""
+    if _is_size_read(node):
+        return True
+    if depth > 4 or not (_is_permute(node) or _is_reshape(node) or _is_call(node, (), ("contiguous",))):
+        return False
+    return bool(node.users) and all(_reads_shape_only(u, depth + 1) for u in node.users)
+
+
 def _check_private(nodes: list[fx.Node], o_node: fx.Node, projections: tuple[Projection, ...]) -> None:
     """Nothing outside the attention reads its intermediate values or its projections."""
     inner = set(nodes) | {o_node}
     for n in nodes:
-        stray = [u for u in n.users if u not in inner and not _is_size_read(u)]
+        stray = [u for u in n.users if u not in inner and not _reads_shape_only(u)]
         if stray:
             raise _NoMatchError(f"{n.name} is also read by {stray[0].name}")
     for proj in projections:
-        stray = [u for u in proj.linear.users if u not in inner and not _is_size_read(u)]
+        stray = [u for u in proj.linear.users if u not in inner and not _reads_shape_only(u)]
         if stray:
             raise _NoMatchError(f"projection {proj.path} is also read by {stray[0].name}")

@@ -72,6 +72,9 @@ class Attention:
     counts: list[tuple[fx.Node, int, int]] = field(default_factory=list)
     """Other reshapes whose item ``index``, when a constant, is ``factor * heads``: (node, index, factor)."""
 
+    biases: list[tuple[fx.Node, int, int]] = field(default_factory=list)
+    """Per-head operands between the scores and the softmax: ``(node, argument index, head axis)``."""
+
     @property
     def paths(self) -> list[str]:
         """The distinct projection Linears, Q/K/V first and O last."""

@@ -104,6 +104,24 @@ def _rows(projection: Projection, keep_units: Sequence[int], width: int, total: 
     return [offset + u * width + j for u in keep_units for j in range(width)]
 
 
+def _select_biases(gm: fx.GraphModule, att: Attention, keep_units: Sequence[int]) -> None:
+    """Give each per-head mask or bias of ``att`` an ``index_select`` of the kept query heads."""
+    kept = torch.tensor([u * att.group + j for u in keep_units for j in range(att.group)])
+    for node, index, axis in att.biases:
+        number = 0
+        while hasattr(gm, f"kept_heads_{number}"):
+            number += 1
+        name = f"kept_heads_{number}"
+        gm.register_buffer(name, kept)
+        with gm.graph.inserting_before(node):
+            select = gm.graph.call_function(
+                torch.index_select, (node.args[index], axis, gm.graph.get_attr(name))
+            )
+        args = list(node.args)
+        args[index] = select
+        node.args = tuple(args)
+
+
 def remove_heads(gm: fx.GraphModule, att: Attention, drop: Sequence[int]) -> None:
     """Remove units ``drop`` of ``att`` (heads or key/value groups) from its projections and reshapes."""
     keep_units = [h for h in range(att.heads) if h not in set(drop)]
@@ -121,6 +139,7 @@ def remove_heads(gm: fx.GraphModule, att: Attention, drop: Sequence[int]) -> Non
         rows.setdefault(projection.path, []).extend(_rows(projection, keep_units, width, total))
     for path, kept in rows.items():
         _shrink_linear(_linear(gm, path), torch.tensor(sorted(kept)), rows=True)
+    _select_biases(gm, att, keep_units)
     columns = torch.tensor([u * q_width + j for u in keep_units for j in range(q_width)])
     _shrink_linear(_linear(gm, att.o_path), columns, rows=False)
     att.heads = keep

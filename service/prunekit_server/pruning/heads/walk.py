@@ -144,39 +144,61 @@ def _source(node: fx.Node) -> Any:
     return node.args[0]
 
 
-def _repeat(node: fx.Node) -> Step | None:
-    """Grouped-query repetition: reshape(expand(unsqueeze(x, k)), ...) merging the copies into axis k - 1."""
-    expand = node.args[0]
-    if not _is_call(expand, (torch.Tensor.expand,), ("expand",)):
+def _expanded(node: Any) -> tuple[fx.Node, int, int, list[fx.Node]] | None:
+    """``expand(unsqueeze(x, k))`` making copies along the new axis k: x, k, the copies and the nodes."""
+    if not _is_call(node, (torch.Tensor.expand,), ("expand",)):
         return None
-    unsqueeze = expand.args[0]
+    unsqueeze = node.args[0]
     if not _is_call(unsqueeze, (torch.unsqueeze,), ("unsqueeze",)):
         return None
     x = unsqueeze.args[0]
-    xs, es, out = shape_of(x), shape_of(expand), shape_of(node)
     axis = unsqueeze.args[1] if len(unsqueeze.args) > 1 else unsqueeze.kwargs.get("dim")
-    if xs is None or es is None or out is None or not isinstance(axis, int):
+    xs, es = shape_of(x), shape_of(node)
+    if not isinstance(x, fx.Node) or xs is None or es is None or not isinstance(axis, int):
         return None
     axis %= len(xs) + 1
-    if axis == 0 or len(out) != len(xs):
+    return (x, axis, es[axis], [node, unsqueeze]) if axis > 0 else None
+
+
+def _repeat(node: fx.Node) -> Step | None:
+    """Grouped-query repetition: reshape(expand(unsqueeze(x, k)), ...) merging the copies into axis k - 1."""
+    found = _expanded(node.args[0])
+    if found is None:
         return None
-    copies = es[axis]
+    x, axis, copies, nodes = found
+    xs, out = shape_of(x), shape_of(node)
+    if xs is None or out is None or len(out) != len(xs):
+        return None
     merged = list(xs)
     merged[axis - 1] *= copies
     if tuple(merged) != tuple(out):
         return None
-    return Step([node, expand, unsqueeze], counts=[(node, 0), (expand, 0)], repeat=copies)
+    return Step([node, *nodes], counts=[(node, 0), (nodes[0], 0)], repeat=copies)
 
 
 def _round_trip(node: fx.Node) -> Step | None:
-    """reshape(permute(reshape(x, (B*H, ...)), (0, ...)), (B, H, ...)): a permute of x's later axes."""
-    permute = node.args[0]
+    """reshape(permute(reshape(x, (B*H, ...)), (0, ...)), (B, H, ...)): a permute of x's later axes.
+
+    x may be the grouped-query repetition of the key/value heads (``expand(unsqueeze(x, 2))``).
+    """
+    permute: Any = node.args[0]
     if not _is_permute(permute):
         return None
-    merge = permute.args[0]
+    merge: Any = permute.args[0]
     if not _is_reshape(merge):
         return None
-    xs, ms, ps, out = shape_of(merge.args[0]), shape_of(merge), shape_of(permute), shape_of(node)
+    nodes, counts, repeat = [node, permute, merge], [(merge, -1), (node, 0)], 1
+    xs = shape_of(merge.args[0])
+    expanded = _expanded(merge.args[0])
+    if expanded is not None and expanded[1] == 2:
+        x, _, repeat, more = expanded
+        inner = shape_of(x)
+        if inner is None:
+            return None
+        xs = (inner[0], inner[1] * repeat, *inner[2:])
+        nodes += more
+        counts.append((more[0], 0))
+    ms, ps, out = shape_of(merge), shape_of(permute), shape_of(node)
     if xs is None or ms is None or ps is None or out is None or len(xs) < 3:
         return None
     if tuple(ms) != (xs[0] * xs[1], *xs[2:]) or tuple(out) != (xs[0], xs[1], *ps[1:]):
@@ -185,7 +207,7 @@ def _round_trip(node: fx.Node) -> Step | None:
     if perm is None or perm[0] != 0:
         return None
     full = [0, 1, *(p + 1 for p in perm[1:])]
-    return Step([node, permute, merge], perm=full, counts=[(merge, -1), (node, 0)])
+    return Step(nodes, perm=full, counts=counts, repeat=repeat)
 
 
 def _step(gm: fx.GraphModule, node: fx.Node) -> tuple[Step, Any] | None:
@@ -228,13 +250,13 @@ def _linear_source(gm: fx.GraphModule, split: fx.Node) -> Projection | None:
             node = _tensor_operand(node) or node.args[0]
             continue
         if node.op == "call_function" and node.target is operator.getitem and parts == 1:
-            chunk = node.args[0]
+            chunk: Any = node.args[0]
             if not _is_call(chunk, (torch.chunk,), ("chunk",)) or not isinstance(node.args[1], int):
                 return None
             dim = chunk.args[2] if len(chunk.args) > 2 else chunk.kwargs.get("dim", 0)
             if not isinstance(dim, int) or dim % _rank(chunk.args[0]) != _rank(chunk.args[0]) - 1:
                 return None
-            part, parts = node.args[1], int(chunk.args[1])  # type: ignore[arg-type]
+            part, parts = node.args[1], int(chunk.args[1])
             between += [node, chunk]
             node = chunk.args[0]
             continue

@@ -1,0 +1,123 @@
+"""ATTENTION_HEAD on Hugging Face models as users export them (legacy ONNX, dynamo ONNX, TorchScript).
+
+Fused q|k|v projections (GPT-2), grouped-query attention with rotary embeddings
+(a LLaMA-style decoder), a relative position bias per head (T5), SDPA
+decompositions (their no-op reshapes, 3-D round trips and NaN guards): every
+family is found in every format, a unit whose weights are zero goes without
+changing the outputs, and a pruned model runs in ONNX Runtime with outputs of
+the original's shape and dtype and fewer MACs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import fx, nn
+
+from prunekit.v1 import model_pb2
+from prunekit_server.measure.analysis import analyze
+from prunekit_server.measure.quality import synthetic_inputs
+from prunekit_server.pruning import HeadConfig, PruneContext, prune
+from prunekit_server.pruning.fx_tools import fidelity, propagate
+from prunekit_server.pruning.graph import example_inputs, to_graph
+from prunekit_server.pruning.heads import Attention, Projection, find_attentions, remove_heads
+from tests.service.pruning.structured_zoo import run_ort
+from tests.zoo_hf import cases, load
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+EXPECTED = {  # (units, head width, query heads per unit, per-head biases)
+    "bert": (4, 4, 1, False),
+    "distilbert": (4, 4, 1, False),
+    "vit": (4, 4, 1, False),
+    "gpt2": (4, 4, 1, False),
+    "llama_gqa": (2, 4, 2, False),
+    "whisper_encoder": (4, 4, 1, False),
+    "t5_encoder": (4, 4, 1, True),
+}
+CASES = cases()
+
+
+def _graph(name: str, fmt: str) -> tuple[fx.GraphModule, tuple[torch.Tensor, ...]]:
+    model, inputs = load(name, fmt)
+    context = PruneContext(inputs=inputs)
+    gm = to_graph(model, context)
+    args = example_inputs(context)
+    propagate(gm, args)
+    return gm, args
+
+
+def _silence(gm: fx.GraphModule, att: Attention, unit: int) -> None:
+    """Zero everything unit ``unit`` of ``att`` contributes: its Q/K/V rows and biases, its O columns."""
+    q_width = att.group * att.head_dim
+
+    def zero_rows(projection: Projection, width: int) -> None:
+        linear = gm.get_submodule(projection.path)
+        assert isinstance(linear, nn.Linear)
+        start = projection.part * att.heads * width + unit * width
+        with torch.no_grad():
+            linear.weight[start : start + width] = 0
+            if linear.bias is not None:
+                linear.bias[start : start + width] = 0
+
+    zero_rows(att.q, q_width)
+    zero_rows(att.k, att.head_dim)
+    zero_rows(att.v, att.head_dim)
+    out = gm.get_submodule(att.o_path)
+    assert isinstance(out, nn.Linear)
+    with torch.no_grad():
+        out.weight[:, unit * q_width : (unit + 1) * q_width] = 0
+
+
+@pytest.mark.parametrize(("name", "fmt"), CASES)
+def test_found_in_every_format_and_a_silent_unit_goes_without_a_trace(name: str, fmt: str) -> None:
+    gm, args = _graph(name, fmt)
+    attentions, misses = find_attentions(gm)
+    units, width, group, biased = EXPECTED[name]
+    assert len(attentions) == 2, misses
+    assert {(a.heads, a.head_dim, a.group, bool(a.biases)) for a in attentions} == {
+        (units, width, group, biased)
+    }
+    for att in attentions:
+        _silence(gm, att, 0)
+    with torch.no_grad():
+        before = gm(*args)
+        parameters = sum(p.numel() for p in gm.parameters())
+        for att in attentions:
+            remove_heads(gm, att, [0])
+        gm.recompile()
+        after = gm(*args)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in gm.parameters()) < parameters
+
+
+@pytest.mark.parametrize(("name", "fmt"), CASES)
+def test_pruned_model_runs_with_the_same_outputs_shape_and_fewer_macs(name: str, fmt: str) -> None:
+    model, inputs = load(name, fmt)
+    feeds = synthetic_inputs(list(inputs), 2, 5)
+    result = prune(model, HeadConfig(ratio=0.5), PruneContext(inputs=inputs))
+    assert result.model is not None
+    units, _, group, _ = EXPECTED[name]
+    left = f"{units}->{units // 2}" + (f" key/value groups of {group} query heads" if group > 1 else "")
+    summary = next(w for w in result.warnings if w.startswith("HEADS_PRUNED:"))
+    assert summary.count(left) == 2, summary
+    reference = [run_ort(model, feed) for feed in feeds]
+    pruned = [run_ort(result.model, feed) for feed in feeds]
+    for ref, out in zip(reference, pruned, strict=True):
+        assert out[0].shape == ref[0].shape
+        assert out[0].dtype == ref[0].dtype
+        assert np.isfinite(out[0]).all()
+    quality = fidelity(
+        [[torch.from_numpy(r[0])] for r in reference], [[torch.from_numpy(p[0])] for p in pruned]
+    )
+    assert -1.0 <= quality.cosine_similarity <= 1.0
+    with torch.no_grad():
+        module_out = result.module(*(torch.from_numpy(feeds[0][s.name]) for s in inputs))
+    np.testing.assert_allclose(pruned[0][0], module_out.numpy(), rtol=1e-4, atol=1e-4)
+    onnx_format = model_pb2.MODEL_FORMAT_ONNX
+    before = analyze(model, list(inputs), source_format=onnx_format, size_bytes=0).macs
+    after = analyze(result.model, list(inputs), source_format=onnx_format, size_bytes=0).macs
+    assert after < before
+    onnx.checker.check_model(result.model)
