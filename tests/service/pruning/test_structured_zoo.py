@@ -119,7 +119,8 @@ def test_channel_on_the_yolo_neck_prunes_through_its_concat_chains() -> None:
     widths = {layer.name: (layer.shape_before[0], layer.shape_after[0]) for layer in result.layers}
     for name in (
         "/p5/p5.2/cv1/cv1.0/Conv",
-        "/td3/cv1/cv1.0/Conv",
+        "/td3/cv2/cv2.0/Conv",
+        "/td4/m.0/cv1/cv1.0/Conv",
         "/bu5/cv2/cv2.0/Conv",
         "/down4/down4.0/Conv",
     ):
