@@ -27,9 +27,9 @@ from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, Sched
 from ..fx_tools import WEIGHTED_MODULES, fidelity, origin, run_batches
 from ..graph import example_inputs, feed_batches, to_graph
 from ..sensitivity import auto_layer_ratios, graph_sensitivity
+from .attention import attention_projections
 from .bound import GROUP_SEARCH_SECONDS, time_bound
 from .export import export_pruned
-from .attention import attention_projections
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer
 from .targets import MACS_TOLERANCE, Plan, apply, count_macs, plan, search_ratio, trial_macs
