@@ -22,7 +22,8 @@ from prunekit_server.measure.quality import synthetic_inputs
 from prunekit_server.pruning import HeadConfig, PruneContext, prune
 from prunekit_server.pruning.fx_tools import fidelity, propagate
 from prunekit_server.pruning.graph import example_inputs, to_graph
-from prunekit_server.pruning.heads import Attention, Projection, find_attentions, remove_heads
+from prunekit_server.pruning.heads import Attention, Projection, find_attentions, normalize, remove_heads
+from tests.service.pruning.structured_zoo import load as load_zoo
 from tests.service.pruning.structured_zoo import run_ort
 from tests.zoo_hf import cases, load
 
@@ -121,3 +122,38 @@ def test_pruned_model_runs_with_the_same_outputs_shape_and_fewer_macs(name: str,
     after = analyze(result.model, list(inputs), source_format=onnx_format, size_bytes=0).macs
     assert after < before
     onnx.checker.check_model(result.model)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "dynamo"])
+def test_torch_multihead_attention_exports_are_rewritten_and_pruned(fmt: str) -> None:
+    """``nn.MultiheadAttention`` exported by torch: a packed in-projection split by ``select`` and heads
+    merged with the batch, rewritten (same outputs), then found, and a silent head goes without a trace."""
+    case = load_zoo("torchvit", fmt)
+    context = PruneContext(inputs=case.inputs)
+    gm = to_graph(case.model, context)
+    args = example_inputs(context)
+    propagate(gm, args)
+    with torch.no_grad():
+        original = gm(*args)
+    assert normalize(gm, args)
+    attentions, misses = find_attentions(gm)
+    assert len(attentions) == 3, misses
+    assert {(a.heads, a.head_dim, a.q.parts) for a in attentions} == {(4, 8, 3)}
+    for att in attentions:
+        _silence(gm, att, 2)
+    with torch.no_grad():
+        silenced = gm(*args)
+        for att in attentions:
+            remove_heads(gm, att, [2])
+        gm.recompile()
+        torch.testing.assert_close(gm(*args), silenced, rtol=1e-4, atol=1e-5)
+    result = prune(case.model, HeadConfig(ratio=0.5), context)
+    assert result.model is not None
+    assert next(w for w in result.warnings if w.startswith("HEADS_PRUNED:")).count("4->2") == 3
+    feed = synthetic_inputs(list(case.inputs), 1, 2)[0]
+    pruned, reference = run_ort(result.model, feed), run_ort(case.model, feed)
+    assert pruned[0].shape == reference[0].shape
+    with torch.no_grad():
+        module_out = result.module(*(torch.from_numpy(feed[s.name]) for s in case.inputs))
+    np.testing.assert_allclose(pruned[0], module_out.numpy(), rtol=1e-4, atol=1e-4)
+    assert original.shape == module_out.shape

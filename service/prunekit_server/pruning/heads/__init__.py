@@ -15,7 +15,9 @@ Detection works on the converted GraphModule, from each softmax outward:
   no-op reshapes, to a reshape merging ``(H, d)`` into the last axis that feeds
   (maybe after flattening the leading axes) the output projection (O).
 
-The head axis is followed through every step; K and V must agree on ``H`` and
+``nn.MultiheadAttention`` as torch exports it (a packed in-projection split by
+``select``, heads merged with the batch) is first rewritten into that form
+(:mod:`.normalize`). The head axis is followed through every step; K and V must agree on ``H`` and
 ``d``; Q has ``group`` times as many heads when K and V are repeated in whole
 groups (grouped-query attention). The unit pruned is a key/value head with its
 ``group`` query heads (one head without grouping): group structure and rotary
@@ -41,6 +43,7 @@ from prunekit.spec.prune_configs import Scope
 from prunekit.spec.structured_configs import HeadConfig, HeadImportance
 
 from .detect import find_attentions
+from .normalize import normalize
 from .prune import prune_heads
 from .rank import head_scores
 from .structure import Attention, Projection
@@ -55,6 +58,7 @@ __all__ = [
     "check_rewritable",
     "find_attentions",
     "head_scores",
+    "normalize",
     "prune_heads",
     "remove_heads",
 ]

@@ -25,6 +25,7 @@ from ..fx_tools import (
 )
 from ..graph import example_inputs, feed_batches, to_graph, to_onnx
 from .detect import find_attentions
+from .normalize import normalize
 from .rank import head_scores
 from .structure import Attention, _is_matmul, _linear
 from .surgery import remove_heads
@@ -133,6 +134,7 @@ def prune_heads(model: onnx.ModelProto, config: HeadConfig, context: PruneContex
     gm = to_graph(model, context)
     args = example_inputs(context)
     propagate(gm, args)
+    normalize(gm, args)
     attentions, misses = find_attentions(gm)
     if not attentions:
         detail = f" ({'; '.join(misses[:3])})" if misses else " (no softmax in the graph)"
