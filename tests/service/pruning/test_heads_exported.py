@@ -157,3 +157,23 @@ def test_torch_multihead_attention_exports_are_rewritten_and_pruned(fmt: str) ->
         module_out = result.module(*(torch.from_numpy(feed[s.name]) for s in case.inputs))
     np.testing.assert_allclose(pruned[0], module_out.numpy(), rtol=1e-4, atol=1e-4)
     assert original.shape == module_out.shape
+
+
+@pytest.mark.parametrize(
+    ("name", "importance"), [("llama_gqa", "activation"), ("gpt2", "taylor"), ("t5_encoder", "l2")]
+)
+def test_data_driven_importance_and_rounds_on_grouped_fused_and_biased_attention(
+    name: str, importance: str
+) -> None:
+    model, inputs = load(name, "legacy")
+    feeds = synthetic_inputs(list(inputs), 2, 6)
+    context = PruneContext(inputs=inputs, feeds=tuple(feeds), synthetic=True)
+    result = prune(model, HeadConfig(ratio=0.5, importance=importance, steps=2), context)  # type: ignore[arg-type]
+    assert result.model is not None
+    units = EXPECTED[name][0]
+    assert (
+        next(w for w in result.warnings if w.startswith("HEADS_PRUNED:")).count(f"{units}->{units // 2}") == 2
+    )
+    with torch.no_grad():
+        module_out = result.module(*(torch.from_numpy(feeds[0][s.name]) for s in inputs))
+    np.testing.assert_allclose(run_ort(result.model, feeds[0])[0], module_out.numpy(), rtol=1e-4, atol=1e-4)
