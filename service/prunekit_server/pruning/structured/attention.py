@@ -23,7 +23,13 @@ HEADS_REASON = "an attention projection: its output channels are heads (ATTENTIO
 
 
 def attention_projections(gm: fx.GraphModule, args: Sequence[torch.Tensor]) -> dict[str, str]:
-    """Module path -> reason for every Q, K and V projection of the attentions in ``gm``."""
-    propagate(gm, args)
-    attentions, _ = find_attentions(gm)
+    """Module path -> reason for every Q, K and V projection of the attentions in ``gm``.
+
+    A graph the detection cannot read gives none: the groups are then probed one by one as before.
+    """
+    try:
+        propagate(gm, args)
+        attentions, _ = find_attentions(gm)
+    except Exception:  # the probes still catch what detection would have
+        return {}
     return {p.path: HEADS_REASON for att in attentions for p in (att.q, att.k, att.v)}
