@@ -177,3 +177,21 @@ def test_data_driven_importance_and_rounds_on_grouped_fused_and_biased_attention
     with torch.no_grad():
         module_out = result.module(*(torch.from_numpy(feeds[0][s.name]) for s in inputs))
     np.testing.assert_allclose(run_ort(result.model, feeds[0])[0], module_out.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "dynamo", "trace"])
+def test_grouped_query_attention_keeps_its_group_size_so_a_config_still_describes_it(fmt: str) -> None:
+    """4 query heads over 2 key/value heads, width 4: one group goes, leaving 2 over 1, shapes a
+    ``num_attention_heads=2, num_key_value_heads=1`` config of the same family loads."""
+    model, inputs = load("llama_gqa", fmt)
+    result = prune(model, HeadConfig(ratio=0.5), PruneContext(inputs=inputs))
+    assert result.module is not None
+    for layer in range(2):
+        prefix = next(
+            p for p, _ in result.module.named_modules() if p.endswith(f"layers.{layer}.self_attn.q_proj")
+        ).rsplit(".", 1)[0]
+        shapes = {
+            name: tuple(result.module.get_submodule(f"{prefix}.{name}").weight.shape)
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+        }
+        assert shapes == {"q_proj": (8, 16), "k_proj": (4, 16), "v_proj": (4, 16), "o_proj": (16, 8)}
