@@ -40,6 +40,7 @@ from .zoo_cnn import (
 )
 from .zoo_shufflenet import ShuffleNetV2
 from .zoo_transformers import MLP, Attention, BertLike, PreNormEncoder, TinyTransformer, TorchViT, ViTLike
+from .zoo_yolo import YoloLike
 
 __all__ = [
     "CONVERTER_MODELS",
@@ -129,6 +130,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("vad", FramedVAD, _audio()),
         ZooEntry("shufflenetv2", ShuffleNetV2, _image(size=32)),
         ZooEntry("torchvit", TorchViT, _image(size=32), kind="transformer", fast_path=True),
+        ZooEntry("yolo", YoloLike, _image(size=64)),
     )
 }
 CONVERTER_MODELS = ("resnet", "mobile", "unet", "mlp", "transformer")

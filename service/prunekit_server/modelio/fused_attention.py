@@ -10,6 +10,11 @@ converter makes Linear layers), heads by Reshape/Transpose, scaled dot-product
 softmax attention, the out-projection; for the encoder layer also its two
 LayerNorms, the feed-forward block (ReLU or GELU) and the residual adds, in
 pre- or post-norm order. Masks are not supported (the export fails naming the op).
+
+It also gives ``aten::diff`` (first differences, which Hugging Face's mask
+utilities trace into decoder models) the symbolic the exporter lacks, and
+``aten::cumsum`` one that sums booleans as int64 like torch (the exporter's own
+writes a CumSum of booleans, which ONNX Runtime refuses).
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from typing import Any
 
 import torch
 from torch.onnx import symbolic_helper
+from torch.onnx._internal.torchscript_exporter import _type_utils
 from torch.onnx.utils import register_custom_op_symbolic
 
 __all__ = ["register"]
 
 _OPSET = 17
 _registered = False
+_SUMMED_AS_INT64 = (
+    _type_utils.JitScalarType.BOOL,
+    _type_utils.JitScalarType.UINT8,
+    _type_utils.JitScalarType.INT8,
+    _type_utils.JitScalarType.INT16,
+    _type_utils.JitScalarType.INT,
+)
 
 
 def _const(value: object, name: str, kind: str = "i") -> Any:
@@ -110,8 +123,30 @@ def _transformer_encoder_layer_fwd(g: Any, src: Any, embed_dim: Any, num_heads: 
     return _layer_norm(g, g.op("Add", x, feed_forward(x)), norm2_w, norm2_b, epsilon)
 
 
+def _diff(g: Any, x: Any, n: Any, dim: Any, prepend: Any, append: Any) -> Any:
+    if _const(n, "n") != 1:
+        raise torch.onnx.errors.SymbolicValueError("aten::diff with n != 1 is not supported", x)
+    axis = _const(dim, "dim")
+    parts = [p for p in (prepend, x, append) if not symbolic_helper._is_none(p)]
+    whole = g.op("Concat", *parts, axis_i=axis) if len(parts) > 1 else x
+    axes = _ints(g, [axis])
+    later = g.op("Slice", whole, _ints(g, [1]), _ints(g, [2**63 - 1]), axes)
+    earlier = g.op("Slice", whole, _ints(g, [0]), _ints(g, [-1]), axes)
+    return g.op("Sub", later, earlier)
+
+
+def _cumsum(g: Any, x: Any, dim: Any, dtype: Any) -> Any:
+    axis = g.op("Constant", value_t=torch.tensor(_const(dim, "dim"), dtype=torch.int64))
+    if not symbolic_helper._is_none(dtype):
+        target = _type_utils.JitScalarType(_const(dtype, "dtype"))
+        x = g.op("Cast", x, to_i=target.onnx_type())
+    elif _type_utils.JitScalarType.from_value(x, _type_utils.JitScalarType.UNDEFINED) in _SUMMED_AS_INT64:
+        x = g.op("Cast", x, to_i=_type_utils.JitScalarType.INT64.onnx_type())
+    return g.op("CumSum", x, axis)
+
+
 def register() -> None:
-    """Register both symbolics with the legacy ONNX exporter (once per process)."""
+    """Register the symbolics with the legacy ONNX exporter (once per process)."""
     global _registered
     if _registered:
         return
@@ -119,4 +154,6 @@ def register() -> None:
     register_custom_op_symbolic(
         "aten::_transformer_encoder_layer_fwd", _transformer_encoder_layer_fwd, _OPSET
     )
+    register_custom_op_symbolic("aten::diff", _diff, _OPSET)
+    register_custom_op_symbolic("aten::cumsum", _cumsum, _OPSET)
     _registered = True

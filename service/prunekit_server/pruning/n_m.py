@@ -9,11 +9,13 @@ sparse tensor cores accelerate:
   exporter writes ``nn.Linear``; the permutation is followed back to the
   initializer);
 * ``Conv``: the input channels ``C_in / groups`` of each (output channel,
-  kernel position), as TensorRT and NVIDIA's ASP lay 2:4 convolutions out.
+  kernel position), as TensorRT and NVIDIA's ASP lay 2:4 convolutions out;
+* ``ConvTranspose`` (weight ``[C_in, C_out / groups, k...]``): its input
+  channels too, axis 0, for ungrouped layers (a grouped one is skipped).
 
 A layer whose reduction size is not a multiple of ``m`` (a depthwise conv, a
-3-channel stem) is skipped with the reason; so are ``ConvTranspose`` layers,
-layers matching ``ignore``, and output layers (those from which a graph output
+3-channel stem) is skipped with the reason; so are layers matching ``ignore``,
+and output layers (those from which a graph output
 is reached without passing another weighted layer) unless
 ``prune_output_layers``. Selection is by magnitude (NaN as the largest); ties
 keep the lower position. Shapes do not change: the gain needs a runtime with
@@ -79,6 +81,10 @@ def _reduction_axis(node: onnx.NodeProto, rank: int) -> tuple[int | None, str]:
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv":
         return (1, "") if rank >= 3 else (None, "a Conv weight needs rank 3 or more")
+    if node.op_type == "ConvTranspose":
+        if attrs.get("group", 1) != 1:
+            return None, "a grouped ConvTranspose is left dense"
+        return (0, "") if rank >= 3 else (None, "a ConvTranspose weight needs rank 3 or more")
     if node.op_type == "Gemm":
         return (1 if attrs.get("transB", 0) else 0), ""
     if node.op_type == "MatMul":

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from prunekit.v1 import model_pb2
 from prunekit_server.modelio.onnx_to_fx import onnx_to_fx
 from prunekit_server.modelio.torchscript import load_torchscript, torchscript_to_onnx
 from tests.zoo import ZOO, cached
@@ -32,3 +33,22 @@ def test_the_fast_paths_export_and_convert_with_the_same_outputs(tmp_path: Path)
         np.testing.assert_allclose(gm(image).numpy(), expected, rtol=1e-4, atol=1e-5)
     linears = [name for name, layer in gm.named_modules() if isinstance(layer, torch.nn.Linear)]
     assert len(linears) >= 3 * 4 + 2 * 2 + 1  # q, k, v, out per attention; two FFN layers per block; head
+
+
+class _Positions(torch.nn.Module):
+    """What Hugging Face mask code traces into decoders: ``diff`` with a prepend, ``cumsum`` of booleans."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = torch.diff(x, dim=-1, prepend=x[:, :1] - 1)
+        return torch.cumsum(steps != 1, dim=-1) + x.to(torch.float32).cumsum(0, dtype=torch.float64)
+
+
+def test_diff_and_boolean_cumsum_export_and_run_in_onnx_runtime(tmp_path: Path) -> None:
+    module = torch.jit.trace(_Positions(), (torch.arange(12).reshape(2, 6),))
+    spec = model_pb2.InputSpec(name="x", shape=[2, 6], dtype=model_pb2.DATA_TYPE_INT64)
+    model = torchscript_to_onnx(module, [spec], tmp_path / "positions.onnx")
+    x = torch.tensor([[0, 1, 2, 0, 1, 5], [3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = module(x).numpy()
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected)

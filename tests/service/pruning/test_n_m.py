@@ -118,6 +118,33 @@ def test_gemm_without_transb_and_matmul_group_along_axis_0() -> None:
     assert reasons["mm"] == "reduction size 6 is not a multiple of m=4"
 
 
+def test_conv_transpose_groups_run_along_its_input_channels() -> None:
+    rng = np.random.default_rng(1)
+    w_up = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)  # [C_in, C_out, k, k]
+    w_grouped = rng.standard_normal((4, 2, 2, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "wu"], ["h"], name="up", strides=[2, 2]),
+        helper.make_node("ConvTranspose", ["h", "wg"], ["y"], name="grouped", group=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w_up, "wu"), numpy_helper.from_array(w_grouped, "wg")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = prune(model, NMConfig(prune_output_layers=True))
+    up = result.tensors["wu"]
+    assert (np.count_nonzero(_groups(up, 0, 4), axis=1) == 2).all()
+    np.testing.assert_array_equal(up != 0, nm_mask(w_up, 0, 2, 4))
+    reasons = {layer.name: layer.skip_reason for layer in result.layers}
+    assert reasons == {"up": "", "grouped": "a grouped ConvTranspose is left dense"}
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    session = ort.InferenceSession(apply_tensors(model, result.tensors).SerializeToString())
+    assert session.run(None, {"x": x})[0].shape == (1, 4, 12, 12)
+
+
 def test_mask_breaks_ties_by_position_and_keeps_nan() -> None:
     value = np.asarray([[1.0, 1.0, 1.0, 1.0], [np.nan, 0.5, -3.0, 0.1]], dtype=np.float32)
     keep = nm_mask(value, 1, 2, 4)

@@ -32,6 +32,7 @@ CHANNEL_CASES = [
             "bert",
             "transformer",
             "mlp",
+            "yolo",
         )
     ),
     *((name, "dynamo") for name in ("resnet", "mobilenetv2", "shufflenet", "vit")),
@@ -106,6 +107,26 @@ def test_channel_reaches_a_macs_target(name: str, fmt: str) -> None:
 @pytest.mark.parametrize(("name", "fmt"), NEURON_CASES, ids=[f"{n}-{f}" for n, f in NEURON_CASES])
 def test_neuron_prunes_hidden_units(name: str, fmt: str) -> None:
     _check(name, fmt, NeuronConfig(ratio=0.5, round_to=1, importance="activation"))
+
+
+def test_channel_on_the_yolo_neck_prunes_through_its_concat_chains() -> None:
+    """C2f splits and concats, SPPF, the FPN/PAN neck, the heads shrink; each C2f's split input and its
+    last bottleneck's output (one group Torch-Pruning cannot map through chunk-then-concat) stay."""
+    case = load("yolo", "legacy")
+    result = prune(case.model, ChannelConfig(ratio=0.3, round_to=1), context(case))
+    skipped = [w for w in result.warnings if w.startswith("GROUP_SKIPPED")]
+    assert all("/m." in w and "/cv2/" in w for w in skipped), skipped
+    widths = {layer.name: (layer.shape_before[0], layer.shape_after[0]) for layer in result.layers}
+    for name in (
+        "/p5/p5.2/cv1/cv1.0/Conv",
+        "/td3/cv2/cv2.0/Conv",
+        "/td4/m.0/cv1/cv1.0/Conv",
+        "/bu5/cv2/cv2.0/Conv",
+        "/down4/down4.0/Conv",
+    ):
+        assert widths[name][1] < widths[name][0], name
+    feed = feeds(case.inputs, 1)[0]
+    assert run_ort(result.model, feed)[0].shape == run_ort(case.model, feed)[0].shape
 
 
 def test_channel_on_the_mobile_net_skips_only_the_shuffled_groups() -> None:

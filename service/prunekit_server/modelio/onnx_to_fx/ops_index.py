@@ -1,5 +1,5 @@
 """Ops real exports contain beyond the layer families: GatherND, GatherElements, ScatterND, Einsum, LRN,
-Shrink.
+Shrink, IsInf, CumSum.
 
 Each that has no single torch function becomes a small function of this module
 called from the generated code (:func:`gather_nd`, :func:`scatter_nd`,
@@ -60,6 +60,33 @@ def gather_nd_op(cx: NodeContext) -> Output:
 @converter("GatherElements")
 def gather_elements_op(cx: NodeContext) -> Output:
     return cx.call(gather_elements, cx.value(0), cx.value(1), cx.attr_int("axis", 0))
+
+
+def is_inf(x: torch.Tensor, detect_negative: int, detect_positive: int) -> torch.Tensor:
+    """ONNX IsInf: infinities of the signs asked for."""
+    return (torch.isneginf(x) & bool(detect_negative)) | (torch.isposinf(x) & bool(detect_positive))
+
+
+@converter("IsInf")
+def is_inf_op(cx: NodeContext) -> Output:
+    return cx.call(is_inf, cx.value(0), cx.attr_int("detect_negative", 1), cx.attr_int("detect_positive", 1))
+
+
+def cumsum(x: torch.Tensor, axis: int, exclusive: int, reverse: int) -> torch.Tensor:
+    """ONNX CumSum: running sums along ``axis``, maybe from the end, maybe without the element itself."""
+    y = x.flip(axis) if reverse else x
+    out = torch.cumsum(y, axis).to(x.dtype)
+    if exclusive:
+        out = out - y
+    return out.flip(axis) if reverse else out
+
+
+@converter("CumSum")
+def cumsum_op(cx: NodeContext) -> Output:
+    axis = cx.ints(1)
+    if len(axis) != 1:
+        cx.fail("the axis must be one constant")
+    return cx.call(cumsum, cx.value(0), axis[0], cx.attr_int("exclusive", 0), cx.attr_int("reverse", 0))
 
 
 @converter("ScatterND")

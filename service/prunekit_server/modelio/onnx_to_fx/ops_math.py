@@ -134,6 +134,7 @@ _UNARY: dict[str, Callable[..., Any]] = {
     "Ceil": torch.ceil,
     "Sign": torch.sign,
     "Not": torch.logical_not,
+    "IsNaN": torch.isnan,
     "Softplus": F.softplus,
     "Softsign": F.softsign,
     "Mish": F.mish,

@@ -20,12 +20,12 @@ from ..fx_tools import (
     graph_macs,
     names_of,
     origin,
-    output_modules,
     propagate,
     remove_unused_modules,
 )
 from ..graph import example_inputs, feed_batches, to_graph, to_onnx
 from .detect import find_attentions
+from .normalize import normalize
 from .rank import head_scores
 from .structure import Attention, _is_matmul, _linear
 from .surgery import remove_heads
@@ -101,7 +101,12 @@ def _weight_facts(module: nn.Linear) -> tuple[tuple[int, ...], int, int]:
 
 
 def _sites(gm: fx.GraphModule, attentions: Sequence[Attention], config: HeadConfig) -> list[_Site]:
-    outputs = output_modules(gm)
+    """The attentions with their ratios and skip reasons.
+
+    An output projection whose result is itself a graph output counts as an output layer; one
+    reaching the outputs through residual adds and norms does not (losing heads never changes its
+    width).
+    """
     sites = []
     for att in attentions:
         names = [att.name, *(n for p in att.paths for n in names_of(gm, p))]
@@ -110,10 +115,10 @@ def _sites(gm: fx.GraphModule, attentions: Sequence[Attention], config: HeadConf
         site = _Site(att, own or config.ratio, original_heads=att.heads, own=own is not None)
         if hit is not None:
             site.skip_reason = f"matches ignore pattern {hit!r}"
-        elif att.o_path in outputs and not config.prune_output_layers:
+        elif any(u.op == "output" for u in att.o_linear.users) and not config.prune_output_layers:
             site.skip_reason = "its output projection is an output layer (set prune_output_layers)"
         elif att.heads < 2:
-            site.skip_reason = "a single head"
+            site.skip_reason = "a single head" if att.group == 1 else "a single key/value group"
         site.before = {p: _weight_facts(_linear(gm, p)) for p in att.paths}
         sites.append(site)
     return sites
@@ -129,6 +134,7 @@ def prune_heads(model: onnx.ModelProto, config: HeadConfig, context: PruneContex
     gm = to_graph(model, context)
     args = example_inputs(context)
     propagate(gm, args)
+    normalize(gm, args)
     attentions, misses = find_attentions(gm)
     if not attentions:
         detail = f" ({'; '.join(misses[:3])})" if misses else " (no softmax in the graph)"
@@ -208,7 +214,11 @@ def _result(
                     skip_reason=site.skip_reason or ("" if site.removed else "no head selected"),
                 )
             )
-    summary = ", ".join(f"{s.att.name}: {s.original_heads}->{s.original_heads - s.removed}" for s in sites)
+    summary = ", ".join(
+        f"{s.att.name}: {s.original_heads}->{s.original_heads - s.removed}"
+        + (f" key/value groups of {s.att.group} query heads" if s.att.group > 1 else "")
+        for s in sites
+    )
     warnings.append(f"HEADS_PRUNED: heads per attention {summary}")
     if config.target_macs_reduction:
         after = float(sum(graph_macs(gm).values()))

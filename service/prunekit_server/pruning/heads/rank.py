@@ -16,13 +16,15 @@ from .structure import Attention, _linear
 def _slices(
     att: Attention, gm: fx.GraphModule, values: dict[str, torch.Tensor] | None = None
 ) -> list[torch.Tensor]:
-    """Per projection, the tensor viewed so that head h is ``[h]``: Q/K/V rows, O columns."""
+    """Per projection, the tensor viewed so that unit h is ``[h]``: Q/K/V rows (of its part), O columns."""
     out = []
-    for path in (att.q.path, att.k.path, att.v.path):
-        w = values[path] if values is not None else _linear(gm, path).weight.detach()
-        out.append(w.reshape(att.heads, -1))
+    for proj, width in ((att.q, att.group * att.head_dim), (att.k, att.head_dim), (att.v, att.head_dim)):
+        w = values[proj.path] if values is not None else _linear(gm, proj.path).weight.detach()
+        total = att.heads * width
+        out.append(w[proj.part * total : (proj.part + 1) * total].reshape(att.heads, -1))
     w = values[att.o_path] if values is not None else _linear(gm, att.o_path).weight.detach()
-    out.append(w.reshape(w.shape[0], att.heads, att.head_dim).transpose(0, 1).reshape(att.heads, -1))
+    width = att.group * att.head_dim
+    out.append(w.reshape(w.shape[0], att.heads, width).transpose(0, 1).reshape(att.heads, -1))
     return out
 
 
@@ -74,7 +76,7 @@ def _activation_scores(
             for i, att in enumerate(attentions):
                 ctx = capture.values[att.context].abs().double()
                 dims = [d for d in range(ctx.dim()) if d != att.head_axis]
-                totals[i] += ctx.mean(dim=dims).numpy()
+                totals[i] += ctx.mean(dim=dims).reshape(att.heads, att.group).mean(dim=1).numpy()
     return [t / max(1, len(batches)) for t in totals]
 
 

@@ -37,11 +37,18 @@ _SIZE_METHODS = ("size", "dim")
 
 @dataclass
 class Projection:
-    """A Q/K/V projection: the Linear's node and path, and the reshape splitting it into heads."""
+    """A Q/K/V projection: the Linear's node and path, and the reshape splitting it into heads.
+
+    A fused projection (one Linear computing q|k|v, then ``chunk``) is part ``part`` of ``parts``
+    equal slices of the Linear's output; ``between`` are the nodes from the Linear to the split.
+    """
 
     linear: fx.Node
     path: str
     split: fx.Node
+    part: int = 0
+    parts: int = 1
+    between: list[fx.Node] = field(default_factory=list)
 
 
 @dataclass
@@ -60,10 +67,18 @@ class Attention:
     context: fx.Node
     head_axis: int
     nodes: list[fx.Node] = field(default_factory=list)
+    group: int = 1
+    """Query heads per key/value head (grouped-query attention); ``heads`` counts key/value heads."""
+    counts: list[tuple[fx.Node, int, int]] = field(default_factory=list)
+    """Other reshapes whose item ``index``, when a constant, is ``factor * heads``: (node, index, factor)."""
+
+    biases: list[tuple[fx.Node, int, int]] = field(default_factory=list)
+    """Per-head operands between the scores and the softmax: ``(node, argument index, head axis)``."""
 
     @property
     def paths(self) -> list[str]:
-        return [self.q.path, self.k.path, self.v.path, self.o_path]
+        """The distinct projection Linears, Q/K/V first and O last."""
+        return list(dict.fromkeys([self.q.path, self.k.path, self.v.path, self.o_path]))
 
 
 def _is_call(node: Any, functions: tuple[Any, ...], methods: tuple[str, ...] = ()) -> bool:

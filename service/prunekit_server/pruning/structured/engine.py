@@ -27,6 +27,7 @@ from ..base import LayerPruneInfo, MetricCurve, PruneContext, PruneResult, Sched
 from ..fx_tools import WEIGHTED_MODULES, fidelity, origin, run_batches
 from ..graph import example_inputs, feed_batches, to_graph
 from ..sensitivity import auto_layer_ratios, graph_sensitivity
+from .attention import attention_projections
 from .bound import GROUP_SEARCH_SECONDS, time_bound
 from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
@@ -83,11 +84,13 @@ class Run:
     def groups(self) -> list[Group]:
         config = self.config
         with time_bound(GROUP_SEARCH_SECONDS, "finding and probing the channel groups"):
+            held = attention_projections(self.gm, self.args)
             graph = dependency_graph(self.gm, self.args)
             selection = select_groups(
                 self.gm,
                 graph,
                 roots=self.method.roots,
+                held=held,
                 ignore=config.ignore,
                 overrides=config.overrides,
                 prune_output_layers=config.prune_output_layers,

@@ -27,7 +27,7 @@ import contextlib
 import copy
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,17 +125,22 @@ def select_groups(
     graph: Any,
     *,
     roots: tuple[type[nn.Module], ...],
+    held: Mapping[str, str],
     ignore: Sequence[str],
     overrides: Sequence[tuple[str, float]],
     prune_output_layers: bool,
     linear_only: bool,
 ) -> Selection:
-    """Every eligible group of ``gm`` (see the module doc) with its override ratio, and the skips."""
+    """Every eligible group of ``gm`` (see the module doc) with its override ratio, and the skips.
+
+    ``held``: layers never roots, with the reason (the attention projections, see :mod:`.attention`).
+    """
     paths = {module: name for name, module in gm.named_modules()}
     outputs = set() if prune_output_layers else output_modules(gm)
     reasons: dict[str, str] = {}
     for path in outputs:
         reasons[path] = "output layer (set prune_output_layers to prune it)"
+    reasons.update(held)
     for path in paths.values():
         hit = first_match(ignore, names_of(gm, path)) if path else None
         if hit is not None:
@@ -176,6 +181,7 @@ def select_groups(
         module = gm.get_submodule(path) if path else None
         if isinstance(module, roots):
             skipped.setdefault(path, reason)
+    warned.update((path, reason) for path, reason in held.items() if not linear_only)
     return Selection(found, skipped, warned)
 
 

@@ -1,4 +1,4 @@
-"""GatherND, GatherElements, ScatterND, Einsum, LRN and Shrink against ONNX Runtime."""
+"""GatherND, GatherElements, ScatterND, Einsum, LRN, Shrink, CumSum, IsNaN and IsInf against ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -99,3 +99,27 @@ def test_shrink() -> None:
     x = np.asarray([[-2.0, -0.5, -0.2, 0.0, 0.3, 0.5, 1.5]], dtype=np.float32)
     op_parity("Shrink", {"x": x}, bias=0.5, lambd=0.4)
     op_parity("Shrink", {"x": randn(3, 4)})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather_elements_with_negative_indices(axis: int) -> None:
+    indices = np.asarray([[0, -1, 2], [-3, 1, 0]], dtype=np.int64)
+    op_parity("GatherElements", {"data": randn(3, 3)}, {"indices": indices}, axis=axis)
+
+
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumsum(exclusive: int, reverse: int) -> None:
+    op_parity(
+        "CumSum",
+        {"x": randn(3, 4)},
+        {"axis": np.asarray(1, dtype=np.int64)},
+        exclusive=exclusive,
+        reverse=reverse,
+    )
+
+
+def test_is_nan_and_is_inf() -> None:
+    x = np.asarray([[0.0, np.nan, np.inf], [-np.inf, 1.0, np.nan]], dtype=np.float32)
+    op_parity("IsNaN", {"x": x})
+    for negative, positive in ((1, 1), (1, 0), (0, 1)):
+        op_parity("IsInf", {"x": x}, detect_negative=negative, detect_positive=positive)

@@ -1,0 +1,37 @@
+"""CHANNEL on the Hugging Face fixtures: attention projections are held for ATTENTION_HEAD, the rest is
+pruned to the MACs target, quickly (the dependency search no longer wanders into rotary embeddings and
+grouped-query repetition, where it used to exceed its bound on the LLaMA-style decoder)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from prunekit_server.pruning import ChannelConfig, PruneContext, prune
+from prunekit_server.pruning.structured.attention import HEADS_REASON
+from tests.service.pruning.structured_zoo import feeds, macs, run_ort
+from tests.zoo_hf import load
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CASES = [("llama_gqa", "legacy"), ("llama_gqa", "dynamo"), ("gpt2", "trace"), ("t5_encoder", "legacy")]
+
+
+@pytest.mark.parametrize(("name", "fmt"), CASES)
+def test_channel_holds_the_attention_projections_and_reaches_the_target(name: str, fmt: str) -> None:
+    model, inputs = load(name, fmt)
+    feed = feeds(inputs, 1, seed=4)[0]
+    started = time.monotonic()
+    result = prune(model, ChannelConfig(target_macs_reduction=1.4, round_to=1), PruneContext(inputs=inputs))
+    assert time.monotonic() - started < 120  # the search's own bound is 300 s
+    assert result.model is not None
+    held = [w for w in result.warnings if w.startswith("GROUP_SKIPPED") and HEADS_REASON in w]
+    assert len(held) >= 2 * (1 if name == "gpt2" else 3)  # q, k, v (or one fused q|k|v) per attention
+    before, _ = macs(model, inputs)
+    after, _ = macs(result.model, inputs)
+    assert before / after == pytest.approx(1.4, rel=0.05)
+    original, pruned = run_ort(model, feed), run_ort(result.model, feed)
+    assert pruned[0].shape == original[0].shape
+    assert np.isfinite(pruned[0]).all()
