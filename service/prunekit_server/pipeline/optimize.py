@@ -197,6 +197,13 @@ def _intake(
     return settings, ingested, base_analysis, loaded
 
 
+def _plan(spec: spec_pb2.OptimizationSpec, search: SearchOutcome | None) -> QuantizePlan:
+    """What to quantize: the mode the search chose, else the spec's ``quantize``, else nothing."""
+    if search is not None:
+        return mode_plan(search.quantization)
+    return quantize_plan_of(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
+
+
 def run_optimization(
     model_path: Path,
     model_format: int,
@@ -242,12 +249,8 @@ def run_optimization(
         variants.append(outcome.pruned.variant)
     pruned = outcome.pruned if outcome is not None else None
     search = outcome.search if outcome is not None else None
-    if search is not None:
-        plan = mode_plan(search.quantization)
-    else:
-        plan = quantize_plan_of(spec.quantize) if spec.HasField("quantize") else QuantizePlan(configs=())
     quantized, quantize_warnings, calibration_inputs, auto = _quantize(
-        spec, plan, settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
+        spec, _plan(spec, search), settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
     )
     variants += quantized
     evaluation, feeds = _evaluate(ingested, variants, loaded, settings, progress)
