@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 _GIB = 1 << 30
+#: The values of ``Settings.executor`` (``PRUNEKIT_EXECUTOR``, ``--executor``).
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Settings:
     port: int = 50051
     #: ``file:///abs/dir``, a plain directory path, or ``s3://bucket/prefix``.
     storage: str = "./.prunekit-data"
+    #: What runs jobs: ``local`` (worker processes of this server) or ``ray`` (tasks on the Ray cluster at
+    #: ``RAY_ADDRESS``; the server is then a stateless front door, see :mod:`.jobs.ray`).
+    executor: str = "local"
     #: Worker processes running jobs at the same time (analyses have as many slots again).
     workers: int = 2
     #: Jobs accepted while all workers are busy; beyond, CreateJob answers RESOURCE_EXHAUSTED.

@@ -131,6 +131,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
     (metadata: timeout_seconds, stage).
     """
+    RAY_UNAVAILABLE: _ErrorReason.ValueType  # 45
+    """UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
+    it cannot reach now; nothing was written. RetryInfo says when to retry.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -247,5 +251,9 @@ it first.
 JOB_TIMEOUT: ErrorReason.ValueType  # 40
 """DEADLINE_EXCEEDED: the job ran past its spec's `timeout_seconds`
 (metadata: timeout_seconds, stage).
+"""
+RAY_UNAVAILABLE: ErrorReason.ValueType  # 45
+"""UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
+it cannot reach now; nothing was written. RetryInfo says when to retry.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
