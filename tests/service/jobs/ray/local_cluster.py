@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: What Ray's processes in tests are started with: no usage report, no dashboard.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+#: What Ray's processes in tests are started with: no usage report, no token (a cluster of one machine).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @contextmanager

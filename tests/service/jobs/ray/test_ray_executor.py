@@ -48,7 +48,10 @@ def _stores(storage: str) -> Tenants:
 def test_two_front_doors_run_ten_jobs_each_exactly_once(ray_address: str, tmp_path: Path) -> None:
     storage = f"file://{tmp_path / 'store'}"
     write_sample_model(tmp_path / "mlp.onnx", "onnx", "mlp")
-    with front_door(storage, ray_address) as one, front_door(storage, ray_address) as two:
+    with (
+        front_door(storage, ray_address, tmp_path / "one.log") as one,
+        front_door(storage, ray_address, tmp_path / "two.log") as two,
+    ):
         _ready(one)
         _ready(two)
         with grpc.insecure_channel(one.target) as a, grpc.insecure_channel(two.target) as b:
@@ -89,7 +92,7 @@ def _first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str) -> None:
 
 def test_a_killed_ray_worker_resumes_from_its_checkpoint(ray_address: str, tmp_path: Path) -> None:
     storage = f"file://{tmp_path / 'store'}"
-    with front_door(storage, ray_address) as door:
+    with front_door(storage, ray_address, tmp_path / "door.log") as door:
         _ready(door)
         with grpc.insecure_channel(door.target) as channel:
             stub = pb_grpc.OptimizerServiceStub(channel)
@@ -109,9 +112,9 @@ def test_a_job_outlives_its_front_door_and_cancel_stops_the_ray_task(
     ray_address: str, tmp_path: Path
 ) -> None:
     storage = f"file://{tmp_path / 'store'}"
-    with front_door(storage, ray_address) as other:
+    with front_door(storage, ray_address, tmp_path / "other.log") as other:
         _ready(other)
-        with front_door(storage, ray_address) as first:
+        with front_door(storage, ray_address, tmp_path / "first.log") as first:
             _ready(first)
             with grpc.insecure_channel(first.target) as channel:
                 stub = pb_grpc.OptimizerServiceStub(channel)
