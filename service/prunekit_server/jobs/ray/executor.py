@@ -28,10 +28,15 @@ from ..execution.retention import Retention
 from ..execution.sandbox import WorkerLimits
 from ..execution.seam import cleanup, mark_cancelled, shutting_down
 from ..execution.sweeper import Sweeper
+from ..worker.faults import FAULT_LABEL
 from .bridge import RayBridge
 from .resources import RAY_OWNER, actor_resources
 
 log = logging.getLogger(__name__)
+
+#: The test fault (:data:`~..worker.faults.FAULT_LABEL`, with ``enable_test_hooks``) of a front door that
+#: wrote the job's record and died before handing the job to Ray.
+UNSUBMITTED = "unsubmitted@create"
 
 
 def ray_address(env: dict[str, str] | None = None) -> str:
@@ -77,19 +82,22 @@ class RayExecutor:
         """Hand the job to Ray; when that fails it stays PENDING for the scan to hand on."""
         self._tenants.hold(job_id, tenant)
         try:
-            self._hand_on(job_id)
+            job = self._tenants.get(job_id)
+            if self._settings.enable_test_hooks and job.labels.get(FAULT_LABEL) == UNSUBMITTED:
+                log.warning("job %s: not handed to Ray (test fault %s)", job_id, UNSUBMITTED)
+                return
+            self._hand_on(job)
         except ServiceError as exc:
             log.warning("job %s: not handed to Ray now (%s); the scan hands it on", job_id, exc.message)
         finally:
             self._tenants.drop(job_id)
 
-    def _hand_on(self, job_id: str) -> None:
-        spec = self._tenants.get(job_id).spec
+    def _hand_on(self, job: job_pb2.Job) -> None:
         self._bridge.request(
             "submit",
-            job_id=job_id,
-            tenant=self._tenants.of_job(job_id).jobs.tenant,
-            resources=actor_resources(spec, self._settings),
+            job_id=job.id,
+            tenant=self._tenants.of_job(job.id).jobs.tenant,
+            resources=actor_resources(job.spec, self._settings),
         )
 
     # -- what the sweeper needs -----------------------------------------------------------------
@@ -102,7 +110,7 @@ class RayExecutor:
         """Hand an unended job whose lease expired to Ray again (a no-op when its actor exists)."""
         if not self._accepting or not self._bridge.reachable:
             return False
-        self._hand_on(job_id)
+        self._hand_on(self._tenants.get(job_id))
         return True
 
     def cleanup(self, job_id: str) -> None:

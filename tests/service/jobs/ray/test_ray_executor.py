@@ -16,6 +16,8 @@ from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.tenants import Tenants
+from prunekit_server.jobs.ray.executor import UNSUBMITTED
+from prunekit_server.jobs.worker.faults import FAULT_LABEL
 from prunekit_server.server import SUBMISSION_SERVICE
 from prunekit_server.storage import open_store
 from tests.samples import write_sample_model
@@ -108,7 +110,7 @@ def test_a_killed_ray_worker_resumes_from_its_checkpoint(ray_address: str, tmp_p
     single_manifest(_stores(storage).stores("default"), done)
 
 
-def test_a_job_outlives_its_front_door_and_cancel_stops_the_ray_task(
+def test_jobs_outlive_their_front_door_and_cancel_stops_the_ray_task(
     ray_address: str, tmp_path: Path
 ) -> None:
     storage = f"file://{tmp_path / 'store'}"
@@ -122,6 +124,7 @@ def test_a_job_outlives_its_front_door_and_cancel_stops_the_ray_task(
                 finishing = create(stub, model, finetune_spec(train, steps=60, every=20))
                 cancelled = create(stub, model, finetune_spec(train, steps=100000, every=50))
                 _actor_pid(finishing.id)
+                unsubmitted = create(stub, model, labels={FAULT_LABEL: UNSUBMITTED})
             first.proc.kill()
             first.proc.wait()
         with grpc.insecure_channel(other.target) as channel:
@@ -129,6 +132,9 @@ def test_a_job_outlives_its_front_door_and_cancel_stops_the_ray_task(
             done = wait(stub, finishing.id, 600)[-1]
             assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
             assert done.attempt == 1
+            recovered = wait(stub, unsubmitted.id, 600)[-1]
+            assert recovered.state == job_pb2.JOB_STATE_SUCCEEDED, recovered.error
+            assert recovered.attempt == 1
             actor = _actor_pid(cancelled.id)
             reply = stub.CancelJob(pb.CancelJobRequest(job_id=cancelled.id), timeout=30)
             assert reply.job.state == job_pb2.JOB_STATE_CANCELLED
