@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import select
 import subprocess
 import sys
@@ -115,7 +116,7 @@ class RayBridge:
     def _connect(self) -> None:
         """Start a driver and wait until it connected, the server stops, or it died (then wait a while)."""
         config = {"address": self._address, "settings": asdict(self._settings)}
-        command = [sys.executable, "-m", DRIVER_MODULE]
+        command = [sys.executable, "-m", DRIVER_MODULE, str(os.getpid())]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert proc.stdin is not None
         assert proc.stdout is not None

@@ -1,7 +1,9 @@
-"""``python -m prunekit_server.jobs.ray.driver``: a front door's Ray driver, a child process of its own.
+"""``python -m prunekit_server.jobs.ray.driver PARENT_PID``: a front door's Ray driver, its child process.
 
 A Ray driver that loses the cluster may block for minutes or exit its process; the front door keeps
-serving, so the driver runs here and :class:`.bridge.RayBridge` restarts it. It reads one JSON line of
+serving, so the driver runs here and :class:`.bridge.RayBridge` restarts it; it dies with the front
+door (``PR_SET_PDEATHSIG``). ``address`` may name the head's control store (``host:6379``, from a node
+of the cluster) or its Ray Client server (``ray://host:10001``, from anywhere). It reads one JSON line of
 configuration from stdin (``address``, ``settings``), connects, writes ``{"ready": true}``, then
 answers one JSON request line at a time on its stdout (its other output goes to stderr):
 
@@ -23,6 +25,7 @@ from typing import IO, Any
 import ray
 
 from ...config import Settings
+from ..worker.main import die_with_parent
 from .actor import job_actor
 from .resources import NAMESPACE, actor_name
 
@@ -71,6 +74,8 @@ def _write(channel: IO[str], message: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    if len(sys.argv) > 1:
+        die_with_parent(int(sys.argv[1]))
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # Ray's own output must not reach the answers
     config = json.loads(sys.stdin.readline())

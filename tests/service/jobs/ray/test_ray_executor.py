@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.tenants import Tenants
+from prunekit_server.jobs.ray.bridge import DRIVER_MODULE
 from prunekit_server.jobs.ray.executor import UNSUBMITTED
 from prunekit_server.jobs.worker.faults import FAULT_LABEL
 from prunekit_server.server import SUBMISSION_SERVICE
@@ -84,6 +86,26 @@ def _actor_pid(job_id: str, timeout: float = 120) -> int:
     return _parent(pids[0])
 
 
+def _drivers(parent: int) -> list[int]:
+    """The Ray driver processes of the front door ``parent`` (their command line names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if DRIVER_MODULE.encode() in command and str(parent).encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _gone(running: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while running():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
 def _first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str) -> None:
     for update in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300):
         assert update.job.state != job_pb2.JOB_STATE_FAILED, update.job.error
@@ -127,6 +149,7 @@ def test_jobs_outlive_their_front_door_and_cancel_stops_the_ray_task(
                 unsubmitted = create(stub, model, labels={FAULT_LABEL: UNSUBMITTED})
             first.proc.kill()
             first.proc.wait()
+            _gone(lambda: bool(_drivers(first.proc.pid)), "the killed front door's Ray driver still runs")
         with grpc.insecure_channel(other.target) as channel:
             stub = pb_grpc.OptimizerServiceStub(channel)
             done = wait(stub, finishing.id, 600)[-1]
@@ -138,10 +161,11 @@ def test_jobs_outlive_their_front_door_and_cancel_stops_the_ray_task(
             actor = _actor_pid(cancelled.id)
             reply = stub.CancelJob(pb.CancelJobRequest(job_id=cancelled.id), timeout=30)
             assert reply.job.state == job_pb2.JOB_STATE_CANCELLED
-            deadline = time.monotonic() + 60
-            while worker_pids(cancelled.id) or Path(f"/proc/{actor}").exists():
-                assert time.monotonic() < deadline, "the cancelled job's Ray actor still runs"
-                time.sleep(0.2)
+
+            def running() -> bool:
+                return bool(worker_pids(cancelled.id)) or Path(f"/proc/{actor}").exists()
+
+            _gone(running, "the cancelled job's Ray actor still runs")
             assert stub.GetJob(pb.GetJobRequest(job_id=cancelled.id), timeout=10).job.state == (
                 job_pb2.JOB_STATE_CANCELLED
             )
