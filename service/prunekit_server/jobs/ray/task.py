@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ...config import Settings
@@ -34,6 +36,9 @@ from .resources import RAY_OWNER
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Settings of the node a job runs on, not of the front door that submitted it.
+NODE_SETTINGS = ("scratch_dir", "worker_memory_bytes", "worker_threads", "worker_uid", "worker_gid")
+
 
 class RayHold:
     """The :class:`~..execution.attempt.JobHold` of a job run by its actor: the record names
@@ -52,12 +57,28 @@ class RayHold:
         return True
 
 
+def on_node(settings: Settings, env: Mapping[str, str] | None = None) -> Settings:
+    """The front door's ``settings`` with those of this node (:data:`NODE_SETTINGS`) from its own
+    ``PRUNEKIT_*`` environment: set there, or the defaults (the front door's scratch directory is not
+    on this node)."""
+    env = os.environ if env is None else env
+    node = Settings.from_env(env)
+    values = {
+        name: getattr(node, name)
+        for name in NODE_SETTINGS
+        if name == "scratch_dir" or env.get(f"PRUNEKIT_{name.upper()}")
+    }
+    return replace(settings, **values)
+
+
 def run_job(settings: Settings, job_id: str, tenant: str, stop: StopRequest, *, restarted: bool) -> None:
     """Run the job of ``tenant`` to its end (or until ``stop``), then clean up after it.
 
-    ``restarted``: Ray restarted this job's actor. Storage outages are waited out for
-    ``storage_retry_s``; one that lasts longer raises (the front doors' scan hands the job on again).
+    ``settings`` are the front door's, with this node's own (:func:`on_node`). ``restarted``: Ray
+    restarted this job's actor. Storage outages are waited out for ``storage_retry_s``; one that lasts
+    longer raises (the front doors' scan hands the job on again).
     """
+    settings = on_node(settings)
     tenants = Tenants(open_store(settings.storage), owner=RAY_OWNER, lease_s=settings.lease_s)
     tenants.hold(job_id, tenant)
     stores = tenants.stores(tenant)

@@ -1,4 +1,4 @@
-"""What a job asks of the Ray cluster: a GPU only when the spec asks for CUDA, memory when it is set."""
+"""What a job asks of the Ray cluster (a GPU only when the spec asks for CUDA), and what its node sets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import replace
 from prunekit.v1 import spec_pb2
 from prunekit_server.config import Settings
 from prunekit_server.jobs.ray.resources import actor_name, actor_resources
+from prunekit_server.jobs.ray.task import on_node
 
 from ...api.jobflow import quick_spec
 
@@ -35,3 +36,10 @@ def test_a_set_worker_memory_is_asked_for() -> None:
 
 def test_one_actor_name_per_job() -> None:
     assert actor_name("abc") == "job-abc"
+
+
+def test_a_job_takes_the_node_settings_from_its_node() -> None:
+    door = replace(Settings(), scratch_dir="/tmp/prunekit-server-1-abc", worker_memory_bytes=-1, lease_s=7)
+    node = on_node(door, {"PRUNEKIT_WORKER_MEMORY_BYTES": "0", "PRUNEKIT_LEASE_S": "99"})
+    assert (node.scratch_dir, node.worker_memory_bytes, node.lease_s) == ("", 0, 7)
+    assert on_node(door, {"PRUNEKIT_SCRATCH_DIR": "/scratch"}).scratch_dir == "/scratch"
