@@ -33,15 +33,25 @@ def _groups(objects: list[Obj]) -> dict[str, Obj]:
     return {g["groupName"]: g for g in _cluster(objects)["spec"]["workerGroupSpecs"]}
 
 
-def test_the_ray_cluster_is_valid_against_kuberays_crd_schema(objects: list[Obj]) -> None:
+def _schema_errors(cluster: Obj) -> list[str]:
     jsonschema: Any = pytest.importorskip("jsonschema")
-    errors = sorted(
-        f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).iter_errors(
-            _cluster(objects)
-        )
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    return sorted(
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(cluster)
     )
+
+
+def test_the_ray_cluster_is_valid_against_kuberays_crd_schema(objects: list[Obj]) -> None:
+    errors = _schema_errors(_cluster(objects))
     assert not errors, "\n".join(errors)
+
+
+def test_the_schema_refuses_a_misspelt_field_and_a_number_as_a_start_parameter(objects: list[Obj]) -> None:
+    cluster = copy.deepcopy(_cluster(objects))
+    cluster["spec"]["workerGroupSpecs"][0]["minReplica"] = 0
+    cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+    errors = _schema_errors(cluster)
+    assert len(errors) == 2, errors
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
