@@ -98,20 +98,26 @@ class RayBridge:
             if answer is None:
                 self._lost(f"its driver did not answer {op!r} within {self._answer_s:g} s")
                 raise self.unavailable()
-        reply = json.loads(answer)
+        reply = _parsed(answer)
         if not reply.get("ok"):
             raise ray_unavailable(str(reply.get("error", "")), self._answer_s)
         return dict(reply)
 
     def _keep(self) -> None:
         while not self._stopping.is_set():
-            if not self._ready:
-                self._connect()
-                continue
-            if self._stopping.wait(self._probe_s):
-                return
-            with contextlib.suppress(ServiceError):
-                self.request("ping")
+            try:
+                if not self._ready:
+                    self._connect()
+                    continue
+                if self._stopping.wait(self._probe_s):
+                    return
+                with contextlib.suppress(ServiceError):
+                    self.request("ping")
+            except Exception:
+                log.exception("Ray driver watch failed; starting the driver again")
+                with self._lock:
+                    self._lost("the driver watch failed")
+                self._stopping.wait(self._probe_s)
 
     def _connect(self) -> None:
         """Start a driver and wait until it connected, the server stops, or it died (then wait a while)."""
@@ -129,7 +135,7 @@ class RayBridge:
             pass
         while not self._stopping.is_set():
             line = _read_line(proc.stdout, 0.5)
-            if line is not None and json.loads(line).get("ready"):
+            if line is not None and _parsed(line).get("ready"):
                 with self._lock:
                     self._ready = True
                 log.info("connected to the Ray cluster at %s", self._address)
@@ -162,6 +168,15 @@ class RayBridge:
                 with contextlib.suppress(OSError):
                     if stream is not None:
                         stream.close()
+
+
+def _parsed(line: str) -> dict[str, Any]:
+    """A JSON object line of the driver; {} for anything else."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _read_line(stream: IO[str], timeout: float) -> str | None:
