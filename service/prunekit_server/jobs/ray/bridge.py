@@ -111,8 +111,12 @@ class RayBridge:
                     continue
                 if self._stopping.wait(self._probe_s):
                     return
-                with contextlib.suppress(ServiceError):
+                try:
                     self.request("ping")
+                except ServiceError as exc:  # not answered: already lost; answered with an error: lost now
+                    with self._lock:
+                        if self._ready:
+                            self._lost(f"its driver's ping failed: {exc.message}")
             except Exception:
                 log.exception("Ray driver watch failed; starting the driver again")
                 with self._lock:

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent import futures
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
@@ -29,6 +30,7 @@ from ...api.conftest import status_error, upload
 from ...api.jobflow import create, wait
 from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs
 from .conftest import front_door
+from .local_cluster import local_ray
 
 
 def _submission(door: ServerProcess) -> int:
@@ -171,24 +173,44 @@ def test_jobs_outlive_their_front_door_and_cancel_stops_the_ray_task(
             )
 
 
-def test_an_unreachable_cluster_refuses_jobs_and_writes_nothing(tmp_path: Path) -> None:
-    storage = f"file://{tmp_path / 'store'}"
+def _refuses_jobs(door: ServerProcess, storage: str, tmp_path: Path) -> None:
+    """The door serves, but not job submission: CreateJob fails RAY_UNAVAILABLE and writes nothing."""
     write_sample_model(tmp_path / "mlp.onnx", "onnx", "mlp")
-    with front_door(storage, "127.0.0.1:9") as door:
-        assert door.health() == health_pb2.HealthCheckResponse.SERVING
-        assert _submission(door) == health_pb2.HealthCheckResponse.NOT_SERVING
-        with grpc.insecure_channel(door.target) as channel:
-            stub = pb_grpc.OptimizerServiceStub(channel)
-            model = upload(stub, tmp_path / "mlp.onnx")
-            with pytest.raises(grpc.RpcError) as caught:
-                create(stub, model)
-            error = status_error(caught.value)
-            assert error.code.name == "UNAVAILABLE"
-            assert error.reason == "RAY_UNAVAILABLE"
-            assert error.retry_after_s is not None
-            assert error.retry_after_s > 0
-            assert "Ray cluster" in error.message
-            assert list(stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs) == []
+    assert door.health() == health_pb2.HealthCheckResponse.SERVING
+    assert _submission(door) == health_pb2.HealthCheckResponse.NOT_SERVING
+    with grpc.insecure_channel(door.target) as channel:
+        stub = pb_grpc.OptimizerServiceStub(channel)
+        model = upload(stub, tmp_path / "mlp.onnx")
+        with pytest.raises(grpc.RpcError) as caught:
+            create(stub, model)
+        error = status_error(caught.value)
+        assert error.code.name == "UNAVAILABLE"
+        assert error.reason == "RAY_UNAVAILABLE"
+        assert error.retry_after_s is not None
+        assert error.retry_after_s > 0
+        assert "Ray cluster" in error.message
+        assert list(stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs) == []
     tenants = _stores(storage)
     assert tenants.active_job_ids() == []
     assert [k for k in tenants.store.list_keys("") if "/jobs/" in k] == []
+
+
+def test_an_unreachable_cluster_refuses_jobs_and_writes_nothing(tmp_path: Path) -> None:
+    storage = f"file://{tmp_path / 'store'}"
+    with front_door(storage, "127.0.0.1:9") as door:
+        _refuses_jobs(door, storage, tmp_path)
+
+
+def test_a_cluster_that_goes_away_turns_submission_not_serving(tmp_path: Path) -> None:
+    storage = f"file://{tmp_path / 'store'}"
+    with ExitStack() as cluster:
+        address = cluster.enter_context(local_ray(cpus=1))
+        with front_door(storage, address, tmp_path / "door.log") as door:
+            _ready(door)
+            cluster.close()  # the head and every process of the cluster stop
+
+            def submitting() -> bool:
+                return _submission(door) == health_pb2.HealthCheckResponse.SERVING
+
+            _gone(submitting, "submission still SERVING without a cluster", timeout=120)
+            _refuses_jobs(door, storage, tmp_path)
