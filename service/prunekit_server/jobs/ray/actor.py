@@ -18,14 +18,13 @@ from ...config import Settings
 from ...observability.logs import configure_logging
 from ..execution.sandbox import StopRequest
 from ..worker.confine import protect_server
-from .resources import NAMESPACE, actor_name
 from .task import run_job
 
 log = logging.getLogger(__name__)
 
 
 class JobActor:
-    """Runs one job; its Ray name is :func:`.resources.actor_name` of the job's id."""
+    """Runs one job; its Ray name is :func:`.resources.actor_name` of the job's id (see :mod:`.driver`)."""
 
     def __init__(self, job_id: str, tenant: str, settings: Settings) -> None:
         configure_logging(settings.log_level, settings.log_format)
@@ -44,7 +43,7 @@ class JobActor:
         except Exception:
             log.exception("job %s: its run on Ray failed; the front doors' scan hands it on again", job_id)
         finally:
-            ray.kill(ray.get_actor(actor_name(job_id), namespace=NAMESPACE), no_restart=True)
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
 
 def job_actor(options: dict[str, Any]) -> Any:
