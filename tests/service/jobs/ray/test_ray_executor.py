@@ -32,6 +32,9 @@ from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_m
 from .conftest import front_door
 from .local_cluster import local_ray
 
+# Real clusters, servers and workers on a busy 2-core machine: generous, not tight.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 
 def _submission(door: ServerProcess) -> int:
     with grpc.insecure_channel(door.target) as channel:
