@@ -119,6 +119,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             max_finetune_epochs=settings.max_finetune_epochs,
             max_finetune_steps=settings.max_finetune_steps,
             max_finetune_seconds=settings.max_finetune_seconds,
+            max_finetune_workers=settings.max_finetune_workers if settings.executor == "ray" else 1,
             max_timeout_seconds=settings.job_timeout_s,
         )
 

@@ -14,16 +14,23 @@ loop only sees this interface.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from .datasets import Batch
+from .datasets import Batch, Dataset
+
+if TYPE_CHECKING:
+    from prunekit.spec.finetune_configs import FinetuneConfig
+
+    from .losses import FeatureMatch
+    from .masks import SparsityMasks
 
 T = TypeVar("T")
 
-__all__ = ["Replicas", "shard"]
+__all__ = ["RankWork", "Replicas", "shard"]
 
 
 class Replicas(Protocol):
@@ -59,3 +66,18 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
 
     inputs = tuple(a[start:stop] for a in batch.inputs)
     return Batch(inputs, part(batch.label), part(batch.target))
+
+
+@dataclass(frozen=True)
+class RankWork:
+    """One fine-tuning run, as rank 0 hands it to the other ranks (:meth:`Replicas.share`): the
+    arguments of :func:`~.finetune.finetune` but progress and checkpoints, which are rank 0's."""
+
+    student: torch.nn.Module
+    teacher: torch.nn.Module | None
+    train: Dataset
+    eval: Dataset | None
+    config: FinetuneConfig
+    features: FeatureMatch | None
+    masks: SparsityMasks | None
+    fixed_batch: int | None

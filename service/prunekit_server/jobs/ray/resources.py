@@ -28,9 +28,11 @@ def wants_gpu(spec: spec_pb2.OptimizationSpec) -> bool:
 
 
 def actor_resources(spec: spec_pb2.OptimizationSpec, settings: Settings) -> dict[str, Any]:
-    """The Ray resources of the job's actor: one CPU, one GPU when the spec asks for CUDA, and the
-    worker's memory when ``worker_memory_bytes`` sets it (Ray places the actor where they are free)."""
-    resources: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1 if wants_gpu(spec) else 0}
+    """The Ray resources of the job's actor: a CPU per fine-tuning rank (``finetune.workers``, at least
+    one), as many GPUs when the spec asks for CUDA, and the workers' memory when ``worker_memory_bytes``
+    sets it (Ray places the actor where they are free; the ranks run on its node)."""
+    ranks = max(1, spec.finetune.workers)
+    resources: dict[str, Any] = {"num_cpus": ranks, "num_gpus": ranks if wants_gpu(spec) else 0}
     if settings.worker_memory_bytes > 0:
-        resources["memory"] = settings.worker_memory_bytes
+        resources["memory"] = settings.worker_memory_bytes * ranks
     return resources

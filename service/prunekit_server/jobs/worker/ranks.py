@@ -5,11 +5,17 @@ run on CPU and on CUDA tensors alike). :func:`join` makes that group from a ``TC
 hosts the store (port 0: the kernel picks one), the other ranks connect to it. Every socket of the
 group is made while joining, so a worker joins before its sandbox (:mod:`.confine`) forbids new
 IPv4/IPv6 sockets, and its collectives then run on the connections it already has.
+:func:`start_ranks` starts a worker's other ranks (:mod:`.rank`) and joins their group as rank 0.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -18,7 +24,7 @@ from torch._C._distributed_c10d import TCPStore
 
 T = TypeVar("T")
 
-__all__ = ["GroupReplicas", "join"]
+__all__ = ["GroupReplicas", "Ranks", "join", "start_ranks"]
 
 #: How long a collective (or joining) waits for the other ranks before it raises.
 GROUP_TIMEOUT = timedelta(minutes=30)
@@ -79,3 +85,43 @@ def join(rank: int, world: int, store: TCPStore | None = None, port: int = 0) ->
         store = TCPStore("127.0.0.1", port, world, is_master=False, timeout=GROUP_TIMEOUT)
     distributed.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=GROUP_TIMEOUT)
     return GroupReplicas()
+
+
+RANK_MODULE = "prunekit_server.jobs.worker.rank"
+
+
+@dataclass
+class Ranks:
+    """Rank 0's group and the processes of the other ranks."""
+
+    replicas: GroupReplicas
+    processes: list[subprocess.Popen[bytes]]
+
+    def release(self) -> None:
+        """Tell the other ranks there is no more work, leave the group, wait for them to exit."""
+        self.replicas.share(None)
+        self.replicas.leave()
+        for process in self.processes:
+            process.wait(timeout=60)
+
+
+def _rank_env(rank: int) -> dict[str, str]:
+    env = dict(os.environ)
+    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if len(visible) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = visible[rank % len(visible)]
+    return env
+
+
+def start_ranks(task_path: Path, world: int) -> Ranks:
+    """Start ranks 1..``world``-1 for the task at ``task_path`` and join their group as rank 0."""
+    store = host(world)
+    where = ["--world", str(world), "--port", str(store.port), "--parent-pid", str(os.getpid())]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", RANK_MODULE, str(task_path), "--rank", str(rank), *where],
+            env=_rank_env(rank),
+        )
+        for rank in range(1, world)
+    ]
+    return Ranks(join(0, world, store=store), processes)

@@ -34,6 +34,15 @@ def test_a_set_worker_memory_is_asked_for() -> None:
     assert "memory" not in actor_resources(quick_spec(), replace(settings, worker_memory_bytes=-1))
 
 
+def test_each_fine_tuning_rank_asks_for_its_cpu_or_gpu_and_memory() -> None:
+    spec = quick_spec()
+    spec.finetune.CopyFrom(spec_pb2.FinetuneSpec(steps=1, workers=3, device=spec_pb2.DEVICE_CUDA))
+    settings = replace(Settings(), worker_memory_bytes=1 << 30)
+    assert actor_resources(spec, settings) == {"num_cpus": 3, "num_gpus": 3, "memory": 3 << 30}
+    spec.finetune.device = spec_pb2.DEVICE_CPU
+    assert actor_resources(spec, Settings()) == {"num_cpus": 3, "num_gpus": 0}
+
+
 def test_one_actor_name_per_job() -> None:
     assert actor_name("abc") == "job-abc"
 
