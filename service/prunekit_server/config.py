@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 _GIB = 1 << 30
+#: The values of ``Settings.executor`` (``PRUNEKIT_EXECUTOR``, ``--executor``).
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Settings:
     port: int = 50051
     #: ``file:///abs/dir``, a plain directory path, or ``s3://bucket/prefix``.
     storage: str = "./.prunekit-data"
+    #: What runs jobs: ``local`` (worker processes of this server) or ``ray`` (tasks on the Ray cluster at
+    #: ``RAY_ADDRESS``; the server is then a stateless front door, see :mod:`.jobs.ray`).
+    executor: str = "local"
     #: Worker processes running jobs at the same time (analyses have as many slots again).
     workers: int = 2
     #: Jobs accepted while all workers are busy; beyond, CreateJob answers RESOURCE_EXHAUSTED.
@@ -85,6 +90,9 @@ class Settings:
     max_finetune_epochs: int = 1000
     max_finetune_steps: int = 1_000_000
     max_finetune_seconds: float = 86400.0
+    #: Cap on a job's ``finetune.workers`` (data-parallel ranks on its Ray node) with the ``ray``
+    #: executor; the ``local`` executor allows 1.
+    max_finetune_workers: int = 8
     #: Per-tenant quotas, 0 = none: jobs PENDING or RUNNING at once (CreateJob beyond: QUOTA_EXCEEDED),
     #: and bytes stored (uploaded models and shards, succeeded jobs' artifacts; an upload that would pass
     #: it and a CreateJob once it is reached: QUOTA_EXCEEDED). A tokens-file entry may set its own.

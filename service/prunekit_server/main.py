@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from .config import Settings
+from .config import EXECUTORS, Settings
 from .observability.logs import FORMATS, configure_logging
 
 
@@ -22,6 +22,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--storage",
         help="file:///dir, a directory, or s3://bucket/prefix (PRUNEKIT_STORAGE, default ./.prunekit-data)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="what runs jobs: local worker processes or the Ray cluster at RAY_ADDRESS (PRUNEKIT_EXECUTOR)",
     )
     parser.add_argument("--workers", type=int, help="concurrent job workers (PRUNEKIT_WORKERS, default 2)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (PRUNEKIT_LOG_LEVEL, default INFO)")
@@ -41,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             storage=args.storage,
+            executor=args.executor,
             workers=args.workers,
             log_level=args.log_level,
             log_format=args.log_format,

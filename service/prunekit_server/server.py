@@ -27,12 +27,13 @@ from .api.servicer import OptimizerServicer
 from .auth.authenticator import Authenticator
 from .auth.interceptor import AuthInterceptor
 from .auth.tls import server_credentials
-from .config import Settings
+from .config import EXECUTORS, Settings
 from .jobs.durable.keys import DEFAULT_TENANT
 from .jobs.durable.lease import new_server_id
 from .jobs.durable.stores import TenantStores
 from .jobs.durable.tenants import Tenants
 from .jobs.execution.executor import JobExecutor
+from .jobs.execution.seam import Executor
 from .jobs.worker.confine import protect_server
 from .observability.measured_store import MeasuredStore
 from .observability.metrics import MetricsEndpoint, serve_metrics
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = optimizer_service_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+SUBMISSION_SERVICE = f"{SERVICE_NAME}/CreateJob"
+"""The health service name of job submission: NOT_SERVING while the executor cannot take jobs (the Ray
+cluster of executor ``ray`` does not answer) though the rest of the API serves."""
 PROBE_PREFIX = "health/"
 """The prefix the storage probe lists (one key at most): nothing is written there, an empty answer is
 reachable; a missing bucket or a store that does not answer is not."""
@@ -59,7 +63,7 @@ class RunningServer:
     #: The stores of tenant "default" (every caller's when authentication is off).
     stores: TenantStores
     tenants: Tenants
-    executor: JobExecutor
+    executor: Executor
     health: health.HealthServicer
     probe: StorageProbe
     health_server: grpc.Server | None
@@ -178,6 +182,25 @@ def _enable_reflection(server: grpc.Server) -> None:
     )
 
 
+def _executor(tenants: Tenants, settings: Settings, servicer: health.HealthServicer) -> Executor:
+    """The executor ``settings.executor`` names; ValueError for another name (or ``ray`` without
+    ``RAY_ADDRESS``). Job submission's health is SERVING from the start with ``local``, and follows
+    the cluster's with ``ray``."""
+    if settings.executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {settings.executor!r}")
+    if settings.executor == "local":
+        servicer.set(SUBMISSION_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        return JobExecutor(tenants, settings)
+    from .jobs.ray.executor import RayExecutor
+
+    def on_reachable(reachable: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        servicer.set(SUBMISSION_SERVICE, status.SERVING if reachable else status.NOT_SERVING)
+
+    on_reachable(False)
+    return RayExecutor(tenants, settings, on_reachable)
+
+
 def start_server(settings: Settings) -> RunningServer:
     """Open storage, start workers and serve on ``settings.host:settings.port`` (0 picks a free port).
 
@@ -202,14 +225,14 @@ def start_server(settings: Settings) -> RunningServer:
     settings = replace(settings, scratch_dir=str(scratch.path))
     store = MeasuredStore(raw)
     tenants = Tenants(store, owner=new_server_id(settings.server_id), lease_s=settings.lease_s)
-    executor = JobExecutor(tenants, settings)
     server = _grpc_server(settings, interceptors)
-    optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
-        OptimizerServicer(tenants, executor, settings), server
-    )
     health_pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="health")
     health_server = None if settings.health_port < 0 else grpc.server(health_pool, maximum_concurrent_rpcs=64)
     health_servicer = add_health([server] if health_server is None else [server, health_server], health_pool)
+    executor = _executor(tenants, settings, health_servicer)
+    optimizer_service_pb2_grpc.add_OptimizerServiceServicer_to_server(
+        OptimizerServicer(tenants, executor, settings), server
+    )
     probe = StorageProbe(
         lambda: store.list_keys(PROBE_PREFIX, limit=1), health_servicer, SERVICE_NAME, settings.health_probe_s
     )
@@ -226,11 +249,12 @@ def start_server(settings: Settings) -> RunningServer:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     probe.start()
     log.info(
-        "listening on %s:%d (%s), storage %s, %d workers, server id %s",
+        "listening on %s:%d (%s), storage %s, executor %s, %d workers, server id %s",
         settings.host,
         port,
         "plaintext" if credentials is None else "TLS",
         store.uri,
+        settings.executor,
         settings.workers,
         tenants.owner,
     )

@@ -43,6 +43,8 @@ SHAPES = (
     Shape("gpu", "overlays/gpu", gpu=True),
     Shape("cpu", "overlays/cpu"),
     Shape("dev", "overlays/dev", object_store="minio"),
+    # Front doors on CPU, jobs on a KubeRay RayCluster (its GPU group is checked by test_ray_cluster).
+    Shape("ray", "overlays/ray"),
     # The component composes with the production overlay too (a GPU cluster without object storage).
     Shape("gpu+minio", "overlays/gpu", ("components/minio",), gpu=True, object_store="minio"),
 )
@@ -95,12 +97,16 @@ def name_of(obj: Obj) -> str:
 
 
 def pod_templates(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
-    """(workload, pod template) for every object that makes pods."""
+    """(workload, pod template) for every object that makes pods (a RayCluster's head and groups too)."""
     for obj in objects:
         if obj["kind"] in WORKLOAD_KINDS:
             yield obj, obj["spec"]["template"]
         elif obj["kind"] == "CronJob":
             yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]
+        elif obj["kind"] == "RayCluster":
+            yield obj, obj["spec"]["headGroupSpec"]["template"]
+            for group in obj["spec"].get("workerGroupSpecs", []):
+                yield obj, group["template"]
 
 
 def containers(pod_spec: Obj) -> list[Obj]:

@@ -5,7 +5,8 @@ server's caps (``max_finetune_epochs``, ``max_finetune_steps``, which ``steps_pe
 ``max_finetune_seconds``); every number finite and >= 0; ``batch_size`` <= 4096; ``learning_rate`` <= 10;
 ``momentum`` < 1 and only for SGD; ``steps_per_round`` only with an ITERATIVE prune schedule;
 ``distillation``: ``temperature`` >= 0, ``alpha`` in [0, 1] when set, ``feature_weight`` >= 0,
-``feature_layers`` at most 256 non-empty printable names.
+``feature_layers`` at most 256 non-empty printable names; ``workers`` >= 0, at most ``batch_size`` and
+the server's ``max_finetune_workers`` (1 where its executor is not ``ray``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 MAX_FINETUNE_BATCH = 4096
+#: ``batch_size`` 0 means this.
+DEFAULT_BATCH_SIZE = 32
 MAX_LEARNING_RATE = 10.0
 MAX_FEATURE_LAYERS = 256
 MAX_NAME_LENGTH = 256
@@ -153,6 +156,22 @@ def _budget_caps(
     for name, value, cap, setting in caps:
         if cap > 0 and math.isfinite(value) and value > cap:
             found.append(FieldViolation(f"{path}.{name}", f"at most {cap:g} on this server ({setting})"))
+    workers, batch = ft.workers, ft.batch_size or DEFAULT_BATCH_SIZE
+    if workers < 0:
+        found.append(FieldViolation(f"{path}.workers", "must be 0 or more (0 and 1: one process)"))
+    elif workers > batch:
+        found.append(
+            FieldViolation(f"{path}.workers", f"at most batch_size ({batch}): each rank needs samples")
+        )
+    elif limits.max_finetune_workers == 1 and workers > 1:
+        found.append(
+            FieldViolation(f"{path}.workers", "more than 1 needs a server with PRUNEKIT_EXECUTOR=ray")
+        )
+    elif limits.max_finetune_workers > 0 and workers > limits.max_finetune_workers:
+        cap = limits.max_finetune_workers
+        found.append(
+            FieldViolation(f"{path}.workers", f"at most {cap} on this server (max_finetune_workers)")
+        )
 
 
 def finetune_violations(

@@ -25,6 +25,8 @@ class SpecLimits:
     max_finetune_epochs: int = 0
     max_finetune_steps: int = 0
     max_finetune_seconds: float = 0.0
+    #: Cap of ``finetune.workers``: 1 on a server whose executor is not ``ray``.
+    max_finetune_workers: int = 0
     #: Cap of ``timeout_seconds``: the server's job timeout.
     max_timeout_seconds: float = 0.0
 

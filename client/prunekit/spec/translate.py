@@ -15,6 +15,7 @@ from typing import Any
 from prunekit.v1 import spec_pb2
 
 from .dynamic_configs import DEFAULT_DYNAMIC_STEPS, DEFAULT_MAX_EXITS, DynamicConfig
+from .finetune import DEFAULT_BATCH_SIZE
 from .finetune_configs import Device, FinetuneConfig, FinetunePlan, Optimizer, Schedule
 from .low_rank_configs import LowRankConfig
 from .messages import undefined_enums, unknown_field_numbers
@@ -300,7 +301,7 @@ def finetune_plan(spec: spec_pb2.FinetuneSpec) -> FinetunePlan:
             epochs=spec.epochs,
             steps=spec.steps,
             max_seconds=spec.max_seconds,
-            batch_size=spec.batch_size or 32,
+            batch_size=spec.batch_size or DEFAULT_BATCH_SIZE,
             optimizer=optimizer,
             lr=lr,
             momentum=spec.momentum or 0.9,

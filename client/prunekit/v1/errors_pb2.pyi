@@ -140,6 +140,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the DYNAMIC form asked for is not implemented by
     this server (metadata `form`).
     """
+    RAY_UNAVAILABLE: _ErrorReason.ValueType  # 45
+    """UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
+    it cannot reach now; nothing was written. RetryInfo says when to retry.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -265,5 +269,9 @@ point every path passes through, no classifier output of shape
 DYNAMIC_FORM_UNAVAILABLE: ErrorReason.ValueType  # 42
 """FAILED_PRECONDITION: the DYNAMIC form asked for is not implemented by
 this server (metadata `form`).
+"""
+RAY_UNAVAILABLE: ErrorReason.ValueType  # 45
+"""UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
+it cannot reach now; nothing was written. RetryInfo says when to retry.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -899,6 +899,7 @@ class FinetuneSpec(_message.Message):
     CHECKPOINT_EVERY_STEPS_FIELD_NUMBER: _builtins.int
     CHECKPOINT_EVERY_SECONDS_FIELD_NUMBER: _builtins.int
     STEPS_PER_ROUND_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     """Passes over the training data."""
     steps: _builtins.int
@@ -936,6 +937,12 @@ class FinetuneSpec(_message.Message):
     """Steps of fine-tuning after each round of an ITERATIVE schedule; 0 means
     the budget above divided evenly between the rounds.
     """
+    workers: _builtins.int
+    """Data-parallel ranks of the fine-tuning (gloo process group, on the job's
+    Ray node); 0 or 1 means one process. More than 1 needs a server with
+    PRUNEKIT_EXECUTOR=ray, at most its max_finetune_workers and at most
+    batch_size. The global batch is split across the ranks.
+    """
     @_builtins.property
     def distillation(self) -> Global___DistillationSpec:
         """Distil from the original model; unset means hard labels/targets only."""
@@ -963,10 +970,11 @@ class FinetuneSpec(_message.Message):
         checkpoint_every_steps: _builtins.int = ...,
         checkpoint_every_seconds: _builtins.float = ...,
         steps_per_round: _builtins.int = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision", "distillation", b"distillation", "mixed_precision", b"mixed_precision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision", "batch_size", b"batch_size", "checkpoint_every_seconds", b"checkpoint_every_seconds", "checkpoint_every_steps", b"checkpoint_every_steps", "device", b"device", "distillation", b"distillation", "epochs", b"epochs", "eval_every", b"eval_every", "grad_clip", b"grad_clip", "learning_rate", b"learning_rate", "max_seconds", b"max_seconds", "mixed_precision", b"mixed_precision", "momentum", b"momentum", "optimizer", b"optimizer", "patience", b"patience", "schedule", b"schedule", "seed", b"seed", "steps", b"steps", "steps_per_round", b"steps_per_round", "warmup_steps", b"warmup_steps", "weight_decay", b"weight_decay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision", "batch_size", b"batch_size", "checkpoint_every_seconds", b"checkpoint_every_seconds", "checkpoint_every_steps", b"checkpoint_every_steps", "device", b"device", "distillation", b"distillation", "epochs", b"epochs", "eval_every", b"eval_every", "grad_clip", b"grad_clip", "learning_rate", b"learning_rate", "max_seconds", b"max_seconds", "mixed_precision", b"mixed_precision", "momentum", b"momentum", "optimizer", b"optimizer", "patience", b"patience", "schedule", b"schedule", "seed", b"seed", "steps", b"steps", "steps_per_round", b"steps_per_round", "warmup_steps", b"warmup_steps", "weight_decay", b"weight_decay", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__mixed_precision: _TypeAlias = _typing.Literal["mixed_precision"]  # noqa: Y015
     _WhichOneofArgType__mixed_precision: _TypeAlias = _typing.Literal["_mixed_precision", b"_mixed_precision"]  # noqa: Y015

@@ -31,7 +31,7 @@ from ..jobs.durable.storage_errors import storage_errors
 from ..jobs.durable.stores import TenantStores
 from ..jobs.durable.tenants import Tenants
 from ..jobs.durable.usage import Quotas
-from ..jobs.execution.executor import JobExecutor
+from ..jobs.execution.seam import Executor
 from ..observability.metrics import DOWNLOADED_BYTES, JOBS_CREATED
 from ..spec_check import check_runtime, check_spec
 from .admission import Paced, StreamCap
@@ -102,9 +102,9 @@ def _list_filter(request: pb.ListJobsRequest) -> Callable[[job_pb2.Job], bool] |
 
 
 class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
-    """Thin: validates requests, then delegates to the caller's stores and the :class:`JobExecutor`."""
+    """Thin: validates requests, then delegates to the caller's stores and its :class:`Executor`."""
 
-    def __init__(self, tenants: Tenants, executor: JobExecutor, settings: Settings) -> None:
+    def __init__(self, tenants: Tenants, executor: Executor, settings: Settings) -> None:
         self._tenants = tenants
         self._executor = executor
         self._settings = settings
@@ -119,6 +119,7 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             max_finetune_epochs=settings.max_finetune_epochs,
             max_finetune_steps=settings.max_finetune_steps,
             max_finetune_seconds=settings.max_finetune_seconds,
+            max_finetune_workers=settings.max_finetune_workers if settings.executor == "ray" else 1,
             max_timeout_seconds=settings.job_timeout_s,
         )
 

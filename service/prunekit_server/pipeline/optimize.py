@@ -42,6 +42,7 @@ from ..report.facts import Facts, Pruned, Variant
 from ..report.render import write_report_files
 from ..search.outcome import SearchOutcome
 from ..spec_check import finetune_plan_of, prune_config_of, quantize_plan_of
+from ..training.replicas import Replicas
 from ..training.stage import RoundRecovery, Tuner, finetune_pruned
 from .aware import aware_variants
 from .data import JobData
@@ -125,6 +126,7 @@ def _prune_and_finetune(
     checkpoint_dir: Path,
     progress: ProgressFn,
     tables_dir: Path | None,
+    replicas: Replicas | None = None,
 ) -> _PruneOutcome:
     """Prune (fine-tuning between iterative rounds when asked), fine-tune, write ``pruned.*``.
 
@@ -142,7 +144,16 @@ def _prune_and_finetune(
         teacher = onnx_to_fx(ingested.onnx_model, inputs=inputs)
         plan = finetune_plan_of(spec.finetune)
         batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
-        tuner = Tuner(plan, loaded.train, loaded.eval, teacher, checkpoint_dir, progress, model_batch=batch)
+        tuner = Tuner(
+            plan,
+            loaded.train,
+            loaded.eval,
+            teacher,
+            checkpoint_dir,
+            progress,
+            model_batch=batch,
+            replicas=replicas,
+        )
         hook = RoundRecovery(tuner, rounds, span("prune")) if rounds > 1 else None
     context = prune_context(ingested, settings.samples, settings.seed, data_feeds=feeds, recover=hook)
     search = None
@@ -216,6 +227,7 @@ def run_optimization(
     latency_tables: Path | None = None,
     caps: ModelCaps | None = None,
     provenance: report_pb2.Provenance | None = None,
+    replicas: Replicas | None = None,
 ) -> OptimizationResult:
     """Prune and/or quantize the model at ``model_path`` as ``spec`` says and measure the results.
 
@@ -228,7 +240,8 @@ def run_optimization(
     from it. Raises ``ServiceError`` (``INVALID_SPEC``, ``INVALID_MODEL``,
     ``UNSUPPORTED_MODEL``, ``INVALID_DATASET``) for bad specs, models and data, and
     ``MODEL_TOO_LARGE`` for a model over the worker's ``caps``. ``provenance`` (job id, model name and
-    digest, attempt) goes into the report's with the spec, times and versions filled in.
+    digest, attempt) goes into the report's with the spec, times and versions filled in. ``replicas``: this
+    worker is rank 0 of a data-parallel group that fine-tunes with it (``finetune.workers``).
     """
     made = begin_provenance(provenance, spec)
     progress = reweighted(progress, finetunes=spec.HasField("finetune"), searches=spec.HasField("target"))
@@ -244,7 +257,7 @@ def run_optimization(
     elif spec.HasField("prune") or spec.HasField("target"):
         checkpoints = checkpoint_dir if checkpoint_dir is not None else workdir / "checkpoints"
         outcome = _prune_and_finetune(
-            spec, settings, ingested, loaded, workdir, checkpoints, progress, latency_tables
+            spec, settings, ingested, loaded, workdir, checkpoints, progress, latency_tables, replicas
         )
         variants.append(outcome.pruned.variant)
     pruned = outcome.pruned if outcome is not None else None

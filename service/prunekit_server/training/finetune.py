@@ -31,6 +31,13 @@ Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and
 a checkpoint holds every RNG state and why the run stopped, so a run resumed
 from a checkpoint ends in the same weights as an uninterrupted one (on CPU,
 with a step budget; a time budget stops wherever the clock says).
+
+Data parallel: with ``replicas`` (:mod:`.replicas`) of ``world`` ranks, every
+rank runs :func:`finetune` with the same arguments; each trains on its shard
+of every global batch and the gradients are averaged, so the run follows a
+one-process run of the same seed and ``batch_size`` (BatchNorm statistics are
+per shard: see :mod:`.replicas`). Rank 0 alone writes checkpoints; every rank
+resumes from rank 0's.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from .evaluate import batch_tensors, predict, run_model
 from .losses import FeatureMatch, distillation_loss
 from .masks import SparsityMasks
 from .records import FinetuneEvent, FinetuneResult
+from .replicas import Replicas, shard
 from .schedule import lr_factor, resolve_device
 
 __all__ = [
@@ -78,6 +86,7 @@ class _Trainer:
         features: FeatureMatch | None = None,
         masks: SparsityMasks | None = None,
         fixed_batch: int | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         if features is not None and teacher is None:
             raise ValueError("feature matching needs a teacher")
@@ -85,6 +94,11 @@ class _Trainer:
             raise ValueError("unlabelled data needs a teacher (distillation)")
         if len(train) == 0:
             raise ValueError("the training set is empty")
+        self.replicas = replicas if replicas is not None and replicas.world > 1 else None
+        if self.replicas is not None and min(config.batch_size, len(train)) < self.replicas.world:
+            raise ValueError(
+                f"a batch of {config.batch_size} samples cannot be split over {self.replicas.world} ranks"
+            )
         self.c = config
         self.fixed_batch = fixed_batch
         self.device = resolve_device(config.device)
@@ -162,8 +176,14 @@ class _Trainer:
 
     def train_step(self, batch: Batch) -> float:
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss(batch)
-        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        if self.replicas is None:
+            loss = self.loss(batch)
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        else:
+            part = shard(batch, self.replicas.rank, self.replicas.world)
+            loss = self.loss(part) * (len(part) * self.replicas.world / len(batch))
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            loss = self.average_gradients(loss.detach())
         if self.c.grad_clip > 0:
             self.scaler.unscale_(self.opt)
             nn.utils.clip_grad_norm_(self.student.parameters(), self.c.grad_clip)
@@ -171,8 +191,27 @@ class _Trainer:
         self.scaler.update()
         if self.masks is not None:
             self.masks.apply(self.student)
+        if self.replicas is not None:
+            self.replicas.average([b for b in self.student.buffers() if b.is_floating_point()])
         self.sched.step()
         return float(loss.detach())
+
+    def average_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+        """Average every trainable parameter's gradient (zeros where a rank has none) and ``loss``
+        over the ranks; the mean loss."""
+        assert self.replicas is not None
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params if p.grad is not None]
+        mean = loss.reshape(1).float()
+        self.replicas.average([*grads, mean])
+        return mean[0]
+
+    def any(self, flag: bool) -> bool:
+        """``flag``, or whether it holds on any rank (all ranks call this at the same steps)."""
+        return flag if self.replicas is None else self.replicas.any(flag)
 
     def evaluate(self) -> float:
         assert self.eval_set is not None
@@ -276,7 +315,7 @@ def _train_on(
         t.epoch, t.batch_in_epoch = t.epoch + 1, 0
     now = time.monotonic()
     t.elapsed = now - began
-    out_of_time = config.max_seconds and t.elapsed >= config.max_seconds and not t.finished()
+    out_of_time = bool(config.max_seconds) and t.any(t.elapsed >= config.max_seconds and not t.finished())
     if out_of_time and stop_reason == "budget":
         stop_reason = "max_seconds"
         if t.eval_set is not None and t.last_eval_step != t.step:
@@ -318,6 +357,7 @@ def finetune(
     features: FeatureMatch | None = None,
     masks: SparsityMasks | None = None,
     fixed_batch: int | None = None,
+    replicas: Replicas | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``student`` in place (see the module docstring for losses, budget and metric).
 
@@ -327,7 +367,8 @@ def finetune(
     stopping or ``max_seconds``, stays stopped). Batches smaller than
     ``batch_size`` at an epoch's end are dropped (unless the dataset is
     smaller than one batch); ``fixed_batch``: the models run in chunks of
-    exactly that many samples. Exceptions from ``progress``
+    exactly that many samples; ``replicas``: this rank of a data-parallel
+    run (see the module docstring). Exceptions from ``progress``
     propagate (the run stops there; resume it from the checkpoint). A
     checkpoint written under another config, or for parameters of other
     shapes, is ignored: the run starts afresh (``resumed_from_step`` None).
@@ -339,8 +380,12 @@ def finetune(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     random.seed(config.seed)
-    t = _Trainer(student, teacher, train, eval, config, features, masks, fixed_batch)
+    t = _Trainer(student, teacher, train, eval, config, features, masks, fixed_batch, replicas)
+    if t.replicas is not None and t.replicas.rank != 0:
+        checkpoint = None
     restored = checkpoint.restore() if checkpoint is not None else None
+    if t.replicas is not None:
+        restored = t.replicas.share(restored)
     resumed_from = None
     if restored is not None and t.fits(restored):
         t.load(restored)

@@ -49,6 +49,7 @@ from .fit import probe_batch, sample_batch, supervision_violations
 from .losses import FeatureMatch
 from .masks import SparsityMasks
 from .records import finetune_run, loss_name, metric_name
+from .replicas import RankWork, Replicas
 from .students import ValueStudent, module_named
 
 PROGRESS_INTERVAL_S = 0.5
@@ -153,7 +154,9 @@ class Tuner:
     distillation when ``plan.distill`` or when ``train`` has no supervision.
     ``model_batch`` is the batch dimension of the model's inputs; a model that
     runs at no other size is tuned and evaluated in chunks of it
-    (``fixed_batch``). Raises ``INVALID_SPEC`` for a CUDA device the worker
+    (``fixed_batch``). With ``replicas`` (rank 0 of a data-parallel group) each
+    run is handed to the other ranks first (:class:`~.replicas.RankWork`).
+    Raises ``INVALID_SPEC`` for a CUDA device the worker
     lacks, ``INVALID_DATASET`` for labels or targets that do not fit the
     model's first output.
     """
@@ -167,13 +170,14 @@ class Tuner:
         checkpoint_dir: Path,
         progress: ProgressFn,
         model_batch: int = 1,
+        replicas: Replicas | None = None,
     ) -> None:
         try:
             resolve_device(plan.config.device)
         except ValueError as exc:
             raise invalid_spec([FieldViolation("spec.finetune.device", str(exc))]) from None
         self.plan, self.train, self.eval_set = plan, train, eval_set
-        self.teacher = teacher
+        self.teacher, self.replicas = teacher, replicas
         self.fixed_batch, output = probe_batch(teacher, train, model_batch)
         bad = supervision_violations("train", train, output)
         bad += supervision_violations("eval", eval_set, output)
@@ -234,6 +238,11 @@ class Tuner:
             reporter.checkpoint,
         )
         teacher = self.teacher if self.distills else None
+        if self.replicas is not None:
+            work = RankWork(
+                student, teacher, self.train, self.eval_set, config, features, masks, self.fixed_batch
+            )
+            self.replicas.share(work)
         try:
             result = finetune(
                 student,
@@ -246,6 +255,7 @@ class Tuner:
                 features=features,
                 masks=masks,
                 fixed_batch=self.fixed_batch,
+                replicas=self.replicas,
             )
         finally:
             student.cpu()

@@ -143,3 +143,23 @@ def test_a_servers_budget_caps_name_the_field() -> None:
     }
     spec.finetune.CopyFrom(spec_pb2.FinetuneSpec(epochs=10, steps=100, max_seconds=60.0, steps_per_round=100))
     assert _violations(spec, caps) == {}
+
+
+def test_finetune_workers_rules() -> None:
+    spec = spec_pb2.OptimizationSpec(
+        prune=PRUNE, data=DATA, finetune=spec_pb2.FinetuneSpec(steps=10, workers=4)
+    )
+    assert _violations(spec) == {}
+    assert _violations(spec, SpecLimits(max_finetune_workers=4)) == {}
+    assert _violations(spec, SpecLimits(max_finetune_workers=2)) == {
+        "spec.finetune.workers": ["at most 2 on this server (max_finetune_workers)"]
+    }
+    assert _violations(spec, SpecLimits(max_finetune_workers=1)) == {
+        "spec.finetune.workers": ["more than 1 needs a server with PRUNEKIT_EXECUTOR=ray"]
+    }
+    spec.finetune.batch_size = 3
+    assert _violations(spec) == {"spec.finetune.workers": ["at most batch_size (3): each rank needs samples"]}
+    spec.finetune.workers = -1
+    assert _violations(spec) == {"spec.finetune.workers": ["must be 0 or more (0 and 1: one process)"]}
+    spec.finetune.workers = 1
+    assert _violations(spec, SpecLimits(max_finetune_workers=1)) == {}

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prunekit.v1 import job_pb2
 
@@ -28,8 +28,7 @@ from ..durable.latency_tables import save_tables
 from ..durable.publish import publish
 from ..durable.storage_errors import is_unavailable, retrying, storage_errors
 from ..durable.stores import TenantStores
-from ..worker.fence import FENCE_SHARE, Heartbeat
-from .lease_keeper import LeaseKeeper
+from ..worker.fence import Heartbeat
 from .progress_sink import ProgressSink
 from .sandbox import StopRequest, WorkerLimits, run_worker
 from .staging import optimize_task
@@ -40,10 +39,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class JobHold(Protocol):
+    """How the runner of a job holds it: a :class:`~.lease_keeper.LeaseKeeper` (``local``: a lease in
+    storage, the worker fenced by it) or :class:`~..ray.task.RayHold` (``ray``: Ray keeps one runner)."""
+
+    #: The owner the job's record names while it runs here.
+    owner: str
+    #: Seconds without a renewal after which the worker stops itself; 0 = not fenced.
+    fence_s: float
+
+    def renewed_at(self, job_id: str) -> float | None:
+        """``time.monotonic()`` of the newest renewal (the worker's heartbeats); None when not held."""
+        ...
+
+    def fresh(self, job_id: str, within: float) -> bool:
+        """Whether the job is held and was renewed less than ``within`` seconds ago (writes may go on)."""
+        ...
+
+    def renew(self, job_id: str) -> bool:
+        """Hold the job a while longer now; False when it is no longer this runner's."""
+        ...
+
+
 def run_attempt(
     stores: TenantStores,
     settings: Settings,
-    keeper: LeaseKeeper,
+    keeper: JobHold,
     job: job_pb2.Job,
     workdir: Path,
     stop: StopRequest,
@@ -56,7 +77,7 @@ def run_attempt(
     publishing (the new owner publishes). ``stop`` stops the worker early; ``warm`` forks it
     from the server's zygote.
     """
-    fence_s = settings.lease_s * FENCE_SHARE
+    fence_s = keeper.fence_s
     timeout, own_timeout = start_timeout(job, settings)
     if timeout <= 0:
         return job_timeout(job, job.progress.stage or "starting")
@@ -88,7 +109,7 @@ def run_attempt(
             prefix,
             local,
             on_uploaded=sink.checkpoint_uploaded,
-            may_write=lambda: keeper.fresh(job.id, fence_s),
+            may_write=lambda: fence_s <= 0 or keeper.fresh(job.id, fence_s),
         )
     )
     try:
@@ -99,7 +120,7 @@ def run_attempt(
             stop=stop,
             on_progress=sink,
             poll=sink.check_cancelled,
-            heartbeat=Heartbeat(lambda: keeper.renewed_at(job.id)),
+            heartbeat=Heartbeat(lambda: keeper.renewed_at(job.id)) if fence_s > 0 else None,
             fence_s=fence_s,
             warm=warm,
         )
@@ -123,7 +144,7 @@ def run_attempt(
 def _publish(
     stores: TenantStores,
     settings: Settings,
-    keeper: LeaseKeeper,
+    keeper: JobHold,
     job: job_pb2.Job,
     workdir: Path,
     stop: StopRequest,
@@ -167,7 +188,7 @@ def _waited(action: Callable[[], T], what: str, settings: Settings, stop: StopRe
 def attempt_in_scratch(
     stores: TenantStores,
     settings: Settings,
-    keeper: LeaseKeeper,
+    keeper: JobHold,
     job: job_pb2.Job,
     stop: StopRequest,
     limits: WorkerLimits,

@@ -45,6 +45,7 @@ from .lease_keeper import LeaseKeeper
 from .observed import count_end, count_failed_start, job_context
 from .retention import Retention
 from .sandbox import StopRequest, WorkerLimits, worker_env
+from .seam import CANCELLED_BY_CALL, cleanup, mark_cancelled, shutting_down
 from .starts import begin_start, record_failure, retry_plan
 from .sweeper import Sweeper
 from .warm import WarmWorkers
@@ -59,14 +60,8 @@ _RELEASED = "LEASE_RELEASED"
 _UNFINISHED = "the server shut down before the job finished; submit it again"
 
 
-def _shutting_down() -> ServiceError:
-    return ServiceError(
-        Code.UNAVAILABLE, "SERVER_SHUTTING_DOWN", "the server is shutting down; retry elsewhere"
-    )
-
-
 class JobExecutor:
-    """The worker pool of one server process."""
+    """The ``local`` :class:`~.seam.Executor`: the worker pool of one server process."""
 
     def __init__(self, tenants: Tenants, settings: Settings) -> None:
         self._tenants = self._jobs = tenants
@@ -118,7 +113,7 @@ class JobExecutor:
         """Take a place for one more job, or raise QUEUE_FULL / SERVER_SHUTTING_DOWN."""
         if not self._try_reserve():
             if not self._accepting:
-                raise _shutting_down()
+                raise shutting_down()
             raise ServiceError(
                 Code.RESOURCE_EXHAUSTED,
                 "QUEUE_FULL",
@@ -196,26 +191,17 @@ class JobExecutor:
         return self._keeper.holds(job_id)
 
     def cleanup(self, job_id: str) -> None:
-        """Drop an ended job's checkpoints, the files its manifest does not name, then its entry in the
-        index of active jobs."""
-        artifacts = self._tenants.of_job(job_id).artifacts
-        artifacts.delete_prefix(artifacts.checkpoint_prefix(job_id))
-        artifacts.discard_unlisted(job_id)
-        self._jobs.forget_active(job_id)
+        """See :func:`.seam.cleanup`."""
+        cleanup(self._tenants.of_job(job_id), job_id)
 
     def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> job_pb2.Job:
         """Mark the job of ``tenant`` CANCELLED and stop its worker if it runs here; JOB_NOT_FOUND when
         ``tenant`` has no such job."""
-
-        def to_cancelled(job: job_pb2.Job) -> bool:
-            record.fail(job, ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))
-            return True
-
-        job = self._tenants.stores(tenant).jobs.mutate(job_id, to_cancelled)
+        job = mark_cancelled(self._tenants.stores(tenant).jobs, job_id)
         with self._lock:
             stop = self._running.get(job_id)
         if stop is not None:
-            stop.stop(ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled by CancelJob"))
+            stop.stop(ServiceError(Code.CANCELLED, "JOB_CANCELLED", CANCELLED_BY_CALL))
         return job
 
     def _lease_lost(self, job_id: str) -> None:
@@ -255,7 +241,7 @@ class JobExecutor:
         if self._jobs.get(job_id).spec.HasField("finetune"):
             self._keeper.release(job_id)
         else:
-            self._end(job_id, _shutting_down())
+            self._end(job_id, shutting_down())
 
     def _run(self, job_id: str) -> None:
         """Run a queued job to its end here, or leave it (lost, released, storage gone too long)."""
@@ -368,7 +354,7 @@ class JobExecutor:
     ) -> model_pb2.ModelAnalysis:
         """Analyse a model of ``models`` in a worker (see :meth:`Analyzer.analyze`)."""
         if not self._accepting:
-            raise _shutting_down()
+            raise shutting_down()
         return self._analyzer.analyze(
             models, model, inputs, timeout, sensitivity=sensitivity, sensitivity_ratios=sensitivity_ratios
         )

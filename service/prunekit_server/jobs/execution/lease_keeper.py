@@ -14,6 +14,7 @@ from ..durable import record
 from ..durable.lease import expire_now, stamp
 from ..durable.storage_errors import is_unavailable
 from ..durable.tenants import JobRecords
+from ..worker.fence import FENCE_SHARE
 from .background import BackgroundLoop
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class LeaseKeeper(BackgroundLoop):
         self._jobs = jobs
         self.owner = owner
         self.lease_s = lease_s
+        #: The fence of the workers of held jobs (see :mod:`..worker.fence`): a share of the lease.
+        self.fence_s = lease_s * FENCE_SHARE
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self._held: dict[str, float] = {}

@@ -39,6 +39,7 @@ from ..worker.fence import EXIT_FENCED, Heartbeat
 from ..worker.memory import worker_memory_limits
 from ..worker.threads import thread_env, usable_cpus
 from .warm import WORKER_MODULE, WarmProcess, WarmWorkers
+from .worker_exit import outcome_error
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def run_worker(
     seconds = time.monotonic() - started
     tail = _tail(log_path)
     _relay(log_path)
-    error = _outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
+    error = outcome_error(returncode, reported[-1:], stop, timed_out, timeout, last_stage[0], tail)
     if error is not None and error.code is Code.INTERNAL and returncode != EXIT_FENCED:
         log.warning("worker failed (%s): %s\n%s", returncode, error.message, tail)
     return WorkerOutcome(returncode, error, tail, seconds)
@@ -339,66 +340,3 @@ def _tail(path: Path, limit: int = 4000) -> str:
     except OSError:
         return ""
     return data[-limit:].decode("utf-8", "replace")
-
-
-def _outcome_error(
-    returncode: int,
-    reported: list[ServiceError],
-    stop: StopRequest,
-    timed_out: bool,
-    timeout: float,
-    stage: str,
-    tail: str,
-) -> ServiceError | None:
-    if stop.error is not None:
-        return stop.error
-    if timed_out:
-        return ServiceError(
-            Code.DEADLINE_EXCEEDED,
-            "WORKER_TIMEOUT",
-            f"the worker ran past its {timeout:g} s limit during stage {stage!r}",
-            metadata={"stage": stage},
-        )
-    if returncode != 0 and reported:
-        return reported[0]
-    if returncode == 0:
-        return None
-    meta = {"stage": stage, "exit_code": str(returncode)}
-    if returncode == EXIT_FENCED:
-        return ServiceError(
-            Code.INTERNAL,
-            "WORKER_CRASHED",
-            f"the worker stopped itself during stage {stage!r}: its server stopped renewing the job's lease",
-            metadata=meta,
-        )
-    if returncode < 0:
-        signame = signal.Signals(-returncode).name
-        meta["signal"] = signame
-        if -returncode == signal.SIGXCPU:
-            return ServiceError(
-                Code.DEADLINE_EXCEEDED,
-                "WORKER_TIMEOUT",
-                f"the worker used up its CPU-time limit during stage {stage!r}",
-                metadata=meta,
-            )
-        if -returncode == signal.SIGXFSZ:
-            return ServiceError(
-                Code.RESOURCE_EXHAUSTED,
-                "WORKER_OUT_OF_MEMORY",
-                f"the worker exceeded its file-size limit during stage {stage!r}",
-                metadata=meta,
-            )
-        hint = " (the usual cause is running out of memory)" if -returncode == signal.SIGKILL else ""
-        return ServiceError(
-            Code.INTERNAL,
-            "WORKER_CRASHED",
-            f"the worker died of {signame} during stage {stage!r}{hint}",
-            metadata=meta,
-        )
-    last = tail.strip().splitlines()[-1:] or [""]
-    return ServiceError(
-        Code.INTERNAL,
-        "WORKER_CRASHED",
-        f"the worker exited with code {returncode} during stage {stage!r}: {last[0][:300]}",
-        metadata=meta,
-    )

@@ -60,6 +60,8 @@ def optimize_task(
     sandbox = sandbox_task(settings, stores.store.uri)
     if sandbox is not None:
         task["sandbox"] = sandbox
+    if job.spec.finetune.workers > 1:
+        task["ranks"] = job.spec.finetune.workers
     if job.spec.HasField("target"):
         task["latency_tables_dir"] = stage_tables(stores.store, workdir)
     fault = parse_fault(job.labels.get(FAULT_LABEL, ""))

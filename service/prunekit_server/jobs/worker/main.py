@@ -37,6 +37,7 @@ from .threads import configure_torch, worker_threads
 
 if TYPE_CHECKING:
     from ...pipeline import StagedShard
+    from .ranks import GroupReplicas
 
 WORKER_NICENESS = 10
 """Workers yield the CPU to their server: RPCs (GetJob, WatchJob, health) stay quick while jobs run."""
@@ -132,8 +133,11 @@ def _inject(action: str) -> None:
             hoard.append(bytearray(256 << 20))
 
 
-def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> None:
-    """Run ``task`` and write its result under ``workdir/out``."""
+def run_task(
+    task: dict[str, Any], workdir: Path, progress: ProgressWriter, replicas: GroupReplicas | None = None
+) -> None:
+    """Run ``task`` and write its result under ``workdir/out``; ``replicas``: the worker is rank 0 of
+    the task's fine-tuning ranks (:mod:`.rank`)."""
     from google.protobuf import json_format
 
     from prunekit.v1 import model_pb2, spec_pb2
@@ -182,6 +186,7 @@ def run_task(task: dict[str, Any], workdir: Path, progress: ProgressWriter) -> N
         latency_tables=workdir / str(tables) if tables else None,
         caps=caps,
         provenance=_provenance(task),
+        replicas=replicas,
     )
     artifacts = {}
     for name, path in result.artifacts.items():
@@ -272,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     watch_heartbeats(args.fence_s)
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
+    world = int(task.get("ranks", 0))
+    ranks = None
+    if world > 1:
+        from .ranks import start_ranks
+
+        ranks = start_ranks(args.task, world)
     if isinstance(task.get("sandbox"), dict):
         applied = confine(task["sandbox"], workdir)
         print(f"prunekit worker sandbox: {json.dumps(applied)}", file=sys.stderr, flush=True)
@@ -282,11 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     with os.fdopen(args.progress_fd, "w") as stream:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
         try:
-            run_task(task, workdir, progress)
+            run_task(task, workdir, progress, ranks.replicas if ranks is not None else None)
         except Exception as exc:
             error, code = task_failure(exc, workdir)
             progress.fail(error)
             return code
+    if ranks is not None:
+        ranks.release()
     return 0
 
 

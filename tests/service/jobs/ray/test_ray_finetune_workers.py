@@ -1,0 +1,45 @@
+"""``finetune.workers: 2`` through a real local Ray cluster: the job's two gloo ranks fine-tune the
+digits model as one worker does, within the tolerance of ``tests/service/jobs/worker/test_ranks.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from prunekit.v1 import job_pb2
+from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
+from prunekit_server.jobs.durable.tenants import Tenants
+from prunekit_server.storage import open_store
+
+from ...api.jobflow import create, wait
+from ..execution.finetune_flow import finetune_spec, single_manifest, upload_inputs
+from .conftest import front_door
+from .test_ray_executor import _ready
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STEPS = 40
+METRIC_TOLERANCE = 0.05
+
+
+def test_two_workers_fine_tune_as_one_does(ray_address: str, tmp_path: Path) -> None:
+    storage = f"file://{tmp_path / 'store'}"
+    with front_door(storage, ray_address, tmp_path / "door.log") as door:
+        _ready(door)
+        with grpc.insecure_channel(door.target) as channel:
+            stub = pb_grpc.OptimizerServiceStub(channel)
+            model, train = upload_inputs(stub, tmp_path)
+            spec = finetune_spec(train, steps=STEPS, every=20)
+            spec.finetune.workers = 2
+            two = wait(stub, create(stub, model, spec).id, 600)[-1]
+            spec.finetune.workers = 0
+            one = wait(stub, create(stub, model, spec).id, 600)[-1]
+    for job in (two, one):
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
+        single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), job)
+    ran_two, ran_one = two.report.finetune.runs[-1], one.report.finetune.runs[-1]
+    assert ran_two.steps == ran_one.steps == STEPS
+    assert list(ran_two.loss_curve) != list(ran_one.loss_curve)  # the ranks' arithmetic, not one process's
+    assert abs(ran_two.final_metric - ran_one.final_metric) <= METRIC_TOLERANCE
