@@ -208,6 +208,12 @@ def _intake(
     return settings, ingested, base_analysis, loaded
 
 
+def _finetuned(variants: list[Variant], outcome: _PruneOutcome | None) -> frozenset[str]:
+    """The variants made from a fine-tuned pruned model."""
+    tuned = outcome is not None and outcome.finetune is not None
+    return frozenset(v.name for v in variants if tuned and v.source == PRUNED)
+
+
 def _plan(spec: spec_pb2.OptimizationSpec, search: SearchOutcome | None) -> QuantizePlan:
     """What to quantize: the mode the search chose, else the spec's ``quantize``, else nothing."""
     if search is not None:
@@ -260,8 +266,7 @@ def run_optimization(
             spec, settings, ingested, loaded, workdir, checkpoints, progress, latency_tables, replicas
         )
         variants.append(outcome.pruned.variant)
-    pruned = outcome.pruned if outcome is not None else None
-    search = outcome.search if outcome is not None else None
+    pruned, search = (outcome.pruned, outcome.search) if outcome is not None else (None, None)
     quantized, quantize_warnings, calibration_inputs, auto = _quantize(
         spec, _plan(spec, search), settings, inputs, ingested.onnx_path, pruned, workdir, progress, loaded
     )
@@ -283,9 +288,7 @@ def run_optimization(
         evaluation=evaluation,
         data=None if loaded.empty else loaded.report,
         finetune=outcome.finetune if outcome is not None else None,
-        finetuned=frozenset(
-            v.name for v in variants if outcome is not None and outcome.finetune and v.source == PRUNED
-        ),
+        finetuned=_finetuned(variants, outcome),
         max_accuracy_drop=spec.target.max_accuracy_drop or spec.evaluation.max_accuracy_drop,
         extra_warnings=outcome.warnings if outcome is not None else dynamic.warnings if dynamic else (),
         search=search,

@@ -32,12 +32,8 @@ a checkpoint holds every RNG state and why the run stopped, so a run resumed
 from a checkpoint ends in the same weights as an uninterrupted one (on CPU,
 with a step budget; a time budget stops wherever the clock says).
 
-Data parallel: with ``replicas`` (:mod:`.replicas`) of ``world`` ranks, every
-rank runs :func:`finetune` with the same arguments; each trains on its shard
-of every global batch and the gradients are averaged, so the run follows a
-one-process run of the same seed and ``batch_size`` (BatchNorm statistics are
-per shard: see :mod:`.replicas`). Rank 0 alone writes checkpoints; every rank
-resumes from rank 0's.
+Data parallel: with ``replicas``, every rank runs :func:`finetune` with the same arguments on its
+shard of each global batch (see :mod:`.replicas`); rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -61,7 +57,7 @@ from .evaluate import batch_tensors, predict, run_model
 from .losses import FeatureMatch, distillation_loss
 from .masks import SparsityMasks
 from .records import FinetuneEvent, FinetuneResult
-from .replicas import Replicas, shard
+from .replicas import Replicas, average_gradients, shard
 from .schedule import lr_factor, resolve_device
 
 __all__ = [
@@ -183,7 +179,7 @@ class _Trainer:
             part = shard(batch, self.replicas.rank, self.replicas.world)
             loss = self.loss(part) * (len(part) * self.replicas.world / len(batch))
             self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            loss = self.average_gradients(loss.detach())
+            loss = average_gradients(self.replicas, self.student, loss.detach())
         if self.c.grad_clip > 0:
             self.scaler.unscale_(self.opt)
             nn.utils.clip_grad_norm_(self.student.parameters(), self.c.grad_clip)
@@ -195,19 +191,6 @@ class _Trainer:
             self.replicas.average([b for b in self.student.buffers() if b.is_floating_point()])
         self.sched.step()
         return float(loss.detach())
-
-    def average_gradients(self, loss: torch.Tensor) -> torch.Tensor:
-        """Average every trainable parameter's gradient (zeros where a rank has none) and ``loss``
-        over the ranks; the mean loss."""
-        assert self.replicas is not None
-        params = [p for p in self.student.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params if p.grad is not None]
-        mean = loss.reshape(1).float()
-        self.replicas.average([*grads, mean])
-        return mean[0]
 
     def any(self, flag: bool) -> bool:
         """``flag``, or whether it holds on any rank (all ranks call this at the same steps)."""

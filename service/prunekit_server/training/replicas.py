@@ -56,6 +56,21 @@ class Replicas(Protocol):
         ...
 
 
+def average_gradients(replicas: Replicas | None, module: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """Average every trainable parameter's gradient (zeros where a rank has none) and ``loss`` over the
+    ranks; the mean loss. Every rank calls this at the same step, so the run follows a one-process
+    run of the same seed and global batch; every rank resumes from rank 0's checkpoints."""
+    assert replicas is not None
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params if p.grad is not None]
+    mean = loss.reshape(1).float()
+    replicas.average([*grads, mean])
+    return mean[0]
+
+
 def shard(batch: Batch, rank: int, world: int) -> Batch:
     """Rank ``rank``'s contiguous share of ``batch``: sizes differ by at most one sample."""
     n = len(batch)
