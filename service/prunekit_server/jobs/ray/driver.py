@@ -8,7 +8,8 @@ configuration from stdin (``address``, ``settings``), connects, writes ``{"ready
 answers one JSON request line at a time on its stdout (its other output goes to stderr):
 
 * ``{"op": "ping"}``: the cluster's CPU count (a call to Ray's control store).
-* ``{"op": "submit", "job_id", "tenant", "resources"}``: the job's actor, created unless it exists.
+* ``{"op": "submit", "job_id", "tenant", "resources"}``: the job's actor, created unless it exists;
+  ``created`` says whether it was (a job whose actor exists runs on, whatever its record's lease).
 * ``{"op": "cancel", "job_id"}``: the job's actor killed without restart; ``found`` says if it was there.
 
 Each answer is ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
@@ -40,8 +41,13 @@ def _submit(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         "get_if_exists": True,
         "max_restarts": max(0, settings.max_attempts - 1),
     }
+    try:
+        ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+        existed = True
+    except ValueError:
+        existed = False
     job_actor(options).remote(job_id, str(request["tenant"]), settings)
-    return {}
+    return {"created": not existed}
 
 
 def _cancel(request: dict[str, Any]) -> dict[str, Any]:

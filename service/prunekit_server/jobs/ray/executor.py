@@ -92,13 +92,14 @@ class RayExecutor:
         finally:
             self._tenants.drop(job_id)
 
-    def _hand_on(self, job: job_pb2.Job) -> None:
-        self._bridge.request(
+    def _hand_on(self, job: job_pb2.Job) -> bool:
+        answer = self._bridge.request(
             "submit",
             job_id=job.id,
             tenant=self._tenants.of_job(job.id).jobs.tenant,
             resources=actor_resources(job.spec, self._settings),
         )
+        return bool(answer.get("created", True))
 
     # -- what the sweeper needs -----------------------------------------------------------------
 
@@ -107,11 +108,11 @@ class RayExecutor:
         return False
 
     def adopt(self, job_id: str) -> bool:
-        """Hand an unended job whose lease expired to Ray again (a no-op when its actor exists)."""
+        """Hand an unended job whose lease expired to Ray again; whether its actor had to be created
+        (False when it exists: Ray runs the job, and its lease is not renewed on this path)."""
         if not self._accepting or not self._bridge.reachable:
             return False
-        self._hand_on(self._tenants.get(job_id))
-        return True
+        return self._hand_on(self._tenants.get(job_id))
 
     def cleanup(self, job_id: str) -> None:
         """See :func:`..execution.seam.cleanup`."""

@@ -12,8 +12,9 @@ from .fence import EXIT_FENCED
 #: Label that injects a worker fault, honoured only with ``enable_test_hooks``: "ACTION@STAGE"
 #: (first worker start only), "ACTION@STAGE#N" (start N only) or "ACTION@STAGE#*" (every start).
 #: STAGE "checkpoint" fires right after the worker announced a checkpoint. Actions: segfault,
-#: exit, hang, memory, sigkill (see ``worker.ProgressWriter``). The ``ray`` executor's front door also
-#: honours :data:`~..ray.executor.UNSUBMITTED` (it writes the record and does not hand the job on).
+#: exit, hang, memory, sigkill, kill_rank (SIGKILL the fine-tuning ranks; see
+#: ``worker.ProgressWriter``). The ``ray`` executor's front door also honours
+#: :data:`~..ray.executor.UNSUBMITTED` (it writes the record and does not hand the job on).
 FAULT_LABEL = "prunekit.dev/test-fault"
 _RETRIED_REASONS = frozenset({"WORKER_CRASHED", "WORKER_OUT_OF_MEMORY"})
 

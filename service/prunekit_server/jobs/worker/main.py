@@ -20,10 +20,11 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -87,13 +88,21 @@ class ProgressWriter:
 
     ``fault`` is ``{action, stage, attempt}``: it fires on the first event of
     ``stage`` (stage "checkpoint": the first event announcing a checkpoint)
-    when ``attempt`` is 0 or this worker start's number.
+    when ``attempt`` is 0 or this worker start's number. Action "kill_rank" SIGKILLs the worker's
+    fine-tuning ranks (``ranks``: their processes).
     """
 
-    def __init__(self, stream: IO[str], fault: dict[str, Any] | None, attempt: int = 1) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        fault: dict[str, Any] | None,
+        attempt: int = 1,
+        ranks: Sequence[subprocess.Popen[bytes]] = (),
+    ) -> None:
         self._stream = stream
         wanted = int((fault or {}).get("attempt", 0))
         self._fault = fault if fault and wanted in (0, attempt) else None
+        self._ranks = list(ranks)
 
     def fail(self, error: ServiceError) -> None:
         """Send the error the task ended with, as the last line ``{"error": {...}}``: the pipe needs no
@@ -114,11 +123,15 @@ class ProgressWriter:
             return
         at = self._fault.get("stage")
         if at == stage or (at == "checkpoint" and details and "checkpoint" in details):
-            _inject(str(self._fault.get("action", "")))
+            action, self._fault = str(self._fault.get("action", "")), None
+            _inject(action, self._ranks)
 
 
-def _inject(action: str) -> None:
-    if action == "segfault":
+def _inject(action: str, ranks: Sequence[subprocess.Popen[bytes]]) -> None:
+    if action == "kill_rank":
+        for rank in ranks:
+            rank.kill()
+    elif action == "segfault":
         ctypes.string_at(0)
     elif action == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -291,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(WORKER_NICENESS)
     configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())
     with os.fdopen(args.progress_fd, "w") as stream:
-        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)))
+        peers = ranks.processes if ranks is not None else ()
+        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)), peers)
         try:
             run_task(task, workdir, progress, ranks.replicas if ranks is not None else None)
         except Exception as exc:

@@ -10,9 +10,14 @@ IPv4/IPv6 sockets, and its collectives then run on the connections it already ha
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,19 +27,31 @@ import torch
 from torch import distributed
 from torch._C._distributed_c10d import TCPStore
 
+from ...errors import Code, ServiceError
+
 T = TypeVar("T")
 
 __all__ = ["GroupReplicas", "Ranks", "join", "start_ranks"]
 
 #: How long a collective (or joining) waits for the other ranks before it raises.
 GROUP_TIMEOUT = timedelta(minutes=30)
+#: How long a failed collective waits for the process of the rank that broke it to be seen exiting.
+EXIT_GRACE_S = 5.0
 
 
 class GroupReplicas:
-    """This process's rank in the default ``torch.distributed`` group."""
+    """This process's rank in the default ``torch.distributed`` group; ``peers``, rank 0's processes
+    of ranks 1..N-1, name the rank that was lost when a collective fails.
 
-    def __init__(self) -> None:
+    A collective that fails (a rank died, its connection closed) raises a WORKER_CRASHED
+    :class:`~...errors.ServiceError` of stage "finetune"; when a peer was killed by a signal the error
+    carries it, so the job starts again from its checkpoints like after a crash of the worker itself
+    (:func:`.faults.is_retryable`); a rank that exited with a code of its own is a verdict, not retried.
+    """
+
+    def __init__(self, peers: Sequence[subprocess.Popen[bytes]] = ()) -> None:
         self._rank, self._world = distributed.get_rank(), distributed.get_world_size()
+        self._peers = list(peers)
 
     @property
     def rank(self) -> int:
@@ -51,7 +68,8 @@ class GroupReplicas:
             by_dtype.setdefault(tensor.dtype, []).append(tensor)
         for group in by_dtype.values():
             flat = torch.cat([t.detach().reshape(-1) for t in group])
-            distributed.all_reduce(flat)
+            with self._collective():
+                distributed.all_reduce(flat)
             flat /= self._world
             offset = 0
             for t in group:
@@ -60,13 +78,39 @@ class GroupReplicas:
 
     def share(self, value: T) -> T:
         box: list[object] = [value if self._rank == 0 else None]
-        distributed.broadcast_object_list(box, src=0)
+        with self._collective():
+            distributed.broadcast_object_list(box, src=0)
         return box[0]  # type: ignore[return-value]
 
     def any(self, flag: bool) -> bool:
         found = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        distributed.all_reduce(found, op=distributed.ReduceOp.MAX)
+        with self._collective():
+            distributed.all_reduce(found, op=distributed.ReduceOp.MAX)
         return bool(found.item())
+
+    @contextmanager
+    def _collective(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError as exc:  # gloo's errors (DistBackendError, closed connections)
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: RuntimeError) -> ServiceError:
+        meta = {"stage": "finetune", "rank": str(self._rank)}
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while self._peers and time.monotonic() < deadline:
+            gone = [(rank, p.returncode) for rank, p in enumerate(self._peers, 1) if p.poll() is not None]
+            if gone:
+                rank, code = gone[0]
+                meta.update(lost_rank=str(rank), exit_code=str(code))
+                if code < 0:
+                    meta["signal"] = signal.Signals(-code).name
+                how = f"died of {meta['signal']}" if code < 0 else f"exited with code {code}"
+                message = f"fine-tuning rank {rank} of {self._world} {how}"
+                return ServiceError(Code.INTERNAL, "WORKER_CRASHED", message, metadata=meta)
+            time.sleep(0.05)
+        message = f"fine-tuning rank {self._rank} of {self._world} lost its group: {str(exc)[:300]}"
+        return ServiceError(Code.INTERNAL, "WORKER_CRASHED", message, metadata=meta)
 
     def leave(self) -> None:
         """Leave the group (every rank calls it)."""
@@ -78,13 +122,19 @@ def host(world: int) -> TCPStore:
     return TCPStore("127.0.0.1", 0, world, is_master=True, timeout=GROUP_TIMEOUT, wait_for_workers=False)
 
 
-def join(rank: int, world: int, store: TCPStore | None = None, port: int = 0) -> GroupReplicas:
+def join(
+    rank: int,
+    world: int,
+    store: TCPStore | None = None,
+    port: int = 0,
+    peers: Sequence[subprocess.Popen[bytes]] = (),
+) -> GroupReplicas:
     """Join the ``gloo`` group of ``world`` ranks as ``rank``: rank 0 with the ``store`` it hosts
-    (:func:`host`), the others through the store's loopback ``port``."""
+    (:func:`host`) and the ``peers`` it started, the others through the store's loopback ``port``."""
     if store is None:
         store = TCPStore("127.0.0.1", port, world, is_master=False, timeout=GROUP_TIMEOUT)
     distributed.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=GROUP_TIMEOUT)
-    return GroupReplicas()
+    return GroupReplicas(peers)
 
 
 RANK_MODULE = "prunekit_server.jobs.worker.rank"
@@ -98,9 +148,11 @@ class Ranks:
     processes: list[subprocess.Popen[bytes]]
 
     def release(self) -> None:
-        """Tell the other ranks there is no more work, leave the group, wait for them to exit."""
-        self.replicas.share(None)
-        self.replicas.leave()
+        """Tell the other ranks there is no more work, leave the group, wait for them to exit (a rank
+        lost once the work is done costs the job nothing)."""
+        with contextlib.suppress(ServiceError):
+            self.replicas.share(None)
+            self.replicas.leave()
         for process in self.processes:
             process.wait(timeout=60)
 
@@ -124,4 +176,4 @@ def start_ranks(task_path: Path, world: int) -> Ranks:
         )
         for rank in range(1, world)
     ]
-    return Ranks(join(0, world, store=store), processes)
+    return Ranks(join(0, world, store=store, peers=processes), processes)

@@ -75,6 +75,8 @@ def test_two_front_doors_run_ten_jobs_each_exactly_once(ray_address: str, tmp_pa
         assert job.attempt == 1
         single_manifest(stores, job)
     assert len({job.id for job in ended}) == 10
+    for log in ("one.log", "two.log"):  # running jobs are Ray's: no scan "takes them over" again
+        assert "took over" not in (tmp_path / log).read_text()
 
 
 def _parent(pid: int) -> int:

@@ -1,5 +1,6 @@
 """``finetune.workers: 2`` through a real local Ray cluster: the job's two gloo ranks fine-tune the
-digits model as one worker does, within the tolerance of ``tests/service/jobs/worker/test_ranks.py``."""
+digits model as one worker does, within the tolerance of ``tests/service/jobs/worker/test_ranks.py``,
+and a rank killed mid-run costs the job one start, resumed from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.tenants import Tenants
+from prunekit_server.jobs.worker.faults import FAULT_LABEL
 from prunekit_server.storage import open_store
 
 from ...api.jobflow import create, wait
-from ..execution.finetune_flow import finetune_spec, single_manifest, upload_inputs
+from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs
 from .conftest import front_door
 from .test_ray_executor import _ready
 
@@ -43,3 +45,23 @@ def test_two_workers_fine_tune_as_one_does(ray_address: str, tmp_path: Path) -> 
     assert ran_two.steps == ran_one.steps == STEPS
     assert list(ran_two.loss_curve) != list(ran_one.loss_curve)  # the ranks' arithmetic, not one process's
     assert abs(ran_two.final_metric - ran_one.final_metric) <= METRIC_TOLERANCE
+
+
+def test_a_killed_rank_resumes_the_fine_tune_from_its_checkpoint(ray_address: str, tmp_path: Path) -> None:
+    storage = f"file://{tmp_path / 'store'}"
+    with front_door(storage, ray_address, tmp_path / "door.log") as door:
+        _ready(door)
+        with grpc.insecure_channel(door.target) as channel:
+            stub = pb_grpc.OptimizerServiceStub(channel)
+            model, train = upload_inputs(stub, tmp_path)
+            spec = finetune_spec(train, steps=100, every=20)
+            spec.finetune.workers = 2
+            # the worker SIGKILLs its rank 1 right after announcing its first checkpoint (first start)
+            job = create(stub, model, spec, labels={FAULT_LABEL: "kill_rank@checkpoint"})
+            done = wait(stub, job.id, 600)[-1]
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
+    assert done.attempt == 2
+    assert done.report.finetune.runs[-1].resumed_from_step >= 20
+    assert done.report.finetune.runs[-1].steps == 100
+    assert artifact_attempts(done) == {"2"}
+    single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), done)

@@ -9,11 +9,15 @@ half's statistics, so 2 ranks do not repeat 1 rank's arithmetic exactly. After 6
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from typing import Any
 
 import torch
 from scripts.digits import SmallCNN, digits_split
 
+from prunekit_server.errors import Code, ServiceError
+from prunekit_server.jobs.worker.faults import is_retryable
 from prunekit_server.jobs.worker.ranks import host, join
 from prunekit_server.training.finetune import FinetuneConfig, finetune
 
@@ -68,3 +72,41 @@ def test_two_ranks_follow_one_within_tolerance() -> None:
     apart = _relative(w0, one_weights)
     assert apart < WEIGHTS_TOLERANCE, f"2 ranks' weights are {apart:.4f} from 1 rank's"
     assert abs(acc0 - one_accuracy) <= ACCURACY_TOLERANCE, f"accuracy {acc0:.4f} vs {one_accuracy:.4f}"
+
+
+RANK_ONE = """
+import sys, time
+from prunekit_server.jobs.worker.ranks import join
+replicas = join(1, 2, port=int(sys.argv[1]))
+replicas.share(None)
+time.sleep(600)
+"""
+
+
+def _lose_rank_one(results: Any) -> None:
+    store = host(2)
+    peer = subprocess.Popen([sys.executable, "-c", RANK_ONE, str(store.port)])
+    replicas = join(0, 2, store=store, peers=[peer])
+    replicas.share("go")
+    peer.kill()
+    try:
+        replicas.average([torch.ones(3)])
+    except ServiceError as exc:
+        results.put((exc.reason, dict(exc.metadata), str(exc)))
+    else:
+        results.put(None)
+
+
+def test_a_killed_rank_fails_the_collectives_as_a_retryable_crash() -> None:
+    results = multiprocessing.get_context("spawn").Queue()
+    process = multiprocessing.get_context("spawn").Process(target=_lose_rank_one, args=(results,))
+    process.start()
+    got = results.get(timeout=300)
+    process.join(timeout=60)
+    assert got is not None, "the collective went on without its rank"
+    reason, metadata, message = got
+    assert reason == "WORKER_CRASHED"
+    assert metadata["lost_rank"] == "1", message
+    assert metadata["signal"] == "SIGKILL", message
+    error = ServiceError(Code.INTERNAL, reason, message, metadata=metadata)
+    assert is_retryable(error)  # the job starts again from its checkpoints
