@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from .bound import GROUP_SEARCH_SECONDS, time_bound
 from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer
+from .layer_inputs import evaluating
+from .reconstruct import Survivors, reconstruct
 from .targets import MACS_TOLERANCE, Plan, apply, count_macs, plan, search_ratio, trial_macs
 
 
@@ -186,7 +189,7 @@ class Run:
                 chosen = search_ratio(make, lambda p: trial_macs(self.gm, self.args, p), target, cap).plan
             else:
                 chosen = make(config.ratio * progress)
-            apply(self.gm, graph, chosen)
+            self.prune(graph, chosen)
             if context.recover is not None and step < config.steps:
                 self.recover()
             if reference:
@@ -211,6 +214,18 @@ class Run:
                     "layers limit how far pruning can go)"
                 )
         return base_macs, after
+
+    def prune(self, graph: object, chosen: Plan) -> None:
+        """Apply one round's plan; SPARSEGPT then refits the layers that lost inputs (:mod:`.reconstruct`)."""
+        if self.config.importance != "sparsegpt":
+            apply(self.gm, graph, chosen)
+            return
+        before = copy.deepcopy(self.gm)
+        survivors = Survivors(self.gm)
+        apply(self.gm, graph, chosen, survivors.record)
+        with evaluating(before, self.gm):
+            found = reconstruct(before, self.gm, survivors, self.batches)
+        self.warnings.extend(w for w in found if w not in self.warnings)
 
     def recover(self) -> None:
         hook = self.context.recover

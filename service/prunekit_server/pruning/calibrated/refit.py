@@ -1,0 +1,43 @@
+"""Structured OBS on one layer's matrix ``M`` (``out x fan_in``): what removing an input channel costs,
+and the least-squares refit of the channels kept.
+
+An input channel is ``k`` consecutive columns of ``M``: one column of a Linear, the ``kh x kw`` patch
+columns of one input channel of a 2-D Conv (its input rows are ``im2col`` patches, channel-major).
+``H = X X^T`` of the layer's calibration rows is damped as :func:`.solvers.damped_cholesky` does.
+
+* :func:`channel_saliency`: for channel ``J``, ``sum_rows w_J^T [(H + dI)^-1_JJ]^-1 w_J``, the least
+  growth of ``||M X - M' X||^2`` when ``J``'s columns go and every other column is refitted
+  (Optimal Brain Surgeon with one channel removed);
+* :func:`refit`: ``M' = (C + d P)(G + d I)^-1`` with ``C = Y X~^T`` and ``G = X~ X~^T``, the minimiser of
+  ``||Y - M' X~||^2 + d ||M' - P||^2``: the kept columns (and a bias, as a column of ones) refitted to
+  the outputs ``Y`` the layer gave before pruning, on the inputs ``X~`` it reads after, staying near its
+  current values ``P`` where the inputs say nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .solvers import damped_cholesky
+
+__all__ = ["channel_saliency", "refit"]
+
+
+def channel_saliency(matrix: torch.Tensor, hessian: torch.Tensor, k: int) -> torch.Tensor:
+    """One saliency per input channel of ``matrix`` (``out x channels*k``; see the module doc)."""
+    channels = matrix.shape[1] // k
+    factor, _ = damped_cholesky(hessian)
+    inverse = torch.cholesky_inverse(factor)
+    blocks = inverse.reshape(channels, k, channels, k)
+    index = torch.arange(channels, device=matrix.device)
+    diagonal = blocks[index, :, index, :]  # channels x k x k: (H^-1)_JJ of each channel
+    weights = matrix.reshape(matrix.shape[0], channels, k).permute(1, 2, 0)  # channels x k x out
+    solved = torch.linalg.solve(diagonal, weights)
+    return (weights * solved).sum(dim=(1, 2))
+
+
+def refit(cross: torch.Tensor, gram: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """``M'`` (``out x n``) from ``C`` (``out x n``), ``G`` (``n x n``) and ``P`` (``out x n``)."""
+    factor, damp = damped_cholesky(gram)
+    solved = torch.cholesky_solve((cross + damp * prior).T, factor)
+    return solved.T
