@@ -3,7 +3,8 @@ and the least-squares refit of the channels kept.
 
 An input channel is ``k`` consecutive columns of ``M``: one column of a Linear, the ``kh x kw`` patch
 columns of one input channel of a 2-D Conv (its input rows are ``im2col`` patches, channel-major).
-``H = X X^T`` of the layer's calibration rows is damped as :func:`.solvers.damped_cholesky` does.
+``H = X X^T`` of the layer's calibration rows is damped as :func:`.solvers.damped_cholesky` does, by
+:data:`REFIT_DAMPING` of its mean diagonal, in both (so a saliency is the cost the refit then has).
 
 * :func:`channel_saliency`: for channel ``J``, ``sum_rows w_J^T [(H + dI)^-1_JJ]^-1 w_J``, the least
   growth of ``||M X - M' X||^2`` when ``J``'s columns go and every other column is refitted
@@ -20,13 +21,17 @@ import torch
 
 from .solvers import damped_cholesky
 
-__all__ = ["channel_saliency", "refit"]
+__all__ = ["REFIT_DAMPING", "channel_saliency", "refit"]
+
+REFIT_DAMPING = 1e-4
+"""``d`` as a fraction of the mean diagonal: small, since one solve (not SparseGPT's sequence of
+updates) needs it only where the inputs say little, and it shrinks every change by about ``d``."""
 
 
 def channel_saliency(matrix: torch.Tensor, hessian: torch.Tensor, k: int) -> torch.Tensor:
     """One saliency per input channel of ``matrix`` (``out x channels*k``; see the module doc)."""
     channels = matrix.shape[1] // k
-    factor, _ = damped_cholesky(hessian)
+    factor, _ = damped_cholesky(hessian, REFIT_DAMPING)
     inverse = torch.cholesky_inverse(factor)
     blocks = inverse.reshape(channels, k, channels, k)
     index = torch.arange(channels, device=matrix.device)
@@ -36,8 +41,10 @@ def channel_saliency(matrix: torch.Tensor, hessian: torch.Tensor, k: int) -> tor
     return (weights * solved).sum(dim=(1, 2))
 
 
-def refit(cross: torch.Tensor, gram: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+def refit(
+    cross: torch.Tensor, gram: torch.Tensor, prior: torch.Tensor, damping: float = REFIT_DAMPING
+) -> torch.Tensor:
     """``M'`` (``out x n``) from ``C`` (``out x n``), ``G`` (``n x n``) and ``P`` (``out x n``)."""
-    factor, damp = damped_cholesky(gram)
+    factor, damp = damped_cholesky(gram, damping)
     solved = torch.cholesky_solve((cross + damp * prior).T, factor)
     return solved.T

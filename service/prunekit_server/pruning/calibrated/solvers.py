@@ -51,10 +51,10 @@ def wanda(matrix: np.ndarray, column_sq: np.ndarray, sparsity: Sparsity) -> np.n
     return np.where(mask, 0.0, matrix)
 
 
-def damped_cholesky(hessian: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The lower Cholesky factor of ``H + d I`` and ``d``: :data:`DAMPING` of the mean diagonal, x10
-    until it factorizes."""
-    damp = DAMPING * float(torch.mean(torch.diag(hessian)))
+def damped_cholesky(hessian: torch.Tensor, damping: float = DAMPING) -> tuple[torch.Tensor, float]:
+    """The lower Cholesky factor of ``H + d I`` and ``d``: ``damping`` (default :data:`DAMPING`) of the
+    mean diagonal, x10 until it factorizes."""
+    damp = damping * float(torch.mean(torch.diag(hessian)))
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(6):
         factor, info = torch.linalg.cholesky_ex(hessian + damp * (10**attempt) * eye)
