@@ -47,4 +47,5 @@ def refit(
     """``M'`` (``out x n``) from ``C`` (``out x n``), ``G`` (``n x n``) and ``P`` (``out x n``)."""
     factor, damp = damped_cholesky(gram, damping)
     solved = torch.cholesky_solve((cross + damp * prior).T, factor)
-    return solved.T
+    result: torch.Tensor = solved.T
+    return result

@@ -119,10 +119,11 @@ def _refit_layer(
     weight, bias = _targets(layer, slice(None))
     prior = weight if bias is None else torch.cat([weight, bias[:, None]], dim=1)
     solved = refit(cross, gram, prior.to(cross)).cpu()
+    parameters = dict(layer.named_parameters(recurse=False))
     with torch.no_grad():
-        layer.weight.copy_(solved[:, : weight.shape[1]].reshape(layer.weight.shape))
+        parameters["weight"].copy_(solved[:, : weight.shape[1]].reshape(parameters["weight"].shape))
         if bias is not None:
-            layer.bias.copy_(solved[:, -1])
+            parameters["bias"].copy_(solved[:, -1])
 
 
 def reconstruct(
