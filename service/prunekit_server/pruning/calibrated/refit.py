@@ -38,7 +38,8 @@ def channel_saliency(matrix: torch.Tensor, hessian: torch.Tensor, k: int) -> tor
     diagonal = blocks[index, :, index, :]  # channels x k x k: (H^-1)_JJ of each channel
     weights = matrix.reshape(matrix.shape[0], channels, k).permute(1, 2, 0)  # channels x k x out
     solved = torch.linalg.solve(diagonal, weights)
-    return (weights * solved).sum(dim=(1, 2))
+    saliency: torch.Tensor = (weights * solved).sum(dim=(1, 2))
+    return saliency
 
 
 def refit(
