@@ -29,10 +29,15 @@ updates) needs it only where the inputs say little, and it shrinks every change 
 
 
 def channel_saliency(matrix: torch.Tensor, hessian: torch.Tensor, k: int) -> torch.Tensor:
-    """One saliency per input channel of ``matrix`` (``out x channels*k``; see the module doc)."""
-    channels = matrix.shape[1] // k
+    """One saliency per input channel of ``matrix`` (``out x channels*k``; see the module doc).
+
+    ``hessian`` may have trailing rows and columns beyond the matrix's (a bias's column of ones): those
+    are refitted but never removed.
+    """
+    columns = matrix.shape[1]
+    channels = columns // k
     factor, _ = damped_cholesky(hessian, REFIT_DAMPING)
-    inverse = torch.cholesky_inverse(factor)
+    inverse = torch.cholesky_inverse(factor)[:columns, :columns]
     blocks = inverse.reshape(channels, k, channels, k)
     index = torch.arange(channels, device=matrix.device)
     diagonal = blocks[index, :, index, :]  # channels x k x k: (H^-1)_JJ of each channel

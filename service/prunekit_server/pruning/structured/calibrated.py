@@ -7,8 +7,8 @@ other criteria. A group with no calibratable consumer is ranked by l1 (``IMPORTA
 
 * ``wanda``: ``sum |w| x ||x_col||_2`` over the channel's weight columns (one pass over the
   calibration batches for every layer at once);
-* ``sparsegpt``: the Optimal Brain Surgeon cost of the channel with every other column refitted
-  (:func:`..calibrated.refit.channel_saliency`), from ``H = X X^T`` of one layer's inputs at a time,
+* ``sparsegpt``: the Optimal Brain Surgeon cost of the channel with every other column (and the bias)
+  refitted (:func:`..calibrated.refit.channel_saliency`), from ``H = X X^T`` of one layer's inputs at a time,
   computed when a group first asks for that layer.
 """
 
@@ -23,7 +23,16 @@ from torch import fx, nn
 
 from ..calibrated.refit import channel_saliency
 from .groups import prunes_inputs
-from .layer_inputs import calibratable, evaluating, kernel_size, layer_inputs, layer_rows, matrix_of, solver
+from .layer_inputs import (
+    calibratable,
+    evaluating,
+    kernel_size,
+    layer_inputs,
+    layer_rows,
+    matrix_of,
+    solver,
+    with_ones,
+)
 
 __all__ = ["CALIBRATED", "CalibratedImportance"]
 
@@ -77,11 +86,13 @@ class CalibratedImportance(tp.importance.GroupMagnitudeImportance):  # type: ign
     def _saliency(self, layer: nn.Module) -> torch.Tensor | None:
         device, dtype = solver()
         matrix = matrix_of(layer).to(device, dtype)
-        hessian = torch.zeros((matrix.shape[1], matrix.shape[1]), dtype=dtype, device=device)
+        bias = isinstance(layer.bias, torch.Tensor)
+        size = matrix.shape[1] + int(bias)
+        hessian = torch.zeros((size, size), dtype=dtype, device=device)
         with evaluating(self.gm):
             for x in layer_inputs(self.gm, layer, self.batches):
                 for rows in layer_rows(layer, x):
-                    rows = rows.to(device, dtype)
+                    rows = with_ones(rows.to(device, dtype)) if bias else rows.to(device, dtype)
                     hessian += rows.T @ rows
         if not bool(torch.diag(hessian).any()):
             return None

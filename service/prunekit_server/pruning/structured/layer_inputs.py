@@ -29,6 +29,7 @@ __all__ = [
     "layer_rows",
     "matrix_of",
     "solver",
+    "with_ones",
 ]
 
 ROW_ELEMENTS = 1 << 24
@@ -135,3 +136,8 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 def solver() -> tuple[str, torch.dtype]:
     """Where the calibrated statistics accumulate: float64 on CPU, float32 on CUDA when torch has it."""
     return ("cuda", torch.float32) if torch.cuda.is_available() else ("cpu", torch.float64)
+
+
+def with_ones(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` with a column of ones appended (a bias's input)."""
+    return torch.cat([rows, torch.ones_like(rows[:, :1])], dim=1)

@@ -26,7 +26,7 @@ from torch import fx, nn
 from ..calibrated.refit import refit
 from ..fx_tools import origin
 from .groups import prunes_inputs
-from .layer_inputs import calibratable, layer_inputs, layer_rows, matrix_of, solver
+from .layer_inputs import calibratable, layer_inputs, layer_rows, matrix_of, solver, with_ones
 
 __all__ = ["Survivors", "reconstruct"]
 
@@ -90,7 +90,7 @@ def _statistics(
             rows = rows_after.to(device, dtype)
             if bias is not None:
                 y += bias
-                rows = torch.cat([rows, torch.ones_like(rows[:, :1])], dim=1)
+                rows = with_ones(rows)
             cross += y.T @ rows
             gram += rows.T @ rows
     return cross, gram
