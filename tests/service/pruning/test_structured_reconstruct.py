@@ -156,12 +156,11 @@ def _outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.n
 def test_neuron_sparsegpt_removes_the_redundant_unit_without_output_error(tmp_path: Path) -> None:
     model, context, held_out = _onnx_mlp(tmp_path / "mlp.onnx")
     dense = _outputs(model, held_out)
-    one_unit = {"ratio": 1 / 16, "round_to": 1}
-    refitted = prune(model, NeuronConfig(importance="sparsegpt", **one_unit), context)  # type: ignore[arg-type]
+    refitted = prune(model, NeuronConfig(ratio=1 / 16, round_to=1, importance="sparsegpt"), context)
     assert [layer.shape_after for layer in refitted.layers] == [(15, 8), (4, 15)]
     assert refitted.model is not None
     assert np.abs(_outputs(refitted.model, held_out) - dense).max() < 1e-4 * np.abs(dense).max()
-    plain = prune(model, NeuronConfig(importance="l1", **one_unit), context)  # type: ignore[arg-type]
+    plain = prune(model, NeuronConfig(ratio=1 / 16, round_to=1, importance="l1"), context)
     assert plain.model is not None
     assert np.abs(_outputs(plain.model, held_out) - dense).max() > 1e-2 * np.abs(dense).max()
 
@@ -187,3 +186,17 @@ def test_channel_sparsegpt_on_the_zoo_resnet_beats_l1_and_wanda_on_held_out_inpu
             ((_outputs(result.model, feeds[6:]) - dense) ** 2).sum() / (dense**2).sum()
         )
     assert errors["sparsegpt"] < errors["wanda"] < errors["l1"], errors
+
+
+def test_iterative_sparsegpt_refits_after_every_round(tmp_path: Path) -> None:
+    model, context, held_out = _onnx_mlp(tmp_path / "mlp.onnx")
+    dense = _outputs(model, held_out)
+    errors = {}
+    for importance in ("l1", "sparsegpt"):
+        config = NeuronConfig(ratio=0.5, steps=2, round_to=1, importance=importance)
+        result = prune(model, config, context)
+        assert result.model is not None
+        assert [layer.shape_after for layer in result.layers] == [(8, 8), (4, 8)]
+        assert [step.step for step in result.schedule] == [1, 2]
+        errors[importance] = float(((_outputs(result.model, held_out) - dense) ** 2).sum() / (dense**2).sum())
+    assert errors["sparsegpt"] < 0.2 * errors["l1"], errors
