@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from prunekit import spec_from_dict
+from prunekit._spec import load_spec
 from prunekit.spec import SpecRuleError, spec_violations
 from prunekit.spec.low_rank_configs import LowRankConfig
 from prunekit.spec.prune_configs import NMConfig, UnstructuredConfig
@@ -125,3 +128,9 @@ def test_channel_and_neuron_take_wanda_and_sparsegpt_in_either_scope() -> None:
     assert ChannelConfig(ratio=0.3, importance="sparsegpt").data_driven
     with pytest.raises(ValueError, match="applies to unstructured, n_m, channel, neuron only"):
         LayerConfig(ratio=0.3, importance="wanda")  # type: ignore[arg-type]
+
+
+def test_the_channel_example_spec_loads_and_passes_the_rules() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[3] / "examples" / "one_shot_channels.yaml")
+    assert _violations(spec.prune) == {}
+    assert prune_config(spec.prune) == ChannelConfig(ratio=0.3, importance="sparsegpt", round_to=1)
