@@ -215,9 +215,14 @@ class Run:
                 )
         return base_macs, after
 
+    @property
+    def refits(self) -> bool:
+        """Whether each round ends refitting the layers that lost inputs (SPARSEGPT)."""
+        return self.config.importance == "sparsegpt"
+
     def prune(self, graph: object, chosen: Plan) -> None:
         """Apply one round's plan; SPARSEGPT then refits the layers that lost inputs (:mod:`.reconstruct`)."""
-        if self.config.importance != "sparsegpt":
+        if not self.refits:
             apply(self.gm, graph, chosen)
             return
         before = copy.deepcopy(self.gm)
@@ -285,6 +290,7 @@ def run(
         job.warnings.append(
             f"SYNTHETIC_IMPORTANCE: {what} was measured on synthetic inputs, not the model's data; "
             "the ranking reflects how the model responds to noise"
+            + ("; so does the refit of the layers after the removed channels" if job.refits else "")
         )
     before = weights_of(job.gm)
     base_macs, after_macs = job.execute()
