@@ -5,7 +5,8 @@ afterwards), ranked by l1 or l2 (weight norms), ``wanda`` (``|w| x ||x||`` at th
 channel) or ``sparsegpt`` (the OBS cost of the channel at those layers, which are then refitted by
 least squares on the kept channels):
 
-- ``resnet`` (the zoo's ResNet-like CNN, CHANNEL), ``mlp`` (the zoo's MLP, CHANNEL) and ``bert`` (the
+- ``resnet`` (the zoo's ResNet-like CNN, CHANNEL), ``resnet18`` (the zoo's ResNet-18, width 16,
+  32 x 32 inputs, CHANNEL), ``mlp`` (the zoo's MLP, CHANNEL) and ``bert`` (the
   zoo's BERT-like encoder, NEURON: its feed-forward hidden units), seeded random weights: fidelity
   against the dense model (cosine similarity of the outputs, top-1 agreement) on held-out synthetic
   inputs, calibration on other synthetic inputs;
@@ -46,7 +47,7 @@ from prunekit_server.pruning import PruneContext, prune  # noqa: E402
 
 CRITERIA = ("l1", "l2", "wanda", "sparsegpt")
 RATIOS = (0.3, 0.5)
-MODELS = {"resnet": ChannelConfig, "mlp": ChannelConfig, "bert": NeuronConfig}
+MODELS = {"resnet": ChannelConfig, "resnet18": ChannelConfig, "mlp": ChannelConfig, "bert": NeuronConfig}
 
 
 def outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -137,7 +138,7 @@ def digits_rows(calibration: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", type=int, default=128, help="calibration samples")
-    parser.add_argument("--models", default="resnet,mlp,bert,digits")
+    parser.add_argument("--models", default="resnet,resnet18,mlp,bert,digits")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
