@@ -5,7 +5,8 @@
 2. The eligible groups are selected and each is probed (:mod:`.groups`).
 3. Each round (``steps`` of them): the groups are scored (:mod:`.importance`),
    planned (:mod:`.targets`: ratio or MACs target, scope, caps, rounding) and
-   pruned; the context's ``recover`` hook runs between rounds.
+   pruned; with SPARSEGPT the layers that lost input channels are then refitted
+   (:mod:`.reconstruct`); the context's ``recover`` hook runs between rounds.
 4. The pruned graph is exported (:mod:`.export`: fixed sizes frozen, the
    layers' original node names restored, so reports can compare layers).
 """
