@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from scripts.digits import digits_arrays, export_onnx, train_digits_cnn, write_shards
+from scripts.digits import INPUT_NAME, digits_arrays, export_onnx, train_digits_cnn, write_shards
 
 from tests.samples import write_sample_model
 
@@ -138,6 +138,30 @@ evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
     assert top1 > float(baseline["accuracy"]["top1"]) - 0.1
     zeroed = [layer for layer in report["layers"] if not layer.get("skipped")]  # type: ignore[union-attr]
     assert all(abs(float(layer["sparsity"]) - 0.5) < 0.02 for layer in zeroed)
+
+
+def test_channel_sparsegpt_refits_the_layers_after_the_removed_channels_and_keeps_accuracy(
+    server: ServerProcess, digits: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    model, train, held_out = digits
+    spec = f"inputs: [{{name: {INPUT_NAME}, shape: [32, 1, 8, 8]}}]\n" + (
+        """
+prune: {method: channel, ratio: 0.3, importance: sparsegpt, round_to: 1}
+benchmark: {warmup: 1, iterations: 5, max_seconds: 0.5}
+evaluation: {min_top1_agreement: 0.1, min_cosine_similarity: 0.1}
+"""
+    )
+    report = optimize(server, model, spec, tmp_path, "--train", str(train), "--eval", str(held_out))
+    codes = {w["code"] for w in report["warnings"]}  # type: ignore[union-attr]
+    assert not codes & {"SYNTHETIC_IMPORTANCE", "RECONSTRUCTION_SKIPPED", "IMPORTANCE_FALLBACK"}, codes
+    layers = {layer["name"]: layer for layer in report["layers"]}  # type: ignore[union-attr]
+    narrowed = [n for n, layer in layers.items() if layer["shape_after"] != layer["shape_before"]]
+    assert len(narrowed) >= 2, layers
+    pruned, baseline = _variant(report, "pruned"), report["baseline"]
+    assert isinstance(baseline, dict)
+    assert int(pruned["stats"]["macs"]) < int(baseline["macs"])  # type: ignore[index]
+    top1 = float(pruned["stats"]["accuracy"]["top1"])  # type: ignore[index]
+    assert top1 > float(baseline["accuracy"]["top1"]) - 0.05  # l1 without fine-tuning loses most of it
 
 
 def test_wanda_n_m_without_data_warns_of_synthetic_calibration(server: ServerProcess, tmp_path: Path) -> None:

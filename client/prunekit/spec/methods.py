@@ -23,7 +23,8 @@ _SHRINKING = frozenset(
         "auto_ratios",
     }
 )
-_WEIGHT_ZEROING = ("l1", "l2", "wanda", "sparsegpt")
+_CALIBRATED = ("wanda", "sparsegpt")
+_WEIGHT_ZEROING = ("l1", "l2", *_CALIBRATED)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Method:
 
     ``fields``: the ``PruneSpec`` fields it reads (setting another is a violation); ``importances``: the
     criteria a spec may name (the first is the default; UNSTRUCTURED and N_M rank by magnitude, L1 or L2
-    alike, or by WANDA or SPARSEGPT on calibration inputs; LOW_RANK names none);
+    alike, or by WANDA or SPARSEGPT on calibration inputs; CHANNEL and NEURON also by WANDA or SPARSEGPT,
+    the latter refitting the layers that read the removed channels; LOW_RANK names none);
     ``structural``: it removes structure and takes exactly one of ratio and MACs target;
     ``override_ratios``: its overrides may set a ratio (else they may only ignore);
     ``zero_override``: an override's ratio 0 means the run's ratio, applied per layer.
@@ -50,14 +52,14 @@ METHODS: dict[str, Method] = {
     "n_m": Method(_SHARED | {"ratio", "n", "m"}, _WEIGHT_ZEROING),
     "channel": Method(
         _SHARED | _SHRINKING,
-        ("l1", "l2", "taylor", "bn_scale", "fpgm", "activation", "random"),
+        ("l1", "l2", "taylor", "bn_scale", "fpgm", "activation", "random", *_CALIBRATED),
         structural=True,
         override_ratios=True,
         zero_override=True,
     ),
     "neuron": Method(
         _SHARED | _SHRINKING,
-        ("l1", "l2", "activation", "taylor", "fpgm", "random"),
+        ("l1", "l2", "activation", "taylor", "fpgm", "random", *_CALIBRATED),
         structural=True,
         override_ratios=True,
         zero_override=True,
@@ -95,4 +97,10 @@ def importance_problem(method: str, importance: str, allowed: tuple[str, ...]) -
     """``importance`` must be one of ``allowed``, the criteria ``method`` ranks by."""
     if importance in allowed:
         return None
+    if importance in _CALIBRATED:
+        takers = ", ".join(name for name, rules in METHODS.items() if importance in rules.importances)
+        return (
+            f"{importance!r} reads each layer's calibration inputs and applies to {takers} only, not to "
+            f"{method}; use one of {', '.join(allowed) or 'none (leave importance unset)'}"
+        )
     return f"{importance!r} does not apply to {method}; use one of {', '.join(allowed)}"

@@ -165,7 +165,7 @@ def _importance(prune: spec_pb2.PruneSpec, rules: Method, path: str, found: list
         if problem:
             found.append(FieldViolation(f"{path}.importance", problem))
     calibrated = importance in (_P.IMPORTANCE_WANDA, _P.IMPORTANCE_SPARSEGPT)
-    if calibrated and prune.scope == _P.PRUNE_SCOPE_GLOBAL:
+    if calibrated and prune.scope == _P.PRUNE_SCOPE_GLOBAL and prune.method == _P.PRUNE_METHOD_UNSTRUCTURED:
         found.append(
             FieldViolation(
                 f"{path}.scope", "WANDA and SPARSEGPT compare weights within each layer: leave scope unset"

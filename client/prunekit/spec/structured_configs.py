@@ -50,7 +50,7 @@ MAX_ROUND_TO = 1024
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_STEPS = 5
 MAX_STEPS = 100
-DATA_DRIVEN = frozenset({"taylor", "activation", "sensitivity"})
+DATA_DRIVEN = frozenset({"taylor", "activation", "sensitivity", "wanda", "sparsegpt"})
 """Importance criteria that run the model on the context's feeds."""
 
 
@@ -126,8 +126,9 @@ class StructuredConfig(PruneConfig):
     importance: str = field(
         default="l1",
         metadata={
-            "description": "How channels are ranked: l1, l2, taylor, bn_scale, fpgm, activation or random "
-            "(the method's subset)."
+            "description": "How channels are ranked: l1, l2, taylor, bn_scale, fpgm, activation, random, "
+            "wanda or sparsegpt (the method's subset); sparsegpt also refits the layers reading the "
+            "removed channels on calibration inputs."
         },
     )
     round_to: int = field(

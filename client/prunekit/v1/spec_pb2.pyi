@@ -132,12 +132,16 @@ class _ImportanceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Importance
     IMPORTANCE_WANDA: _Importance.ValueType  # 8
     """UNSTRUCTURED and N_M: |weight| x the L2 norm of its input feature over
     calibration inputs (the train split, else synthetic with a warning),
-    compared within each output row (Wanda).
+    compared within each output row (Wanda). CHANNEL and NEURON: a channel by
+    sum |weight| x input norm at the layers that read it.
     """
     IMPORTANCE_SPARSEGPT: _Importance.ValueType  # 9
     """UNSTRUCTURED and N_M: layer by layer, the weights that raise the layer's
     output error least are removed and the remaining ones updated with the
     inverse Hessian of its calibration inputs (SparseGPT, OBS-style).
+    CHANNEL and NEURON: the channels whose removal the layers reading them can
+    compensate best are removed, and those layers' kept weights refitted by
+    least squares on their calibration inputs.
     """
 
 class Importance(_Importance, metaclass=_ImportanceEnumTypeWrapper):
@@ -161,12 +165,16 @@ IMPORTANCE_RANDOM: Importance.ValueType  # 7
 IMPORTANCE_WANDA: Importance.ValueType  # 8
 """UNSTRUCTURED and N_M: |weight| x the L2 norm of its input feature over
 calibration inputs (the train split, else synthetic with a warning),
-compared within each output row (Wanda).
+compared within each output row (Wanda). CHANNEL and NEURON: a channel by
+sum |weight| x input norm at the layers that read it.
 """
 IMPORTANCE_SPARSEGPT: Importance.ValueType  # 9
 """UNSTRUCTURED and N_M: layer by layer, the weights that raise the layer's
 output error least are removed and the remaining ones updated with the
 inverse Hessian of its calibration inputs (SparseGPT, OBS-style).
+CHANNEL and NEURON: the channels whose removal the layers reading them can
+compensate best are removed, and those layers' kept weights refitted by
+least squares on their calibration inputs.
 """
 Global___Importance: _TypeAlias = Importance  # noqa: Y015
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from prunekit import spec_from_dict
+from prunekit._spec import load_spec
 from prunekit.spec import SpecRuleError, spec_violations
 from prunekit.spec.low_rank_configs import LowRankConfig
 from prunekit.spec.prune_configs import NMConfig, UnstructuredConfig
+from prunekit.spec.structured_configs import ChannelConfig, LayerConfig, NeuronConfig
 from prunekit.spec.translate import prune_config
 from prunekit.v1 import model_pb2, spec_pb2
 
@@ -80,9 +84,14 @@ def test_the_conv_factorization_translates_and_an_undefined_one_is_named() -> No
             "within each layer",
         ),
         (
-            P.PruneSpec(method=P.PRUNE_METHOD_CHANNEL, ratio=0.5, importance=P.IMPORTANCE_SPARSEGPT),
+            P.PruneSpec(method=P.PRUNE_METHOD_LAYER, ratio=0.5, importance=P.IMPORTANCE_SPARSEGPT),
             "spec.prune.importance",
-            "'sparsegpt' does not apply to channel",
+            "applies to unstructured, n_m, channel, neuron only, not to layer",
+        ),
+        (
+            P.PruneSpec(method=P.PRUNE_METHOD_ATTENTION_HEAD, ratio=0.5, importance=P.IMPORTANCE_WANDA),
+            "spec.prune.importance",
+            "'wanda' reads each layer's calibration inputs",
         ),
     ],
 )
@@ -105,3 +114,23 @@ def test_wanda_and_sparsegpt_pick_the_criterion_and_default_to_per_layer() -> No
         UnstructuredConfig(ratio=0.5, importance="wanda")
     with pytest.raises(ValueError, match="importance must be one of"):
         NMConfig(importance="taylor")  # type: ignore[arg-type]
+
+
+def test_channel_and_neuron_take_wanda_and_sparsegpt_in_either_scope() -> None:
+    sparsegpt = P.PruneSpec(method=P.PRUNE_METHOD_CHANNEL, ratio=0.3, importance=P.IMPORTANCE_SPARSEGPT)
+    assert _violations(sparsegpt) == {}
+    assert prune_config(sparsegpt) == ChannelConfig(ratio=0.3, importance="sparsegpt")
+    wanda = P.PruneSpec(
+        method=P.PRUNE_METHOD_NEURON, ratio=0.3, importance=P.IMPORTANCE_WANDA, scope=P.PRUNE_SCOPE_PER_LAYER
+    )
+    assert _violations(wanda) == {}
+    assert prune_config(wanda) == NeuronConfig(ratio=0.3, importance="wanda", scope="per_layer")
+    assert ChannelConfig(ratio=0.3, importance="sparsegpt").data_driven
+    with pytest.raises(ValueError, match="applies to unstructured, n_m, channel, neuron only"):
+        LayerConfig(ratio=0.3, importance="wanda")  # type: ignore[arg-type]
+
+
+def test_the_channel_example_spec_loads_and_passes_the_rules() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[3] / "examples" / "one_shot_channels.yaml")
+    assert _violations(spec.prune) == {}
+    assert prune_config(spec.prune) == ChannelConfig(ratio=0.3, importance="sparsegpt", round_to=1)

@@ -19,7 +19,7 @@ import torch
 from onnx import helper
 from torch.nn import functional
 
-__all__ = ["input_rows", "layer_input_problem", "tensors_per_feed"]
+__all__ = ["input_rows", "layer_input_problem", "patch_rows", "tensors_per_feed"]
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, object]:
@@ -48,10 +48,23 @@ def input_rows(node: onnx.NodeProto, weight_shape: tuple[int, ...], x: np.ndarra
     pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]  # type: ignore[attr-defined]
     strides = [int(s) for s in attrs.get("strides", [1, 1])]  # type: ignore[attr-defined]
     dilations = [int(d) for d in attrs.get("dilations", [1, 1])]  # type: ignore[attr-defined]
-    padded = functional.pad(tensor, (pads[1], pads[3], pads[0], pads[2]))
-    patches = functional.unfold(
-        padded, tuple(weight_shape[2:]), dilation=tuple(dilations), stride=tuple(strides)
-    )
+    return patch_rows(tensor, tuple(weight_shape[2:]), pads, strides, dilations)
+
+
+def patch_rows(
+    x: torch.Tensor,
+    kernel: Sequence[int],
+    pads: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> torch.Tensor:
+    """A 2-D convolution's input ``x`` (``N x C x H x W``) as one row per output position (``im2col``).
+
+    ``pads`` are ONNX's ``[top, left, bottom, right]``; a row's columns are channel-major
+    (``C x kh x kw``), the order of the weight's flattened ``C x kh x kw``.
+    """
+    padded = functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    patches = functional.unfold(padded, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 

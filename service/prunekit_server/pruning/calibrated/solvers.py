@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["BLOCK", "DAMPING", "Sparsity", "sparsegpt", "wanda"]
+__all__ = ["BLOCK", "DAMPING", "Sparsity", "damped_cholesky", "sparsegpt", "wanda"]
 
 BLOCK = 128
 """Columns SparseGPT prunes together before updating the ones after them."""
@@ -51,17 +51,23 @@ def wanda(matrix: np.ndarray, column_sq: np.ndarray, sparsity: Sparsity) -> np.n
     return np.where(mask, 0.0, matrix)
 
 
-def _inverse_factor(hessian: torch.Tensor) -> torch.Tensor:
-    """The upper Cholesky factor of ``H^-1`` (damped until ``H`` factorizes)."""
-    damp = DAMPING * torch.mean(torch.diag(hessian))
+def damped_cholesky(hessian: torch.Tensor, damping: float = DAMPING) -> tuple[torch.Tensor, float]:
+    """The lower Cholesky factor of ``H + d I`` and ``d``: ``damping`` (default :data:`DAMPING`) of the
+    mean diagonal, x10 until it factorizes."""
+    damp = damping * float(torch.mean(torch.diag(hessian)))
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(6):
         factor, info = torch.linalg.cholesky_ex(hessian + damp * (10**attempt) * eye)
         if int(info) == 0:
-            inverse = torch.cholesky_inverse(factor)
-            upper: torch.Tensor = torch.linalg.cholesky(inverse, upper=True)
-            return upper
+            return factor, damp * (10**attempt)
     raise ValueError("the calibration Hessian is not positive definite")
+
+
+def _inverse_factor(hessian: torch.Tensor) -> torch.Tensor:
+    """The upper Cholesky factor of ``H^-1`` (``H`` damped as :func:`damped_cholesky` does)."""
+    inverse = torch.cholesky_inverse(damped_cholesky(hessian)[0])
+    upper: torch.Tensor = torch.linalg.cholesky(inverse, upper=True)
+    return upper
 
 
 def sparsegpt(matrix: np.ndarray, hessian: np.ndarray, sparsity: Sparsity, device: str = "cpu") -> np.ndarray:

@@ -5,13 +5,15 @@
 2. The eligible groups are selected and each is probed (:mod:`.groups`).
 3. Each round (``steps`` of them): the groups are scored (:mod:`.importance`),
    planned (:mod:`.targets`: ratio or MACs target, scope, caps, rounding) and
-   pruned; the context's ``recover`` hook runs between rounds.
+   pruned; with SPARSEGPT the layers that lost input channels are then refitted
+   (:mod:`.reconstruct`); the context's ``recover`` hook runs between rounds.
 4. The pruned graph is exported (:mod:`.export`: fixed sizes frozen, the
    layers' original node names restored, so reports can compare layers).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +34,8 @@ from .bound import GROUP_SEARCH_SECONDS, time_bound
 from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer
+from .layer_inputs import evaluating
+from .reconstruct import Survivors, reconstruct
 from .targets import MACS_TOLERANCE, Plan, apply, count_macs, plan, search_ratio, trial_macs
 
 
@@ -186,7 +190,7 @@ class Run:
                 chosen = search_ratio(make, lambda p: trial_macs(self.gm, self.args, p), target, cap).plan
             else:
                 chosen = make(config.ratio * progress)
-            apply(self.gm, graph, chosen)
+            self.prune(graph, chosen)
             if context.recover is not None and step < config.steps:
                 self.recover()
             if reference:
@@ -211,6 +215,23 @@ class Run:
                     "layers limit how far pruning can go)"
                 )
         return base_macs, after
+
+    @property
+    def refits(self) -> bool:
+        """Whether each round ends refitting the layers that lost inputs (SPARSEGPT)."""
+        return self.config.importance == "sparsegpt"
+
+    def prune(self, graph: object, chosen: Plan) -> None:
+        """Apply one round's plan; SPARSEGPT then refits the layers that lost inputs (:mod:`.reconstruct`)."""
+        if not self.refits:
+            apply(self.gm, graph, chosen)
+            return
+        before = copy.deepcopy(self.gm)
+        survivors = Survivors(self.gm)
+        apply(self.gm, graph, chosen, survivors.record)
+        with evaluating(before, self.gm):
+            found = reconstruct(before, self.gm, survivors, self.batches)
+        self.warnings.extend(w for w in found if w not in self.warnings)
 
     def recover(self) -> None:
         hook = self.context.recover
@@ -270,6 +291,7 @@ def run(
         job.warnings.append(
             f"SYNTHETIC_IMPORTANCE: {what} was measured on synthetic inputs, not the model's data; "
             "the ranking reflects how the model responds to noise"
+            + ("; so does the refit of the layers after the removed channels" if job.refits else "")
         )
     before = weights_of(job.gm)
     base_macs, after_macs = job.execute()

@@ -82,7 +82,7 @@ def dependency_graph(gm: nn.Module, args: Sequence[torch.Tensor]) -> Any:
         return tp.DependencyGraph().build_dependency(model, example_inputs=list(args), verbose=False)
 
 
-def _is_in_fn(dep: Any) -> bool:
+def prunes_inputs(dep: Any) -> bool:
     return getattr(dep.handler, "__name__", "") == "prune_in_channels"
 
 
@@ -94,7 +94,9 @@ def _chunks(graph: Any, group: Any) -> int:
         if pruner is None or (isinstance(module, CONV_TYPES) and module.groups == module.out_channels):
             continue
         count = (
-            pruner.get_in_channel_groups(module) if _is_in_fn(dep) else pruner.get_out_channel_groups(module)
+            pruner.get_in_channel_groups(module)
+            if prunes_inputs(dep)
+            else pruner.get_out_channel_groups(module)
         )
         found = max(found, int(count or 1))
     return found
@@ -155,8 +157,8 @@ def select_groups(
         root = group[0].dep.target.module
         key = paths[root]
         layers = [(d, d.target.module) for d, _ in group if d.target.module in paths]
-        outs = [paths[m] for d, m in layers if not _is_in_fn(d)]
-        ins = [paths[m] for d, m in layers if _is_in_fn(d)]
+        outs = [paths[m] for d, m in layers if not prunes_inputs(d)]
+        ins = [paths[m] for d, m in layers if prunes_inputs(d)]
         if linear_only and not _linear_chain(group):
             continue
         if crosses_shuffle(group):
@@ -211,7 +213,7 @@ def _masked_outputs(
     zeroed: dict[nn.Module, set[int]] = {}
     for group in groups:
         for dep, idxs in root_group(graph, gm.get_submodule(group.key), _probe(group)):
-            if _is_in_fn(dep) and isinstance(dep.target.module, nn.Module):
+            if prunes_inputs(dep) and isinstance(dep.target.module, nn.Module):
                 zeroed.setdefault(dep.target.module, set()).update(int(i) for i in idxs)
 
     def hook(layer: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:

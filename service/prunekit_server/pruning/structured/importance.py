@@ -13,6 +13,8 @@ normalised by the group's mean so that groups compare in a global ranking:
   the mean squared outputs accumulated over the feeds (there are no labels);
 * ``activation``: mean ``|input|`` of each channel where the group's layers
   read it (Conv / Linear inputs), averaged over the feeds;
+* ``wanda`` / ``sparsegpt``: what losing the channel costs the layers reading it, from their
+  calibration inputs (:mod:`.calibrated`);
 * ``random``: seeded uniform scores.
 """
 
@@ -23,9 +25,10 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from torch import nn
+from torch import fx, nn
 
 from ..fx_tools import loss_of, outputs_of
+from .calibrated import CalibratedImportance
 
 _CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -103,7 +106,7 @@ class Scorer:
     """
 
     def __init__(
-        self, name: str, module: nn.Module, batches: Sequence[tuple[torch.Tensor, ...]], seed: int = 0
+        self, name: str, module: fx.GraphModule, batches: Sequence[tuple[torch.Tensor, ...]], seed: int = 0
     ) -> None:
         self.name = name
         self.fallbacks = 0
@@ -119,6 +122,8 @@ class Scorer:
             "bn_scale": lambda: tp.importance.BNScaleImportance(normalizer="mean"),
             "taylor": lambda: tp.importance.GroupTaylorImportance(normalizer="mean"),
             "activation": lambda: _Activation(_input_statistics(module, batches)),
+            "wanda": lambda: CalibratedImportance("wanda", module, batches),
+            "sparsegpt": lambda: CalibratedImportance("sparsegpt", module, batches),
             "random": lambda: None,
         }
         if name not in criteria:

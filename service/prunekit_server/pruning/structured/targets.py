@@ -25,6 +25,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import fx
@@ -122,8 +123,13 @@ def plan(
     return Plan(remove)
 
 
-def apply(gm: fx.GraphModule, graph: object, plan_: Plan) -> None:
-    """Remove the planned channels from ``gm`` (``graph`` is its dependency graph)."""
+def apply(
+    gm: fx.GraphModule, graph: object, plan_: Plan, observe: Callable[[Any], None] | None = None
+) -> None:
+    """Remove the planned channels from ``gm`` (``graph`` is its dependency graph).
+
+    ``observe`` sees each Torch-Pruning group just before it is pruned.
+    """
     with quiet():
         for key, idxs in plan_.remove.items():
             if not idxs:
@@ -131,6 +137,8 @@ def apply(gm: fx.GraphModule, graph: object, plan_: Plan) -> None:
             group = root_group(graph, gm.get_submodule(key), idxs)
             if not graph.check_pruning_group(group):  # type: ignore[attr-defined]
                 raise ValueError(f"pruning {key} would remove every channel of a layer")
+            if observe is not None:
+                observe(group)
             group.prune()
 
 
