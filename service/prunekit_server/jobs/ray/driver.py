@@ -43,11 +43,11 @@ def _submit(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     }
     try:
         ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
-        existed = True
+        return {"created": False}  # placed or waiting for resources: Ray runs it
     except ValueError:
-        existed = False
-    job_actor(options).remote(job_id, str(request["tenant"]), settings)
-    return {"created": not existed}
+        pass
+    job_actor(options).remote(job_id, str(request["tenant"]), settings)  # get_if_exists: races are safe
+    return {"created": True}
 
 
 def _cancel(request: dict[str, Any]) -> dict[str, Any]:
