@@ -57,7 +57,11 @@ def rounding_note(att: Attention, ratio: float, units: int, group: int) -> str:
 
 
 def query_scores(
-    gm: fx.GraphModule, att: Attention, importance: str, batches: Sequence[tuple[torch.Tensor, ...]], seed: int
+    gm: fx.GraphModule,
+    att: Attention,
+    importance: str,
+    batches: Sequence[tuple[torch.Tensor, ...]],
+    seed: int,
 ) -> np.ndarray:
     """One score per query head, shaped ``(key/value heads, group)`` (higher is more important)."""
     shape = (att.heads, att.group)

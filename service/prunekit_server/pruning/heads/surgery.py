@@ -11,7 +11,6 @@ from torch import fx, nn
 
 from .structure import Attention, Projection, _linear, _shape_items
 
-
 _PRODUCTS = (operator.mul, torch.mul)
 
 
@@ -113,8 +112,10 @@ def _targets(att: Attention, keep: int, group: int) -> list[tuple[fx.Node, list[
     return targets
 
 
-def _computed_copies(node: fx.Node, index: int, group: int, new_group: int) -> list[tuple[fx.Node, list[Any]]]:
-    """A query-head count the model computes as ``key/value heads * group``: that product with ``new_group``."""
+def _computed_copies(
+    node: fx.Node, index: int, group: int, new_group: int
+) -> list[tuple[fx.Node, list[Any]]]:
+    """A query-head count the model computes as ``key/value heads * group``: the product, new operands."""
     items = _shape_items(node)
     item = items[index] if items is not None and index < len(items) else None
     if not isinstance(item, fx.Node) or item.op != "call_function" or item.target not in _PRODUCTS:
