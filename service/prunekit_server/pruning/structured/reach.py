@@ -153,7 +153,7 @@ def limit_reason(base: int, floor_macs: int, unrounded_macs: int | None, shares:
     text = f"every prunable group at its floor reaches {base / max(floor_macs, 1):.3g}x"
     if unrounded_macs is not None and unrounded_macs < floor_macs:
         text += f" ({base / max(unrounded_macs, 1):.3g}x at round_to 1)"
-    ranked = sorted(shares.items(), key=lambda item: -item[1])
+    ranked = sorted(((r, v) for r, v in shares.items() if v >= 0.005), key=lambda item: -item[1])
     if ranked:
         held = "; ".join(f"{100 * share:.0f}% {reason}" for reason, share in ranked)
         text += f"; {100 * sum(shares.values()):.0f}% of the MACs are in layers no group shrinks: {held}"
