@@ -3,9 +3,10 @@
 Models: the test zoo (CNNs, an MLP, hand-written and torch-built transformers,
 a detector-free VAD net with a scalar input; legacy ONNX, dynamo ONNX,
 TorchScript script and trace) and the Hugging Face fixtures of
-``tests/fixtures/transformers`` (BERT, DistilBERT, ViT, GPT-2, a LLaMA-style
-decoder with grouped-query attention and rotary embeddings, a Whisper encoder,
-a T5 encoder; legacy ONNX, dynamo ONNX, TorchScript trace). Each model goes
+``tests/fixtures/transformers`` (BERT, DistilBERT, ViT, Swin, GPT-2, a
+LLaMA-style decoder with grouped-query attention and rotary embeddings, a
+Qwen2-style one with 4 query heads per key/value head, a Whisper encoder, a T5
+encoder; legacy ONNX, dynamo ONNX, TorchScript trace). Each model goes
 through the service's intake (TorchScript through the legacy exporter) and the
 pruning engine as a job runs it:
 

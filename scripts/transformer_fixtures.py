@@ -8,7 +8,9 @@ inputs. ``transformers`` is not a dependency of prunekit: run this with a
 Python that has it and prunekit's torch, e.g.::
 
     python -m venv /tmp/hf && /tmp/hf/bin/pip install torch transformers
-    /tmp/hf/bin/python scripts/transformer_fixtures.py
+    /tmp/hf/bin/python scripts/transformer_fixtures.py [FAMILY ...]
+
+(naming families writes only those, keeping the rest of ``models.json``).
 
 The files are checked in; tests read them without ``transformers``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +90,38 @@ def _llama_gqa() -> nn.Module:
     return LlamaForCausalLM(config)
 
 
+def _qwen_gqa() -> nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=16,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=4,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        max_position_embeddings=32,
+        use_cache=False,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def _swin() -> nn.Module:
+    from transformers import SwinConfig, SwinModel
+
+    config = SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 1],
+        num_heads=[4, 4],
+        window_size=4,
+        mlp_ratio=2.0,
+    )
+    return SwinModel(config, add_pooling_layer=False)
+
+
 def _whisper_encoder() -> nn.Module:
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -119,6 +154,8 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]] = {
     "vit": (_vit, {"name": "pixel_values", "shape": [2, 3, 32, 32], "dtype": "float32"}),
     "gpt2": (_gpt2, _ids()),
     "llama_gqa": (_llama_gqa, _ids()),
+    "qwen_gqa": (_qwen_gqa, _ids()),
+    "swin": (_swin, {"name": "pixel_values", "shape": [2, 3, 32, 32], "dtype": "float32"}),
     "whisper_encoder": (
         _whisper_encoder,
         {"name": "input_features", "shape": [2, 16, 32], "dtype": "float32"},
@@ -168,11 +205,17 @@ def _plain(message: str) -> str:
 SAVERS = {"legacy": (_legacy, "onnx"), "dynamo": (_dynamo, "onnx"), "trace": (_trace, "pt")}
 
 
-def _save(name: str, model: nn.Module, spec: dict[str, Any]) -> dict[str, str]:
-    """Each format's file name, or why the exporter refused the model."""
+def _save(name: str, factory: Callable[[], nn.Module], spec: dict[str, Any]) -> dict[str, str]:
+    """Each format's file name, or why the exporter refused the model.
+
+    Each format exports a model of its own (same seed, same weights): tracing may change a model
+    (Swin clamps its window size to a traced tensor), which the next exporter must not see.
+    """
     x = _sample(spec)
     written = {}
     for fmt, (save, suffix) in SAVERS.items():
+        torch.manual_seed(0)
+        model = FirstOutput(factory()).eval()
         path = OUT / f"{name}-{fmt}.{suffix}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -185,16 +228,18 @@ def _save(name: str, model: nn.Module, spec: dict[str, Any]) -> dict[str, str]:
     return written
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Write the named families (all when none are named), keeping the other entries of models.json."""
     OUT.mkdir(parents=True, exist_ok=True)
-    index = {}
+    listed = OUT / "models.json"
+    index = json.loads(listed.read_text()) if names and listed.exists() else {}
     for name, (factory, spec) in FAMILIES.items():
-        torch.manual_seed(0)
-        model = FirstOutput(factory()).eval()
-        index[name] = {"inputs": [spec], "files": _save(name, model, spec)}
+        if names and name not in names:
+            continue
+        index[name] = {"inputs": [spec], "files": _save(name, factory, spec)}
         print(name, "written")
-    (OUT / "models.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    listed.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

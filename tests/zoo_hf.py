@@ -2,11 +2,13 @@
 
 ``tests/fixtures/transformers`` holds tiny models built from ``transformers``
 configs with random weights (written by ``scripts/transformer_fixtures.py``;
-``transformers`` itself is not needed here): BERT, DistilBERT, ViT, GPT-2 (a
-fused q|k|v projection), a LLaMA-style decoder (grouped-query attention, rotary
-embeddings), a Whisper encoder and a T5 encoder (a relative position bias per
-head), each as legacy ONNX, dynamo ONNX and a TorchScript trace where the
-exporter could make it. ``models.json`` names the input and each file, or why
+``transformers`` itself is not needed here): BERT, DistilBERT, ViT, Swin
+(shifted windows, a relative position bias per head), GPT-2 (a fused q|k|v
+projection), a LLaMA-style decoder (grouped-query attention, rotary
+embeddings), a Qwen2-style one (8 query heads over 2 key/value heads), a
+Whisper encoder and a T5 encoder (a relative position bias per head), each as
+legacy ONNX, dynamo ONNX and a TorchScript trace where the exporter could make
+it. ``models.json`` names the input and each file, or why
 the exporter refused.
 """
 

@@ -20,7 +20,7 @@ the initializers of the original export.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from ..errors import FieldViolation, invalid_model, invalid_spec, unsupported_mo
 from ..model_caps import ModelCaps
 from .fused_attention import register as register_fused_attention
 from .onnx_checks import OnnxLimits, load_onnx_checked
+from .specialize import has_branches, specialize
 
 _TORCH_DTYPES: dict[int, torch.dtype] = {
     model_pb2.DATA_TYPE_UNSPECIFIED: torch.float32,
@@ -124,7 +125,8 @@ def torchscript_to_onnx(
     dynamic_axes = {n: {0: "batch"} for n, rank in zip(names + output_names, ranks, strict=True) if rank > 0}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     register_fused_attention()
-    try:
+
+    def export() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -140,14 +142,59 @@ def torchscript_to_onnx(
                 export_params=True,
                 keep_initializers_as_inputs=False,
             )
+
+    try:
+        export()
     except Exception as exc:
-        raise unsupported_model(
-            f"the TorchScript model could not be exported to ONNX: {_one_line(exc)}"
-        ) from exc
+        if not has_branches(module):
+            raise unsupported_model(
+                f"the TorchScript model could not be exported to ONNX: {_one_line(exc)}"
+            ) from exc
+        _export_specialized(module, inputs, args, export, exc)
     exported = onnx.load(str(out_path), load_external_data=False)
     if _split_value_aliases(exported, module):
         onnx.save(exported, str(out_path))
     return load_onnx_checked(out_path, OnnxLimits(caps=caps or ModelCaps()))
+
+
+def _other_sample(
+    module: torch.jit.ScriptModule, inputs: Sequence[model_pb2.InputSpec]
+) -> tuple[torch.Tensor, ...]:
+    """Other random values, with one more row of batch when the module takes them."""
+    generator = torch.Generator().manual_seed(1)
+    wider = [model_pb2.InputSpec() for _ in inputs]
+    for spec, copy in zip(inputs, wider, strict=True):
+        copy.CopyFrom(spec)
+        if copy.shape:
+            copy.shape[0] += 1
+    args = tuple(random_input(spec, generator) for spec in wider)
+    try:
+        with torch.no_grad():
+            module(*args)
+    except Exception:  # the batch is fixed: the same shapes, other values
+        return tuple(random_input(spec, generator) for spec in inputs)
+    return args
+
+
+def _export_specialized(
+    module: torch.jit.ScriptModule,
+    inputs: Sequence[model_pb2.InputSpec],
+    args: tuple[torch.Tensor, ...],
+    export: Callable[[], None],
+    first: Exception,
+) -> None:
+    """Export a scripted module whose plain export failed once its branches are answered
+    (:mod:`.specialize`); UNSUPPORTED_MODEL with both failures when that fails too."""
+    left = 0
+    try:
+        left = specialize(module, (args, _other_sample(module, inputs)))
+        export()
+    except Exception as exc:
+        kept = f"{left} branch(es) read the data or the batch size" if left else "no branch left"
+        raise unsupported_model(
+            f"the TorchScript model could not be exported to ONNX: {_one_line(first)}; with its branches "
+            f"answered for the declared inputs ({kept}): {_one_line(exc)}"
+        ) from exc
 
 
 def _flatten(result: object) -> list[torch.Tensor]:

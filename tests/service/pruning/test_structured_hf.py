@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from prunekit_server.pruning import ChannelConfig, PruneContext, prune
 from prunekit_server.pruning.structured.attention import HEADS_REASON
@@ -35,3 +36,25 @@ def test_channel_holds_the_attention_projections_and_reaches_the_target(name: st
     original, pruned = run_ort(model, feed), run_ort(result.model, feed)
     assert pruned[0].shape == original[0].shape
     assert np.isfinite(pruned[0]).all()
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "trace"])
+def test_swin_channels_at_30_percent(fmt: str) -> None:
+    """Swin (shifted windows, window padding from the input's size, patch merging): its feed-forward
+    widths go at ``ratio: 0.3``; the pruned model runs in ONNX Runtime as its GraphModule does."""
+    model, inputs = load("swin", fmt)
+    feed = feeds(inputs, 1, seed=4)[0]
+    result = prune(model, ChannelConfig(ratio=0.3, round_to=1), PruneContext(inputs=inputs))
+    assert result.model is not None
+    assert result.module is not None
+    before, _ = macs(model, inputs)
+    after, _ = macs(result.model, inputs)
+    assert before / after > 1.1
+    narrower = [layer for layer in result.layers if layer.shape_after[0] < layer.shape_before[0]]
+    assert len(narrower) >= 3, "each block's first feed-forward layer"
+    original, pruned = run_ort(model, feed), run_ort(result.model, feed)
+    assert pruned[0].shape == original[0].shape
+    assert pruned[0].dtype == original[0].dtype
+    with torch.no_grad():
+        module_out = result.module(*(torch.from_numpy(feed[s.name]) for s in inputs))
+    np.testing.assert_allclose(pruned[0], module_out.numpy(), rtol=1e-4, atol=1e-4)

@@ -140,24 +140,27 @@ def upsample(cx: NodeContext) -> Output:
     return _resize(cx, cx.value(0), [float(v) for v in scales], None, "nearest", "asymmetric")
 
 
-def _pad(cx: NodeContext, pads: list[int], value: Any, mode: str, axes: list[int] | None) -> Output:
+def _pad(cx: NodeContext, pads: list[Any], value: Any, mode: str, axes: list[int] | None) -> Output:
+    """``pads`` are numbers, or :class:`Value` numbers the model computes (their examples decide which
+    axes are padded at all)."""
     x = cx.value(0)
     rank = x.rank
     if axes is not None:
-        full = [0] * (2 * rank)
+        full: list[Any] = [0] * (2 * rank)
         for k, axis in enumerate(a % rank for a in axes):
             full[axis], full[axis + rank] = pads[k], pads[k + len(axes)]
         pads = full
     if mode not in _PAD_MODES:
         cx.fail(f"mode={mode!r} is not supported")
-    first = next((d for d in range(rank) if pads[d] or pads[d + rank]), rank)
+    sizes = [int(p.example) if isinstance(p, Value) else int(p) for p in pads]
+    first = next((d for d in range(rank) if sizes[d] or sizes[d + rank]), rank)
     if first == rank:
         return x
     if mode != "constant":
         first = min(first, 2)
-        if first < 1 or rank - first > 3 or min(pads) < 0:
+        if first < 1 or rank - first > 3 or min(sizes) < 0:
             cx.fail(f"{mode} padding of the batch dimension, of more than three dimensions or negative")
-    spec: list[int] = []
+    spec: list[Any] = []
     for d in reversed(range(first, rank)):
         spec += [pads[d], pads[d + rank]]
     if mode == "constant":
@@ -178,7 +181,10 @@ def pad(cx: NodeContext) -> Output:
     if cx.has(2):
         value = cx.const(2).reshape(-1)[0].item()
     axes = cx.ints(3) if cx.has(3) else None
-    return _pad(cx, cx.ints(1), value, cx.attr_str("mode", "constant"), axes)
+    if cx.is_const(1):
+        return _pad(cx, cx.ints(1), value, cx.attr_str("mode", "constant"), axes)
+    # pads computed from the input's sizes (Swin pads to a multiple of its window): read at run time
+    return _pad(cx, list(cx.dims(1).items), value, cx.attr_str("mode", "constant"), axes)
 
 
 @converter("DepthToSpace")

@@ -35,9 +35,9 @@ def _onnx_reshape_shape(in_shape: list[int], target: list[int], allowzero: bool)
 @converter("Reshape")
 def reshape(cx: NodeContext) -> Output:
     item = cx.input(0)
-    if isinstance(item, Dims):
+    if isinstance(item, Dims) and len(cx.ints(1)) <= 1:
         return Dims(item.items, len(cx.ints(1)) == 0, item.dtype)
-    x = cx.value(0)
+    x = cx.value(0)  # shape-like numbers reshaped to 2-D (a pad's [begins, ends] pairs) become a tensor
     target = cx.dims(1)
     allowzero = bool(cx.attr_int("allowzero", 0))
     examples = [int(v) for v in target.examples]

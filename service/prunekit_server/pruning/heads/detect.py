@@ -137,6 +137,8 @@ def _attention(gm: fx.GraphModule, softmax: fx.Node) -> Attention:
         group=group,
         counts=list(dict.fromkeys(counts)),
         biases=biases,
+        kv_counts={c for w in (core.k, core.v) for c in w.kv_counts} if group > 1 else set(),
+        expands=list(dict.fromkeys([*core.k.expands, *core.v.expands])),
     )
     if heads > 1:
         try:

@@ -25,10 +25,11 @@ from ..fx_tools import (
 )
 from ..graph import example_inputs, feed_batches, to_graph, to_onnx
 from .detect import find_attentions
+from .grouped import dry_run, lowest, per_group, query_scores, rewritable, rounding_note
 from .normalize import normalize
 from .rank import head_scores
 from .structure import Attention, _is_matmul, _linear
-from .surgery import remove_heads
+from .surgery import remove_heads, remove_query_heads
 
 
 @dataclass
@@ -39,6 +40,9 @@ class _Site:
     own: bool = False
     skip_reason: str = ""
     removed: int = 0
+    inside: int = 0
+    """Query heads to remove from every key/value group (:mod:`.grouped`); 0: whole units go."""
+    inside_removed: int = 0
     before: dict[str, tuple[tuple[int, ...], int, int]] = field(default_factory=dict)
 
 
@@ -154,18 +158,27 @@ def prune_heads(model: onnx.ModelProto, config: HeadConfig, context: PruneContex
         warnings.append(
             f"SYNTHETIC_IMPORTANCE: {config.importance} head importance was measured on synthetic inputs"
         )
+    warnings += [_inside(site, config) for site in active if site.att.group > 1]
+    warnings = [w for w in warnings if w] + _tried(gm, args, attentions, active)
+    units = [s for s in active if not s.inside]
     total_macs = float(sum(graph_macs(gm).values()))
     goal_macs = total_macs / config.target_macs_reduction if config.target_macs_reduction else total_macs
     for step in range(1, config.steps + 1):
         fraction = step / config.steps
-        scores = head_scores(gm, [s.att for s in active], config.importance, batches, config.seed)
-        macs_per_head = [_macs_per_head(gm, s.att) for s in active]
+        scores = head_scores(gm, [s.att for s in units], config.importance, batches, config.seed)
+        macs_per_head = [_macs_per_head(gm, s.att) for s in units]
         current = float(sum(graph_macs(gm).values()))
         due = current - (total_macs - fraction * (total_macs - goal_macs))
-        drops = _plan(active, scores, config, fraction, macs_per_head, due)
-        for site, drop in zip(active, drops, strict=True):
+        drops = _plan(units, scores, config, fraction, macs_per_head, due)
+        for site, drop in zip(units, drops, strict=True):
             remove_heads(gm, site.att, drop)
             site.removed += len(drop)
+        for site in active:
+            count = round(site.inside * fraction) - site.inside_removed
+            if site.inside and count > 0:
+                ranked = query_scores(gm, site.att, config.importance, batches, config.seed)
+                remove_query_heads(gm, site.att, lowest(ranked, count))
+                site.inside_removed += count
         gm.recompile()
         propagate(gm, args)
         if context.recover is not None and step < config.steps:
@@ -173,6 +186,38 @@ def prune_heads(model: onnx.ModelProto, config: HeadConfig, context: PruneContex
             propagate(gm, args)
     remove_unused_modules(gm)
     return _result(model, gm, sites, warnings, total_macs, config, context)
+
+
+def _inside(site: _Site, config: HeadConfig) -> str:
+    """Set ``site.inside`` when a grouped attention is better pruned inside its groups; a note when
+    neither way removes a head."""
+    att = site.att
+    if config.target_macs_reduction or not (site.own or config.scope == "per_layer"):
+        return ""
+    count = per_group(site.ratio, att.heads, att.group, config.max_layer_ratio)
+    why = rewritable(att, att.group - count) if count else ""
+    if count and not why:
+        site.inside = count
+        return ""
+    whole = min(round(site.ratio * att.heads), math.floor(config.max_layer_ratio * att.heads))
+    if whole > 0:
+        return ""
+    if why:
+        return f"HEADS_ROUNDED: {att.name}: query heads cannot go inside its groups ({why})"
+    return "HEADS_ROUNDED: " + rounding_note(att, site.ratio, att.heads, att.group)
+
+
+def _tried(
+    gm: fx.GraphModule, args: Sequence[torch.Tensor], attentions: Sequence[Attention], sites: Sequence[_Site]
+) -> list[str]:
+    """Query heads inside groups, tried on a copy first: when the copy fails, whole units go instead."""
+    inside = [s for s in sites if s.inside]
+    why = dry_run(gm, args, {attentions.index(s.att): s.inside for s in inside}) if inside else ""
+    if not why:
+        return []
+    for site in inside:
+        site.inside = 0
+    return [f"HEADS_ROUNDED: query heads cannot go inside the key/value groups ({why}); whole groups go"]
 
 
 def _macs_per_head(gm: fx.GraphModule, att: Attention) -> float:
@@ -196,7 +241,7 @@ def _result(
         for path in site.att.paths:
             shape, params, nonzero = site.before[path]
             after_shape, after_params, after_nonzero = (shape, params, nonzero)
-            if site.removed and not site.skip_reason:
+            if (site.removed or site.inside_removed) and not site.skip_reason:
                 after_shape, after_params, after_nonzero = _weight_facts(_linear(gm, path))
             where = origin(gm, path)
             layers.append(
@@ -210,13 +255,15 @@ def _result(
                     parameters_after=after_params,
                     nonzero_before=nonzero,
                     nonzero_after=after_nonzero,
-                    skipped=bool(site.skip_reason) or not site.removed,
-                    skip_reason=site.skip_reason or ("" if site.removed else "no head selected"),
+                    skipped=bool(site.skip_reason) or not (site.removed or site.inside_removed),
+                    skip_reason=site.skip_reason
+                    or ("" if site.removed or site.inside_removed else "no head selected"),
                 )
             )
     summary = ", ".join(
         f"{s.att.name}: {s.original_heads}->{s.original_heads - s.removed}"
         + (f" key/value groups of {s.att.group} query heads" if s.att.group > 1 else "")
+        + (f" ({s.att.group + s.inside_removed}->{s.att.group} per group)" if s.inside_removed else "")
         for s in sites
     )
     warnings.append(f"HEADS_PRUNED: heads per attention {summary}")

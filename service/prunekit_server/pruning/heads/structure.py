@@ -74,6 +74,10 @@ class Attention:
 
     biases: list[tuple[fx.Node, int, int]] = field(default_factory=list)
     """Per-head operands between the scores and the softmax: ``(node, argument index, head axis)``."""
+    kv_counts: set[tuple[fx.Node, int]] = field(default_factory=set)
+    """The ``counts`` that count key/value heads (made before the repetition): ``(node, index)``."""
+    expands: list[tuple[fx.Node, int]] = field(default_factory=list)
+    """The repetition's ``expand`` nodes and the item holding ``group`` (its copies)."""
 
     @property
     def paths(self) -> list[str]:

@@ -48,6 +48,8 @@ class Step:
     perm: list[int] | None = None
     counts: list[tuple[fx.Node, int]] = field(default_factory=list)
     repeat: int = 1
+    expand: fx.Node | None = None
+    """The grouped-query repetition's ``expand``: key/value heads at the head position, copies next."""
 
 
 @dataclass
@@ -60,6 +62,10 @@ class Walk:
     counts: list[tuple[fx.Node, int, int]]
     """``(node, item index, size there)`` for every reshape carrying the head count."""
     repeat: int = 1
+    kv_counts: list[tuple[fx.Node, int]] = field(default_factory=list)
+    """The counts made before the key/value heads are repeated (they count key/value heads)."""
+    expands: list[tuple[fx.Node, int]] = field(default_factory=list)
+    """``(expand, item index)`` of the repetition's copies (the query heads per key/value head)."""
 
 
 def _rank(node: Any) -> int:
@@ -173,7 +179,7 @@ def _repeat(node: fx.Node) -> Step | None:
     merged[axis - 1] *= copies
     if tuple(merged) != tuple(out):
         return None
-    return Step([node, *nodes], counts=[(node, 0), (nodes[0], 0)], repeat=copies)
+    return Step([node, *nodes], counts=[(node, 0), (nodes[0], 0)], repeat=copies, expand=nodes[0])
 
 
 def _round_trip(node: fx.Node) -> Step | None:
@@ -187,7 +193,7 @@ def _round_trip(node: fx.Node) -> Step | None:
     merge: Any = permute.args[0]
     if not _is_reshape(merge):
         return None
-    nodes, counts, repeat = [node, permute, merge], [(merge, -1), (node, 0)], 1
+    nodes, counts, repeat, expand = [node, permute, merge], [(merge, -1), (node, 0)], 1, None
     xs = shape_of(merge.args[0])
     expanded = _expanded(merge.args[0])
     if expanded is not None and expanded[1] == 2:
@@ -198,6 +204,7 @@ def _round_trip(node: fx.Node) -> Step | None:
         xs = (inner[0], inner[1] * repeat, *inner[2:])
         nodes += more
         counts.append((more[0], 0))
+        expand = more[0]
     ms, ps, out = shape_of(merge), shape_of(permute), shape_of(node)
     if xs is None or ms is None or ps is None or out is None or len(xs) < 3:
         return None
@@ -207,7 +214,7 @@ def _round_trip(node: fx.Node) -> Step | None:
     if perm is None or perm[0] != 0:
         return None
     full = [0, 1, *(p + 1 for p in perm[1:])]
-    return Step(nodes, perm=full, counts=counts, repeat=repeat)
+    return Step(nodes, perm=full, counts=counts, repeat=repeat, expand=expand)
 
 
 def _step(gm: fx.GraphModule, node: fx.Node) -> tuple[Step, Any] | None:
@@ -310,6 +317,8 @@ def _finish(projection: Projection, steps: list[Step]) -> Walk | None:
     axes = list(range(rank))  # current axis -> split axis
     head = rank - 2
     counts: list[tuple[fx.Node, int, int]] = []
+    kv_counts: list[tuple[fx.Node, int]] = []
+    expands: list[tuple[fx.Node, int]] = []
     repeat = 1
     for step in reversed(steps):
         for count_node, offset in step.counts:
@@ -318,6 +327,10 @@ def _finish(projection: Projection, steps: list[Step]) -> Walk | None:
             if index < 0 or shape is None or index >= len(shape):
                 return None
             counts.append((count_node, index, shape[index]))
+            if repeat == 1 and (step.repeat == 1 or count_node is step.expand):
+                kv_counts.append((count_node, index))
+        if step.expand is not None:
+            expands.append((step.expand, head + 1))
         if step.perm is not None:
             if len(step.perm) != len(axes):
                 return None
@@ -325,4 +338,4 @@ def _finish(projection: Projection, steps: list[Step]) -> Walk | None:
             head = step.perm.index(head)
         repeat *= step.repeat
     nodes = [n for step in steps for n in step.nodes]
-    return Walk(projection, axes, nodes, counts, repeat)
+    return Walk(projection, axes, nodes, counts, repeat, kv_counts, expands)

@@ -35,6 +35,7 @@ from .export import export_pruned
 from .groups import Group, dependency_graph, root_group, select_groups, verify, width_of
 from .importance import Scorer
 from .layer_inputs import evaluating
+from .reach import Steps, kept_shares, limit_reason, reach
 from .reconstruct import Survivors, reconstruct
 from .targets import MACS_TOLERANCE, Plan, apply, count_macs, plan, search_ratio, trial_macs
 
@@ -66,6 +67,16 @@ def weights_of(gm: fx.GraphModule) -> dict[str, _Weight]:
             width = int(getattr(module, "out_channels", getattr(module, "out_features", 0)))
             found[path] = _Weight(shape, int(torch.count_nonzero(weight.detach())), width)
     return found
+
+
+@dataclass(frozen=True)
+class _Rounds:
+    """What every round plans from: the original chunk widths, own and auto ratios, the MACs before."""
+
+    original: dict[str, int]
+    own: dict[str, float]
+    auto: Callable[[float], dict[str, float]] | None
+    base: int
 
 
 def _chunk_scores(scores: torch.Tensor, group: Group) -> torch.Tensor:
@@ -157,10 +168,12 @@ class Run:
         config, context = self.config, self.context
         base_macs = count_macs(self.gm, self.args)
         groups = self.groups()
-        original = {g.key: g.chunk_width for g in groups}
-        own = {g.key: g.ratio for g in groups if g.ratio is not None}
-        auto = self.auto_ratios(groups) if config.auto_ratios else None
-        cap = config.max_layer_ratio
+        rounds = _Rounds(
+            {g.key: g.chunk_width for g in groups},
+            {g.key: g.ratio for g in groups if g.ratio is not None},
+            self.auto_ratios(groups) if config.auto_ratios else None,
+            base_macs,
+        )
         reference = run_batches(self.gm.eval(), self.batches) if config.steps > 1 else []
         for step in range(1, config.steps + 1):
             progress = step / config.steps
@@ -168,29 +181,7 @@ class Run:
             for group in groups:
                 group.width = width_of(graph, self.gm.get_submodule(group.key))
             scores = self.scores(groups, graph)
-
-            def make(
-                ratio: float, progress: float = progress, scores: dict[str, torch.Tensor] = scores
-            ) -> Plan:
-                ratios = auto(ratio) if auto is not None else {}
-                ratios.update({k: r * progress if r else ratio for k, r in own.items()})
-                return plan(
-                    groups,
-                    scores,
-                    original,
-                    ratio,
-                    scope=config.scope,
-                    round_to=config.round_to,
-                    max_layer_ratio=cap,
-                    own_ratios=ratios,
-                )
-
-            if config.target_macs_reduction:
-                target = base_macs / config.target_macs_reduction**progress
-                chosen = search_ratio(make, lambda p: trial_macs(self.gm, self.args, p), target, cap).plan
-            else:
-                chosen = make(config.ratio * progress)
-            self.prune(graph, chosen)
+            self.prune(graph, self.choose(groups, scores, rounds, progress))
             if context.recover is not None and step < config.steps:
                 self.recover()
             if reference:
@@ -205,16 +196,48 @@ class Run:
                         value=moved.cosine_similarity,
                     )
                 )
-        after = count_macs(self.gm, self.args)
-        if config.target_macs_reduction:
-            reached = base_macs / max(after, 1)
-            if abs(reached / config.target_macs_reduction - 1.0) > MACS_TOLERANCE:
-                self.warnings.append(
-                    f"MACS_TARGET_MISSED: asked for {config.target_macs_reduction:g}x fewer MACs, reached "
-                    f"{reached:.3g}x (round_to {config.round_to}, max_layer_ratio {cap:g} and the ignored "
-                    "layers limit how far pruning can go)"
-                )
-        return base_macs, after
+        return base_macs, count_macs(self.gm, self.args)
+
+    def choose(
+        self, groups: Sequence[Group], scores: dict[str, torch.Tensor], rounds: _Rounds, progress: float
+    ) -> Plan:
+        """This round's plan: the configured ratio, or the MACs target reached as closely as it can be."""
+        config, cap = self.config, self.config.max_layer_ratio
+
+        def make(ratio: float, round_to: int = config.round_to) -> Plan:
+            ratios = rounds.auto(ratio) if rounds.auto is not None else {}
+            ratios.update({k: r * progress if r else ratio for k, r in rounds.own.items()})
+            return plan(
+                groups,
+                scores,
+                rounds.original,
+                ratio,
+                scope=config.scope,
+                round_to=round_to,
+                max_layer_ratio=cap,
+                own_ratios=ratios,
+            )
+
+        if not config.target_macs_reduction:
+            return make(config.ratio * progress)
+        target = rounds.base / config.target_macs_reduction**progress
+
+        def macs_of(candidate: Plan) -> int:
+            return trial_macs(self.gm, self.args, candidate)
+
+        found = search_ratio(make, macs_of, target, cap)
+        steps = Steps(groups, scores, rounds.original, set(rounds.own), config.round_to, cap)
+        found = reach(steps, found, macs_of, target)
+        if progress == 1.0 and abs(target / max(found.macs, 1) - 1.0) > MACS_TOLERANCE:
+            floor_macs = macs_of(make(cap))
+            unrounded = macs_of(make(cap, 1)) if config.round_to > 1 else None
+            shares = kept_shares(self.gm, self.args, groups, self.skipped, rounds.base)
+            self.warnings.append(
+                f"MACS_TARGET_MISSED: asked for {config.target_macs_reduction:g}x fewer MACs, reached "
+                f"{rounds.base / max(found.macs, 1):.3g}x (round_to {config.round_to}, max_layer_ratio "
+                f"{cap:g}): " + limit_reason(rounds.base, floor_macs, unrounded, shares)
+            )
+        return found.plan
 
     @property
     def refits(self) -> bool:

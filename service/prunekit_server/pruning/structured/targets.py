@@ -50,12 +50,17 @@ class Plan:
         return not any(self.remove.values())
 
 
-def _kept_floor(group: Group, original: int, cap: float) -> int:
+def kept_floor(group: Group, original: int, cap: float) -> int:
     return min(group.chunk_width, max(1, math.ceil(original * (1.0 - cap) - 1e-9)))
 
 
+def round_step(group: Group, round_to: int) -> int:
+    """Kept widths per chunk are multiples of this (``round_to`` over the chunks it already covers)."""
+    return round_to // math.gcd(round_to, group.chunks)
+
+
 def _round(kept: int, group: Group, floor: int, round_to: int) -> int:
-    step = round_to // math.gcd(round_to, group.chunks)
+    step = round_step(group, round_to)
     if step <= 1:
         return kept
     rounded = max(step, math.floor(kept / step + 0.5) * step)
@@ -85,7 +90,7 @@ def plan(
     pool: list[Group] = []
     for group in groups:
         w0 = original[group.key]
-        floor = _kept_floor(group, w0, max_layer_ratio)
+        floor = kept_floor(group, w0, max_layer_ratio)
         if group.key in own_ratios or scope == "per_layer":
             r = min(own_ratios.get(group.key, ratio), 1.0)
             kept[group.key] = min(group.chunk_width, max(floor, w0 - round(r * w0)))
@@ -96,7 +101,7 @@ def plan(
         present = sum(g.chunk_width * g.chunks for g in pool)
         need = present - (total - round(ratio * total))
         taken = {g.key: 0 for g in pool}
-        room = {g.key: g.chunk_width - _kept_floor(g, original[g.key], max_layer_ratio) for g in pool}
+        room = {g.key: g.chunk_width - kept_floor(g, original[g.key], max_layer_ratio) for g in pool}
         chunks = {g.key: g.chunks for g in pool}
         entries = sorted(
             ((float(v), g.key, i) for g in pool for i, v in enumerate(scores[g.key].tolist())),
@@ -110,11 +115,18 @@ def plan(
                 need -= chunks[key]
         for g in pool:
             kept[g.key] = g.chunk_width - taken[g.key]
+    rounded = {
+        g.key: _round(kept[g.key], g, kept_floor(g, original[g.key], max_layer_ratio), round_to)
+        for g in groups
+    }
+    return keeping(groups, scores, rounded)
+
+
+def keeping(groups: Sequence[Group], scores: Mapping[str, torch.Tensor], kept: Mapping[str, int]) -> Plan:
+    """The plan keeping ``kept[key]`` channels per chunk of each group: the lowest scores go."""
     remove: dict[str, list[int]] = {}
     for group in groups:
-        floor = _kept_floor(group, original[group.key], max_layer_ratio)
-        keep = _round(kept[group.key], group, floor, round_to)
-        drop = group.chunk_width - keep
+        drop = group.chunk_width - kept.get(group.key, group.chunk_width)
         if drop <= 0:
             continue
         order = torch.argsort(scores[group.key], stable=True)[:drop].tolist()
@@ -160,6 +172,8 @@ class SearchResult:
     ratio: float
     plan: Plan
     macs: int
+    alternatives: tuple[SearchResult, ...] = ()
+    """The closest plan the search measured on the target's other side, when it measured one."""
 
 
 def search_ratio(
@@ -172,12 +186,14 @@ def search_ratio(
     best: SearchResult | None = None
     low, top = 0.0, high
     cache: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {}
+    measured: list[tuple[float, Plan, int]] = []
     for _ in range(_SEARCH_STEPS):
         ratio = (low + top) / 2
         candidate = make_plan(ratio)
         key = tuple(sorted((k, tuple(v)) for k, v in candidate.remove.items()))
         if key not in cache:
             cache[key] = macs_of(candidate)
+            measured.append((ratio, candidate, cache[key]))
         macs = cache[key]
         if best is None or abs(macs - target_macs) < abs(best.macs - target_macs):
             best = SearchResult(ratio, candidate, macs)
@@ -195,4 +211,9 @@ def search_ratio(
         if abs(top_macs - target_macs) < abs(best.macs - target_macs):
             best = SearchResult(high, top_plan, top_macs)
     assert best is not None
-    return best
+    side = best.macs > target_macs
+    other = [SearchResult(r, p, m) for r, p, m in measured if (m > target_macs) != side]
+    if not other:
+        return best
+    nearest = min(other, key=lambda c: abs(c.macs - target_macs))
+    return SearchResult(best.ratio, best.plan, best.macs, (nearest,))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from onnx import helper
 
 from prunekit_server.errors import Code, ServiceError
@@ -126,6 +127,46 @@ def test_pad_attribute_form_and_axes_input() -> None:
     op_parity(
         "Pad", {"x": X}, {"pads": ints(1, 2, 3, 0), "value": np.float32(0), "axes": ints(2, -1)}, opset=18
     )
+
+
+def test_pad_to_a_window_multiple_with_pads_computed_from_the_sizes() -> None:
+    """Swin's ``F.pad`` as torch's legacy exporter writes it: ``(window - size) mod window`` from the
+    input's shape, torch's last-axis-first pairs reshaped to 2-D, reversed, transposed, flattened."""
+    x = randn(1, 5, 6, 3)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i1"], ["h"], axis=0),
+        helper.make_node("Gather", ["s", "i2"], ["w"], axis=0),
+        helper.make_node("Sub", ["window", "h"], ["h_short"]),
+        helper.make_node("Mod", ["h_short", "window"], ["ph"]),
+        helper.make_node("Sub", ["window", "w"], ["w_short"]),
+        helper.make_node("Mod", ["w_short", "window"], ["pw"]),
+        helper.make_node("Unsqueeze", ["ph", "axes"], ["ph1"]),
+        helper.make_node("Unsqueeze", ["pw", "axes"], ["pw1"]),
+        helper.make_node("Concat", ["zeros2", "zero", "pw1", "zero", "ph1", "zeros2"], ["pairs_"], axis=0),
+        helper.make_node("Reshape", ["pairs_", "pairs"], ["paired"]),
+        helper.make_node("Slice", ["paired", "start", "end", "axes", "back"], ["ordered"]),
+        helper.make_node("Transpose", ["ordered"], ["split"], perm=[1, 0]),
+        helper.make_node("Reshape", ["split", "flat"], ["flat_pads"]),
+        helper.make_node("Cast", ["flat_pads"], ["pads"], to=7),
+        helper.make_node("Pad", ["x", "pads"], ["y"]),
+    ]
+    consts = {
+        "i1": np.int64(1),
+        "i2": np.int64(2),
+        "window": np.int64(4),
+        "axes": ints(0),
+        "zero": ints(0),
+        "zeros2": ints(0, 0),
+        "pairs": ints(-1, 2),
+        "start": ints(-1),
+        "end": ints(-(2**62)),
+        "back": ints(-1),
+        "flat": ints(-1),
+    }
+    gm, _ = assert_parity(graph_model(nodes, {"x": x}, consts, opset=17, dynamic_batch=True), {"x": x})
+    out = gm(torch.from_numpy(x))
+    assert tuple(out.shape) == (1, 8, 8, 3)
 
 
 def test_depth_to_space_and_space_to_depth() -> None:
