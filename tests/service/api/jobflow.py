@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from prunekit.v1 import job_pb2, model_pb2, spec_pb2
@@ -35,8 +36,14 @@ def create(
 
 
 def wait(stub: pb_grpc.OptimizerServiceStub, job_id: str, timeout: float = 240) -> list[job_pb2.Job]:
-    """Every job update WatchJob sends, until the job ends."""
-    return [r.job for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=timeout)]
+    """Every job update WatchJob sends until the job ends, subscribing again when the server closes a
+    watch (its ``watch_max_s``) before; grpc's DEADLINE_EXCEEDED after ``timeout`` s in all."""
+    deadline = time.monotonic() + timeout
+    updates: list[job_pb2.Job] = []
+    while not updates or updates[-1].state not in TERMINAL:
+        left = max(deadline - time.monotonic(), 0.001)
+        updates += [r.job for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=left)]
+    return updates
 
 
 def run(
