@@ -70,7 +70,11 @@ def timed_prune(
     return apply_tensors(model, result.tensors), seconds, grown
 
 
-def fidelity_rows(name: str, calibration: int) -> list[dict[str, Any]]:
+def zoo_case(
+    name: str, calibration: int
+) -> tuple[onnx.ModelProto, PruneContext, list[dict[str, np.ndarray]]]:
+    """The zoo model ``name`` (random weights, seed 0) as legacy ONNX, a context of ``calibration``
+    synthetic samples, and 16 held-out synthetic feeds."""
     entry = ZOO[name]
     torch.manual_seed(0)
     path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
@@ -83,7 +87,11 @@ def fidelity_rows(name: str, calibration: int) -> list[dict[str, Any]]:
         for _ in range(max(1, calibration // batch))
     ]
     test = [{s.name: random_input(s, generator).numpy() for s in entry.inputs} for _ in range(16)]
-    context = PruneContext(inputs=tuple(entry.inputs), feeds=tuple(calib), synthetic=True)
+    return model, PruneContext(inputs=tuple(entry.inputs), feeds=tuple(calib), synthetic=True), test
+
+
+def fidelity_rows(name: str, calibration: int) -> list[dict[str, Any]]:
+    model, context, test = zoo_case(name, calibration)
     dense = run(model, test)
     rows = []
     for criterion in CRITERIA:

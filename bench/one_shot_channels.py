@@ -37,12 +37,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "service"), str(ROOT / "client")]
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+from bench.one_shot import zoo_case  # noqa: E402
 from scripts.digits import INPUT_NAME, digits_split, export_onnx, train_digits_cnn  # noqa: E402
-from tests.zoo import ZOO, export  # noqa: E402
 
 from prunekit.spec.structured_configs import ChannelConfig, NeuronConfig, StructuredConfig  # noqa: E402
 from prunekit.v1 import model_pb2  # noqa: E402
-from prunekit_server.modelio.torchscript import random_input  # noqa: E402
 from prunekit_server.pruning import PruneContext, prune  # noqa: E402
 
 CRITERIA = ("l1", "l2", "wanda", "sparsegpt")
@@ -75,19 +74,7 @@ def _fidelity(dense: np.ndarray, out: np.ndarray, classes: int) -> tuple[float, 
 
 
 def fidelity_rows(name: str, calibration: int) -> list[dict[str, Any]]:
-    entry = ZOO[name]
-    torch.manual_seed(0)
-    path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
-    export(entry.build(), entry, path, "legacy", 17)
-    model = onnx.load(str(path))
-    generator = torch.Generator().manual_seed(0)
-    batch = int(entry.inputs[0].shape[0])
-    calib = [
-        {s.name: random_input(s, generator).numpy() for s in entry.inputs}
-        for _ in range(max(1, calibration // batch))
-    ]
-    test = [{s.name: random_input(s, generator).numpy() for s in entry.inputs} for _ in range(16)]
-    context = PruneContext(inputs=tuple(entry.inputs), feeds=tuple(calib), synthetic=True)
+    model, context, test = zoo_case(name, calibration)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     classes = int(np.asarray(session.run(None, test[0])[0]).shape[-1])
     dense = outputs(model, test)

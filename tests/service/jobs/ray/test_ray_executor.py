@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from prunekit.v1 import job_pb2
 from prunekit.v1 import optimizer_service_pb2 as pb
@@ -21,33 +21,18 @@ from prunekit_server.jobs.durable.tenants import Tenants
 from prunekit_server.jobs.ray.bridge import DRIVER_MODULE
 from prunekit_server.jobs.ray.executor import UNSUBMITTED
 from prunekit_server.jobs.worker.faults import FAULT_LABEL
-from prunekit_server.server import SUBMISSION_SERVICE
 from prunekit_server.storage import open_store
 from tests.samples import write_sample_model
 from tests.service.server_process import ServerProcess, worker_pids
 
 from ...api.conftest import status_error, upload
-from ...api.jobflow import create, wait
+from ...api.jobflow import TERMINAL, create, wait
 from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs
-from .conftest import front_door
+from .conftest import finetune_door, front_door, ready, submission
 from .local_cluster import local_ray
 
 # Real clusters, servers and workers on a busy 2-core machine: generous, not tight.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _submission(door: ServerProcess) -> int:
-    with grpc.insecure_channel(door.target) as channel:
-        request = health_pb2.HealthCheckRequest(service=SUBMISSION_SERVICE)
-        return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status)
-
-
-def _ready(door: ServerProcess, timeout: float = 120) -> None:
-    """Wait until the door reaches the cluster (its submission health turns SERVING)."""
-    deadline = time.monotonic() + timeout
-    while _submission(door) != health_pb2.HealthCheckResponse.SERVING:
-        assert time.monotonic() < deadline, "the front door did not reach the Ray cluster"
-        time.sleep(0.5)
 
 
 def _stores(storage: str) -> Tenants:
@@ -64,8 +49,8 @@ def test_two_front_doors_run_ten_jobs_each_exactly_once(ray_address: str, tmp_pa
         front_door(storage, ray_address, tmp_path / "one.log") as one,
         front_door(storage, ray_address, tmp_path / "two.log") as two,
     ):
-        _ready(one)
-        _ready(two)
+        ready(one)
+        ready(two)
         with grpc.insecure_channel(one.target) as a, grpc.insecure_channel(two.target) as b:
             stubs = [pb_grpc.OptimizerServiceStub(a), pb_grpc.OptimizerServiceStub(b)]
             model = upload(stubs[0], tmp_path / "mlp.onnx")
@@ -116,25 +101,25 @@ def _gone(running: Callable[[], bool], what: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str) -> None:
-    for update in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300):
-        assert update.job.state != job_pb2.JOB_STATE_FAILED, update.job.error
-        if update.job.progress.finetune.checkpoint_step > 0:
-            return
-    raise AssertionError("the job ended before its first checkpoint")
+def _first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str, timeout: float = 600) -> None:
+    """Wait until the job's first checkpoint is in storage (watching again when a watch closes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for update in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=deadline - time.monotonic()):
+            assert update.job.state not in TERMINAL, update.job.error
+            if update.job.progress.finetune.checkpoint_step > 0:
+                return
+    raise AssertionError("no checkpoint was stored in time")
 
 
 def test_a_killed_ray_worker_resumes_from_its_checkpoint(ray_address: str, tmp_path: Path) -> None:
-    storage = f"file://{tmp_path / 'store'}"
-    with front_door(storage, ray_address, tmp_path / "door.log") as door:
-        _ready(door)
-        with grpc.insecure_channel(door.target) as channel:
-            stub = pb_grpc.OptimizerServiceStub(channel)
-            model, train = upload_inputs(stub, tmp_path)
-            job = create(stub, model, finetune_spec(train, steps=200, every=20))
-            _first_checkpoint(stub, job.id)
-            os.kill(_actor_pid(job.id), signal.SIGKILL)
-            done = wait(stub, job.id, 600)[-1]
+    with finetune_door(ray_address, tmp_path) as (storage, stub, model, train):
+        # the first start's worker hangs once it announced its first checkpoint: no race with the kill
+        hang = {FAULT_LABEL: "hang@checkpoint"}
+        job = create(stub, model, finetune_spec(train, steps=200, every=20), labels=hang)
+        _first_checkpoint(stub, job.id)
+        os.kill(_actor_pid(job.id), signal.SIGKILL)
+        done = wait(stub, job.id, 600)[-1]
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step >= 20
@@ -147,9 +132,9 @@ def test_jobs_outlive_their_front_door_and_cancel_stops_the_ray_task(
 ) -> None:
     storage = f"file://{tmp_path / 'store'}"
     with front_door(storage, ray_address, tmp_path / "other.log") as other:
-        _ready(other)
+        ready(other)
         with front_door(storage, ray_address, tmp_path / "first.log") as first:
-            _ready(first)
+            ready(first)
             with grpc.insecure_channel(first.target) as channel:
                 stub = pb_grpc.OptimizerServiceStub(channel)
                 model, train = upload_inputs(stub, tmp_path)
@@ -185,7 +170,7 @@ def _refuses_jobs(door: ServerProcess, storage: str, tmp_path: Path) -> None:
     """The door serves, but not job submission: CreateJob fails RAY_UNAVAILABLE and writes nothing."""
     write_sample_model(tmp_path / "mlp.onnx", "onnx", "mlp")
     assert door.health() == health_pb2.HealthCheckResponse.SERVING
-    assert _submission(door) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert submission(door) == health_pb2.HealthCheckResponse.NOT_SERVING
     with grpc.insecure_channel(door.target) as channel:
         stub = pb_grpc.OptimizerServiceStub(channel)
         model = upload(stub, tmp_path / "mlp.onnx")
@@ -214,11 +199,11 @@ def test_a_cluster_that_goes_away_turns_submission_not_serving(tmp_path: Path) -
     with ExitStack() as cluster:
         address = cluster.enter_context(local_ray(cpus=1))
         with front_door(storage, address, tmp_path / "door.log") as door:
-            _ready(door)
+            ready(door)
             cluster.close()  # the head and every process of the cluster stop
 
             def submitting() -> bool:
-                return _submission(door) == health_pb2.HealthCheckResponse.SERVING
+                return submission(door) == health_pb2.HealthCheckResponse.SERVING
 
             _gone(submitting, "submission still SERVING without a cluster", timeout=120)
             _refuses_jobs(door, storage, tmp_path)

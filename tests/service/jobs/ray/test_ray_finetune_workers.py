@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import pytest
 
 from prunekit.v1 import job_pb2
-from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.jobs.durable.tenants import Tenants
 from prunekit_server.jobs.worker.faults import FAULT_LABEL
 from prunekit_server.storage import open_store
 
 from ...api.jobflow import create, wait
-from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs
-from .conftest import front_door
-from .test_ray_executor import _ready
+from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest
+from .conftest import finetune_door
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -27,17 +24,12 @@ METRIC_TOLERANCE = 0.05
 
 
 def test_two_workers_fine_tune_as_one_does(ray_address: str, tmp_path: Path) -> None:
-    storage = f"file://{tmp_path / 'store'}"
-    with front_door(storage, ray_address, tmp_path / "door.log") as door:
-        _ready(door)
-        with grpc.insecure_channel(door.target) as channel:
-            stub = pb_grpc.OptimizerServiceStub(channel)
-            model, train = upload_inputs(stub, tmp_path)
-            spec = finetune_spec(train, steps=STEPS, every=20)
-            spec.finetune.workers = 2
-            two = wait(stub, create(stub, model, spec).id, 600)[-1]
-            spec.finetune.workers = 0
-            one = wait(stub, create(stub, model, spec).id, 600)[-1]
+    with finetune_door(ray_address, tmp_path) as (storage, stub, model, train):
+        spec = finetune_spec(train, steps=STEPS, every=20)
+        spec.finetune.workers = 2
+        two = wait(stub, create(stub, model, spec).id, 600)[-1]
+        spec.finetune.workers = 0
+        one = wait(stub, create(stub, model, spec).id, 600)[-1]
     for job in (two, one):
         assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
         single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), job)
@@ -48,17 +40,12 @@ def test_two_workers_fine_tune_as_one_does(ray_address: str, tmp_path: Path) -> 
 
 
 def test_a_killed_rank_resumes_the_fine_tune_from_its_checkpoint(ray_address: str, tmp_path: Path) -> None:
-    storage = f"file://{tmp_path / 'store'}"
-    with front_door(storage, ray_address, tmp_path / "door.log") as door:
-        _ready(door)
-        with grpc.insecure_channel(door.target) as channel:
-            stub = pb_grpc.OptimizerServiceStub(channel)
-            model, train = upload_inputs(stub, tmp_path)
-            spec = finetune_spec(train, steps=100, every=20)
-            spec.finetune.workers = 2
-            # the worker SIGKILLs its rank 1 right after announcing its first checkpoint (first start)
-            job = create(stub, model, spec, labels={FAULT_LABEL: "kill_rank@checkpoint"})
-            done = wait(stub, job.id, 600)[-1]
+    with finetune_door(ray_address, tmp_path) as (storage, stub, model, train):
+        spec = finetune_spec(train, steps=100, every=20)
+        spec.finetune.workers = 2
+        # the worker SIGKILLs its rank 1 right after announcing its first checkpoint (first start)
+        job = create(stub, model, spec, labels={FAULT_LABEL: "kill_rank@checkpoint"})
+        done = wait(stub, job.id, 600)[-1]
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step >= 20
