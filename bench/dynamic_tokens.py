@@ -3,14 +3,16 @@
 The zoo's ``ViTLike`` (``tests/zoo_transformers.py``: patch embedding, class token, two pre-norm
 encoder layers) at ``--dim`` width with 4 x 4 patches of the digits upscaled to 32 x 32 (65 tokens) is
 trained ``--train-steps`` AdamW steps and exported with batch 1. One DYNAMIC job (``form: TOKEN_SKIP``,
-kept tokens calibrated to at most 1 point of accuracy lost on the labelled eval split) runs through
-:func:`run_optimization`. Printed: per-input latency (mean, p50, p90, p99) and accuracy / top-1
-agreement of the original and the dynamic model, the tokens per layer, the kept-token sweep. Then
-static CHANNEL pruning at several MACs reductions, fine-tuned (distillation, ``--steps``), timed per
-input over the same inputs against the original, interleaved.
+``--scorer`` learned or attention, the later layers distilled ``--distill-steps`` steps unless
+``--frozen``; kept tokens calibrated to at most 1 point of accuracy lost on the calibration half of the
+labelled eval split) runs through :func:`run_optimization`. Printed: per-input latency (mean, p50, p90,
+p99) and accuracy / top-1 agreement of the original and the dynamic model over the measurement half,
+the tokens per layer, the kept-token sweep. Then static CHANNEL pruning at several MACs reductions
+(none with ``--reductions ""``), fine-tuned (distillation, ``--steps``), timed per input over the whole
+eval split against the original, interleaved.
 
-Usage: ``python bench/dynamic_tokens.py [--dim 128] [--train-steps 400] [--steps 200]``. Not run by the
-tests.
+Usage: ``python bench/dynamic_tokens.py [--dim 128] [--train-steps 400] [--steps 200] [--scorer learned]
+[--distill-steps 300] [--frozen]``. Not run by the tests.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _static(
 ) -> None:
     feeds = [{INPUT_NAME: image[None]} for image in x]
     print(f"static CHANNEL pruning, fine-tuned {args.steps} steps (distillation), timed per input alike")
-    for reduction in (float(r) for r in args.reductions.split(",")):
+    for reduction in (float(r) for r in args.reductions.split(",") if r):
         tune = spec_pb2.FinetuneSpec(steps=args.steps, batch_size=64, learning_rate=1e-3)
         tune.distillation.temperature = 4.0
         spec = spec_pb2.OptimizationSpec(
@@ -99,6 +101,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of each static model")
     parser.add_argument("--reductions", default="1.5,2", help="CHANNEL target_macs_reduction values")
+    parser.add_argument("--scorer", default="learned", choices=["learned", "attention"])
+    parser.add_argument("--distill-steps", type=int, default=300)
+    parser.add_argument("--frozen", action="store_true", help="keep the later layers' weights")
     args = parser.parse_args()
     train, held_out = digits_split()
     x_train, x_eval = _images(train.inputs[0]), _images(held_out.inputs[0])
@@ -125,12 +130,21 @@ def main() -> None:
         spec = spec_pb2.OptimizationSpec(
             prune=spec_pb2.PruneSpec(
                 method=spec_pb2.PRUNE_METHOD_DYNAMIC,
-                dynamic=spec_pb2.DynamicSpec(form=spec_pb2.DYNAMIC_FORM_TOKEN_SKIP),
+                dynamic=spec_pb2.DynamicSpec(
+                    form=spec_pb2.DYNAMIC_FORM_TOKEN_SKIP,
+                    token_scorer=spec_pb2.TokenScorer.Value(f"TOKEN_SCORER_{args.scorer.upper()}"),
+                    frozen_layers=args.frozen,
+                    steps=0 if args.frozen and args.scorer == "attention" else args.distill_steps,
+                ),
             ),
             evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.01),
         )
         d = _job(original, spec, data, root / "dynamic").report.dynamic  # type: ignore[attr-defined]
         print(f"TOKEN_SKIP on ViTLike(dim={args.dim}, 65 tokens, 2 layers), batch 1, {d.inputs}")
+        print(
+            f"  scorer {args.scorer}, {d.distill_steps} distillation steps; "
+            f"calibrated on {d.calibration_inputs}"
+        )
         for m in d.models:
             print(
                 f"  {m.name:9s} mean {m.mean_ms:.4f} ms  p50 {m.p50_ms:.4f}  p90 {m.p90_ms:.4f}  "
