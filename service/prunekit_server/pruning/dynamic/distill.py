@@ -3,7 +3,8 @@
 The student is the masked tail (:class:`~.tail.TailStudent`) fed the point's hidden states of the train
 inputs and a mask keeping each input's ``k`` best scored tokens (the first token always), ``k`` drawn
 each step from the kept counts to calibrate over; the loss is KL at :data:`TEMPERATURE` to the
-original's outputs on the same inputs, plus cross-entropy on labels when there are any.
+original's outputs on the same inputs alone (labels would pull the layers away from the original,
+whose agreement the calibration rule may be).
 
 The scores are the attention the first token paid each token in the layer before, or (a
 :class:`Scorer`) a learned linear function of each token's hidden state plus a learned multiple of the
@@ -21,12 +22,12 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from .heads import LABEL_WEIGHT, TEMPERATURE
+from .heads import TEMPERATURE
 from .tail import TailStudent
 
 __all__ = ["BATCH", "LEARNING_RATE", "Scorer", "ScorerWeights", "TokenTraining", "distill_tail", "keep_mask"]
 
-BATCH = 32
+BATCH = 64
 LEARNING_RATE = 3e-4
 SCORER_LEARNING_RATE = 1e-2
 ATTENTION_FLOOR = 1e-6
@@ -76,13 +77,12 @@ class Scorer(torch.nn.Module):
 
 @dataclass(frozen=True)
 class TokenTraining:
-    """The train inputs as the tail sees them: hidden states ``(n, T, D)`` at the point, token scores
-    ``(n, T)``, the original's logits ``(n, classes)`` and labels when there are any."""
+    """The train inputs as the tail sees them: hidden states ``(n, T, D)`` at the point, the attention
+    each token got ``(n, T)`` and the original's logits ``(n, classes)``."""
 
     points: np.ndarray
     scores: np.ndarray
     teacher: np.ndarray
-    labels: np.ndarray | None = None
 
 
 def keep_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -126,7 +126,6 @@ def distill_tail(
     points = torch.from_numpy(data.points.astype(np.float32))
     attention = torch.from_numpy(data.scores.astype(np.float32))
     teacher = functional.softmax(torch.from_numpy(data.teacher.astype(np.float32)) / TEMPERATURE, dim=1)
-    labels = torch.from_numpy(data.labels.astype(np.int64)) if data.labels is not None else None
     groups = [{"params": student.parameters(), "lr": LEARNING_RATE}]
     if scorer is not None:
         groups.append({"params": list(scorer.parameters()), "lr": SCORER_LEARNING_RATE})
@@ -145,8 +144,6 @@ def distill_tail(
         logits = _as_logits(student(points[index], mask), final_op)
         log_probs = functional.log_softmax(logits / TEMPERATURE, dim=1)
         loss = functional.kl_div(log_probs, teacher[index], reduction="batchmean") * TEMPERATURE**2
-        if labels is not None:
-            loss = (1 - LABEL_WEIGHT) * loss + LABEL_WEIGHT * functional.cross_entropy(logits, labels[index])
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

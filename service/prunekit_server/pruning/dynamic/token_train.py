@@ -68,7 +68,6 @@ def probe_tokens(
         points=points.reshape(n, *point.shape[1:]),
         scores=found.reshape(n, point.shape[1]),
         teacher=_teacher(out.reshape(n, -1), output),
-        labels=train.labels,
     )
 
 
