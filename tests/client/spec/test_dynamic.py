@@ -134,3 +134,17 @@ def test_the_example_spec_loads_and_passes_the_rules() -> None:
     assert spec.prune.dynamic.form == P.DYNAMIC_FORM_EARLY_EXIT
     spec.data.train.append(f"prunekit://datasets/{'a' * 64}/data.npz")  # what --train adds
     assert _violations(spec) == {}
+
+
+def test_token_scorer_and_frozen_layers_load_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "prune:\n  method: dynamic\n  dynamic:\n    form: token_skip\n    token_scorer: attention\n"
+        "    frozen_layers: true\n"
+    )
+    spec = load_spec(path)
+    assert spec.prune.dynamic.token_scorer == P.TOKEN_SCORER_ATTENTION
+    assert _violations(spec) == {}
+    assert prune_config(spec.prune) == DynamicConfig(
+        form="token_skip", token_scorer="attention", frozen_layers=True
+    )
