@@ -3,14 +3,17 @@
 The zoo's ``ViTLike`` (``tests/zoo_transformers.py``: patch embedding, class token, two pre-norm
 encoder layers) at ``--dim`` width with 4 x 4 patches of the digits upscaled to 32 x 32 (65 tokens) is
 trained ``--train-steps`` AdamW steps and exported with batch 1. One DYNAMIC job (``form: TOKEN_SKIP``,
-kept tokens calibrated to at most 1 point of accuracy lost on the labelled eval split) runs through
-:func:`run_optimization`. Printed: per-input latency (mean, p50, p90, p99) and accuracy / top-1
-agreement of the original and the dynamic model, the tokens per layer, the kept-token sweep. Then
-static CHANNEL pruning at several MACs reductions, fine-tuned (distillation, ``--steps``), timed per
-input over the same inputs against the original, interleaved.
+``--scorer`` learned or attention, the later layers distilled ``--distill-steps`` steps unless
+``--frozen``; kept tokens calibrated on the calibration half of the eval split to top-1 agreement
+>= 0.97 with the original, or with ``--rule accuracy`` to at most 1 point of accuracy lost) runs through
+:func:`run_optimization`. Printed: per-input latency (mean, p50, p90,
+p99) and accuracy / top-1 agreement of the original and the dynamic model over the measurement half,
+the tokens per layer, the kept-token sweep. Then static CHANNEL pruning at several MACs reductions
+(none with ``--reductions ""``), fine-tuned (distillation, ``--steps``), timed per input over the whole
+eval split against the original, interleaved.
 
-Usage: ``python bench/dynamic_tokens.py [--dim 128] [--train-steps 400] [--steps 200]``. Not run by the
-tests.
+Usage: ``python bench/dynamic_tokens.py [--dim 128] [--train-steps 400] [--steps 200] [--scorer learned]
+[--distill-steps 300] [--frozen]``. Not run by the tests.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def _static(
 ) -> None:
     feeds = [{INPUT_NAME: image[None]} for image in x]
     print(f"static CHANNEL pruning, fine-tuned {args.steps} steps (distillation), timed per input alike")
-    for reduction in (float(r) for r in args.reductions.split(",")):
+    for reduction in (float(r) for r in args.reductions.split(",") if r):
         tune = spec_pb2.FinetuneSpec(steps=args.steps, batch_size=64, learning_rate=1e-3)
         tune.distillation.temperature = 4.0
         spec = spec_pb2.OptimizationSpec(
@@ -99,6 +102,16 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of each static model")
     parser.add_argument("--reductions", default="1.5,2", help="CHANNEL target_macs_reduction values")
+    parser.add_argument("--scorer", default="learned", choices=["learned", "attention"])
+    parser.add_argument("--distill-steps", type=int, default=300)
+    parser.add_argument("--frozen", action="store_true", help="keep the later layers' weights")
+    parser.add_argument(
+        "--rule",
+        default="agreement",
+        choices=["agreement", "accuracy"],
+        help="calibrate to top-1 agreement >= 0.97 (eval shards without labels; accuracy measured here "
+        "after) or to at most 1 point of accuracy lost",
+    )
     args = parser.parse_args()
     train, held_out = digits_split()
     x_train, x_eval = _images(train.inputs[0]), _images(held_out.inputs[0])
@@ -119,22 +132,41 @@ def main() -> None:
         data = JobData(
             train=[StagedShard(p, uri=p.as_uri()) for p in write_shards(root / "t", x_train, train.label, 1)],
             eval=[
-                StagedShard(p, uri=p.as_uri()) for p in write_shards(root / "e", x_eval, held_out.label, 1)
+                StagedShard(p, uri=p.as_uri())
+                for p in write_shards(root / "e", x_eval, held_out.label, 1, labels=args.rule == "accuracy")
             ],
         )
         spec = spec_pb2.OptimizationSpec(
             prune=spec_pb2.PruneSpec(
                 method=spec_pb2.PRUNE_METHOD_DYNAMIC,
-                dynamic=spec_pb2.DynamicSpec(form=spec_pb2.DYNAMIC_FORM_TOKEN_SKIP),
+                dynamic=spec_pb2.DynamicSpec(
+                    form=spec_pb2.DYNAMIC_FORM_TOKEN_SKIP,
+                    token_scorer=spec_pb2.TokenScorer.Value(f"TOKEN_SCORER_{args.scorer.upper()}"),
+                    frozen_layers=args.frozen,
+                    steps=0 if args.frozen and args.scorer == "attention" else args.distill_steps,
+                ),
             ),
-            evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.01),
+            evaluation=spec_pb2.EvaluationSpec(max_accuracy_drop=0.01, min_top1_agreement=0.97),
         )
         d = _job(original, spec, data, root / "dynamic").report.dynamic  # type: ignore[attr-defined]
+        dynamic = root / "dynamic" / "artifacts" / "dynamic.onnx"
+        feeds = [{INPUT_NAME: image[None]} for image in x_eval[1::2]]  # the measurement half
+        accuracy = measure_per_input(
+            {"original": original, "dynamic": dynamic},
+            feeds,
+            reference="original",
+            labels=held_out.label[1::2],
+        ).models
         print(f"TOKEN_SKIP on ViTLike(dim={args.dim}, 65 tokens, 2 layers), batch 1, {d.inputs}")
+        print(
+            f"  scorer {args.scorer}, {d.distill_steps} distillation steps; "
+            f"calibrated on {d.calibration_inputs}"
+        )
         for m in d.models:
             print(
                 f"  {m.name:9s} mean {m.mean_ms:.4f} ms  p50 {m.p50_ms:.4f}  p90 {m.p90_ms:.4f}  "
-                f"p99 {m.p99_ms:.4f}  accuracy {m.accuracy:.2%}  agreement {m.top1_agreement:.2%}"
+                f"p99 {m.p99_ms:.4f}  accuracy {accuracy[m.name].accuracy or 0:.2%}  "
+                f"agreement {m.top1_agreement:.2%}"
             )
         layers = ", ".join(f"layer {t.layer}: {t.tokens}" for t in d.tokens)
         print(f"  mean speed-up {d.mean_speedup:.2f}x; tokens per layer: {layers} ({d.calibration_rule})")

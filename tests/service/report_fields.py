@@ -58,6 +58,7 @@ DYNAMIC_EXEMPT = frozenset(
     {
         "DynamicReport.tokens",  # TOKEN_SKIP only
         "DynamicReport.keep_tokens",
+        "DynamicReport.distill_steps",  # TOKEN_SKIP with trained layers or scorer only
         "DynamicSweepPoint.keep_tokens",
         "DynamicSweepPoint.mean_ms",  # 0 for the sweep points not timed
         "DynamicExit.after",  # "" for the full network

@@ -26,14 +26,18 @@ __all__ = [
     "FORM_FIELDS",
     "MAX_DYNAMIC_STEPS",
     "MAX_EXITS",
+    "TOKEN_SCORERS",
     "DynamicConfig",
     "DynamicForm",
+    "TokenScorer",
     "dynamic_job_violations",
     "dynamic_problems",
     "dynamic_violations",
 ]
 
 DynamicForm = Literal["early_exit", "token_skip", "head_gate"]
+TokenScorer = Literal["learned", "attention"]
+TOKEN_SCORERS: tuple[TokenScorer, ...] = ("learned", "attention")
 FORMS: tuple[DynamicForm, ...] = ("early_exit", "token_skip", "head_gate")
 DEFAULT_MAX_EXITS = 3
 MAX_EXITS = 8
@@ -44,11 +48,16 @@ MAX_FROM_LAYER = 1024
 
 FORM_FIELDS: dict[DynamicForm, frozenset[str]] = {
     "early_exit": frozenset({"form", "exits", "max_exits", "threshold", "steps"}),
-    "token_skip": frozenset({"form", "keep_ratio", "keep_tokens", "from_layer"}),
+    "token_skip": frozenset(
+        {"form", "keep_ratio", "keep_tokens", "from_layer", "steps", "frozen_layers", "token_scorer"}
+    ),
     "head_gate": frozenset({"form", "threshold", "from_layer", "steps"}),
 }
 """The ``DynamicSpec`` fields each form reads."""
-_ALL_FIELDS = ("exits", "max_exits", "threshold", "keep_ratio", "keep_tokens", "from_layer", "steps")
+_ALL_FIELDS = (
+    "exits", "max_exits", "threshold", "keep_ratio", "keep_tokens", "from_layer", "steps", "frozen_layers",
+    "token_scorer",
+)  # fmt: skip
 
 
 def _threshold_problem(value: float) -> str | None:
@@ -90,6 +99,11 @@ def dynamic_problems(
         found.append(("keep_ratio", problem))
     if keep and values.get("keep_tokens"):
         found.append(("keep_tokens", "set keep_ratio or keep_tokens, not both"))
+    scorer = values.get("token_scorer") or ""
+    if scorer and scorer not in TOKEN_SCORERS:
+        found.append(("token_scorer", f"must be one of {', '.join(TOKEN_SCORERS)}, got {scorer!r}"))
+    if values.get("frozen_layers") and scorer == "attention" and values.get("steps"):
+        found.append(("steps", "not used with frozen_layers and the attention scorer (nothing is trained)"))
     exits = values.get("exits") or ()
     assert isinstance(exits, tuple | list)
     if len(exits) > MAX_EXITS:
@@ -110,6 +124,9 @@ def dynamic_violations(prune: spec_pb2.PruneSpec, path: str, found: list[FieldVi
     form = enum_short_name(spec_pb2.DynamicForm.DESCRIPTOR, d.form) if d.form else ""
     values: dict[str, object] = {name: getattr(d, name) for name in _ALL_FIELDS}
     values["exits"] = tuple(d.exits)
+    values["token_scorer"] = (
+        enum_short_name(spec_pb2.TokenScorer.DESCRIPTOR, d.token_scorer) if d.token_scorer else ""
+    )
     for name, problem in dynamic_problems(form, values):
         found.append(FieldViolation(f"{path}.dynamic.{name}", problem))
 
@@ -138,8 +155,8 @@ class DynamicConfig(PruneConfig):
 
     ``early_exit``: exit heads after ``exits`` (node or tensor names; chosen automatically, at most
     ``max_exits``, when empty), leaving at confidence ``threshold`` (0: calibrated). ``token_skip``: from
-    layer ``from_layer`` on, keep ``keep_ratio`` of the tokens (or ``keep_tokens``). ``steps``: distillation
-    steps training the heads.
+    layer ``from_layer`` on, keep ``keep_ratio`` of the tokens (or ``keep_tokens``), the later layers
+    distilled unless ``frozen_layers``. ``steps``: distillation steps training the heads or the layers.
     """
 
     method = "dynamic"
@@ -174,7 +191,24 @@ class DynamicConfig(PruneConfig):
     )
     steps: int = field(
         default=DEFAULT_DYNAMIC_STEPS,
-        metadata={"description": f"Distillation steps training the heads, 1 to {MAX_DYNAMIC_STEPS}."},
+        metadata={
+            "description": f"Distillation steps training the exit heads (EARLY_EXIT) or the layers after "
+            f"the skipping point (TOKEN_SKIP), 1 to {MAX_DYNAMIC_STEPS}."
+        },
+    )
+    token_scorer: TokenScorer = field(
+        default="learned",
+        metadata={
+            "description": "TOKEN_SKIP: 'learned' (a linear scorer on the hidden states, trained) or "
+            "'attention' (the first token's attention in the layer before)."
+        },
+    )
+    frozen_layers: bool = field(
+        default=False,
+        metadata={
+            "description": "TOKEN_SKIP: keep the later layers' weights as they are (no distillation: the "
+            "attention scores alone)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -182,7 +216,12 @@ class DynamicConfig(PruneConfig):
         values: dict[str, object] = {name: getattr(self, name) for name in _ALL_FIELDS}
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
-        for name, default in (("max_exits", DEFAULT_MAX_EXITS), ("steps", DEFAULT_DYNAMIC_STEPS)):
+        defaults = (
+            ("max_exits", DEFAULT_MAX_EXITS),
+            ("steps", DEFAULT_DYNAMIC_STEPS),
+            ("token_scorer", "learned"),
+        )
+        for name, default in defaults:
             if values[name] == default:
                 values[name] = 0
         problems = dynamic_problems(self.form, values)

@@ -125,6 +125,10 @@ def _dynamic(p: spec_pb2.PruneSpec) -> PruneConfig:
         keep_tokens=d.keep_tokens,
         from_layer=d.from_layer,
         steps=d.steps or DEFAULT_DYNAMIC_STEPS,
+        frozen_layers=d.frozen_layers,
+        token_scorer=enum_short_name(_P.TokenScorer.DESCRIPTOR, d.token_scorer)
+        if d.token_scorer
+        else "learned",  # type: ignore[arg-type]
     )
 
 

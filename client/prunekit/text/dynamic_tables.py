@@ -33,12 +33,15 @@ def dynamic_summary(report: report_pb2.OptimizationReport) -> list[str]:
     if is_token_skip(report):
         per_layer = ", ".join(f"layer {t.layer}: {t.tokens}" for t in d.tokens)
         knob = f"{d.keep_tokens} tokens kept; tokens per layer: {per_layer}"
+        if d.distill_steps:
+            knob += f"; scorer and later layers trained {d.distill_steps} distillation steps"
     else:
         knob = f"threshold {d.threshold:g}"
     return [
         f"Mean latency over the inputs: {d.mean_speedup:.2f}x lower than the original's "
         f"({knob}; {d.calibration_rule}).",
         f"Inputs: {d.inputs}.",
+        f"Calibrated on: {d.calibration_inputs or d.inputs}.",
         f"Batches: {d.batch_rule}.",
         f"Protocol: {d.protocol}.",
     ]

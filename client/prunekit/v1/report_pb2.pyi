@@ -1057,10 +1057,13 @@ class DynamicReport(_message.Message):
     MEAN_SPEEDUP_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     KEEP_TOKENS_FIELD_NUMBER: _builtins.int
+    DISTILL_STEPS_FIELD_NUMBER: _builtins.int
+    CALIBRATION_INPUTS_FIELD_NUMBER: _builtins.int
+    CALIBRATION_SAMPLES_FIELD_NUMBER: _builtins.int
     form: _spec_pb2.DynamicForm.ValueType
     inputs: _builtins.str
-    """The inputs measured, e.g. "eval split, 449 samples" or
-    "64 synthetic samples, normal(0, 1), seed 0".
+    """The inputs measured, e.g. "eval split, measurement half: 224 samples"
+    or "64 synthetic samples, normal(0, 1), seed 0".
     """
     protocol: _builtins.str
     """How latency was measured (runtime, threads, feed size, rounds)."""
@@ -1078,6 +1081,17 @@ class DynamicReport(_message.Message):
     """Mean latency original / mean latency dynamic (> 1 is faster)."""
     keep_tokens: _builtins.int
     """TOKEN_SKIP: the tokens kept from `from_layer` on."""
+    distill_steps: _builtins.int
+    """TOKEN_SKIP: distillation steps the layers after the skipping point
+    trained (0: their weights are the original's).
+    """
+    calibration_inputs: _builtins.str
+    """The inputs the threshold or kept-token count was calibrated on, e.g.
+    "eval split, calibration half: 225 samples (even positions)"; `inputs`
+    are the others, the ones measured.
+    """
+    calibration_samples: _builtins.int
+    """Calibration samples (0 when nothing was calibrated: the spec gave it)."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___DynamicModelStats]:
         """"original" and "dynamic", each over the same inputs."""
@@ -1111,10 +1125,13 @@ class DynamicReport(_message.Message):
         mean_speedup: _builtins.float = ...,
         tokens: _abc.Iterable[Global___DynamicLayerTokens] | None = ...,
         keep_tokens: _builtins.int = ...,
+        distill_steps: _builtins.int = ...,
+        calibration_inputs: _builtins.str = ...,
+        calibration_samples: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rule", b"batch_rule", "calibrated", b"calibrated", "calibration_rule", b"calibration_rule", "exits", b"exits", "form", b"form", "inputs", b"inputs", "keep_tokens", b"keep_tokens", "mean_speedup", b"mean_speedup", "metric", b"metric", "models", b"models", "protocol", b"protocol", "sweep", b"sweep", "threshold", b"threshold", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rule", b"batch_rule", "calibrated", b"calibrated", "calibration_inputs", b"calibration_inputs", "calibration_rule", b"calibration_rule", "calibration_samples", b"calibration_samples", "distill_steps", b"distill_steps", "exits", b"exits", "form", b"form", "inputs", b"inputs", "keep_tokens", b"keep_tokens", "mean_speedup", b"mean_speedup", "metric", b"metric", "models", b"models", "protocol", b"protocol", "sweep", b"sweep", "threshold", b"threshold", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -274,10 +274,13 @@ class _DynamicFormEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DynamicFo
     """
     DYNAMIC_FORM_TOKEN_SKIP: _DynamicForm.ValueType  # 2
     """Transformer encoders: from layer `from_layer` on, each input keeps its
-    top-k tokens by the attention the first (class) token paid them in the
-    layer before (the first token is always kept), chosen in the graph with
-    TopK and GatherElements, so later layers run on fewer tokens. Needs at
-    least two attention layers whose later ones take any token count.
+    top-k tokens by a score (`token_scorer`: learned, or the attention the
+    first (class) token paid them in the layer before; the first token is
+    always kept), chosen in the graph with
+    TopK and GatherElements, so later layers run on fewer tokens; the later
+    layers are distilled from the original on the kept tokens (unless
+    `frozen_layers`). Needs at least two attention layers whose later ones
+    take any token count.
     """
     DYNAMIC_FORM_HEAD_GATE: _DynamicForm.ValueType  # 3
     """Transformer encoders: learned per-head gates. Not implemented by this
@@ -298,16 +301,55 @@ confident. Needs one float output of shape (batch, classes).
 """
 DYNAMIC_FORM_TOKEN_SKIP: DynamicForm.ValueType  # 2
 """Transformer encoders: from layer `from_layer` on, each input keeps its
-top-k tokens by the attention the first (class) token paid them in the
-layer before (the first token is always kept), chosen in the graph with
-TopK and GatherElements, so later layers run on fewer tokens. Needs at
-least two attention layers whose later ones take any token count.
+top-k tokens by a score (`token_scorer`: learned, or the attention the
+first (class) token paid them in the layer before; the first token is
+always kept), chosen in the graph with
+TopK and GatherElements, so later layers run on fewer tokens; the later
+layers are distilled from the original on the kept tokens (unless
+`frozen_layers`). Needs at least two attention layers whose later ones
+take any token count.
 """
 DYNAMIC_FORM_HEAD_GATE: DynamicForm.ValueType  # 3
 """Transformer encoders: learned per-head gates. Not implemented by this
 server yet: FAILED_PRECONDITION.
 """
 Global___DynamicForm: _TypeAlias = DynamicForm  # noqa: Y015
+
+class _TokenScorer:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenScorerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenScorer.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_SCORER_UNSPECIFIED: _TokenScorer.ValueType  # 0
+    TOKEN_SCORER_LEARNED: _TokenScorer.ValueType  # 1
+    """A linear function of each token's hidden state at `from_layer` plus a
+    learned multiple of the log of the attention the first token paid it in
+    the layer before; trained by distillation from the original through the
+    later layers (hard top-k forward, a sigmoid relaxation of it backward).
+    """
+    TOKEN_SCORER_ATTENTION: _TokenScorer.ValueType  # 2
+    """The attention the first token paid each token in the layer before,
+    averaged over heads; not trained.
+    """
+
+class TokenScorer(_TokenScorer, metaclass=_TokenScorerEnumTypeWrapper):
+    """TOKEN_SKIP: what ranks the tokens an input keeps (the first token always
+    ranks first).
+    """
+
+TOKEN_SCORER_UNSPECIFIED: TokenScorer.ValueType  # 0
+TOKEN_SCORER_LEARNED: TokenScorer.ValueType  # 1
+"""A linear function of each token's hidden state at `from_layer` plus a
+learned multiple of the log of the attention the first token paid it in
+the layer before; trained by distillation from the original through the
+later layers (hard top-k forward, a sigmoid relaxation of it backward).
+"""
+TOKEN_SCORER_ATTENTION: TokenScorer.ValueType  # 2
+"""The attention the first token paid each token in the layer before,
+averaged over heads; not trained.
+"""
+Global___TokenScorer: _TypeAlias = TokenScorer  # noqa: Y015
 
 class _Device:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -628,8 +670,9 @@ Global___LowRankSpec: _TypeAlias = LowRankSpec  # noqa: Y015
 
 @_typing.final
 class DynamicSpec(_message.Message):
-    """How DYNAMIC gates the model. Thresholds left 0 are calibrated on the eval
-    split (synthetic inputs, with a warning, when there is none) to the
+    """How DYNAMIC gates the model. Thresholds left 0 are calibrated on one half
+    of the eval split and measured on the other (synthetic inputs, with a
+    warning, when there is none) to the
     cheapest one that meets the accuracy rule (`evaluation.max_accuracy_drop`,
     1 point when unset, with labels) or the top-1 agreement floor
     (`evaluation.min_top1_agreement`) without labels.
@@ -645,6 +688,8 @@ class DynamicSpec(_message.Message):
     KEEP_TOKENS_FIELD_NUMBER: _builtins.int
     FROM_LAYER_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    FROZEN_LAYERS_FIELD_NUMBER: _builtins.int
+    TOKEN_SCORER_FIELD_NUMBER: _builtins.int
     form: Global___DynamicForm.ValueType
     """Required."""
     max_exits: _builtins.int
@@ -665,9 +710,18 @@ class DynamicSpec(_message.Message):
     kept tokens; 0 means the middle layer.
     """
     steps: _builtins.int
-    """EARLY_EXIT: distillation steps training each exit head, 1 to 100000;
-    0 means 300. (TOKEN_SKIP's scores need no training.)
+    """EARLY_EXIT: distillation steps training each exit head; TOKEN_SKIP:
+    distillation steps training the layers after the skipping point on the
+    kept tokens (the original's outputs as the teacher, on the train split).
+    1 to 100000; 0 means 300.
     """
+    frozen_layers: _builtins.bool
+    """TOKEN_SKIP: keep the later layers' weights as they are (no
+    distillation). With the attention scorer nothing is trained and `steps`
+    must be 0.
+    """
+    token_scorer: Global___TokenScorer.ValueType
+    """TOKEN_SKIP: how tokens are scored; unspecified means LEARNED."""
     @_builtins.property
     def exits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """EARLY_EXIT: the ONNX nodes (names; or output tensor names) after which an
@@ -686,10 +740,12 @@ class DynamicSpec(_message.Message):
         keep_tokens: _builtins.int = ...,
         from_layer: _builtins.int = ...,
         steps: _builtins.int = ...,
+        frozen_layers: _builtins.bool = ...,
+        token_scorer: Global___TokenScorer.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "form", b"form", "from_layer", b"from_layer", "keep_ratio", b"keep_ratio", "keep_tokens", b"keep_tokens", "max_exits", b"max_exits", "steps", b"steps", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "form", b"form", "from_layer", b"from_layer", "frozen_layers", b"frozen_layers", "keep_ratio", b"keep_ratio", "keep_tokens", b"keep_tokens", "max_exits", b"max_exits", "steps", b"steps", "threshold", b"threshold", "token_scorer", b"token_scorer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

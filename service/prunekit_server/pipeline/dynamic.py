@@ -102,6 +102,30 @@ def _rule(spec: spec_pb2.OptimizationSpec, settings: RunSettings, labelled: bool
     )
 
 
+def _halves(split: Split) -> tuple[Split, Split]:
+    """The calibration half (even positions) and the measurement half (odd positions) of ``split``; one
+    sample is both."""
+    if len(split) < 2:
+        return split, split
+
+    def part(start: int) -> Split:
+        labels = split.labels[start::2] if split.labels is not None else None
+        return Split({name: a[start::2] for name, a in split.inputs.items()}, labels)
+
+    return part(0), part(1)
+
+
+@dataclass
+class _Built:
+    """The built form, the calibration and measurement inputs, whether synthetic, the warnings so far."""
+
+    form: EarlyExit | TokenSkip
+    calibration: Split
+    measured: Split
+    synthetic: bool
+    warnings: list[str]
+
+
 def _build(
     config: DynamicConfig,
     spec: spec_pb2.OptimizationSpec,
@@ -110,31 +134,33 @@ def _build(
     loaded: LoadedData,
     workdir: Path,
     progress: ProgressFn,
-) -> tuple[EarlyExit | TokenSkip, Split, bool, list[str]]:
-    """The built form, the calibration split, whether it is synthetic, and the warnings so far."""
+) -> _Built:
+    """Build the form: trained on the train split, calibrated on one half of the eval split."""
     inputs = list(ingested.inputs)
-    calibration, synthetic = _split(loaded.eval, inputs, SYNTHETIC_EVAL, settings.seed)
+    evaluation, synthetic = _split(loaded.eval, inputs, SYNTHETIC_EVAL, settings.seed)
+    calibration, measured = _halves(evaluation)
     rule = _rule(spec, settings, calibration.labels is not None)
     scratch = workdir / SCRATCH_DIR
-    warnings = []
+    train, synthetic_train = _split(loaded.train, inputs, SYNTHETIC_TRAIN, settings.seed + 1)
+    synthetic = synthetic or synthetic_train
+    model = ingested.onnx_model
+    built: EarlyExit | TokenSkip
     if config.form == "token_skip":
-        progress("prune", at("prune"), "token skipping: calibrating the kept tokens")
-        built: EarlyExit | TokenSkip = token_skip(
-            ingested.onnx_model, inputs, config, calibration.inputs, calibration.labels, rule, scratch
+        what = (
+            "calibrating" if config.frozen_layers else f"distilling the later layers ({config.steps} steps)"
         )
+        progress("prune", at("prune"), f"token skipping: {what}")
+        built = token_skip(model, inputs, config, train, calibration, rule, scratch, settings.seed)
     else:
-        train, synthetic_train = _split(loaded.train, inputs, SYNTHETIC_TRAIN, settings.seed + 1)
-        synthetic = synthetic or synthetic_train
         progress("prune", at("prune"), f"early exit: training exit heads ({config.steps} steps each)")
-        built = early_exit(
-            ingested.onnx_model, inputs, config, train, calibration, rule, scratch, settings.seed
-        )
+        built = early_exit(model, inputs, config, train, calibration, rule, scratch, settings.seed)
+    warnings = []
     if synthetic:
         warnings.append(
             "DYNAMIC_SYNTHETIC_INPUTS: the gates were trained or calibrated on synthetic inputs (no train or "
             "eval split); give the job data for gates that fit real inputs"
         )
-    return built, calibration, synthetic, warnings + built.warnings
+    return _Built(built, calibration, measured, synthetic, warnings + built.warnings)
 
 
 def run_dynamic(
@@ -155,17 +181,11 @@ def run_dynamic(
         raise not_applicable(
             f"dynamic models are gated per sample: input(s) {', '.join(scalars)} have no batch dimension"
         )
-    built, calibration, synthetic, warnings = _build(
-        config, spec, settings, ingested, loaded, workdir, progress
-    )
-    variant, more = _write(built, ingested, workdir, progress)
-    warnings += more
+    built = _build(config, spec, settings, ingested, loaded, workdir, progress)
+    variant, more = _write(built.form, ingested, workdir, progress)
     progress("prune", at("prune", HALF), "dynamic: timing the original and the dynamic model per input")
-    inputs = list(ingested.inputs)
-    report = _measure(
-        built, ingested.onnx_path, variant.onnx_path, calibration, inputs, settings, workdir, synthetic
-    )
-    return DynamicOutcome(variant, report, warnings)
+    report = _measure(built, ingested.onnx_path, variant.onnx_path, list(ingested.inputs), settings, workdir)
+    return DynamicOutcome(variant, report, built.warnings + more)
 
 
 def _write(
@@ -219,16 +239,29 @@ def _sweep_ms(
     return timed
 
 
+def _described(built: _Built, inputs: list[model_pb2.InputSpec], samples: int, seed: int) -> tuple[str, str]:
+    """The measured inputs and the calibration inputs, in words."""
+    same = built.calibration is built.measured
+    total = len(built.calibration) + (0 if same else len(built.measured))
+    source = synthetic_description(inputs, total, seed) if built.synthetic else "eval split"
+    if same:
+        return f"{source}, {samples} samples", f"the same {total} sample(s) as measured (too few to split)"
+    return (
+        f"{source}, measurement half: {samples} samples (odd positions)",
+        f"{source}, calibration half: {len(built.calibration)} samples (even positions)",
+    )
+
+
 def _measure(
-    built: EarlyExit | TokenSkip,
+    built: _Built,
     original: Path,
     dynamic: Path,
-    split: Split,
     inputs: list[model_pb2.InputSpec],
     settings: RunSettings,
     workdir: Path,
-    synthetic: bool,
 ) -> report_pb2.DynamicReport:
+    """Time both models per input on the measurement half; the report section."""
+    split = built.measured
     feeds = _feeds(split, inputs)
     batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
     labels = split.labels[: len(feeds) * batch] if split.labels is not None else None
@@ -240,18 +273,18 @@ def _measure(
         threads=settings.threads,
         max_seconds=settings.max_seconds,
     )
-    sweep_ms = _sweep_ms(built, feeds, settings.threads, workdir / SCRATCH_DIR / "dynamic_sweep")
-    samples = len(feeds) * batch
-    described = (
-        synthetic_description(inputs, samples, settings.seed)
-        if synthetic
-        else f"eval split, {samples} samples"
-    )
+    sweep_ms = _sweep_ms(built.form, feeds, settings.threads, workdir / SCRATCH_DIR / "dynamic_sweep")
+    described, calibration = _described(built, inputs, len(feeds) * batch, settings.seed)
     protocol = describe_protocol(len(feeds), batch, settings.threads, measured.rounds)
     protocol += (
         f"; sweep points timed per input one model at a time, 2 rounds, on the first "
         f"{min(len(feeds), SWEEP_FEEDS)} feed(s)"
     )
-    if isinstance(built, EarlyExit):
-        return dynamic_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["early_exit"])
-    return token_report(built, measured, described, protocol, sweep_ms, BATCH_RULES["token_skip"])
+    form = built.form
+    if isinstance(form, EarlyExit):
+        report = dynamic_report(form, measured, described, protocol, sweep_ms, BATCH_RULES["early_exit"])
+    else:
+        report = token_report(form, measured, described, protocol, sweep_ms, BATCH_RULES["token_skip"])
+    report.calibration_inputs = calibration
+    report.calibration_samples = len(built.calibration) if form.calibrated else 0
+    return report

@@ -63,7 +63,7 @@ def dynamic_report(
         exits=exits,
         threshold=built.threshold,
         calibrated=built.calibrated,
-        calibration_rule=f"threshold {how}; {built.rule}, on the eval inputs the variant is measured on",
+        calibration_rule=f"threshold {how}; {built.rule}, on the calibration inputs",
         metric=built.metric,
         sweep=[
             report_pb2.DynamicSweepPoint(
@@ -98,8 +98,9 @@ def token_report(
         models=[_model(original, feeds), _model(dynamic, feeds)],
         tokens=[report_pb2.DynamicLayerTokens(layer=i, tokens=t) for i, t in enumerate(built.layer_tokens)],
         keep_tokens=built.keep_tokens,
+        distill_steps=built.distill_steps,
         calibrated=built.calibrated,
-        calibration_rule=f"kept tokens {how}; {built.rule}, on the eval inputs the variant is measured on",
+        calibration_rule=f"kept tokens {how}; {built.rule}, on the calibration inputs",
         metric=built.metric,
         sweep=[
             report_pb2.DynamicSweepPoint(

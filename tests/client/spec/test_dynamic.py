@@ -32,6 +32,13 @@ def test_an_early_exit_spec_translates_with_defaults() -> None:
     assert prune_config(_dynamic(form=P.DYNAMIC_FORM_TOKEN_SKIP, keep_ratio=0.5).prune) == DynamicConfig(
         form="token_skip", keep_ratio=0.5
     )
+    frozen = _dynamic(
+        form=P.DYNAMIC_FORM_TOKEN_SKIP, frozen_layers=True, token_scorer=P.TOKEN_SCORER_ATTENTION
+    )
+    assert _violations(frozen) == {}
+    assert prune_config(frozen.prune) == DynamicConfig(
+        form="token_skip", frozen_layers=True, token_scorer="attention"
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,6 +72,26 @@ def test_an_early_exit_spec_translates_with_defaults() -> None:
             "not both",
         ),
         ({"form": P.DYNAMIC_FORM_EARLY_EXIT, "steps": -1}, "spec.prune.dynamic.steps", "from 1 to"),
+        (
+            {"form": P.DYNAMIC_FORM_EARLY_EXIT, "frozen_layers": True},
+            "spec.prune.dynamic.frozen_layers",
+            "not used by",
+        ),
+        (
+            {"form": P.DYNAMIC_FORM_EARLY_EXIT, "token_scorer": P.TOKEN_SCORER_ATTENTION},
+            "spec.prune.dynamic.token_scorer",
+            "not used by",
+        ),
+        (
+            {
+                "form": P.DYNAMIC_FORM_TOKEN_SKIP,
+                "frozen_layers": True,
+                "token_scorer": P.TOKEN_SCORER_ATTENTION,
+                "steps": 10,
+            },
+            "spec.prune.dynamic.steps",
+            "nothing is trained",
+        ),
         (
             {"form": P.DYNAMIC_FORM_EARLY_EXIT, "exits": [""]},
             "spec.prune.dynamic.exits[0]",
@@ -107,3 +134,17 @@ def test_the_example_spec_loads_and_passes_the_rules() -> None:
     assert spec.prune.dynamic.form == P.DYNAMIC_FORM_EARLY_EXIT
     spec.data.train.append(f"prunekit://datasets/{'a' * 64}/data.npz")  # what --train adds
     assert _violations(spec) == {}
+
+
+def test_token_scorer_and_frozen_layers_load_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "prune:\n  method: dynamic\n  dynamic:\n    form: token_skip\n    token_scorer: attention\n"
+        "    frozen_layers: true\n"
+    )
+    spec = load_spec(path)
+    assert spec.prune.dynamic.token_scorer == P.TOKEN_SCORER_ATTENTION
+    assert _violations(spec) == {}
+    assert prune_config(spec.prune) == DynamicConfig(
+        form="token_skip", token_scorer="attention", frozen_layers=True
+    )

@@ -70,11 +70,17 @@ def test_a_token_skip_section_lists_tokens_per_layer() -> None:
             models=_models(),
             tokens=[R.DynamicLayerTokens(layer=0, tokens=65), R.DynamicLayerTokens(layer=1, tokens=20)],
             keep_tokens=20,
+            distill_steps=300,
             metric="top1_agreement",
             sweep=[R.DynamicSweepPoint(threshold=20 / 65, keep_tokens=20, metric=0.98)],
+            inputs="eval split, measurement half: 5 samples (odd positions)",
+            calibration_inputs="eval split, calibration half: 5 samples (even positions)",
         )
     )
-    assert "20 tokens kept; tokens per layer: layer 0: 65, layer 1: 20" in dynamic_summary(report)[0]
+    summary = dynamic_summary(report)
+    assert "20 tokens kept; tokens per layer: layer 0: 65, layer 1: 20" in summary[0]
+    assert "trained 300 distillation steps" in summary[0]
+    assert "Calibrated on: eval split, calibration half: 5 samples (even positions)." in summary
     assert dynamic_exit_rows(report) == (["layer", "tokens per input"], [["0", "65"], ["1", "20"]])
     headers, sweep = dynamic_sweep_rows(report)
     assert headers[0] == "kept tokens"

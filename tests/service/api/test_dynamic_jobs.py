@@ -88,11 +88,13 @@ def test_early_exit_job_trains_calibrates_and_measures_per_input(
     d = report.dynamic
     assert unfilled(d, DYNAMIC_EXEMPT) == []
     assert (d.form, d.calibrated, d.metric) == (P.DYNAMIC_FORM_EARLY_EXIT, True, "accuracy")
-    assert d.inputs == "eval split, 150 samples"
+    assert d.inputs == "eval split, measurement half: 75 samples (odd positions)"
+    assert d.calibration_inputs == "eval split, calibration half: 75 samples (even positions)"
+    assert d.calibration_samples == 75
     original, dynamic = d.models
     assert (original.name, dynamic.name) == ("original", "dynamic")
     for model in d.models:
-        assert (model.samples, len(model.latencies_ms)) == (150, 150)
+        assert (model.samples, len(model.latencies_ms)) == (75, 75)
         assert 0 < model.p50_ms <= model.p90_ms <= model.p99_ms
     assert original.accuracy - dynamic.accuracy <= 0.01 + 1e-9
     assert d.exits[-1].name == "final"

@@ -45,3 +45,19 @@ def test_an_input_without_a_batch_dimension_is_refused(tmp_path: Path) -> None:
         _run("vad", P.DYNAMIC_FORM_EARLY_EXIT, tmp_path)
     assert caught.value.reason == "DYNAMIC_NOT_APPLICABLE"
     assert "no batch dimension" in caught.value.message
+
+
+def test_token_skip_distills_calibrates_on_one_half_and_measures_the_other(tmp_path: Path) -> None:
+    entry = ZOO["vit"]
+    path = export(entry.build(), entry, tmp_path / "vit.onnx", "legacy", 17)
+    spec = _spec("vit", P.DYNAMIC_FORM_TOKEN_SKIP)
+    spec.prune.dynamic.steps = 5
+    result = run_optimization(path, model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path / "job", lambda *a, **k: None)
+    d = result.report.dynamic
+    assert d.distill_steps == 5
+    assert d.inputs.startswith("128 synthetic samples")
+    assert d.inputs.endswith("measurement half: 64 samples (odd positions)")
+    assert d.calibration_inputs.endswith("calibration half: 64 samples (even positions)")
+    assert d.calibration_samples == 64
+    batch = entry.inputs[0].shape[0]
+    assert [m.samples for m in d.models] == [64 // batch] * 2  # feeds of the model's batch

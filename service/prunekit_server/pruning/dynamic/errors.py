@@ -17,6 +17,6 @@ def form_unavailable(form: str) -> ServiceError:
     return ServiceError(
         Code.FAILED_PRECONDITION,
         "DYNAMIC_FORM_UNAVAILABLE",
-        f"dynamic form {form.upper()} is not implemented by this server; use EARLY_EXIT",
+        f"dynamic form {form.upper()} is not implemented by this server; use EARLY_EXIT or TOKEN_SKIP",
         metadata={"form": form.upper()},
     )

@@ -30,6 +30,7 @@ __all__ = [
     "classifier_output",
     "exit_points",
     "named_points",
+    "needed_nodes",
     "no_points_error",
     "tensor_shapes",
 ]
@@ -238,6 +239,25 @@ def named_points(points: Sequence[ExitPoint], names: Sequence[str], path: str) -
         raise invalid_spec(bad)
     chosen = {by_name[name].tensor: by_name[name] for name in names}
     return sorted(chosen.values(), key=lambda p: p.macs_fraction)
+
+
+def needed_nodes(graph: Graph, nodes: list[onnx.NodeProto], allowed: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` plus the cheap (MAC-free) earlier nodes computing what they read beyond ``allowed``, in
+    graph order; ``ValueError`` when they read a tensor computed by weighted work or by ``allowed``'s."""
+    initializers = {t.name for t in graph.model.graph.initializer}
+    chosen = {id(n) for n in nodes}
+    index_of = {id(n): i for i, n in enumerate(graph.nodes)}
+    produced = {out for n in nodes for out in n.output}
+    for node in list(nodes):
+        for name in node.input:
+            if not name or name in produced or name in initializers or name in allowed:
+                continue
+            for i in graph.ancestors(name):
+                before = graph.nodes[i]
+                if graph.macs[i] or any(t in allowed for t in before.output):
+                    raise ValueError(f"the later nodes read {name!r}, computed by earlier work")
+                chosen.add(id(before))
+    return sorted((n for n in graph.nodes if id(n) in chosen), key=lambda n: index_of[id(n)])
 
 
 def no_points_error(output: Output) -> ServiceError:

@@ -1,11 +1,14 @@
-"""TOKEN_SKIP: from one encoder layer on, each input keeps only its most attended tokens.
+"""TOKEN_SKIP: from one encoder layer on, each input keeps only its best scored tokens.
 
 Layers are found by their attention: each 4-D ``Softmax`` whose last two dimensions are the token
 count is one layer's attention, and the layer's input is the deepest exit point (:mod:`.points`, a
 ``(N, T, D)`` tensor every path passes through) before it. At layer ``from_layer`` the graph scores
-each token by the attention the first token paid it in the layer before (averaged over heads; the
-first token, a class token, always scores highest), keeps the top ``k`` with ``TopK`` and gathers them
-with ``GatherElements``; the later layers read the gathered tensor and run on ``k`` tokens. ``k`` is
+each token: by the attention the first token paid it in the layer before (averaged over heads), or
+(``token_scorer`` learned, the default) by a linear function of its hidden state plus a learned
+multiple of the log of that attention, trained with the later layers (:mod:`.distill`). The first
+token (a class token) always ranks first. ``TopK`` keeps the top ``k`` and ``GatherElements`` gathers
+them; the later layers read the gathered tensor and run on ``k`` tokens, their weights distilled from
+the original on the kept tokens unless ``frozen_layers`` (:mod:`.token_train`). ``k`` is
 one int64 initializer (:data:`KEEP`): the spec's ``keep_tokens`` or ``keep_ratio`` of the tokens, or the
 fewest of :data:`KEEP_RATIOS` meeting the calibration rule. The later layers must take any token count
 (shapes computed from ``Shape``, not baked in): otherwise ``DYNAMIC_NOT_APPLICABLE``.
@@ -28,15 +31,20 @@ from prunekit.v1 import model_pb2
 from ...measure.accuracy import run_batched
 from ...measure.latency import cpu_session
 from .calibrate import CalibrationRule
+from .distill import ATTENTION_FLOOR, ScorerWeights
+from .early_exit import Split
 from .errors import not_applicable
 from .heads import axes_node, opset_of
-from .points import ExitPoint, Graph, classifier_output, exit_points, tensor_shapes
+from .points import ExitPoint, Graph, Output, classifier_output, exit_points, tensor_shapes
+from .token_train import distill_layers, probe_tokens, with_tensors
 
 __all__ = ["KEEP", "KEEP_RATIOS", "TokenPoint", "TokenSkip", "token_skip", "with_keep"]
 
 KEEP = "dyn_keep_tokens"
 KEEP_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """The kept fractions tried when calibrating."""
+TRAIN_RATIO = 0.6
+"""Calibrating, the later layers are distilled on the swept counts up to this share of the tokens."""
 _BIG = 1e4
 
 
@@ -62,6 +70,7 @@ class TokenSkip:
     rule: str
     sweep: list[TokenPoint]
     warnings: list[str] = field(default_factory=list)
+    distill_steps: int = 0
 
 
 def _layers(graph: Graph, points: Sequence[ExitPoint]) -> list[tuple[ExitPoint, str]]:
@@ -79,21 +88,58 @@ def _layers(graph: Graph, points: Sequence[ExitPoint]) -> list[tuple[ExitPoint, 
     return layers
 
 
+def score_nodes(probs: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """The attention each token got ``(N, T)`` from attention probabilities ``probs``: the first token's
+    row averaged over heads."""
+    row, score = "dyn_tokens_row", "dyn_tokens_attention"
+    zero = numpy_helper.from_array(np.asarray(0, dtype=np.int64), "dyn_tokens_zero")
+    nodes = [helper.make_node("Gather", [probs, zero.name], [row], name=row, axis=2)]
+    mean, consts = axes_node("ReduceMean", row, score, [1], opset)
+    return [*nodes, *mean], [*consts, zero], score
+
+
+def _learned_nodes(
+    point: ExitPoint, attention: str, scorer: ScorerWeights
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """The learned scores ``(N, T)``: ``hidden @ w + b + a * log(attention + floor)``."""
+    weight, bias, factor, floor = (
+        numpy_helper.from_array(np.asarray(v, dtype=np.float32), f"dyn_scorer_{n}")
+        for n, v in (
+            ("w", scorer.weight.reshape(-1)),
+            ("b", scorer.bias),
+            ("a", scorer.attention_weight),
+            ("floor", ATTENTION_FLOOR),
+        )
+    )
+    floored, logs, scaled, linear, summed, score = (
+        f"dyn_scorer_{s}" for s in ("floored", "log", "scaled", "linear", "summed", "score")
+    )
+    nodes = [
+        helper.make_node("Add", [attention, floor.name], [floored], name=floored),
+        helper.make_node("Log", [floored], [logs], name=logs),
+        helper.make_node("Mul", [logs, factor.name], [scaled], name=scaled),
+        helper.make_node("MatMul", [point.tensor, weight.name], [linear], name=linear),
+        helper.make_node("Add", [linear, bias.name], [summed], name=summed),
+        helper.make_node("Add", [summed, scaled], [score], name=score),
+    ]
+    return nodes, [weight, bias, factor, floor], score
+
+
 def _gather_nodes(
-    point: ExitPoint, probs: str, opset: int
+    point: ExitPoint, probs: str, opset: int, scorer: ScorerWeights | None
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     tokens, width = point.shape[1], point.shape[2]
-    row, score, boosted, values, index, column, wide, kept = (
-        f"dyn_tokens_{s}" for s in ("row", "score", "boosted", "values", "index", "column", "wide", "kept")
+    nodes, consts, score = score_nodes(probs, opset)
+    if scorer is not None:
+        more, constants, score = _learned_nodes(point, score, scorer)
+        nodes, consts = [*nodes, *more], [*consts, *constants]
+    boosted, values, index, column, wide, kept = (
+        f"dyn_tokens_{s}" for s in ("boosted", "values", "index", "column", "wide", "kept")
     )
-    zero = numpy_helper.from_array(np.asarray(0, dtype=np.int64), "dyn_tokens_zero")
     boost = numpy_helper.from_array(
         np.asarray([_BIG] + [0.0] * (tokens - 1), dtype=np.float32), "dyn_tokens_boost"
     )
     spread = numpy_helper.from_array(np.asarray([1, 1, width], dtype=np.int64), "dyn_tokens_spread")
-    nodes = [helper.make_node("Gather", [probs, zero.name], [row], name=row, axis=2)]
-    mean, consts = axes_node("ReduceMean", row, score, [1], opset)
-    nodes += mean
     nodes += [
         helper.make_node("Add", [score, boost.name], [boosted], name=boosted),
         helper.make_node("TopK", [boosted, KEEP], [values, index], name=index, axis=1, largest=1, sorted=1),
@@ -108,14 +154,16 @@ def _gather_nodes(
         helper.make_node("Expand", [column, spread.name], [wide], name=wide),
         helper.make_node("GatherElements", [point.tensor, wide], [kept], name=kept, axis=1),
     ]
-    return nodes, [*consts, zero, boost, spread], kept
+    return nodes, [*consts, boost, spread], kept
 
 
-def _skip_model(graph: Graph, point: ExitPoint, probs: str, keep: int) -> onnx.ModelProto:
-    """``graph``'s model whose nodes after ``point`` read its ``keep`` most attended tokens."""
+def _skip_model(
+    graph: Graph, point: ExitPoint, probs: str, keep: int, scorer: ScorerWeights | None = None
+) -> onnx.ModelProto:
+    """``graph``'s model whose nodes after ``point`` read its ``keep`` best scored tokens."""
     model = graph.model
     before = graph.ancestors(point.tensor) | graph.ancestors(probs)
-    nodes, consts, kept = _gather_nodes(point, probs, opset_of(model))
+    nodes, consts, kept = _gather_nodes(point, probs, opset_of(model), scorer)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -170,48 +218,102 @@ def _choose_layer(layers: list[tuple[ExitPoint, str]], config: DynamicConfig) ->
     return chosen
 
 
-def token_skip(
-    model: onnx.ModelProto,
-    inputs: Sequence[model_pb2.InputSpec],
-    config: DynamicConfig,
-    calibration: Mapping[str, np.ndarray],
-    labels: np.ndarray | None,
-    rule: CalibrationRule,
-    scratch: Path,
-) -> TokenSkip:
-    """Build the token-skipping form of ``model`` (see the module docstring)."""
+def _counts(config: DynamicConfig, tokens: int) -> tuple[list[int], int]:
+    """The kept counts swept and the spec's own (0: none given)."""
+    given = config.keep_tokens or (math.ceil(config.keep_ratio * tokens) if config.keep_ratio else 0)
+    counts = {max(1, math.ceil(r * tokens)) for r in KEEP_RATIOS} | ({min(given, tokens)} if given else set())
+    return sorted(counts), min(given, tokens) if given else 0
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where tokens are skipped: the graph, its output, the layer input, the scores' attention, the later
+    layers' attention, the tokens."""
+
+    graph: Graph
+    output: Output
+    point: ExitPoint
+    probs: str
+    later: tuple[str, ...]
+    start: int
+    layers: int
+
+    @property
+    def tokens(self) -> int:
+        return self.point.shape[1]
+
+
+def _site(model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec], config: DynamicConfig) -> _Site:
     graph = Graph(model, inputs)
     output = classifier_output(graph)
     layers = _layers(graph, exit_points(graph, output))
     start = _choose_layer(layers, config)
-    point, probs = layers[start][0], layers[start - 1][1]
-    tokens = point.shape[1]
+    later = tuple(probs for _, probs in layers[start:])
+    return _Site(graph, output, layers[start][0], layers[start - 1][1], later, start, len(layers))
+
+
+def _distilled(
+    site: _Site, config: DynamicConfig, train: Split, keeps: list[int], batch: int, scratch: Path,
+    seed: int,
+) -> tuple[onnx.ModelProto, int, list[str]]:  # fmt: skip
+    """The token-skipping model with the learned scorer and the distilled later layers (per ``config``),
+    the steps trained; with a warning, the attention scores and the original layers when the later layers
+    cannot run on their own."""
+    learn, layers = config.token_scorer == "learned", not config.frozen_layers
+    plain = _skip_model(site.graph, site.point, site.probs, site.tokens)
+    if not (learn or layers):
+        return plain, 0, []
+    scores = score_nodes(site.probs, opset_of(site.graph.model))
+    training = probe_tokens(site.graph, site.point, scores, site.output, train, batch, scratch)
+    try:
+        found = distill_layers(
+            site.graph, site.point, site.later, site.output, training, keeps, config.steps, seed,
+            learn_scorer=learn, train_layers=layers,
+        )  # fmt: skip
+    except ValueError as exc:  # the later layers cannot run alone: the attention scores alone
+        return plain, 0, [f"DYNAMIC_NOT_DISTILLED: attention scores and the original layers are used ({exc})"]
+    skipped = _skip_model(site.graph, site.point, site.probs, site.tokens, found.scorer)
+    return with_tensors(skipped, found.tensors), len(found.losses), []
+
+
+def token_skip(
+    model: onnx.ModelProto,
+    inputs: Sequence[model_pb2.InputSpec],
+    config: DynamicConfig,
+    train: Split,
+    calibration: Split,
+    rule: CalibrationRule,
+    scratch: Path,
+    seed: int = 0,
+) -> TokenSkip:
+    """Build the token-skipping form of ``model`` (see the module docstring)."""
+    site = _site(model, inputs, config)
+    tokens = site.tokens
     batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
     run = batch if batch > 1 else 64
     scratch.mkdir(parents=True, exist_ok=True)
-    skipped = _skip_model(graph, point, probs, tokens)
-    original = _top1(model, calibration, run, scratch)
+    original = _top1(model, calibration.inputs, run, scratch)
     try:
-        _top1(with_keep(skipped, max(1, tokens // 2)), calibration, run, scratch)
+        plain = _skip_model(site.graph, site.point, site.probs, tokens)
+        _top1(with_keep(plain, max(1, tokens // 2)), calibration.inputs, run, scratch)
     except Exception as exc:  # ORT refuses the rewired graph: its shapes are baked in
         raise not_applicable(
-            f"the layers after from_layer {start} do not take fewer tokens ({exc})"
+            f"the layers after from_layer {site.start} do not take fewer tokens ({exc})"
         ) from None
+    counts, given = _counts(config, tokens)
+    trained_on = [given] if given else [c for c in counts if c <= TRAIN_RATIO * tokens] or counts
+    skipped, steps, warnings = _distilled(site, config, train, trained_on, run, scratch, seed)
+    labels = calibration.labels
     reference = labels if rule.metric == "accuracy" and labels is not None else original
     baseline = float(np.mean(original == reference))
-    share = point.macs_fraction
-    given = config.keep_tokens or (math.ceil(config.keep_ratio * tokens) if config.keep_ratio else 0)
-    counts = sorted(
-        {max(1, math.ceil(r * tokens)) for r in KEEP_RATIOS} | ({min(given, tokens)} if given else set())
-    )
+    share = site.point.macs_fraction
     sweep = []
     for keep in counts:
-        top = _top1(with_keep(skipped, keep), calibration, run, scratch)
+        top = _top1(with_keep(skipped, keep), calibration.inputs, run, scratch)
         sweep.append(TokenPoint(keep, float(np.mean(top == reference)), share + (1 - share) * keep / tokens))
     good = [p for p in sweep if rule.meets(p.metric, baseline)]
-    warnings = []
     if given:
-        keep = min(given, tokens)
+        keep = given
     elif good:
         keep = min(good, key=lambda p: p.keep_tokens).keep_tokens
     else:
@@ -219,10 +321,9 @@ def token_skip(
         warnings.append(
             "DYNAMIC_RULE_NOT_MET: no kept-token count meets the calibration rule; every token is kept"
         )
-    layer_tokens = [tokens if i < start else keep for i in range(len(layers))]
     return TokenSkip(
         model=with_keep(skipped, keep),
-        layer_tokens=layer_tokens,
+        layer_tokens=[tokens if i < site.start else keep for i in range(site.layers)],
         keep_tokens=keep,
         tokens=tokens,
         calibrated=not given,
@@ -230,4 +331,5 @@ def token_skip(
         rule=rule.describe(),
         sweep=sweep,
         warnings=warnings,
+        distill_steps=steps,
     )

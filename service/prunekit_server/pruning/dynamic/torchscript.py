@@ -29,7 +29,7 @@ from ...measure.quality import synthetic_inputs
 from ...modelio.onnx_to_fx import onnx_to_fx
 from .compose import THRESHOLD, exit_branch, head_nodes, stages
 from .heads import Head, opset_of
-from .points import ExitPoint, Graph, Output, tensor_shapes
+from .points import ExitPoint, Graph, Output, needed_nodes, tensor_shapes
 
 __all__ = ["write_early_exit_torchscript", "write_traced_torchscript"]
 
@@ -76,24 +76,6 @@ class _EarlyExit(nn.Module):
         return result
 
 
-def _segment_nodes(graph: Graph, nodes: list[onnx.NodeProto], allowed: set[str]) -> list[onnx.NodeProto]:
-    """``nodes`` plus the cheap (MAC-free) earlier nodes computing what they read beyond ``allowed``."""
-    initializers = {t.name for t in graph.model.graph.initializer}
-    chosen = {id(n) for n in nodes}
-    index_of = {id(n): i for i, n in enumerate(graph.nodes)}
-    produced = {out for n in nodes for out in n.output}
-    for node in list(nodes):
-        for name in node.input:
-            if not name or name in produced or name in initializers or name in allowed:
-                continue
-            for i in graph.ancestors(name):
-                before = graph.nodes[i]
-                if graph.macs[i] or any(t in allowed for t in before.output):
-                    raise ValueError(f"segment reads {name!r}, computed by earlier work")
-                chosen.add(id(before))
-    return sorted((n for n in graph.nodes if id(n) in chosen), key=lambda n: index_of[id(n)])
-
-
 def _segment_model(
     graph: Graph, nodes: list[onnx.NodeProto], inputs: list[str], outputs: list[str],
     extra: tuple[list[onnx.NodeProto], list[onnx.TensorProto]],
@@ -137,7 +119,7 @@ def _segments(
     for k, nodes in enumerate(parts):
         previous = points[k - 1].tensor if k else ""
         allowed = {x, previous} - {""}
-        body = _segment_nodes(graph, nodes, allowed)
+        body = needed_nodes(graph, nodes, allowed)
         final = k == len(points)
         if final:
             extra: tuple[list[onnx.NodeProto], list[onnx.TensorProto]] = ([], [])
