@@ -17,6 +17,11 @@ from .fence import EXIT_FENCED
 #: :data:`~..ray.executor.UNSUBMITTED` (it writes the record and does not hand the job on).
 FAULT_LABEL = "prunekit.dev/test-fault"
 _RETRIED_REASONS = frozenset({"WORKER_CRASHED", "WORKER_OUT_OF_MEMORY"})
+#: Exit codes of a worker (and of a fine-tuning rank) whose task raised: a service error (its verdict),
+#: an allocation that failed, anything else (a bug).
+EXIT_SERVICE_ERROR = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_BUG = 5
 
 
 def parse_fault(label: str) -> dict[str, Any] | None:

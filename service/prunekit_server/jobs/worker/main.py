@@ -32,7 +32,7 @@ from ...errors import Code, ServiceError, is_disk_full, scratch_full
 from ...hashing import sha256_file
 from ...model_caps import ModelCaps
 from .confine import confine
-from .faults import allocation_failure, out_of_memory
+from .faults import EXIT_BUG, EXIT_OUT_OF_MEMORY, EXIT_SERVICE_ERROR, allocation_failure, out_of_memory
 from .fence import watch_heartbeats
 from .threads import configure_torch, worker_threads
 
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 
 WORKER_NICENESS = 10
 """Workers yield the CPU to their server: RPCs (GetJob, WatchJob, health) stay quick while jobs run."""
-EXIT_SERVICE_ERROR = 3
-EXIT_OUT_OF_MEMORY = 4
-EXIT_BUG = 5
 _PR_SET_PDEATHSIG = 1
 FULL_BELOW_BYTES = 1 << 20
 """A scratch filesystem with less free space than this, after a failure, is taken as full."""

@@ -22,7 +22,7 @@ from typing import Any
 from ...training.finetune import finetune
 from ...training.replicas import RankWork
 from .confine import confine
-from .main import apply_limits, die_with_parent
+from .main import apply_limits, die_with_parent, task_failure
 from .ranks import GroupReplicas, join
 from .threads import configure_torch, worker_threads
 
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         die_with_parent(args.parent_pid)
     apply_limits(task.get("limits", {}))
     configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())
-    follow(replicas)
+    try:
+        follow(replicas)
+    except Exception as exc:  # its exit code tells rank 0 what happened (:func:`.ranks.rank_error`)
+        return task_failure(exc)[1]
     return 0
 
 

@@ -28,6 +28,7 @@ from torch import distributed
 from torch._C._distributed_c10d import TCPStore
 
 from ...errors import Code, ServiceError
+from .faults import EXIT_OUT_OF_MEMORY, out_of_memory
 
 T = TypeVar("T")
 
@@ -35,8 +36,10 @@ __all__ = ["GroupReplicas", "Ranks", "join", "start_ranks"]
 
 #: How long a collective (or joining) waits for the other ranks before it raises.
 GROUP_TIMEOUT = timedelta(minutes=30)
-#: How long a failed collective waits for the process of the rank that broke it to be seen exiting.
+#: How long a failed collective waits for the process of the rank that broke it to be seen exiting,
+#: and then for the ranks that failed in turn.
 EXIT_GRACE_S = 5.0
+SETTLE_S = 0.5
 
 
 class GroupReplicas:
@@ -46,7 +49,8 @@ class GroupReplicas:
     A collective that fails (a rank died, its connection closed) raises a WORKER_CRASHED
     :class:`~...errors.ServiceError` of stage "finetune"; when a peer was killed by a signal the error
     carries it, so the job starts again from its checkpoints like after a crash of the worker itself
-    (:func:`.faults.is_retryable`); a rank that exited with a code of its own is a verdict, not retried.
+    (:func:`.faults.is_retryable`); see :func:`rank_error`. A rank killed by a signal is named before
+    the ranks whose collectives failed because of it.
     """
 
     def __init__(self, peers: Sequence[subprocess.Popen[bytes]] = ()) -> None:
@@ -96,25 +100,39 @@ class GroupReplicas:
             raise self._lost(exc) from exc
 
     def _lost(self, exc: RuntimeError) -> ServiceError:
-        meta = {"stage": "finetune", "rank": str(self._rank)}
         deadline = time.monotonic() + EXIT_GRACE_S
         while self._peers and time.monotonic() < deadline:
-            gone = [(rank, p.returncode) for rank, p in enumerate(self._peers, 1) if p.poll() is not None]
-            if gone:
-                rank, code = gone[0]
-                meta.update(lost_rank=str(rank), exit_code=str(code))
-                if code < 0:
-                    meta["signal"] = signal.Signals(-code).name
-                how = f"died of {meta['signal']}" if code < 0 else f"exited with code {code}"
-                message = f"fine-tuning rank {rank} of {self._world} {how}"
-                return ServiceError(Code.INTERNAL, "WORKER_CRASHED", message, metadata=meta)
+            if any(p.poll() is not None for p in self._peers):
+                time.sleep(SETTLE_S)  # ranks that failed because another one died exit just after it
+                gone = {rank: p.returncode for rank, p in enumerate(self._peers, 1) if p.poll() is not None}
+                rank = min(gone, key=lambda r: (gone[r] >= 0, r))  # one killed by a signal, first
+                return rank_error(rank, self._world, gone[rank])
             time.sleep(0.05)
         message = f"fine-tuning rank {self._rank} of {self._world} lost its group: {str(exc)[:300]}"
-        return ServiceError(Code.INTERNAL, "WORKER_CRASHED", message, metadata=meta)
+        return ServiceError(Code.INTERNAL, "WORKER_CRASHED", message, metadata={"stage": "finetune"})
 
     def leave(self) -> None:
         """Leave the group (every rank calls it)."""
         distributed.destroy_process_group()
+
+
+def rank_error(rank: int, world: int, code: int) -> ServiceError:
+    """What rank ``rank`` of ``world`` exiting with ``code`` (negative: a signal) means for the start, as
+    :func:`..execution.worker_exit.outcome_error` reads a worker's exit: a signal is a crash (retried
+    from the checkpoint, :func:`.faults.is_retryable`) but the CPU-time limit (a timeout); the
+    out-of-memory exit is WORKER_OUT_OF_MEMORY; another code the rank's own failure (not retried)."""
+    meta = {"stage": "finetune", "lost_rank": str(rank), "rank_exit_code": str(code)}
+    who = f"fine-tuning rank {rank} of {world}"
+    if code == EXIT_OUT_OF_MEMORY:
+        error = out_of_memory(who)
+        return ServiceError(error.code, error.reason, error.message, metadata=meta)
+    if code >= 0:
+        return ServiceError(Code.INTERNAL, "WORKER_CRASHED", f"{who} exited with code {code}", metadata=meta)
+    meta["signal"] = signal.Signals(-code).name
+    if -code == signal.SIGXCPU:
+        message = f"{who} used up its CPU-time limit"
+        return ServiceError(Code.DEADLINE_EXCEEDED, "WORKER_TIMEOUT", message, metadata=meta)
+    return ServiceError(Code.INTERNAL, "WORKER_CRASHED", f"{who} died of {meta['signal']}", metadata=meta)
 
 
 def host(world: int) -> TCPStore:

@@ -9,6 +9,7 @@ half's statistics, so 2 ranks do not repeat 1 rank's arithmetic exactly. After 6
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -17,8 +18,9 @@ import torch
 from scripts.digits import SmallCNN, digits_split
 
 from prunekit_server.errors import Code, ServiceError
-from prunekit_server.jobs.worker.faults import is_retryable
-from prunekit_server.jobs.worker.ranks import host, join
+from prunekit_server.jobs.worker.faults import EXIT_OUT_OF_MEMORY, is_fenced, is_retryable
+from prunekit_server.jobs.worker.fence import EXIT_FENCED
+from prunekit_server.jobs.worker.ranks import host, join, rank_error
 from prunekit_server.training.finetune import FinetuneConfig, finetune
 
 CONFIG = FinetuneConfig(epochs=0, steps=60, batch_size=32, optimizer="sgd", lr=0.05, device="cpu", seed=3)
@@ -110,3 +112,19 @@ def test_a_killed_rank_fails_the_collectives_as_a_retryable_crash() -> None:
     assert metadata["signal"] == "SIGKILL", message
     error = ServiceError(Code.INTERNAL, reason, message, metadata=metadata)
     assert is_retryable(error)  # the job starts again from its checkpoints
+
+
+def test_a_ranks_exit_reads_as_a_workers_would() -> None:
+    killed = rank_error(2, 3, -signal.SIGKILL)
+    found = (killed.reason, killed.metadata["lost_rank"], killed.metadata["signal"])
+    assert found == ("WORKER_CRASHED", "2", "SIGKILL")
+    assert is_retryable(killed)
+    cpu = rank_error(1, 2, -signal.SIGXCPU)
+    assert (cpu.code, cpu.reason) == (Code.DEADLINE_EXCEEDED, "WORKER_TIMEOUT")
+    memory = rank_error(1, 2, EXIT_OUT_OF_MEMORY)
+    assert (memory.code, memory.reason) == (Code.RESOURCE_EXHAUSTED, "WORKER_OUT_OF_MEMORY")
+    own = rank_error(1, 2, EXIT_FENCED)  # a rank's code is never read as the worker's fence
+    assert own.reason == "WORKER_CRASHED"
+    assert not is_fenced(own)
+    for error in (cpu, memory, own):
+        assert not is_retryable(error), error
