@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from torch import fx, nn
 
@@ -16,6 +17,7 @@ from prunekit.spec.structured_configs import ChannelConfig, NeuronConfig
 from prunekit.v1 import model_pb2
 from prunekit_server.modelio.torchscript import random_input
 from prunekit_server.pruning import PruneContext, prune
+from prunekit_server.pruning.structured import layer_inputs
 from prunekit_server.pruning.structured.calibrated import CalibratedImportance
 from prunekit_server.pruning.structured.groups import dependency_graph, root_group
 from prunekit_server.pruning.structured.reconstruct import Survivors, reconstruct
@@ -105,6 +107,21 @@ def test_a_redundant_conv_channel_is_removed_exactly_and_other_removals_improve(
     gm, before, survivors = _remove(_Convs(), "conv1", [0, 4, 7], batches)
     plain = _error(gm, before, batches)
     reconstruct(before, gm, survivors, batches)
+    assert _error(gm, before, batches) < 0.9 * plain
+
+
+def test_a_conv_read_in_several_blocks_is_refit_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers whose inputs do not fit one block: the pruned and original layer split a batch alike
+    (each block's rows pair with the same samples) though their weights differ in size."""
+    torch.manual_seed(0)
+    model = _Convs()
+    _twin(model.conv1, copy_of=2, into=6)
+    batches = _batches((6, 3, 10, 10))
+    # one sample per block for conv2 before pruning (8 x 9 x 100 elements), two after (6 x 9 x 100)
+    monkeypatch.setattr(layer_inputs, "ROW_ELEMENTS", 8 * 9 * 100 * 3 // 2)
+    gm, before, survivors = _remove(model, "conv1", [6, 7], batches)
+    plain = _error(gm, before, batches)
+    assert reconstruct(before, gm, survivors, batches) == []
     assert _error(gm, before, batches) < 0.9 * plain
 
 

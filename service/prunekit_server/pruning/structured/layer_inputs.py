@@ -75,15 +75,23 @@ def matrix_of(module: nn.Module) -> torch.Tensor:
     return weight.detach().reshape(weight.shape[0], -1)
 
 
-def layer_rows(module: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The rows of one input ``x`` of a calibratable ``module``, in blocks of at most :data:`ROW_ELEMENTS`."""
+def block_samples(module: nn.Module, x: torch.Tensor) -> int:
+    """How many samples of ``x`` make a block of at most :data:`ROW_ELEMENTS` rows' elements for a Conv."""
+    if not isinstance(module, nn.Conv2d):
+        return max(1, x.shape[0])
+    per_sample = int(module.weight[0].numel()) * max(1, x.shape[2] * x.shape[3])
+    return max(1, ROW_ELEMENTS // per_sample)
+
+
+def layer_rows(module: nn.Module, x: torch.Tensor, step: int = 0) -> Iterator[torch.Tensor]:
+    """The rows of one input ``x`` of a calibratable ``module``, a Conv's in blocks of ``step`` samples
+    (0: :func:`block_samples`; two layers read side by side pass the same step)."""
     if isinstance(module, nn.Linear):
         yield x.reshape(-1, x.shape[-1])
         return
     assert isinstance(module, nn.Conv2d)
     assert not isinstance(module.padding, str)
-    per_sample = int(module.weight[0].numel()) * max(1, x.shape[2] * x.shape[3])
-    step = max(1, ROW_ELEMENTS // per_sample)
+    step = step or block_samples(module, x)
     ph, pw = (int(p) for p in module.padding)
     for start in range(0, x.shape[0], step):
         yield patch_rows(

@@ -26,7 +26,7 @@ from torch import fx, nn
 from ..calibrated.refit import refit
 from ..fx_tools import origin
 from .groups import prunes_inputs
-from .layer_inputs import calibratable, layer_inputs, layer_rows, matrix_of, solver, with_ones
+from .layer_inputs import block_samples, calibratable, layer_inputs, layer_rows, matrix_of, solver, with_ones
 
 __all__ = ["Survivors", "reconstruct"]
 
@@ -84,7 +84,8 @@ def _statistics(
     gram = torch.zeros((columns, columns), dtype=dtype, device=device)
     pairs = zip(layer_inputs(reference, old, batches), layer_inputs(model, layer, batches), strict=True)
     for x_before, x_after in pairs:
-        blocks = zip(layer_rows(old, x_before), layer_rows(layer, x_after), strict=True)
+        step = min(block_samples(old, x_before), block_samples(layer, x_after))
+        blocks = zip(layer_rows(old, x_before, step), layer_rows(layer, x_after, step), strict=True)
         for rows_before, rows_after in blocks:
             y = rows_before.to(device, dtype) @ weight.T
             rows = rows_after.to(device, dtype)
