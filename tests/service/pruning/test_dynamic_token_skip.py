@@ -128,3 +128,14 @@ def test_the_learned_scorer_and_distilled_layers_change_only_the_later_layers(tm
     assert all(r.startswith(later) for names in readers.values() for r in names)
     fewer = _run(built.model, arrays)
     assert fewer.shape == _run(model, arrays).shape
+
+
+def test_a_rule_no_count_meets_gives_the_original_back(tmp_path: Path) -> None:
+    model, inputs, arrays = _model("vit", tmp_path)
+    impossible = CalibrationRule("top1_agreement", min_agreement=1.5)
+    config = DynamicConfig(form="token_skip", steps=6)  # the count calibrated
+    built = token_skip(model, inputs, config, _split(inputs, 1), Split(arrays), impossible, tmp_path)
+    assert built.keep_tokens == built.tokens
+    assert built.distill_steps == 0  # the distilled layers are not shipped
+    assert any(w.startswith("DYNAMIC_RULE_NOT_MET") for w in built.warnings)
+    np.testing.assert_allclose(_run(built.model, arrays), _run(model, arrays), rtol=1e-4, atol=1e-5)

@@ -316,10 +316,11 @@ def token_skip(
         keep = given
     elif good:
         keep = min(good, key=lambda p: p.keep_tokens).keep_tokens
-    else:
-        keep = tokens
+    else:  # every token, through the original layers: the original's outputs
+        keep, skipped, steps = tokens, _skip_model(site.graph, site.point, site.probs, tokens), 0
         warnings.append(
-            "DYNAMIC_RULE_NOT_MET: no kept-token count meets the calibration rule; every token is kept"
+            "DYNAMIC_RULE_NOT_MET: no kept-token count meets the calibration rule; every token is kept, "
+            "by the original layers"
         )
     return TokenSkip(
         model=with_keep(skipped, keep),
