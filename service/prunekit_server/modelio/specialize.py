@@ -8,11 +8,13 @@ nor type every branch. For one model and one declared input shape those
 questions have one answer. :func:`specialize` inlines the forward graph and
 answers them: a branch condition computed only from shapes, dtypes, devices,
 flags, ``None`` checks and the module's attributes (never from a tensor's
-values) is evaluated on two samples (the declared inputs, and other random
-values with one more row of batch); when both agree it becomes a constant and
+values, nor from what a loop or a nested branch computes) is evaluated on
+samples: the declared inputs, other random values with one more row of batch,
+and a batch of one (``x.size(0) == 1`` is a common question); when all agree it becomes a constant and
 the branch not taken is dropped (torch's constant propagation), level by level
 until no branch is left. A condition reading the data, or one the samples
-disagree on (the batch size), is left, and the export fails as before.
+disagree on (the batch size), is left, and the export fails as before. A question only other batch
+sizes answer otherwise (``x.size(0) > 8``) cannot be seen this way.
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ _METADATA = {
 
 def _reads_data(condition: torch._C.Value) -> bool:
     """Whether ``condition`` is computed from a tensor's values (or a graph input's), not only from
-    shapes, types, flags and the module's attributes."""
+    shapes, types, flags and the module's attributes. What a loop or a branch computes counts as
+    data (its body is not followed)."""
     stack, seen = [condition], set()
     while stack:
         value = stack.pop()
         node = value.node()
         if node.kind() in _METADATA:
             continue
-        if node.kind() == "prim::Param" or isinstance(value.type(), torch._C.TensorType):
+        if node.kind() in ("prim::Param", "prim::Loop", "prim::If") or isinstance(
+            value.type(), torch._C.TensorType
+        ):
             return True
         for item in node.inputs():
             if item.debugName() not in seen:
@@ -104,21 +109,20 @@ def _constant(graph: torch._C.Graph, answer: bool, before: torch._C.Node) -> tor
     return node.output()
 
 
-def specialize(
-    module: torch.jit.ScriptModule, samples: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
-) -> int:
-    """Answer ``module``'s branch conditions in place (see the module doc); the branches left."""
+def specialize(module: torch.jit.ScriptModule, samples: Sequence[Sequence[torch.Tensor]]) -> int:
+    """Answer ``module``'s branch conditions in place (see the module doc): those every sample in
+    ``samples`` answers alike; the branches left."""
     graph = module.graph
     torch._C._jit_pass_inline(graph)
     for _ in range(_ROUNDS):
         branches = _branches(graph)
         if not branches:
             break
-        first, second = (_answers(module, graph, args) for args in samples)
+        answers = [_answers(module, graph, args) for args in samples]
         agreed = [
-            (node, a)
-            for node, a, b in zip(branches, first, second, strict=True)
-            if a == b and not _reads_data(next(iter(node.inputs())))
+            (node, seen[0])
+            for node, *seen in zip(branches, *answers, strict=True)
+            if len(set(seen)) == 1 and not _reads_data(next(iter(node.inputs())))
         ]
         if not agreed:
             break

@@ -157,23 +157,27 @@ def torchscript_to_onnx(
     return load_onnx_checked(out_path, OnnxLimits(caps=caps or ModelCaps()))
 
 
-def _other_sample(
+def _other_samples(
     module: torch.jit.ScriptModule, inputs: Sequence[model_pb2.InputSpec]
-) -> tuple[torch.Tensor, ...]:
-    """Other random values, with one more row of batch when the module takes them."""
+) -> list[tuple[torch.Tensor, ...]]:
+    """Other random values: with one more row of batch, and with a batch of one, where the module
+    takes them (else the declared shapes)."""
     generator = torch.Generator().manual_seed(1)
-    wider = [model_pb2.InputSpec() for _ in inputs]
-    for spec, copy in zip(inputs, wider, strict=True):
-        copy.CopyFrom(spec)
-        if copy.shape:
-            copy.shape[0] += 1
-    args = tuple(random_input(spec, generator) for spec in wider)
-    try:
-        with torch.no_grad():
-            module(*args)
-    except Exception:  # the batch is fixed: the same shapes, other values
-        return tuple(random_input(spec, generator) for spec in inputs)
-    return args
+    found = []
+    for batch in (lambda b: b + 1, lambda b: 1):
+        resized = [model_pb2.InputSpec() for _ in inputs]
+        for spec, copy in zip(inputs, resized, strict=True):
+            copy.CopyFrom(spec)
+            if copy.shape:
+                copy.shape[0] = batch(copy.shape[0])
+        args = tuple(random_input(spec, generator) for spec in resized)
+        try:
+            with torch.no_grad():
+                module(*args)
+        except Exception:  # the batch is fixed: the same shapes, other values
+            args = tuple(random_input(spec, generator) for spec in inputs)
+        found.append(args)
+    return found
 
 
 def _export_specialized(
@@ -187,7 +191,7 @@ def _export_specialized(
     (:mod:`.specialize`); UNSUPPORTED_MODEL with both failures when that fails too."""
     left = 0
     try:
-        left = specialize(module, (args, _other_sample(module, inputs)))
+        left = specialize(module, [args, *_other_samples(module, inputs)])
         export()
     except Exception as exc:
         kept = f"{left} branch(es) read the data or the batch size" if left else "no branch left"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,18 @@ def test_a_branch_on_the_data_is_not_answered_and_the_refusal_says_so(tmp_path: 
         torchscript_to_onnx(module, [spec], tmp_path / "data.onnx")
     assert raised.value.reason == "UNSUPPORTED_MODEL"
     assert "1 branch(es) read the data or the batch size" in raised.value.message
+
+
+class _AsksTheBatch(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(0) == 1:  # a batch of one is asked about: not answered as at the declared batch
+            return x.squeeze(0) if torch.is_autocast_enabled() else x
+        return x + 1 if torch.is_autocast_enabled() else x
+
+
+def test_a_branch_on_a_batch_of_one_is_not_answered(tmp_path: Path) -> None:
+    spec = model_pb2.InputSpec(name="x", shape=[2, 3])
+    with pytest.raises(ServiceError) as raised:
+        torchscript_to_onnx(torch.jit.script(_AsksTheBatch()), [spec], tmp_path / "batch.onnx")
+    assert raised.value.reason == "UNSUPPORTED_MODEL"
+    assert re.search(r"[1-9]\d* branch\(es\) read the data or the batch size", raised.value.message)
