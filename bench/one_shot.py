@@ -90,6 +90,14 @@ def zoo_case(
     return model, PruneContext(inputs=tuple(entry.inputs), feeds=tuple(calib), synthetic=True), test
 
 
+def metric_cells(row: dict[str, Any]) -> str:
+    """A row's cosine, top-1 agreement, accuracy ("-" when not measured), seconds and MiB, aligned."""
+    cos = f"{row['cosine']:.4f}" if "cosine" in row else "-"
+    agr = f"{row['top1_agreement']:.3f}" if "top1_agreement" in row else "-"
+    acc = f"{row['accuracy']:.3f}" if "accuracy" in row else "-"
+    return f"{cos:>7} {agr:>7} {acc:>6} {row['seconds']:6.2f} {row['rss_mib']:5.0f}"
+
+
 def fidelity_rows(name: str, calibration: int) -> list[dict[str, Any]]:
     model, context, test = zoo_case(name, calibration)
     dense = run(model, test)
@@ -159,13 +167,7 @@ def main() -> None:
         f"{'acc':>6} {'s':>6} {'MiB':>5}"
     )
     for r in rows:
-        cos = f"{r['cosine']:.4f}" if "cosine" in r else "-"
-        agr = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
-        acc = f"{r['accuracy']:.3f}" if "accuracy" in r else "-"
-        print(
-            f"{r['model']:8} {r['sparsity']:8} {r['criterion']:10} {cos:>7} {agr:>7} {acc:>6} "
-            f"{r['seconds']:6.2f} {r['rss_mib']:5.0f}"
-        )
+        print(f"{r['model']:8} {r['sparsity']:8} {r['criterion']:10} {metric_cells(r)}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "service"), str(ROOT / "client")]
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-from bench.one_shot import zoo_case  # noqa: E402
+from bench.one_shot import metric_cells, zoo_case  # noqa: E402
 from scripts.digits import INPUT_NAME, digits_split, export_onnx, train_digits_cnn  # noqa: E402
 
 from prunekit.spec.structured_configs import ChannelConfig, NeuronConfig, StructuredConfig  # noqa: E402
@@ -138,13 +138,7 @@ def main() -> None:
     header = ("model", "ratio", "criterion", "cosine", "top1agr", "acc", "s", "MiB")
     print("{:7} {:>5} {:10} {:>7} {:>7} {:>6} {:>6} {:>5}".format(*header))
     for r in rows:
-        cos = f"{r['cosine']:.4f}" if "cosine" in r else "-"
-        agr = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
-        acc = f"{r['accuracy']:.3f}" if "accuracy" in r else "-"
-        print(
-            f"{r['model']:7} {r['ratio']:5.2f} {r['criterion']:10} {cos:>7} {agr:>7} {acc:>6} "
-            f"{r['seconds']:6.2f} {r['rss_mib']:5.0f}"
-        )
+        print(f"{r['model']:7} {r['ratio']:5.2f} {r['criterion']:10} {metric_cells(r)}")
 
 
 if __name__ == "__main__":
