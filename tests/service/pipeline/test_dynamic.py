@@ -54,7 +54,10 @@ def test_token_skip_distills_calibrates_on_one_half_and_measures_the_other(tmp_p
     spec.prune.dynamic.steps = 5
     result = run_optimization(path, model_pb2.MODEL_FORMAT_ONNX, spec, tmp_path / "job", lambda *a, **k: None)
     d = result.report.dynamic
-    assert d.distill_steps == 5
+    if "DYNAMIC_RULE_NOT_MET" in [w.code for w in result.report.warnings]:  # random weights: it may not be
+        assert d.distill_steps == 0  # the original layers, with every token, are what ships
+    else:
+        assert d.distill_steps == 5
     assert d.inputs.startswith("128 synthetic samples")
     assert d.inputs.endswith("measurement half: 64 samples (odd positions)")
     assert d.calibration_inputs.endswith("calibration half: 64 samples (even positions)")
