@@ -253,14 +253,13 @@ def _site(model: onnx.ModelProto, inputs: Sequence[model_pb2.InputSpec], config:
 
 
 def _distilled(
-    site: _Site, config: DynamicConfig, train: Split, keeps: list[int], batch: int, scratch: Path,
-    seed: int,
+    site: _Site, plain: onnx.ModelProto, config: DynamicConfig, train: Split, keeps: list[int], batch: int,
+    scratch: Path, seed: int,
 ) -> tuple[onnx.ModelProto, int, list[str]]:  # fmt: skip
     """The token-skipping model with the learned scorer and the distilled later layers (per ``config``),
-    the steps trained; with a warning, the attention scores and the original layers when the later layers
-    cannot run on their own."""
+    the steps trained; with a warning, ``plain`` (the attention scores and the original layers) when the
+    later layers cannot run on their own."""
     learn, layers = config.token_scorer == "learned", not config.frozen_layers
-    plain = _skip_model(site.graph, site.point, site.probs, site.tokens)
     if not (learn or layers):
         return plain, 0, []
     scores = score_nodes(site.probs, opset_of(site.graph.model))
@@ -302,7 +301,7 @@ def token_skip(
         ) from None
     counts, given = _counts(config, tokens)
     trained_on = [given] if given else [c for c in counts if c <= TRAIN_RATIO * tokens] or counts
-    skipped, steps, warnings = _distilled(site, config, train, trained_on, run, scratch, seed)
+    skipped, steps, warnings = _distilled(site, plain, config, train, trained_on, run, scratch, seed)
     labels = calibration.labels
     reference = labels if rule.metric == "accuracy" and labels is not None else original
     baseline = float(np.mean(original == reference))
@@ -317,7 +316,7 @@ def token_skip(
     elif good:
         keep = min(good, key=lambda p: p.keep_tokens).keep_tokens
     else:  # every token, through the original layers: the original's outputs
-        keep, skipped, steps = tokens, _skip_model(site.graph, site.point, site.probs, tokens), 0
+        keep, skipped, steps = tokens, plain, 0
         warnings.append(
             "DYNAMIC_RULE_NOT_MET: no kept-token count meets the calibration rule; every token is kept, "
             "by the original layers"
