@@ -90,9 +90,15 @@ class Settings:
     max_finetune_epochs: int = 1000
     max_finetune_steps: int = 1_000_000
     max_finetune_seconds: float = 86400.0
-    #: Cap on a job's ``finetune.workers`` (data-parallel ranks on its Ray node) with the ``ray``
+    #: Cap on a job's ``finetune.workers`` (data-parallel ranks, Ray actors) with the ``ray``
     #: executor; the ``local`` executor allows 1.
     max_finetune_workers: int = 8
+    #: How Ray places a job's ranks beyond the first: a placement group of one bundle per rank with
+    #: this strategy (PACK: as few nodes as possible, SPREAD, STRICT_PACK or STRICT_SPREAD).
+    ray_rank_strategy: str = "PACK"
+    #: Seconds a job's start waits for Ray to place its ranks (nodes free up or are added); beyond,
+    #: the start fails RANKS_UNPLACED.
+    ray_rank_wait_s: float = 600.0
     #: Per-tenant quotas, 0 = none: jobs PENDING or RUNNING at once (CreateJob beyond: QUOTA_EXCEEDED),
     #: and bytes stored (uploaded models and shards, succeeded jobs' artifacts; an upload that would pass
     #: it and a CreateJob once it is reached: QUOTA_EXCEEDED). A tokens-file entry may set its own.

@@ -144,6 +144,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
     it cannot reach now; nothing was written. RetryInfo says when to retry.
     """
+    RANKS_UNPLACED: _ErrorReason.ValueType  # 46
+    """RESOURCE_EXHAUSTED: Ray could not place a job's fine-tuning ranks
+    (`finetune.workers`) within `ray_rank_wait_s` (metadata: workers,
+    waited_s, bundle); fewer workers or more nodes help.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error the service returns is a google.rpc.Status with a canonical
@@ -273,5 +278,10 @@ this server (metadata `form`).
 RAY_UNAVAILABLE: ErrorReason.ValueType  # 45
 """UNAVAILABLE: the server runs jobs on a Ray cluster (executor "ray") that
 it cannot reach now; nothing was written. RetryInfo says when to retry.
+"""
+RANKS_UNPLACED: ErrorReason.ValueType  # 46
+"""RESOURCE_EXHAUSTED: Ray could not place a job's fine-tuning ranks
+(`finetune.workers`) within `ray_rank_wait_s` (metadata: workers,
+waited_s, bundle); fewer workers or more nodes help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

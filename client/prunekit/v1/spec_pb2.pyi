@@ -1002,8 +1002,8 @@ class FinetuneSpec(_message.Message):
     the budget above divided evenly between the rounds.
     """
     workers: _builtins.int
-    """Data-parallel ranks of the fine-tuning (gloo process group, on the job's
-    Ray node); 0 or 1 means one process. More than 1 needs a server with
+    """Data-parallel ranks of the fine-tuning (gloo process group; Ray actors,
+    placed on one node or several); 0 or 1 means one process. More than 1 needs a server with
     PRUNEKIT_EXECUTOR=ray, at most its max_finetune_workers and at most
     batch_size. The global batch is split across the ranks.
     """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -70,12 +70,14 @@ def run_attempt(
     stop: StopRequest,
     limits: WorkerLimits,
     warm: WarmWorkers | None = None,
+    rendezvous: Mapping[str, Any] | None = None,
 ) -> ServiceError | None:
     """Run ``job``'s worker once in the empty ``workdir``; the error it ended with, or None.
 
     None also when the worker succeeded but the lease was lost before
     publishing (the new owner publishes). ``stop`` stops the worker early; ``warm`` forks it
-    from the server's zygote.
+    from the server's zygote; ``rendezvous`` names the fine-tuning ranks Ray placed (see
+    :func:`.staging.optimize_task`).
     """
     fence_s = keeper.fence_s
     timeout, own_timeout = start_timeout(job, settings)
@@ -86,7 +88,7 @@ def run_attempt(
     local.mkdir()
 
     def stage() -> tuple[dict[str, Any], dict[str, int]]:
-        task = optimize_task(stores, settings, job, workdir, local.name, limits.to_dict())
+        task = optimize_task(stores, settings, job, workdir, local.name, limits.to_dict(), rendezvous)
         with storage_errors():
             return task, checkpoint_sync.restore(stores.store, prefix, local)
 
@@ -193,6 +195,7 @@ def attempt_in_scratch(
     stop: StopRequest,
     limits: WorkerLimits,
     warm: WarmWorkers | None = None,
+    rendezvous: Mapping[str, Any] | None = None,
 ) -> ServiceError | None:
     """:func:`run_attempt` in a fresh scratch directory (removed afterwards); every failure, a full
     scratch disk included (:func:`.starts.local_error`), comes back as the error, never raised."""
@@ -200,7 +203,7 @@ def attempt_in_scratch(
     try:
         workdir = Path(tempfile.mkdtemp(prefix=f"prunekit-{job.id}-", dir=settings.scratch_path()))
         try:
-            return run_attempt(stores, settings, keeper, job, workdir, stop, limits, warm)
+            return run_attempt(stores, settings, keeper, job, workdir, stop, limits, warm, rendezvous)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     except ServiceError as exc:

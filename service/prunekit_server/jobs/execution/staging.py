@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,12 @@ def optimize_task(
     workdir: Path,
     checkpoint_dir: str,
     limits: dict[str, int],
+    rendezvous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The worker's task for one start of ``job``, its model and data staged into ``workdir``.
+
+    With ``finetune.workers`` > 1 the task's ``ranks`` is that count (the worker starts its ranks) or
+    ``rendezvous``, the group of ranks Ray placed (:mod:`..ray.ranks`).
 
     The FAULT_LABEL fault is passed on only with ``settings.enable_test_hooks``.
     """
@@ -61,7 +66,7 @@ def optimize_task(
     if sandbox is not None:
         task["sandbox"] = sandbox
     if job.spec.finetune.workers > 1:
-        task["ranks"] = job.spec.finetune.workers
+        task["ranks"] = dict(rendezvous) if rendezvous is not None else job.spec.finetune.workers
     if job.spec.HasField("target"):
         task["latency_tables_dir"] = stage_tables(stores.store, workdir)
     fault = parse_fault(job.labels.get(FAULT_LABEL, ""))

@@ -30,7 +30,7 @@ from ..execution.seam import cleanup, mark_cancelled, shutting_down
 from ..execution.sweeper import Sweeper
 from ..worker.faults import FAULT_LABEL
 from .bridge import RayBridge
-from .resources import RAY_OWNER, actor_resources
+from .resources import RANK_STRATEGIES, RAY_OWNER, actor_resources
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ class RayExecutor:
     whether the cluster answers (the health of job submission)."""
 
     def __init__(self, tenants: Tenants, settings: Settings, on_reachable: Callable[[bool], None]) -> None:
+        if (strategy := settings.ray_rank_strategy) not in RANK_STRATEGIES:
+            choices = ", ".join(RANK_STRATEGIES)
+            raise ValueError(f"ray_rank_strategy must be one of {choices}, got {strategy!r}")
         tenants.owner = RAY_OWNER
         self._tenants = tenants
         self._settings = settings

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any, TypeVar
+
+from prunekit.v1 import job_pb2
 
 from ...config import Settings
 from ...errors import Code, ServiceError
@@ -31,13 +31,11 @@ from ..execution.observed import count_end, count_failed_start, job_context
 from ..execution.sandbox import StopRequest, WorkerLimits
 from ..execution.seam import cleanup
 from ..execution.starts import begin_start, record_failure, retry_plan
-from .resources import RAY_OWNER
+from .ranks import RayRanks
+from .resources import RAY_OWNER, actor_resources, on_node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Settings of the node a job runs on, not of the front door that submitted it.
-NODE_SETTINGS = ("scratch_dir", "worker_memory_bytes", "worker_threads", "worker_uid", "worker_gid")
 
 
 class RayHold:
@@ -55,20 +53,6 @@ class RayHold:
 
     def renew(self, job_id: str) -> bool:
         return True
-
-
-def on_node(settings: Settings, env: Mapping[str, str] | None = None) -> Settings:
-    """The front door's ``settings`` with those of this node (:data:`NODE_SETTINGS`) from its own
-    ``PRUNEKIT_*`` environment: set there, or the defaults (the front door's scratch directory is not
-    on this node)."""
-    env = os.environ if env is None else env
-    node = Settings.from_env(env)
-    values = {
-        name: getattr(node, name)
-        for name in NODE_SETTINGS
-        if name == "scratch_dir" or env.get(f"PRUNEKIT_{name.upper()}")
-    }
-    return replace(settings, **values)
 
 
 def run_job(settings: Settings, job_id: str, tenant: str, stop: StopRequest, *, restarted: bool) -> None:
@@ -120,7 +104,7 @@ def _starts(
         if started is None:
             return
         log.info("job %s: worker start %d on Ray", job_id, started.attempt)
-        error = attempt_in_scratch(stores, settings, hold, started, stop, limits)
+        error = _attempt(settings, stores, started, stop, limits, hold)
         if error is None:
             return
         plan = retry_plan(error, started, settings.max_attempts)
@@ -130,3 +114,30 @@ def _starts(
             return
         charge = plan
         log.warning("job %s: start %d failed (%s); starting again", job_id, started.attempt, error)
+
+
+def _attempt(
+    settings: Settings,
+    stores: TenantStores,
+    job: job_pb2.Job,
+    stop: StopRequest,
+    limits: WorkerLimits,
+    hold: RayHold,
+) -> ServiceError | None:
+    """One worker start of ``job``; with ``finetune.workers`` > 1 its other ranks are Ray actors
+    (:class:`.ranks.RayRanks`), placed for this start and stopped after it."""
+    world = job.spec.finetune.workers
+    if world <= 1:
+        return attempt_in_scratch(stores, settings, hold, job, stop, limits)
+    try:
+        resources = actor_resources(job.spec, settings)
+        ranks = RayRanks.start(settings, world, resources, stores.store.uri, stop)
+    except ServiceError as exc:
+        return exc
+    if ranks is None:
+        return stop.error
+    try:
+        error = attempt_in_scratch(stores, settings, hold, job, stop, limits, rendezvous=ranks.rendezvous)
+        return ranks.explain(error)
+    finally:
+        ranks.close()

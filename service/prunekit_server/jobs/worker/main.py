@@ -20,11 +20,10 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from .threads import configure_torch, worker_threads
 
 if TYPE_CHECKING:
     from ...pipeline import StagedShard
-    from .ranks import GroupReplicas
+    from .ranks import GroupReplicas, Ranks
 
 WORKER_NICENESS = 10
 """Workers yield the CPU to their server: RPCs (GetJob, WatchJob, health) stay quick while jobs run."""
@@ -86,7 +85,7 @@ class ProgressWriter:
     ``fault`` is ``{action, stage, attempt}``: it fires on the first event of
     ``stage`` (stage "checkpoint": the first event announcing a checkpoint)
     when ``attempt`` is 0 or this worker start's number. Action "kill_rank" SIGKILLs the worker's
-    fine-tuning ranks (``ranks``: their processes).
+    other fine-tuning ranks (:meth:`.ranks.Ranks.kill`).
     """
 
     def __init__(
@@ -94,12 +93,12 @@ class ProgressWriter:
         stream: IO[str],
         fault: dict[str, Any] | None,
         attempt: int = 1,
-        ranks: Sequence[subprocess.Popen[bytes]] = (),
+        ranks: Ranks | None = None,
     ) -> None:
         self._stream = stream
         wanted = int((fault or {}).get("attempt", 0))
         self._fault = fault if fault and wanted in (0, attempt) else None
-        self._ranks = list(ranks)
+        self._ranks = ranks
 
     def fail(self, error: ServiceError) -> None:
         """Send the error the task ended with, as the last line ``{"error": {...}}``: the pipe needs no
@@ -124,10 +123,10 @@ class ProgressWriter:
             _inject(action, self._ranks)
 
 
-def _inject(action: str, ranks: Sequence[subprocess.Popen[bytes]]) -> None:
+def _inject(action: str, ranks: Ranks | None) -> None:
     if action == "kill_rank":
-        for rank in ranks:
-            rank.kill()
+        if ranks is not None:
+            ranks.kill()
     elif action == "segfault":
         ctypes.string_at(0)
     elif action == "sigkill":
@@ -276,6 +275,20 @@ def _nearly_full(path: Path) -> bool:
     return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
+def _ranks(ranks: object, task_path: Path) -> Ranks | None:
+    """The fine-tuning group of a task's ``ranks``: a count of ranks this worker starts on its machine,
+    or the rendezvous of ranks placed by Ray (:func:`.ranks.join_remote`); None for one process."""
+    if isinstance(ranks, dict):
+        from .ranks import join_remote
+
+        return join_remote(ranks)
+    if isinstance(ranks, int) and ranks > 1:
+        from .ranks import start_ranks
+
+        return start_ranks(task_path, ranks)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prunekit-worker")
     parser.add_argument("task", type=Path)
@@ -287,12 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     watch_heartbeats(args.fence_s)
     task = json.loads(args.task.read_text())
     workdir = args.task.parent
-    world = int(task.get("ranks", 0))
-    ranks = None
-    if world > 1:
-        from .ranks import start_ranks
-
-        ranks = start_ranks(args.task, world)
+    ranks = _ranks(task.get("ranks"), args.task)
     if isinstance(task.get("sandbox"), dict):
         applied = confine(task["sandbox"], workdir)
         print(f"prunekit worker sandbox: {json.dumps(applied)}", file=sys.stderr, flush=True)
@@ -301,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(WORKER_NICENESS)
     configure_torch(int(task.get("limits", {}).get("threads", 0)) or worker_threads())
     with os.fdopen(args.progress_fd, "w") as stream:
-        peers = ranks.processes if ranks is not None else ()
-        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)), peers)
+        progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)), ranks)
         try:
             run_task(task, workdir, progress, ranks.replicas if ranks is not None else None)
         except Exception as exc:

@@ -9,6 +9,9 @@ converted model, the teacher, the data, the config) and trains its shard of ever
 sends None. Only rank 0 reads the job's files, reports progress and writes checkpoints and results; a
 rank dies with the worker (``PR_SET_PDEATHSIG``), and the worker's collectives fail when a rank dies,
 so the start fails and the job resumes from its checkpoints as after any worker crash.
+
+With the ``ray`` executor a rank is started the same way by a Ray actor of its own, possibly on
+another node (:mod:`..ray.ranks`), and joins through the job actor's store at ``--host``.
 """
 
 from __future__ import annotations
@@ -50,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", type=Path)
     for flag in ("--rank", "--world", "--port", "--parent-pid"):
         parser.add_argument(flag, type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     task: dict[str, Any] = json.loads(args.task.read_text())
-    replicas = join(args.rank, args.world, port=args.port)
+    replicas = join(args.rank, args.world, port=args.port, address=args.host)
     if isinstance(task.get("sandbox"), dict):
         confine(task["sandbox"], args.task.parent)
         die_with_parent(args.parent_pid)

@@ -1,11 +1,13 @@
 """The :class:`~...training.replicas.Replicas` of a ``torch.distributed`` process group.
 
 :class:`GroupReplicas` wraps the default process group of this process (``gloo``: its collectives
-run on CPU and on CUDA tensors alike). :func:`join` makes that group from a ``TCPStore``: rank 0
-hosts the store (port 0: the kernel picks one), the other ranks connect to it. Every socket of the
-group is made while joining, so a worker joins before its sandbox (:mod:`.confine`) forbids new
-IPv4/IPv6 sockets, and its collectives then run on the connections it already has.
-:func:`start_ranks` starts a worker's other ranks (:mod:`.rank`) and joins their group as rank 0.
+run on CPU and on CUDA tensors alike). :func:`join` makes that group from a ``TCPStore``: its host
+(:func:`host`; port 0: the kernel picks one) is rank 0 on one machine, or the job's Ray actor when
+the ranks are Ray actors on several nodes (:mod:`..ray.ranks`); the ranks connect to it. Every socket
+of the group is made while joining, so a worker joins before its sandbox (:mod:`.confine`) forbids
+new IPv4/IPv6 sockets, and its collectives then run on the connections it already has.
+:func:`start_ranks` starts a worker's other ranks (:mod:`.rank`) on its machine and joins their group
+as rank 0; :func:`join_remote` joins as rank 0 a group whose other ranks were placed by Ray.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import distributed
@@ -32,7 +34,7 @@ from .faults import EXIT_OUT_OF_MEMORY, out_of_memory
 
 T = TypeVar("T")
 
-__all__ = ["GroupReplicas", "Ranks", "join", "start_ranks"]
+__all__ = ["KILL_KEY", "GroupReplicas", "Ranks", "join", "join_remote", "start_ranks"]
 
 #: How long a collective (or joining) waits for the other ranks before it raises.
 GROUP_TIMEOUT = timedelta(minutes=30)
@@ -40,6 +42,8 @@ GROUP_TIMEOUT = timedelta(minutes=30)
 #: and then for the ranks that failed in turn.
 EXIT_GRACE_S = 5.0
 SETTLE_S = 0.5
+#: The store key that asks the job's Ray actor to SIGKILL the ranks it placed (test fault ``kill_rank``).
+KILL_KEY = "prunekit/kill_ranks"
 
 
 class GroupReplicas:
@@ -135,9 +139,9 @@ def rank_error(rank: int, world: int, code: int) -> ServiceError:
     return ServiceError(Code.INTERNAL, "WORKER_CRASHED", f"{who} died of {meta['signal']}", metadata=meta)
 
 
-def host(world: int) -> TCPStore:
-    """Rank 0's store of a group of ``world`` ranks on this machine's loopback (its port: ``.port``)."""
-    return TCPStore("127.0.0.1", 0, world, is_master=True, timeout=GROUP_TIMEOUT, wait_for_workers=False)
+def host(world: int, address: str = "127.0.0.1") -> TCPStore:
+    """The store of a group of ``world`` ranks, listening on ``address`` (its port: ``.port``)."""
+    return TCPStore(address, 0, world, is_master=True, timeout=GROUP_TIMEOUT, wait_for_workers=False)
 
 
 def join(
@@ -146,11 +150,12 @@ def join(
     store: TCPStore | None = None,
     port: int = 0,
     peers: Sequence[subprocess.Popen[bytes]] = (),
+    address: str = "127.0.0.1",
 ) -> GroupReplicas:
-    """Join the ``gloo`` group of ``world`` ranks as ``rank``: rank 0 with the ``store`` it hosts
-    (:func:`host`) and the ``peers`` it started, the others through the store's loopback ``port``."""
+    """Join the ``gloo`` group of ``world`` ranks as ``rank``: with the ``store`` this process hosts
+    (:func:`host`) and the ``peers`` it started, or through the store at ``address``:``port``."""
     if store is None:
-        store = TCPStore("127.0.0.1", port, world, is_master=False, timeout=GROUP_TIMEOUT)
+        store = TCPStore(address, port, world, is_master=False, timeout=GROUP_TIMEOUT)
     distributed.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=GROUP_TIMEOUT)
     return GroupReplicas(peers)
 
@@ -160,10 +165,20 @@ RANK_MODULE = "prunekit_server.jobs.worker.rank"
 
 @dataclass
 class Ranks:
-    """Rank 0's group and the processes of the other ranks."""
+    """Rank 0's group and the processes of the other ranks (none when Ray placed them: ``store``,
+    the job actor's, then reaches them)."""
 
     replicas: GroupReplicas
     processes: list[subprocess.Popen[bytes]]
+    store: TCPStore | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the other ranks (test fault ``kill_rank``): this worker's processes, or those of
+        the Ray actors, through the store (:data:`KILL_KEY`)."""
+        for process in self.processes:
+            process.kill()
+        if self.store is not None:
+            self.store.set(KILL_KEY, "1")
 
     def release(self) -> None:
         """Tell the other ranks there is no more work, leave the group, wait for them to exit (a rank
@@ -195,3 +210,11 @@ def start_ranks(task_path: Path, world: int) -> Ranks:
         for rank in range(1, world)
     ]
     return Ranks(join(0, world, store=store, peers=processes), processes)
+
+
+def join_remote(rendezvous: Mapping[str, Any]) -> Ranks:
+    """Join as rank 0 the group of ``rendezvous`` (``world``, ``host``, ``port``): its store is the
+    job's Ray actor's, its other ranks Ray actors (:mod:`..ray.ranks`)."""
+    world, address, port = int(rendezvous["world"]), str(rendezvous["host"]), int(rendezvous["port"])
+    store = TCPStore(address, port, world, is_master=False, timeout=GROUP_TIMEOUT)
+    return Ranks(join(0, world, store=store), [], store)

@@ -1,4 +1,5 @@
-"""A real local Ray cluster (two CPUs) for this package's tests, and front doors that use it."""
+"""A real local Ray cluster (two nodes of one CPU each) for this package's tests, and front doors that
+use it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ DOOR_ENV = {
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
-    with local_ray(cpus=2) as address:
+    with local_ray(cpus=1, nodes=2) as address:
         yield address
 
 

@@ -1,8 +1,9 @@
-"""A real, local Ray cluster for tests: a head node started by a holder process, stopped with it.
+"""A real, local Ray cluster for tests: its nodes started by a holder process, stopped with it.
 
-``python -m tests.service.jobs.ray.local_cluster CPUS TEMP_DIR`` starts a head node (``ray.init``),
-prints its address, and stops it (every process of the node, detached actors included) when its stdin
-closes. :func:`local_ray` runs it for a ``with`` block.
+``python -m tests.service.jobs.ray.local_cluster CPUS NODES TEMP_DIR`` starts a head node and
+NODES - 1 worker nodes of CPUS CPUs each (separate raylets on this machine, as Ray's own multi-node
+tests run them), prints the head's address, and stops every node (each process, detached actors
+included) when its stdin closes. :func:`local_ray` runs it for a ``with`` block.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @contextmanager
-def local_ray(cpus: int = 2) -> Iterator[str]:
-    """The address (``host:port``) of a local Ray head node with ``cpus`` CPUs, for the block's time."""
+def local_ray(cpus: int = 2, nodes: int = 1) -> Iterator[str]:
+    """The address (``host:port``) of a local Ray cluster of ``nodes`` nodes with ``cpus`` CPUs each,
+    for the block's time."""
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    command = [sys.executable, "-m", "tests.service.jobs.ray.local_cluster", str(cpus), temp]
+    command = [sys.executable, "-m", "tests.service.jobs.ray.local_cluster", str(cpus), str(nodes), temp]
     env = {**os.environ, **RAY_ENV}
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -42,14 +44,17 @@ def local_ray(cpus: int = 2) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _hold(cpus: int, temp: str) -> None:
-    import ray
+def _hold(cpus: int, nodes: int, temp: str) -> None:
+    from ray.cluster_utils import Cluster
 
-    ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    print(ray.get_runtime_context().gcs_address, flush=True)
+    args = {"num_cpus": cpus, "include_dashboard": False, "temp_dir": temp}
+    cluster = Cluster(initialize_head=True, head_node_args=args)
+    for _ in range(nodes - 1):
+        cluster.add_node(num_cpus=cpus)
+    print(cluster.address, flush=True)
     sys.stdin.read()
-    ray.shutdown()
+    cluster.shutdown()
 
 
 if __name__ == "__main__":
-    _hold(int(sys.argv[1]), sys.argv[2])
+    _hold(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

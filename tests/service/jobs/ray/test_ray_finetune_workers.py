@@ -11,6 +11,7 @@ import pytest
 from prunekit.v1 import job_pb2
 from prunekit_server.jobs.durable.tenants import Tenants
 from prunekit_server.jobs.worker.faults import FAULT_LABEL
+from prunekit_server.rpc_status import from_status
 from prunekit_server.storage import open_store
 
 from ...api.jobflow import create, wait
@@ -31,7 +32,7 @@ def test_two_workers_fine_tune_as_one_does(ray_address: str, tmp_path: Path) -> 
         spec.finetune.workers = 0
         one = wait(stub, create(stub, model, spec).id, 600)[-1]
     for job in (two, one):
-        assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(job.error)
         single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), job)
     ran_two, ran_one = two.report.finetune.runs[-1], one.report.finetune.runs[-1]
     assert ran_two.steps == ran_one.steps == STEPS
@@ -46,7 +47,7 @@ def test_a_killed_rank_resumes_the_fine_tune_from_its_checkpoint(ray_address: st
         # the worker SIGKILLs its rank 1 right after announcing its first checkpoint (first start)
         job = create(stub, model, spec, labels={FAULT_LABEL: "kill_rank@checkpoint"})
         done = wait(stub, job.id, 600)[-1]
-    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(done.error)
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step >= 20
     assert done.report.finetune.runs[-1].steps == 100

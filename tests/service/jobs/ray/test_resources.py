@@ -6,8 +6,7 @@ from dataclasses import replace
 
 from prunekit.v1 import spec_pb2
 from prunekit_server.config import Settings
-from prunekit_server.jobs.ray.resources import actor_name, actor_resources
-from prunekit_server.jobs.ray.task import on_node
+from prunekit_server.jobs.ray.resources import actor_name, actor_resources, bundle, on_node
 
 from ...api.jobflow import quick_spec
 
@@ -38,9 +37,11 @@ def test_each_fine_tuning_rank_asks_for_its_cpu_or_gpu_and_memory() -> None:
     spec = quick_spec()
     spec.finetune.CopyFrom(spec_pb2.FinetuneSpec(steps=1, workers=3, device=spec_pb2.DEVICE_CUDA))
     settings = replace(Settings(), worker_memory_bytes=1 << 30)
-    assert actor_resources(spec, settings) == {"num_cpus": 3, "num_gpus": 3, "memory": 3 << 30}
+    assert actor_resources(spec, settings) == {"num_cpus": 1, "num_gpus": 1, "memory": 1 << 30}
+    assert bundle(actor_resources(spec, settings)) == {"CPU": 1.0, "GPU": 1.0, "memory": float(1 << 30)}
     spec.finetune.device = spec_pb2.DEVICE_CPU
-    assert actor_resources(spec, Settings()) == {"num_cpus": 3, "num_gpus": 0}
+    assert actor_resources(spec, Settings()) == {"num_cpus": 1, "num_gpus": 0}
+    assert bundle(actor_resources(spec, Settings())) == {"CPU": 1.0}
 
 
 def test_one_actor_name_per_job() -> None:
