@@ -33,7 +33,7 @@ from a checkpoint ends in the same weights as an uninterrupted one (on CPU,
 with a step budget; a time budget stops wherever the clock says).
 
 Data parallel: with ``replicas``, every rank runs :func:`finetune` with the same arguments on its
-shard of each global batch (see :mod:`.replicas`); rank 0 alone writes checkpoints.
+shard of each global batch (see :mod:`.replicas`), BatchNorm over the whole batch (:mod:`.sync_bn`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from .masks import SparsityMasks
 from .records import FinetuneEvent, FinetuneResult
 from .replicas import Replicas, average_gradients, shard
 from .schedule import lr_factor, resolve_device
+from .sync_bn import synced_batchnorm
 
 __all__ = [
     "FinetuneConfig",
@@ -377,19 +378,20 @@ def finetune(
     stop_reason = t.stop_reason
     student.train()
     try:
-        while not t.finished() and stop_reason == "budget":
-            batches = train.batches(
-                config.batch_size,
-                shuffle=True,
-                seed=config.seed,
-                epoch=t.epoch,
-                drop_last=True,
-                start=t.batch_in_epoch,
-            )
-            for batch in batches:
-                stop_reason = _train_on(t, batch, began, stop_reason, progress, checkpoint)
-                if stop_reason != "budget" or t.finished():
-                    break
+        with synced_batchnorm(student, t.replicas if fixed_batch is None else None):
+            while not t.finished() and stop_reason == "budget":
+                batches = train.batches(
+                    config.batch_size,
+                    shuffle=True,
+                    seed=config.seed,
+                    epoch=t.epoch,
+                    drop_last=True,
+                    start=t.batch_in_epoch,
+                )
+                for batch in batches:
+                    stop_reason = _train_on(t, batch, began, stop_reason, progress, checkpoint)
+                    if stop_reason != "budget" or t.finished():
+                        break
         if checkpoint is not None:
             t.stop_reason = stop_reason
             checkpoint.save(t.step, t.state())

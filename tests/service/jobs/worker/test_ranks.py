@@ -1,9 +1,10 @@
 """Data-parallel fine-tuning over a real ``gloo`` process group: 2 ranks (local processes) against 1.
 
-Tolerance: the digits CNN has BatchNorm layers, which normalise each rank's half of a batch with that
-half's statistics, so 2 ranks do not repeat 1 rank's arithmetic exactly. After 60 SGD steps of batch
-32 the weights stay within 5% (relative L2 norm of the difference) and the held-out accuracy within
-3 points of one process's.
+Tolerance: BatchNorm normalises over both ranks' shards (:mod:`prunekit_server.training.sync_bn`),
+so 2 ranks repeat 1 rank's arithmetic up to float summation order; SGD at lr 0.05 amplifies that
+rounding step by step (losses 1e-7 apart at first, 1e-4 after 60 steps). After 60 steps of batch 32
+the weights measured 0.08% apart (relative L2 norm of the difference; 1.8% before BatchNorm was
+synced) and the held-out accuracy 0.2 points: the test allows 1% and 1 point.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from prunekit_server.jobs.worker.ranks import host, join, rank_error
 from prunekit_server.training.finetune import FinetuneConfig, finetune
 
 CONFIG = FinetuneConfig(epochs=0, steps=60, batch_size=32, optimizer="sgd", lr=0.05, device="cpu", seed=3)
-WEIGHTS_TOLERANCE = 0.05
-ACCURACY_TOLERANCE = 0.03
+WEIGHTS_TOLERANCE = 0.01
+ACCURACY_TOLERANCE = 0.01
 
 
 def _train(replicas: Any = None) -> tuple[dict[str, torch.Tensor], float, list[float]]:
