@@ -40,7 +40,7 @@ from ...errors import Code, ServiceError
 from ...observability.logs import configure_logging
 from ..execution.sandbox import StopRequest, WorkerLimits, sandbox_task, worker_env
 from ..worker.confine import protect_server
-from ..worker.ranks import EXIT_GRACE_S, KILL_KEY, RANK_MODULE, host, rank_error
+from ..worker.ranks import EXIT_GRACE_S, KILL_KEY, RANK_MODULE, host, interface_of, rank_error
 from .resources import bundle, on_node
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class RankActor:
             command = [sys.executable, "-m", RANK_MODULE, str(path), "--rank", str(rank)]
             command += ["--world", where[0], "--host", where[1], "--port", where[2]]
             command += ["--parent-pid", str(os.getpid())]
+            address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+            command += ["--interface", interface_of(address)]
             process = subprocess.Popen(command, cwd=workdir, env=worker_env(workdir))
             return _watch(process, rendezvous)
         finally:
@@ -127,7 +129,7 @@ class RayRanks:
         """Place and start the other ranks of a ``world``-rank group, each with ``resources``."""
         address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         store = host(world, address)
-        rendezvous = {"world": world, "host": address, "port": store.port}
+        rendezvous = {"world": world, "host": address, "port": store.port, "interface": interface_of(address)}
         group = placement_group([bundle(resources)] * (world - 1), strategy=settings.ray_rank_strategy)
         ranks = cls(world, group, store, rendezvous)
         try:

@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("--rank", "--world", "--port", "--parent-pid"):
         parser.add_argument(flag, type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--interface", default="")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     task: dict[str, Any] = json.loads(args.task.read_text())
-    replicas = join(args.rank, args.world, port=args.port, address=args.host)
+    replicas = join(args.rank, args.world, port=args.port, address=args.host, interface=args.interface)
     if isinstance(task.get("sandbox"), dict):
         confine(task["sandbox"], args.task.parent)
         die_with_parent(args.parent_pid)

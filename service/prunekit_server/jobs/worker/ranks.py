@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -42,6 +44,7 @@ GROUP_TIMEOUT = timedelta(minutes=30)
 #: and then for the ranks that failed in turn.
 EXIT_GRACE_S = 5.0
 SETTLE_S = 0.5
+_SIOCGIFADDR = 0x8915
 #: The store key that asks the job's Ray actor to SIGKILL the ranks it placed (test fault ``kill_rank``).
 KILL_KEY = "prunekit/kill_ranks"
 
@@ -144,6 +147,26 @@ def host(world: int, address: str = "127.0.0.1") -> TCPStore:
     return TCPStore(address, 0, world, is_master=True, timeout=GROUP_TIMEOUT, wait_for_workers=False)
 
 
+def interface_of(address: str) -> str:
+    """The name of this machine's network interface with the IPv4 ``address`` ("" when none has it,
+    or off Linux); ``GLOO_SOCKET_IFNAME`` of the node's environment wins."""
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        return os.environ["GLOO_SOCKET_IFNAME"]
+    try:
+        import fcntl
+    except ImportError:
+        return ""
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                packed = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # no IPv4 address
+                continue
+        if socket.inet_ntoa(packed[20:24]) == address:
+            return name
+    return ""
+
+
 def join(
     rank: int,
     world: int,
@@ -151,9 +174,13 @@ def join(
     port: int = 0,
     peers: Sequence[subprocess.Popen[bytes]] = (),
     address: str = "127.0.0.1",
+    interface: str = "",
 ) -> GroupReplicas:
     """Join the ``gloo`` group of ``world`` ranks as ``rank``: with the ``store`` this process hosts
-    (:func:`host`) and the ``peers`` it started, or through the store at ``address``:``port``."""
+    (:func:`host`) and the ``peers`` it started, or through the store at ``address``:``port``.
+    ``interface`` names the network interface gloo's connections use (else that of the hostname)."""
+    if interface:
+        os.environ["GLOO_SOCKET_IFNAME"] = interface
     if store is None:
         store = TCPStore(address, port, world, is_master=False, timeout=GROUP_TIMEOUT)
     distributed.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=GROUP_TIMEOUT)
@@ -213,8 +240,8 @@ def start_ranks(task_path: Path, world: int) -> Ranks:
 
 
 def join_remote(rendezvous: Mapping[str, Any]) -> Ranks:
-    """Join as rank 0 the group of ``rendezvous`` (``world``, ``host``, ``port``): its store is the
-    job's Ray actor's, its other ranks Ray actors (:mod:`..ray.ranks`)."""
+    """Join as rank 0 the group of ``rendezvous`` (``world``, ``host``, ``port``, ``interface``): its
+    store is the job's Ray actor's, its other ranks Ray actors (:mod:`..ray.ranks`)."""
     world, address, port = int(rendezvous["world"]), str(rendezvous["host"]), int(rendezvous["port"])
     store = TCPStore(address, port, world, is_master=False, timeout=GROUP_TIMEOUT)
-    return Ranks(join(0, world, store=store), [], store)
+    return Ranks(join(0, world, store=store, interface=str(rendezvous.get("interface", ""))), [], store)

@@ -15,13 +15,14 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import torch
 from scripts.digits import SmallCNN, digits_split
 
 from prunekit_server.errors import Code, ServiceError
 from prunekit_server.jobs.worker.faults import EXIT_OUT_OF_MEMORY, is_fenced, is_retryable
 from prunekit_server.jobs.worker.fence import EXIT_FENCED
-from prunekit_server.jobs.worker.ranks import host, join, rank_error
+from prunekit_server.jobs.worker.ranks import host, interface_of, join, rank_error
 from prunekit_server.training.finetune import FinetuneConfig, finetune
 
 CONFIG = FinetuneConfig(epochs=0, steps=60, batch_size=32, optimizer="sgd", lr=0.05, device="cpu", seed=3)
@@ -129,3 +130,11 @@ def test_a_ranks_exit_reads_as_a_workers_would() -> None:
     assert not is_fenced(own)
     for error in (cpu, memory, own):
         assert not is_retryable(error), error
+
+
+def test_gloo_uses_the_interface_of_the_address_the_ranks_meet_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    assert interface_of("127.0.0.1") == "lo"
+    assert interface_of("198.51.100.77") == ""  # on no interface here: gloo keeps its default
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth7")
+    assert interface_of("127.0.0.1") == "eth7"  # the node's own setting wins
