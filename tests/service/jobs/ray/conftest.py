@@ -13,10 +13,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from prunekit.v1 import model_pb2
+from prunekit.v1 import optimizer_service_pb2 as pb
 from prunekit.v1 import optimizer_service_pb2_grpc as pb_grpc
 from prunekit_server.server import SUBMISSION_SERVICE
 from tests.service.server_process import ServerProcess, server_process
 
+from ...api.jobflow import TERMINAL
 from ..execution.finetune_flow import upload_inputs
 from .local_cluster import RAY_ENV, local_ray
 
@@ -72,3 +74,14 @@ def finetune_door(
             stub = pb_grpc.OptimizerServiceStub(channel)
             model, train = upload_inputs(stub, tmp_path)
             yield storage, stub, model, train
+
+
+def first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str, timeout: float = 600) -> None:
+    """Wait until the job's first checkpoint is in storage (watching again when a watch closes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for update in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=deadline - time.monotonic()):
+            assert update.job.state not in TERMINAL, update.job.error
+            if update.job.progress.finetune.checkpoint_step > 0:
+                return
+    raise AssertionError("no checkpoint was stored in time")

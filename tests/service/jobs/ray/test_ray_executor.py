@@ -26,9 +26,9 @@ from tests.samples import write_sample_model
 from tests.service.server_process import ServerProcess, worker_pids
 
 from ...api.conftest import status_error, upload
-from ...api.jobflow import TERMINAL, create, wait
+from ...api.jobflow import create, wait
 from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest, upload_inputs
-from .conftest import finetune_door, front_door, ready, submission
+from .conftest import finetune_door, first_checkpoint, front_door, ready, submission
 from .local_cluster import local_ray
 
 # Real clusters, servers and workers on a busy 2-core machine: generous, not tight.
@@ -101,23 +101,12 @@ def _gone(running: Callable[[], bool], what: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _first_checkpoint(stub: pb_grpc.OptimizerServiceStub, job_id: str, timeout: float = 600) -> None:
-    """Wait until the job's first checkpoint is in storage (watching again when a watch closes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for update in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=deadline - time.monotonic()):
-            assert update.job.state not in TERMINAL, update.job.error
-            if update.job.progress.finetune.checkpoint_step > 0:
-                return
-    raise AssertionError("no checkpoint was stored in time")
-
-
 def test_a_killed_ray_worker_resumes_from_its_checkpoint(ray_address: str, tmp_path: Path) -> None:
     with finetune_door(ray_address, tmp_path) as (storage, stub, model, train):
         # the first start's worker hangs once it announced its first checkpoint: no race with the kill
         hang = {FAULT_LABEL: "hang@checkpoint"}
         job = create(stub, model, finetune_spec(train, steps=200, every=20), labels=hang)
-        _first_checkpoint(stub, job.id)
+        first_checkpoint(stub, job.id)
         os.kill(_actor_pid(job.id), signal.SIGKILL)
         done = wait(stub, job.id, 600)[-1]
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.error

@@ -1,6 +1,7 @@
-"""``finetune.workers: 2`` through a real local Ray cluster: the job's two gloo ranks fine-tune the
-digits model as one worker does, within the tolerance of ``tests/service/jobs/worker/test_ranks.py``,
-and a rank killed mid-run costs the job one start, resumed from its last checkpoint."""
+"""``finetune.workers: 2`` through a real local Ray cluster of two one-CPU nodes, so the job's two
+gloo ranks run on different nodes: they fine-tune the digits model as one worker does, within the
+tolerance of ``tests/service/jobs/worker/test_ranks.py``; a rank killed mid-run costs the job one
+start, resumed from its last checkpoint; so does a node lost mid-run, once a new node joins."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from prunekit_server.storage import open_store
 
 from ...api.jobflow import create, wait
 from ..execution.finetune_flow import artifact_attempts, finetune_spec, single_manifest
-from .conftest import finetune_door
+from .conftest import finetune_door, first_checkpoint
+from .local_cluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -51,5 +53,23 @@ def test_a_killed_rank_resumes_the_fine_tune_from_its_checkpoint(ray_address: st
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step >= 20
     assert done.report.finetune.runs[-1].steps == 100
+    assert artifact_attempts(done) == {"2"}
+    single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), done)
+
+
+def test_a_node_lost_mid_fine_tune_costs_one_start_resumed_on_a_new_node(tmp_path: Path) -> None:
+    with ray_cluster(cpus=1, nodes=2) as cluster, finetune_door(cluster.address, tmp_path) as door:
+        storage, stub, model, train = door
+        spec = finetune_spec(train, steps=400, every=20)
+        spec.finetune.workers = 2
+        job = create(stub, model, spec)
+        first_checkpoint(stub, job.id)
+        cluster.remove_node()  # one of the job's two ranks (or the job's actor) goes with it
+        cluster.add_node()  # the start after it waits until the ranks can be placed again
+        done = wait(stub, job.id, 600)[-1]
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(done.error)
+    assert done.attempt == 2
+    assert done.report.finetune.runs[-1].resumed_from_step >= 20
+    assert done.report.finetune.runs[-1].steps == 400
     assert artifact_attempts(done) == {"2"}
     single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), done)
