@@ -27,10 +27,9 @@ A model that only runs at its own batch size is called in chunks of
 every sample of its batch, BatchNorms see the chunks, and feature matching
 sees each step's last chunk.
 
-Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and
-a checkpoint holds every RNG state and why the run stopped, so a run resumed
-from a checkpoint ends in the same weights as an uninterrupted one (on CPU,
-with a step budget; a time budget stops wherever the clock says).
+Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and a checkpoint holds
+every RNG state and why the run stopped, so a run resumed from a checkpoint ends in the same weights
+as an uninterrupted one (on CPU, with a step budget; a time budget stops wherever the clock says).
 
 Data parallel: with ``replicas``, every rank runs :func:`finetune` with the same arguments on its
 shard of each global batch (see :mod:`.replicas`), BatchNorm over the whole batch (:mod:`.sync_bn`).
