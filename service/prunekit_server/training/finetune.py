@@ -31,9 +31,8 @@ Determinism: the batch order of an epoch depends on ``(seed, epoch)`` only and a
 every RNG state and why the run stopped, so a run resumed from a checkpoint ends in the same weights
 as an uninterrupted one (on CPU, with a step budget; a time budget stops wherever the clock says).
 
-Data parallel: with ``replicas``, every rank runs :func:`finetune` with the same arguments on its
-shard of each global batch (see :mod:`.replicas`), BatchNorm over the whole batch (:mod:`.sync_bn`).
-"""
+Data parallel: with ``replicas`` every rank runs :func:`finetune` with the same arguments on its shard
+of each global batch (:mod:`.replicas`), BatchNorm over the whole batch (:mod:`.sync_bn`)."""
 
 from __future__ import annotations
 
