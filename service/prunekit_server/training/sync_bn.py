@@ -2,11 +2,12 @@
 
 ``torch.nn.SyncBatchNorm`` runs on GPUs only; :func:`synced_batchnorm` does the same on any device
 through the ranks' :class:`~.replicas.Replicas`: in training mode each BatchNorm layer sums its
-shard's per-channel sum, sum of squares and count over the ranks, normalises with the global batch's
-mean and (biased) variance, and updates its running statistics with them (unbiased variance), as one
-process does on the whole batch. Backward sums the statistics' gradients over the ranks, so with the
-ranks' loss scaling and gradient averaging a step is one process's up to float rounding. In eval
-mode the layers use their running statistics, unchanged.
+shard's per-channel sum and count over the ranks, then the squared deviations from that mean (two
+passes, in at least float32), normalises with the global batch's mean and (biased) variance, and
+updates its running statistics with them (unbiased variance), as one process does on the whole
+batch. Backward sums the statistics' gradients over the ranks, so with the ranks' loss scaling and
+gradient averaging a step is one process's up to float rounding. In eval mode the layers use their
+running statistics, unchanged.
 
 Every rank must run its layers the same number of times per step (true of one model on shards of
 one batch); models run in fixed-size chunks (``fixed_batch``) are not synced, as the ranks' chunk
@@ -54,14 +55,17 @@ def _synced_forward(bn: nn.modules.batchnorm._BatchNorm, replicas: Replicas) -> 
         channels = x.shape[1]
         shape = [1, channels] + [1] * (x.dim() - 2)
         dims = [0, *range(2, x.dim())]
-        x32 = x.float()
-        count = x32.new_tensor([x.numel() / channels])
-        local = torch.cat([x32.sum(dims), (x32 * x32).sum(dims), count])
-        total = _SumOverRanks.apply(local, replicas)  # type: ignore[no-untyped-call]
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = xf.new_tensor([x.numel() / channels])
+        total = _SumOverRanks.apply(torch.cat([xf.sum(dims), count]), replicas)  # type: ignore[no-untyped-call]
         n = total[-1]
+        if float(n.detach()) <= 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got {x.shape}")
         mean = total[:channels] / n
-        var = (total[channels : 2 * channels] / n - mean * mean).clamp_min(0.0)
-        y = (x32 - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + bn.eps)
+        centred = xf - mean.reshape(shape)
+        squares = _SumOverRanks.apply((centred * centred).sum(dims), replicas)  # type: ignore[no-untyped-call]
+        var = squares / n  # two passes: no cancellation when the mean is large against the spread
+        y = centred * torch.rsqrt(var.reshape(shape) + bn.eps)
         if bn.weight is not None and bn.bias is not None:
             y = y * bn.weight.reshape(shape) + bn.bias.reshape(shape)
         if bn.training and bn.running_mean is not None and bn.running_var is not None:

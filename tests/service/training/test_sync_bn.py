@@ -16,19 +16,26 @@ from prunekit_server.training.datasets import Batch
 from prunekit_server.training.replicas import shard
 from prunekit_server.training.sync_bn import synced_batchnorm
 
-CASES = [(nn.BatchNorm1d, (7, 5), 0.1), (nn.BatchNorm2d, (5, 3, 4, 4), None)]
+#: (layer, input shape, momentum, input mean, dtype): a large mean against a spread of 3 checks the
+#: variance is not E[x²] - E[x]² (which cancels to nothing at a mean of 3000).
+CASES = [
+    (nn.BatchNorm1d, (7, 5), 0.1, 1.0, torch.float32),
+    (nn.BatchNorm2d, (5, 3, 4, 4), None, 1.0, torch.float32),
+    (nn.BatchNorm1d, (9, 4), 0.1, 100.0, torch.float32),
+    (nn.BatchNorm2d, (5, 2, 3, 3), 0.1, 3000.0, torch.float64),
+]
 TOLERANCE = 1e-5
 
 
 def _case(index: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    kind, shape, momentum = CASES[index]
+    kind, shape, momentum, mean, dtype = CASES[index]
     torch.manual_seed(11)
-    bn = kind(shape[1], momentum=momentum)
+    bn = kind(shape[1], momentum=momentum).to(dtype)
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-0.5, 0.5)
-    x = torch.randn(*shape) * 3 + 1
-    return bn, x, torch.randn(*shape)
+    x = (torch.randn(*shape, dtype=torch.float64) * 3 + mean).to(dtype)
+    return bn, x, torch.randn(*shape, dtype=dtype)
 
 
 def _step(bn: nn.Module, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,21 +103,32 @@ def test_two_synced_ranks_equal_one_process_on_the_whole_batch(index: int) -> No
             )
 
 
+class One:
+    """Replicas of a group whose other rank sends zeros (the sums are this rank's alone)."""
+
+    rank, world = 0, 2
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        for tensor in tensors:
+            tensor /= 2
+
+
 def test_eval_mode_and_one_process_are_left_alone() -> None:
     bn, x, _ = _case(1)
     with synced_batchnorm(bn, None) as synced:
         assert synced == 0
     assert "forward" not in vars(bn)
+    one_value = pytest.raises(ValueError, match="more than 1 value per channel")
+    with synced_batchnorm(bn, One()), one_value:  # type: ignore[arg-type]
+        bn(x[:1, :, :1, :1])
     bn.eval()
     expected = bn(x)
 
-    class One:
-        rank, world = 0, 2
-
+    class Silent(One):
         def average(self, tensors: list[torch.Tensor]) -> None:
             raise AssertionError("eval mode must not talk to the ranks")
 
-    with synced_batchnorm(bn, One()) as synced:  # type: ignore[arg-type]
+    with synced_batchnorm(bn, Silent()) as synced:  # type: ignore[arg-type]
         assert synced == 1
         torch.testing.assert_close(bn(x), expected)
     assert "forward" not in vars(bn)

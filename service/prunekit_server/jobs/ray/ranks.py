@@ -1,8 +1,8 @@
 """A job's fine-tuning ranks as Ray actors (``finetune.workers`` > 1 with the ``ray`` executor).
 
 For each worker start the job's actor reserves one bundle per rank beyond the first in a placement
-group (``ray_rank_strategy``; PACK places the ranks on as few nodes as possible: beside rank 0 while
-its node has room, on other nodes when not), hosts the group's ``TCPStore`` on its node's address and
+group (``ray_rank_strategy``; PACK places the group on as few nodes as possible, wherever there is
+room; rank 0 is not part of it), hosts the group's ``TCPStore`` on its node's address and
 starts a :class:`RankActor` in each bundle. A rank actor runs ``python -m ...worker.rank`` in a scratch
 directory of its own node, with a worker's allow-listed environment, sandbox and limits, and returns
 its exit code. The worker, rank 0, joins through the store (:func:`..worker.ranks.join_remote`).
@@ -11,8 +11,10 @@ The placement group is the job actor's: removed after each start, and by Ray wit
 lost job leaves no reservation behind. While its group waits to be placed the job actor holds rank 0's
 resources; ``ray_rank_wait_s`` bounds that wait (RANKS_UNPLACED), so two jobs that each hold part of a
 full cluster cannot wait for each other for ever. A lost rank (its process killed, its node gone)
-makes rank 0's collectives fail; :meth:`RayRanks.explain` then names the rank and how it ended, and
-the start is retried from the checkpoints as after a crash of the worker.
+stops the start (:meth:`RayRanks.watched`; rank 0 alone would notice a node that vanished silently
+only at the group's timeout) or makes rank 0's collectives fail (:meth:`RayRanks.explain`); either
+way the error names the rank and how it ended, and the start is retried from the checkpoints as
+after a crash of the worker.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,13 +44,19 @@ from ...errors import Code, ServiceError
 from ...observability.logs import configure_logging
 from ..execution.sandbox import StopRequest, WorkerLimits, sandbox_task, worker_env
 from ..worker.confine import protect_server
-from ..worker.ranks import EXIT_GRACE_S, KILL_KEY, RANK_MODULE, host, interface_of, rank_error
+from ..worker.ranks import KILL_KEY, RANK_MODULE, host, interface_of, rank_error
 from .resources import bundle, on_node
 
 log = logging.getLogger(__name__)
 
-#: How often a rank actor looks at its process and at the store's kill request.
+#: How often a rank actor looks at its process and at the store's kill request, and the job's actor
+#: at its ranks.
 WATCH_S = 0.2
+#: How long rank 0's lost group waits for Ray to say which rank ended and how (a lost node is told
+#: by missed heartbeats, slower than a killed process).
+EXPLAIN_WAIT_S = 30.0
+#: How long the ranks get to exit (and remove their scratch directories) before their actors are killed.
+CLOSE_WAIT_S = 10.0
 
 
 class RankActor:
@@ -126,7 +136,8 @@ class RayRanks:
     def start(
         cls, settings: Settings, world: int, resources: dict[str, Any], store_uri: str, stop: StopRequest
     ) -> RayRanks | None:
-        """Place and start the other ranks of a ``world``-rank group, each with ``resources``."""
+        """Place and start the other ranks of a ``world``-rank group, each with ``resources``. A rank
+        actor lost while starting (its node went) raises a retried WORKER_CRASHED."""
         address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         store = host(world, address)
         rendezvous = {"world": world, "host": address, "port": store.port, "interface": interface_of(address)}
@@ -144,6 +155,9 @@ class RayRanks:
             ranks.nodes = [str(node) for node in ray.get([actor.node.remote() for actor in ranks._actors])]
             log.info("fine-tuning ranks 1..%d placed on Ray nodes %s", world - 1, ", ".join(ranks.nodes))
             ranks._runs = [a.run.remote(r, rendezvous, store_uri) for r, a in enumerate(ranks._actors, 1)]
+        except ray.exceptions.RayActorError as exc:
+            ranks.close()
+            raise rank_error(len(ranks.nodes) + 1, world, -int(signal.SIGKILL)) from exc
         except BaseException:
             ranks.close()
             raise
@@ -169,6 +183,46 @@ class RayRanks:
                 raise ServiceError(Code.RESOURCE_EXHAUSTED, "RANKS_UNPLACED", message, metadata=metadata)
         return False
 
+    def _gone(self, timeout: float) -> dict[int, int]:
+        """The ranks whose runs ended within ``timeout`` s, with their exit codes (SIGKILL's for a run
+        whose actor, process or node, was lost)."""
+        ended, _ = ray.wait(self._runs, num_returns=len(self._runs), timeout=timeout)
+        gone: dict[int, int] = {}
+        for rank, run in enumerate(self._runs, 1):
+            if run in ended:
+                try:
+                    gone[rank] = int(ray.get(run))
+                except ray.exceptions.RayError:
+                    gone[rank] = -int(signal.SIGKILL)
+        return gone
+
+    @contextlib.contextmanager
+    def watched(self, stop: StopRequest) -> Iterator[StopRequest]:
+        """A stop for the start: ``stop``'s, or as soon as a rank is lost to a signal or with its actor
+        or node (its error, retried from the checkpoints). Rank 0 would notice a silently lost node
+        only at the group's 30-minute timeout; Ray notices it."""
+        attempt, done = StopRequest(), threading.Event()
+
+        def watch() -> None:
+            while not done.wait(WATCH_S):
+                if stop.is_set():
+                    assert stop.error is not None
+                    attempt.stop(stop.error)
+                    return
+                lost = {rank: code for rank, code in self._gone(0).items() if code < 0}
+                if lost:
+                    rank = min(lost)
+                    attempt.stop(rank_error(rank, self.world, lost[rank]))
+                    return
+
+        watcher = threading.Thread(target=watch, name="rank-watch", daemon=True)
+        watcher.start()
+        try:
+            yield attempt
+        finally:
+            done.set()
+            watcher.join()
+
     def explain(self, error: ServiceError | None) -> ServiceError | None:
         """``error``, the worker's, or when it says only that rank 0 lost its group: which rank was lost
         and how (one killed by a signal or lost with its actor or node first), as
@@ -176,14 +230,7 @@ class RayRanks:
         lost = error is not None and error.reason == "WORKER_CRASHED"
         if error is None or not lost or "lost_rank" in error.metadata or "signal" in error.metadata:
             return error
-        ended, _ = ray.wait(self._runs, num_returns=len(self._runs), timeout=EXIT_GRACE_S)
-        gone: dict[int, int] = {}
-        for rank, run in enumerate(self._runs, 1):
-            if run in ended:
-                try:
-                    gone[rank] = int(ray.get(run))
-                except ray.exceptions.RayActorError:
-                    gone[rank] = -int(signal.SIGKILL)  # its actor's process or node was lost
+        gone = self._gone(EXPLAIN_WAIT_S)
         if not gone:
             return error
         rank = min(gone, key=lambda r: (gone[r] >= 0, r))
@@ -194,7 +241,12 @@ class RayRanks:
         self._store.set(KILL_KEY, "1")
 
     def close(self) -> None:
-        """Stop the rank actors, give the reservation back and close the store."""
+        """Stop the ranks (their actors remove their scratch directories), then their actors; give the
+        reservation back and close the store."""
+        if self._runs:
+            with contextlib.suppress(Exception):
+                self.kill()
+                ray.wait(self._runs, num_returns=len(self._runs), timeout=CLOSE_WAIT_S)
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)

@@ -30,7 +30,7 @@ from ..execution.attempt import attempt_in_scratch
 from ..execution.observed import count_end, count_failed_start, job_context
 from ..execution.sandbox import StopRequest, WorkerLimits
 from ..execution.seam import cleanup
-from ..execution.starts import begin_start, record_failure, retry_plan
+from ..execution.starts import begin_start, local_error, record_failure, retry_plan
 from .ranks import RayRanks
 from .resources import RAY_OWNER, actor_resources, on_node
 
@@ -134,10 +134,14 @@ def _attempt(
         ranks = RayRanks.start(settings, world, resources, stores.store.uri, stop)
     except ServiceError as exc:
         return exc
+    except Exception as exc:  # the store could not listen, Ray failed: this start's failure
+        return local_error(exc)
     if ranks is None:
         return stop.error
     try:
-        error = attempt_in_scratch(stores, settings, hold, job, stop, limits, rendezvous=ranks.rendezvous)
+        with ranks.watched(stop) as attempt:
+            rendezvous = ranks.rendezvous
+            error = attempt_in_scratch(stores, settings, hold, job, attempt, limits, rendezvous=rendezvous)
         return ranks.explain(error)
     finally:
         ranks.close()

@@ -312,13 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         progress = ProgressWriter(stream, task.get("fault"), int(task.get("attempt", 1)), ranks)
         try:
             run_task(task, workdir, progress, ranks.replicas if ranks is not None else None)
+            code = 0
         except Exception as exc:
             error, code = task_failure(exc, workdir)
             progress.fail(error)
-            return code
     if ranks is not None:
-        ranks.release()
-    return 0
+        ranks.release(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ from ...training.finetune import finetune
 from ...training.replicas import RankWork
 from .confine import confine
 from .main import apply_limits, die_with_parent, task_failure
-from .ranks import GroupReplicas, join
+from .ranks import GroupReplicas, exit_now, join
 from .threads import configure_torch, worker_threads
 
 
 def follow(replicas: GroupReplicas) -> None:
-    """Train every run rank 0 hands out, until it hands out None."""
+    """Train every run rank 0 hands out, until it hands out None (the rank then exits without tearing
+    the group down, see :func:`.ranks.exit_now`)."""
     while (work := replicas.share(None)) is not None:
         assert isinstance(work, RankWork)
         finetune(
@@ -45,7 +46,6 @@ def follow(replicas: GroupReplicas) -> None:
             fixed_batch=work.fixed_batch,
             replicas=replicas,
         )
-    replicas.leave()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         follow(replicas)
     except Exception as exc:  # its exit code tells rank 0 what happened (:func:`.ranks.rank_error`)
-        return task_failure(exc)[1]
-    return 0
+        exit_now(task_failure(exc)[1])
+    exit_now(0)
 
 
 if __name__ == "__main__":

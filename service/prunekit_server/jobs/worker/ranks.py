@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch import distributed
@@ -36,7 +36,7 @@ from .faults import EXIT_OUT_OF_MEMORY, out_of_memory
 
 T = TypeVar("T")
 
-__all__ = ["KILL_KEY", "GroupReplicas", "Ranks", "join", "join_remote", "start_ranks"]
+__all__ = ["KILL_KEY", "GroupReplicas", "Ranks", "exit_now", "join", "join_remote", "start_ranks"]
 
 #: How long a collective (or joining) waits for the other ranks before it raises.
 GROUP_TIMEOUT = timedelta(minutes=30)
@@ -207,14 +207,31 @@ class Ranks:
         if self.store is not None:
             self.store.set(KILL_KEY, "1")
 
-    def release(self) -> None:
-        """Tell the other ranks there is no more work, leave the group, wait for them to exit (a rank
-        lost once the work is done costs the job nothing)."""
-        with contextlib.suppress(ServiceError):
-            self.replicas.share(None)
-            self.replicas.leave()
+    def release(self, code: int) -> NoReturn:
+        """End this worker with exit ``code``: tell the other ranks there is no more work when the
+        work succeeded (else stop this machine's ranks), wait for this machine's ranks to exit (a
+        rank lost once the work is done costs the job nothing), and exit without tearing the group
+        down (:func:`exit_now`). Ray's ranks stop with their job actor's start."""
+        if code == 0:
+            with contextlib.suppress(ServiceError):
+                self.replicas.share(None)
         for process in self.processes:
-            process.wait(timeout=60)
+            if code != 0:
+                process.kill()  # waiting for work that will not come
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit at once with ``code`` once stdout and stderr are flushed. A process in a gloo group ends
+    so: tearing the group down (or letting the interpreter do it) while the peers hang up can end in
+    ``std::terminate`` (SIGABRT, "terminate called without an active exception"), which would turn a
+    finished job into a crashed one; the kernel closes the group's sockets all the same."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _rank_env(rank: int) -> dict[str, str]:

@@ -4,6 +4,7 @@ stop ends the wait, and a lost rank is named by how it ended."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -76,3 +77,38 @@ def test_a_rank_killed_by_a_signal_is_named_and_its_start_retried(driver: None) 
     assert error.metadata["signal"] == "SIGKILL", error
     own = ServiceError(Code.INTERNAL, "WORKER_CRASHED", "worker died", metadata={"signal": "SIGSEGV"})
     assert ranks.explain(own) is own  # the worker's own crash is not a rank's
+
+
+def test_a_rank_lost_while_rank_0_works_alone_stops_the_start_at_once(driver: None) -> None:
+    ranks = RayRanks.start(SETTINGS, 2, ONE_CPU, "", StopRequest())
+    assert ranks is not None
+    job = StopRequest()
+    try:
+        with ranks.watched(job) as attempt:
+            assert not attempt.is_set()
+            ranks.kill()  # rank 0 is in no collective: only Ray can tell
+            deadline = time.monotonic() + 60
+            while not attempt.is_set() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert attempt.error is not None
+        assert attempt.error.metadata["lost_rank"] == "1"
+        assert attempt.error.metadata["signal"] == "SIGKILL"
+        assert not job.is_set()
+    finally:
+        ranks.close()
+
+
+def test_the_jobs_stop_reaches_the_start(driver: None) -> None:
+    ranks = RayRanks.start(SETTINGS, 2, ONE_CPU, "", StopRequest())
+    assert ranks is not None
+    job = StopRequest()
+    cancelled = ServiceError(Code.CANCELLED, "JOB_CANCELLED", "cancelled")
+    try:
+        with ranks.watched(job) as attempt:
+            job.stop(cancelled)
+            deadline = time.monotonic() + 30
+            while not attempt.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert attempt.error is cancelled
+    finally:
+        ranks.close()
