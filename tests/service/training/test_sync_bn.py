@@ -4,17 +4,17 @@ momentum and the cumulative average (momentum None); eval mode and a single proc
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from prunekit_server.jobs.worker.ranks import host, join
+from prunekit_server.jobs.worker.ranks import join
 from prunekit_server.training.datasets import Batch
 from prunekit_server.training.replicas import shard
 from prunekit_server.training.sync_bn import synced_batchnorm
+from tests.two_ranks import run_two_ranks
 
 #: (layer, input shape, momentum, input mean, dtype): a large mean against a spread of 3 checks the
 #: variance is not E[x²] - E[x]² (which cancels to nothing at a mean of 3000).
@@ -79,16 +79,7 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> None:
 def test_two_synced_ranks_equal_one_process_on_the_whole_batch(index: int) -> None:
     bn, x, c = _case(index)
     one = _step(bn, x, c)
-    store = host(2)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    ranks = [context.Process(target=_rank, args=(r, store.port, index, results)) for r in range(2)]
-    for process in ranks:
-        process.start()
-    got = dict(results.get(timeout=300) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    got = run_two_ranks(_rank, index, timeout=300)
     for key in ("y", "x_grad"):
         both = torch.cat([torch.from_numpy(got[0][key]), torch.from_numpy(got[1][key])])
         _close(both, one[key])

@@ -49,12 +49,7 @@ def test_a_killed_rank_resumes_the_fine_tune_from_its_checkpoint(ray_address: st
         # the worker SIGKILLs its rank 1 right after announcing its first checkpoint (first start)
         job = create(stub, model, spec, labels={FAULT_LABEL: "kill_rank@checkpoint"})
         done = wait(stub, job.id, 600)[-1]
-    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(done.error)
-    assert done.attempt == 2
-    assert done.report.finetune.runs[-1].resumed_from_step >= 20
-    assert done.report.finetune.runs[-1].steps == 100
-    assert artifact_attempts(done) == {"2"}
-    single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), done)
+    _resumed_once(done, storage, steps=100)
 
 
 def test_a_node_lost_mid_fine_tune_costs_one_start_resumed_on_a_new_node(tmp_path: Path) -> None:
@@ -67,9 +62,14 @@ def test_a_node_lost_mid_fine_tune_costs_one_start_resumed_on_a_new_node(tmp_pat
         cluster.remove_node()  # one of the job's two ranks (or the job's actor) goes with it
         cluster.add_node()  # the start after it waits until the ranks can be placed again
         done = wait(stub, job.id, 600)[-1]
+    _resumed_once(done, storage, steps=400)
+
+
+def _resumed_once(done: job_pb2.Job, storage: str, steps: int) -> None:
+    """``done`` succeeded on its second start, resumed from a checkpoint, its artifacts all that start's."""
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, from_status(done.error)
     assert done.attempt == 2
     assert done.report.finetune.runs[-1].resumed_from_step >= 20
-    assert done.report.finetune.runs[-1].steps == 400
+    assert done.report.finetune.runs[-1].steps == steps
     assert artifact_attempts(done) == {"2"}
     single_manifest(Tenants(open_store(storage), owner="", lease_s=30).stores("default"), done)

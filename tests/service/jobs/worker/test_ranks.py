@@ -24,6 +24,7 @@ from prunekit_server.jobs.worker.faults import EXIT_OUT_OF_MEMORY, is_fenced, is
 from prunekit_server.jobs.worker.fence import EXIT_FENCED
 from prunekit_server.jobs.worker.ranks import host, interface_of, join, rank_error
 from prunekit_server.training.finetune import FinetuneConfig, finetune
+from tests.two_ranks import run_two_ranks
 
 CONFIG = FinetuneConfig(epochs=0, steps=60, batch_size=32, optimizer="sgd", lr=0.05, device="cpu", seed=3)
 WEIGHTS_TOLERANCE = 0.01
@@ -57,16 +58,7 @@ def _relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 def test_two_ranks_follow_one_within_tolerance() -> None:
     one_weights, one_accuracy, one_losses = _train()
-    store = host(2)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    ranks = [context.Process(target=_rank, args=(r, store.port, results)) for r in range(2)]
-    for process in ranks:
-        process.start()
-    got = dict(results.get(timeout=600) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    got = run_two_ranks(_rank)
     (a0, acc0, losses0), (a1, acc1, losses1) = got[0], got[1]
     w0, w1 = ({k: torch.from_numpy(v) for k, v in a.items()} for a in (a0, a1))
     assert acc0 == acc1
